@@ -1,0 +1,7 @@
+//! The `infernet` command-line interface.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

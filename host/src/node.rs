@@ -1,0 +1,196 @@
+//! A node assembled from config: one runtime, the models, the backend and
+//! pricing plugins, and a pool of backend instances per model. This is the
+//! single-node job path that the CLI and (later) the network layer call.
+
+use crate::config::Config;
+use crate::kernels::KernelCtx;
+use crate::models::{ModelEntry, ModelError, ModelGrants};
+use crate::runtime::{Limits, Package, PluginError, PluginKind, ProgressSink, Runtime};
+use crate::worlds::backend::{BackendInfo, JobInput, JobRequest, JobResult};
+use crate::worlds::{BackendInstance, BackendPlugin, PricingPlugin};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// Why a node could not start or run a job.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Config problem (names the key).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Plugin load or call failure.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// Model files problem.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The device could not be opened.
+    #[error("node.device: {0}")]
+    Device(String),
+    /// The engine could not start.
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+    /// No backend serves the model.
+    #[error("no backend serves model `{model}`; configured models: {available:?}")]
+    UnknownModel {
+        /// Asked-for id.
+        model: String,
+        /// What the node has.
+        available: Vec<String>,
+    },
+}
+
+/// A loaded backend with its idle instances.
+pub struct BackendSlot {
+    /// The plugin.
+    pub plugin: BackendPlugin,
+    /// What it says about itself.
+    pub info: BackendInfo,
+    idle: Mutex<Vec<BackendInstance>>,
+}
+
+/// A node: runtime + plugins, ready to run jobs.
+pub struct Node {
+    runtime: Runtime,
+    backends: Vec<BackendSlot>,
+    by_model: HashMap<String, usize>,
+    pricing: Option<PricingPlugin>,
+    data_dir: PathBuf,
+}
+
+impl Node {
+    /// Loads every plugin and model the config names.
+    pub fn from_config(config: &Config) -> Result<Node, NodeError> {
+        let device = crate::kernels::parse_device(&config.node.device)
+            .and_then(|d| d.open())
+            .map_err(NodeError::Device)?;
+        let data_dir = config.node.data_dir.clone();
+        let runtime = Runtime::new(&data_dir.join("cache").join("compiled"))
+            .map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+        let mut backends = Vec::new();
+        let mut by_model = HashMap::new();
+        for (i, b) in config.backend.iter().enumerate() {
+            let package = Package::open(&b.plugin, b.publisher_key.as_deref())?;
+            let loaded = runtime.load(&package, PluginKind::Backend)?;
+            let entries = b
+                .models
+                .iter()
+                .map(|m| ModelEntry::open(&m.id, &m.path, &device))
+                .collect::<Result<Vec<_>, _>>()?;
+            for m in &b.models {
+                by_model.insert(m.id.clone(), i);
+            }
+            let plugin = BackendPlugin::new(
+                &runtime,
+                loaded,
+                Limits::from_config(&b.limits),
+                KernelCtx::new(device.clone()),
+                ModelGrants::new(entries),
+            )?;
+            let mut instance = plugin.instantiate()?;
+            let info = instance.describe()?;
+            tracing::info!(plugin = %info.name, version = %info.version, models = ?plugin.model_ids(), "backend ready");
+            backends.push(BackendSlot { plugin, info, idle: Mutex::new(vec![instance]) });
+        }
+        let pricing = match &config.pricing {
+            Some(p) => {
+                let package = Package::open(&p.plugin, p.publisher_key.as_deref())?;
+                let loaded = runtime.load(&package, PluginKind::Pricing)?;
+                Some(PricingPlugin::new(
+                    &runtime,
+                    &loaded,
+                    Limits::from_config(&p.limits),
+                    crate::config::flatten_table(&p.config),
+                )?)
+            }
+            None => None,
+        };
+        Ok(Node { runtime, backends, by_model, pricing, data_dir })
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.data_dir
+    }
+
+    /// Loaded backends.
+    pub fn backends(&self) -> &[BackendSlot] {
+        &self.backends
+    }
+
+    /// The pricing plugin, if configured.
+    pub fn pricing(&self) -> Option<&PricingPlugin> {
+        self.pricing.as_ref()
+    }
+
+    /// Every model id served, sorted.
+    pub fn models(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.by_model.keys().cloned().collect();
+        m.sort();
+        m
+    }
+
+    /// Runs a job on the backend that serves its model, on an idle instance
+    /// (or a fresh one when all are busy); the instance goes back to the pool.
+    pub fn run(&self, job: &JobRequest, sink: Option<ProgressSink>) -> Result<JobResult, NodeError> {
+        let slot = self.slot(&job.model)?;
+        let idle = slot.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut instance = match idle {
+            Some(i) => i,
+            None => slot.plugin.instantiate()?,
+        };
+        let result = instance.execute(job, sink);
+        if let Ok(mut v) = slot.idle.lock() {
+            v.push(instance);
+        }
+        Ok(result?)
+    }
+
+    /// Text generation convenience: `params` as key/values.
+    pub fn generate(
+        &self,
+        model: &str,
+        prompt: &str,
+        params: &[(&str, String)],
+        sink: Option<ProgressSink>,
+    ) -> Result<JobResult, NodeError> {
+        let job = JobRequest {
+            id: new_job_id(),
+            model: model.into(),
+            input: JobInput::Text(prompt.into()),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        };
+        self.run(&job, sink)
+    }
+
+    /// Embedding convenience.
+    pub fn embed(&self, model: &str, texts: &[String]) -> Result<JobResult, NodeError> {
+        let job = JobRequest {
+            id: new_job_id(),
+            model: model.into(),
+            input: JobInput::Texts(texts.to_vec()),
+            params: vec![],
+        };
+        self.run(&job, None)
+    }
+
+    fn slot(&self, model: &str) -> Result<&BackendSlot, NodeError> {
+        self.by_model.get(model).map(|&i| &self.backends[i]).ok_or_else(|| NodeError::UnknownModel {
+            model: model.into(),
+            available: self.models(),
+        })
+    }
+}
+
+/// A fresh random job id.
+pub fn new_job_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}

@@ -1,0 +1,116 @@
+//! Parsing of a BERT-family `config.json`, with errors that name the key.
+//!
+//! Field meanings follow `candle_transformers::models::bert::Config`.
+
+use infernet_plugin_api::Error;
+use serde_json::Value;
+
+/// The intermediate (feed-forward) activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenAct {
+    /// `gelu`: exact GELU (erf), as in transformers.
+    GeluErf,
+    /// `gelu_approximate`, `gelu_new`, `gelu_pytorch_tanh`: tanh approximation.
+    Gelu,
+    /// `relu`.
+    Relu,
+}
+
+/// The parts of `config.json` the model needs.
+#[derive(Debug, Clone)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: HiddenAct,
+}
+
+impl BertConfig {
+    /// Parses and validates `config.json` text.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("config.json is not valid JSON: {e}")))?;
+        if !root.is_object() {
+            return Err(Error::invalid("config.json is not a JSON object"));
+        }
+        let hidden_act = match root.get("hidden_act").and_then(Value::as_str) {
+            None => return Err(Error::invalid("config key `hidden_act` is missing or not a string")),
+            Some("gelu") => HiddenAct::GeluErf,
+            Some("gelu_approximate" | "gelu_new" | "gelu_pytorch_tanh") => HiddenAct::Gelu,
+            Some("relu") => HiddenAct::Relu,
+            Some(other) => {
+                return Err(Error::unsupported(format!(
+                    "config key `hidden_act` is `{other}`; supported: gelu, gelu_approximate, gelu_new, relu"
+                )))
+            }
+        };
+        let position_type = root.get("position_embedding_type").and_then(Value::as_str);
+        if position_type.is_some_and(|t| t != "absolute") {
+            return Err(Error::unsupported(
+                "config key `position_embedding_type` must be `absolute`",
+            ));
+        }
+        let cfg = BertConfig {
+            vocab_size: req_usize(&root, "vocab_size")?,
+            hidden_size: req_usize(&root, "hidden_size")?,
+            num_hidden_layers: req_usize(&root, "num_hidden_layers")?,
+            num_attention_heads: req_usize(&root, "num_attention_heads")?,
+            max_position_embeddings: req_usize(&root, "max_position_embeddings")?,
+            layer_norm_eps: req_f64(&root, "layer_norm_eps")?,
+            hidden_act,
+        };
+        for (key, value) in [
+            ("vocab_size", cfg.vocab_size),
+            ("hidden_size", cfg.hidden_size),
+            ("num_hidden_layers", cfg.num_hidden_layers),
+            ("num_attention_heads", cfg.num_attention_heads),
+            ("max_position_embeddings", cfg.max_position_embeddings),
+        ] {
+            if value == 0 || u32::try_from(value).is_err() {
+                return Err(Error::invalid(format!(
+                    "config key `{key}` must be a positive u32"
+                )));
+            }
+        }
+        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+            return Err(Error::invalid(
+                "config key `hidden_size` must be a multiple of `num_attention_heads`",
+            ));
+        }
+        if !(cfg.layer_norm_eps.is_finite() && cfg.layer_norm_eps > 0.0) {
+            return Err(Error::invalid(
+                "config key `layer_norm_eps` must be a positive number",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Size of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+fn req_usize(obj: &Value, key: &str) -> Result<usize, Error> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Err(Error::invalid(format!("config key `{key}` is missing"))),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::invalid(format!("config key `{key}` must be a non-negative integer"))
+            }),
+    }
+}
+
+fn req_f64(obj: &Value, key: &str) -> Result<f64, Error> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Err(Error::invalid(format!("config key `{key}` is missing"))),
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| Error::invalid(format!("config key `{key}` must be a number"))),
+    }
+}

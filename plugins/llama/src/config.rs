@@ -1,0 +1,223 @@
+//! Parsing of a llama-family `config.json`, with errors that name the key.
+//!
+//! Field meanings and defaults follow `candle_transformers::models::llama::LlamaConfig`.
+
+use infernet_plugin_api::Error;
+use serde_json::Value;
+
+/// The llama3 rope frequency scaling (`rope_scaling` with `rope_type: llama3`).
+#[derive(Debug, Clone)]
+pub struct Llama3Rope {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position_embeddings: usize,
+}
+
+/// The parts of `config.json` the model needs.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f32,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub eos_token_ids: Vec<u32>,
+    pub rope_scaling: Option<Llama3Rope>,
+}
+
+impl LlamaConfig {
+    /// Parses and validates `config.json` text.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("config.json is not valid JSON: {e}")))?;
+        if !root.is_object() {
+            return Err(Error::invalid("config.json is not a JSON object"));
+        }
+        let num_attention_heads = req_usize(&root, "num_attention_heads")?;
+        let cfg = LlamaConfig {
+            hidden_size: req_usize(&root, "hidden_size")?,
+            intermediate_size: req_usize(&root, "intermediate_size")?,
+            num_hidden_layers: req_usize(&root, "num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads: opt_usize(&root, "num_key_value_heads")?
+                .unwrap_or(num_attention_heads),
+            vocab_size: req_usize(&root, "vocab_size")?,
+            rms_norm_eps: req_f64(&root, "rms_norm_eps")?,
+            rope_theta: opt_f64(&root, "rope_theta")?.unwrap_or(10_000.0) as f32,
+            max_position_embeddings: req_usize(&root, "max_position_embeddings")?,
+            tie_word_embeddings: opt_bool(&root, "tie_word_embeddings")?.unwrap_or(false),
+            eos_token_ids: token_ids(&root, "eos_token_id")?,
+            rope_scaling: rope_scaling(&root)?,
+        };
+        // bos_token_id is not used by the model (the tokenizer adds it), but
+        // a malformed value is still reported.
+        token_ids(&root, "bos_token_id")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Size of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        for (key, value) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(format!(
+                    "config key `{key}` must be positive"
+                )));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads)
+            || !self.head_dim().is_multiple_of(2)
+        {
+            return Err(Error::invalid(
+                "config key `hidden_size` must be an even multiple of `num_attention_heads`",
+            ));
+        }
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
+            return Err(Error::invalid(
+                "config key `num_attention_heads` must be a multiple of `num_key_value_heads`",
+            ));
+        }
+        if u32::try_from(self.max_position_embeddings).is_err()
+            || u32::try_from(self.vocab_size).is_err()
+        {
+            return Err(Error::invalid(
+                "config keys `max_position_embeddings` and `vocab_size` must fit in u32",
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(Error::invalid(
+                "config key `rms_norm_eps` must be a positive number",
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(Error::invalid(
+                "config key `rope_theta` must be a positive number",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `rope_scaling`: absent, null, `default` or `llama3`.
+fn rope_scaling(root: &Value) -> Result<Option<Llama3Rope>, Error> {
+    let scaling = match root.get("rope_scaling") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => {
+            return Err(Error::invalid(
+                "config key `rope_scaling` must be an object",
+            ))
+        }
+    };
+    let kind = scaling
+        .get("rope_type")
+        .or_else(|| scaling.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    match kind {
+        "default" => Ok(None),
+        "llama3" => Ok(Some(Llama3Rope {
+            factor: req_f64(scaling, "rope_scaling.factor")? as f32,
+            low_freq_factor: req_f64(scaling, "rope_scaling.low_freq_factor")? as f32,
+            high_freq_factor: req_f64(scaling, "rope_scaling.high_freq_factor")? as f32,
+            original_max_position_embeddings: req_usize(
+                scaling,
+                "rope_scaling.original_max_position_embeddings",
+            )?,
+        })),
+        other => Err(Error::unsupported(format!(
+            "config key `rope_scaling.rope_type` is `{other}`; only `default` and `llama3` are supported"
+        ))),
+    }
+}
+
+/// The value under `key`; a dotted key looks up its last segment (the caller
+/// passes the parent object) but keeps the full path for error messages.
+fn lookup<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    match obj.get(leaf) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v),
+    }
+}
+
+fn opt_usize(obj: &Value, key: &str) -> Result<Option<usize>, Error> {
+    match lookup(obj, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::invalid(format!("config key `{key}` must be a non-negative integer"))
+            }),
+    }
+}
+
+fn req_usize(obj: &Value, key: &str) -> Result<usize, Error> {
+    opt_usize(obj, key)?.ok_or_else(|| Error::invalid(format!("config key `{key}` is missing")))
+}
+
+fn opt_f64(obj: &Value, key: &str) -> Result<Option<f64>, Error> {
+    match lookup(obj, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| Error::invalid(format!("config key `{key}` must be a number"))),
+    }
+}
+
+fn req_f64(obj: &Value, key: &str) -> Result<f64, Error> {
+    opt_f64(obj, key)?.ok_or_else(|| Error::invalid(format!("config key `{key}` is missing")))
+}
+
+fn opt_bool(obj: &Value, key: &str) -> Result<Option<bool>, Error> {
+    match lookup(obj, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| Error::invalid(format!("config key `{key}` must be a boolean"))),
+    }
+}
+
+/// A token id given as an integer, a list of integers, or null.
+fn token_ids(obj: &Value, key: &str) -> Result<Vec<u32>, Error> {
+    let bad = || {
+        Error::invalid(format!(
+            "config key `{key}` must be a token id, a list of ids or null"
+        ))
+    };
+    let one = |v: &Value| {
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(bad)
+    };
+    match lookup(obj, key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(one).collect(),
+        Some(v) => Ok(vec![one(v)?]),
+    }
+}

@@ -1,0 +1,302 @@
+//! The llama forward pass, written against the host tensor kernels.
+//!
+//! The order of operations mirrors `candle_transformers::models::llama`
+//! (0.11.1) step for step, so that logits match it to float rounding.
+//! Weights stay on the host; this module only holds tensor handles.
+
+use crate::config::LlamaConfig;
+use infernet_plugin_api::models::Weights;
+use infernet_plugin_api::tensor::causal_mask;
+use infernet_plugin_api::{DType, Error, Tensor};
+
+/// One decoder block's weights.
+struct Block {
+    input_layernorm: Tensor,
+    q_proj: Tensor,
+    k_proj: Tensor,
+    v_proj: Tensor,
+    o_proj: Tensor,
+    post_attention_layernorm: Tensor,
+    gate_proj: Tensor,
+    up_proj: Tensor,
+    down_proj: Tensor,
+}
+
+/// A loaded model: weight handles and the rotary tables.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    embed_tokens: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    /// `None` when the output projection is tied to `embed_tokens`.
+    lm_head: Option<Tensor>,
+    /// `[max_position_embeddings, head_dim / 2]`, in the weights' dtype.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Per-job key/value cache: one `(k, v)` pair of `[b, kv_heads, seq, head_dim]` per block.
+pub struct KvCache {
+    kvs: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// An empty cache for `cfg`.
+    pub fn new(cfg: &LlamaConfig) -> Self {
+        KvCache {
+            kvs: (0..cfg.num_hidden_layers).map(|_| None).collect(),
+        }
+    }
+}
+
+/// Fetches a named weight, with an error naming the tensor.
+fn weight(weights: &Weights, name: &str) -> Result<Tensor, Error> {
+    weights.get(name).map_err(|e| match e {
+        Error::InvalidInput(m) => Error::invalid(format!("weight `{name}`: {m}")),
+        other => other,
+    })
+}
+
+/// Converts to `dtype` only when needed (candle's `to_dtype` is a no-op then).
+fn cast(x: Tensor, dtype: DType) -> Result<Tensor, Error> {
+    if x.dtype() == dtype {
+        Ok(x)
+    } else {
+        x.to_dtype(dtype)
+    }
+}
+
+/// Like [`cast`] for a borrowed tensor: `None` when it already has `dtype`.
+fn cast_ref(x: &Tensor, dtype: DType) -> Result<Option<Tensor>, Error> {
+    if x.dtype() == dtype {
+        Ok(None)
+    } else {
+        x.to_dtype(dtype).map(Some)
+    }
+}
+
+/// Inverse rotary frequencies, as candle's `Cache::new` computes them.
+fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
+    let head_dim = cfg.head_dim();
+    let base: Vec<f32> = (0..head_dim)
+        .step_by(2)
+        .map(|i| 1f32 / cfg.rope_theta.powf(i as f32 / head_dim as f32))
+        .collect();
+    let Some(rs) = &cfg.rope_scaling else {
+        return base;
+    };
+    let low_freq_wavelen = rs.original_max_position_embeddings as f32 / rs.low_freq_factor;
+    let high_freq_wavelen = rs.original_max_position_embeddings as f32 / rs.high_freq_factor;
+    base.into_iter()
+        .map(|freq| {
+            let wavelen = 2. * std::f32::consts::PI / freq;
+            if wavelen < high_freq_wavelen {
+                freq
+            } else if wavelen > low_freq_wavelen {
+                freq / rs.factor
+            } else {
+                let smooth = (rs.original_max_position_embeddings as f32 / wavelen
+                    - rs.low_freq_factor)
+                    / (rs.high_freq_factor - rs.low_freq_factor);
+                (1. - smooth) * freq / rs.factor + smooth * freq
+            }
+        })
+        .collect()
+}
+
+impl Llama {
+    /// Fetches all weight handles and builds the rotary tables.
+    pub fn load(weights: &Weights, cfg: LlamaConfig) -> Result<Self, Error> {
+        let embed_tokens = weight(weights, "model.embed_tokens.weight")?;
+        let dtype = embed_tokens.dtype();
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(weight(weights, "lm_head.weight")?)
+        };
+        let norm = weight(weights, "model.norm.weight")?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let w =
+                    |suffix: &str| weight(weights, &format!("model.layers.{i}.{suffix}.weight"));
+                Ok(Block {
+                    input_layernorm: w("input_layernorm")?,
+                    q_proj: w("self_attn.q_proj")?,
+                    k_proj: w("self_attn.k_proj")?,
+                    v_proj: w("self_attn.v_proj")?,
+                    o_proj: w("self_attn.o_proj")?,
+                    post_attention_layernorm: w("post_attention_layernorm")?,
+                    gate_proj: w("mlp.gate_proj")?,
+                    up_proj: w("mlp.up_proj")?,
+                    down_proj: w("mlp.down_proj")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+
+        let theta = inv_freq(&cfg);
+        let max_pos = cfg.max_position_embeddings;
+        let theta = Tensor::new_f32(&theta, &[1, theta.len()])?;
+        let idx_theta = Tensor::arange(max_pos as u32)?
+            .to_dtype(DType::F32)?
+            .reshape(&[max_pos, 1])?
+            .matmul(&theta)?;
+        let cos = cast(idx_theta.cos()?, dtype)?;
+        let sin = cast(idx_theta.sin()?, dtype)?;
+
+        Ok(Llama {
+            cfg,
+            embed_tokens,
+            blocks,
+            norm,
+            lm_head,
+            cos,
+            sin,
+        })
+    }
+
+    /// Runs `ids` (positions `index_pos..`) through the model and returns the
+    /// f32 logits of the last position, shape `[1, vocab]`.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        index_pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, Error> {
+        let seq_len = ids.len();
+        let input = Tensor::new_u32(ids, &[1, seq_len])?;
+        let mut x = self.embed_tokens.embedding(&input)?;
+        for (block_idx, block) in self.blocks.iter().enumerate() {
+            x = self.block(&x, block, index_pos, block_idx, cache)?;
+        }
+        let hidden = self.cfg.hidden_size;
+        // rms_norm is row-wise, so normalising only the last position is the
+        // same as candle's normalise-then-select.
+        let x = x
+            .narrow(1, seq_len - 1, 1)?
+            .rms_norm(&self.norm, self.eps())?;
+        let x = x.reshape(&[1, hidden])?.contiguous()?;
+        let lm_head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        cast(x.linear(lm_head, None)?, DType::F32)
+    }
+
+    fn eps(&self) -> f32 {
+        self.cfg.rms_norm_eps as f32
+    }
+
+    fn block(
+        &self,
+        x: &Tensor,
+        block: &Block,
+        index_pos: usize,
+        block_idx: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, Error> {
+        let residual = x;
+        let h = x.rms_norm(&block.input_layernorm, self.eps())?;
+        let x = self
+            .attention(&h, block, index_pos, block_idx, cache)?
+            .add(residual)?;
+        let residual = &x;
+        let h = x.rms_norm(&block.post_attention_layernorm, self.eps())?;
+        let h = h
+            .linear(&block.gate_proj, None)?
+            .silu()?
+            .mul(&h.linear(&block.up_proj, None)?)?;
+        h.linear(&block.down_proj, None)?.add(residual)
+    }
+
+    fn attention(
+        &self,
+        x: &Tensor,
+        block: &Block,
+        index_pos: usize,
+        block_idx: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, Error> {
+        let cfg = &self.cfg;
+        let (b, seq_len, hidden) = (1, x.dim(1), cfg.hidden_size);
+        let (n_heads, n_kv, head_dim) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
+
+        let q = x.linear(&block.q_proj, None)?;
+        let k = x.linear(&block.k_proj, None)?;
+        let v = x.linear(&block.v_proj, None)?;
+        let q = q
+            .reshape(&[b, seq_len, n_heads, head_dim])?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = k
+            .reshape(&[b, seq_len, n_kv, head_dim])?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = v.reshape(&[b, seq_len, n_kv, head_dim])?.transpose(1, 2)?;
+
+        let cos = self.cos.narrow(0, index_pos, seq_len)?;
+        let sin = self.sin.narrow(0, index_pos, seq_len)?;
+        let q = q.rope(&cos, &sin)?;
+        let k = k.rope(&cos, &sin)?;
+
+        let slot = cache
+            .kvs
+            .get_mut(block_idx)
+            .ok_or_else(|| Error::internal("kv cache has too few blocks"))?;
+        let (k, v) = match slot.take() {
+            Some((cache_k, cache_v)) => (
+                Tensor::cat(&[&cache_k, &k], 2)?.contiguous()?,
+                Tensor::cat(&[&cache_v, &v], 2)?.contiguous()?,
+            ),
+            None => (k, v),
+        };
+        let (k, v) = &*slot.insert((k, v));
+
+        let n_rep = n_heads / n_kv;
+        let k_rep = repeat_kv(k, n_rep)?;
+        let v_rep = repeat_kv(v, n_rep)?;
+        let k = k_rep.as_ref().unwrap_or(k);
+        let v = v_rep.as_ref().unwrap_or(v);
+
+        let in_dtype = q.dtype();
+        let q = cast(q, DType::F32)?;
+        let k32 = cast_ref(k, DType::F32)?;
+        let v32 = cast_ref(v, DType::F32)?;
+        let k = k32.as_ref().unwrap_or(k);
+        let v = v32.as_ref().unwrap_or(v);
+        let att = q.matmul(&k.t()?)?.div_scalar((head_dim as f64).sqrt())?;
+        let att = if seq_len == 1 {
+            att
+        } else {
+            if index_pos != 0 {
+                return Err(Error::internal(
+                    "multi-token forward is only supported at position 0",
+                ));
+            }
+            let mask = causal_mask(seq_len as u32)?.broadcast_as(&att.dims())?;
+            att.masked_fill(&mask, f32::NEG_INFINITY)?
+        };
+        let att = att.softmax_last_dim()?;
+        let y = cast(att.matmul(&v.contiguous()?)?, in_dtype)?;
+        let y = y.transpose(1, 2)?.reshape(&[b, seq_len, hidden])?;
+        y.linear(&block.o_proj, None)
+    }
+}
+
+/// candle's `utils::repeat_kv`: `None` when `n_rep == 1` (use `x` as is).
+fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Option<Tensor>, Error> {
+    if n_rep == 1 {
+        return Ok(None);
+    }
+    let dims = x.dims();
+    let [b, n_kv, seq_len, head_dim] = dims[..] else {
+        return Err(Error::internal("repeat_kv expects a rank-4 tensor"));
+    };
+    let copies = vec![x; n_rep];
+    Ok(Some(Tensor::cat(&copies, 2)?.reshape(&[
+        b,
+        n_kv * n_rep,
+        seq_len,
+        head_dim,
+    ])?))
+}

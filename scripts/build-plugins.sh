@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds the first-party plugins for wasm32-wasip2 and packs each into
+# target/plugins/<name>/ (the .wasm plus infernet-plugin.toml with its sha256).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+cargo build --release -p infernet-host --bin infernet
+for p in llama bert pricing-flat hostile; do
+  ./target/release/infernet plugin pack \
+    "plugins/target/wasm32-wasip2/release/infernet_plugin_${p//-/_}.wasm" \
+    --out "target/plugins/$p" --name "$p" --version 0.1.0 >/dev/null
+done
+echo "plugins packed into target/plugins/"

