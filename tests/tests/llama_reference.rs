@@ -16,7 +16,7 @@ const STEPS: usize = 16;
 
 fn setup(dir: &std::path::Path) -> (Node, std::path::PathBuf) {
     let model = dir.join("tiny-llama");
-    write_llama_fixture(&LlamaFixtureSpec::tiny(), &model, None).unwrap();
+    write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
     let pkg = pack_plugin("llama", PluginKind::Backend, dir);
     let cfg = write_backend_config(dir, &pkg, &[("tiny", &model)], "");
     (Node::from_config(&Config::load(&cfg).unwrap()).unwrap(), model)

@@ -1,10 +1,193 @@
-//! `infernet bench`: plugin vs native speed, host-call overhead, instantiation.
+//! `infernet bench`: the numbers behind docs/BENCHMARKS.md, each beside a
+//! reference measured in the same run.
+//!
+//! - llama plugin vs native candle-transformers llama (tokens/s) on a
+//!   generated checkpoint shaped like SmolLM-135M;
+//! - bert plugin vs native candle-transformers BertModel (sentences/s) on
+//!   all-MiniLM-L6-v2;
+//! - per-call overhead of a trivial host call and a trivial kernel (ns);
+//! - instantiation from `InstancePre` (µs) and compile vs cached load (ms).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use candle_core::Device;
+use infernet_host::config::Config;
+use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
+use infernet_host::models::reference::{NativeBert, NativeLlama};
+use infernet_host::node::Node;
+use infernet_host::runtime::{Package, PluginKind, Runtime};
+use infernet_host::worlds::backend::{JobInput, JobRequest};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Directory holding the packed plugins.
+    #[arg(long, default_value = "target/plugins")]
+    plugins: PathBuf,
+    /// Working directory (generated checkpoints are kept here between runs).
+    #[arg(long, default_value = ".infernet/bench")]
+    dir: PathBuf,
+    /// all-MiniLM-L6-v2 directory (default: $INFERNET_MINILM_DIR).
+    #[arg(long, env = "INFERNET_MINILM_DIR")]
+    minilm: Option<PathBuf>,
+    /// Tokens generated per llama run.
+    #[arg(long, default_value_t = 32)]
+    tokens: usize,
+    /// Timed rounds per side (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Use the tiny checkpoint instead of the SmolLM-135M shape (quick smoke run).
+    #[arg(long)]
+    quick: bool,
+}
 
-pub fn run(_args: BenchArgs) -> Result<()> {
-    anyhow::bail!("bench: not built yet")
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn node_with(dir: &Path, plugin: &Path, models: &[(&str, &Path)]) -> Result<Node> {
+    let mut text = format!("[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n", dir.join("node"), plugin);
+    for (id, p) in models {
+        text.push_str(&format!("[[backend.models]]\nid = {id:?}\npath = {p:?}\n"));
+    }
+    let config = Config::parse(&text, dir)?;
+    Ok(Node::from_config(&config)?)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.dir)?;
+    let plugins = std::fs::canonicalize(&a.plugins)
+        .with_context(|| format!("{} not found: run scripts/build-plugins.sh first", a.plugins.display()))?;
+    let dir = std::fs::canonicalize(&a.dir)?;
+    println!("# infernet bench ({} CPU threads, candle CPU backend)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    bench_llama(&a, &plugins, &dir)?;
+    match &a.minilm {
+        Some(m) => bench_bert(&a, &plugins, &dir, m)?,
+        None => println!("\n## bert: skipped (pass --minilm DIR or set INFERNET_MINILM_DIR; scripts/bench.sh does)"),
+    }
+    bench_overhead(&plugins, &dir)?;
+    Ok(())
+}
+
+fn bench_llama(a: &BenchArgs, plugins: &Path, dir: &Path) -> Result<()> {
+    let (name, spec) = if a.quick {
+        ("tiny-llama", LlamaFixtureSpec::tiny())
+    } else {
+        ("smollm-135m-shape", LlamaFixtureSpec::smollm_135m_shape())
+    };
+    let model = dir.join(name);
+    if !model.join("model.safetensors").exists() {
+        eprintln!("generating {name} checkpoint in {} (once)...", model.display());
+        write_llama_fixture(&spec, &model)?;
+    }
+    let node = node_with(dir, &plugins.join("llama"), &[(name, &model)])?;
+    let native = NativeLlama::load(&model, &Device::Cpu)?;
+    let prompt = native.encode("the quick brown fox jumps over the lazy dog")?;
+    let n = a.tokens;
+    let job = JobRequest {
+        id: "bench".into(),
+        model: name.into(),
+        input: JobInput::Tokens(prompt.clone()),
+        params: vec![("max_tokens".into(), n.to_string())],
+    };
+    // warm-up both (weights loaded, caches hot)
+    native.generate_greedy(&prompt, 2)?;
+    node.run(&JobRequest { params: vec![("max_tokens".into(), "2".into())], ..job.clone() }, None)?;
+    let (mut nat, mut plug) = (Vec::new(), Vec::new());
+    for _ in 0..a.rounds {
+        let t = Instant::now();
+        native.generate_greedy(&prompt, n)?;
+        nat.push(n as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let r = node.run(&job, None)?;
+        anyhow::ensure!(r.usage.output_tokens as usize == n, "plugin stopped early ({} tokens)", r.usage.output_tokens);
+        plug.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    let (nat, plug) = (median(nat), median(plug));
+    println!("\n## llama: {name}, prompt {} tokens + {n} generated, greedy, median of {}", prompt.len(), a.rounds);
+    println!("native candle-transformers: {nat:8.2} tok/s");
+    println!("llama plugin (wasm):        {plug:8.2} tok/s");
+    println!("plugin / native:            {:8.3}  (target >= 0.90)", plug / nat);
+    Ok(())
+}
+
+fn bench_bert(a: &BenchArgs, plugins: &Path, dir: &Path, minilm: &Path) -> Result<()> {
+    let node = node_with(dir, &plugins.join("bert"), &[("minilm", minilm)])?;
+    let native = NativeBert::load(minilm, &Device::Cpu)?;
+    let sentences: Vec<String> = (0..32)
+        .map(|i| format!("Sentence number {i} about decentralized inference on a network of GPU providers."))
+        .collect();
+    native.embed(&sentences[0])?;
+    node.embed("minilm", &sentences[..1])?;
+    let (mut nat, mut plug) = (Vec::new(), Vec::new());
+    for _ in 0..a.rounds {
+        let t = Instant::now();
+        for s in &sentences {
+            native.embed(s)?;
+        }
+        nat.push(sentences.len() as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        node.embed("minilm", &sentences)?;
+        plug.push(sentences.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    let (nat, plug) = (median(nat), median(plug));
+    println!("\n## bert: all-MiniLM-L6-v2, {} sentences one at a time, median of {}", sentences.len(), a.rounds);
+    println!("native candle-transformers: {nat:8.1} sentences/s");
+    println!("bert plugin (wasm):         {plug:8.1} sentences/s");
+    println!("plugin / native:            {:8.3}  (target >= 0.90)", plug / nat);
+    Ok(())
+}
+
+fn bench_overhead(plugins: &Path, dir: &Path) -> Result<()> {
+    let empty = dir.join("empty-model");
+    std::fs::create_dir_all(&empty)?;
+    std::fs::write(empty.join("config.json"), "{}")?;
+    let mut st = 2u64.to_le_bytes().to_vec();
+    st.extend_from_slice(b"{}");
+    std::fs::write(empty.join("model.safetensors"), st)?;
+    let node = node_with(dir, &plugins.join("hostile"), &[("probe", &empty)])?;
+    let calls = |n: u32, kernel: &str| -> Result<Duration> {
+        let job = JobRequest {
+            id: "calls".into(),
+            model: "probe".into(),
+            input: JobInput::Text(String::new()),
+            params: vec![("attack".into(), "calls".into()), ("n".into(), n.to_string()), ("kernel".into(), kernel.into())],
+        };
+        let t = Instant::now();
+        node.run(&job, None)?;
+        Ok(t.elapsed())
+    };
+    const N: u32 = 200_000;
+    calls(1000, "affine")?;
+    println!("\n## host-call overhead ({N} calls inside one job, minus an empty job)");
+    for (label, kernel) in [("resource method (tensor.shape)", "shape"), ("trivial kernel (affine on 1 element)", "affine")] {
+        let base = (0..5).map(|_| calls(0, kernel).map(|d| d.as_secs_f64())).collect::<Result<Vec<_>>>()?;
+        let full = (0..3).map(|_| calls(N, kernel).map(|d| d.as_secs_f64())).collect::<Result<Vec<_>>>()?;
+        let ns = (median(full) - median(base)) / N as f64 * 1e9;
+        println!("{label:40} {ns:8.0} ns/call");
+    }
+
+    let slot = &node.backends()[0];
+    let n = 50;
+    let t = Instant::now();
+    for _ in 0..n {
+        drop(slot.plugin.instantiate()?);
+    }
+    println!("\n## instantiation");
+    println!("backend instance from InstancePre:        {:8.0} µs", t.elapsed().as_secs_f64() / n as f64 * 1e6);
+
+    let package = Package::open(&plugins.join("llama"), None)?;
+    let cache = tempfile::tempdir()?;
+    let runtime = Runtime::new(cache.path())?;
+    let t = Instant::now();
+    let cold = runtime.load(&package, PluginKind::Backend)?;
+    let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+    let runtime2 = Runtime::new(cache.path())?;
+    let t = Instant::now();
+    let warm = runtime2.load(&package, PluginKind::Backend)?;
+    let warm_ms = t.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(!cold.from_cache && warm.from_cache, "compile cache did not hit");
+    println!("llama component: compile {cold_ms:.1} ms, cached load {warm_ms:.1} ms ({:.0}x); pooling allocator: {}", cold_ms / warm_ms, runtime.pooling());
+    Ok(())
 }

@@ -183,7 +183,7 @@ fn embed(config: &Path, model: &str, texts: &[String]) -> Result<()> {
 }
 
 fn gen_tiny(out: &Path, shape: &str, seed: Option<u64>) -> Result<()> {
-    use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
+    use infernet_host::models::fixture::{write_llama_fixture_with_progress, LlamaFixtureSpec};
     let mut spec = match shape {
         "tiny" => LlamaFixtureSpec::tiny(),
         "smollm-135m" => LlamaFixtureSpec::smollm_135m_shape(),
@@ -200,7 +200,7 @@ fn gen_tiny(out: &Path, shape: &str, seed: Option<u64>) -> Result<()> {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    write_llama_fixture(&spec, out, Some(&mut progress))
+    write_llama_fixture_with_progress(&spec, out, &mut progress)
         .with_context(|| format!("writing checkpoint to {}", out.display()))?;
     bar.finish_and_clear();
     eprintln!("wrote {} (model.safetensors, config.json, tokenizer.json)", out.display());

@@ -3,8 +3,8 @@
 //! Weights are loaded onto the compute device once per model and handed to
 //! plugins as tensor handles; they never pass through guest memory.
 
-// pub mod fixture;
-// pub mod reference;
+pub mod fixture;
+pub mod reference;
 
 use crate::kernels::TensorRes;
 use crate::runtime::PluginState;
@@ -126,7 +126,11 @@ impl ModelEntry {
             .get_or_init(|| {
                 let path = self.dir.join("tokenizer.json");
                 tokenizers::Tokenizer::from_file(&path)
-                    .map(Arc::new)
+                    .map(|mut t| {
+                        // Plugins get exact ids: padding is theirs to do (with a mask).
+                        t.with_padding(None);
+                        Arc::new(t)
+                    })
                     .map_err(|e| format!("model `{}`: cannot load {}: {e}", self.id, path.display()))
             })
             .clone()

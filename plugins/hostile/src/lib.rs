@@ -72,6 +72,20 @@ impl Backend for Hostile {
                     let _ = a.matmul(&a)?;
                 }
             }
+            // Not an attack: `n` trivial host calls, for the overhead benchmark.
+            "calls" => {
+                let n: u32 = job.param_or("n", 0)?;
+                let one = Tensor::new_f32(&[1.0], &[1])?;
+                let kernel = job.param_str("kernel") == Some("affine");
+                for _ in 0..n {
+                    if kernel {
+                        drop(std::hint::black_box(one.affine(1.0, 0.0)?));
+                    } else {
+                        std::hint::black_box(one.shape());
+                    }
+                }
+                Ok(JobResult::text(n.to_string(), 0, 0))
+            }
             other => Err(Error::invalid(format!("unknown attack `{other}`"))),
         }
     }
