@@ -35,11 +35,13 @@ impl CompileCache {
         wasm: &[u8],
     ) -> wasmtime::Result<(Component, bool)> {
         let path = self.path_for(engine, sha256);
-        if path.exists() {
+        if let Ok(bytes) = std::fs::read(&path) {
+            // Read into memory rather than mmap: a file changed under a live
+            // mapping would crash the node (SIGBUS) instead of failing cleanly.
             // SAFETY: the file was written by `Component::serialize` of this
             // same engine configuration (the name pins wasmtime version and
             // engine hash) into the node's private data dir.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match unsafe { Component::deserialize(engine, &bytes) } {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unreadable compiled artifact");
