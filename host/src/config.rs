@@ -39,7 +39,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// The whole config file.
@@ -73,7 +76,10 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { data_dir: default_data_dir(), device: default_device() }
+        NodeConfig {
+            data_dir: default_data_dir(),
+            device: default_device(),
+        }
     }
 }
 
@@ -170,11 +176,16 @@ pub struct LimitsConfig {
 impl Config {
     /// Reads and validates a config file; relative paths resolve against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })
     }
@@ -212,8 +223,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        crate::kernels::parse_device(&self.node.device)
-            .map_err(|m| invalid("node.device", m))?;
+        crate::kernels::parse_device(&self.node.device).map_err(|m| invalid("node.device", m))?;
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.backend.iter().enumerate() {
             let key = format!("backend[{i}]");
@@ -247,7 +257,9 @@ impl Config {
                 if h.is_empty() || h.contains('/') || h.contains(' ') {
                     return Err(invalid(
                         format!("{key}.allowed_hosts[{j}]"),
-                        format!("`{h}` is not a host name (write `api.example.com`, no scheme or path)"),
+                        format!(
+                            "`{h}` is not a host name (write `api.example.com`, no scheme or path)"
+                        ),
                     ));
                 }
             }
@@ -257,7 +269,10 @@ impl Config {
 
     /// Every configured model id with its backend index.
     pub fn models(&self) -> impl Iterator<Item = (usize, &ModelConfig)> {
-        self.backend.iter().enumerate().flat_map(|(i, b)| b.models.iter().map(move |m| (i, m)))
+        self.backend
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.models.iter().map(move |m| (i, m)))
     }
 }
 
@@ -278,7 +293,10 @@ impl LimitsConfig {
         }
         if let Some(mb) = self.memory_mb {
             if mb > 4096 {
-                return Err(invalid(format!("{key}.memory_mb"), "at most 4096 (wasm32 address space)"));
+                return Err(invalid(
+                    format!("{key}.memory_mb"),
+                    "at most 4096 (wasm32 address space)",
+                ));
             }
         }
         Ok(())
@@ -288,7 +306,9 @@ impl LimitsConfig {
 fn validate_key_hex(k: &str) -> Result<(), String> {
     match hex::decode(k) {
         Ok(b) if b.len() == 32 => Ok(()),
-        _ => Err("must be a 64-character hex ed25519 public key (see `infernet plugin keygen`)".into()),
+        _ => Err(
+            "must be a 64-character hex ed25519 public key (see `infernet plugin keygen`)".into(),
+        ),
     }
 }
 
@@ -312,9 +332,15 @@ mod tests {
 
     #[test]
     fn names_the_bad_key() {
-        let err = Config::parse("[[backend]]\nplugin = \"x\"\n[backend.limits]\nmemory_mb = 0\n", Path::new("."))
-            .unwrap_err();
-        assert!(err.to_string().contains("backend[0].limits.memory_mb"), "{err}");
+        let err = Config::parse(
+            "[[backend]]\nplugin = \"x\"\n[backend.limits]\nmemory_mb = 0\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("backend[0].limits.memory_mb"),
+            "{err}"
+        );
         let err = Config::parse("[node]\ndevise = \"cpu\"\n", Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("devise"), "{err}");
         let err = Config::parse("[node]\ndevice = \"tpu\"\n", Path::new(".")).unwrap_err();
@@ -330,8 +356,11 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_the_config_dir() {
-        let c = Config::parse("[[backend]]\nplugin='p'\n[[backend.models]]\nid='m'\npath='m'\n", Path::new("/etc/inf"))
-            .unwrap();
+        let c = Config::parse(
+            "[[backend]]\nplugin='p'\n[[backend.models]]\nid='m'\npath='m'\n",
+            Path::new("/etc/inf"),
+        )
+        .unwrap();
         assert_eq!(c.backend[0].plugin, Path::new("/etc/inf/p"));
         assert_eq!(c.backend[0].models[0].path, Path::new("/etc/inf/m"));
     }

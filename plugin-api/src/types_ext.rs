@@ -33,7 +33,10 @@ impl BackendInfo {
 impl JobRequest {
     /// The raw value of parameter `key`.
     pub fn param_str(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Parameter `key` parsed as `T`; `Ok(None)` when absent, an
@@ -76,14 +79,23 @@ impl JobInput {
 impl JobResult {
     /// A text result.
     pub fn text(text: String, input_tokens: u32, output_tokens: u32) -> Self {
-        JobResult { output: JobOutput::Text(text), usage: Usage { input_tokens, output_tokens } }
+        JobResult {
+            output: JobOutput::Text(text),
+            usage: Usage {
+                input_tokens,
+                output_tokens,
+            },
+        }
     }
 
     /// An embeddings result.
     pub fn embeddings(vectors: Vec<Vec<f32>>, input_tokens: u32) -> Self {
         JobResult {
             output: JobOutput::Embeddings(vectors),
-            usage: Usage { input_tokens, output_tokens: 0 },
+            usage: Usage {
+                input_tokens,
+                output_tokens: 0,
+            },
         }
     }
 }
@@ -91,6 +103,9 @@ impl JobResult {
 impl Money {
     /// `amount` minor units of `currency`.
     pub fn new(amount: u64, currency: &str) -> Self {
-        Money { amount, currency: currency.into() }
+        Money {
+            amount,
+            currency: currency.into(),
+        }
     }
 }

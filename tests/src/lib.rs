@@ -8,7 +8,10 @@ use std::sync::Once;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 static BUILD: Once = Once::new();
@@ -79,10 +82,21 @@ pub fn minilm_dir() -> PathBuf {
 }
 
 /// Writes a node config with one backend serving `models` (id, path) and returns its path.
-pub fn write_backend_config(dir: &Path, plugin: &Path, models: &[(&str, &Path)], limits: &str) -> PathBuf {
-    let mut text = format!("[node]\ndata_dir = {:?}\n\n[[backend]]\nplugin = {:?}\n", dir.join("data"), plugin);
+pub fn write_backend_config(
+    dir: &Path,
+    plugin: &Path,
+    models: &[(&str, &Path)],
+    limits: &str,
+) -> PathBuf {
+    let mut text = format!(
+        "[node]\ndata_dir = {:?}\n\n[[backend]]\nplugin = {:?}\n",
+        dir.join("data"),
+        plugin
+    );
     for (id, path) in models {
-        text.push_str(&format!("[[backend.models]]\nid = {id:?}\npath = {path:?}\n"));
+        text.push_str(&format!(
+            "[[backend.models]]\nid = {id:?}\npath = {path:?}\n"
+        ));
     }
     if !limits.is_empty() {
         text.push_str(&format!("[backend.limits]\n{limits}\n"));

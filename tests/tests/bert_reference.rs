@@ -43,5 +43,8 @@ fn minilm_embeddings_match_native_bert() {
     let paraphrase = cosine(&vectors[0], &vectors[1]);
     let unrelated = cosine(&vectors[0], &vectors[2]);
     eprintln!("paraphrase {paraphrase:.4} vs unrelated {unrelated:.4}");
-    assert!(paraphrase > unrelated + 0.2, "paraphrase {paraphrase} vs unrelated {unrelated}");
+    assert!(
+        paraphrase > unrelated + 0.2,
+        "paraphrase {paraphrase} vs unrelated {unrelated}"
+    );
 }

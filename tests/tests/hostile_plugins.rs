@@ -35,7 +35,9 @@ fn job(attack: &str) -> JobRequest {
 }
 
 fn still_serves(node: &Node) {
-    let r = node.run(&job("none"), None).expect("node must keep serving after a hostile call");
+    let r = node
+        .run(&job("none"), None)
+        .expect("node must keep serving after a hostile call");
     match r.output {
         JobOutput::Text(t) => assert_eq!(t, "still alive"),
         other => panic!("unexpected output {other:?}"),
@@ -55,7 +57,10 @@ fn trap_in_execute_is_reported_and_instance_replaced() {
     let node = hostile_node(dir.path(), "");
     let err = plugin_err(node.run(&job("trap"), None));
     assert!(matches!(err, PluginError::Trap { .. }), "{err}");
-    assert!(err.to_string().contains("panics on purpose"), "stderr should carry the panic message: {err}");
+    assert!(
+        err.to_string().contains("panics on purpose"),
+        "stderr should carry the panic message: {err}"
+    );
     still_serves(&node);
 }
 
@@ -66,9 +71,18 @@ fn infinite_loop_is_stopped_within_wall_time() {
     let started = Instant::now();
     let err = plugin_err(node.run(&job("loop"), None));
     let took = started.elapsed();
-    assert!(matches!(err, PluginError::Timeout { limit_ms: 400, .. }), "{err}");
-    assert!(took < Duration::from_millis(400 + 1500), "stopped after {took:?}");
-    assert!(took >= Duration::from_millis(390), "stopped too early: {took:?}");
+    assert!(
+        matches!(err, PluginError::Timeout { limit_ms: 400, .. }),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_millis(400 + 1500),
+        "stopped after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(390),
+        "stopped too early: {took:?}"
+    );
     still_serves(&node);
 }
 
@@ -78,7 +92,9 @@ fn memory_growth_past_limit_is_refused() {
     let node = hostile_node(dir.path(), "memory_mb = 64");
     let err = plugin_err(node.run(&job("memory"), None));
     match &err {
-        PluginError::MemoryLimit { limit, requested, .. } => {
+        PluginError::MemoryLimit {
+            limit, requested, ..
+        } => {
             assert_eq!(*limit, 64 << 20);
             assert!(*requested > 64 << 20);
         }
@@ -92,7 +108,16 @@ fn tensor_bytes_past_limit_are_refused_and_freed() {
     let dir = tempfile::tempdir().unwrap();
     let node = hostile_node(dir.path(), "tensor_mb = 200");
     let err = plugin_err(node.run(&job("tensors"), None));
-    assert!(matches!(&err, PluginError::Guest { kind: "limit-exceeded", .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            PluginError::Guest {
+                kind: "limit-exceeded",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("tensor"), "{err}");
     still_serves(&node);
 }
@@ -102,7 +127,16 @@ fn copy_out_past_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = hostile_node(dir.path(), "copy_out_mb = 100");
     let err = plugin_err(node.run(&job("copy"), None));
-    assert!(matches!(&err, PluginError::Guest { kind: "limit-exceeded", .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            PluginError::Guest {
+                kind: "limit-exceeded",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("copy-out limit"), "{err}");
     still_serves(&node);
 }
@@ -112,7 +146,16 @@ fn kernel_time_past_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = hostile_node(dir.path(), "kernel_time_ms = 300");
     let err = plugin_err(node.run(&job("kernels"), None));
-    assert!(matches!(&err, PluginError::Guest { kind: "limit-exceeded", .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            PluginError::Guest {
+                kind: "limit-exceeded",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("kernel time"), "{err}");
     still_serves(&node);
 }
@@ -122,7 +165,16 @@ fn opening_an_ungranted_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = hostile_node(dir.path(), "");
     let err = plugin_err(node.run(&job("model"), None));
-    assert!(matches!(&err, PluginError::Guest { kind: "unsupported", .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            PluginError::Guest {
+                kind: "unsupported",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("forbidden-model"), "{err}");
     assert!(err.to_string().contains("not granted"), "{err}");
     still_serves(&node);
@@ -141,7 +193,9 @@ fn load_bytes(dir: &std::path::Path, bytes: &[u8], kind: PluginKind) -> Result<(
 #[test]
 fn random_bytes_are_not_a_component() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let err = load_bytes(dir.path(), &bytes, PluginKind::Backend).unwrap_err();
     assert!(matches!(err, PluginError::NotAComponent { .. }), "{err}");
     assert!(err.to_string().contains("not WebAssembly"), "{err}");
@@ -169,8 +223,14 @@ fn component_of_the_wrong_world_is_refused() {
     assert!(err.to_string().contains("pricing"), "{err}");
     // and the other way round, through the node config
     let pkg = pack_plugin("llama", PluginKind::Pricing, dir.path());
-    let cfg = format!("[node]\ndata_dir = {:?}\n[pricing]\nplugin = {:?}\n", dir.path().join("d"), pkg);
-    let err = Node::from_config(&Config::parse(&cfg, dir.path()).unwrap()).err().expect("must refuse");
+    let cfg = format!(
+        "[node]\ndata_dir = {:?}\n[pricing]\nplugin = {:?}\n",
+        dir.path().join("d"),
+        pkg
+    );
+    let err = Node::from_config(&Config::parse(&cfg, dir.path()).unwrap())
+        .err()
+        .expect("must refuse");
     assert!(err.to_string().contains("backend world"), "{err}");
 }
 
@@ -185,7 +245,10 @@ fn incompatible_wit_major_is_refused_naming_both_versions() {
     let err = load_bytes(dir.path(), &bytes, PluginKind::Backend).unwrap_err();
     assert!(matches!(err, PluginError::IncompatibleWit { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("infernet:plugin@1.0.0") && msg.contains("infernet:plugin@0.1.0"), "{msg}");
+    assert!(
+        msg.contains("infernet:plugin@1.0.0") && msg.contains("infernet:plugin@0.1.0"),
+        "{msg}"
+    );
     // 0.2 is also a breaking change while the contract is 0.x
     let bytes = wat::parse_str(wat.replace("1.0.0", "0.2.0")).unwrap();
     let err = load_bytes(dir.path(), &bytes, PluginKind::Backend).unwrap_err();
@@ -227,7 +290,9 @@ fn signature_mismatch_is_refused() {
     m.sign(&publisher);
     m.write(&file).unwrap();
     Package::open(&pkg, Some(&pinned)).expect("valid signature");
-    let text = std::fs::read_to_string(&file).unwrap().replace("version = \"0.1.0\"", "version = \"9.9.9\"");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("version = \"0.1.0\"", "version = \"9.9.9\"");
     std::fs::write(&file, text).unwrap();
     let err = Package::open(&pkg, Some(&pinned)).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");

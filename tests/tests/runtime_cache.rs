@@ -14,21 +14,33 @@ fn second_load_comes_from_the_cache_and_is_faster() {
     let cache = dir.path().join("cache");
 
     let t = Instant::now();
-    let cold = Runtime::new(&cache).unwrap().load(&package, PluginKind::Backend).unwrap();
+    let cold = Runtime::new(&cache)
+        .unwrap()
+        .load(&package, PluginKind::Backend)
+        .unwrap();
     let cold_time = t.elapsed();
     assert!(!cold.from_cache);
 
     let t = Instant::now();
-    let warm = Runtime::new(&cache).unwrap().load(&package, PluginKind::Backend).unwrap();
+    let warm = Runtime::new(&cache)
+        .unwrap()
+        .load(&package, PluginKind::Backend)
+        .unwrap();
     let warm_time = t.elapsed();
     assert!(warm.from_cache);
-    assert!(warm_time * 3 < cold_time, "cached load {warm_time:?} vs compile {cold_time:?}");
+    assert!(
+        warm_time * 3 < cold_time,
+        "cached load {warm_time:?} vs compile {cold_time:?}"
+    );
 
     // a corrupted artifact is discarded and recompiled, not trusted
     for e in std::fs::read_dir(&cache).unwrap() {
         std::fs::write(e.unwrap().path(), b"garbage").unwrap();
     }
-    let again = Runtime::new(&cache).unwrap().load(&package, PluginKind::Backend).unwrap();
+    let again = Runtime::new(&cache)
+        .unwrap()
+        .load(&package, PluginKind::Backend)
+        .unwrap();
     assert!(!again.from_cache);
 }
 

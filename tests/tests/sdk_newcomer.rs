@@ -47,10 +47,19 @@ fn readme_walkthrough_builds_and_runs_a_plugin() {
         .env_remove("RUSTFLAGS")
         .output()
         .unwrap();
-    assert!(out.status.success(), "building the README plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building the README plugin failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let wasm = std::fs::read(target.join("wasm32-wasip2/release/shout.wasm")).unwrap();
 
-    let pkg = pack_bytes(&wasm, "shout", PluginKind::Backend, &dir.path().join("dist/shout"));
+    let pkg = pack_bytes(
+        &wasm,
+        "shout",
+        PluginKind::Backend,
+        &dir.path().join("dist/shout"),
+    );
     let model = dir.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
     std::fs::write(model.join("config.json"), "{}").unwrap();
@@ -60,7 +69,9 @@ fn readme_walkthrough_builds_and_runs_a_plugin() {
     let cfg = write_backend_config(dir.path(), &pkg, &[("shout", &model)], "");
     let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();
     assert_eq!(node.backends()[0].info.name, "shout");
-    let result = node.generate("shout", "hello plugin world", &[], None).unwrap();
+    let result = node
+        .generate("shout", "hello plugin world", &[], None)
+        .unwrap();
     match result.output {
         JobOutput::Text(t) => assert_eq!(t, "HELLO PLUGIN WORLD (16 letters)"),
         other => panic!("unexpected {other:?}"),

@@ -47,7 +47,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn node_with(dir: &Path, plugin: &Path, models: &[(&str, &Path)]) -> Result<Node> {
-    let mut text = format!("[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n", dir.join("node"), plugin);
+    let mut text = format!(
+        "[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n",
+        dir.join("node"),
+        plugin
+    );
     for (id, p) in models {
         text.push_str(&format!("[[backend.models]]\nid = {id:?}\npath = {p:?}\n"));
     }
@@ -57,10 +61,19 @@ fn node_with(dir: &Path, plugin: &Path, models: &[(&str, &Path)]) -> Result<Node
 
 pub fn run(a: BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&a.dir)?;
-    let plugins = std::fs::canonicalize(&a.plugins)
-        .with_context(|| format!("{} not found: run scripts/build-plugins.sh first", a.plugins.display()))?;
+    let plugins = std::fs::canonicalize(&a.plugins).with_context(|| {
+        format!(
+            "{} not found: run scripts/build-plugins.sh first",
+            a.plugins.display()
+        )
+    })?;
     let dir = std::fs::canonicalize(&a.dir)?;
-    println!("# infernet bench ({} CPU threads, candle CPU backend)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "# infernet bench ({} CPU threads, candle CPU backend)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     bench_llama(&a, &plugins, &dir)?;
     match &a.minilm {
         Some(m) => bench_bert(&a, &plugins, &dir, m)?,
@@ -78,7 +91,10 @@ fn bench_llama(a: &BenchArgs, plugins: &Path, dir: &Path) -> Result<()> {
     };
     let model = dir.join(name);
     if !model.join("model.safetensors").exists() {
-        eprintln!("generating {name} checkpoint in {} (once)...", model.display());
+        eprintln!(
+            "generating {name} checkpoint in {} (once)...",
+            model.display()
+        );
         write_llama_fixture(&spec, &model)?;
     }
     let node = node_with(dir, &plugins.join("llama"), &[(name, &model)])?;
@@ -93,7 +109,13 @@ fn bench_llama(a: &BenchArgs, plugins: &Path, dir: &Path) -> Result<()> {
     };
     // warm-up both (weights loaded, caches hot)
     native.generate_greedy(&prompt, 2)?;
-    node.run(&JobRequest { params: vec![("max_tokens".into(), "2".into())], ..job.clone() }, None)?;
+    node.run(
+        &JobRequest {
+            params: vec![("max_tokens".into(), "2".into())],
+            ..job.clone()
+        },
+        None,
+    )?;
     let (mut nat, mut plug) = (Vec::new(), Vec::new());
     for _ in 0..a.rounds {
         let t = Instant::now();
@@ -101,14 +123,25 @@ fn bench_llama(a: &BenchArgs, plugins: &Path, dir: &Path) -> Result<()> {
         nat.push(n as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
         let r = node.run(&job, None)?;
-        anyhow::ensure!(r.usage.output_tokens as usize == n, "plugin stopped early ({} tokens)", r.usage.output_tokens);
+        anyhow::ensure!(
+            r.usage.output_tokens as usize == n,
+            "plugin stopped early ({} tokens)",
+            r.usage.output_tokens
+        );
         plug.push(n as f64 / t.elapsed().as_secs_f64());
     }
     let (nat, plug) = (median(nat), median(plug));
-    println!("\n## llama: {name}, prompt {} tokens + {n} generated, greedy, median of {}", prompt.len(), a.rounds);
+    println!(
+        "\n## llama: {name}, prompt {} tokens + {n} generated, greedy, median of {}",
+        prompt.len(),
+        a.rounds
+    );
     println!("native candle-transformers: {nat:8.2} tok/s");
     println!("llama plugin (wasm):        {plug:8.2} tok/s");
-    println!("plugin / native:            {:8.3}  (target >= 0.90)", plug / nat);
+    println!(
+        "plugin / native:            {:8.3}  (target >= 0.90)",
+        plug / nat
+    );
     Ok(())
 }
 
@@ -116,7 +149,11 @@ fn bench_bert(a: &BenchArgs, plugins: &Path, dir: &Path, minilm: &Path) -> Resul
     let node = node_with(dir, &plugins.join("bert"), &[("minilm", minilm)])?;
     let native = NativeBert::load(minilm, &Device::Cpu)?;
     let sentences: Vec<String> = (0..32)
-        .map(|i| format!("Sentence number {i} about decentralized inference on a network of GPU providers."))
+        .map(|i| {
+            format!(
+                "Sentence number {i} about decentralized inference on a network of GPU providers."
+            )
+        })
         .collect();
     native.embed(&sentences[0])?;
     node.embed("minilm", &sentences[..1])?;
@@ -132,10 +169,17 @@ fn bench_bert(a: &BenchArgs, plugins: &Path, dir: &Path, minilm: &Path) -> Resul
         plug.push(sentences.len() as f64 / t.elapsed().as_secs_f64());
     }
     let (nat, plug) = (median(nat), median(plug));
-    println!("\n## bert: all-MiniLM-L6-v2, {} sentences one at a time, median of {}", sentences.len(), a.rounds);
+    println!(
+        "\n## bert: all-MiniLM-L6-v2, {} sentences one at a time, median of {}",
+        sentences.len(),
+        a.rounds
+    );
     println!("native candle-transformers: {nat:8.1} sentences/s");
     println!("bert plugin (wasm):         {plug:8.1} sentences/s");
-    println!("plugin / native:            {:8.3}  (target >= 0.90)", plug / nat);
+    println!(
+        "plugin / native:            {:8.3}  (target >= 0.90)",
+        plug / nat
+    );
     Ok(())
 }
 
@@ -152,7 +196,11 @@ fn bench_overhead(plugins: &Path, dir: &Path) -> Result<()> {
             id: "calls".into(),
             model: "probe".into(),
             input: JobInput::Text(String::new()),
-            params: vec![("attack".into(), "calls".into()), ("n".into(), n.to_string()), ("kernel".into(), kernel.into())],
+            params: vec![
+                ("attack".into(), "calls".into()),
+                ("n".into(), n.to_string()),
+                ("kernel".into(), kernel.into()),
+            ],
         };
         let t = Instant::now();
         node.run(&job, None)?;
@@ -161,9 +209,16 @@ fn bench_overhead(plugins: &Path, dir: &Path) -> Result<()> {
     const N: u32 = 200_000;
     calls(1000, "affine")?;
     println!("\n## host-call overhead ({N} calls inside one job, minus an empty job)");
-    for (label, kernel) in [("resource method (tensor.shape)", "shape"), ("trivial kernel (affine on 1 element)", "affine")] {
-        let base = (0..5).map(|_| calls(0, kernel).map(|d| d.as_secs_f64())).collect::<Result<Vec<_>>>()?;
-        let full = (0..3).map(|_| calls(N, kernel).map(|d| d.as_secs_f64())).collect::<Result<Vec<_>>>()?;
+    for (label, kernel) in [
+        ("resource method (tensor.shape)", "shape"),
+        ("trivial kernel (affine on 1 element)", "affine"),
+    ] {
+        let base = (0..5)
+            .map(|_| calls(0, kernel).map(|d| d.as_secs_f64()))
+            .collect::<Result<Vec<_>>>()?;
+        let full = (0..3)
+            .map(|_| calls(N, kernel).map(|d| d.as_secs_f64()))
+            .collect::<Result<Vec<_>>>()?;
         let ns = (median(full) - median(base)) / N as f64 * 1e9;
         println!("{label:40} {ns:8.0} ns/call");
     }
@@ -175,7 +230,10 @@ fn bench_overhead(plugins: &Path, dir: &Path) -> Result<()> {
         drop(slot.plugin.instantiate()?);
     }
     println!("\n## instantiation");
-    println!("backend instance from InstancePre:        {:8.0} µs", t.elapsed().as_secs_f64() / n as f64 * 1e6);
+    println!(
+        "backend instance from InstancePre:        {:8.0} µs",
+        t.elapsed().as_secs_f64() / n as f64 * 1e6
+    );
 
     let package = Package::open(&plugins.join("llama"), None)?;
     let cache = tempfile::tempdir()?;
@@ -187,7 +245,10 @@ fn bench_overhead(plugins: &Path, dir: &Path) -> Result<()> {
     let t = Instant::now();
     let warm = runtime2.load(&package, PluginKind::Backend)?;
     let warm_ms = t.elapsed().as_secs_f64() * 1e3;
-    anyhow::ensure!(!cold.from_cache && warm.from_cache, "compile cache did not hit");
+    anyhow::ensure!(
+        !cold.from_cache && warm.from_cache,
+        "compile cache did not hit"
+    );
     println!("llama component: compile {cold_ms:.1} ms, cached load {warm_ms:.1} ms ({:.0}x); pooling allocator: {}", cold_ms / warm_ms, runtime.pooling());
     Ok(())
 }

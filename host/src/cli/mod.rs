@@ -122,10 +122,18 @@ pub fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Infer(args) => infer(args),
-        Command::Embed { config, model, texts } => embed(&config, &model, &texts),
+        Command::Embed {
+            config,
+            model,
+            texts,
+        } => embed(&config, &model, &texts),
         Command::Model(ModelCommand::GenTiny { out, shape, seed }) => gen_tiny(&out, &shape, seed),
         Command::Plugin(cmd) => plugin::run(cmd),
-        Command::Demo { plugins, dir, prompt } => demo(&plugins, &dir, &prompt),
+        Command::Demo {
+            plugins,
+            dir,
+            prompt,
+        } => demo(&plugins, &dir, &prompt),
         Command::Bench(args) => bench::run(args),
     }
 }
@@ -147,7 +155,12 @@ fn infer(a: InferArgs) -> Result<()> {
     stream_generation(&node, &a.model, &a.prompt, &params)
 }
 
-fn stream_generation(node: &Node, model: &str, prompt: &str, params: &[(&str, String)]) -> Result<()> {
+fn stream_generation(
+    node: &Node,
+    model: &str,
+    prompt: &str,
+    params: &[(&str, String)],
+) -> Result<()> {
     let started = std::time::Instant::now();
     let sink = Box::new(|e: ProgressEvent| {
         if let ProgressEvent::Token(t) = e {
@@ -203,7 +216,10 @@ fn gen_tiny(out: &Path, shape: &str, seed: Option<u64>) -> Result<()> {
     write_llama_fixture_with_progress(&spec, out, &mut progress)
         .with_context(|| format!("writing checkpoint to {}", out.display()))?;
     bar.finish_and_clear();
-    eprintln!("wrote {} (model.safetensors, config.json, tokenizer.json)", out.display());
+    eprintln!(
+        "wrote {} (model.safetensors, config.json, tokenizer.json)",
+        out.display()
+    );
     Ok(())
 }
 
@@ -219,7 +235,8 @@ fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
     if !model_dir.join("model.safetensors").exists() {
         gen_tiny(&model_dir, "tiny", None)?;
     }
-    let abs = |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));
+    let abs =
+        |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));
     let config_path = dir.join("node.toml");
     let config = format!(
         "# Written by `infernet demo`.\n[node]\ndata_dir = \"node\"\n\n[[backend]]\nplugin = {:?}\n\n[[backend.models]]\nid = \"tiny-llama\"\npath = {:?}\n\n[pricing]\nplugin = {:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = 10\nminimum = 100\n",
@@ -244,7 +261,10 @@ fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         .transpose()?;
     eprintln!("config: {}", config_path.display());
     if let Some(q) = quote {
-        eprintln!("quote from pricing-flat: {} micro-{} (max 24 tokens)", q.price.amount, q.price.currency);
+        eprintln!(
+            "quote from pricing-flat: {} micro-{} (max 24 tokens)",
+            q.price.amount, q.price.currency
+        );
     }
     eprintln!("prompt: {prompt:?}\n--- streamed from the llama plugin (random weights: the words are noise) ---");
     stream_generation(&node, "tiny-llama", prompt, &[("max_tokens", "24".into())])

@@ -68,20 +68,39 @@ pub fn run(cmd: PluginCommand) -> Result<()> {
             println!("secret key: {}\npublic key: {public}\n(pin it in node.toml as publisher_key = \"{public}\")", out.display());
             Ok(())
         }
-        PluginCommand::Pack { wasm, out, name, version, key } => pack(&wasm, &out, name, version, key.as_deref()),
+        PluginCommand::Pack {
+            wasm,
+            out,
+            name,
+            version,
+            key,
+        } => pack(&wasm, &out, name, version, key.as_deref()),
         PluginCommand::Sign { package, key } => {
             let (mut manifest, file) = Manifest::read(&package)?;
             let secret = read_key(&key)?;
-            Package::open(&package, None).context("refusing to sign a package whose wasm does not match its manifest")?;
+            Package::open(&package, None)
+                .context("refusing to sign a package whose wasm does not match its manifest")?;
             manifest.sign(&secret);
             manifest.write(&file)?;
-            println!("signed {} by {}", file.display(), hex::encode(secret.verifying_key().to_bytes()));
+            println!(
+                "signed {} by {}",
+                file.display(),
+                hex::encode(secret.verifying_key().to_bytes())
+            );
             Ok(())
         }
         PluginCommand::Verify { package, publisher } => {
             let p = Package::open(&package, publisher.as_deref())?;
-            let signer = p.manifest.signature.as_ref().map(|s| s.publisher.as_str()).unwrap_or("unsigned");
-            println!("ok: {} {} sha256 {} ({signer})", p.manifest.name, p.manifest.version, p.manifest.sha256);
+            let signer = p
+                .manifest
+                .signature
+                .as_ref()
+                .map(|s| s.publisher.as_str())
+                .unwrap_or("unsigned");
+            println!(
+                "ok: {} {} sha256 {} ({signer})",
+                p.manifest.name, p.manifest.version, p.manifest.sha256
+            );
             Ok(())
         }
         PluginCommand::Inspect { target } => inspect(&target),
@@ -89,7 +108,8 @@ pub fn run(cmd: PluginCommand) -> Result<()> {
 }
 
 fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
     parse_secret_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -98,15 +118,29 @@ fn scratch_runtime() -> Result<Runtime> {
     Runtime::new(&dir)
 }
 
-fn pack(wasm: &Path, out: &Path, name: Option<String>, version: semver::Version, key: Option<&Path>) -> Result<()> {
+fn pack(
+    wasm: &Path,
+    out: &Path,
+    name: Option<String>,
+    version: semver::Version,
+    key: Option<&Path>,
+) -> Result<()> {
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let name = match name {
         Some(n) => n,
-        None => out.file_name().and_then(|n| n.to_str()).context("cannot derive a name from --out; pass --name")?.to_string(),
+        None => out
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("cannot derive a name from --out; pass --name")?
+            .to_string(),
     };
     let facts = scratch_runtime()?.inspect_bytes(&name, &bytes)?;
     let Some(kind) = facts.kind else {
-        bail!("{} exports none of the infernet plugin worlds (exports: {:?})", wasm.display(), facts.exports);
+        bail!(
+            "{} exports none of the infernet plugin worlds (exports: {:?})",
+            wasm.display(),
+            facts.exports
+        );
     };
     let Some(wit) = facts.wit_versions.first().cloned() else {
         bail!("{} names no infernet:plugin version", wasm.display());
@@ -114,7 +148,15 @@ fn pack(wasm: &Path, out: &Path, name: Option<String>, version: semver::Version,
     std::fs::create_dir_all(out)?;
     let file_name = format!("{name}.wasm");
     std::fs::write(out.join(&file_name), &bytes)?;
-    let mut manifest = Manifest { name, version, kind, wit, wasm: file_name, sha256: sha256_hex(&bytes), signature: None };
+    let mut manifest = Manifest {
+        name,
+        version,
+        kind,
+        wit,
+        wasm: file_name,
+        sha256: sha256_hex(&bytes),
+        signature: None,
+    };
     if let Some(key) = key {
         manifest.sign(&read_key(key)?);
     }
@@ -125,26 +167,46 @@ fn pack(wasm: &Path, out: &Path, name: Option<String>, version: semver::Version,
 
 fn inspect(target: &Path) -> Result<()> {
     let (manifest, bytes, label) = if target.extension().is_some_and(|e| e == "wasm") {
-        (None, std::fs::read(target).with_context(|| format!("reading {}", target.display()))?, target.display().to_string())
+        (
+            None,
+            std::fs::read(target).with_context(|| format!("reading {}", target.display()))?,
+            target.display().to_string(),
+        )
     } else {
         let p = Package::open(target, None)?;
-        (Some(p.manifest.clone()), p.wasm, p.wasm_path.display().to_string())
+        (
+            Some(p.manifest.clone()),
+            p.wasm,
+            p.wasm_path.display().to_string(),
+        )
     };
     let facts = scratch_runtime()?.inspect_bytes(&label, &bytes)?;
     if let Some(m) = &manifest {
         println!("name:      {}", m.name);
         println!("version:   {}", m.version);
         println!("sha256:    {}", m.sha256);
-        println!("signed by: {}", m.signature.as_ref().map(|s| s.publisher.as_str()).unwrap_or("(unsigned)"));
+        println!(
+            "signed by: {}",
+            m.signature
+                .as_ref()
+                .map(|s| s.publisher.as_str())
+                .unwrap_or("(unsigned)")
+        );
     } else {
         println!("file:      {label}");
         println!("sha256:    {}", sha256_hex(&bytes));
     }
-    let kind = facts.kind.map(|k: PluginKind| format!("{k} (world infernet:plugin/{k})")).unwrap_or_else(|| "unknown".into());
+    let kind = facts
+        .kind
+        .map(|k: PluginKind| format!("{k} (world infernet:plugin/{k})"))
+        .unwrap_or_else(|| "unknown".into());
     println!("kind:      {kind}");
     let wit: Vec<String> = facts.wit_versions.iter().map(|v| v.to_string()).collect();
     let host = version::host_wit_version();
-    let compat = facts.wit_versions.iter().all(|v| version::compatible(&host, v));
+    let compat = facts
+        .wit_versions
+        .iter()
+        .all(|v| version::compatible(&host, v));
     println!(
         "wit:       infernet:plugin@{} ({} with this host's @{host})",
         wit.join(", "),

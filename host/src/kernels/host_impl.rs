@@ -83,7 +83,9 @@ impl PluginState {
         match result {
             Ok(t) => self.push(t, true),
             Err(Fail::Trap(e)) => Err(e),
-            Err(Fail::Wit(WitError::InvalidInput(m))) => Ok(Err(WitError::InvalidInput(format!("{name}: {m}")))),
+            Err(Fail::Wit(WitError::InvalidInput(m))) => {
+                Ok(Err(WitError::InvalidInput(format!("{name}: {m}"))))
+            }
             Err(Fail::Wit(e)) => Ok(Err(e)),
         }
     }
@@ -113,7 +115,12 @@ impl PluginState {
         Ok(())
     }
 
-    fn new_tensor(&mut self, elems: usize, dtype: DType, make: impl FnOnce(&Self) -> candle_core::Result<Tensor>) -> Out<Handle> {
+    fn new_tensor(
+        &mut self,
+        elems: usize,
+        dtype: DType,
+        make: impl FnOnce(&Self) -> candle_core::Result<Tensor>,
+    ) -> Out<Handle> {
         if let Err(Fail::Wit(e)) = self.precheck(elems, dtype) {
             return Ok(Err(e));
         }
@@ -122,10 +129,14 @@ impl PluginState {
 }
 
 fn check_len(data_len: usize, shape: &[u32]) -> Result<usize, WitError> {
-    let elems = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+    let elems = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
     match elems {
         Some(n) if n == data_len => Ok(n),
-        Some(n) => Err(WitError::InvalidInput(format!("data has {data_len} elements but shape {shape:?} needs {n}"))),
+        Some(n) => Err(WitError::InvalidInput(format!(
+            "data has {data_len} elements but shape {shape:?} needs {n}"
+        ))),
         None => Err(WitError::InvalidInput(format!("shape {shape:?} overflows"))),
     }
 }
@@ -136,7 +147,9 @@ impl wit::HostTensor for PluginState {
             return Ok(Err(e));
         }
         let n = data.len();
-        self.new_tensor(n, DType::F32, |s| Tensor::from_vec(data, shape_of(&shape), s.kernels.device()))
+        self.new_tensor(n, DType::F32, |s| {
+            Tensor::from_vec(data, shape_of(&shape), s.kernels.device())
+        })
     }
 
     fn from_u32(&mut self, data: Vec<u32>, shape: Vec<u32>) -> Out<Handle> {
@@ -144,35 +157,63 @@ impl wit::HostTensor for PluginState {
             return Ok(Err(e));
         }
         let n = data.len();
-        self.new_tensor(n, DType::U32, |s| Tensor::from_vec(data, shape_of(&shape), s.kernels.device()))
+        self.new_tensor(n, DType::U32, |s| {
+            Tensor::from_vec(data, shape_of(&shape), s.kernels.device())
+        })
     }
 
     fn from_bytes(&mut self, data: Vec<u8>, dtype: Dtype, shape: Vec<u32>) -> Out<Handle> {
         let dt = dtype_from_wit(dtype);
         if data.len() % dt.size_in_bytes() != 0 {
-            return Ok(Err(WitError::InvalidInput(format!("{} bytes is not a whole number of {dt:?} values", data.len()))));
+            return Ok(Err(WitError::InvalidInput(format!(
+                "{} bytes is not a whole number of {dt:?} values",
+                data.len()
+            ))));
         }
         let n = data.len() / dt.size_in_bytes();
         if let Err(e) = check_len(n, &shape) {
             return Ok(Err(e));
         }
-        self.new_tensor(n, dt, |s| Tensor::from_raw_buffer(&data, dt, &shape_of(&shape).dims().to_vec(), s.kernels.device()))
+        self.new_tensor(n, dt, |s| {
+            Tensor::from_raw_buffer(
+                &data,
+                dt,
+                &shape_of(&shape).dims().to_vec(),
+                s.kernels.device(),
+            )
+        })
     }
 
     fn arange(&mut self, end: u32) -> Out<Handle> {
-        self.new_tensor(end as usize, DType::U32, |s| Tensor::arange(0u32, end, s.kernels.device()))
+        self.new_tensor(end as usize, DType::U32, |s| {
+            Tensor::arange(0u32, end, s.kernels.device())
+        })
     }
 
     fn zeros(&mut self, shape: Vec<u32>, dtype: Dtype) -> Out<Handle> {
         let dt = dtype_from_wit(dtype);
-        let Some(n) = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d as usize)) else {
-            return Ok(Err(WitError::InvalidInput(format!("shape {shape:?} overflows"))));
+        let Some(n) = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+        else {
+            return Ok(Err(WitError::InvalidInput(format!(
+                "shape {shape:?} overflows"
+            ))));
         };
-        self.new_tensor(n, dt, |s| Tensor::zeros(shape_of(&shape), dt, s.kernels.device()))
+        self.new_tensor(n, dt, |s| {
+            Tensor::zeros(shape_of(&shape), dt, s.kernels.device())
+        })
     }
 
     fn shape(&mut self, h: Handle) -> wasmtime::Result<Vec<u32>> {
-        Ok(self.table.get(&h)?.tensor.dims().iter().map(|&d| d as u32).collect())
+        Ok(self
+            .table
+            .get(&h)?
+            .tensor
+            .dims()
+            .iter()
+            .map(|&d| d as u32)
+            .collect())
     }
 
     fn dtype(&mut self, h: Handle) -> wasmtime::Result<Dtype> {
@@ -221,24 +262,37 @@ fn sampling(c: &Sampling) -> candle_transformers::generation::Sampling {
     } else if k == 0 {
         S::TopP { p, temperature: t }
     } else {
-        S::TopKThenTopP { k, p, temperature: t }
+        S::TopKThenTopP {
+            k,
+            p,
+            temperature: t,
+        }
     }
 }
 
 impl wit::HostSampler for PluginState {
     fn new(&mut self, config: Sampling) -> wasmtime::Result<Resource<SamplerRes>> {
-        let lp = candle_transformers::generation::LogitsProcessor::from_sampling(config.seed, sampling(&config));
+        let lp = candle_transformers::generation::LogitsProcessor::from_sampling(
+            config.seed,
+            sampling(&config),
+        );
         Ok(self.table.push(SamplerRes(lp))?)
     }
 
     fn sample(&mut self, s: Resource<SamplerRes>, logits: Handle) -> Out<u32> {
         let logits = self.table.get(&logits)?.tensor.clone();
         if logits.rank() != 1 {
-            return Ok(Err(WitError::InvalidInput(format!("sample: logits must be 1-D, got shape {:?}", logits.dims()))));
+            return Ok(Err(WitError::InvalidInput(format!(
+                "sample: logits must be 1-D, got shape {:?}",
+                logits.dims()
+            ))));
         }
         let started = Instant::now();
         let sampler = self.table.get_mut(&s)?;
-        let out = sampler.0.sample(&logits).map_err(|e| WitError::InvalidInput(format!("sample: {e}")));
+        let out = sampler
+            .0
+            .sample(&logits)
+            .map_err(|e| WitError::InvalidInput(format!("sample: {e}")));
         self.kernels.kernel_time += started.elapsed();
         Ok(out)
     }
@@ -276,10 +330,21 @@ impl wit::Host for PluginState {
             let (a, b) = (s.t(&a)?, s.t(&b)?);
             let (ad, bd) = (a.dims(), b.dims());
             if ad.len() < 2 || bd.len() < 2 {
-                return Err(Fail::Wit(WitError::InvalidInput(format!("matmul needs rank >= 2, got {ad:?} x {bd:?}"))));
+                return Err(Fail::Wit(WitError::InvalidInput(format!(
+                    "matmul needs rank >= 2, got {ad:?} x {bd:?}"
+                ))));
             }
-            let batch: usize = if ad.len() >= bd.len() { ad[..ad.len() - 2].iter().product() } else { bd[..bd.len() - 2].iter().product() };
-            s.precheck(batch.saturating_mul(ad[ad.len() - 2]).saturating_mul(bd[bd.len() - 1]), a.dtype())?;
+            let batch: usize = if ad.len() >= bd.len() {
+                ad[..ad.len() - 2].iter().product()
+            } else {
+                bd[..bd.len() - 2].iter().product()
+            };
+            s.precheck(
+                batch
+                    .saturating_mul(ad[ad.len() - 2])
+                    .saturating_mul(bd[bd.len() - 1]),
+                a.dtype(),
+            )?;
             if ad.len() == bd.len() && ad[..ad.len() - 2] == bd[..bd.len() - 2] {
                 Ok(a.matmul(b)?)
             } else {
@@ -296,7 +361,10 @@ impl wit::Host for PluginState {
                 None => None,
             };
             let rows: usize = x.dims().iter().rev().skip(1).product();
-            s.precheck(rows.saturating_mul(w.dims().first().copied().unwrap_or(0)), x.dtype())?;
+            s.precheck(
+                rows.saturating_mul(w.dims().first().copied().unwrap_or(0)),
+                x.dtype(),
+            )?;
             Ok(candle_nn::Linear::new(w.clone(), bias).forward(x)?)
         })
     }
@@ -330,7 +398,9 @@ impl wit::Host for PluginState {
     }
 
     fn softmax_last_dim(&mut self, x: Handle) -> Out<Handle> {
-        self.kernel("softmax-last-dim", |s| Ok(candle_nn::ops::softmax_last_dim(s.t(&x)?)?))
+        self.kernel("softmax-last-dim", |s| {
+            Ok(candle_nn::ops::softmax_last_dim(s.t(&x)?)?)
+        })
     }
 
     fn rms_norm(&mut self, x: Handle, w: Handle, eps: f32) -> Out<Handle> {
@@ -348,11 +418,23 @@ impl wit::Host for PluginState {
     }
 
     fn rope(&mut self, x: Handle, cos: Handle, sin: Handle) -> Out<Handle> {
-        self.kernel("rope", |s| Ok(candle_nn::rotary_emb::rope(s.t(&x)?, s.t(&cos)?, s.t(&sin)?)?))
+        self.kernel("rope", |s| {
+            Ok(candle_nn::rotary_emb::rope(
+                s.t(&x)?,
+                s.t(&cos)?,
+                s.t(&sin)?,
+            )?)
+        })
     }
 
     fn rope_interleaved(&mut self, x: Handle, cos: Handle, sin: Handle) -> Out<Handle> {
-        self.kernel("rope-interleaved", |s| Ok(candle_nn::rotary_emb::rope_i(s.t(&x)?, s.t(&cos)?, s.t(&sin)?)?))
+        self.kernel("rope-interleaved", |s| {
+            Ok(candle_nn::rotary_emb::rope_i(
+                s.t(&x)?,
+                s.t(&cos)?,
+                s.t(&sin)?,
+            )?)
+        })
     }
 
     fn embedding(&mut self, ids: Handle, table: Handle) -> Out<Handle> {
@@ -367,21 +449,30 @@ impl wit::Host for PluginState {
     fn index_select(&mut self, x: Handle, ids: Handle, dim: u32) -> Out<Handle> {
         self.kernel("index-select", |s| {
             let (x, ids) = (s.t(&x)?, s.t(&ids)?);
-            let per: usize = x.elem_count() / x.dims().get(dim as usize).copied().unwrap_or(1).max(1);
+            let per: usize =
+                x.elem_count() / x.dims().get(dim as usize).copied().unwrap_or(1).max(1);
             s.precheck(per.saturating_mul(ids.elem_count()), x.dtype())?;
             Ok(x.index_select(ids, dim as usize)?)
         })
     }
 
     fn narrow(&mut self, x: Handle, dim: u32, start: u32, len: u32) -> Out<Handle> {
-        self.kernel("narrow", |s| Ok(s.t(&x)?.narrow(dim as usize, start as usize, len as usize)?))
+        self.kernel("narrow", |s| {
+            Ok(s.t(&x)?
+                .narrow(dim as usize, start as usize, len as usize)?)
+        })
     }
 
     fn cat(&mut self, xs: Vec<Handle>, dim: u32) -> Out<Handle> {
         self.kernel("cat", |s| {
-            let ts = xs.iter().map(|h| s.t(h).cloned()).collect::<Result<Vec<_>, _>>()?;
+            let ts = xs
+                .iter()
+                .map(|h| s.t(h).cloned())
+                .collect::<Result<Vec<_>, _>>()?;
             if ts.is_empty() {
-                return Err(Fail::Wit(WitError::InvalidInput("cat of no tensors".into())));
+                return Err(Fail::Wit(WitError::InvalidInput(
+                    "cat of no tensors".into(),
+                )));
             }
             s.precheck(ts.iter().map(|t| t.elem_count()).sum(), ts[0].dtype())?;
             Ok(Tensor::cat(&ts, dim as usize)?)
@@ -393,7 +484,9 @@ impl wit::Host for PluginState {
     }
 
     fn transpose(&mut self, x: Handle, d0: u32, d1: u32) -> Out<Handle> {
-        self.kernel("transpose", |s| Ok(s.t(&x)?.transpose(d0 as usize, d1 as usize)?))
+        self.kernel("transpose", |s| {
+            Ok(s.t(&x)?.transpose(d0 as usize, d1 as usize)?)
+        })
     }
 
     fn contiguous(&mut self, x: Handle) -> Out<Handle> {
@@ -445,7 +538,9 @@ impl wit::Host for PluginState {
         self.kernel("masked-fill", |s| {
             let (x, mask) = (s.t(&x)?, s.t(&mask)?);
             let mask = mask.broadcast_as(x.shape())?;
-            let fill = Tensor::new(on_true, x.device())?.to_dtype(x.dtype())?.broadcast_as(x.shape())?;
+            let fill = Tensor::new(on_true, x.device())?
+                .to_dtype(x.dtype())?
+                .broadcast_as(x.shape())?;
             Ok(mask.where_cond(&fill, x)?)
         })
     }
@@ -456,9 +551,10 @@ impl wit::Host for PluginState {
             return Ok(Err(e));
         }
         self.kernel("causal-mask", |s| {
-            let mask: Vec<u8> = (0..n).flat_map(|i| (0..n).map(move |j| u8::from(j > i))).collect();
+            let mask: Vec<u8> = (0..n)
+                .flat_map(|i| (0..n).map(move |j| u8::from(j > i)))
+                .collect();
             Ok(Tensor::from_slice(&mask, (n, n), s.kernels.device())?)
         })
     }
 }
-

@@ -99,7 +99,9 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, String> {
             .parse::<usize>()
             .map(DeviceSpec::Cuda)
             .map_err(|_| format!("`{s}`: expected `cuda:<ordinal>`")),
-        other => Err(format!("unknown device `{other}`: expected `cpu`, `cuda` or `cuda:N`")),
+        other => Err(format!(
+            "unknown device `{other}`: expected `cpu`, `cuda` or `cuda:N`"
+        )),
     }
 }
 
@@ -129,7 +131,9 @@ impl DeviceSpec {
 }
 
 /// WIT dtype ↔ candle dtype.
-pub(crate) fn dtype_from_wit(d: crate::worlds::backend::bindings::infernet::plugin::tensor::Dtype) -> DType {
+pub(crate) fn dtype_from_wit(
+    d: crate::worlds::backend::bindings::infernet::plugin::tensor::Dtype,
+) -> DType {
     use crate::worlds::backend::bindings::infernet::plugin::tensor::Dtype as W;
     match d {
         W::F32 => DType::F32,
@@ -143,7 +147,9 @@ pub(crate) fn dtype_from_wit(d: crate::worlds::backend::bindings::infernet::plug
 }
 
 /// candle dtype → WIT dtype (`None` for dtypes the contract does not name).
-pub(crate) fn dtype_to_wit(d: DType) -> Option<crate::worlds::backend::bindings::infernet::plugin::tensor::Dtype> {
+pub(crate) fn dtype_to_wit(
+    d: DType,
+) -> Option<crate::worlds::backend::bindings::infernet::plugin::tensor::Dtype> {
     use crate::worlds::backend::bindings::infernet::plugin::tensor::Dtype as W;
     Some(match d {
         DType::F32 => W::F32,

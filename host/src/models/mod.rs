@@ -54,16 +54,24 @@ pub struct ModelEntry {
 
 impl std::fmt::Debug for ModelEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelEntry").field("id", &self.id).field("dir", &self.dir).finish()
+        f.debug_struct("ModelEntry")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
 impl ModelEntry {
     /// Maps a HF model directory (`config.json`, `tokenizer.json`, `*.safetensors`).
     pub fn open(id: &str, dir: &Path, device: &Device) -> Result<Arc<ModelEntry>, ModelError> {
-        let file_err = |path: PathBuf, reason: String| ModelError::File { id: id.into(), path, reason };
+        let file_err = |path: PathBuf, reason: String| ModelError::File {
+            id: id.into(),
+            path,
+            reason,
+        };
         let config_path = dir.join("config.json");
-        let config_json = std::fs::read_to_string(&config_path).map_err(|e| file_err(config_path.clone(), e.to_string()))?;
+        let config_json = std::fs::read_to_string(&config_path)
+            .map_err(|e| file_err(config_path.clone(), e.to_string()))?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| file_err(dir.to_owned(), e.to_string()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -71,7 +79,10 @@ impl ModelEntry {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(ModelError::NoWeights { id: id.into(), dir: dir.to_owned() });
+            return Err(ModelError::NoWeights {
+                id: id.into(),
+                dir: dir.to_owned(),
+            });
         }
         // SAFETY: the files are mapped read-only; the provider owns the model
         // directory and must not truncate it while the node runs (as with any mmap).
@@ -108,14 +119,24 @@ impl ModelEntry {
 
     /// The named weight on the device, loaded once and then shared.
     pub fn tensor(&self, name: &str) -> Result<Tensor, String> {
-        let mut loaded = self.loaded.lock().map_err(|_| "model cache poisoned".to_string())?;
+        let mut loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| "model cache poisoned".to_string())?;
         if let Some(t) = loaded.get(name) {
             return Ok(t.clone());
         }
-        if self.names.binary_search_by(|n| n.as_str().cmp(name)).is_err() {
+        if self
+            .names
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .is_err()
+        {
             return Err(format!("model `{}` has no tensor named `{name}`", self.id));
         }
-        let t = self.safetensors.load(name, &self.device).map_err(|e| e.to_string())?;
+        let t = self
+            .safetensors
+            .load(name, &self.device)
+            .map_err(|e| e.to_string())?;
         loaded.insert(name.to_owned(), t.clone());
         Ok(t)
     }
@@ -131,7 +152,9 @@ impl ModelEntry {
                         t.with_padding(None);
                         Arc::new(t)
                     })
-                    .map_err(|e| format!("model `{}`: cannot load {}: {e}", self.id, path.display()))
+                    .map_err(|e| {
+                        format!("model `{}`: cannot load {}: {e}", self.id, path.display())
+                    })
             })
             .clone()
     }
@@ -146,7 +169,9 @@ pub struct ModelGrants {
 impl ModelGrants {
     /// Grants exactly `entries`.
     pub fn new(entries: impl IntoIterator<Item = Arc<ModelEntry>>) -> Self {
-        ModelGrants { granted: Arc::new(entries.into_iter().map(|e| (e.id.clone(), e)).collect()) }
+        ModelGrants {
+            granted: Arc::new(entries.into_iter().map(|e| (e.id.clone(), e)).collect()),
+        }
     }
 
     /// Granted ids.
@@ -223,7 +248,12 @@ impl wit::HostWeights for PluginState {
 }
 
 impl wit::HostTokenizer for PluginState {
-    fn encode(&mut self, t: Resource<TokenizerRes>, text: String, add_special: bool) -> Out<Vec<u32>> {
+    fn encode(
+        &mut self,
+        t: Resource<TokenizerRes>,
+        text: String,
+        add_special: bool,
+    ) -> Out<Vec<u32>> {
         let tok = self.table.get(&t)?.0.clone();
         Ok(tok
             .encode(text, add_special)
@@ -231,12 +261,23 @@ impl wit::HostTokenizer for PluginState {
             .map_err(|e| WitError::InvalidInput(format!("tokenize: {e}"))))
     }
 
-    fn decode(&mut self, t: Resource<TokenizerRes>, ids: Vec<u32>, skip_special: bool) -> Out<String> {
+    fn decode(
+        &mut self,
+        t: Resource<TokenizerRes>,
+        ids: Vec<u32>,
+        skip_special: bool,
+    ) -> Out<String> {
         let tok = self.table.get(&t)?.0.clone();
-        Ok(tok.decode(&ids, skip_special).map_err(|e| WitError::InvalidInput(format!("detokenize: {e}"))))
+        Ok(tok
+            .decode(&ids, skip_special)
+            .map_err(|e| WitError::InvalidInput(format!("detokenize: {e}"))))
     }
 
-    fn token_to_id(&mut self, t: Resource<TokenizerRes>, token: String) -> wasmtime::Result<Option<u32>> {
+    fn token_to_id(
+        &mut self,
+        t: Resource<TokenizerRes>,
+        token: String,
+    ) -> wasmtime::Result<Option<u32>> {
         Ok(self.table.get(&t)?.0.token_to_id(&token))
     }
 

@@ -23,7 +23,11 @@ impl CompileCache {
     pub fn path_for(&self, engine: &Engine, sha256: &str) -> PathBuf {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        self.dir.join(format!("{sha256}-wasmtime{}-{:016x}.cwasm", wasmtime_version(), h.finish()))
+        self.dir.join(format!(
+            "{sha256}-wasmtime{}-{:016x}.cwasm",
+            wasmtime_version(),
+            h.finish()
+        ))
     }
 
     /// Loads a cached artifact, or compiles `wasm` and stores it. Returns the

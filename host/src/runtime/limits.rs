@@ -40,9 +40,18 @@ impl Limits {
     pub fn from_config(c: &LimitsConfig) -> Limits {
         let d = Limits::default();
         Limits {
-            memory_bytes: c.memory_mb.map(|m| (m * MIB) as usize).unwrap_or(d.memory_bytes),
-            wall_time: c.wall_time_ms.map(Duration::from_millis).unwrap_or(d.wall_time),
-            kernel_time: c.kernel_time_ms.map(Duration::from_millis).unwrap_or(d.kernel_time),
+            memory_bytes: c
+                .memory_mb
+                .map(|m| (m * MIB) as usize)
+                .unwrap_or(d.memory_bytes),
+            wall_time: c
+                .wall_time_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.wall_time),
+            kernel_time: c
+                .kernel_time_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.kernel_time),
             tensor_bytes: c.tensor_mb.map(|m| m * MIB).unwrap_or(d.tensor_bytes),
             copy_out_bytes: c.copy_out_mb.map(|m| m * MIB).unwrap_or(d.copy_out_bytes),
             fuel: c.fuel.unwrap_or(d.fuel),

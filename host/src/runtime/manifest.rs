@@ -114,10 +114,15 @@ impl Manifest {
 
     /// Checks the signature; with `pinned`, also that it is by that publisher.
     pub fn verify_signature(&self, pinned: Option<&str>) -> Result<(), PluginError> {
-        let fail = |reason: String| PluginError::Signature { name: self.name.clone(), reason };
+        let fail = |reason: String| PluginError::Signature {
+            name: self.name.clone(),
+            reason,
+        };
         let Some(sig) = &self.signature else {
             return match pinned {
-                Some(_) => Err(fail("the config pins a publisher key but the manifest is unsigned".into())),
+                Some(_) => Err(fail(
+                    "the config pins a publisher key but the manifest is unsigned".into(),
+                )),
                 None => Ok(()),
             };
         };
@@ -140,7 +145,11 @@ impl Manifest {
 
     /// Reads a manifest from a package directory or a manifest path.
     pub fn read(path: &Path) -> Result<(Manifest, PathBuf), PluginError> {
-        let file = if path.is_dir() { path.join(MANIFEST_FILE) } else { path.to_owned() };
+        let file = if path.is_dir() {
+            path.join(MANIFEST_FILE)
+        } else {
+            path.to_owned()
+        };
         let text = std::fs::read_to_string(&file).map_err(|source| PluginError::Io {
             path: file.clone(),
             source,
@@ -158,7 +167,10 @@ impl Manifest {
             path: file.to_owned(),
             reason: e.to_string(),
         })?;
-        std::fs::write(file, text).map_err(|source| PluginError::Io { path: file.to_owned(), source })
+        std::fs::write(file, text).map_err(|source| PluginError::Io {
+            path: file.to_owned(),
+            source,
+        })
     }
 }
 
@@ -171,12 +183,17 @@ impl Package {
         if manifest.wasm.contains("..") || Path::new(&manifest.wasm).is_absolute() {
             return Err(PluginError::Manifest {
                 path: file.clone(),
-                reason: format!("`wasm = \"{}\"` must be a file name inside the package", manifest.wasm),
+                reason: format!(
+                    "`wasm = \"{}\"` must be a file name inside the package",
+                    manifest.wasm
+                ),
             });
         }
         let wasm_path = dir.join(&manifest.wasm);
-        let wasm = std::fs::read(&wasm_path)
-            .map_err(|source| PluginError::Io { path: wasm_path.clone(), source })?;
+        let wasm = std::fs::read(&wasm_path).map_err(|source| PluginError::Io {
+            path: wasm_path.clone(),
+            source,
+        })?;
         let actual = sha256_hex(&wasm);
         if !actual.eq_ignore_ascii_case(&manifest.sha256) {
             return Err(PluginError::HashMismatch {
@@ -186,7 +203,11 @@ impl Package {
             });
         }
         manifest.verify_signature(pinned_publisher)?;
-        Ok(Package { manifest, wasm, wasm_path })
+        Ok(Package {
+            manifest,
+            wasm,
+            wasm_path,
+        })
     }
 }
 
@@ -239,7 +260,11 @@ mod tests {
         let mut tampered = m.clone();
         tampered.version = "1.2.4".parse().unwrap();
         assert!(tampered.verify_signature(Some(&pk)).is_err());
-        let other = hex::encode(SigningKey::from_bytes(&[8u8; 32]).verifying_key().to_bytes());
+        let other = hex::encode(
+            SigningKey::from_bytes(&[8u8; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
         let err = m.verify_signature(Some(&other)).unwrap_err();
         assert!(err.to_string().contains("pins"), "{err}");
         assert!(manifest().verify_signature(Some(&pk)).is_err());

@@ -161,7 +161,11 @@ impl Runtime {
             }
         };
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, cache: cache::CompileCache::new(cache_dir), pooling })
+        Ok(Runtime {
+            engine,
+            cache: cache::CompileCache::new(cache_dir),
+            pooling,
+        })
     }
 
     /// The engine.
@@ -176,7 +180,11 @@ impl Runtime {
 
     /// Compiles (or loads from cache) a component after checking that it is
     /// one, that it targets a compatible contract and that it implements `kind`.
-    pub fn load(&self, package: &Package, kind: PluginKind) -> Result<LoadedComponent, PluginError> {
+    pub fn load(
+        &self,
+        package: &Package,
+        kind: PluginKind,
+    ) -> Result<LoadedComponent, PluginError> {
         let name = package.manifest.name.clone();
         check_component_header(&name, &package.wasm)?;
         let started = Instant::now();
@@ -207,10 +215,20 @@ impl Runtime {
         }
         if facts.kind != Some(kind) {
             let found = match facts.kind {
-                Some(k) => format!("it exports the {k} world (infernet:plugin/{})", k.export_interface()),
-                None => format!("it exports none of the plugin worlds (exports: {:?})", facts.exports),
+                Some(k) => format!(
+                    "it exports the {k} world (infernet:plugin/{})",
+                    k.export_interface()
+                ),
+                None => format!(
+                    "it exports none of the plugin worlds (exports: {:?})",
+                    facts.exports
+                ),
             };
-            return Err(PluginError::WrongWorld { name, expected: kind, found });
+            return Err(PluginError::WrongWorld {
+                name,
+                expected: kind,
+                found,
+            });
         }
         if package.manifest.kind != kind {
             return Err(PluginError::WrongWorld {
@@ -227,16 +245,27 @@ impl Runtime {
             load_ms = started.elapsed().as_millis() as u64,
             "component loaded"
         );
-        Ok(LoadedComponent { name, manifest: package.manifest.clone(), component, facts, from_cache: cached })
+        Ok(LoadedComponent {
+            name,
+            manifest: package.manifest.clone(),
+            component,
+            facts,
+            from_cache: cached,
+        })
     }
 
     /// Compiles raw bytes without manifest checks (for `plugin inspect`).
-    pub fn inspect_bytes(&self, name: &str, wasm: &[u8]) -> Result<version::ComponentFacts, PluginError> {
+    pub fn inspect_bytes(
+        &self,
+        name: &str,
+        wasm: &[u8],
+    ) -> Result<version::ComponentFacts, PluginError> {
         check_component_header(name, wasm)?;
-        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::NotAComponent {
-            name: name.into(),
-            reason: format!("invalid component: {e:#}"),
-        })?;
+        let component =
+            Component::new(&self.engine, wasm).map_err(|e| PluginError::NotAComponent {
+                name: name.into(),
+                reason: format!("invalid component: {e:#}"),
+            })?;
         Ok(version::inspect(&self.engine, &component))
     }
 }
@@ -294,7 +323,10 @@ fn start_epoch_ticker(engine: &Engine) {
 
 /// Rejects bytes that are not a component with an error that says what they are.
 fn check_component_header(name: &str, wasm: &[u8]) -> Result<(), PluginError> {
-    let fail = |reason: &str| PluginError::NotAComponent { name: name.into(), reason: reason.into() };
+    let fail = |reason: &str| PluginError::NotAComponent {
+        name: name.into(),
+        reason: reason.into(),
+    };
     if wasm.len() < 8 || &wasm[0..4] != b"\0asm" {
         return Err(fail("the file is not WebAssembly (no `\\0asm` header); point the config at a .wasm built with `cargo build --target wasm32-wasip2`"));
     }

@@ -60,13 +60,18 @@ impl PluginState {
     /// Fresh state for one store.
     pub fn new(plugin: &str, limits: Limits, kernels: KernelCtx, models: ModelGrants) -> Self {
         let stderr = MemoryOutputPipe::new(64 * 1024);
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
         PluginState {
             plugin: plugin.to_owned(),
             table: ResourceTable::new(),
             wasi,
             stderr,
-            memory: MemoryLimiter { max_bytes: limits.memory_bytes, refused: None },
+            memory: MemoryLimiter {
+                max_bytes: limits.memory_bytes,
+                refused: None,
+            },
             limits,
             kernels,
             models,
@@ -92,12 +97,17 @@ impl PluginState {
 
     /// What the plugin wrote to stderr (e.g. a panic message), lossily decoded.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string()
     }
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

@@ -68,7 +68,12 @@ pub fn inspect(engine: &Engine, component: &Component) -> ComponentFacts {
             };
         }
     }
-    ComponentFacts { wit_versions, kind, imports, exports }
+    ComponentFacts {
+        wit_versions,
+        kind,
+        imports,
+        exports,
+    }
 }
 
 /// True when a host implementing `host` can run a component built for `component`.
@@ -87,11 +92,20 @@ mod tests {
     fn caret_compatibility() {
         let v = |s: &str| Version::parse(s).unwrap();
         assert!(compatible(&v("0.1.0"), &v("0.1.0")));
-        assert!(compatible(&v("0.1.3"), &v("0.1.0")), "older patch of 0.1 loads");
-        assert!(!compatible(&v("0.1.0"), &v("0.1.3")), "newer than host is refused");
+        assert!(
+            compatible(&v("0.1.3"), &v("0.1.0")),
+            "older patch of 0.1 loads"
+        );
+        assert!(
+            !compatible(&v("0.1.0"), &v("0.1.3")),
+            "newer than host is refused"
+        );
         assert!(!compatible(&v("0.1.0"), &v("0.2.0")));
         assert!(!compatible(&v("0.1.0"), &v("1.0.0")));
-        assert!(compatible(&v("1.4.0"), &v("1.2.0")), "older minor of 1.x loads");
+        assert!(
+            compatible(&v("1.4.0"), &v("1.2.0")),
+            "older minor of 1.x loads"
+        );
         assert!(!compatible(&v("2.0.0"), &v("1.2.0")));
     }
 

@@ -5,7 +5,7 @@
 use super::classify_trap;
 use crate::kernels::KernelCtx;
 use crate::models::ModelGrants;
-use crate::runtime::{LoadedComponent, Limits, PluginError, PluginState, ProgressSink, Runtime};
+use crate::runtime::{Limits, LoadedComponent, PluginError, PluginState, ProgressSink, Runtime};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
@@ -53,14 +53,26 @@ impl BackendPlugin {
         models: ModelGrants,
     ) -> Result<Self, PluginError> {
         let name = loaded.name.clone();
-        let link_err = |e: wasmtime::Error| PluginError::Link { name: name.clone(), reason: format!("{e:#}") };
+        let link_err = |e: wasmtime::Error| PluginError::Link {
+            name: name.clone(),
+            reason: format!("{e:#}"),
+        };
         let mut linker: Linker<PluginState> = Linker::new(runtime.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
         bindings::Backend::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(link_err)?;
-        let instance_pre = linker.instantiate_pre(&loaded.component).map_err(link_err)?;
+        let instance_pre = linker
+            .instantiate_pre(&loaded.component)
+            .map_err(link_err)?;
         let pre = bindings::BackendPre::new(instance_pre).map_err(link_err)?;
-        Ok(BackendPlugin { name, pre, limits, kernels, models, loaded })
+        Ok(BackendPlugin {
+            name,
+            pre,
+            limits,
+            kernels,
+            models,
+            loaded,
+        })
     }
 
     /// Plugin name.
@@ -75,14 +87,27 @@ impl BackendPlugin {
 
     /// A fresh instance (one per worker; reused across jobs).
     pub fn instantiate(&self) -> Result<BackendInstance, PluginError> {
-        let state = PluginState::new(&self.name, self.limits, self.kernels.fresh(), self.models.clone());
+        let state = PluginState::new(
+            &self.name,
+            self.limits,
+            self.kernels.fresh(),
+            self.models.clone(),
+        );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.memory);
         store.set_fuel(u64::MAX).ok();
         store.set_epoch_deadline(crate::runtime::ticks(self.limits.wall_time));
         store.epoch_deadline_trap();
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| classify_trap(&store, e))?;
-        Ok(BackendInstance { plugin: self.clone(), store, bindings, poisoned: false })
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify_trap(&store, e))?;
+        Ok(BackendInstance {
+            plugin: self.clone(),
+            store,
+            bindings,
+            poisoned: false,
+        })
     }
 }
 
@@ -97,13 +122,21 @@ pub struct BackendInstance {
 impl BackendInstance {
     /// Calls `describe`.
     pub fn describe(&mut self) -> Result<BackendInfo, PluginError> {
-        self.call(None, |b, store| b.infernet_plugin_backend_api().call_describe(store).map(Ok))
+        self.call(None, |b, store| {
+            b.infernet_plugin_backend_api().call_describe(store).map(Ok)
+        })
     }
 
     /// Runs one job, streaming progress into `sink`; a trap or timeout
     /// leaves this instance poisoned and the next call starts a fresh one.
-    pub fn execute(&mut self, job: &JobRequest, sink: Option<ProgressSink>) -> Result<JobResult, PluginError> {
-        self.call(sink, |b, store| b.infernet_plugin_backend_api().call_execute(store, job))
+    pub fn execute(
+        &mut self,
+        job: &JobRequest,
+        sink: Option<ProgressSink>,
+    ) -> Result<JobResult, PluginError> {
+        self.call(sink, |b, store| {
+            b.infernet_plugin_backend_api().call_execute(store, job)
+        })
     }
 
     /// The flag a caller sets to cancel the running job.
@@ -119,13 +152,17 @@ impl BackendInstance {
     fn call<R>(
         &mut self,
         sink: Option<ProgressSink>,
-        f: impl FnOnce(&bindings::Backend, &mut Store<PluginState>) -> wasmtime::Result<Result<R, WitError>>,
+        f: impl FnOnce(
+            &bindings::Backend,
+            &mut Store<PluginState>,
+        ) -> wasmtime::Result<Result<R, WitError>>,
     ) -> Result<R, PluginError> {
         if self.poisoned {
             *self = self.plugin.instantiate()?;
         }
         let limits = self.plugin.limits;
-        self.store.set_epoch_deadline(crate::runtime::ticks(limits.wall_time));
+        self.store
+            .set_epoch_deadline(crate::runtime::ticks(limits.wall_time));
         self.store.data_mut().begin_call();
         self.store.data_mut().progress = sink;
         let outcome = f(&self.bindings, &mut self.store);
@@ -151,5 +188,9 @@ pub(crate) fn guest_error(name: &str, e: WitError) -> PluginError {
         WitError::LimitExceeded(m) => ("limit-exceeded", m),
         WitError::Internal(m) => ("internal", m),
     };
-    PluginError::Guest { name: name.into(), error: format!("{kind}: {error}"), kind }
+    PluginError::Guest {
+        name: name.into(),
+        error: format!("{kind}: {error}"),
+        kind,
+    }
 }

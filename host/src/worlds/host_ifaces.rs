@@ -57,7 +57,10 @@ impl config::Host for PluginState {
     }
 
     fn secret(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.secrets.get(&name).and_then(|var| std::env::var(var).ok()))
+        Ok(self
+            .secrets
+            .get(&name)
+            .and_then(|var| std::env::var(var).ok()))
     }
 }
 

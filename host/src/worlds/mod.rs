@@ -21,18 +21,32 @@ pub(crate) fn classify_trap(store: &Store<PluginState>, err: wasmtime::Error) ->
     if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
         match trap {
             wasmtime::Trap::Interrupt => {
-                return PluginError::Timeout { name, limit_ms: state.limits.wall_time.as_millis() }
+                return PluginError::Timeout {
+                    name,
+                    limit_ms: state.limits.wall_time.as_millis(),
+                }
             }
             wasmtime::Trap::OutOfFuel => {
-                return PluginError::OutOfFuel { name, fuel: state.limits.fuel }
+                return PluginError::OutOfFuel {
+                    name,
+                    fuel: state.limits.fuel,
+                }
             }
             _ => {}
         }
     }
     if let Some(requested) = state.memory.refused {
-        return PluginError::MemoryLimit { name, requested, limit: state.memory.max_bytes };
+        return PluginError::MemoryLimit {
+            name,
+            requested,
+            limit: state.memory.max_bytes,
+        };
     }
     let stderr = state.stderr_text();
-    let reason = if stderr.is_empty() { format!("{err:#}") } else { format!("{err:#}; plugin stderr: {stderr}") };
+    let reason = if stderr.is_empty() {
+        format!("{err:#}")
+    } else {
+        format!("{err:#}; plugin stderr: {stderr}")
+    };
     PluginError::Trap { name, reason }
 }

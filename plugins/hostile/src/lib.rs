@@ -12,7 +12,12 @@ impl Backend for Hostile {
     }
 
     fn describe(&self) -> BackendInfo {
-        BackendInfo::new("hostile", env!("CARGO_PKG_VERSION"), &["text-generation"], &["any"])
+        BackendInfo::new(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            &["text-generation"],
+            &["any"],
+        )
     }
 
     fn execute(&mut self, job: JobRequest) -> Result<JobResult> {
@@ -61,7 +66,10 @@ impl Backend for Hostile {
             }
             // Asks for a model its config did not grant.
             "model" => {
-                let name = job.param_str("target").unwrap_or("forbidden-model").to_string();
+                let name = job
+                    .param_str("target")
+                    .unwrap_or("forbidden-model")
+                    .to_string();
                 let weights = models::open(&name)?;
                 Ok(JobResult::text(weights.config(), 0, 0))
             }
