@@ -11,5 +11,7 @@ pub mod config;
 pub mod kernels;
 pub mod models;
 pub mod node;
+pub mod p2p;
 pub mod runtime;
+pub mod store;
 pub mod worlds;

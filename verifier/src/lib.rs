@@ -1,1 +1,25 @@
-//! Verification.
+//! Infernet verification: zero-knowledge proofs of quantized MLP inference.
+//!
+//! * [`envelope`]: the [`Prover`] / [`ProofVerifier`] traits and the serde
+//!   [`ProofEnvelope`] every proof system shares.
+//! * [`quant`]: the quantized MLP and its exact integer forward pass (the
+//!   witness computation), plus power-of-two quantisation of float models.
+//! * [`commit`]: Poseidon commitments to models and inputs.
+//! * [`circuit`]: the R1CS circuit proving `y = f(x; W)`.
+//! * [`groth16`]: Groth16/BN254 keys, key cache, prover and verifier.
+//!
+//! Redundant execution, reputation and slashing (DESIGN.md §6) live here too,
+//! later.
+
+pub mod circuit;
+pub mod commit;
+pub mod envelope;
+pub mod error;
+pub mod groth16;
+pub mod quant;
+
+pub use circuit::{InputMode, MlpCircuit, MlpShape, PublicValues, CIRCUIT_VERSION};
+pub use envelope::{InputClaim, ProofEnvelope, ProofVerifier, ProvedOutput, Prover, Statement};
+pub use error::{Result, VerifierError};
+pub use groth16::{Groth16Prover, Groth16Verifier, KeyCache, SYSTEM as GROTH16_SYSTEM};
+pub use quant::{DigitsModel, QLayer, QuantizedMlp};

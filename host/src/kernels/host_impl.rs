@@ -243,11 +243,37 @@ impl wit::HostTensor for PluginState {
             .map_err(|e| WitError::InvalidInput(format!("to-u32: {e}"))))
     }
 
+    fn to_bytes(&mut self, h: Handle) -> Out<Vec<u8>> {
+        let t = self.table.get(&h)?.tensor.clone();
+        if let Err(e) = self.charge_copy(tensor_bytes(&t)) {
+            return Ok(Err(e));
+        }
+        Ok(raw_bytes(&t).map_err(|e| WitError::InvalidInput(format!("to-bytes: {e}"))))
+    }
+
     fn drop(&mut self, h: Handle) -> wasmtime::Result<()> {
         let res = self.table.delete(h)?;
         self.kernels.live_bytes = self.kernels.live_bytes.saturating_sub(res.charged);
         Ok(())
     }
+}
+
+/// The tensor's values as little-endian bytes of its own dtype.
+fn raw_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
+    fn le<T: Copy, const N: usize>(v: Vec<T>, f: fn(T) -> [u8; N]) -> Vec<u8> {
+        v.into_iter().flat_map(f).collect()
+    }
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F32 => le(flat.to_vec1::<f32>()?, f32::to_le_bytes),
+        DType::F64 => le(flat.to_vec1::<f64>()?, f64::to_le_bytes),
+        DType::U32 => le(flat.to_vec1::<u32>()?, u32::to_le_bytes),
+        DType::I64 => le(flat.to_vec1::<i64>()?, i64::to_le_bytes),
+        DType::U8 => flat.to_vec1::<u8>()?,
+        DType::F16 => le(flat.to_vec1::<half::f16>()?, half::f16::to_le_bytes),
+        DType::BF16 => le(flat.to_vec1::<half::bf16>()?, half::bf16::to_le_bytes),
+        other => candle_core::bail!("dtype {other:?} has no byte export"),
+    })
 }
 
 fn sampling(c: &Sampling) -> candle_transformers::generation::Sampling {

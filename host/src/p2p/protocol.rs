@@ -1,0 +1,681 @@
+//! Wire messages of `/infernet/job/1` and the signed envelopes that a third
+//! party must be able to check later (adverts, results, receipts).
+//!
+//! Every job-protocol frame is a [`JobMessage`]: a `version` plus a
+//! [`JobBody`], encoded as CBOR with a size cap (see [`super::codec`]).
+//! The exchange, each step one request/response on its own stream:
+//!
+//! ```text
+//! client                                  provider
+//!   QuoteRequest            ───────────▶    QuoteOffer | Error
+//!   Accept (quote, escrow)  ───────────▶    Ack | Error
+//!   Run { stream: false }   ───────────▶    Result(output, SignedResult) | Error
+//!   Run { stream: true }    ───────────▶    Ack            (job started)
+//!   Poll { after_seq }      ───────────▶    Progress { chunks, done } | Result | Error
+//!   Receipt(SignedReceipt)  ───────────▶    Ack
+//!   Cancel                  ───────────▶    Ack | Error
+//! ```
+//!
+//! Signatures use the node's libp2p identity key over
+//! `"infernet:" DOMAIN "\0" cbor(payload)`; [`Signed::verify`] checks the key
+//! against the peer id the payload claims.
+
+use libp2p::identity::{Keypair, PublicKey};
+use libp2p::PeerId;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `version` this build writes into every message and advert.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Versions this build understands.
+pub const KNOWN_PROTOCOL_VERSIONS: &[u16] = &[1];
+/// Stream protocol of the job exchange.
+pub const JOB_PROTOCOL: &str = "/infernet/job/1";
+/// Gossipsub topic of provider adverts.
+pub const ADVERT_TOPIC: &str = "infernet/providers/1";
+/// Default cap on an encoded request (1 MiB).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Default cap on an encoded response (8 MiB).
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// An amount in minor units of `currency`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    /// Minor units (e.g. micro-dollars, satoshis).
+    pub amount: u64,
+    /// Currency code, e.g. `USD`, `BTC`, `USDC-POLYGON`.
+    pub currency: String,
+}
+
+/// Consumption, for billing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens (items) read.
+    pub input_tokens: u32,
+    /// Tokens (items) produced.
+    pub output_tokens: u32,
+}
+
+/// A dense f32 tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<u32>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// A job's input (mirrors the WIT `job-input`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WireInput {
+    /// A prompt.
+    Text(String),
+    /// A batch of texts.
+    Texts(Vec<String>),
+    /// Token ids.
+    Tokens(Vec<u32>),
+    /// A numeric tensor.
+    Tensor(Tensor),
+    /// Opaque bytes.
+    Bytes(#[serde(with = "bytes")] Vec<u8>),
+}
+
+/// A job's output (mirrors the WIT `job-output`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WireOutput {
+    /// Generated text.
+    Text(String),
+    /// One vector per input text.
+    Embeddings(Vec<Vec<f32>>),
+    /// Raw scores.
+    Logits(Tensor),
+    /// Class index per input.
+    Classes(Vec<u32>),
+    /// Opaque bytes.
+    Bytes(#[serde(with = "bytes")] Vec<u8>),
+}
+
+/// Which backend plugin produced a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendRef {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version (semver).
+    pub version: String,
+    /// sha256 (hex) of the plugin's wasm.
+    pub sha256: String,
+}
+
+/// One frame of `/infernet/job/1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMessage {
+    /// Protocol version of the sender ([`PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// What it says.
+    pub body: JobBody,
+}
+
+impl JobMessage {
+    /// A message at this build's [`PROTOCOL_VERSION`].
+    pub fn new(body: JobBody) -> JobMessage {
+        JobMessage {
+            version: PROTOCOL_VERSION,
+            body,
+        }
+    }
+
+    /// An error reply.
+    pub fn error(
+        job_id: Option<String>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> JobMessage {
+        JobMessage::new(JobBody::Error(WireError {
+            job_id,
+            code,
+            message: message.into(),
+        }))
+    }
+
+    /// An acknowledgement.
+    pub fn ack(job_id: impl Into<String>) -> JobMessage {
+        JobMessage::new(JobBody::Ack {
+            job_id: job_id.into(),
+        })
+    }
+
+    /// The job this message is about, when it names one.
+    pub fn job_id(&self) -> Option<&str> {
+        match &self.body {
+            JobBody::QuoteRequest { job_id, .. }
+            | JobBody::QuoteOffer { job_id, .. }
+            | JobBody::Accept { job_id, .. }
+            | JobBody::Run { job_id, .. }
+            | JobBody::Poll { job_id, .. }
+            | JobBody::Progress { job_id, .. }
+            | JobBody::Ack { job_id }
+            | JobBody::Cancel { job_id, .. } => Some(job_id),
+            JobBody::Result { signed, .. } => Some(&signed.payload.job_id),
+            JobBody::Receipt(r) => Some(&r.payload.job_id),
+            JobBody::Error(e) => e.job_id.as_deref(),
+        }
+    }
+}
+
+/// The content of a [`JobMessage`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobBody {
+    /// Client → provider: price this job.
+    QuoteRequest {
+        /// Client-chosen job id.
+        job_id: String,
+        /// Model id.
+        model: String,
+        /// Input size in tokens (client's estimate).
+        input_tokens: u32,
+        /// Upper bound on output tokens.
+        max_output_tokens: u32,
+        /// Generation parameters.
+        params: Vec<(String, String)>,
+    },
+    /// Provider → client: an offer.
+    QuoteOffer {
+        /// Job.
+        job_id: String,
+        /// Offer id, echoed in [`JobBody::Accept`].
+        quote_id: String,
+        /// Total price.
+        price: Money,
+        /// Named parts of the price.
+        breakdown: Vec<(String, u64)>,
+        /// Offer expiry, ms since epoch.
+        valid_until_ms: u64,
+    },
+    /// Client → provider: accept an offer (escrow seam).
+    Accept {
+        /// Job.
+        job_id: String,
+        /// The accepted offer.
+        quote_id: String,
+        /// Reference of the escrow holding the price, once money exists.
+        escrow_ref: Option<String>,
+    },
+    /// Client → provider: execute.
+    Run {
+        /// Job.
+        job_id: String,
+        /// Model id.
+        model: String,
+        /// Input.
+        input: WireInput,
+        /// Generation parameters.
+        params: Vec<(String, String)>,
+        /// Reply `Ack` now and stream through `Poll`, instead of replying with
+        /// the final `Result`.
+        stream: bool,
+    },
+    /// Client → provider: partial output after chunk `after_seq`.
+    Poll {
+        /// Job.
+        job_id: String,
+        /// Last chunk already received (0 for none).
+        after_seq: u64,
+    },
+    /// Provider → client: new chunks (tokens) of a streamed run.
+    Progress {
+        /// Job.
+        job_id: String,
+        /// Sequence number of the last chunk in `chunks`.
+        seq: u64,
+        /// New chunks, in order.
+        chunks: Vec<String>,
+        /// No more chunks; the next `Poll` returns the `Result`.
+        done: bool,
+    },
+    /// Provider → client: the final output and its signed description.
+    Result {
+        /// The output; its hash is in `signed`.
+        output: WireOutput,
+        /// Provider-signed result.
+        signed: SignedResult,
+    },
+    /// Client → provider: proof of delivery.
+    Receipt(SignedReceipt),
+    /// Either way: understood.
+    Ack {
+        /// Job.
+        job_id: String,
+    },
+    /// Client → provider: stop.
+    Cancel {
+        /// Job.
+        job_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Either way: refused.
+    Error(WireError),
+}
+
+/// A refusal with a machine-readable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Job, if the error is about one.
+    pub job_id: Option<String>,
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Failure kinds on the job protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The message's `version` is not spoken here.
+    UnsupportedVersion,
+    /// This node does not serve jobs.
+    NotAProvider,
+    /// No backend for the model.
+    UnknownModel,
+    /// No such job here.
+    UnknownJob,
+    /// The request is well-formed CBOR but makes no sense.
+    InvalidRequest,
+    /// The quote expired or is unknown.
+    QuoteExpired,
+    /// At capacity; try another provider.
+    Busy,
+    /// The job was cancelled.
+    Cancelled,
+    /// A step took too long.
+    Timeout,
+    /// A signature did not verify.
+    BadSignature,
+    /// The backend failed.
+    Internal,
+}
+
+// ---------------------------------------------------------------------------
+// Signed envelopes
+
+/// A payload that can be signed with a libp2p identity key.
+pub trait SignedPayload: Serialize + DeserializeOwned {
+    /// Domain separation tag (distinct per payload type).
+    const DOMAIN: &'static str;
+    /// The peer id (base58) the payload claims as its signer.
+    fn signer(&self) -> &str;
+}
+
+/// `payload` signed by the key in `public_key` (protobuf-encoded libp2p key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    /// What is signed.
+    pub payload: T,
+    /// Signature over [`signing_bytes`] of the payload.
+    #[serde(with = "bytes")]
+    pub signature: Vec<u8>,
+    /// Signer's public key, protobuf-encoded.
+    #[serde(with = "bytes")]
+    pub public_key: Vec<u8>,
+}
+
+/// Why a signature check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// `public_key` is not a protobuf-encoded libp2p public key.
+    #[error("malformed public key")]
+    BadPublicKey,
+    /// The claimed signer is not a peer id.
+    #[error("claimed signer `{0}` is not a peer id")]
+    BadSignerId(String),
+    /// The key belongs to another peer than the payload claims.
+    #[error("public key is {actual}'s, payload claims {claimed}")]
+    KeyMismatch {
+        /// Peer id in the payload.
+        claimed: String,
+        /// Peer id of the key.
+        actual: String,
+    },
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// Signing failed (encoding or key type).
+    #[error("cannot sign: {0}")]
+    Signing(String),
+}
+
+/// The exact bytes that are signed for `payload`.
+pub fn signing_bytes<T: SignedPayload>(payload: &T) -> Result<Vec<u8>, SignatureError> {
+    let mut out = format!("infernet:{}\0", T::DOMAIN).into_bytes();
+    out.extend(encode(payload).map_err(|e| SignatureError::Signing(e.to_string()))?);
+    Ok(out)
+}
+
+impl<T: SignedPayload> Signed<T> {
+    /// Signs `payload` with `key`. The payload's [`SignedPayload::signer`]
+    /// should be `key`'s peer id, or [`Signed::verify`] will refuse it.
+    pub fn sign(payload: T, key: &Keypair) -> Result<Signed<T>, SignatureError> {
+        let msg = signing_bytes(&payload)?;
+        let signature = key
+            .sign(&msg)
+            .map_err(|e| SignatureError::Signing(e.to_string()))?;
+        Ok(Signed {
+            payload,
+            signature,
+            public_key: key.public().encode_protobuf(),
+        })
+    }
+
+    /// Checks the key against the claimed signer and the signature against
+    /// the payload; returns the signer.
+    pub fn verify(&self) -> Result<PeerId, SignatureError> {
+        let key = PublicKey::try_decode_protobuf(&self.public_key)
+            .map_err(|_| SignatureError::BadPublicKey)?;
+        let claimed = self.payload.signer();
+        let claimed_id: PeerId = claimed
+            .parse()
+            .map_err(|_| SignatureError::BadSignerId(claimed.to_string()))?;
+        let actual = key.to_peer_id();
+        if actual != claimed_id {
+            return Err(SignatureError::KeyMismatch {
+                claimed: claimed.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        if !key.verify(&signing_bytes(&self.payload)?, &self.signature) {
+            return Err(SignatureError::BadSignature);
+        }
+        Ok(actual)
+    }
+}
+
+/// The signed description of a delivered result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultBody {
+    /// Job.
+    pub job_id: String,
+    /// Model id.
+    pub model_id: String,
+    /// [`hash_output`] of the output.
+    pub output_hash: String,
+    /// Consumption.
+    pub usage: Usage,
+    /// The backend plugin that ran it.
+    pub backend: BackendRef,
+    /// Provider peer id (the signer).
+    pub provider: String,
+    /// Client peer id, when known.
+    pub client: Option<String>,
+    /// When it was signed, ms since epoch.
+    pub timestamp_ms: u64,
+    /// Root of the kernel execution trace (verifier seam).
+    pub trace_root: Option<String>,
+}
+
+impl SignedPayload for ResultBody {
+    const DOMAIN: &'static str = "result/1";
+    fn signer(&self) -> &str {
+        &self.provider
+    }
+}
+
+/// A provider-signed result.
+pub type SignedResult = Signed<ResultBody>;
+
+impl SignedResult {
+    /// [`Signed::verify`] plus: the output hashes to `output_hash`.
+    pub fn verify_output(&self, output: &WireOutput) -> Result<PeerId, SignatureError> {
+        let signer = self.verify()?;
+        if hash_output(output) != self.payload.output_hash {
+            return Err(SignatureError::BadSignature);
+        }
+        Ok(signer)
+    }
+}
+
+/// The client's acknowledgement of a delivered result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptBody {
+    /// Job.
+    pub job_id: String,
+    /// The output hash the client received.
+    pub output_hash: String,
+    /// Client peer id (the signer).
+    pub client: String,
+    /// Provider peer id.
+    pub provider: String,
+    /// Whether the client accepts the result.
+    pub accepted: bool,
+    /// When, ms since epoch.
+    pub timestamp_ms: u64,
+}
+
+impl SignedPayload for ReceiptBody {
+    const DOMAIN: &'static str = "receipt/1";
+    fn signer(&self) -> &str {
+        &self.client
+    }
+}
+
+/// A client-signed receipt.
+pub type SignedReceipt = Signed<ReceiptBody>;
+
+/// A provider advert, gossiped on [`ADVERT_TOPIC`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Advert {
+    /// Provider peer id (the signer).
+    pub peer_id: String,
+    /// Where to reach it.
+    pub addrs: Vec<String>,
+    /// Model ids it serves.
+    pub models: Vec<String>,
+    /// Reference price (per job of typical size) from the pricing plugin.
+    pub quote: Money,
+    /// Jobs it can take concurrently right now.
+    pub capacity: u32,
+    /// `infernet:plugin` WIT version its host implements.
+    pub wit_version: String,
+    /// Job protocol version ([`PROTOCOL_VERSION`]).
+    pub protocol_version: u16,
+    /// Stake posted, if any (slashing seam).
+    pub stake: Option<Money>,
+    /// When it was signed, ms since epoch.
+    pub timestamp_ms: u64,
+}
+
+impl SignedPayload for Advert {
+    const DOMAIN: &'static str = "advert/1";
+    fn signer(&self) -> &str {
+        &self.peer_id
+    }
+}
+
+/// A provider-signed advert.
+pub type SignedAdvert = Signed<Advert>;
+
+// ---------------------------------------------------------------------------
+// Encoding helpers
+
+/// CBOR encode/decode failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Could not encode.
+    #[error("cbor encode: {0}")]
+    Encode(String),
+    /// Could not decode.
+    #[error("malformed cbor: {0}")]
+    Decode(String),
+    /// Valid CBOR followed by extra bytes.
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    /// Too large.
+    #[error("message of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Size seen (at least).
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
+}
+
+/// Canonical CBOR encoding (struct fields in declaration order).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Strict CBOR decoding: one item, no trailing bytes, nesting bounded.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    use cbor4ii::core::dec::{Read, Reference};
+    let mut de = cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
+    let value = T::deserialize(&mut de).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let mut rest = de.into_inner();
+    let left = match rest.fill(usize::MAX) {
+        Ok(Reference::Long(b)) => b.len(),
+        Ok(Reference::Short(b)) => b.len(),
+        Err(_) => 0,
+    };
+    if left != 0 {
+        return Err(CodecError::Trailing(left));
+    }
+    Ok(value)
+}
+
+/// sha256 (hex) of the canonical encoding of `output`.
+pub fn hash_output(output: &WireOutput) -> String {
+    hex::encode(Sha256::digest(encode(output).unwrap_or_default()))
+}
+
+/// sha256 (hex) of any serializable value's canonical encoding (request
+/// hashes for idempotency).
+pub fn hash_value<T: Serialize>(value: &T) -> String {
+    hex::encode(Sha256::digest(encode(value).unwrap_or_default()))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `Vec<u8>` as a CBOR byte string instead of an array of integers.
+mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advert(key: &Keypair) -> Advert {
+        Advert {
+            peer_id: key.public().to_peer_id().to_string(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            models: vec!["m".into()],
+            quote: Money {
+                amount: 5,
+                currency: "USD".into(),
+            },
+            capacity: 2,
+            wit_version: "0.1.0".into(),
+            protocol_version: PROTOCOL_VERSION,
+            stake: None,
+            timestamp_ms: now_ms(),
+        }
+    }
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let key = Keypair::generate_ed25519();
+        let signed = SignedAdvert::sign(advert(&key), &key).unwrap();
+        assert_eq!(signed.verify().unwrap(), key.public().to_peer_id());
+        let bytes = encode(&signed).unwrap();
+        let back: SignedAdvert = decode(&bytes).unwrap();
+        assert_eq!(back, signed);
+
+        let mut forged = signed.clone();
+        forged.payload.quote.amount = 1;
+        assert_eq!(forged.verify(), Err(SignatureError::BadSignature));
+
+        let other = Keypair::generate_ed25519();
+        let mut stolen = signed.clone();
+        stolen.public_key = other.public().encode_protobuf();
+        assert!(matches!(
+            stolen.verify(),
+            Err(SignatureError::KeyMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn strict_decode() {
+        let msg = JobMessage::ack("j");
+        let mut bytes = encode(&msg).unwrap();
+        assert_eq!(decode::<JobMessage>(&bytes).unwrap(), msg);
+        bytes.push(0);
+        assert_eq!(decode::<JobMessage>(&bytes), Err(CodecError::Trailing(1)));
+        assert!(decode::<JobMessage>(&[0xff, 0x00, 0x13]).is_err());
+    }
+
+    #[test]
+    fn result_output_hash_is_checked() {
+        let key = Keypair::generate_ed25519();
+        let output = WireOutput::Text("hi".into());
+        let body = ResultBody {
+            job_id: "j".into(),
+            model_id: "m".into(),
+            output_hash: hash_output(&output),
+            usage: Usage {
+                input_tokens: 1,
+                output_tokens: 1,
+            },
+            backend: BackendRef {
+                name: "b".into(),
+                version: "1.0.0".into(),
+                sha256: "00".into(),
+            },
+            provider: key.public().to_peer_id().to_string(),
+            client: None,
+            timestamp_ms: now_ms(),
+            trace_root: None,
+        };
+        let signed = SignedResult::sign(body, &key).unwrap();
+        assert!(signed.verify_output(&output).is_ok());
+        assert!(signed
+            .verify_output(&WireOutput::Text("ho".into()))
+            .is_err());
+    }
+}

@@ -1,0 +1,383 @@
+//! The `jobs` table and its append-only `job_events` log.
+
+use super::{now_ms, JobRole, JobState, Store, StoreError};
+use rusqlite::{params, OptionalExtension, Row};
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// Job id (unique across roles on this node).
+    pub id: String,
+    /// Our side of it.
+    pub role: JobRole,
+    /// Model id.
+    pub model: String,
+    /// Current state.
+    pub state: JobState,
+    /// The client's peer id (provider role), if known.
+    pub client_peer: Option<String>,
+    /// The provider's peer id once chosen.
+    pub provider_peer: Option<String>,
+    /// The accepted quote.
+    pub quote_id: Option<String>,
+    /// sha256 (hex) of the canonical request: the idempotency key.
+    pub request_hash: String,
+    /// The request itself, so a restarted node can resume.
+    pub request: Option<serde_json::Value>,
+    /// The delivered result (output + signed result), once there is one.
+    pub result: Option<serde_json::Value>,
+    /// Last error message.
+    pub error: Option<String>,
+    /// How many providers have been tried.
+    pub attempts: i64,
+    /// Creation time, ms since epoch.
+    pub created_at_ms: i64,
+    /// Last change, ms since epoch.
+    pub updated_at_ms: i64,
+}
+
+/// What to insert; the job starts `created`.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Job id.
+    pub id: String,
+    /// Our side.
+    pub role: JobRole,
+    /// Model id.
+    pub model: String,
+    /// sha256 (hex) of the canonical request.
+    pub request_hash: String,
+    /// The request, for resuming.
+    pub request: Option<serde_json::Value>,
+    /// Client peer (provider role).
+    pub client_peer: Option<String>,
+    /// Provider peer, if already chosen.
+    pub provider_peer: Option<String>,
+}
+
+/// Columns set together with a transition (`None` leaves a column alone).
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    /// New provider.
+    pub provider_peer: Option<String>,
+    /// Accepted quote.
+    pub quote_id: Option<String>,
+    /// Result JSON.
+    pub result: Option<serde_json::Value>,
+    /// Error message.
+    pub error: Option<String>,
+    /// Count one more provider attempt.
+    pub bump_attempts: bool,
+}
+
+/// One row of the transition log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    /// Global, increasing sequence number.
+    pub seq: i64,
+    /// Job.
+    pub job_id: String,
+    /// Previous state (`None` for creation).
+    pub from: Option<JobState>,
+    /// New state.
+    pub to: JobState,
+    /// Free-form detail (reason, provider, ...).
+    pub detail: Option<String>,
+    /// When, ms since epoch.
+    pub at_ms: i64,
+}
+
+/// Jobs repository; see [`Store::jobs`].
+pub struct JobsRepo<'a> {
+    pub(super) store: &'a Store,
+}
+
+const COLUMNS: &str =
+    "id, role, model, state, client_peer, provider_peer, quote_id, request_hash, \
+                       request, result, error, attempts, created_at_ms, updated_at_ms";
+
+fn parse<T: std::str::FromStr>(s: String, what: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} `{s}`")))
+}
+
+fn json_col(s: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
+    s.map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(StoreError::from)
+}
+
+type RawJob = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+fn raw_job(r: &Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
+}
+
+fn to_record(raw: RawJob) -> Result<JobRecord, StoreError> {
+    let (
+        id,
+        role,
+        model,
+        state,
+        client_peer,
+        provider_peer,
+        quote_id,
+        request_hash,
+        request,
+        result,
+        error,
+        attempts,
+        c,
+        u,
+    ) = raw;
+    Ok(JobRecord {
+        id,
+        role: parse(role, "job role")?,
+        model,
+        state: parse(state, "job state")?,
+        client_peer,
+        provider_peer,
+        quote_id,
+        request_hash,
+        request: json_col(request)?,
+        result: json_col(result)?,
+        error,
+        attempts,
+        created_at_ms: c,
+        updated_at_ms: u,
+    })
+}
+
+impl JobsRepo<'_> {
+    /// Inserts a job in state `created` and logs its creation event.
+    /// A second insert of the same id is [`StoreError::DuplicateJob`].
+    pub fn insert(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
+        let now = now_ms();
+        self.store.write(|tx| {
+            let request = job.request.as_ref().map(serde_json::to_string).transpose()?;
+            let inserted = tx.execute(
+                "INSERT INTO jobs (id, role, model, state, client_peer, provider_peer, request_hash, request,
+                                   created_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, 'created', ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT(id) DO NOTHING",
+                params![
+                    job.id,
+                    job.role.as_str(),
+                    job.model,
+                    job.client_peer,
+                    job.provider_peer,
+                    job.request_hash,
+                    request,
+                    now
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::DuplicateJob(job.id.clone()));
+            }
+            tx.execute(
+                "INSERT INTO job_events (job_id, from_state, to_state, detail, at_ms) VALUES (?1, NULL, 'created', NULL, ?2)",
+                params![job.id, now],
+            )?;
+            Ok(())
+        })?;
+        self.get(&job.id)?
+            .ok_or_else(|| StoreError::JobNotFound(job.id.clone()))
+    }
+
+    /// The job, if it exists.
+    pub fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let conn = self.store.conn();
+        let raw = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                raw_job,
+            )
+            .optional()?;
+        raw.map(to_record).transpose()
+    }
+
+    /// Moves `job_id` from `from` to `to`, logging `detail`. Atomic: the row
+    /// changes only if it is still in `from`, and the event row is written in
+    /// the same transaction.
+    pub fn transition(
+        &self,
+        job_id: &str,
+        from: JobState,
+        to: JobState,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.transition_with(job_id, from, to, detail, &JobUpdate::default())
+    }
+
+    /// [`JobsRepo::transition`] that also sets columns (provider, quote,
+    /// result, error) in the same transaction.
+    pub fn transition_with(
+        &self,
+        job_id: &str,
+        from: JobState,
+        to: JobState,
+        detail: &str,
+        update: &JobUpdate,
+    ) -> Result<(), StoreError> {
+        if !JobState::can_transition(from, to) {
+            return Err(StoreError::IllegalTransition {
+                job_id: job_id.into(),
+                from,
+                to,
+            });
+        }
+        let now = now_ms();
+        self.store.write(|tx| {
+            let result = update.result.as_ref().map(serde_json::to_string).transpose()?;
+            let changed = tx.execute(
+                "UPDATE jobs SET state = ?3, updated_at_ms = ?4,
+                        provider_peer = COALESCE(?5, provider_peer),
+                        quote_id = COALESCE(?6, quote_id),
+                        result = COALESCE(?7, result),
+                        error = COALESCE(?8, error),
+                        attempts = attempts + ?9
+                  WHERE id = ?1 AND state = ?2",
+                params![
+                    job_id,
+                    from.as_str(),
+                    to.as_str(),
+                    now,
+                    update.provider_peer,
+                    update.quote_id,
+                    result,
+                    update.error,
+                    update.bump_attempts as i64
+                ],
+            )?;
+            if changed == 0 {
+                let actual: Option<String> =
+                    tx.query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| r.get(0)).optional()?;
+                return Err(match actual {
+                    None => StoreError::JobNotFound(job_id.into()),
+                    Some(s) => StoreError::StateConflict {
+                        job_id: job_id.into(),
+                        expected: from,
+                        actual: parse(s, "job state")?,
+                    },
+                });
+            }
+            tx.execute(
+                "INSERT INTO job_events (job_id, from_state, to_state, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job_id, from.as_str(), to.as_str(), if detail.is_empty() { None } else { Some(detail) }, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Newest first, at most `limit`.
+    pub fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at_ms DESC, id LIMIT ?1"),
+            params![limit as i64],
+        )
+    }
+
+    /// Jobs in any of `states`, oldest first.
+    pub fn in_states(&self, states: &[JobState]) -> Result<Vec<JobRecord>, StoreError> {
+        let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        self.query(
+            &format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY created_at_ms, id",
+                names.join(",")
+            ),
+            [],
+        )
+    }
+
+    /// Jobs a restarted node must resume ([`JobState::is_active`]).
+    pub fn active(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let states: Vec<JobState> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_active())
+            .collect();
+        self.in_states(&states)
+    }
+
+    /// Jobs with this request hash (duplicate detection).
+    pub fn by_request_hash(&self, hash: &str) -> Result<Vec<JobRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {COLUMNS} FROM jobs WHERE request_hash = ?1 ORDER BY created_at_ms, id"
+            ),
+            [hash],
+        )
+    }
+
+    /// The transition log of one job, oldest first.
+    pub fn events(&self, job_id: &str) -> Result<Vec<JobEvent>, StoreError> {
+        let conn = self.store.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, job_id, from_state, to_state, detail, at_ms FROM job_events WHERE job_id = ?1 ORDER BY seq",
+        )?;
+        let raw = stmt
+            .query_map([job_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(seq, job_id, from, to, detail, at_ms)| {
+                Ok(JobEvent {
+                    seq,
+                    job_id,
+                    from: from.map(|s| parse(s, "job state")).transpose()?,
+                    to: parse(to, "job state")?,
+                    detail,
+                    at_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JobRecord>, StoreError> {
+        let conn = self.store.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let raw = stmt.query_map(p, raw_job)?.collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter().map(to_record).collect()
+    }
+}

@@ -1,0 +1,147 @@
+//! The `quotes` table: offers made by providers for a job.
+
+use super::{Store, StoreError};
+use rusqlite::{params, OptionalExtension, Row};
+
+/// One provider's offer for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuoteRecord {
+    /// Quote id (unique).
+    pub id: String,
+    /// The job it prices (must exist).
+    pub job_id: String,
+    /// Who offered it.
+    pub provider_peer: String,
+    /// Model id.
+    pub model: String,
+    /// Total price in minor units.
+    pub price: u64,
+    /// Currency code.
+    pub currency: String,
+    /// Named parts of the price.
+    pub breakdown: Vec<(String, u64)>,
+    /// Offer expiry, ms since epoch.
+    pub expires_at_ms: i64,
+    /// Whether the client accepted it.
+    pub accepted: bool,
+    /// When it was recorded, ms since epoch.
+    pub created_at_ms: i64,
+}
+
+/// Quotes repository; see [`Store::quotes`].
+pub struct QuotesRepo<'a> {
+    pub(super) store: &'a Store,
+}
+
+const COLUMNS: &str =
+    "id, job_id, provider_peer, model, price, currency, breakdown, expires_at_ms, accepted, created_at_ms";
+
+type RawQuote = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    bool,
+    i64,
+);
+
+fn raw(r: &Row<'_>) -> rusqlite::Result<RawQuote> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+    ))
+}
+
+fn to_record(r: RawQuote) -> Result<QuoteRecord, StoreError> {
+    Ok(QuoteRecord {
+        id: r.0,
+        job_id: r.1,
+        provider_peer: r.2,
+        model: r.3,
+        price: u64::try_from(r.4)
+            .map_err(|_| StoreError::Corrupt(format!("negative price {}", r.4)))?,
+        currency: r.5,
+        breakdown: serde_json::from_str(&r.6)?,
+        expires_at_ms: r.7,
+        accepted: r.8,
+        created_at_ms: r.9,
+    })
+}
+
+impl QuotesRepo<'_> {
+    /// Records a quote. The job must exist (foreign key).
+    pub fn insert(&self, q: &QuoteRecord) -> Result<(), StoreError> {
+        let price = i64::try_from(q.price)
+            .map_err(|_| StoreError::Corrupt(format!("price {} too large", q.price)))?;
+        let breakdown = serde_json::to_string(&q.breakdown)?;
+        self.store.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO quotes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    q.id,
+                    q.job_id,
+                    q.provider_peer,
+                    q.model,
+                    price,
+                    q.currency,
+                    breakdown,
+                    q.expires_at_ms,
+                    q.accepted,
+                    q.created_at_ms
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// One quote.
+    pub fn get(&self, id: &str) -> Result<Option<QuoteRecord>, StoreError> {
+        let conn = self.store.conn();
+        let r = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM quotes WHERE id = ?1"),
+                [id],
+                raw,
+            )
+            .optional()?;
+        r.map(to_record).transpose()
+    }
+
+    /// Every quote for a job, cheapest first.
+    pub fn for_job(&self, job_id: &str) -> Result<Vec<QuoteRecord>, StoreError> {
+        let conn = self.store.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM quotes WHERE job_id = ?1 ORDER BY price, created_at_ms, id"
+        ))?;
+        let rows = stmt
+            .query_map([job_id], raw)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(to_record).collect()
+    }
+
+    /// Marks a quote of `job_id` accepted.
+    pub fn accept(&self, job_id: &str, quote_id: &str) -> Result<(), StoreError> {
+        self.store.write(|tx| {
+            let n = tx.execute(
+                "UPDATE quotes SET accepted = 1 WHERE id = ?1 AND job_id = ?2",
+                params![quote_id, job_id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::QuoteNotFound(quote_id.into()));
+            }
+            Ok(())
+        })
+    }
+}

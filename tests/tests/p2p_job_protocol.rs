@@ -1,0 +1,317 @@
+//! `/infernet/job/1` between real swarms on 127.0.0.1: signed results,
+//! version checks, and hostile bytes (malformed, oversized) that must close
+//! only their own stream while the node keeps serving.
+
+use infernet_host::p2p::libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use infernet_host::p2p::libp2p::request_response::{self, ProtocolSupport};
+use infernet_host::p2p::libp2p::swarm::SwarmEvent;
+use infernet_host::p2p::libp2p::{identity::Keypair, noise, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder};
+use infernet_host::p2p::protocol::{decode, encode, hash_output, now_ms, JOB_PROTOCOL};
+use infernet_host::p2p::{
+    load_or_create_identity, start, BackendRef, ErrorCode, JobBody, JobHandler, JobMessage, NetworkConfig,
+    NetworkError, NetworkEvent, NetworkHandle, PeerId, ResultBody, SharedHandler, SignedResult, Usage, WireInput,
+    WireOutput,
+};
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Echoes a `Run`'s text back as a result signed with `key`.
+struct EchoHandler {
+    key: Keypair,
+}
+
+impl JobHandler for EchoHandler {
+    async fn handle(&self, from: PeerId, msg: JobMessage) -> JobMessage {
+        match msg.body {
+            JobBody::Run { job_id, model, input: WireInput::Text(text), .. } => {
+                let output = WireOutput::Text(text.to_uppercase());
+                let body = ResultBody {
+                    job_id,
+                    model_id: model,
+                    output_hash: hash_output(&output),
+                    usage: Usage { input_tokens: text.len() as u32, output_tokens: text.len() as u32 },
+                    backend: BackendRef { name: "echo".into(), version: "1.0.0".into(), sha256: "00".repeat(32) },
+                    provider: self.key.public().to_peer_id().to_string(),
+                    client: Some(from.to_string()),
+                    timestamp_ms: now_ms(),
+                    trace_root: None,
+                };
+                let signed = SignedResult::sign(body, &self.key).expect("sign");
+                JobMessage::new(JobBody::Result { output, signed })
+            }
+            JobBody::Run { job_id, .. } => JobMessage::error(Some(job_id), ErrorCode::InvalidRequest, "text only"),
+            JobBody::Cancel { job_id, .. } => {
+                // Slow path: outlives the handler timeout in the timeout test.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                JobMessage::ack(job_id)
+            }
+            _ => JobMessage::ack(msg.job_id().unwrap_or("none")),
+        }
+    }
+}
+
+/// Signs with a key that is not the provider's.
+struct ImpostorHandler;
+
+impl JobHandler for ImpostorHandler {
+    async fn handle(&self, _from: PeerId, _msg: JobMessage) -> JobMessage {
+        let key = Keypair::generate_ed25519();
+        let output = WireOutput::Text("trust me".into());
+        let body = ResultBody {
+            job_id: "j".into(),
+            model_id: "m".into(),
+            output_hash: hash_output(&output),
+            usage: Usage::default(),
+            backend: BackendRef { name: "x".into(), version: "0.0.0".into(), sha256: String::new() },
+            provider: key.public().to_peer_id().to_string(),
+            client: None,
+            timestamp_ms: now_ms(),
+            trace_root: None,
+        };
+        JobMessage::new(JobBody::Result { output, signed: SignedResult::sign(body, &key).unwrap() })
+    }
+}
+
+fn run(job_id: &str, text: &str) -> JobMessage {
+    JobMessage::new(JobBody::Run {
+        job_id: job_id.into(),
+        model: "tiny".into(),
+        input: WireInput::Text(text.into()),
+        params: vec![("max_tokens".into(), "8".into())],
+        stream: false,
+    })
+}
+
+async fn provider(dir: &Path, config: impl FnOnce(&mut NetworkConfig)) -> NetworkHandle {
+    let key = load_or_create_identity(dir).unwrap();
+    let mut cfg = NetworkConfig::loopback(dir);
+    config(&mut cfg);
+    start(cfg, Some(SharedHandler::new(EchoHandler { key }))).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_results_round_trip_and_forgeries_are_refused() {
+    let (dp, dc, di) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = provider(dp.path(), |_| {}).await;
+    let client = start(NetworkConfig::loopback(dc.path()), None).await.unwrap();
+    client.dial(p.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+
+    let t0 = Instant::now();
+    let reply = client.send_job(p.peer_id(), run("j1", "hello")).await.unwrap();
+    let first = t0.elapsed();
+    let JobBody::Result { output, signed } = reply.body else { panic!("expected a result: {reply:?}") };
+    assert_eq!(output, WireOutput::Text("HELLO".into()));
+    assert_eq!(signed.verify_output(&output).unwrap(), p.peer_id());
+    assert_eq!(signed.payload.client.as_deref(), Some(client.peer_id().to_string().as_str()));
+
+    let t0 = Instant::now();
+    for i in 0..50 {
+        let r = client.send_job(p.peer_id(), run(&format!("j{i}"), "x")).await.unwrap();
+        assert!(matches!(r.body, JobBody::Result { .. }));
+    }
+    eprintln!("job round trip on loopback: first {first:?}, then {:?} mean over 50", t0.elapsed() / 50);
+
+    // Unknown version: answered with an error, handler not called.
+    let mut v99 = run("v", "x");
+    v99.version = 99;
+    let r = client.send_job(p.peer_id(), v99).await.unwrap();
+    assert!(matches!(r.body, JobBody::Error(ref e) if e.code == ErrorCode::UnsupportedVersion), "{r:?}");
+    assert_eq!(p.metrics().job_requests_rejected, 1);
+
+    // A result signed by someone else is refused before the caller sees it.
+    let impostor = start(NetworkConfig::loopback(di.path()), Some(SharedHandler::new(ImpostorHandler))).await.unwrap();
+    client.dial(impostor.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+    match client.send_job(impostor.peer_id(), run("j", "x")).await {
+        Err(NetworkError::BadSignature { reason, .. }) => assert!(reason.contains("signed by"), "{reason}"),
+        other => panic!("expected BadSignature, got {other:?}"),
+    }
+
+    for n in [&p, &client, &impostor] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handler_times_out_with_an_error_reply() {
+    let (dp, dc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = provider(dp.path(), |c| c.handler_timeout = Duration::from_millis(300)).await;
+    let client = start(NetworkConfig::loopback(dc.path()), None).await.unwrap();
+    client.dial(p.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+    let cancel = JobMessage::new(JobBody::Cancel { job_id: "slow".into(), reason: "test".into() });
+    let r = client.send_job(p.peer_id(), cancel).await.unwrap();
+    assert!(matches!(r.body, JobBody::Error(ref e) if e.code == ErrorCode::Timeout), "{r:?}");
+    // And the next request is served normally.
+    let r = client.send_job(p.peer_id(), run("after", "ok")).await.unwrap();
+    assert!(matches!(r.body, JobBody::Result { .. }));
+    p.shutdown().await;
+    client.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// A raw peer that writes arbitrary bytes on /infernet/job/1.
+
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        io.take(16 << 20).read_to_end(&mut v).await?;
+        Ok(v)
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        io.take(16 << 20).read_to_end(&mut v).await?;
+        Ok(v)
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&req).await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&res).await
+    }
+}
+
+type RawSwarm = Swarm<request_response::Behaviour<RawCodec>>;
+
+fn raw_swarm() -> RawSwarm {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(StreamProtocol::new(JOB_PROTOCOL), ProtocolSupport::Outbound)],
+                // The provider stops reading an oversized request and closes its side
+                // without a reset, so the raw writer only learns at its own timeout.
+                request_response::Config::default().with_request_timeout(Duration::from_secs(3)),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Sends `bytes` and drives the raw swarm until the exchange ends:
+/// `Ok(response bytes)` or `Err(failure text)`.
+async fn raw_request(swarm: &mut RawSwarm, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let id = swarm.behaviour_mut().send_request(&peer, bytes);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, swarm.select_next_some()).await.expect("raw exchange timed out");
+        match ev {
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { request_id, response },
+                ..
+            }) if request_id == id => return Ok(response),
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, .. })
+                if request_id == id =>
+            {
+                return Err(error.to_string())
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn next_inbound_failure(events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await.expect("no inbound failure event") {
+            Ok(NetworkEvent::InboundJobFailure { reason, .. }) => return reason,
+            Ok(_) => {}
+            Err(e) => panic!("event stream: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_close_only_their_stream() {
+    let dp = tempfile::tempdir().unwrap();
+    let p = provider(dp.path(), |_| {}).await;
+    let mut events = p.subscribe();
+    let addr = p.dialable_addrs().await.unwrap()[0].clone();
+
+    let mut raw = raw_swarm();
+    raw.dial(addr).unwrap();
+    let provider_id = p.peer_id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, raw.select_next_some()).await.expect("raw peer connects");
+        if let SwarmEvent::ConnectionEstablished { peer_id, .. } = ev {
+            assert_eq!(peer_id, provider_id);
+            break;
+        }
+    }
+
+    // 1. Garbage bytes.
+    let t0 = Instant::now();
+    let r = raw_request(&mut raw, provider_id, vec![0xff, 0x13, 0x37, 0x00, 0xde, 0xad]).await;
+    assert!(r.map(|b| b.is_empty()).unwrap_or(true), "garbage must not get an answer");
+    let reason = next_inbound_failure(&mut events).await;
+    assert!(reason.contains("malformed"), "logged reason: {reason}");
+
+    // 2. Valid CBOR, wrong shape.
+    let r = raw_request(&mut raw, provider_id, encode(&("not", "a", "job message")).unwrap()).await;
+    assert!(r.map(|b| b.is_empty()).unwrap_or(true));
+    let reason = next_inbound_failure(&mut events).await;
+    assert!(reason.contains("malformed"), "logged reason: {reason}");
+
+    // 3. A valid message padded past the 1 MiB request cap.
+    let big = run("big", &"a".repeat(2 * 1024 * 1024));
+    let r = raw_request(&mut raw, provider_id, encode(&big).unwrap()).await;
+    assert!(r.map(|b| b.is_empty()).unwrap_or(true), "oversized request must not be served");
+    let reason = next_inbound_failure(&mut events).await;
+    assert!(reason.contains("exceeds"), "logged reason: {reason}");
+
+    // 4. The same connection still carries a valid request.
+    let reply = raw_request(&mut raw, provider_id, encode(&run("ok", "still here")).unwrap()).await.unwrap();
+    let reply: JobMessage = decode(&reply).unwrap();
+    let JobBody::Result { output, signed } = reply.body else { panic!("expected a result: {reply:?}") };
+    assert_eq!(output, WireOutput::Text("STILL HERE".into()));
+    assert_eq!(signed.verify_output(&output).unwrap(), provider_id);
+    assert!(raw.is_connected(&provider_id), "the connection survived the bad streams");
+    eprintln!("hostile job streams handled in {:?}", t0.elapsed());
+
+    let m = p.metrics();
+    assert_eq!(m.job_inbound_failures, 3, "{m:?}");
+    assert_eq!(m.job_requests_served, 1, "{m:?}");
+
+    // A well-behaved client still gets served too.
+    let dc = tempfile::tempdir().unwrap();
+    let client = start(NetworkConfig::loopback(dc.path()), None).await.unwrap();
+    client.dial(p.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+    let r = client.send_job(provider_id, run("c", "hi")).await.unwrap();
+    assert!(matches!(r.body, JobBody::Result { .. }));
+    // And the client's own writer refuses to send an oversized request.
+    match client.send_job(provider_id, big).await {
+        Err(NetworkError::Request { reason, .. }) => assert!(!reason.is_empty()),
+        other => panic!("oversized send must fail locally: {other:?}"),
+    }
+    p.shutdown().await;
+    client.shutdown().await;
+}
