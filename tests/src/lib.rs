@@ -115,10 +115,21 @@ pub fn write_mlp_model_dir(mlp: &infernet_verifier::QuantizedMlp, dir: &Path) ->
     let mut tensors = std::collections::HashMap::new();
     for (l, layer) in mlp.layers.iter().enumerate() {
         let (out, inp) = (layer.out_dim(), layer.in_dim());
-        let w: Vec<f64> = layer.weights.iter().flatten().map(|&v| f64::from(v)).collect();
+        let w: Vec<f64> = layer
+            .weights
+            .iter()
+            .flatten()
+            .map(|&v| f64::from(v))
+            .collect();
         let b: Vec<f64> = layer.bias.iter().map(|&v| f64::from(v)).collect();
-        tensors.insert(format!("layers.{l}.weight"), Tensor::from_vec(w, (out, inp), &Device::Cpu).unwrap());
-        tensors.insert(format!("layers.{l}.bias"), Tensor::from_vec(b, out, &Device::Cpu).unwrap());
+        tensors.insert(
+            format!("layers.{l}.weight"),
+            Tensor::from_vec(w, (out, inp), &Device::Cpu).unwrap(),
+        );
+        tensors.insert(
+            format!("layers.{l}.bias"),
+            Tensor::from_vec(b, out, &Device::Cpu).unwrap(),
+        );
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
     let config = serde_json::json!({

@@ -17,7 +17,10 @@ fn logits(node: &Node, x: &[i8]) -> Vec<i64> {
         params: vec![],
     };
     match node.run(&job, None).unwrap().output {
-        JobOutput::Bytes(b) => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+        JobOutput::Bytes(b) => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
         other => panic!("expected bytes, got {other:?}"),
     }
 }
@@ -36,7 +39,11 @@ fn plugin_matches_the_circuit_witness_on_every_test_input() {
         for pixels in &model.test.x {
             let x = q.input_from_pixels(pixels);
             let expected = q.mlp.forward(&x).unwrap();
-            assert_eq!(logits(&node, &x), expected, "{name}: logits differ for input {x:?}");
+            assert_eq!(
+                logits(&node, &x),
+                expected,
+                "{name}: logits differ for input {x:?}"
+            );
             checked += 1;
         }
         assert!(checked >= 100, "{name}: only {checked} test inputs");
@@ -60,9 +67,14 @@ fn class_output_and_bad_input() {
         input: JobInput::Bytes(x.iter().map(|&v| v as u8).collect()),
         params: vec![("output".into(), "class".into())],
     };
-    let JobOutput::Classes(c) = node.run(&job, None).unwrap().output else { panic!("expected classes") };
+    let JobOutput::Classes(c) = node.run(&job, None).unwrap().output else {
+        panic!("expected classes")
+    };
     assert_eq!(c, vec![q.mlp.predict(&x).unwrap() as u32]);
-    let bad = JobRequest { input: JobInput::Bytes(vec![1, 2, 3]), ..job };
+    let bad = JobRequest {
+        input: JobInput::Bytes(vec![1, 2, 3]),
+        ..job
+    };
     let err = node.run(&bad, None).unwrap_err();
     assert!(err.to_string().contains("expects 64"), "{err}");
 }

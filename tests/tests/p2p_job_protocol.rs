@@ -2,15 +2,19 @@
 //! version checks, and hostile bytes (malformed, oversized) that must close
 //! only their own stream while the node keeps serving.
 
-use infernet_host::p2p::libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use infernet_host::p2p::libp2p::futures::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
+};
 use infernet_host::p2p::libp2p::request_response::{self, ProtocolSupport};
 use infernet_host::p2p::libp2p::swarm::SwarmEvent;
-use infernet_host::p2p::libp2p::{identity::Keypair, noise, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder};
+use infernet_host::p2p::libp2p::{
+    identity::Keypair, noise, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
+};
 use infernet_host::p2p::protocol::{decode, encode, hash_output, now_ms, JOB_PROTOCOL};
 use infernet_host::p2p::{
-    load_or_create_identity, start, BackendRef, ErrorCode, JobBody, JobHandler, JobMessage, NetworkConfig,
-    NetworkError, NetworkEvent, NetworkHandle, PeerId, ResultBody, SharedHandler, SignedResult, Usage, WireInput,
-    WireOutput,
+    load_or_create_identity, start, BackendRef, ErrorCode, JobBody, JobHandler, JobMessage,
+    NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, PeerId, ResultBody, SharedHandler,
+    SignedResult, Usage, WireInput, WireOutput,
 };
 use std::io;
 use std::path::Path;
@@ -24,14 +28,26 @@ struct EchoHandler {
 impl JobHandler for EchoHandler {
     async fn handle(&self, from: PeerId, msg: JobMessage) -> JobMessage {
         match msg.body {
-            JobBody::Run { job_id, model, input: WireInput::Text(text), .. } => {
+            JobBody::Run {
+                job_id,
+                model,
+                input: WireInput::Text(text),
+                ..
+            } => {
                 let output = WireOutput::Text(text.to_uppercase());
                 let body = ResultBody {
                     job_id,
                     model_id: model,
                     output_hash: hash_output(&output),
-                    usage: Usage { input_tokens: text.len() as u32, output_tokens: text.len() as u32 },
-                    backend: BackendRef { name: "echo".into(), version: "1.0.0".into(), sha256: "00".repeat(32) },
+                    usage: Usage {
+                        input_tokens: text.len() as u32,
+                        output_tokens: text.len() as u32,
+                    },
+                    backend: BackendRef {
+                        name: "echo".into(),
+                        version: "1.0.0".into(),
+                        sha256: "00".repeat(32),
+                    },
                     provider: self.key.public().to_peer_id().to_string(),
                     client: Some(from.to_string()),
                     timestamp_ms: now_ms(),
@@ -40,7 +56,9 @@ impl JobHandler for EchoHandler {
                 let signed = SignedResult::sign(body, &self.key).expect("sign");
                 JobMessage::new(JobBody::Result { output, signed })
             }
-            JobBody::Run { job_id, .. } => JobMessage::error(Some(job_id), ErrorCode::InvalidRequest, "text only"),
+            JobBody::Run { job_id, .. } => {
+                JobMessage::error(Some(job_id), ErrorCode::InvalidRequest, "text only")
+            }
             JobBody::Cancel { job_id, .. } => {
                 // Slow path: outlives the handler timeout in the timeout test.
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -63,13 +81,20 @@ impl JobHandler for ImpostorHandler {
             model_id: "m".into(),
             output_hash: hash_output(&output),
             usage: Usage::default(),
-            backend: BackendRef { name: "x".into(), version: "0.0.0".into(), sha256: String::new() },
+            backend: BackendRef {
+                name: "x".into(),
+                version: "0.0.0".into(),
+                sha256: String::new(),
+            },
             provider: key.public().to_peer_id().to_string(),
             client: None,
             timestamp_ms: now_ms(),
             trace_root: None,
         };
-        JobMessage::new(JobBody::Result { output, signed: SignedResult::sign(body, &key).unwrap() })
+        JobMessage::new(JobBody::Result {
+            output,
+            signed: SignedResult::sign(body, &key).unwrap(),
+        })
     }
 }
 
@@ -87,43 +112,81 @@ async fn provider(dir: &Path, config: impl FnOnce(&mut NetworkConfig)) -> Networ
     let key = load_or_create_identity(dir).unwrap();
     let mut cfg = NetworkConfig::loopback(dir);
     config(&mut cfg);
-    start(cfg, Some(SharedHandler::new(EchoHandler { key }))).await.unwrap()
+    start(cfg, Some(SharedHandler::new(EchoHandler { key })))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_results_round_trip_and_forgeries_are_refused() {
-    let (dp, dc, di) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dp, dc, di) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let p = provider(dp.path(), |_| {}).await;
-    let client = start(NetworkConfig::loopback(dc.path()), None).await.unwrap();
-    client.dial(p.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+    let client = start(NetworkConfig::loopback(dc.path()), None)
+        .await
+        .unwrap();
+    client
+        .dial(p.dialable_addrs().await.unwrap()[0].clone())
+        .await
+        .unwrap();
 
     let t0 = Instant::now();
-    let reply = client.send_job(p.peer_id(), run("j1", "hello")).await.unwrap();
+    let reply = client
+        .send_job(p.peer_id(), run("j1", "hello"))
+        .await
+        .unwrap();
     let first = t0.elapsed();
-    let JobBody::Result { output, signed } = reply.body else { panic!("expected a result: {reply:?}") };
+    let JobBody::Result { output, signed } = reply.body else {
+        panic!("expected a result: {reply:?}")
+    };
     assert_eq!(output, WireOutput::Text("HELLO".into()));
     assert_eq!(signed.verify_output(&output).unwrap(), p.peer_id());
-    assert_eq!(signed.payload.client.as_deref(), Some(client.peer_id().to_string().as_str()));
+    assert_eq!(
+        signed.payload.client.as_deref(),
+        Some(client.peer_id().to_string().as_str())
+    );
 
     let t0 = Instant::now();
     for i in 0..50 {
-        let r = client.send_job(p.peer_id(), run(&format!("j{i}"), "x")).await.unwrap();
+        let r = client
+            .send_job(p.peer_id(), run(&format!("j{i}"), "x"))
+            .await
+            .unwrap();
         assert!(matches!(r.body, JobBody::Result { .. }));
     }
-    eprintln!("job round trip on loopback: first {first:?}, then {:?} mean over 50", t0.elapsed() / 50);
+    eprintln!(
+        "job round trip on loopback: first {first:?}, then {:?} mean over 50",
+        t0.elapsed() / 50
+    );
 
     // Unknown version: answered with an error, handler not called.
     let mut v99 = run("v", "x");
     v99.version = 99;
     let r = client.send_job(p.peer_id(), v99).await.unwrap();
-    assert!(matches!(r.body, JobBody::Error(ref e) if e.code == ErrorCode::UnsupportedVersion), "{r:?}");
+    assert!(
+        matches!(r.body, JobBody::Error(ref e) if e.code == ErrorCode::UnsupportedVersion),
+        "{r:?}"
+    );
     assert_eq!(p.metrics().job_requests_rejected, 1);
 
     // A result signed by someone else is refused before the caller sees it.
-    let impostor = start(NetworkConfig::loopback(di.path()), Some(SharedHandler::new(ImpostorHandler))).await.unwrap();
-    client.dial(impostor.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+    let impostor = start(
+        NetworkConfig::loopback(di.path()),
+        Some(SharedHandler::new(ImpostorHandler)),
+    )
+    .await
+    .unwrap();
+    client
+        .dial(impostor.dialable_addrs().await.unwrap()[0].clone())
+        .await
+        .unwrap();
     match client.send_job(impostor.peer_id(), run("j", "x")).await {
-        Err(NetworkError::BadSignature { reason, .. }) => assert!(reason.contains("signed by"), "{reason}"),
+        Err(NetworkError::BadSignature { reason, .. }) => {
+            assert!(reason.contains("signed by"), "{reason}")
+        }
         other => panic!("expected BadSignature, got {other:?}"),
     }
 
@@ -135,14 +198,31 @@ async fn signed_results_round_trip_and_forgeries_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handler_times_out_with_an_error_reply() {
     let (dp, dc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let p = provider(dp.path(), |c| c.handler_timeout = Duration::from_millis(300)).await;
-    let client = start(NetworkConfig::loopback(dc.path()), None).await.unwrap();
-    client.dial(p.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
-    let cancel = JobMessage::new(JobBody::Cancel { job_id: "slow".into(), reason: "test".into() });
+    let p = provider(dp.path(), |c| {
+        c.handler_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let client = start(NetworkConfig::loopback(dc.path()), None)
+        .await
+        .unwrap();
+    client
+        .dial(p.dialable_addrs().await.unwrap()[0].clone())
+        .await
+        .unwrap();
+    let cancel = JobMessage::new(JobBody::Cancel {
+        job_id: "slow".into(),
+        reason: "test".into(),
+    });
     let r = client.send_job(p.peer_id(), cancel).await.unwrap();
-    assert!(matches!(r.body, JobBody::Error(ref e) if e.code == ErrorCode::Timeout), "{r:?}");
+    assert!(
+        matches!(r.body, JobBody::Error(ref e) if e.code == ErrorCode::Timeout),
+        "{r:?}"
+    );
     // And the next request is served normally.
-    let r = client.send_job(p.peer_id(), run("after", "ok")).await.unwrap();
+    let r = client
+        .send_job(p.peer_id(), run("after", "ok"))
+        .await
+        .unwrap();
     assert!(matches!(r.body, JobBody::Result { .. }));
     p.shutdown().await;
     client.shutdown().await;
@@ -200,7 +280,11 @@ type RawSwarm = Swarm<request_response::Behaviour<RawCodec>>;
 fn raw_swarm() -> RawSwarm {
     SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .unwrap()
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
@@ -218,30 +302,45 @@ fn raw_swarm() -> RawSwarm {
 
 /// Sends `bytes` and drives the raw swarm until the exchange ends:
 /// `Ok(response bytes)` or `Err(failure text)`.
-async fn raw_request(swarm: &mut RawSwarm, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+async fn raw_request(
+    swarm: &mut RawSwarm,
+    peer: PeerId,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, String> {
     let id = swarm.behaviour_mut().send_request(&peer, bytes);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let ev = tokio::time::timeout_at(deadline, swarm.select_next_some()).await.expect("raw exchange timed out");
+        let ev = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .expect("raw exchange timed out");
         match ev {
             SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Response { request_id, response },
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             }) if request_id == id => return Ok(response),
-            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, error, .. })
-                if request_id == id =>
-            {
-                return Err(error.to_string())
-            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                ..
+            }) if request_id == id => return Err(error.to_string()),
             _ => {}
         }
     }
 }
 
-async fn next_inbound_failure(events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>) -> String {
+async fn next_inbound_failure(
+    events: &mut tokio::sync::broadcast::Receiver<NetworkEvent>,
+) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await.expect("no inbound failure event") {
+        match tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("no inbound failure event")
+        {
             Ok(NetworkEvent::InboundJobFailure { reason, .. }) => return reason,
             Ok(_) => {}
             Err(e) => panic!("event stream: {e}"),
@@ -261,7 +360,9 @@ async fn malformed_and_oversized_requests_close_only_their_stream() {
     let provider_id = p.peer_id();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let ev = tokio::time::timeout_at(deadline, raw.select_next_some()).await.expect("raw peer connects");
+        let ev = tokio::time::timeout_at(deadline, raw.select_next_some())
+            .await
+            .expect("raw peer connects");
         if let SwarmEvent::ConnectionEstablished { peer_id, .. } = ev {
             assert_eq!(peer_id, provider_id);
             break;
@@ -270,13 +371,26 @@ async fn malformed_and_oversized_requests_close_only_their_stream() {
 
     // 1. Garbage bytes.
     let t0 = Instant::now();
-    let r = raw_request(&mut raw, provider_id, vec![0xff, 0x13, 0x37, 0x00, 0xde, 0xad]).await;
-    assert!(r.map(|b| b.is_empty()).unwrap_or(true), "garbage must not get an answer");
+    let r = raw_request(
+        &mut raw,
+        provider_id,
+        vec![0xff, 0x13, 0x37, 0x00, 0xde, 0xad],
+    )
+    .await;
+    assert!(
+        r.map(|b| b.is_empty()).unwrap_or(true),
+        "garbage must not get an answer"
+    );
     let reason = next_inbound_failure(&mut events).await;
     assert!(reason.contains("malformed"), "logged reason: {reason}");
 
     // 2. Valid CBOR, wrong shape.
-    let r = raw_request(&mut raw, provider_id, encode(&("not", "a", "job message")).unwrap()).await;
+    let r = raw_request(
+        &mut raw,
+        provider_id,
+        encode(&("not", "a", "job message")).unwrap(),
+    )
+    .await;
     assert!(r.map(|b| b.is_empty()).unwrap_or(true));
     let reason = next_inbound_failure(&mut events).await;
     assert!(reason.contains("malformed"), "logged reason: {reason}");
@@ -284,17 +398,31 @@ async fn malformed_and_oversized_requests_close_only_their_stream() {
     // 3. A valid message padded past the 1 MiB request cap.
     let big = run("big", &"a".repeat(2 * 1024 * 1024));
     let r = raw_request(&mut raw, provider_id, encode(&big).unwrap()).await;
-    assert!(r.map(|b| b.is_empty()).unwrap_or(true), "oversized request must not be served");
+    assert!(
+        r.map(|b| b.is_empty()).unwrap_or(true),
+        "oversized request must not be served"
+    );
     let reason = next_inbound_failure(&mut events).await;
     assert!(reason.contains("exceeds"), "logged reason: {reason}");
 
     // 4. The same connection still carries a valid request.
-    let reply = raw_request(&mut raw, provider_id, encode(&run("ok", "still here")).unwrap()).await.unwrap();
+    let reply = raw_request(
+        &mut raw,
+        provider_id,
+        encode(&run("ok", "still here")).unwrap(),
+    )
+    .await
+    .unwrap();
     let reply: JobMessage = decode(&reply).unwrap();
-    let JobBody::Result { output, signed } = reply.body else { panic!("expected a result: {reply:?}") };
+    let JobBody::Result { output, signed } = reply.body else {
+        panic!("expected a result: {reply:?}")
+    };
     assert_eq!(output, WireOutput::Text("STILL HERE".into()));
     assert_eq!(signed.verify_output(&output).unwrap(), provider_id);
-    assert!(raw.is_connected(&provider_id), "the connection survived the bad streams");
+    assert!(
+        raw.is_connected(&provider_id),
+        "the connection survived the bad streams"
+    );
     eprintln!("hostile job streams handled in {:?}", t0.elapsed());
 
     let m = p.metrics();
@@ -303,8 +431,13 @@ async fn malformed_and_oversized_requests_close_only_their_stream() {
 
     // A well-behaved client still gets served too.
     let dc = tempfile::tempdir().unwrap();
-    let client = start(NetworkConfig::loopback(dc.path()), None).await.unwrap();
-    client.dial(p.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+    let client = start(NetworkConfig::loopback(dc.path()), None)
+        .await
+        .unwrap();
+    client
+        .dial(p.dialable_addrs().await.unwrap()[0].clone())
+        .await
+        .unwrap();
     let r = client.send_job(provider_id, run("c", "hi")).await.unwrap();
     assert!(matches!(r.body, JobBody::Result { .. }));
     // And the client's own writer refuses to send an oversized request.

@@ -4,8 +4,8 @@
 
 use infernet_host::p2p::protocol::{now_ms, PROTOCOL_VERSION};
 use infernet_host::p2p::{
-    load_or_create_identity, start, Advert, AdvertSpec, JobBody, JobHandler, JobMessage, Money, NetworkConfig,
-    NetworkError, NetworkHandle, PeerId, SharedHandler, SignedAdvert, IDENTITY_FILE,
+    load_or_create_identity, start, Advert, AdvertSpec, JobBody, JobHandler, JobMessage, Money,
+    NetworkConfig, NetworkError, NetworkHandle, PeerId, SharedHandler, SignedAdvert, IDENTITY_FILE,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -22,13 +22,18 @@ impl JobHandler for AckHandler {
 
 async fn node(dir: &Path, provider: bool) -> NetworkHandle {
     let handler = provider.then(|| SharedHandler::new(AckHandler));
-    start(NetworkConfig::loopback(dir), handler).await.expect("node starts")
+    start(NetworkConfig::loopback(dir), handler)
+        .await
+        .expect("node starts")
 }
 
 fn spec(models: &[&str]) -> AdvertSpec {
     AdvertSpec {
         models: models.iter().map(|m| m.to_string()).collect(),
-        quote: Money { amount: 1_000, currency: "USD".into() },
+        quote: Money {
+            amount: 1_000,
+            currency: "USD".into(),
+        },
         capacity: 4,
         wit_version: "0.1.0".into(),
         stake: None,
@@ -61,8 +66,15 @@ async fn client_finds_every_provider_through_one_bootstrap_peer() {
     let mut providers = Vec::new();
     for (i, d) in dirs[1..5].iter().enumerate() {
         let p = node(d.path(), true).await;
-        assert_eq!(p.dial(boot_addr.clone()).await.unwrap(), bootstrap.peer_id());
-        let models: &[&str] = if i == 3 { &["tiny", "other"] } else { &["tiny"] };
+        assert_eq!(
+            p.dial(boot_addr.clone()).await.unwrap(),
+            bootstrap.peer_id()
+        );
+        let models: &[&str] = if i == 3 {
+            &["tiny", "other"]
+        } else {
+            &["tiny"]
+        };
         p.publish_advert(spec(models)).await.unwrap();
         providers.push(p);
     }
@@ -74,13 +86,21 @@ async fn client_finds_every_provider_through_one_bootstrap_peer() {
     client.dial(boot_addr.clone()).await.unwrap();
     // The bootstrap node's address is all the client was given; everything
     // else it learns from the DHT and gossip.
-    assert!(client.connected_peers().await.unwrap().contains(&bootstrap.peer_id()));
+    assert!(client
+        .connected_peers()
+        .await
+        .unwrap()
+        .contains(&bootstrap.peer_id()));
 
     let mut found = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let list = client.providers_of("tiny").await.unwrap();
-        found = list.iter().filter(|i| i.via_dht).map(|i| i.peer_id).collect();
+        found = list
+            .iter()
+            .filter(|i| i.via_dht)
+            .map(|i| i.peer_id)
+            .collect();
         if found == expected {
             break;
         }
@@ -108,19 +128,43 @@ async fn client_finds_every_provider_through_one_bootstrap_peer() {
     for info in &list {
         let advert = info.advert.as_ref().expect("advert known");
         assert!(advert.models.contains(&"tiny".to_string()));
-        assert!(!info.addrs.is_empty(), "addresses known for {}", info.peer_id);
+        assert!(
+            !info.addrs.is_empty(),
+            "addresses known for {}",
+            info.peer_id
+        );
     }
     let other = client.providers_of("other").await.unwrap();
-    assert_eq!(other.iter().map(|i| i.peer_id).collect::<Vec<_>>(), vec![providers[3].peer_id()]);
-    assert!(client.providers_of("unknown-model").await.unwrap().is_empty());
+    assert_eq!(
+        other.iter().map(|i| i.peer_id).collect::<Vec<_>>(),
+        vec![providers[3].peer_id()]
+    );
+    assert!(client
+        .providers_of("unknown-model")
+        .await
+        .unwrap()
+        .is_empty());
 
     // A provider found only through discovery is reachable for a job.
     let target = list[0].peer_id;
-    let reply = client.send_job(target, JobMessage::ack("ping-job")).await.unwrap();
-    assert_eq!(reply.body, JobBody::Ack { job_id: "ping-job".into() });
+    let reply = client
+        .send_job(target, JobMessage::ack("ping-job"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.body,
+        JobBody::Ack {
+            job_id: "ping-job".into()
+        }
+    );
     // A client-only node refuses jobs.
-    let reply = providers[0].send_job(client.peer_id(), JobMessage::ack("x")).await.unwrap();
-    assert!(matches!(reply.body, JobBody::Error(ref e) if e.code == infernet_host::p2p::ErrorCode::NotAProvider));
+    let reply = providers[0]
+        .send_job(client.peer_id(), JobMessage::ack("x"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply.body, JobBody::Error(ref e) if e.code == infernet_host::p2p::ErrorCode::NotAProvider)
+    );
 
     for n in providers.iter().chain([&client, &bootstrap]) {
         n.shutdown().await;
@@ -132,7 +176,10 @@ fn advert_of(key_peer: PeerId, ts: u64, version: u16, models: &[&str]) -> Advert
         peer_id: key_peer.to_string(),
         addrs: vec![],
         models: models.iter().map(|m| m.to_string()).collect(),
-        quote: Money { amount: 1, currency: "USD".into() },
+        quote: Money {
+            amount: 1,
+            currency: "USD".into(),
+        },
         capacity: 1,
         wit_version: "0.1.0".into(),
         protocol_version: version,
@@ -146,12 +193,18 @@ async fn forged_stale_and_unknown_version_adverts_are_dropped_and_counted() {
     let (da, dv) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let attacker = node(da.path(), true).await;
     let victim = node(dv.path(), false).await;
-    victim.dial(attacker.dialable_addrs().await.unwrap()[0].clone()).await.unwrap();
+    victim
+        .dial(attacker.dialable_addrs().await.unwrap()[0].clone())
+        .await
+        .unwrap();
 
     // A legitimate advert gets through first: the gossip mesh is up.
     attacker.publish_advert(spec(&["honest"])).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async { victim.metrics().adverts_accepted >= 1 }).await,
+        eventually(Duration::from_secs(10), || async {
+            victim.metrics().adverts_accepted >= 1
+        })
+        .await,
         "honest advert accepted"
     );
     let before = victim.metrics();
@@ -161,16 +214,24 @@ async fn forged_stale_and_unknown_version_adverts_are_dropped_and_counted() {
     let me = attacker.peer_id();
     let now = now_ms();
     // Forged: signed, then the models changed.
-    let mut forged = SignedAdvert::sign(advert_of(me, now, PROTOCOL_VERSION, &["honest"]), &key).unwrap();
+    let mut forged =
+        SignedAdvert::sign(advert_of(me, now, PROTOCOL_VERSION, &["honest"]), &key).unwrap();
     forged.payload.models = vec!["forged-model".into()];
     // Stale: validly signed, ten minutes old.
-    let stale =
-        SignedAdvert::sign(advert_of(me, now - 10 * 60 * 1000, PROTOCOL_VERSION, &["stale-model"]), &key).unwrap();
+    let stale = SignedAdvert::sign(
+        advert_of(me, now - 10 * 60 * 1000, PROTOCOL_VERSION, &["stale-model"]),
+        &key,
+    )
+    .unwrap();
     // Unknown protocol version, validly signed.
     let future = SignedAdvert::sign(advert_of(me, now, 99, &["future-model"]), &key).unwrap();
     // Claims another peer's id with the attacker's key.
     let stranger = PeerId::random();
-    let stolen = SignedAdvert::sign(advert_of(stranger, now, PROTOCOL_VERSION, &["stolen-model"]), &key).unwrap();
+    let stolen = SignedAdvert::sign(
+        advert_of(stranger, now, PROTOCOL_VERSION, &["stolen-model"]),
+        &key,
+    )
+    .unwrap();
     for a in [forged, stale, future, stolen] {
         attacker.publish_signed_advert(a).await.unwrap();
     }
@@ -189,8 +250,16 @@ async fn forged_stale_and_unknown_version_adverts_are_dropped_and_counted() {
     assert_eq!(m.adverts_malformed, 0);
 
     // None of them made it into what the victim believes.
-    for model in ["forged-model", "stale-model", "future-model", "stolen-model"] {
-        assert!(victim.providers_of(model).await.unwrap().is_empty(), "{model} must not be listed");
+    for model in [
+        "forged-model",
+        "stale-model",
+        "future-model",
+        "stolen-model",
+    ] {
+        assert!(
+            victim.providers_of(model).await.unwrap().is_empty(),
+            "{model} must not be listed"
+        );
     }
     let adverts = victim.adverts().await.unwrap();
     assert_eq!(adverts.len(), 1);
@@ -214,14 +283,24 @@ async fn identity_persists_across_restart() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE)).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "identity key must not be group/world readable");
+        let mode = std::fs::metadata(dir.path().join(IDENTITY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "identity key must not be group/world readable"
+        );
     }
 
     let second = node(dir.path(), false).await;
     assert_eq!(second.peer_id(), id, "same peer id after restart");
     second.shutdown().await;
-    assert!(matches!(second.listen_addrs().await, Err(NetworkError::Closed)));
+    assert!(matches!(
+        second.listen_addrs().await,
+        Err(NetworkError::Closed)
+    ));
 
     let other = tempfile::tempdir().unwrap();
     let third = node(other.path(), false).await;

@@ -1,7 +1,9 @@
 //! The node's SQLite store on a real file: migrations, the job state
 //! machine, atomic transitions under contention, peers and quotes.
 
-use infernet_host::store::{JobRole, JobState, JobUpdate, NewJob, QuoteRecord, Store, StoreError, MIGRATIONS};
+use infernet_host::store::{
+    JobRole, JobState, JobUpdate, NewJob, QuoteRecord, Store, StoreError, MIGRATIONS,
+};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
@@ -21,7 +23,10 @@ fn new_job(id: &str) -> NewJob {
 fn migrations_are_idempotent_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_in_dir(dir.path()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), MIGRATIONS.last().unwrap().version);
+    assert_eq!(
+        store.schema_version().unwrap(),
+        MIGRATIONS.last().unwrap().version
+    );
     assert_eq!(store.journal_mode().unwrap(), "wal");
     assert!(store.foreign_keys().unwrap());
     let applied = store.applied_migrations().unwrap();
@@ -31,8 +36,16 @@ fn migrations_are_idempotent_across_reopen() {
 
     for _ in 0..3 {
         let store = Store::open_in_dir(dir.path()).unwrap();
-        assert_eq!(store.applied_migrations().unwrap(), applied, "reopen must not re-run migrations");
-        let job = store.jobs().get("j1").unwrap().expect("job survives reopen");
+        assert_eq!(
+            store.applied_migrations().unwrap(),
+            applied,
+            "reopen must not re-run migrations"
+        );
+        let job = store
+            .jobs()
+            .get("j1")
+            .unwrap()
+            .expect("job survives reopen");
         assert_eq!(job.state, JobState::Created);
         assert_eq!(job.request.unwrap()["prompt"], "hello");
         assert!(store.foreign_keys().unwrap());
@@ -55,7 +68,10 @@ fn foreign_keys_are_enforced() {
         accepted: false,
         created_at_ms: 0,
     };
-    assert!(matches!(store.quotes().insert(&q), Err(StoreError::Sqlite(_))));
+    assert!(matches!(
+        store.quotes().insert(&q),
+        Err(StoreError::Sqlite(_))
+    ));
 }
 
 #[test]
@@ -91,16 +107,23 @@ fn happy_path_is_logged_in_order() {
     ];
     for w in path.windows(2) {
         let update = match w[1] {
-            JobState::Quoted => JobUpdate { quote_id: Some("q".into()), ..Default::default() },
-            JobState::Assigned => {
-                JobUpdate { provider_peer: Some("12D3KooWprovider".into()), bump_attempts: true, ..Default::default() }
-            }
-            JobState::Delivered => {
-                JobUpdate { result: Some(serde_json::json!({ "text": "hi" })), ..Default::default() }
-            }
+            JobState::Quoted => JobUpdate {
+                quote_id: Some("q".into()),
+                ..Default::default()
+            },
+            JobState::Assigned => JobUpdate {
+                provider_peer: Some("12D3KooWprovider".into()),
+                bump_attempts: true,
+                ..Default::default()
+            },
+            JobState::Delivered => JobUpdate {
+                result: Some(serde_json::json!({ "text": "hi" })),
+                ..Default::default()
+            },
             _ => JobUpdate::default(),
         };
-        jobs.transition_with("j", w[0], w[1], &format!("to {}", w[1]), &update).unwrap();
+        jobs.transition_with("j", w[0], w[1], &format!("to {}", w[1]), &update)
+            .unwrap();
     }
     let job = jobs.get("j").unwrap().unwrap();
     assert_eq!(job.state, JobState::Settled);
@@ -126,15 +149,33 @@ fn illegal_transitions_are_refused() {
     jobs.insert(&new_job("j")).unwrap();
 
     // Not in the table.
-    let err = jobs.transition("j", JobState::Created, JobState::Running, "skip ahead").unwrap_err();
+    let err = jobs
+        .transition("j", JobState::Created, JobState::Running, "skip ahead")
+        .unwrap_err();
     assert!(
-        matches!(err, StoreError::IllegalTransition { from: JobState::Created, to: JobState::Running, .. }),
+        matches!(
+            err,
+            StoreError::IllegalTransition {
+                from: JobState::Created,
+                to: JobState::Running,
+                ..
+            }
+        ),
         "{err}"
     );
     // Legal edge, wrong current state.
-    let err = jobs.transition("j", JobState::Quoted, JobState::Escrowed, "").unwrap_err();
+    let err = jobs
+        .transition("j", JobState::Quoted, JobState::Escrowed, "")
+        .unwrap_err();
     assert!(
-        matches!(err, StoreError::StateConflict { expected: JobState::Quoted, actual: JobState::Created, .. }),
+        matches!(
+            err,
+            StoreError::StateConflict {
+                expected: JobState::Quoted,
+                actual: JobState::Created,
+                ..
+            }
+        ),
         "{err}"
     );
     // Unknown job.
@@ -143,16 +184,24 @@ fn illegal_transitions_are_refused() {
         Err(StoreError::JobNotFound(_))
     ));
     // Duplicate id.
-    assert!(matches!(jobs.insert(&new_job("j")), Err(StoreError::DuplicateJob(_))));
+    assert!(matches!(
+        jobs.insert(&new_job("j")),
+        Err(StoreError::DuplicateJob(_))
+    ));
     // Nothing moved, nothing logged.
     assert_eq!(jobs.get("j").unwrap().unwrap().state, JobState::Created);
     assert_eq!(jobs.events("j").unwrap().len(), 1);
 
     // Terminal states are closed.
-    jobs.transition("j", JobState::Created, JobState::Failed, "no provider").unwrap();
-    jobs.transition("j", JobState::Failed, JobState::Refunded, "escrow returned").unwrap();
+    jobs.transition("j", JobState::Created, JobState::Failed, "no provider")
+        .unwrap();
+    jobs.transition("j", JobState::Failed, JobState::Refunded, "escrow returned")
+        .unwrap();
     for to in JobState::ALL {
-        assert!(matches!(jobs.transition("j", JobState::Refunded, to, ""), Err(StoreError::IllegalTransition { .. })));
+        assert!(matches!(
+            jobs.transition("j", JobState::Refunded, to, ""),
+            Err(StoreError::IllegalTransition { .. })
+        ));
     }
     assert_eq!(jobs.events("j").unwrap().len(), 3);
 }
@@ -189,7 +238,10 @@ fn concurrent_transitions_only_one_wins() {
                         &format!("thread {t}"),
                     ) {
                         Ok(()) => wins.push(i),
-                        Err(StoreError::StateConflict { actual: JobState::Quoted, .. }) => {}
+                        Err(StoreError::StateConflict {
+                            actual: JobState::Quoted,
+                            ..
+                        }) => {}
                         Err(e) => panic!("unexpected error: {e}"),
                     }
                 }
@@ -203,13 +255,27 @@ fn concurrent_transitions_only_one_wins() {
             winners[i] += 1;
         }
     }
-    assert!(winners.iter().all(|&w| w == 1), "each job must have exactly one winner: {winners:?}");
+    assert!(
+        winners.iter().all(|&w| w == 1),
+        "each job must have exactly one winner: {winners:?}"
+    );
     for i in 0..JOBS {
         let id = format!("j{i}");
-        assert_eq!(setup.jobs().get(&id).unwrap().unwrap().state, JobState::Quoted);
-        assert_eq!(setup.jobs().events(&id).unwrap().len(), 2, "one creation + one transition");
+        assert_eq!(
+            setup.jobs().get(&id).unwrap().unwrap().state,
+            JobState::Quoted
+        );
+        assert_eq!(
+            setup.jobs().events(&id).unwrap().len(),
+            2,
+            "one creation + one transition"
+        );
     }
-    eprintln!("{} racing transitions over {THREADS} threads in {:?}", JOBS * THREADS, started.elapsed());
+    eprintln!(
+        "{} racing transitions over {THREADS} threads in {:?}",
+        JOBS * THREADS,
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -217,7 +283,9 @@ fn peers_and_reputation() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_in_dir(dir.path()).unwrap();
     let peers = store.peers();
-    peers.seen("p1", &["/ip4/127.0.0.1/tcp/1".into()], Some(&["m".into()])).unwrap();
+    peers
+        .seen("p1", &["/ip4/127.0.0.1/tcp/1".into()], Some(&["m".into()]))
+        .unwrap();
     peers.seen("p1", &[], None).unwrap();
     peers.record_latency("p1", 7).unwrap();
     let r = peers.record_outcome("p1", true).unwrap();

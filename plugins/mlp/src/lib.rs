@@ -36,33 +36,54 @@ fn load(id: &str) -> Result<Model> {
     let config: serde_json::Value = serde_json::from_str(&weights.config())
         .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
     if config["model_type"] != "quantized-mlp" {
-        return Err(Error::unsupported(format!("config.json `model_type` is {}, expected \"quantized-mlp\"", config["model_type"])));
+        return Err(Error::unsupported(format!(
+            "config.json `model_type` is {}, expected \"quantized-mlp\"",
+            config["model_type"]
+        )));
     }
     let list = |key: &str| -> Result<Vec<u64>> {
         config[key]
             .as_array()
             .and_then(|a| a.iter().map(|v| v.as_u64()).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| Error::invalid(format!("config.json `{key}` must be a list of non-negative integers")))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "config.json `{key}` must be a list of non-negative integers"
+                ))
+            })
     };
     let dims: Vec<usize> = list("dims")?.into_iter().map(|d| d as usize).collect();
     let shifts = list("shifts")?;
     if dims.len() < 2 || shifts.len() != dims.len() - 1 {
-        return Err(Error::invalid("config.json needs `dims` (>= 2 entries) and one `shifts` entry per layer"));
+        return Err(Error::invalid(
+            "config.json needs `dims` (>= 2 entries) and one `shifts` entry per layer",
+        ));
     }
     if shifts.iter().any(|&s| s > 32) || shifts.last() != Some(&0) {
-        return Err(Error::invalid("config.json `shifts`: each at most 32, and the last layer's must be 0"));
+        return Err(Error::invalid(
+            "config.json `shifts`: each at most 32, and the last layer's must be 0",
+        ));
     }
     let mut layers = Vec::new();
     for (l, &shift) in shifts.iter().enumerate() {
         let weight = weights.get(&format!("layers.{l}.weight"))?;
         let bias = weights.get(&format!("layers.{l}.bias"))?;
         if weight.dims() != [dims[l + 1], dims[l]] || bias.dims() != [dims[l + 1]] {
-            return Err(Error::invalid(format!("layer {l}: weight {:?} / bias {:?} do not match dims {dims:?}", weight.dims(), bias.dims())));
+            return Err(Error::invalid(format!(
+                "layer {l}: weight {:?} / bias {:?} do not match dims {dims:?}",
+                weight.dims(),
+                bias.dims()
+            )));
         }
         if weight.dtype() != DType::F64 || bias.dtype() != DType::F64 {
-            return Err(Error::invalid(format!("layer {l}: tensors must be f64 (exact integers)")));
+            return Err(Error::invalid(format!(
+                "layer {l}: tensors must be f64 (exact integers)"
+            )));
         }
-        layers.push(Layer { weight, bias, shift: shift as u32 });
+        layers.push(Layer {
+            weight,
+            bias,
+            shift: shift as u32,
+        });
     }
     Ok(Model { dims, layers })
 }
@@ -71,12 +92,17 @@ fn input_values(input: &JobInput) -> Result<Vec<f32>> {
     match input {
         JobInput::Bytes(b) => Ok(b.iter().map(|&v| v as i8 as f32).collect()),
         JobInput::Tensor(t) => {
-            if t.data.iter().any(|&v| v.fract() != 0.0 || !(-128.0..=127.0).contains(&v)) {
+            if t.data
+                .iter()
+                .any(|&v| v.fract() != 0.0 || !(-128.0..=127.0).contains(&v))
+            {
                 return Err(Error::invalid("tensor input must hold int8 values"));
             }
             Ok(t.data.clone())
         }
-        _ => Err(Error::invalid("the mlp backend takes `bytes` (int8) or an f32 tensor of int8 values")),
+        _ => Err(Error::invalid(
+            "the mlp backend takes `bytes` (int8) or an f32 tensor of int8 values",
+        )),
     }
 }
 
@@ -84,7 +110,11 @@ impl Model {
     /// The exact integer forward pass on host f64 kernels.
     fn forward(&self, x: &[f32]) -> Result<Vec<i64>> {
         if x.len() != self.dims[0] {
-            return Err(Error::invalid(format!("input has {} values, model expects {}", x.len(), self.dims[0])));
+            return Err(Error::invalid(format!(
+                "input has {} values, model expects {}",
+                x.len(),
+                self.dims[0]
+            )));
         }
         let mut a = Tensor::new_f32(x, &[1, x.len()])?.to_dtype(DType::F64)?;
         let last = self.layers.len() - 1;
@@ -96,7 +126,9 @@ impl Model {
                 // floor((acc + 2^(s-1)) / 2^s), then clamp to [0, 127] (int8 clamp + ReLU)
                 let scale = (-(layer.shift as f64)).exp2();
                 let round = if layer.shift == 0 { 0.0 } else { 0.5 };
-                acc.affine(scale, round)?.unary(UnaryOp::Floor)?.clamp(0.0, 127.0)?
+                acc.affine(scale, round)?
+                    .unary(UnaryOp::Floor)?
+                    .clamp(0.0, 127.0)?
             };
         }
         let bytes = a.to_bytes()?;
@@ -113,7 +145,12 @@ impl Backend for Mlp {
     }
 
     fn describe(&self) -> BackendInfo {
-        BackendInfo::new("mlp", env!("CARGO_PKG_VERSION"), &["classification"], &["quantized-mlp"])
+        BackendInfo::new(
+            "mlp",
+            env!("CARGO_PKG_VERSION"),
+            &["classification"],
+            &["quantized-mlp"],
+        )
     }
 
     fn execute(&mut self, job: JobRequest) -> Result<JobResult> {
@@ -124,14 +161,24 @@ impl Backend for Mlp {
         let model = &self.models[&job.model];
         let x = input_values(&job.input)?;
         let logits = model.forward(&x)?;
-        let usage = Usage { input_tokens: x.len() as u32, output_tokens: logits.len() as u32 };
+        let usage = Usage {
+            input_tokens: x.len() as u32,
+            output_tokens: logits.len() as u32,
+        };
         let output = match job.param_str("output").unwrap_or("logits") {
             "logits" => JobOutput::Bytes(logits.iter().flat_map(|v| v.to_le_bytes()).collect()),
             "class" => {
-                let best = logits.iter().enumerate().fold(0, |b, (i, v)| if *v > logits[b] { i } else { b });
+                let best = logits
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, v)| if *v > logits[b] { i } else { b });
                 JobOutput::Classes(vec![best as u32])
             }
-            other => return Err(Error::invalid(format!("parameter `output` must be `logits` or `class`, got `{other}`"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "parameter `output` must be `logits` or `class`, got `{other}`"
+                )))
+            }
         };
         Ok(JobResult { output, usage })
     }
