@@ -2,13 +2,13 @@
 //! worker. A trap poisons only that instance: the next call instantiates
 //! a fresh one from the same `InstancePre`.
 
-use super::classify_trap;
+use super::{classify_trap, instance_pre, link_err, new_store};
 use crate::kernels::KernelCtx;
 use crate::models::ModelGrants;
 use crate::runtime::{Limits, LoadedComponent, PluginError, PluginState, ProgressSink, Runtime};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
 /// Generated host bindings of the `backend` world.
@@ -53,18 +53,10 @@ impl BackendPlugin {
         models: ModelGrants,
     ) -> Result<Self, PluginError> {
         let name = loaded.name.clone();
-        let link_err = |e: wasmtime::Error| PluginError::Link {
-            name: name.clone(),
-            reason: format!("{e:#}"),
-        };
-        let mut linker: Linker<PluginState> = Linker::new(runtime.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
-        bindings::Backend::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(link_err)?;
-        let instance_pre = linker
-            .instantiate_pre(&loaded.component)
-            .map_err(link_err)?;
-        let pre = bindings::BackendPre::new(instance_pre).map_err(link_err)?;
+        let instance_pre = instance_pre(runtime, &loaded, |linker| {
+            bindings::Backend::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+        })?;
+        let pre = bindings::BackendPre::new(instance_pre).map_err(link_err(&name))?;
         Ok(BackendPlugin {
             name,
             pre,
@@ -93,11 +85,8 @@ impl BackendPlugin {
             self.kernels.fresh(),
             self.models.clone(),
         );
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.memory);
-        store.set_fuel(u64::MAX).ok();
-        store.set_epoch_deadline(crate::runtime::ticks(self.limits.wall_time));
-        store.epoch_deadline_trap();
+        // Backends run unmetered: their time is bounded by epochs and kernel budgets.
+        let mut store = new_store(self.pre.engine(), state, u64::MAX);
         let bindings = self
             .pre
             .instantiate(&mut store)

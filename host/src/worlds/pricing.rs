@@ -2,13 +2,12 @@
 //! pricing plugin is pure, bounded and cannot keep state between quotes.
 
 use super::backend::guest_error;
-use super::classify_trap;
+use super::{classify_trap, instance_pre, link_err, new_store};
 use crate::kernels::KernelCtx;
 use crate::models::ModelGrants;
 use crate::runtime::{Limits, LoadedComponent, PluginError, PluginState, Runtime};
 use std::collections::BTreeMap;
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime::Store;
+use wasmtime::component::HasSelf;
 
 /// Generated host bindings of the `pricing` world.
 pub mod bindings {
@@ -43,20 +42,10 @@ impl PricingPlugin {
         config: BTreeMap<String, String>,
     ) -> Result<Self, PluginError> {
         let name = loaded.name.clone();
-        let link_err = |e: wasmtime::Error| PluginError::Link {
-            name: name.clone(),
-            reason: format!("{e:#}"),
-        };
-        let mut linker: Linker<PluginState> = Linker::new(runtime.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
-        bindings::Pricing::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(link_err)?;
-        let pre = bindings::PricingPre::new(
-            linker
-                .instantiate_pre(&loaded.component)
-                .map_err(link_err)?,
-        )
-        .map_err(link_err)?;
+        let instance_pre = instance_pre(runtime, loaded, |linker| {
+            bindings::Pricing::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
+        })?;
+        let pre = bindings::PricingPre::new(instance_pre).map_err(link_err(&name))?;
         Ok(PricingPlugin {
             name,
             pre,
@@ -74,11 +63,7 @@ impl PricingPlugin {
             ModelGrants::default(),
         );
         state.config = self.config.clone();
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.memory);
-        store.set_fuel(self.limits.fuel).ok();
-        store.set_epoch_deadline(crate::runtime::ticks(self.limits.wall_time));
-        store.epoch_deadline_trap();
+        let mut store = new_store(self.pre.engine(), state, self.limits.fuel);
         let result = self.pre.instantiate(&mut store).and_then(|p| {
             p.infernet_plugin_pricing_api()
                 .call_price(&mut store, request)
