@@ -8,6 +8,7 @@
 //! Data flows one way: `cli -> node -> worlds -> runtime -> kernels`.
 
 pub mod config;
+pub mod jobs;
 pub mod kernels;
 pub mod models;
 pub mod node;

@@ -1,0 +1,13 @@
+//! The job layer: it drives the lifecycle of DESIGN §5 on top of the
+//! network ([`crate::p2p`]), the durable store ([`crate::store`]) and the
+//! single-node job path ([`crate::node`]). [`provider::ProviderHandler`] is
+//! the provider side: plugged into [`crate::p2p::start`] as the
+//! `/infernet/job/1` handler, it prices jobs with the node's pricing plugin,
+//! records every accepted job in the store (persisting each state
+//! transition before acting on it, so a job id is never executed twice),
+//! runs it on the node's backend and replies with a result signed by the
+//! node's libp2p key; streamed runs buffer tokens for the client to `Poll`.
+
+pub mod provider;
+
+pub use provider::{ProviderError, ProviderHandler};
