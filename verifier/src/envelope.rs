@@ -1,5 +1,5 @@
 //! Prover abstraction: the proof envelope and the `Prover` / `ProofVerifier`
-//! traits shared by every proof system (Groth16 here; ezkl later).
+//! traits shared by every proof system (Groth16 and ezkl).
 //!
 //! A prover turns an input into an output plus a [`ProofEnvelope`]. A verifier
 //! never trusts the envelope's public inputs: it recomputes them from the

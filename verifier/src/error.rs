@@ -45,8 +45,9 @@ pub enum VerifierError {
     /// The proof bytes could not be decoded.
     #[error("malformed proof: {0}")]
     MalformedProof(String),
-    /// The proof decoded but the pairing check failed.
-    #[error("proof rejected: pairing check failed")]
+    /// The proof decoded but does not verify (Groth16: the pairing check;
+    /// ezkl: Halo2's constraint or opening checks).
+    #[error("proof rejected: it does not verify under the verifying key")]
     ProofRejected,
     /// Constraint synthesis, setup or proving failed.
     #[error("synthesis error: {0}")]
@@ -63,6 +64,9 @@ pub enum VerifierError {
         #[source]
         source: std::io::Error,
     },
+    /// The ezkl driver (Python package) failed or is not installed.
+    #[error(transparent)]
+    Ezkl(#[from] crate::ezkl::EzklError),
     /// JSON error while reading a model file or an envelope.
     #[error("json error: {0}")]
     Json(#[from] serde_json::Error),

@@ -7,6 +7,8 @@
 //! * [`commit`]: Poseidon commitments to models and inputs.
 //! * [`circuit`]: the R1CS circuit proving `y = f(x; W)`.
 //! * [`groth16`]: Groth16/BN254 keys, key cache, prover and verifier.
+//! * [`ezkl`]: the same traits for ONNX models through the `ezkl` Python
+//!   package (Halo2/KZG over BN254).
 //!
 //! Redundant execution, reputation and slashing (DESIGN.md §6) live here too,
 //! later.
@@ -15,11 +17,13 @@ pub mod circuit;
 pub mod commit;
 pub mod envelope;
 pub mod error;
+pub mod ezkl;
 pub mod groth16;
 pub mod quant;
 
 pub use circuit::{InputMode, MlpCircuit, MlpShape, PublicValues, CIRCUIT_VERSION};
 pub use envelope::{InputClaim, ProofEnvelope, ProofVerifier, ProvedOutput, Prover, Statement};
 pub use error::{Result, VerifierError};
+pub use ezkl::{EzklCache, EzklModel, EzklOptions, EzklProver, EzklRuntime, EzklVerifier};
 pub use groth16::{Groth16Prover, Groth16Verifier, KeyCache, SYSTEM as GROTH16_SYSTEM};
 pub use quant::{DigitsModel, QLayer, QuantizedMlp};
