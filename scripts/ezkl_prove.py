@@ -7,7 +7,7 @@ Called by `verifier/src/ezkl.rs` as
 
 reading one JSON request on stdin and writing one JSON result to RESULT.json
 (stdout/stderr are left to ezkl's own chatter). Every result carries
-`peak_rss_kib` (this process's ru_maxrss: ezkl runs in-process as a Rust
+`peak_rss_kib` (this process's VmHWM: ezkl runs in-process as a Rust
 extension, so this is the peak of the whole prover/verifier step) and
 `timings` (seconds per ezkl call). On failure the result is
 `{"error": "...", "kind": "..."}` and the exit status is 2.
@@ -48,6 +48,18 @@ except ImportError as e:  # reported as a typed error by the Rust side
 
 
 def _rss_kib():
+    """Peak RSS of this process image, KiB.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a
+    child of a large parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 

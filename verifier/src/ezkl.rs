@@ -156,7 +156,7 @@ pub struct StepStats {
     pub wall: Duration,
     /// Seconds spent inside each ezkl call, as timed by the driver.
     pub timings: BTreeMap<String, f64>,
-    /// Peak RSS of the driver process (`ru_maxrss`, KiB). ezkl runs
+    /// Peak RSS of the driver process (`VmHWM`, KiB). ezkl runs
     /// in-process, so this is the step's peak memory including the Python
     /// interpreter (about 20 MiB).
     pub peak_rss_kib: u64,

@@ -1,0 +1,296 @@
+//! Groth16 (ark-groth16, in-process) vs ezkl (Halo2/KZG through the Python
+//! package) on the bundled digits MLPs, side by side, in one run.
+//!
+//! ```text
+//! cargo run --release -p infernet-verifier --example bench_provers [-- --proofs N]
+//! ```
+//!
+//! For each model and system: setup time, prove time (N proofs, progress bar;
+//! Groth16 and ezkl proofs alternate so both see the same machine load),
+//! verify time, proof size, proving/verifying key sizes, peak memory; then the
+//! ezkl / Groth16 prove-time ratio.
+//!
+//! How memory is measured (Linux):
+//! * Groth16 runs in this process. Before each phase the peak-RSS counter is
+//!   reset (`echo 5 > /proc/self/clear_refs`) and `VmHWM` is read after it, so
+//!   a phase's figure is the process's peak resident set during that phase,
+//!   including what was already resident (the bench's own baseline is
+//!   printed).
+//! * ezkl runs in a Python subprocess per step; its figure is that process's
+//!   `VmHWM` read by the driver at the end of the step (ezkl is a Rust
+//!   extension running in-process), including the interpreter (about 20 MiB).
+//!   Not `ru_maxrss`: Linux carries it across fork + exec, so the child would
+//!   report this (large) process's size.
+//!
+//! ezkl times are given twice: the ezkl call alone (`ezkl.prove`, timed inside
+//! the driver) and the whole subprocess (interpreter start, import, loading
+//! pk/SRS from disk, witness generation, the self-check verify), which is what
+//! `EzklProver::prove` costs.
+
+use std::time::{Duration, Instant};
+
+use ark_serialize::CanonicalSerialize;
+use indicatif::{ProgressBar, ProgressStyle};
+use infernet_verifier::ezkl::StepStats;
+use infernet_verifier::groth16::{setup, KeyCache};
+use infernet_verifier::quant::model_path;
+use infernet_verifier::{
+    DigitsModel, EzklCache, EzklModel, EzklOptions, EzklProver, EzklRuntime, Groth16Prover,
+    InputClaim, InputMode, MlpShape, ProofVerifier, Prover, Statement,
+};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn status_kib(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reset this process's peak RSS (Linux >= 4.0); false if not possible.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Peak RSS since the last reset, MiB.
+fn peak_mib() -> f64 {
+    status_kib("VmHWM:").map_or(f64::NAN, |k| k as f64 / 1024.0)
+}
+
+fn file_size(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+#[derive(Default)]
+struct Groth16Row {
+    setup_s: f64,
+    setup_peak: f64,
+    prove_ms: Vec<f64>,
+    prove_peak: f64,
+    verify_ms: Vec<f64>,
+    proof_b: usize,
+    pk_b: usize,
+    vk_b: usize,
+}
+
+#[derive(Default)]
+struct EzklRow {
+    logrows: u32,
+    setup_wall_s: f64,
+    setup_srs_s: f64,
+    setup_keys_s: f64,
+    setup_settings_s: f64,
+    setup_peak: f64,
+    prove_call_ms: Vec<f64>,
+    prove_wall_ms: Vec<f64>,
+    witness_ms: Vec<f64>,
+    prove_peak: f64,
+    verify_call_ms: Vec<f64>,
+    verify_wall_ms: Vec<f64>,
+    verify_peak: f64,
+    proof_b: usize,
+    pk_b: u64,
+    vk_b: u64,
+    srs_b: u64,
+}
+
+fn bar(len: u64, msg: String) -> Result<ProgressBar, Box<dyn std::error::Error>> {
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(
+        "  proving {msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})",
+    )?);
+    bar.set_message(msg);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    Ok(bar)
+}
+
+fn kib_to_mib(k: u64) -> f64 {
+    k as f64 / 1024.0
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let proofs: usize = args
+        .iter()
+        .position(|a| a == "--proofs")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(5)
+        .max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = EzklRuntime::from_env();
+    let ezkl_version = rt.check()?;
+    let can_reset = reset_peak();
+    println!(
+        "Groth16/BN254 (ark-groth16 0.6, in-process) vs ezkl {ezkl_version} (Halo2/KZG BN254, \
+         Python {}), public inputs, {proofs} proofs per model and system, {threads} threads",
+        rt.python().display()
+    );
+    println!(
+        "bench process baseline RSS {:.0} MiB; per-phase peak reset: {}",
+        status_kib("VmRSS:").map_or(f64::NAN, |k| k as f64 / 1024.0),
+        if can_reset {
+            "yes"
+        } else {
+            "NO (Groth16 peaks are cumulative)"
+        }
+    );
+
+    let work = tempfile::tempdir()?;
+    let mode = InputMode::Public;
+    let mut rows = Vec::new();
+    for name in ["digits-64-32-10", "digits-64-128-10"] {
+        let model = DigitsModel::load(model_path(name))?;
+        let q = model.quantize()?;
+        let inputs: Vec<Vec<i8>> = (0..proofs)
+            .map(|i| q.input_from_pixels(&model.test.x[i % model.test.x.len()]))
+            .collect();
+
+        // ---- Groth16 ----
+        let mut g = Groth16Row::default();
+        println!("{name}: Groth16 setup ...");
+        let shape = MlpShape::of(&q.mlp, mode)?;
+        reset_peak();
+        let t = Instant::now();
+        let (pk, vk) = setup(&shape, &mut rand::rngs::OsRng)?;
+        g.setup_s = t.elapsed().as_secs_f64();
+        g.setup_peak = peak_mib();
+        g.pk_b = pk.compressed_size();
+        g.vk_b = vk.compressed_size();
+        let cache = KeyCache::new(work.path().join("groth16"));
+        cache.store(&q.mlp, mode, &pk)?;
+        drop(pk);
+        let keys = cache
+            .load(&q.mlp, mode)?
+            .ok_or("groth16 key cache miss after store")?;
+        let prover = Groth16Prover::new(q.mlp.clone(), mode, keys.pk)?;
+        let verifier = prover.verifier()?;
+
+        // ---- ezkl setup ----
+        let mut e = EzklRow::default();
+        println!("{name}: ezkl setup (settings, calibration, compile, SRS, keys) ...");
+        let em = EzklModel::digits(name)?;
+        let ecache = EzklCache::new(work.path().join("ezkl"));
+        let (eprover, stats) =
+            EzklProver::from_cache(rt.clone(), &ecache, &em, &EzklOptions::default())?;
+        let stats: StepStats = stats.ok_or("ezkl setup unexpectedly cached")?;
+        let art = eprover.artifacts().clone();
+        e.logrows = art.logrows;
+        e.setup_wall_s = stats.wall.as_secs_f64();
+        e.setup_srs_s = stats.secs("gen_srs");
+        e.setup_keys_s = stats.secs("setup");
+        e.setup_settings_s = stats.secs("gen_settings")
+            + stats.secs("calibrate_settings")
+            + stats.secs("compile_circuit");
+        e.setup_peak = kib_to_mib(stats.peak_rss_kib);
+        e.pk_b = file_size(&art.pk);
+        e.vk_b = file_size(&art.vk);
+        e.srs_b = file_size(&art.srs);
+        let everifier = eprover.verifier()?;
+
+        // ---- proving, interleaved so both systems see the same machine load ----
+        let pb = bar(2 * proofs as u64, format!("{name} groth16+ezkl"))?;
+        for x in &inputs {
+            reset_peak();
+            let t = Instant::now();
+            let proved = prover.prove(x)?;
+            g.prove_ms.push(ms(t.elapsed()));
+            g.prove_peak = g.prove_peak.max(peak_mib());
+            pb.inc(1);
+            g.proof_b = proved.envelope.proof.len();
+            let st = Statement {
+                model_commitment: prover.model_commitment().to_string(),
+                input: InputClaim::Plain(x.clone()),
+                output: proved.output.clone(),
+            };
+            let t = Instant::now();
+            verifier.verify(&proved.envelope, &st)?;
+            g.verify_ms.push(ms(t.elapsed()));
+
+            let (proved, s) = eprover.prove_timed(x)?;
+            e.prove_call_ms.push(s.secs("prove") * 1e3);
+            e.witness_ms.push(s.secs("gen_witness") * 1e3);
+            e.prove_wall_ms.push(ms(s.wall));
+            e.prove_peak = e.prove_peak.max(kib_to_mib(s.peak_rss_kib));
+            pb.inc(1);
+            e.proof_b = proved.envelope.proof.len();
+            let st = Statement {
+                model_commitment: eprover.model_commitment().to_string(),
+                input: InputClaim::Plain(x.clone()),
+                output: proved.output.clone(),
+            };
+            let s = everifier.verify_timed(&proved.envelope, &st)?;
+            e.verify_call_ms.push(s.secs("verify") * 1e3);
+            e.verify_wall_ms.push(ms(s.wall));
+            e.verify_peak = e.verify_peak.max(kib_to_mib(s.peak_rss_kib));
+        }
+        pb.finish_and_clear();
+        rows.push((name, g, e));
+    }
+
+    println!();
+    println!("| model | system | setup (s) | prove mean / min (ms) | verify mean (ms) | proof (B) | pk (MiB) | vk (B) | peak RSS setup / prove (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, g, e) in &rows {
+        println!(
+            "| {name} | Groth16 | {:.2} | {:.0} / {:.0} | {:.2} | {} | {:.1} | {} | {:.0} / {:.0} |",
+            g.setup_s,
+            mean(&g.prove_ms),
+            min(&g.prove_ms),
+            mean(&g.verify_ms),
+            g.proof_b,
+            mib(g.pk_b as u64),
+            g.vk_b,
+            g.setup_peak,
+            g.prove_peak,
+        );
+        println!(
+            "| {name} | ezkl (2^{} rows) | {:.2} (SRS {:.2} + keys {:.2} + settings/calibrate/compile {:.2}) | {:.0} / {:.0} ezkl.prove; {:.0} / {:.0} whole call | {:.1} ezkl.verify; {:.0} whole call | {} | {:.1} | {} | {:.0} / {:.0} |",
+            e.logrows,
+            e.setup_wall_s,
+            e.setup_srs_s,
+            e.setup_keys_s,
+            e.setup_settings_s,
+            mean(&e.prove_call_ms),
+            min(&e.prove_call_ms),
+            mean(&e.prove_wall_ms),
+            min(&e.prove_wall_ms),
+            mean(&e.verify_call_ms),
+            mean(&e.verify_wall_ms),
+            e.proof_b,
+            mib(e.pk_b),
+            e.vk_b,
+            e.setup_peak,
+            e.prove_peak,
+        );
+    }
+    println!();
+    println!("| model | ezkl / Groth16 prove time (ezkl.prove call) | (whole ezkl call) | ezkl witness gen (ms) | ezkl verify peak RSS (MiB) | ezkl SRS (MiB) |");
+    println!("|---|---|---|---|---|---|");
+    for (name, g, e) in &rows {
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} |",
+            mean(&e.prove_call_ms) / mean(&g.prove_ms),
+            mean(&e.prove_wall_ms) / mean(&g.prove_ms),
+            mean(&e.witness_ms),
+            e.verify_peak,
+            mib(e.srs_b),
+        );
+    }
+    Ok(())
+}
