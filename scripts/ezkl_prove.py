@@ -21,6 +21,9 @@ Subcommands:
             compile_circuit -> gen_srs (only if srs_dir/kzg<logrows>.srs is
             missing; generated locally, never downloaded) -> setup.
             -> {settings, compiled, pk, vk, srs, logrows, ...}
+  vk        {onnx, settings, srs, dir}: compile_circuit -> setup, keeping
+            only the verifying key (a verifier deriving its own key; Halo2
+            keygen is deterministic) -> {vk}
   prove     {dir, srs, input}: gen_witness -> prove -> verify (self-check)
             -> {instances (hex, little-endian field elements), outputs (ints),
                 proof (hex)}
@@ -170,6 +173,25 @@ def cmd_setup(req):
     }
 
 
+def cmd_vk(req):
+    """Derive the verifying key from ONNX + settings + SRS (a verifier's own
+    keygen: Halo2 keygen is deterministic, so it matches the prover's)."""
+    t = Timer()
+    d = req["dir"]
+    os.makedirs(d, exist_ok=True)
+    compiled = os.path.join(d, "network.compiled")
+    vk = os.path.join(d, "vk.key")
+    pk = os.path.join(d, f"pk-{os.getpid()}.key")
+    t.run("compile_circuit", ezkl.compile_circuit, req["onnx"], compiled, req["settings"])
+    try:
+        if not t.run("setup", ezkl.setup, compiled, vk, pk, srs_path=req["srs"]):
+            raise RuntimeError("ezkl.setup returned false")
+    finally:
+        if os.path.exists(pk):
+            os.remove(pk)
+    return {"vk": vk, "timings": t.timings}
+
+
 def cmd_prove(req):
     t = Timer()
     d = req["dir"]
@@ -223,7 +245,13 @@ def cmd_verify(req):
     return {"ok": kind == "ok", "kind": kind, "message": msg, "timings": t.timings}
 
 
-COMMANDS = {"version": cmd_version, "setup": cmd_setup, "prove": cmd_prove, "verify": cmd_verify}
+COMMANDS = {
+    "version": cmd_version,
+    "setup": cmd_setup,
+    "vk": cmd_vk,
+    "prove": cmd_prove,
+    "verify": cmd_verify,
+}
 
 
 def main(argv):

@@ -20,7 +20,9 @@
 //!
 //! * model commitment: `sha256("infernet/ezkl-model/v1" || input_exp (i32 LE)
 //!   || sha256(onnx) || sha256(settings.json without its timestamp))`;
-//! * `vk_id`: sha256 of ezkl's `vk.key` file;
+//! * `vk_id`: sha256 of ezkl's `vk.key` file. Halo2 keygen is deterministic,
+//!   so a client holding the ONNX file, settings and SRS derives the same key
+//!   itself ([`EzklVerifier::derive`]) rather than trusting a prover's;
 //! * public inputs: every instance (inputs then outputs) as decimal field
 //!   elements; the verifier recomputes them from the [`Statement`] and hands
 //!   ezkl a proof file built from *its* values and the envelope's proof bytes.
@@ -480,6 +482,15 @@ fn read_settings(path: &Path) -> Result<SettingsInfo> {
             return Err(bad(&format!("{key} must be {want}")));
         }
     }
+    // Skipping the range checks on inputs/outputs would let a prover put
+    // out-of-range values there.
+    if ra
+        .get("ignore_range_check_inputs_outputs")
+        .and_then(Value::as_bool)
+        != Some(false)
+    {
+        return Err(bad("ignore_range_check_inputs_outputs must be false"));
+    }
     if let Some(obj) = v.as_object_mut() {
         obj.remove("timestamp");
     }
@@ -888,6 +899,35 @@ impl EzklVerifier {
             commitment,
             vk_id,
         })
+    }
+
+    /// A verifier that derives its verifying key itself from the ONNX
+    /// model, the settings and the SRS (compile + keygen in `dir`, about a
+    /// second), instead of trusting a prover's `vk.key`. Halo2 keygen is
+    /// deterministic, so an honest prover's proofs carry the same `vk_id`.
+    pub fn derive(
+        rt: EzklRuntime,
+        onnx: &Path,
+        settings: &Path,
+        srs: &Path,
+        input_exp: i32,
+        dir: &Path,
+    ) -> Result<Self> {
+        rt.check()?;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let req = json!({
+            "onnx": onnx,
+            "settings": settings,
+            "srs": srs,
+            "dir": dir,
+        });
+        let (v, _) = rt.call("vk", &req, dir)?;
+        let vk = v
+            .get("vk")
+            .and_then(Value::as_str)
+            .map(PathBuf::from)
+            .ok_or_else(|| protocol_err("vk", "no vk"))?;
+        Self::new(rt, onnx, settings, &vk, srs, input_exp, dir)
     }
 
     /// The model commitment this verifier checks proofs for.

@@ -32,13 +32,20 @@ fn rt() -> EzklRuntime {
     rt
 }
 
-/// One cache (and so one SRS per logrows) for the whole test binary.
+/// One cache (and so one SRS per logrows) for the whole test binary, emptied
+/// when the binary starts (every run sets up from scratch) and left in the
+/// target directory afterwards (a static `TempDir` would never be dropped, and
+/// the keys are tens of MiB).
 fn cache() -> &'static EzklCache {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     static CACHE: OnceLock<EzklCache> = OnceLock::new();
     CACHE.get_or_init(|| {
-        let dir = DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"));
-        EzklCache::new(dir.path())
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ezkl-tests");
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot empty {}: {e}", dir.display()),
+        }
+        EzklCache::new(dir)
     })
 }
 
@@ -347,6 +354,25 @@ fn cache_reloads_without_setup_and_verifier_rebuilds_from_files() {
     )
     .unwrap();
     assert_eq!(v.vk_id(), p.vk_id());
+    // A client that derives the verifying key itself (from the ONNX model,
+    // settings and SRS, not the prover's vk.key) gets the same key and
+    // accepts the prover's proof.
+    let own = tempfile::tempdir().unwrap();
+    let derived = EzklVerifier::derive(
+        rt(),
+        &art.onnx,
+        &art.settings,
+        &art.srs,
+        art.input_exp,
+        own.path(),
+    )
+    .unwrap();
+    assert_eq!(derived.vk_id(), p.vk_id());
+    let x = input(SMALL, 4);
+    let proved = p.prove(&x).unwrap();
+    derived
+        .verify(&proved.envelope, &statement(p, &x, &proved.output))
+        .unwrap();
     // Another input exponent is another statement: another commitment.
     let v2 = EzklVerifier::new(
         rt(),
