@@ -27,6 +27,7 @@ Subcommands:
   prove     {dir, srs, input}: gen_witness -> prove -> verify (self-check)
             -> {instances (hex, little-endian field elements), outputs (ints),
                 proof (hex)}
+  outputs   {dir, inputs}: gen_witness per input, no proof -> {outputs}
   verify    {settings, vk, srs, tmp_dir, instances, proof}: builds a proof
             file from the given instances and proof bytes (never from a
             prover's file) -> verify -> {ok, kind: "ok" | "rejected" | "malformed", message}
@@ -102,9 +103,35 @@ def _paths(d):
 
 
 def cmd_version(_req):
-    import onnx
+    try:
+        import onnx
 
-    return {"ezkl": ezkl.__version__, "onnx": onnx.__version__}
+        onnx_version = onnx.__version__
+    except ImportError:  # only scripts/export_onnx.py needs it
+        onnx_version = None
+    return {"ezkl": ezkl.__version__, "onnx": onnx_version}
+
+
+def cmd_outputs(req):
+    """ezkl's integer outputs for many inputs, without proving (witness
+    generation only)."""
+    t = Timer()
+    d = req["dir"]
+    p = _paths(d)
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    data = os.path.join(d, f"input-{tag}.json")
+    wit = os.path.join(d, f"witness-{tag}.json")
+    outputs = []
+    try:
+        for x in req["inputs"]:
+            _write_json(data, {"input_data": [[float(v) for v in x]]})
+            w = t.run("gen_witness", ezkl.gen_witness, data, p["compiled"], wit)
+            outputs.append([ezkl.felt_to_int(f) for f in w["outputs"][0]])
+    finally:
+        for f in (data, wit):
+            if os.path.exists(f):
+                os.remove(f)
+    return {"outputs": outputs, "timings": t.timings}
 
 
 def cmd_setup(req):
@@ -251,6 +278,7 @@ COMMANDS = {
     "vk": cmd_vk,
     "prove": cmd_prove,
     "verify": cmd_verify,
+    "outputs": cmd_outputs,
 }
 
 

@@ -8,7 +8,8 @@
 //! For each model and system: setup time, prove time (N proofs, progress bar;
 //! Groth16 and ezkl proofs alternate so both see the same machine load),
 //! verify time, proof size, proving/verifying key sizes, peak memory; then the
-//! ezkl / Groth16 prove-time ratio.
+//! ezkl / Groth16 prove-time ratio and the held-out accuracy of the float
+//! model, Groth16's int8 model and ezkl's fixed-point circuit.
 //!
 //! How memory is measured (Linux):
 //! * Groth16 runs in this process. Before each phase the peak-RSS counter is
@@ -33,7 +34,7 @@ use ark_serialize::CanonicalSerialize;
 use indicatif::{ProgressBar, ProgressStyle};
 use infernet_verifier::ezkl::StepStats;
 use infernet_verifier::groth16::{setup, KeyCache};
-use infernet_verifier::quant::model_path;
+use infernet_verifier::quant::{argmax, model_path};
 use infernet_verifier::{
     DigitsModel, EzklCache, EzklModel, EzklOptions, EzklProver, EzklRuntime, Groth16Prover,
     InputClaim, InputMode, MlpShape, ProofVerifier, Prover, Statement,
@@ -89,6 +90,9 @@ struct Groth16Row {
 
 #[derive(Default)]
 struct EzklRow {
+    float_acc: f64,
+    groth16_acc: f64,
+    ezkl_acc: f64,
     logrows: u32,
     setup_wall_s: f64,
     setup_srs_s: f64,
@@ -203,6 +207,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         e.srs_b = file_size(&art.srs);
         let everifier = eprover.verifier()?;
 
+        // ---- accuracy on the held-out split: float, Groth16's integer
+        // model, ezkl's fixed-point circuit (witness generation, no proofs) ----
+        e.float_acc = model.float_accuracy();
+        e.groth16_acc = model.quantized_accuracy(&q)?;
+        let all: Vec<Vec<i8>> = model
+            .test
+            .x
+            .iter()
+            .map(|px| q.input_from_pixels(px))
+            .collect();
+        let outs = eprover.outputs(&all)?;
+        let hits = outs
+            .iter()
+            .zip(&model.test.y)
+            .filter(|(o, y)| argmax(o) == usize::from(**y))
+            .count();
+        e.ezkl_acc = hits as f64 / model.test.y.len().max(1) as f64;
+
         // ---- proving, interleaved so both systems see the same machine load ----
         let pb = bar(2 * proofs as u64, format!("{name} groth16+ezkl"))?;
         for x in &inputs {
@@ -280,13 +302,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!();
-    println!("| model | ezkl / Groth16 prove time (ezkl.prove call) | (whole ezkl call) | ezkl witness gen (ms) | ezkl verify peak RSS (MiB) | ezkl SRS (MiB) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| model | ezkl / Groth16 prove time (ezkl.prove call) | (whole ezkl call) | accuracy float / Groth16 int8 / ezkl circuit | ezkl witness gen (ms) | ezkl verify peak RSS (MiB) | ezkl SRS (MiB) |");
+    println!("|---|---|---|---|---|---|---|");
     for (name, g, e) in &rows {
         println!(
-            "| {name} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} |",
+            "| {name} | {:.2} | {:.2} | {:.2}% / {:.2}% / {:.2}% | {:.0} | {:.0} | {:.1} |",
             mean(&e.prove_call_ms) / mean(&g.prove_ms),
             mean(&e.prove_wall_ms) / mean(&g.prove_ms),
+            e.float_acc * 100.0,
+            e.groth16_acc * 100.0,
+            e.ezkl_acc * 100.0,
             mean(&e.witness_ms),
             e.verify_peak,
             mib(e.srs_b),

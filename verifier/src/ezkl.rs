@@ -238,6 +238,8 @@ impl EzklRuntime {
         fs::create_dir_all(scratch).map_err(io_err(scratch))?;
         let n = CALLS.fetch_add(1, Ordering::Relaxed);
         let result_path = scratch.join(format!("result-{}-{n}.json", std::process::id()));
+        // A leftover from a crashed run with a recycled pid must not be read.
+        let _ = fs::remove_file(&result_path);
         let start = Instant::now();
         let mut child = Command::new(&self.python)
             .arg(&self.script)
@@ -763,8 +765,8 @@ impl EzklProver {
         EzklVerifier::from_artifacts(self.rt.clone(), &self.art)
     }
 
-    /// Prove and report the driver's stats.
-    pub fn prove_timed(&self, input: &[i8]) -> Result<(ProvedOutput, StepStats)> {
+    /// Floats handed to ezkl for an int8 input (`x * 2^-input_exp`, exact).
+    fn float_input(&self, input: &[i8]) -> Result<Vec<f64>> {
         if input.len() != self.info.n_in {
             return Err(VerifierError::InvalidInput(format!(
                 "input has {} values, model expects {}",
@@ -773,7 +775,33 @@ impl EzklProver {
             )));
         }
         let scale = 2f64.powi(-self.art.input_exp);
-        let floats: Vec<f64> = input.iter().map(|v| f64::from(*v) * scale).collect();
+        Ok(input.iter().map(|v| f64::from(*v) * scale).collect())
+    }
+
+    /// ezkl's integer outputs for many inputs, without proving (witness
+    /// generation only; one subprocess for all of them). For accuracy checks.
+    pub fn outputs(&self, inputs: &[Vec<i8>]) -> Result<Vec<Vec<i64>>> {
+        let floats = inputs
+            .iter()
+            .map(|x| self.float_input(x))
+            .collect::<Result<Vec<_>>>()?;
+        let req = json!({ "dir": self.art.dir, "inputs": floats });
+        let (v, _) = self.rt.call("outputs", &req, &self.art.dir)?;
+        let outs: Vec<Vec<i64>> = v
+            .get("outputs")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()?
+            .ok_or_else(|| protocol_err("outputs", "no outputs"))?;
+        if outs.len() != inputs.len() || outs.iter().any(|o| o.len() != self.info.n_out) {
+            return Err(protocol_err("outputs", "wrong number of outputs"));
+        }
+        Ok(outs)
+    }
+
+    /// Prove and report the driver's stats.
+    pub fn prove_timed(&self, input: &[i8]) -> Result<(ProvedOutput, StepStats)> {
+        let floats = self.float_input(input)?;
         let req = json!({
             "dir": self.art.dir,
             "srs": self.art.srs,

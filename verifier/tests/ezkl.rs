@@ -315,6 +315,10 @@ fn large_model_proves_and_verifies() {
     let x = input(LARGE, 3);
     let proved = p.prove(&x).unwrap();
     check_output_matches_float(LARGE, p, 3, &proved.output);
+    // Witness-only outputs are the proved outputs.
+    let outs = p.outputs(&[input(LARGE, 5), x.clone()]).unwrap();
+    assert_eq!(outs[1], proved.output);
+    check_output_matches_float(LARGE, p, 5, &outs[0]);
     let st = statement(p, &x, &proved.output);
     v.verify(&proved.envelope, &st).unwrap();
     // Tampered output, envelope rewritten to match.
