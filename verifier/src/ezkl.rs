@@ -963,8 +963,8 @@ impl EzklVerifier {
         &self.commitment
     }
 
-    /// Verify and report the driver's stats (`None` when the envelope was
-    /// rejected before ezkl ran).
+    /// Verify and report the stats of the ezkl call. Envelopes that do not
+    /// match the statement are rejected before ezkl runs.
     pub fn verify_timed(
         &self,
         envelope: &ProofEnvelope,
