@@ -60,6 +60,80 @@ pub struct Config {
     /// Payment adapters.
     #[serde(default)]
     pub payment: Vec<PaymentConfig>,
+    /// How this node behaves as a client of the network.
+    #[serde(default)]
+    pub client: ClientConfig,
+}
+
+/// What a node does on the network. One binary, chosen in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves jobs with its backends and advertises them.
+    Provider,
+    /// Submits jobs to providers.
+    Client,
+    /// Audits jobs (the verifier issue fills this in).
+    Verifier,
+}
+
+/// `[client]`: the job lifecycle driver's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// How long to look for providers of a model before giving up, ms.
+    pub discovery_timeout_ms: u64,
+    /// Bound on one quote request, ms.
+    pub quote_timeout_ms: u64,
+    /// Bound on accept, receipt and cancel exchanges, ms.
+    pub step_timeout_ms: u64,
+    /// Bound on the run itself (request to result), ms.
+    pub run_timeout_ms: u64,
+    /// Providers tried before a job fails.
+    pub max_attempts: u32,
+    /// Providers asked for a quote per attempt (the best-ranked ones).
+    pub quote_fanout: u32,
+    /// Selection weights: price, reputation, latency, load.
+    pub weights: SelectionWeights,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            discovery_timeout_ms: 10_000,
+            quote_timeout_ms: 5_000,
+            step_timeout_ms: 5_000,
+            run_timeout_ms: 120_000,
+            max_attempts: 3,
+            quote_fanout: 4,
+            weights: SelectionWeights::default(),
+        }
+    }
+}
+
+/// `[client.weights]`: how much each factor counts when ranking providers.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectionWeights {
+    /// Weight of the quoted price (relative to the cheapest quote).
+    pub price: f64,
+    /// Weight of (1 - reputation).
+    pub reputation: f64,
+    /// Weight of the ping round trip (relative to the fastest peer).
+    pub latency: f64,
+    /// Weight of this client's jobs in flight at the provider over its capacity.
+    pub load: f64,
+}
+
+impl Default for SelectionWeights {
+    fn default() -> Self {
+        SelectionWeights {
+            price: 1.0,
+            reputation: 1.0,
+            latency: 0.5,
+            load: 1.0,
+        }
+    }
 }
 
 /// `[node]`
@@ -72,6 +146,25 @@ pub struct NodeConfig {
     /// Compute device for host kernels: `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// What this node does: `provider`, `client`, `verifier` (any mix).
+    /// Default: `provider` and `client` when backends are configured, else
+    /// `client`.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/4001`,
+    /// `/ip4/0.0.0.0/udp/4001/quic-v1`. Default: TCP and QUIC on all
+    /// interfaces, random ports.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Peers to dial at start, `/ip4/../tcp/../p2p/<peer id>`.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    #[serde(default)]
+    pub mdns: bool,
+    /// How often a provider re-signs and gossips its advert, seconds.
+    #[serde(default = "default_advert_interval")]
+    pub advert_interval_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -79,8 +172,17 @@ impl Default for NodeConfig {
         NodeConfig {
             data_dir: default_data_dir(),
             device: default_device(),
+            roles: Vec::new(),
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            advert_interval_secs: default_advert_interval(),
         }
     }
+}
+
+fn default_advert_interval() -> u64 {
+    30
 }
 
 fn default_data_dir() -> PathBuf {
@@ -224,6 +326,70 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         crate::kernels::parse_device(&self.node.device).map_err(|m| invalid("node.device", m))?;
+        for (key, list) in [
+            ("listen", &self.node.listen),
+            ("bootstrap", &self.node.bootstrap),
+        ] {
+            for (i, a) in list.iter().enumerate() {
+                a.parse::<libp2p::Multiaddr>().map_err(|e| {
+                    invalid(
+                        format!("node.{key}[{i}]"),
+                        format!(
+                            "`{a}` is not a multiaddr ({e}); write e.g. `/ip4/127.0.0.1/tcp/4001`"
+                        ),
+                    )
+                })?;
+            }
+        }
+        for (i, a) in self.node.bootstrap.iter().enumerate() {
+            if !a.contains("/p2p/") {
+                return Err(invalid(
+                    format!("node.bootstrap[{i}]"),
+                    format!(
+                        "`{a}` has no `/p2p/<peer id>`; bootstrap peers must name their peer id"
+                    ),
+                ));
+            }
+        }
+        if self.node.advert_interval_secs == 0 {
+            return Err(invalid(
+                "node.advert_interval_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.node.roles.contains(&Role::Provider) && self.backend.is_empty() {
+            return Err(invalid(
+                "node.roles",
+                "role `provider` needs at least one [[backend]] to serve",
+            ));
+        }
+        let c = &self.client;
+        for (name, v) in [
+            ("discovery_timeout_ms", c.discovery_timeout_ms),
+            ("quote_timeout_ms", c.quote_timeout_ms),
+            ("step_timeout_ms", c.step_timeout_ms),
+            ("run_timeout_ms", c.run_timeout_ms),
+            ("max_attempts", u64::from(c.max_attempts)),
+            ("quote_fanout", u64::from(c.quote_fanout)),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("client.{name}"), "must be greater than 0"));
+            }
+        }
+        let w = &c.weights;
+        for (name, v) in [
+            ("price", w.price),
+            ("reputation", w.reputation),
+            ("latency", w.latency),
+            ("load", w.load),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(invalid(
+                    format!("client.weights.{name}"),
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.backend.iter().enumerate() {
             let key = format!("backend[{i}]");
@@ -265,6 +431,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The roles in effect: `node.roles`, or the default for this config.
+    pub fn roles(&self) -> Vec<Role> {
+        if !self.node.roles.is_empty() {
+            return self.node.roles.clone();
+        }
+        if self.backend.is_empty() {
+            vec![Role::Client]
+        } else {
+            vec![Role::Provider, Role::Client]
+        }
     }
 
     /// Every configured model id with its backend index.
@@ -363,5 +541,39 @@ mod tests {
         .unwrap();
         assert_eq!(c.backend[0].plugin, Path::new("/etc/inf/p"));
         assert_eq!(c.backend[0].models[0].path, Path::new("/etc/inf/m"));
+    }
+
+    #[test]
+    fn network_keys_are_checked_and_named() {
+        let parse = |t: &str| Config::parse(t, Path::new(".")).unwrap_err().to_string();
+        let err = parse("[node]\nlisten = [\"tcp:4001\"]\n");
+        assert!(err.contains("node.listen[0]"), "{err}");
+        let err = parse("[node]\nbootstrap = [\"/ip4/127.0.0.1/tcp/4001\"]\n");
+        assert!(
+            err.contains("node.bootstrap[0]") && err.contains("/p2p/"),
+            "{err}"
+        );
+        let err = parse("[node]\nroles = [\"provider\"]\n");
+        assert!(err.contains("node.roles"), "{err}");
+        let err = parse("[node]\nroles = [\"miner\"]\n");
+        assert!(err.contains("miner"), "{err}");
+        let err = parse("[client]\nmax_attempts = 0\n");
+        assert!(err.contains("client.max_attempts"), "{err}");
+        let err = parse("[client.weights]\nprice = -1.0\n");
+        assert!(err.contains("client.weights.price"), "{err}");
+    }
+
+    #[test]
+    fn roles_default_from_backends() {
+        let c = Config::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.roles(), vec![Role::Client]);
+        let c = Config::parse("[[backend]]\nplugin='p'\n", Path::new(".")).unwrap();
+        assert_eq!(c.roles(), vec![Role::Provider, Role::Client]);
+        let c = Config::parse(
+            "[node]\nroles=['client']\n[[backend]]\nplugin='p'\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.roles(), vec![Role::Client]);
     }
 }

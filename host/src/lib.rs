@@ -14,5 +14,6 @@ pub mod models;
 pub mod node;
 pub mod p2p;
 pub mod runtime;
+pub mod sdk;
 pub mod store;
 pub mod worlds;

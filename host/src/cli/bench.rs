@@ -6,7 +6,8 @@
 //! - bert plugin vs native candle-transformers BertModel (sentences/s) on
 //!   all-MiniLM-L6-v2;
 //! - per-call overhead of a trivial host call and a trivial kernel (ns);
-//! - instantiation from `InstancePre` (µs) and compile vs cached load (ms).
+//! - instantiation from `InstancePre` (µs) and compile vs cached load (ms);
+//! - with `--network`, job round trips on loopback ([`super::bench_net`]).
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -39,6 +40,12 @@ pub struct BenchArgs {
     /// Use the tiny checkpoint instead of the SmolLM-135M shape (quick smoke run).
     #[arg(long)]
     quick: bool,
+    /// Run only the network benchmark (job round trips vs a bare echo).
+    #[arg(long)]
+    network: bool,
+    /// Requests per network measurement.
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -74,6 +81,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    if a.network {
+        return super::bench_net::run(&plugins, &dir.join("network"), a.requests);
+    }
     bench_llama(&a, &plugins, &dir)?;
     match &a.minilm {
         Some(m) => bench_bert(&a, &plugins, &dir, m)?,

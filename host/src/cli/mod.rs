@@ -1,7 +1,10 @@
-//! clap commands: single-node inference and embedding, plugin packaging
-//! and signing, test-checkpoint generation, the demo and the benchmark.
+//! clap commands: inference (local or on the network) and embedding, the
+//! node itself, what it knows (peers, jobs), plugin packaging and signing,
+//! test-checkpoint generation, the demo and the benchmarks.
 
 mod bench;
+mod bench_net;
+mod net;
 mod plugin;
 
 use anyhow::{bail, Context, Result};
@@ -23,8 +26,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate text with a local backend, streaming tokens to stdout.
+    /// Generate text, streaming tokens to stdout: with a local backend, or
+    /// with `--network` on a provider found on the network.
     Infer(InferArgs),
+    /// Run a node (provider, client, verifier: roles from the config).
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Peers this node knows (from its store).
+    Peers {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs this node took part in, newest first (from its store).
+    Jobs {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON (with each job's transition log) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Print sentence embeddings (one JSON array per line).
     Embed {
         /// Node config file.
@@ -43,7 +71,7 @@ enum Command {
     /// Plugin packages: pack, sign, verify, inspect.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
-    /// The README's main job: a generated checkpoint served by the llama plugin, streamed.
+    /// The README's main job: three providers and a client on loopback, one job across them.
     Demo {
         /// Directory holding the packed plugins (`llama/`, `pricing-flat/`, ...).
         #[arg(long, default_value = "target/plugins")]
@@ -82,8 +110,33 @@ struct InferArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Extra backend parameter `key=value` (repeatable).
+    #[arg(long = "param", value_parser = parse_key_value)]
+    params: Vec<(String, String)>,
+    /// Run on a provider found on the network instead of a local backend.
+    #[arg(long)]
+    network: bool,
+    /// Most to pay, in minor units (`--network`).
+    #[arg(long)]
+    max_budget: Option<u64>,
+    /// Only accept quotes in this currency (`--network`).
+    #[arg(long)]
+    currency: Option<String>,
+    /// Print the outcome as JSON (`--network`).
+    #[arg(long)]
+    json: bool,
     /// The prompt.
     prompt: String,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Start the node and run until killed (state is persisted before every step).
+    Start {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +175,13 @@ pub fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Infer(args) => infer(args),
+        Command::Node(NodeCommand::Start { config }) => net::node_start(&config),
+        Command::Peers { config, json } => net::peers(&config, json),
+        Command::Jobs {
+            config,
+            json,
+            limit,
+        } => net::jobs(&config, json, limit),
         Command::Embed {
             config,
             model,
@@ -133,8 +193,15 @@ fn run(cli: Cli) -> Result<()> {
             plugins,
             dir,
             prompt,
-        } => demo(&plugins, &dir, &prompt),
+        } => net::demo(&plugins, &dir, &prompt),
         Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not key=value")),
     }
 }
 
@@ -144,14 +211,42 @@ fn load_node(config: &Path) -> Result<Node> {
 }
 
 fn infer(a: InferArgs) -> Result<()> {
+    if a.network {
+        let opts = infernet_host::sdk::InferOptions {
+            max_budget: a.max_budget,
+            currency: a.currency.clone(),
+            max_tokens: Some(a.max_tokens),
+            temperature: Some(a.temperature),
+            seed: Some(a.seed),
+            params: [
+                vec![
+                    ("top_k".into(), a.top_k.to_string()),
+                    ("top_p".into(), a.top_p.to_string()),
+                ],
+                a.params.clone(),
+            ]
+            .concat(),
+        };
+        return net::infer(net::NetworkInfer {
+            config: &a.config,
+            model: &a.model,
+            prompt: &a.prompt,
+            opts,
+            json: a.json,
+        });
+    }
+    if a.max_budget.is_some() || a.currency.is_some() || a.json {
+        bail!("--max-budget, --currency and --json apply to --network jobs only");
+    }
     let node = load_node(&a.config)?;
-    let params = vec![
+    let mut params = vec![
         ("max_tokens", a.max_tokens.to_string()),
         ("temperature", a.temperature.to_string()),
         ("top_k", a.top_k.to_string()),
         ("top_p", a.top_p.to_string()),
         ("seed", a.seed.to_string()),
     ];
+    params.extend(a.params.iter().map(|(k, v)| (k.as_str(), v.clone())));
     stream_generation(&node, &a.model, &a.prompt, &params)
 }
 
@@ -221,51 +316,4 @@ fn gen_tiny(out: &Path, shape: &str, seed: Option<u64>) -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
-    let llama = plugins.join("llama");
-    if !llama.join("infernet-plugin.toml").exists() {
-        bail!(
-            "no packed llama plugin in {}; build the plugins first (scripts/build-plugins.sh)",
-            plugins.display()
-        );
-    }
-    let model_dir = dir.join("tiny-llama");
-    if !model_dir.join("model.safetensors").exists() {
-        gen_tiny(&model_dir, "tiny", None)?;
-    }
-    let abs =
-        |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));
-    let config_path = dir.join("node.toml");
-    let config = format!(
-        "# Written by `infernet demo`.\n[node]\ndata_dir = \"node\"\n\n[[backend]]\nplugin = {:?}\n\n[[backend.models]]\nid = \"tiny-llama\"\npath = {:?}\n\n[pricing]\nplugin = {:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = 10\nminimum = 100\n",
-        abs(&llama)?,
-        abs(&model_dir)?,
-        abs(&plugins.join("pricing-flat"))?,
-    );
-    std::fs::write(&config_path, config)?;
-    let node = load_node(&config_path)?;
-    let quote = node
-        .pricing()
-        .map(|p| {
-            p.quote(&infernet_host::worlds::pricing::QuoteRequest {
-                model: "tiny-llama".into(),
-                input_tokens: prompt.split_whitespace().count() as u32 + 1,
-                max_output_tokens: 24,
-                estimated_ms: 500,
-                queue_depth: 0,
-                load_permille: 0,
-            })
-        })
-        .transpose()?;
-    eprintln!("config: {}", config_path.display());
-    if let Some(q) = quote {
-        eprintln!(
-            "quote from pricing-flat: {} micro-{} (max 24 tokens)",
-            q.price.amount, q.price.currency
-        );
-    }
-    eprintln!("prompt: {prompt:?}\n--- streamed from the llama plugin (random weights: the words are noise) ---");
-    stream_generation(&node, "tiny-llama", prompt, &[("max_tokens", "24".into())])
 }

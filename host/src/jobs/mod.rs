@@ -1,13 +1,22 @@
 //! The job layer: it drives the lifecycle of DESIGN §5 on top of the
 //! network ([`crate::p2p`]), the durable store ([`crate::store`]) and the
-//! single-node job path ([`crate::node`]). [`provider::ProviderHandler`] is
-//! the provider side: plugged into [`crate::p2p::start`] as the
-//! `/infernet/job/1` handler, it prices jobs with the node's pricing plugin,
-//! records every accepted job in the store (persisting each state
-//! transition before acting on it, so a job id is never executed twice),
-//! runs it on the node's backend and replies with a result signed by the
-//! node's libp2p key; streamed runs buffer tokens for the client to `Poll`.
+//! single-node job path ([`crate::node`]).
+//!
+//! - [`provider::ProviderHandler`] is the provider side: plugged into
+//!   [`crate::p2p::start`] as the `/infernet/job/1` handler, it prices jobs
+//!   with the node's pricing plugin, records every accepted job in the store
+//!   (persisting each state transition before acting on it, so a job id is
+//!   never executed twice), runs it on the node's backend and replies with a
+//!   result signed by the node's libp2p key; streamed runs buffer tokens for
+//!   the client to `Poll`.
+//! - [`client::JobClient`] is the client side: it finds providers, ranks
+//!   them ([`select`]), and walks each job through quote, accept, run,
+//!   result and receipt, failing over to another provider when one dies and
+//!   resuming from the store after a restart.
 
+pub mod client;
 pub mod provider;
+pub mod select;
 
+pub use client::{ClientError, InferOptions, JobClient, JobOutcome, JobStream, StreamEvent};
 pub use provider::{ProviderError, ProviderHandler};

@@ -188,6 +188,45 @@ impl ProviderHandler {
         self.inner.key.public().to_peer_id()
     }
 
+    /// Ends the provider jobs an earlier process left unfinished (it died
+    /// mid-run): each goes `failed` with the reason, so a client polling for
+    /// it learns to fail over, and it is never run a second time. Call once
+    /// at start, before serving. Returns how many jobs were ended.
+    pub fn recover(&self) -> Result<usize, ProviderError> {
+        let jobs = self.inner.store.jobs();
+        let mut ended = 0;
+        for r in jobs.active()? {
+            if r.role != JobRole::Provider || r.state >= JobState::Delivered {
+                continue;
+            }
+            let message = format!(
+                "provider restarted while the job was {}; it is not run again",
+                r.state
+            );
+            let update = JobUpdate {
+                error: Some(message.clone()),
+                ..JobUpdate::default()
+            };
+            match jobs.transition_with(&r.id, r.state, JobState::Failed, &message, &update) {
+                Ok(()) => ended += 1,
+                Err(StoreError::StateConflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if ended > 0 {
+            tracing::warn!(
+                ended,
+                "ended provider jobs left running by an earlier process"
+            );
+        }
+        Ok(ended)
+    }
+
+    /// Jobs executing now.
+    pub fn running(&self) -> u32 {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
     async fn answer(&self, from: PeerId, body: JobBody) -> Result<JobMessage, ProviderError> {
         match body {
             JobBody::QuoteRequest {
@@ -226,9 +265,10 @@ impl ProviderHandler {
             // The escrow seam: nothing is held yet, the run needs no accept.
             JobBody::Accept { job_id, .. } => Ok(JobMessage::ack(job_id)),
             JobBody::Receipt(receipt) => accept_receipt(&receipt),
-            JobBody::Cancel { .. } => Err(ProviderError::Unsupported(
-                "cancel is not supported by this provider yet".into(),
-            )),
+            JobBody::Cancel { job_id, reason } => {
+                let inner = self.inner.clone();
+                blocking(move || inner.cancel(from, job_id, reason)).await
+            }
             JobBody::QuoteOffer { .. }
             | JobBody::Progress { .. }
             | JobBody::Result { .. }
@@ -395,6 +435,37 @@ impl Inner {
                 available,
             })
         }
+    }
+
+    /// A client's `Cancel`: a job not yet delivered ends `failed` and its
+    /// result, if the backend still produces one, is discarded (a running
+    /// plugin call is not interrupted). Unknown or finished jobs: `Ack`.
+    fn cancel(
+        &self,
+        client: PeerId,
+        job_id: String,
+        reason: String,
+    ) -> Result<JobMessage, ProviderError> {
+        let jobs = self.store.jobs();
+        if let Some(r) = jobs.get(&job_id)? {
+            if r.role != JobRole::Provider || r.client_peer.as_deref() != Some(&client.to_string())
+            {
+                return Err(ProviderError::UnknownJob(job_id));
+            }
+            if r.state < JobState::Delivered && JobState::can_transition(r.state, JobState::Failed)
+            {
+                let message = format!("cancelled by the client: {reason}");
+                let update = JobUpdate {
+                    error: Some(message.clone()),
+                    ..JobUpdate::default()
+                };
+                match jobs.transition_with(&job_id, r.state, JobState::Failed, &message, &update) {
+                    Ok(()) | Err(StoreError::StateConflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(JobMessage::ack(job_id))
     }
 
     /// Inserts the provider-role row, or finds the earlier one.

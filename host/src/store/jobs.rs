@@ -300,6 +300,46 @@ impl JobsRepo<'_> {
         })
     }
 
+    /// Re-points a job that is in `state` at another provider and quote
+    /// without changing state (a failed accept, or a fresh quote after
+    /// failover), counting one more attempt and logging `detail` as a
+    /// `state -> state` event. Fails with [`StoreError::StateConflict`] when
+    /// the job has moved on.
+    pub fn reassign(
+        &self,
+        job_id: &str,
+        state: JobState,
+        provider_peer: &str,
+        quote_id: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.store.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE jobs SET provider_peer = ?3, quote_id = ?4, attempts = attempts + 1, updated_at_ms = ?5
+                  WHERE id = ?1 AND state = ?2",
+                params![job_id, state.as_str(), provider_peer, quote_id, now],
+            )?;
+            if changed == 0 {
+                let actual: Option<String> =
+                    tx.query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| r.get(0)).optional()?;
+                return Err(match actual {
+                    None => StoreError::JobNotFound(job_id.into()),
+                    Some(s) => StoreError::StateConflict {
+                        job_id: job_id.into(),
+                        expected: state,
+                        actual: parse(s, "job state")?,
+                    },
+                });
+            }
+            tx.execute(
+                "INSERT INTO job_events (job_id, from_state, to_state, detail, at_ms) VALUES (?1, ?2, ?2, ?3, ?4)",
+                params![job_id, state.as_str(), detail, now],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Newest first, at most `limit`.
     pub fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         self.query(

@@ -1,0 +1,354 @@
+//! Network commands: `node start`, `infer --network`, `peers`, `jobs`, and
+//! the README's main job (`demo`: three providers and a client on loopback).
+
+use anyhow::{bail, Context, Result};
+use infernet_host::config::Config;
+use infernet_host::p2p::WireOutput;
+use infernet_host::sdk::{InferOptions, Infernet, JobOutcome, StreamEvent};
+use infernet_host::store::{JobRecord, PeerRecord, Store};
+use std::io::Write;
+use std::path::Path;
+
+/// A multi-threaded tokio runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `infernet node start`: runs until killed. Prints `peer <id>` and one
+/// `listen <multiaddr>` line per address on stdout (scripts read these).
+/// State is persisted before every step, so killing it is always safe.
+pub fn node_start(config: &Path) -> Result<()> {
+    let config = Config::load(config)?;
+    runtime()?.block_on(async move {
+        let node = Infernet::new(config)
+            .start()
+            .await
+            .context("starting the node")?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "peer {}", node.peer_id())?;
+        for a in node.dialable_addrs().await? {
+            writeln!(out, "listen {a}")?;
+        }
+        let roles: Vec<String> = node
+            .roles()
+            .iter()
+            .map(|r| format!("{r:?}").to_lowercase())
+            .collect();
+        writeln!(out, "roles {}", roles.join(","))?;
+        if let Some(n) = node.node() {
+            writeln!(out, "models {}", n.models().join(","))?;
+        }
+        out.flush()?;
+        drop(out);
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+/// Options of `infer --network`.
+pub struct NetworkInfer<'a> {
+    pub config: &'a Path,
+    pub model: &'a str,
+    pub prompt: &'a str,
+    pub opts: InferOptions,
+    pub json: bool,
+}
+
+/// `infernet infer --network`: one job on the network, tokens streamed.
+pub fn infer(a: NetworkInfer<'_>) -> Result<()> {
+    let config = Config::load(a.config)?;
+    runtime()?.block_on(async move {
+        let node = Infernet::new(config)
+            .start()
+            .await
+            .context("starting the client node")?;
+        let started = std::time::Instant::now();
+        let mut stream = node
+            .infer_stream(a.model, a.prompt, a.opts)
+            .await
+            .context("submitting the job")?;
+        while let Some(event) = stream.next().await {
+            match event {
+                StreamEvent::Assigned {
+                    provider,
+                    price,
+                    attempt,
+                } => eprintln!(
+                    "[attempt {attempt}: provider {provider}, price {} {}]",
+                    price.amount, price.currency
+                ),
+                StreamEvent::Token(t) if !a.json => {
+                    print!("{t}");
+                    let _ = std::io::stdout().flush();
+                }
+                StreamEvent::Token(_) => {}
+                StreamEvent::Failover { from, reason } => {
+                    eprintln!("\n[provider {from} failed: {reason}; failing over]")
+                }
+            }
+        }
+        let outcome = stream
+            .finish()
+            .await
+            .context("running the job on the network")?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&outcome_json(&outcome))?);
+        } else {
+            println!();
+            print_outcome(&outcome, started.elapsed());
+        }
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+fn print_outcome(o: &JobOutcome, took: std::time::Duration) {
+    let u = o.usage();
+    let b = &o.signed.payload.backend;
+    eprintln!(
+        "[job {} served by {} in {:.2}s: {} in / {} out tokens, price {} {}, backend {} {} (sha256 {}…), signature verified]",
+        o.job_id,
+        o.provider,
+        took.as_secs_f64(),
+        u.input_tokens,
+        u.output_tokens,
+        o.price.amount,
+        o.price.currency,
+        b.name,
+        b.version,
+        &b.sha256[..b.sha256.len().min(12)],
+    );
+}
+
+fn outcome_json(o: &JobOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": o.job_id,
+        "provider": o.provider.to_string(),
+        "attempts": o.attempts,
+        "price": { "amount": o.price.amount, "currency": o.price.currency },
+        "output": match &o.output { WireOutput::Text(t) => serde_json::json!(t), other => serde_json::json!(format!("{other:?}")) },
+        "signed_result": o.signed.payload,
+    })
+}
+
+fn open_store(config: &Path) -> Result<Store> {
+    let config = Config::load(config)?;
+    let dir = &config.node.data_dir;
+    if !dir.join(infernet_host::store::DB_FILE).exists() {
+        bail!(
+            "no node state in {}: start the node first (`infernet node start --config ...`)",
+            dir.display()
+        );
+    }
+    Store::open_in_dir(dir).with_context(|| format!("opening the store in {}", dir.display()))
+}
+
+/// `infernet peers`.
+pub fn peers(config: &Path, json: bool) -> Result<()> {
+    let peers = open_store(config)?.peers().list()?;
+    if json {
+        let rows: Vec<_> = peers.iter().map(peer_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<54} {:>8} {:>6} {:>5} {:<24} ADDRS",
+        "PEER", "RTT(ms)", "REP", "OK/KO", "MODELS"
+    );
+    for p in &peers {
+        println!(
+            "{:<54} {:>8} {:>6.2} {:>5} {:<24} {}",
+            p.peer_id,
+            p.latency_ms.map_or("-".into(), |l| l.to_string()),
+            p.reputation,
+            format!("{}/{}", p.successes, p.failures),
+            p.models.join(","),
+            p.addrs.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn peer_json(p: &PeerRecord) -> serde_json::Value {
+    serde_json::json!({
+        "peer_id": p.peer_id, "addrs": p.addrs, "models": p.models,
+        "last_seen_ms": p.last_seen_ms, "latency_ms": p.latency_ms,
+        "reputation": p.reputation, "successes": p.successes, "failures": p.failures,
+    })
+}
+
+/// `infernet jobs`.
+pub fn jobs(config: &Path, json: bool, limit: usize) -> Result<()> {
+    let store = open_store(config)?;
+    let jobs = store.jobs().list(limit)?;
+    if json {
+        let rows = jobs
+            .iter()
+            .map(|j| job_json(&store, j))
+            .collect::<Result<Vec<_>>>()?;
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<8} {:<10} {:<14} {:>3} {:<54} ERROR",
+        "JOB", "ROLE", "STATE", "MODEL", "TRY", "PROVIDER"
+    );
+    for j in &jobs {
+        println!(
+            "{:<20} {:<8} {:<10} {:<14} {:>3} {:<54} {}",
+            j.id,
+            j.role.as_str(),
+            j.state.as_str(),
+            j.model,
+            j.attempts,
+            j.provider_peer.as_deref().unwrap_or("-"),
+            j.error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn job_json(store: &Store, j: &JobRecord) -> Result<serde_json::Value> {
+    let events: Vec<_> = store
+        .jobs()
+        .events(&j.id)?
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "from": e.from.map(|s| s.as_str()), "to": e.to.as_str(),
+                "detail": e.detail, "at_ms": e.at_ms,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "id": j.id, "role": j.role.as_str(), "state": j.state.as_str(), "model": j.model,
+        "client": j.client_peer, "provider": j.provider_peer, "quote_id": j.quote_id,
+        "attempts": j.attempts, "error": j.error, "created_at_ms": j.created_at_ms,
+        "updated_at_ms": j.updated_at_ms, "output_hash": j.result.as_ref().and_then(|r| r.get("output_hash")).cloned(),
+        "events": events,
+    }))
+}
+
+/// The README's main job: three providers (the llama plugin on a generated
+/// checkpoint, each priced by pricing-flat at its own rate) and a client,
+/// each its own node with its own data dir, on 127.0.0.1; the client finds
+/// them through one bootstrap peer, takes quotes, and streams a job from
+/// the best-ranked.
+pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
+    let llama = plugins.join("llama");
+    if !llama.join("infernet-plugin.toml").exists() {
+        bail!(
+            "no packed llama plugin in {}; build the plugins first (scripts/build-plugins.sh)",
+            plugins.display()
+        );
+    }
+    let model_dir = dir.join("tiny-llama");
+    if !model_dir.join("model.safetensors").exists() {
+        super::gen_tiny(&model_dir, "tiny", None)?;
+    }
+    let abs =
+        |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));
+    let (llama, model_dir, pricing) = (
+        abs(&llama)?,
+        abs(&model_dir)?,
+        abs(&plugins.join("pricing-flat"))?,
+    );
+    // Fresh node state each run; the model and compiled plugins are reused.
+    let rates = [12u64, 10, 15];
+    runtime()?.block_on(async move {
+        let mut providers = Vec::new();
+        let mut bootstrap: Option<String> = None;
+        for (i, rate) in rates.iter().enumerate() {
+            let node_dir = dir.join(format!("provider-{i}"));
+            let _ = std::fs::remove_file(node_dir.join(infernet_host::store::DB_FILE));
+            let text = format!(
+                "# Written by `infernet demo`.\n[node]\ndata_dir = {node_dir:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\nadvert_interval_secs = 1\n\n[[backend]]\nplugin = {llama:?}\n\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model_dir:?}\n\n[pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = {rate}\nminimum = 100\n",
+                node_dir = abs_dir(&node_dir)?,
+                boot = toml_list(bootstrap.as_slice()),
+            );
+            let path = dir.join(format!("provider-{i}.toml"));
+            std::fs::write(&path, text)?;
+            let node = Infernet::new(Config::load(&path)?)
+                .start()
+                .await
+                .with_context(|| format!("starting provider-{i}"))?;
+            let addr = node.dialable_addrs().await?.into_iter().next().context("provider has no address")?;
+            eprintln!("provider-{i}  {}  {addr}  pricing-flat: {rate}/output token", node.peer_id());
+            bootstrap.get_or_insert(addr.to_string());
+            providers.push(node);
+        }
+        let client_dir = dir.join("client");
+        let _ = std::fs::remove_file(client_dir.join(infernet_host::store::DB_FILE));
+        let text = format!(
+            "# Written by `infernet demo`.\n[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {}\n",
+            abs_dir(&client_dir)?,
+            toml_list(bootstrap.as_slice())
+        );
+        let path = dir.join("client.toml");
+        std::fs::write(&path, text)?;
+        let client = Infernet::new(Config::load(&path)?).start().await.context("starting the client")?;
+        eprintln!("client      {}  (bootstrap: provider-0 only)", client.peer_id());
+        let names: Vec<(String, String)> = providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.peer_id().to_string(), format!("provider-{i}")))
+            .collect();
+        let name = |peer: &str| {
+            names.iter().find(|(p, _)| p == peer).map_or(peer.to_string(), |(_, n)| n.clone())
+        };
+        // Wait until every provider is known, so the choice is among all three.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let n = client.network().providers_of("tiny-llama").await?.len();
+            if n >= providers.len() || std::time::Instant::now() > deadline {
+                eprintln!("client discovered {n} providers of tiny-llama");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        eprintln!("prompt: {prompt:?}\n--- streamed over /infernet/job/1 (random weights: the words are noise) ---");
+        let started = std::time::Instant::now();
+        let opts = InferOptions { max_tokens: Some(24), max_budget: Some(1_000), ..Default::default() };
+        let mut stream = client.infer_stream("tiny-llama", prompt, opts).await?;
+        while let Some(event) = stream.next().await {
+            match event {
+                StreamEvent::Token(t) => {
+                    print!("{t}");
+                    let _ = std::io::stdout().flush();
+                }
+                StreamEvent::Assigned { provider, price, .. } => {
+                    eprintln!("[assigned to {} at {} {}]", name(&provider.to_string()), price.amount, price.currency)
+                }
+                StreamEvent::Failover { from, reason } => {
+                    eprintln!("\n[{} failed: {reason}; failing over]", name(&from.to_string()))
+                }
+            }
+        }
+        let outcome = stream.finish().await.context("running the job on the network")?;
+        println!();
+        let quotes = client.store().quotes().for_job(&outcome.job_id)?;
+        for q in &quotes {
+            eprintln!("  quote {} {} from {}{}", q.price, q.currency, name(&q.provider_peer), if q.accepted { "  <- accepted" } else { "" });
+        }
+        print_outcome(&outcome, started.elapsed());
+        println!("served by {} ({})", name(&outcome.provider.to_string()), outcome.provider);
+        client.shutdown().await;
+        for p in providers {
+            p.shutdown().await;
+        }
+        Ok(())
+    })
+}
+
+fn abs_dir(p: &Path) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(p)?;
+    std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}

@@ -1,0 +1,411 @@
+//! The embeddable node: one call starts everything a config asks for, and
+//! the result answers `infer`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use infernet_host::config::Config;
+//! use infernet_host::sdk::{InferOptions, Infernet};
+//!
+//! let config = Config::load("client.toml".as_ref())?;
+//! let infernet = Infernet::new(config).start().await?;
+//! let out = infernet
+//!     .infer("tiny-llama", "hello", InferOptions { max_budget: Some(5_000), ..Default::default() })
+//!     .await?;
+//! println!("{} (served by {})", out.text().unwrap_or_default(), out.provider);
+//! # Ok(()) }
+//! ```
+//!
+//! [`Infernet::start`] opens the store, loads the backends and pricing
+//! plugin (role `provider`), ends provider jobs an earlier process left
+//! running, starts the swarm, advertises the models, records what it learns
+//! about peers in the store, and resumes unfinished client jobs.
+
+use crate::config::{BackendConfig, Config, Role};
+use crate::jobs::{JobClient, ProviderHandler};
+use crate::node::{Node, NodeError};
+use crate::p2p::protocol::Money;
+use crate::p2p::{
+    self, AdvertSpec, Multiaddr, NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, PeerId,
+    SharedHandler, WireInput,
+};
+use crate::store::{JobRecord, PeerRecord, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+pub use crate::jobs::{ClientError, InferOptions, JobOutcome, JobStream, StreamEvent};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir could not be created.
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Backends or pricing plugin failed to load.
+    #[error("loading plugins: {0}")]
+    Node(#[from] NodeError),
+    /// The store failed to open or recover.
+    #[error("opening the job store: {0}")]
+    Store(#[from] StoreError),
+    /// The swarm failed to start.
+    #[error("starting the network: {0}")]
+    Network(#[from] NetworkError),
+    /// The pricing plugin could not price the advert's reference job.
+    #[error("pricing the advert: {0}")]
+    Pricing(String),
+    /// Provider recovery failed.
+    #[error("recovering provider jobs: {0}")]
+    Recover(String),
+    /// A blocking worker panicked.
+    #[error("worker task: {0}")]
+    Worker(String),
+}
+
+/// A node not started yet: [`Infernet::new`] then [`InfernetBuilder::start`].
+pub struct InfernetBuilder {
+    config: Config,
+    tweak: Option<Box<dyn FnOnce(&mut NetworkConfig) + Send>>,
+}
+
+impl InfernetBuilder {
+    /// Adds a backend in code (as if it were a `[[backend]]` in the config).
+    /// A node with backends takes the provider role unless `node.roles` says
+    /// otherwise.
+    pub fn backend(mut self, backend: BackendConfig) -> Self {
+        self.config.backend.push(backend);
+        self
+    }
+
+    /// Adjusts network settings the config does not cover (timeouts,
+    /// intervals) before the swarm starts.
+    pub fn network(mut self, tweak: impl FnOnce(&mut NetworkConfig) + Send + 'static) -> Self {
+        self.tweak = Some(Box::new(tweak));
+        self
+    }
+
+    /// Starts the node. See the module docs for what happens.
+    pub async fn start(self) -> Result<Infernet, StartError> {
+        let config = self.config;
+        let roles = config.roles();
+        let data_dir = config.node.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store = {
+            let dir = data_dir.clone();
+            Arc::new(blocking(move || Store::open_in_dir(&dir).map_err(StartError::from)).await?)
+        };
+        let key = p2p::load_or_create_identity(&data_dir)?;
+
+        let (node, provider) = if roles.contains(&Role::Provider) {
+            let cfg = config.clone();
+            let node = Arc::new(
+                blocking(move || Node::from_config(&cfg).map_err(StartError::from)).await?,
+            );
+            let handler = ProviderHandler::new(node.clone(), key.clone(), store.clone());
+            let h = handler.clone();
+            blocking(move || h.recover().map_err(|e| StartError::Recover(e.to_string()))).await?;
+            (Some(node), Some(handler))
+        } else {
+            (None, None)
+        };
+
+        let mut net_cfg = network_config(&config);
+        if let Some(tweak) = self.tweak {
+            tweak(&mut net_cfg);
+        }
+        let net = p2p::start(net_cfg, provider.clone().map(SharedHandler::new)).await?;
+
+        restore_addresses(&net, &store).await;
+        let mut tasks = vec![tokio::spawn(record_peers(net.clone(), store.clone()))];
+        if let Some(node) = &node {
+            let spec = advert_spec(node.clone()).await?;
+            net.publish_advert(spec).await?;
+        }
+        let client = JobClient::new(net.clone(), store.clone(), key, config.client.clone());
+        if roles.contains(&Role::Client) {
+            let c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                match c.unfinished().await {
+                    Ok(ids) => {
+                        for id in ids {
+                            tracing::info!(job = %id, "resuming unfinished job");
+                            let c = c.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = c.resume(&id).await {
+                                    tracing::warn!(job = %id, error = %e, "resumed job failed");
+                                }
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot list unfinished jobs"),
+                }
+            }));
+        }
+        tracing::info!(peer = %net.peer_id(), ?roles, "node started");
+        Ok(Infernet {
+            config,
+            roles,
+            net,
+            store,
+            client,
+            provider,
+            node,
+            tasks,
+        })
+    }
+}
+
+/// A running node: a client of the network, and a provider when its config
+/// says so.
+pub struct Infernet {
+    config: Config,
+    roles: Vec<Role>,
+    net: NetworkHandle,
+    store: Arc<Store>,
+    client: JobClient,
+    provider: Option<ProviderHandler>,
+    node: Option<Arc<Node>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Infernet {
+    /// A node built from `config`; call [`InfernetBuilder::start`].
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(config: Config) -> InfernetBuilder {
+        InfernetBuilder {
+            config,
+            tweak: None,
+        }
+    }
+
+    /// Generates text from `prompt` on the network; returns the text, usage,
+    /// price and the provider's signed result.
+    pub async fn infer(
+        &self,
+        model: &str,
+        prompt: &str,
+        opts: InferOptions,
+    ) -> Result<JobOutcome, ClientError> {
+        self.client
+            .submit(model, WireInput::Text(prompt.into()), &opts)
+            .await
+    }
+
+    /// [`Infernet::infer`], streaming tokens as they are generated.
+    pub async fn infer_stream(
+        &self,
+        model: &str,
+        prompt: &str,
+        opts: InferOptions,
+    ) -> Result<JobStream, ClientError> {
+        self.client
+            .submit_streaming(model, WireInput::Text(prompt.into()), &opts)
+            .await
+    }
+
+    /// Any job input (embeddings, tensors, token ids).
+    pub async fn submit(
+        &self,
+        model: &str,
+        input: WireInput,
+        opts: InferOptions,
+    ) -> Result<JobOutcome, ClientError> {
+        self.client.submit(model, input, &opts).await
+    }
+
+    /// The job driver (resume, cancel).
+    pub fn client(&self) -> &JobClient {
+        &self.client
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.net.peer_id()
+    }
+
+    /// Addresses other nodes can bootstrap from (`.../p2p/<peer id>`).
+    pub async fn dialable_addrs(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.net.dialable_addrs().await
+    }
+
+    /// The network handle (providers, adverts, metrics).
+    pub fn network(&self) -> &NetworkHandle {
+        &self.net
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The local backends, when this node is a provider.
+    pub fn node(&self) -> Option<&Arc<Node>> {
+        self.node.as_ref()
+    }
+
+    /// The provider handler, when this node is a provider.
+    pub fn provider(&self) -> Option<&ProviderHandler> {
+        self.provider.as_ref()
+    }
+
+    /// The roles in effect.
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    /// The config it was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Peers this node knows, as stored.
+    pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        self.store.peers().list()
+    }
+
+    /// The newest jobs, as stored.
+    pub fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        self.store.jobs().list(limit)
+    }
+
+    /// Stops the background tasks and the swarm (open connections close;
+    /// providers see this node leave).
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.net.shutdown().await;
+    }
+}
+
+/// The network settings a config asks for.
+pub fn network_config(config: &Config) -> NetworkConfig {
+    let mut n = NetworkConfig::new(&config.node.data_dir);
+    let parse = |v: &[String]| {
+        v.iter()
+            .filter_map(|a| a.parse().ok())
+            .collect::<Vec<Multiaddr>>()
+    };
+    if !config.node.listen.is_empty() {
+        n.listen = parse(&config.node.listen);
+    }
+    n.bootstrap = parse(&config.node.bootstrap);
+    n.mdns = config.node.mdns;
+    n.advert_interval = Duration::from_secs(config.node.advert_interval_secs);
+    // A non-streamed run is one request: it must outlive the run timeout.
+    let run = Duration::from_millis(config.client.run_timeout_ms);
+    n.handler_timeout = n.handler_timeout.max(run);
+    n.request_timeout = n.request_timeout.max(run + Duration::from_secs(5));
+    n
+}
+
+/// What a provider advertises: its models, a reference quote from its
+/// pricing plugin (16 tokens in, 64 out), and how many jobs it runs at once.
+async fn advert_spec(node: Arc<Node>) -> Result<AdvertSpec, StartError> {
+    blocking(move || {
+        let models = node.models();
+        let quote = match (node.pricing(), models.first()) {
+            (Some(p), Some(model)) => {
+                let q = p
+                    .quote(&crate::worlds::pricing::QuoteRequest {
+                        model: model.clone(),
+                        input_tokens: 16,
+                        max_output_tokens: 64,
+                        estimated_ms: 0,
+                        queue_depth: 0,
+                        load_permille: 0,
+                    })
+                    .map_err(|e| StartError::Pricing(e.to_string()))?;
+                Money {
+                    amount: q.price.amount,
+                    currency: q.price.currency,
+                }
+            }
+            _ => Money {
+                amount: 0,
+                currency: crate::jobs::provider::FREE_CURRENCY.into(),
+            },
+        };
+        let capacity = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        Ok(AdvertSpec {
+            models,
+            quote,
+            capacity,
+            wit_version: crate::runtime::version::host_wit_version().to_string(),
+            stake: None,
+        })
+    })
+    .await
+}
+
+/// Gives the swarm the addresses the store remembers, so a restarted node
+/// can reach the providers of its unfinished jobs without rediscovering them.
+async fn restore_addresses(net: &NetworkHandle, store: &Arc<Store>) {
+    let s = store.clone();
+    let peers = match tokio::task::spawn_blocking(move || s.peers().list()).await {
+        Ok(Ok(peers)) => peers,
+        Ok(Err(e)) => return tracing::warn!(error = %e, "cannot read known peers"),
+        Err(e) => return tracing::warn!(error = %e, "cannot read known peers"),
+    };
+    for p in peers {
+        let Ok(peer) = p.peer_id.parse::<PeerId>() else {
+            continue;
+        };
+        for a in p.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            if net.add_address(peer, a).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps the `peers` table current from what the network sees.
+async fn record_peers(net: NetworkHandle, store: Arc<Store>) {
+    let mut events = net.subscribe();
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(skipped = n, "peer recorder lagged");
+                continue;
+            }
+            Err(_) => return,
+        };
+        let store = store.clone();
+        let write = move || match event {
+            NetworkEvent::PeerIdentified {
+                peer, listen_addrs, ..
+            } => {
+                let addrs: Vec<String> = listen_addrs.iter().map(|a| a.to_string()).collect();
+                store.peers().seen(&peer.to_string(), &addrs, None)
+            }
+            NetworkEvent::PeerLatency { peer, rtt } => store
+                .peers()
+                .record_latency(&peer.to_string(), rtt.as_millis() as i64),
+            NetworkEvent::AdvertReceived(a) => {
+                store.peers().seen(&a.peer_id, &a.addrs, Some(&a.models))
+            }
+            _ => Ok(()),
+        };
+        match tokio::task::spawn_blocking(write).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot record peer"),
+            Err(e) => tracing::warn!(error = %e, "peer recorder worker failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StartError> + Send + 'static,
+) -> Result<T, StartError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StartError::Worker(e.to_string()))?
+}

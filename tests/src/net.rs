@@ -1,0 +1,163 @@
+//! Network test helpers: provider and client configs on 127.0.0.1, and the
+//! `infernet` binary run as a child process (to be killed for real).
+
+use super::{pack_plugin, repo_root};
+use infernet_host::runtime::PluginKind;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// A model directory with a `config.json` and no tensors, for backends
+/// that never open their model (echo, hostile).
+pub fn empty_model_dir(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), "{}").unwrap();
+    let header = b"{}      ";
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header);
+    std::fs::write(dir.join("w.safetensors"), st).unwrap();
+    dir.to_path_buf()
+}
+
+fn toml_list(items: &[String]) -> String {
+    let q: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", q.join(", "))
+}
+
+/// Writes `<root>/<name>.toml`: a provider serving model `echo` with the
+/// echo plugin, priced by pricing-flat at `rate` per output token, on a
+/// random loopback port, bootstrapping from `bootstrap`.
+pub fn echo_provider_toml(root: &Path, name: &str, rate: u64, bootstrap: &[String]) -> PathBuf {
+    let plugins = root.join("plugins");
+    let echo = plugins.join("echo");
+    if !echo.join("infernet-plugin.toml").exists() {
+        pack_plugin("echo", PluginKind::Backend, &plugins);
+        pack_plugin("pricing-flat", PluginKind::Pricing, &plugins);
+    }
+    let model = empty_model_dir(&root.join("echo-model"));
+    let text = format!(
+        "[node]\ndata_dir = {data:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\nadvert_interval_secs = 1\n\n\
+         [[backend]]\nplugin = {echo:?}\n[[backend.models]]\nid = \"echo\"\npath = {model:?}\n\n\
+         [pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 1\nper_output_token = {rate}\nminimum = 10\n",
+        data = root.join(name),
+        boot = toml_list(bootstrap),
+        pricing = plugins.join("pricing-flat"),
+    );
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Writes `<root>/<name>.toml`: a client-only node bootstrapping from
+/// `bootstrap`, with `extra` TOML appended (e.g. a `[client]` table).
+pub fn client_toml(root: &Path, name: &str, bootstrap: &[String], extra: &str) -> PathBuf {
+    let text = format!(
+        "[node]\ndata_dir = {data:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\n\n{extra}\n",
+        data = root.join(name),
+        boot = toml_list(bootstrap),
+    );
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+static BIN: Once = Once::new();
+
+/// The `infernet` binary of this workspace (built once if missing or stale).
+pub fn infernet_bin() -> PathBuf {
+    BIN.call_once(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "infernet-host", "--bin", "infernet"])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build for the infernet binary");
+        assert!(status.success(), "building the infernet binary failed");
+    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    target.join("debug/infernet")
+}
+
+/// `infernet node start` as a child process; killed on drop.
+pub struct NodeProc {
+    /// The process.
+    pub child: Child,
+    /// Its peer id, as it printed it.
+    pub peer: String,
+    /// Its first dialable address (`.../p2p/<peer>`).
+    pub addr: String,
+}
+
+impl NodeProc {
+    /// Starts a node and waits for its `peer` / `listen` lines.
+    pub fn start(config: &Path) -> NodeProc {
+        let mut child = Command::new(infernet_bin())
+            .args(["node", "start", "--config"])
+            .arg(config)
+            .env("INFERNET_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning infernet node start");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let (mut peer, mut addr) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while peer.is_none() || addr.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(p) = line.strip_prefix("peer ") {
+                        peer = Some(p.trim().to_string());
+                    } else if let Some(a) = line.strip_prefix("listen ") {
+                        addr.get_or_insert(a.trim().to_string());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("node {} printed no peer/listen lines", config.display());
+                }
+            }
+        }
+        NodeProc {
+            child,
+            peer: peer.unwrap_or_default(),
+            addr: addr.unwrap_or_default(),
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`
+/// naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
