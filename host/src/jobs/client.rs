@@ -28,7 +28,8 @@ use crate::p2p::protocol::{
     WireError,
 };
 use crate::p2p::{
-    ErrorCode, JobBody, JobMessage, NetworkError, NetworkHandle, PeerId, WireInput, WireOutput,
+    ErrorCode, JobBody, JobMessage, NetworkError, NetworkHandle, PeerId, ProviderInfo, WireInput,
+    WireOutput,
 };
 use crate::store::{
     JobRecord, JobRole, JobState, JobUpdate, NewJob, QuoteRecord, Store, StoreError,
@@ -47,6 +48,8 @@ const PROVIDER_FAILED: &str = "provider-failed ";
 const BUSY_POLL: Duration = Duration::from_millis(50);
 /// Pause between provider lookups while none is found yet.
 const DISCOVERY_RETRY: Duration = Duration::from_millis(200);
+/// How long a provider lookup is reused before the DHT is asked again.
+const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// What a caller may set on a job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -281,6 +284,8 @@ struct Inner {
     key: Keypair,
     cfg: ClientConfig,
     in_flight: Arc<Mutex<HashMap<PeerId, u32>>>,
+    /// Recent provider lookups by model.
+    providers: Mutex<HashMap<String, (Instant, Vec<ProviderInfo>)>>,
 }
 
 type Events = mpsc::UnboundedSender<StreamEvent>;
@@ -323,6 +328,7 @@ impl JobClient {
                 key,
                 cfg,
                 in_flight: Arc::new(Mutex::new(HashMap::new())),
+                providers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -508,6 +514,24 @@ impl Inner {
         .await
     }
 
+    /// Several steps in one transaction (see [`advance`](Self::advance)).
+    async fn advance_path(
+        &self,
+        id: &str,
+        steps: Vec<(JobState, JobState, String)>,
+    ) -> Result<(), ClientError> {
+        let id = id.to_string();
+        self.db(move |s| {
+            let steps: Vec<(JobState, JobState, &str)> =
+                steps.iter().map(|(f, t, d)| (*f, *t, d.as_str())).collect();
+            match s.jobs().transition_path(&id, &steps) {
+                Ok(()) | Err(StoreError::StateConflict { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
     async fn fail(&self, record: &JobRecord, message: String) -> Result<(), ClientError> {
         let update = JobUpdate {
             error: Some(message.clone()),
@@ -578,12 +602,24 @@ impl Inner {
                     });
                     match self.exchange(provider, accept, self.step_timeout()).await {
                         Ok(JobBody::Ack { .. }) => {
-                            self.advance(
+                            // No escrow to confirm yet (the payments seam), so
+                            // escrowed -> assigned -> running commit together.
+                            let run = format!("run sent as {}", wire_id(&rec));
+                            self.advance_path(
                                 id,
-                                JobState::Quoted,
-                                JobState::Escrowed,
-                                "no escrow: payments are not wired in yet".into(),
-                                JobUpdate::default(),
+                                vec![
+                                    (
+                                        JobState::Quoted,
+                                        JobState::Escrowed,
+                                        "no escrow: payments are not wired in yet".into(),
+                                    ),
+                                    (
+                                        JobState::Escrowed,
+                                        JobState::Assigned,
+                                        "escrow confirmed (none held)".into(),
+                                    ),
+                                    (JobState::Assigned, JobState::Running, run),
+                                ],
                             )
                             .await?;
                         }
@@ -674,7 +710,7 @@ impl Inner {
                 JobState::Delivered => {
                     slot = None;
                     let outcome = self.outcome(&rec).await?;
-                    self.send_receipt(&rec, &outcome).await;
+                    self.send_receipt(&rec, &outcome);
                     let peer = outcome.provider.to_string();
                     self.db(move |s| Ok(s.peers().record_outcome(&peer, true)?))
                         .await?;
@@ -958,19 +994,34 @@ impl Inner {
         &self,
         model: &str,
         excluded: &HashSet<PeerId>,
-    ) -> Result<Vec<crate::p2p::ProviderInfo>, ClientError> {
+    ) -> Result<Vec<ProviderInfo>, ClientError> {
+        let usable = |all: &[ProviderInfo]| -> Vec<ProviderInfo> {
+            all.iter()
+                .filter(|p| !excluded.contains(&p.peer_id))
+                .cloned()
+                .collect()
+        };
+        let cached = self.providers.lock().ok().and_then(|c| {
+            c.get(model)
+                .filter(|(at, _)| at.elapsed() < PROVIDER_CACHE_TTL)
+                .map(|(_, all)| usable(all))
+        });
+        if let Some(found) = cached.filter(|f| !f.is_empty()) {
+            return Ok(found);
+        }
         let started = Instant::now();
         let deadline = started + Duration::from_millis(self.cfg.discovery_timeout_ms);
         loop {
-            let found: Vec<_> = self
+            let all = self
                 .net
                 .providers_of(model)
                 .await
-                .map_err(ClientError::Network)?
-                .into_iter()
-                .filter(|p| !excluded.contains(&p.peer_id))
-                .collect();
+                .map_err(ClientError::Network)?;
+            let found = usable(&all);
             if !found.is_empty() {
+                if let Ok(mut c) = self.providers.lock() {
+                    c.insert(model.to_string(), (Instant::now(), all));
+                }
                 return Ok(found);
             }
             if Instant::now() >= deadline {
@@ -1141,9 +1192,10 @@ impl Inner {
         })
     }
 
-    /// Tells the provider the result was accepted. Best effort: a lost
-    /// receipt costs the provider a record, not the client its result.
-    async fn send_receipt(&self, rec: &JobRecord, outcome: &JobOutcome) {
+    /// Tells the provider the result was accepted, in the background. Best
+    /// effort: a lost receipt costs the provider a record, not the client
+    /// its result.
+    fn send_receipt(&self, rec: &JobRecord, outcome: &JobOutcome) {
         let body = ReceiptBody {
             job_id: outcome.signed.payload.job_id.clone(),
             output_hash: outcome.signed.payload.output_hash.clone(),
@@ -1160,16 +1212,20 @@ impl Inner {
             }
         };
         let msg = JobMessage::new(JobBody::Receipt(receipt));
-        if let Err(e) = self
-            .exchange(outcome.provider, msg, self.step_timeout())
-            .await
-        {
-            let reason = match e {
-                StepError::Provider(m) => m,
-                StepError::Fatal(f) => f.to_string(),
-            };
-            tracing::debug!(job = %rec.id, error = %reason, "receipt not delivered");
-        }
+        let (net, peer, bound, job) = (
+            self.net.clone(),
+            outcome.provider,
+            self.step_timeout(),
+            rec.id.clone(),
+        );
+        tokio::spawn(async move {
+            match tokio::time::timeout(bound, net.send_job(peer, msg)).await {
+                Ok(Ok(reply)) if matches!(reply.body, JobBody::Ack { .. }) => {}
+                other => {
+                    tracing::debug!(%job, reply = ?other.map(|r| r.map(|m| m.body)), "receipt not acknowledged")
+                }
+            }
+        });
     }
 }
 

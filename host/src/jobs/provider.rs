@@ -521,9 +521,10 @@ impl Inner {
             ),
             (JobState::Assigned, JobState::Running, String::new()),
         ];
-        let outcome = steps
-            .iter()
-            .try_for_each(|(from, to, detail)| jobs.transition(&id, *from, *to, detail))
+        let steps: Vec<(JobState, JobState, &str)> =
+            steps.iter().map(|(f, t, d)| (*f, *t, d.as_str())).collect();
+        let outcome = jobs
+            .transition_path(&id, &steps)
             .map_err(ProviderError::from)
             .and_then(|()| {
                 self.running.fetch_add(1, Ordering::Relaxed);

@@ -250,53 +250,22 @@ impl JobsRepo<'_> {
         detail: &str,
         update: &JobUpdate,
     ) -> Result<(), StoreError> {
-        if !JobState::can_transition(from, to) {
-            return Err(StoreError::IllegalTransition {
-                job_id: job_id.into(),
-                from,
-                to,
-            });
-        }
-        let now = now_ms();
+        self.store
+            .write(|tx| apply_transition(tx, job_id, from, to, detail, update))
+    }
+
+    /// Several transitions in one transaction, each checked and logged as
+    /// if done alone (`steps` are `(from, to, detail)`): all happen or none.
+    /// For steps with nothing to wait for between them.
+    pub fn transition_path(
+        &self,
+        job_id: &str,
+        steps: &[(JobState, JobState, &str)],
+    ) -> Result<(), StoreError> {
         self.store.write(|tx| {
-            let result = update.result.as_ref().map(serde_json::to_string).transpose()?;
-            let changed = tx.execute(
-                "UPDATE jobs SET state = ?3, updated_at_ms = ?4,
-                        provider_peer = COALESCE(?5, provider_peer),
-                        quote_id = COALESCE(?6, quote_id),
-                        result = COALESCE(?7, result),
-                        error = COALESCE(?8, error),
-                        attempts = attempts + ?9
-                  WHERE id = ?1 AND state = ?2",
-                params![
-                    job_id,
-                    from.as_str(),
-                    to.as_str(),
-                    now,
-                    update.provider_peer,
-                    update.quote_id,
-                    result,
-                    update.error,
-                    update.bump_attempts as i64
-                ],
-            )?;
-            if changed == 0 {
-                let actual: Option<String> =
-                    tx.query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| r.get(0)).optional()?;
-                return Err(match actual {
-                    None => StoreError::JobNotFound(job_id.into()),
-                    Some(s) => StoreError::StateConflict {
-                        job_id: job_id.into(),
-                        expected: from,
-                        actual: parse(s, "job state")?,
-                    },
-                });
-            }
-            tx.execute(
-                "INSERT INTO job_events (job_id, from_state, to_state, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![job_id, from.as_str(), to.as_str(), if detail.is_empty() { None } else { Some(detail) }, now],
-            )?;
-            Ok(())
+            steps.iter().try_for_each(|(from, to, detail)| {
+                apply_transition(tx, job_id, *from, *to, detail, &JobUpdate::default())
+            })
         })
     }
 
@@ -321,16 +290,7 @@ impl JobsRepo<'_> {
                 params![job_id, state.as_str(), provider_peer, quote_id, now],
             )?;
             if changed == 0 {
-                let actual: Option<String> =
-                    tx.query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| r.get(0)).optional()?;
-                return Err(match actual {
-                    None => StoreError::JobNotFound(job_id.into()),
-                    Some(s) => StoreError::StateConflict {
-                        job_id: job_id.into(),
-                        expected: state,
-                        actual: parse(s, "job state")?,
-                    },
-                });
+                return Err(not_in_state(tx, job_id, state)?);
             }
             tx.execute(
                 "INSERT INTO job_events (job_id, from_state, to_state, detail, at_ms) VALUES (?1, ?2, ?2, ?3, ?4)",
@@ -420,4 +380,78 @@ impl JobsRepo<'_> {
         let raw = stmt.query_map(p, raw_job)?.collect::<Result<Vec<_>, _>>()?;
         raw.into_iter().map(to_record).collect()
     }
+}
+
+/// One checked transition inside `tx`: the row changes only if it is still
+/// in `from`, and the event row is written alongside.
+fn apply_transition(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: &str,
+    from: JobState,
+    to: JobState,
+    detail: &str,
+    update: &JobUpdate,
+) -> Result<(), StoreError> {
+    if !JobState::can_transition(from, to) {
+        return Err(StoreError::IllegalTransition {
+            job_id: job_id.into(),
+            from,
+            to,
+        });
+    }
+    let now = now_ms();
+    let result = update
+        .result
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
+    let changed = tx.execute(
+        "UPDATE jobs SET state = ?3, updated_at_ms = ?4,
+                provider_peer = COALESCE(?5, provider_peer),
+                quote_id = COALESCE(?6, quote_id),
+                result = COALESCE(?7, result),
+                error = COALESCE(?8, error),
+                attempts = attempts + ?9
+          WHERE id = ?1 AND state = ?2",
+        params![
+            job_id,
+            from.as_str(),
+            to.as_str(),
+            now,
+            update.provider_peer,
+            update.quote_id,
+            result,
+            update.error,
+            update.bump_attempts as i64
+        ],
+    )?;
+    if changed == 0 {
+        return Err(not_in_state(tx, job_id, from)?);
+    }
+    tx.execute(
+        "INSERT INTO job_events (job_id, from_state, to_state, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![job_id, from.as_str(), to.as_str(), if detail.is_empty() { None } else { Some(detail) }, now],
+    )?;
+    Ok(())
+}
+
+/// Why an update guarded by `state = expected` changed nothing.
+fn not_in_state(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: &str,
+    expected: JobState,
+) -> Result<StoreError, StoreError> {
+    let actual: Option<String> = tx
+        .query_row("SELECT state FROM jobs WHERE id = ?1", [job_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(match actual {
+        None => StoreError::JobNotFound(job_id.into()),
+        Some(s) => StoreError::StateConflict {
+            job_id: job_id.into(),
+            expected,
+            actual: parse(s, "job state")?,
+        },
+    })
 }
