@@ -390,3 +390,26 @@ async fn a_job_runs_over_quic() {
         n.shutdown().await;
     }
 }
+
+/// mDNS alone (no bootstrap): a client finds a provider on the same LAN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mdns_finds_a_provider_without_bootstrap() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let lan = |path: std::path::PathBuf| {
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/tcp/0")
+            .replace("[node]\n", "[node]\nmdns = true\n");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let p0 = start(&lan(echo_provider_toml(root, "p0", 5, &[]))).await;
+    let client = start(&lan(client_toml(root, "client", &[], ""))).await;
+    wait_for_providers(&client, "echo", 1).await;
+    let out = client.infer("echo", "found on the lan", InferOptions::default()).await.unwrap();
+    assert_eq!(out.provider, p0.peer_id());
+    for n in [client, p0] {
+        n.shutdown().await;
+    }
+}
