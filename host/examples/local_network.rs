@@ -15,18 +15,14 @@ use std::path::Path;
 fn echo_backend(root: &Path) -> std::io::Result<BackendConfig> {
     // The echo backend never opens its model; it still needs a model dir.
     let model = root.join("echo-model");
-    std::fs::create_dir_all(&model)?;
-    std::fs::write(model.join("config.json"), "{}")?;
-    let header = b"{}      ";
-    let mut weights = (header.len() as u64).to_le_bytes().to_vec();
-    weights.extend_from_slice(header);
-    std::fs::write(model.join("w.safetensors"), weights)?;
+    infernet_host::models::fixture::write_weightless_model_dir(&model)?;
     Ok(BackendConfig {
         plugin: std::fs::canonicalize("target/plugins/echo")?,
         publisher_key: None,
         models: vec![ModelConfig {
             id: "echo".into(),
             path: model,
+            proof: None,
         }],
         limits: Default::default(),
     })

@@ -12,12 +12,7 @@ use std::time::{Duration, Instant};
 /// A model directory with a `config.json` and no tensors, for backends
 /// that never open their model (echo, hostile).
 pub fn empty_model_dir(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), "{}").unwrap();
-    let header = b"{}      ";
-    let mut st = (header.len() as u64).to_le_bytes().to_vec();
-    st.extend_from_slice(header);
-    std::fs::write(dir.join("w.safetensors"), st).unwrap();
+    infernet_host::models::fixture::write_weightless_model_dir(dir).unwrap();
     dir.to_path_buf()
 }
 

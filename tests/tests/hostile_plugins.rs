@@ -13,16 +13,8 @@ fn hostile_node(dir: &std::path::Path, limits: &str) -> Node {
     let pkg = pack_plugin("hostile", PluginKind::Backend, dir);
     let cfg = write_backend_config(dir, &pkg, &[("echo", dir)], limits);
     // `echo` points at a directory with no weights; the hostile backend never opens it.
-    std::fs::write(dir.join("config.json"), "{}").unwrap();
-    std::fs::write(dir.join("w.safetensors"), empty_safetensors()).unwrap();
+    infernet_tests::net::empty_model_dir(dir);
     Node::from_config(&Config::load(&cfg).unwrap()).unwrap()
-}
-
-fn empty_safetensors() -> Vec<u8> {
-    let header = b"{}      ";
-    let mut v = (header.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(header);
-    v
 }
 
 fn job(attack: &str) -> JobRequest {

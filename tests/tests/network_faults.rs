@@ -224,5 +224,68 @@ fn client_killed_mid_job_resumes_after_restart_without_running_it_twice() {
     assert_eq!(executions.len(), 1, "{executions:?}");
     assert_eq!(executions[0].state, JobState::Delivered);
     assert_eq!(executions[0].id, format!("{}.1", running.id));
+
+    // What `infernet jobs` / `infernet peers` show of it, for scripts and people.
+    let cli = |args: &[&str]| {
+        let out = Command::new(infernet_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let jobs: serde_json::Value = serde_json::from_str(&cli(&["jobs", "--json"])).unwrap();
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == running.id.as_str())
+        .unwrap();
+    assert_eq!(job["state"], "settled");
+    assert_eq!(
+        job["provider"],
+        executions[0].provider_peer.as_deref().unwrap()
+    );
+    let states: Vec<&str> = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "created",
+            "quoted",
+            "escrowed",
+            "assigned",
+            "running",
+            "delivered",
+            "settled"
+        ]
+    );
+    let table = cli(&["jobs"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&running.id) && l.contains("settled")),
+        "{table}"
+    );
+    let peers: serde_json::Value = serde_json::from_str(&cli(&["peers", "--json"])).unwrap();
+    for p in &providers {
+        let rec = peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["peer_id"] == p.peer.as_str());
+        let rec = rec.unwrap_or_else(|| panic!("peer {} missing from {peers}", p.peer));
+        assert_eq!(rec["models"], serde_json::json!(["echo"]));
+    }
     drop(providers);
 }

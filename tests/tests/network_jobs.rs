@@ -25,6 +25,16 @@ async fn start(config: &Path) -> Infernet {
         .unwrap()
 }
 
+/// Rewrites a config file in place (`from -> to` for each pair).
+fn edit(path: std::path::PathBuf, replacements: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 async fn bootstrap_of(node: &Infernet) -> Vec<String> {
     vec![node.dialable_addrs().await.unwrap()[0].to_string()]
 }
@@ -365,20 +375,11 @@ async fn job_records_survive_the_node() {
 async fn a_job_runs_over_quic() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let path = echo_provider_toml(root, "p0", 5, &[]);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1");
-    std::fs::write(&path, text).unwrap();
-    let p0 = start(&path).await;
+    let quic = [("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")];
+    let p0 = start(&edit(echo_provider_toml(root, "p0", 5, &[]), &quic)).await;
     let boot = bootstrap_of(&p0).await;
     assert!(boot[0].contains("/quic-v1/"), "{boot:?}");
-    let cpath = client_toml(root, "client", &boot, "");
-    let text = std::fs::read_to_string(&cpath)
-        .unwrap()
-        .replace("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1");
-    std::fs::write(&cpath, text).unwrap();
-    let client = start(&cpath).await;
+    let client = start(&edit(client_toml(root, "client", &boot, ""), &quic)).await;
     wait_for_providers(&client, "echo", 1).await;
     let out = client
         .infer("echo", "over quic", InferOptions::default())
@@ -396,18 +397,22 @@ async fn a_job_runs_over_quic() {
 async fn mdns_finds_a_provider_without_bootstrap() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let lan = |path: std::path::PathBuf| {
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/tcp/0")
-            .replace("[node]\n", "[node]\nmdns = true\n");
-        std::fs::write(&path, text).unwrap();
-        path
+    let lan = |path| {
+        edit(
+            path,
+            &[
+                ("/ip4/127.0.0.1/tcp/0", "/ip4/0.0.0.0/tcp/0"),
+                ("[node]\n", "[node]\nmdns = true\n"),
+            ],
+        )
     };
     let p0 = start(&lan(echo_provider_toml(root, "p0", 5, &[]))).await;
     let client = start(&lan(client_toml(root, "client", &[], ""))).await;
     wait_for_providers(&client, "echo", 1).await;
-    let out = client.infer("echo", "found on the lan", InferOptions::default()).await.unwrap();
+    let out = client
+        .infer("echo", "found on the lan", InferOptions::default())
+        .await
+        .unwrap();
     assert_eq!(out.provider, p0.peer_id());
     for n in [client, p0] {
         n.shutdown().await;

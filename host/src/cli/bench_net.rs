@@ -32,6 +32,7 @@ fn run_msg(id: String) -> JobMessage {
         input: WireInput::Text("hello there".into()),
         params: vec![],
         stream: false,
+        proof: None,
     })
 }
 
@@ -139,12 +140,7 @@ pub fn run(plugins: &Path, dir: &Path, n: usize) -> Result<()> {
         );
     }
     let model = dir.join("echo-model");
-    std::fs::create_dir_all(&model)?;
-    std::fs::write(model.join("config.json"), "{}")?;
-    let header = b"{}      ";
-    let mut st = (header.len() as u64).to_le_bytes().to_vec();
-    st.extend_from_slice(header);
-    std::fs::write(model.join("w.safetensors"), st)?;
+    infernet_host::models::fixture::write_weightless_model_dir(&model)?;
     let abs =
         |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));
     let (echo, model, pricing) = (
