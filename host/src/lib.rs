@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod models;
 pub mod node;
 pub mod p2p;
+pub mod payments;
 pub mod runtime;
 pub mod sdk;
 pub mod store;
