@@ -233,7 +233,14 @@ pub struct ModelConfig {
     pub id: String,
     /// Directory with `config.json`, `tokenizer.json` and `*.safetensors`.
     pub path: PathBuf,
+    /// Proof system this node proves the model's results in, on request:
+    /// only `"groth16"` (quantized-MLP model dirs only; checked at start).
+    #[serde(default)]
+    pub proof: Option<String>,
 }
+
+/// The proof systems `[[backend.models]] proof` accepts.
+pub const PROOF_SYSTEMS: &[&str] = &["groth16"];
 
 /// `[[payment]]`
 #[derive(Debug, Clone, Deserialize)]
@@ -402,6 +409,17 @@ impl Config {
                 if m.id.trim().is_empty() {
                     return Err(invalid(format!("{mkey}.id"), "must not be empty"));
                 }
+                if let Some(p) = &m.proof {
+                    if !PROOF_SYSTEMS.contains(&p.as_str()) {
+                        return Err(invalid(
+                            format!("{mkey}.proof"),
+                            format!(
+                                "unknown proof system `{p}`; known: {}",
+                                PROOF_SYSTEMS.join(", ")
+                            ),
+                        ));
+                    }
+                }
                 if !seen.insert(m.id.clone()) {
                     return Err(invalid(
                         format!("{mkey}.id"),
@@ -507,6 +525,21 @@ pub fn flatten_table(table: &BTreeMap<String, toml::Value>) -> BTreeMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proof_system_is_checked() {
+        let base = "[[backend]]\nplugin='p'\n[[backend.models]]\nid='m'\npath='m'\n";
+        let err = Config::parse(&format!("{base}proof = 'plonk'\n"), Path::new(".")).unwrap_err();
+        assert!(
+            err.to_string().contains("backend[0].models[0].proof")
+                && err.to_string().contains("groth16"),
+            "{err}"
+        );
+        let c = Config::parse(&format!("{base}proof = 'groth16'\n"), Path::new(".")).unwrap();
+        assert_eq!(c.backend[0].models[0].proof.as_deref(), Some("groth16"));
+        let c = Config::parse(base, Path::new(".")).unwrap();
+        assert_eq!(c.backend[0].models[0].proof, None);
+    }
 
     #[test]
     fn names_the_bad_key() {

@@ -1,16 +1,26 @@
 //! A node assembled from config: one runtime, the models, the backend and
 //! pricing plugins, and a pool of backend instances per model. This is the
 //! single-node job path that the CLI and (later) the network layer call.
+//!
+//! Models configured with `proof = "groth16"` also get a Groth16 prover:
+//! the quantized MLP is read back from the model dir, and its proving and
+//! verifying keys come from `<data_dir>/zk` (generated once, then cached).
 
 use crate::config::Config;
 use crate::kernels::KernelCtx;
 use crate::models::{ModelEntry, ModelError, ModelGrants};
+use crate::p2p::protocol::ProofAdvert;
 use crate::runtime::{Limits, Package, PluginError, PluginKind, ProgressSink, Runtime};
 use crate::worlds::backend::{BackendInfo, JobInput, JobRequest, JobResult};
 use crate::worlds::{BackendInstance, BackendPlugin, PricingPlugin};
+use infernet_verifier::{Groth16Prover, InputMode, KeyCache, Prover, QuantizedMlp};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Sub-directory of the data dir holding the zk key cache.
+pub const ZK_DIR: &str = "zk";
 
 /// Why a node could not start or run a job.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +40,14 @@ pub enum NodeError {
     /// The engine could not start.
     #[error("cannot start the wasm engine: {0}")]
     Engine(String),
+    /// A model configured with `proof` cannot be proved (names the key).
+    #[error("{key}: {message}")]
+    Proof {
+        /// Dotted config key, e.g. `backend[0].models[1].proof`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// No backend serves the model.
     #[error("no backend serves model `{model}`; configured models: {available:?}")]
     UnknownModel {
@@ -49,6 +67,20 @@ pub struct BackendSlot {
     idle: Mutex<Vec<BackendInstance>>,
 }
 
+/// A model whose results this node proves on request.
+pub struct ProvedModel {
+    /// Proof system as configured (`"groth16"`).
+    pub system: String,
+    /// The prover (holds the model and its proving key).
+    pub prover: Arc<Groth16Prover>,
+    /// What the advert says about it.
+    pub advert: ProofAdvert,
+    /// True when this start ran the key setup (cache miss).
+    pub keys_generated: bool,
+    /// How long loading or generating the keys took, ms.
+    pub setup_ms: u64,
+}
+
 /// A node: runtime + plugins, ready to run jobs.
 pub struct Node {
     runtime: Runtime,
@@ -56,6 +88,7 @@ pub struct Node {
     by_model: HashMap<String, usize>,
     pricing: Option<PricingPlugin>,
     data_dir: PathBuf,
+    provers: HashMap<String, ProvedModel>,
 }
 
 impl Node {
@@ -69,6 +102,7 @@ impl Node {
             .map_err(|e| NodeError::Engine(format!("{e:#}")))?;
         let mut backends = Vec::new();
         let mut by_model = HashMap::new();
+        let mut provers = HashMap::new();
         for (i, b) in config.backend.iter().enumerate() {
             let package = Package::open(&b.plugin, b.publisher_key.as_deref())?;
             let loaded = runtime.load(&package, PluginKind::Backend)?;
@@ -77,8 +111,12 @@ impl Node {
                 .iter()
                 .map(|m| ModelEntry::open(&m.id, &m.path, &device))
                 .collect::<Result<Vec<_>, _>>()?;
-            for m in &b.models {
+            for (j, m) in b.models.iter().enumerate() {
                 by_model.insert(m.id.clone(), i);
+                if let Some(system) = &m.proof {
+                    let key = format!("backend[{i}].models[{j}].proof");
+                    provers.insert(m.id.clone(), proved_model(&key, m, system, &data_dir)?);
+                }
             }
             let plugin = BackendPlugin::new(
                 &runtime,
@@ -115,7 +153,20 @@ impl Node {
             by_model,
             pricing,
             data_dir,
+            provers,
         })
+    }
+
+    /// The prover of `model`, if it is configured with `proof`.
+    pub fn prover(&self, model: &str) -> Option<&ProvedModel> {
+        self.provers.get(model)
+    }
+
+    /// Advert entries of every proved model, sorted by model id.
+    pub fn proof_adverts(&self) -> Vec<ProofAdvert> {
+        let mut v: Vec<ProofAdvert> = self.provers.values().map(|p| p.advert.clone()).collect();
+        v.sort_by(|a, b| a.model.cmp(&b.model));
+        v
     }
 
     /// The runtime.
@@ -213,4 +264,54 @@ pub fn new_job_id() -> String {
     let mut b = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// Loads the quantized MLP of a `proof = "groth16"` model and its keys
+/// (from `<data_dir>/zk`, generated on the first start).
+fn proved_model(
+    key: &str,
+    m: &crate::config::ModelConfig,
+    system: &str,
+    data_dir: &std::path::Path,
+) -> Result<ProvedModel, NodeError> {
+    let err = |message: String| NodeError::Proof {
+        key: key.to_string(),
+        message,
+    };
+    if system != "groth16" {
+        return Err(err(format!(
+            "unknown proof system `{system}`; known: groth16"
+        )));
+    }
+    let mlp = QuantizedMlp::from_model_dir(&m.path).map_err(|e| {
+        err(format!(
+            "groth16 proofs need a quantized-mlp model dir (config.json `model_type = \"quantized-mlp\"`): {e}"
+        ))
+    })?;
+    let started = Instant::now();
+    let cache = KeyCache::new(data_dir.join(ZK_DIR));
+    let keys = cache
+        .get_or_setup(&mlp, InputMode::Public, &mut rand::rngs::OsRng)
+        .map_err(|e| err(format!("key setup: {e}")))?;
+    let generated = keys.generated;
+    let prover = Groth16Prover::new(mlp, InputMode::Public, keys.pk)
+        .map_err(|e| err(format!("prover: {e}")))?;
+    let setup_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(model = %m.id, vk_id = %prover.vk_id(), generated, setup_ms, "groth16 keys ready");
+    let shape = prover.shape();
+    let advert = ProofAdvert {
+        model: m.id.clone(),
+        system: system.to_string(),
+        vk_id: prover.vk_id().to_string(),
+        model_commitment: prover.model_commitment().to_string(),
+        dims: shape.dims.iter().map(|&d| d as u32).collect(),
+        shifts: shape.shifts.clone(),
+    };
+    Ok(ProvedModel {
+        system: system.to_string(),
+        prover: Arc::new(prover),
+        advert,
+        keys_generated: generated,
+        setup_ms,
+    })
 }

@@ -340,6 +340,7 @@ async fn advert_spec(node: Arc<Node>) -> Result<AdvertSpec, StartError> {
             capacity,
             wit_version: crate::runtime::version::host_wit_version().to_string(),
             stake: None,
+            proofs: node.proof_adverts(),
         })
     })
     .await

@@ -107,38 +107,3 @@ pub fn write_backend_config(
     std::fs::write(&path, text).unwrap();
     path
 }
-
-/// Writes a quantized MLP as a model directory the `mlp` backend opens:
-/// `config.json` (`model_type = quantized-mlp`, dims, shifts) and f64
-/// `layers.{l}.weight` / `layers.{l}.bias` in `model.safetensors`.
-pub fn write_mlp_model_dir(mlp: &infernet_verifier::QuantizedMlp, dir: &Path) -> PathBuf {
-    use candle_core::{Device, Tensor};
-    std::fs::create_dir_all(dir).unwrap();
-    let mut tensors = std::collections::HashMap::new();
-    for (l, layer) in mlp.layers.iter().enumerate() {
-        let (out, inp) = (layer.out_dim(), layer.in_dim());
-        let w: Vec<f64> = layer
-            .weights
-            .iter()
-            .flatten()
-            .map(|&v| f64::from(v))
-            .collect();
-        let b: Vec<f64> = layer.bias.iter().map(|&v| f64::from(v)).collect();
-        tensors.insert(
-            format!("layers.{l}.weight"),
-            Tensor::from_vec(w, (out, inp), &Device::Cpu).unwrap(),
-        );
-        tensors.insert(
-            format!("layers.{l}.bias"),
-            Tensor::from_vec(b, out, &Device::Cpu).unwrap(),
-        );
-    }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-    let config = serde_json::json!({
-        "model_type": "quantized-mlp",
-        "dims": mlp.dims(),
-        "shifts": mlp.shifts(),
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    dir.to_path_buf()
-}

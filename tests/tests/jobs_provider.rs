@@ -58,6 +58,7 @@ fn run(job_id: &str, model: &str, prompt: &str, stream: bool) -> JobMessage {
         input: WireInput::Text(prompt.into()),
         params: params(),
         stream,
+        proof: None,
     })
 }
 
@@ -129,7 +130,7 @@ async fn provider_quotes_runs_signs_and_never_runs_a_job_twice() {
 
     // Run: a result signed by the provider, equal to the local run.
     let reply = send(&client, p.peer_id(), run("job-1", "tiny", PROMPT, false)).await;
-    let JobBody::Result { output, signed } = reply.body.clone() else {
+    let JobBody::Result { output, signed, .. } = reply.body.clone() else {
         panic!("expected a result: {reply:?}")
     };
     assert_eq!(output, WireOutput::Text(expected.clone()));
@@ -193,6 +194,7 @@ async fn provider_quotes_runs_signs_and_never_runs_a_job_twice() {
         input: WireInput::Text(PROMPT.into()),
         params: vec![("max_tokens".into(), "lots".into())],
         stream: false,
+        proof: None,
     });
     let (code, message) = error_of(&send(&client, p.peer_id(), bad.clone()).await);
     assert_eq!(code, ErrorCode::Internal);
@@ -226,7 +228,7 @@ async fn provider_quotes_runs_signs_and_never_runs_a_job_twice() {
                 streamed.extend(chunks);
                 seq = last;
             }
-            JobBody::Result { output, signed } => break (output, signed),
+            JobBody::Result { output, signed, .. } => break (output, signed),
             other => panic!("unexpected poll reply {other:?}"),
         }
     };

@@ -1,6 +1,7 @@
 //! The `mlp` backend (f64 host kernels) against the Groth16 circuit's witness
 //! computation (`QuantizedMlp::forward`, exact integers): identical logits
-//! on every held-out digits input, for both trained models.
+//! on every held-out digits input, for both trained models; the model dir
+//! written by `QuantizedMlp::write_model_dir` reads back exactly.
 
 use infernet_host::config::Config;
 use infernet_host::node::Node;
@@ -8,6 +9,7 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::worlds::backend::{JobInput, JobOutput, JobRequest};
 use infernet_tests::*;
 use infernet_verifier::quant::{model_path, DigitsModel};
+use infernet_verifier::QuantizedMlp;
 
 fn logits(node: &Node, x: &[i8]) -> Vec<i64> {
     let job = JobRequest {
@@ -31,7 +33,9 @@ fn plugin_matches_the_circuit_witness_on_every_test_input() {
         let model = DigitsModel::load(model_path(name)).unwrap();
         let q = model.quantize().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let model_dir = write_mlp_model_dir(&q.mlp, &dir.path().join(name));
+        let model_dir = q.mlp.write_model_dir(dir.path().join(name)).unwrap();
+        // The loader reads the directory back exactly.
+        assert_eq!(QuantizedMlp::from_model_dir(&model_dir).unwrap(), q.mlp);
         let pkg = pack_plugin("mlp", PluginKind::Backend, dir.path());
         let cfg = write_backend_config(dir.path(), &pkg, &[("digits", &model_dir)], "");
         let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();
@@ -56,7 +60,7 @@ fn class_output_and_bad_input() {
     let model = DigitsModel::load(model_path("digits-64-32-10")).unwrap();
     let q = model.quantize().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = write_mlp_model_dir(&q.mlp, &dir.path().join("m"));
+    let model_dir = q.mlp.write_model_dir(dir.path().join("m")).unwrap();
     let pkg = pack_plugin("mlp", PluginKind::Backend, dir.path());
     let cfg = write_backend_config(dir.path(), &pkg, &[("digits", &model_dir)], "");
     let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();

@@ -52,9 +52,14 @@ impl JobHandler for EchoHandler {
                     client: Some(from.to_string()),
                     timestamp_ms: now_ms(),
                     trace_root: None,
+                    proof_hash: None,
                 };
                 let signed = SignedResult::sign(body, &self.key).expect("sign");
-                JobMessage::new(JobBody::Result { output, signed })
+                JobMessage::new(JobBody::Result {
+                    output,
+                    signed,
+                    proof: None,
+                })
             }
             JobBody::Run { job_id, .. } => {
                 JobMessage::error(Some(job_id), ErrorCode::InvalidRequest, "text only")
@@ -90,10 +95,12 @@ impl JobHandler for ImpostorHandler {
             client: None,
             timestamp_ms: now_ms(),
             trace_root: None,
+            proof_hash: None,
         };
         JobMessage::new(JobBody::Result {
             output,
             signed: SignedResult::sign(body, &key).unwrap(),
+            proof: None,
         })
     }
 }
@@ -105,6 +112,7 @@ fn run(job_id: &str, text: &str) -> JobMessage {
         input: WireInput::Text(text.into()),
         params: vec![("max_tokens".into(), "8".into())],
         stream: false,
+        proof: None,
     })
 }
 
@@ -139,7 +147,7 @@ async fn signed_results_round_trip_and_forgeries_are_refused() {
         .await
         .unwrap();
     let first = t0.elapsed();
-    let JobBody::Result { output, signed } = reply.body else {
+    let JobBody::Result { output, signed, .. } = reply.body else {
         panic!("expected a result: {reply:?}")
     };
     assert_eq!(output, WireOutput::Text("HELLO".into()));
@@ -414,7 +422,7 @@ async fn malformed_and_oversized_requests_close_only_their_stream() {
     .await
     .unwrap();
     let reply: JobMessage = decode(&reply).unwrap();
-    let JobBody::Result { output, signed } = reply.body else {
+    let JobBody::Result { output, signed, .. } = reply.body else {
         panic!("expected a result: {reply:?}")
     };
     assert_eq!(output, WireOutput::Text("STILL HERE".into()));

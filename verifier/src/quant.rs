@@ -210,6 +210,153 @@ impl QuantizedMlp {
     pub fn predict(&self, x: &[i8]) -> Result<usize> {
         Ok(argmax(&self.forward(x)?))
     }
+
+    /// Writes the model as a directory the `mlp` backend plugin opens:
+    /// `config.json` (`model_type = "quantized-mlp"`, `dims`, `shifts`) and
+    /// `model.safetensors` with f64 tensors `layers.{l}.weight` (`[out, in]`)
+    /// and `layers.{l}.bias` (`[out]`). Every value is an integer, so f64
+    /// holds it exactly and [`QuantizedMlp::from_model_dir`] reads it back
+    /// unchanged. Returns `dir`.
+    pub fn write_model_dir(&self, dir: impl AsRef<Path>) -> Result<std::path::PathBuf> {
+        let dir = dir.as_ref();
+        self.validate()?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| VerifierError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let w: Vec<u8> = layer
+                .weights
+                .iter()
+                .flatten()
+                .flat_map(|&v| f64::from(v).to_le_bytes())
+                .collect();
+            let b: Vec<u8> = layer
+                .bias
+                .iter()
+                .flat_map(|&v| f64::from(v).to_le_bytes())
+                .collect();
+            buffers.push((
+                format!("layers.{l}.weight"),
+                vec![layer.out_dim(), layer.in_dim()],
+                w,
+            ));
+            buffers.push((format!("layers.{l}.bias"), vec![layer.out_dim()], b));
+        }
+        let views = buffers
+            .iter()
+            .map(|(name, shape, data)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F64, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| VerifierError::Serialization(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let st = dir.join("model.safetensors");
+        safetensors::tensor::serialize_to_file(views, None, &st)
+            .map_err(|e| VerifierError::Serialization(format!("{}: {e}", st.display())))?;
+        let config = serde_json::json!({
+            "model_type": "quantized-mlp",
+            "dims": self.dims(),
+            "shifts": self.shifts(),
+        });
+        let cfg = dir.join("config.json");
+        std::fs::write(&cfg, config.to_string()).map_err(io(&cfg))?;
+        Ok(dir.to_path_buf())
+    }
+
+    /// Reads a model directory written by [`QuantizedMlp::write_model_dir`]
+    /// (or any `quantized-mlp` model dir of the `mlp` backend) back exactly.
+    /// Refuses other model types, non-integer or out-of-range values and
+    /// shapes that disagree with `config.json`.
+    pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let bad = |m: String| VerifierError::InvalidModel(format!("{}: {m}", dir.display()));
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| VerifierError::Io {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        let config: serde_json::Value = serde_json::from_str(&text)?;
+        if config["model_type"] != "quantized-mlp" {
+            return Err(bad(format!(
+                "config.json `model_type` is {}, expected \"quantized-mlp\"",
+                config["model_type"]
+            )));
+        }
+        let dims: Vec<usize> = serde_json::from_value(config["dims"].clone())
+            .map_err(|e| bad(format!("config.json `dims`: {e}")))?;
+        let shifts: Vec<u32> = serde_json::from_value(config["shifts"].clone())
+            .map_err(|e| bad(format!("config.json `shifts`: {e}")))?;
+        if dims.len() < 2
+            || shifts.len() + 1 != dims.len()
+            || dims.iter().any(|&d| d == 0 || d > MAX_WIDTH)
+        {
+            return Err(bad(
+                "config.json needs `dims` (>= 2, each 1..=65536) and one shift per layer".into(),
+            ));
+        }
+        let st_path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&st_path).map_err(|source| VerifierError::Io {
+            path: st_path.clone(),
+            source,
+        })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("model.safetensors: {e}")))?;
+        let read = |name: &str, shape: &[usize], lo: f64, hi: f64| -> Result<Vec<f64>> {
+            let t = st
+                .tensor(name)
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            if t.dtype() != safetensors::Dtype::F64 || t.shape() != shape {
+                return Err(bad(format!(
+                    "tensor `{name}` is {:?} {:?}, expected F64 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            t.data()
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(c);
+                    let v = f64::from_le_bytes(a);
+                    if v.fract() == 0.0 && v >= lo && v <= hi {
+                        Ok(v)
+                    } else {
+                        Err(bad(format!(
+                            "tensor `{name}` holds {v}, not an integer in [{lo}, {hi}]"
+                        )))
+                    }
+                })
+                .collect()
+        };
+        let mut layers = Vec::with_capacity(shifts.len());
+        for (l, &shift) in shifts.iter().enumerate() {
+            let (inp, out) = (dims[l], dims[l + 1]);
+            let w = read(
+                &format!("layers.{l}.weight"),
+                &[out, inp],
+                I8_MIN as f64,
+                I8_MAX as f64,
+            )?;
+            let b = read(
+                &format!("layers.{l}.bias"),
+                &[out],
+                f64::from(i32::MIN),
+                f64::from(i32::MAX),
+            )?;
+            layers.push(QLayer {
+                weights: w
+                    .chunks_exact(inp)
+                    .map(|row| row.iter().map(|&v| v as i8).collect())
+                    .collect(),
+                bias: b.iter().map(|&v| v as i32).collect(),
+                shift,
+            });
+        }
+        Self::new(layers)
+    }
 }
 
 /// One float layer (`[out][in]` weights).

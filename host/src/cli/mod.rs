@@ -226,6 +226,7 @@ fn infer(a: InferArgs) -> Result<()> {
                 a.params.clone(),
             ]
             .concat(),
+            proof: None,
         };
         return net::infer(net::NetworkInfer {
             config: &a.config,

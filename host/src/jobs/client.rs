@@ -10,8 +10,18 @@
 //! escrowed  (payments issue: confirm the escrow)                      -> assigned
 //! assigned  about to send Run                                         -> running
 //! running   Run, stream / poll until the signed Result                -> delivered
-//! delivered (verifier issue: check it) Receipt                        -> settled
+//! delivered (proof asked for: verify it)                             -> verified
+//! delivered | verified  Receipt, reputation +1                        -> settled
 //! ```
+//!
+//! A job with [`InferOptions::proof`] (`"groth16"`) only goes to providers
+//! whose advert lists a verifying key for the model in that system; the
+//! `Run` asks for the proof, and in `delivered` the client checks it
+//! ([`verify_proof`]): the signed result covers the proof's hash, the key
+//! is the advertised one, and the proof shows that the advertised model
+//! commitment maps this job's input to the returned output. A proof that
+//! fails any check fails the job (`proof rejected: …`, one reputation
+//! failure) without trying another provider.
 //!
 //! Every step is persisted before it is acted on, and every provider
 //! request is idempotent on the provider (the wire job id `<id>.<attempt>`
@@ -24,8 +34,8 @@
 use super::select::{rank, Candidate};
 use crate::config::ClientConfig;
 use crate::p2p::protocol::{
-    decode, encode, hash_value, now_ms, Money, ReceiptBody, SignedReceipt, SignedResult, Usage,
-    WireError,
+    decode, encode, hash_proof, hash_value, now_ms, Money, ProofAdvert, ProofAttachment,
+    ReceiptBody, SignedReceipt, SignedResult, Usage, WireError,
 };
 use crate::p2p::{
     ErrorCode, JobBody, JobMessage, NetworkError, NetworkHandle, PeerId, ProviderInfo, WireInput,
@@ -67,6 +77,11 @@ pub struct InferOptions {
     pub seed: Option<u64>,
     /// Any other backend parameters.
     pub params: Vec<(String, String)>,
+    /// Ask for a zk proof of the result in this system (`"groth16"`): only
+    /// providers advertising it for the model are used, and the job fails
+    /// if the proof does not verify.
+    #[serde(default)]
+    pub proof: Option<String>,
 }
 
 impl InferOptions {
@@ -95,6 +110,8 @@ struct StoredRequest {
     max_budget: Option<u64>,
     currency: Option<String>,
     max_output_tokens: u32,
+    #[serde(default)]
+    proof: Option<String>,
 }
 
 /// A finished job: the output, the provider's signed result and the price.
@@ -112,6 +129,8 @@ pub struct JobOutcome {
     pub price: Money,
     /// Providers tried (1 = no failover).
     pub attempts: u32,
+    /// The proof that was asked for, verified before the job settled.
+    pub proof: Option<ProofAttachment>,
 }
 
 impl JobOutcome {
@@ -199,6 +218,28 @@ pub enum ClientError {
         provider: PeerId,
         /// Its message.
         message: String,
+    },
+    /// No provider advertises proofs of the model in the asked system.
+    #[error("no provider proves model `{model}` with `{system}` (searched {waited_ms} ms); providers of the model without that proof system: {others}")]
+    NoProvers {
+        /// The model asked for.
+        model: String,
+        /// The proof system asked for.
+        system: String,
+        /// How long discovery ran.
+        waited_ms: u64,
+        /// How many providers serve the model without that proof.
+        others: usize,
+    },
+    /// The provider's proof did not verify; the job failed.
+    #[error("job {job_id}: proof rejected: {reason} (provider {provider})")]
+    ProofRejected {
+        /// Job.
+        job_id: String,
+        /// Provider.
+        provider: String,
+        /// Which check failed.
+        reason: String,
     },
     /// No such job in this node's store.
     #[error("no client job {0} in this node's store")]
@@ -438,6 +479,7 @@ impl JobClient {
             params,
             max_budget: opts.max_budget,
             currency: opts.currency.clone(),
+            proof: opts.proof.clone(),
         };
         let job = NewJob {
             id: crate::node::new_job_id(),
@@ -672,9 +714,22 @@ impl Inner {
                         });
                     };
                     match self.run(&rec, &req, provider, events).await {
-                        Ok((output, signed)) => {
+                        Ok((output, signed, proof)) => {
+                            let expect = match &req.proof {
+                                Some(system) => {
+                                    self.advertised_proof(provider, &req.model, system).await
+                                }
+                                None => None,
+                            };
+                            let mut stored = stored_result(&output, &signed)?;
+                            add_proof(&mut stored, proof.as_deref(), expect.as_ref()).map_err(
+                                |e| ClientError::Corrupt {
+                                    job_id: rec.id.clone(),
+                                    reason: e.to_string(),
+                                },
+                            )?;
                             let update = JobUpdate {
-                                result: Some(stored_result(&output, &signed)?),
+                                result: Some(stored),
                                 ..JobUpdate::default()
                             };
                             self.advance(
@@ -707,18 +762,61 @@ impl Inner {
                         }
                     }
                 }
-                JobState::Delivered => {
+                JobState::Delivered if req.proof.is_some() => {
+                    slot = None;
+                    let outcome = self.outcome(&rec).await?;
+                    let checked = self.check_proof(&rec, &req, &outcome).await?;
+                    match checked {
+                        Ok(vk_id) => {
+                            let mut stored = rec.result.clone().unwrap_or_default();
+                            if let Some(p) = stored.get_mut("proof") {
+                                p["verified_vk_id"] = serde_json::Value::String(vk_id.clone());
+                            }
+                            let system = req.proof.clone().unwrap_or_default();
+                            self.advance(
+                                id,
+                                JobState::Delivered,
+                                JobState::Verified,
+                                format!("proof verified: {system}, vk {vk_id}"),
+                                JobUpdate {
+                                    result: Some(stored),
+                                    ..JobUpdate::default()
+                                },
+                            )
+                            .await?;
+                        }
+                        Err(reason) => {
+                            tracing::warn!(job = %id, provider = %outcome.provider, %reason, "proof rejected");
+                            let peer = outcome.provider.to_string();
+                            self.db(move |s| Ok(s.peers().record_outcome(&peer, false)?))
+                                .await?;
+                            let e = ClientError::ProofRejected {
+                                job_id: id.into(),
+                                provider: outcome.provider.to_string(),
+                                reason,
+                            };
+                            self.fail(&rec, e.to_string()).await?;
+                            return Err(e);
+                        }
+                    }
+                }
+                JobState::Delivered | JobState::Verified => {
                     slot = None;
                     let outcome = self.outcome(&rec).await?;
                     self.send_receipt(&rec, &outcome);
                     let peer = outcome.provider.to_string();
                     self.db(move |s| Ok(s.peers().record_outcome(&peer, true)?))
                         .await?;
+                    let verification = if rec.state == JobState::Verified {
+                        "verification: proof checked; payment: none"
+                    } else {
+                        "verification: none; payment: none"
+                    };
                     self.advance(
                         id,
-                        JobState::Delivered,
+                        rec.state,
                         JobState::Settled,
-                        "verification: none; payment: none".into(),
+                        verification.into(),
                         JobUpdate::default(),
                     )
                     .await?;
@@ -832,7 +930,9 @@ impl Inner {
                 ),
             });
         }
-        let providers = self.discover(&req.model, excluded).await?;
+        let providers = self
+            .discover(&req.model, req.proof.as_deref(), excluded)
+            .await?;
         let peers: Vec<PeerId> = providers.iter().map(|p| p.peer_id).collect();
         let reputations = self
             .db(move |s| {
@@ -993,11 +1093,19 @@ impl Inner {
     async fn discover(
         &self,
         model: &str,
+        proof: Option<&str>,
         excluded: &HashSet<PeerId>,
     ) -> Result<Vec<ProviderInfo>, ClientError> {
+        let proves = |p: &ProviderInfo| {
+            proof.is_none_or(|system| {
+                p.advert
+                    .as_ref()
+                    .is_some_and(|a| a.proof_for(model, system).is_some())
+            })
+        };
         let usable = |all: &[ProviderInfo]| -> Vec<ProviderInfo> {
             all.iter()
-                .filter(|p| !excluded.contains(&p.peer_id))
+                .filter(|p| !excluded.contains(&p.peer_id) && proves(p))
                 .cloned()
                 .collect()
         };
@@ -1025,6 +1133,14 @@ impl Inner {
                 return Ok(found);
             }
             if Instant::now() >= deadline {
+                if let (Some(system), false) = (proof, all.is_empty()) {
+                    return Err(ClientError::NoProvers {
+                        model: model.into(),
+                        system: system.into(),
+                        waited_ms: started.elapsed().as_millis() as u64,
+                        others: all.len(),
+                    });
+                }
                 let mut available: Vec<String> = self
                     .net
                     .adverts()
@@ -1075,7 +1191,7 @@ impl Inner {
         req: &StoredRequest,
         provider: PeerId,
         events: Option<&Events>,
-    ) -> Result<(WireOutput, SignedResult), StepError> {
+    ) -> Result<(WireOutput, SignedResult, Option<Box<ProofAttachment>>), StepError> {
         let job_id = wire_id(rec);
         let deadline = Instant::now() + Duration::from_millis(self.cfg.run_timeout_ms);
         let msg = JobMessage::new(JobBody::Run {
@@ -1084,13 +1200,18 @@ impl Inner {
             input: req.input.clone(),
             params: req.params.clone(),
             stream: events.is_some(),
+            proof: req.proof.clone(),
         });
         let left = deadline.saturating_duration_since(Instant::now());
         let mut after_seq = 0;
         let mut reply = self.exchange(provider, msg, left).await;
         loop {
             match reply {
-                Ok(JobBody::Result { output, signed }) => {
+                Ok(JobBody::Result {
+                    output,
+                    signed,
+                    proof,
+                }) => {
                     let p = &signed.payload;
                     if p.job_id != job_id
                         || p.model_id != req.model
@@ -1101,7 +1222,7 @@ impl Inner {
                             p.job_id, p.model_id, p.client
                         )));
                     }
-                    return Ok((output, signed));
+                    return Ok((output, signed, proof));
                 }
                 Ok(JobBody::Progress { seq, chunks, .. }) => {
                     if let Some(tx) = events {
@@ -1182,6 +1303,19 @@ impl Inner {
         let provider = signed
             .verify_output(&output)
             .map_err(|e| corrupt(&e.to_string()))?;
+        let proof = match stored
+            .get("proof")
+            .and_then(|p| p.get("attachment_cbor"))
+            .and_then(|v| v.as_str())
+        {
+            Some(h) => Some(
+                hex::decode(h)
+                    .ok()
+                    .and_then(|b| decode::<ProofAttachment>(&b).ok())
+                    .ok_or_else(|| corrupt("stored proof unreadable"))?,
+            ),
+            None => None,
+        };
         Ok(JobOutcome {
             job_id: rec.id.clone(),
             output,
@@ -1189,7 +1323,60 @@ impl Inner {
             provider,
             price: self.price_of(rec).await?,
             attempts: rec.attempts.max(0) as u32,
+            proof,
         })
+    }
+
+    /// The provider's advertised proof entry for `model` in `system`, from
+    /// its latest advert.
+    async fn advertised_proof(
+        &self,
+        provider: PeerId,
+        model: &str,
+        system: &str,
+    ) -> Option<ProofAdvert> {
+        let peer = provider.to_string();
+        let adverts = self.net.adverts().await.ok()?;
+        adverts
+            .iter()
+            .filter(|a| a.peer_id == peer)
+            .find_map(|a| a.proof_for(model, system).cloned())
+    }
+
+    /// Checks the stored proof of a delivered job (on a blocking worker):
+    /// `Ok(Ok(vk id))` when it verifies, `Ok(Err(reason))` when it does not.
+    async fn check_proof(
+        &self,
+        rec: &JobRecord,
+        req: &StoredRequest,
+        outcome: &JobOutcome,
+    ) -> Result<Result<String, String>, ClientError> {
+        let system = req.proof.clone().unwrap_or_default();
+        let expect: Option<ProofAdvert> = rec
+            .result
+            .as_ref()
+            .and_then(|r| r.get("proof"))
+            .and_then(|p| p.get("expected"))
+            .and_then(|e| serde_json::from_value(e.clone()).ok());
+        let Some(expect) = expect else {
+            return Ok(Err(format!(
+                "provider's advert lists no `{system}` verifying key for model `{}`",
+                req.model
+            )));
+        };
+        let Some(proof) = outcome.proof.clone() else {
+            return Ok(Err(format!("no `{system}` proof attached to the result")));
+        };
+        let (input, output, signed) = (
+            req.input.clone(),
+            outcome.output.clone(),
+            outcome.signed.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            verify_proof(&system, &expect, &input, &output, &signed, &proof)
+        })
+        .await
+        .map_err(|e| ClientError::Worker(e.to_string()))
     }
 
     /// Tells the provider the result was accepted, in the background. Best
@@ -1288,6 +1475,104 @@ fn stored_result(
         "output_cbor": hex::encode(encode(output).map_err(corrupt)?),
         "signed_cbor": hex::encode(encode(signed).map_err(corrupt)?),
     }))
+}
+
+/// Adds the proof (CBOR hex) and the advert entry it must match to the
+/// stored result.
+fn add_proof(
+    stored: &mut serde_json::Value,
+    proof: Option<&ProofAttachment>,
+    expect: Option<&ProofAdvert>,
+) -> Result<(), crate::p2p::protocol::CodecError> {
+    if proof.is_none() && expect.is_none() {
+        return Ok(());
+    }
+    let attachment = match proof {
+        Some(p) => Some(hex::encode(encode(p)?)),
+        None => None,
+    };
+    stored["proof"] = serde_json::json!({
+        "attachment_cbor": attachment,
+        "expected": expect,
+    });
+    Ok(())
+}
+
+/// Checks a result's proof against what the provider advertised: the
+/// signed result covers the proof's hash, the verifying key is the
+/// advertised one, and the Groth16 proof shows that the advertised model
+/// commitment maps `input` to `output` (raw logits, or the class that is
+/// their argmax). Returns the verifying key's id, or why the proof is
+/// rejected.
+pub fn verify_proof(
+    system: &str,
+    expect: &ProofAdvert,
+    input: &WireInput,
+    output: &WireOutput,
+    signed: &SignedResult,
+    proof: &ProofAttachment,
+) -> Result<String, String> {
+    use infernet_verifier::{
+        Groth16Verifier, InputClaim, InputMode, MlpShape, ProofEnvelope, ProofVerifier, Statement,
+    };
+    if system != "groth16" || expect.system != system || proof.system != system {
+        return Err(format!(
+            "proof system `{}` (advertised `{}`), asked for `{system}`",
+            proof.system, expect.system
+        ));
+    }
+    if signed.payload.proof_hash.as_deref() != Some(hash_proof(proof).as_str()) {
+        return Err("the signed result does not cover this proof (proof_hash differs)".into());
+    }
+    let shape = MlpShape {
+        dims: expect.dims.iter().map(|&d| d as usize).collect(),
+        shifts: expect.shifts.clone(),
+        input_mode: InputMode::Public,
+    };
+    let verifier = Groth16Verifier::from_vk_bytes(shape, &proof.vk)
+        .map_err(|e| format!("verifying key: {e}"))?;
+    if verifier.vk_id() != expect.vk_id {
+        return Err(format!(
+            "verifying key {} is not the advertised {}",
+            verifier.vk_id(),
+            expect.vk_id
+        ));
+    }
+    let envelope: ProofEnvelope =
+        serde_json::from_slice(&proof.envelope).map_err(|e| format!("envelope: {e}"))?;
+    if envelope.model_commitment != expect.model_commitment {
+        return Err(format!(
+            "model commitment {} is not the advertised {}",
+            envelope.model_commitment, expect.model_commitment
+        ));
+    }
+    let WireInput::Bytes(x) = input else {
+        return Err("groth16 proofs are about bytes (int8) inputs".into());
+    };
+    let matches = match output {
+        WireOutput::Bytes(b) => {
+            super::provider::decode_logits(b).as_deref() == Some(&proof.logits[..])
+        }
+        WireOutput::Classes(c) => {
+            !proof.logits.is_empty()
+                && c.len() == 1
+                && usize::try_from(c[0]).ok()
+                    == Some(infernet_verifier::quant::argmax(&proof.logits))
+        }
+        _ => false,
+    };
+    if !matches {
+        return Err("the returned output is not the proved output".into());
+    }
+    let statement = Statement {
+        model_commitment: expect.model_commitment.clone(),
+        input: InputClaim::Plain(x.iter().map(|&b| b as i8).collect()),
+        output: proof.logits.clone(),
+    };
+    verifier
+        .verify(&envelope, &statement)
+        .map_err(|e| format!("groth16 verification failed: {e}"))?;
+    Ok(verifier.vk_id().to_string())
 }
 
 /// A rough input size for the quote request (words for text).

@@ -7,10 +7,17 @@
 //! and holds nothing yet), then `delivered` with the signed result stored, or
 //! `failed` with the error. A `Run` for a job id the store already knows is
 //! never executed again: it gets the stored result or error.
+//!
+//! A `Run { proof: Some("groth16") }` for a model this node proves gets the
+//! Groth16 proof of the output attached to the `Result`, its hash signed in
+//! the result body; asked for a proof it cannot make, the provider refuses
+//! (`InvalidRequest`) before running anything.
 
 use crate::node::Node;
 use crate::p2p::libp2p::identity::Keypair;
-use crate::p2p::protocol::{decode, encode, hash_output, hash_value, now_ms, SignatureError};
+use crate::p2p::protocol::{
+    decode, encode, hash_output, hash_proof, hash_value, now_ms, ProofAttachment, SignatureError,
+};
 use crate::p2p::{
     BackendRef, ErrorCode, JobBody, JobHandler, JobMessage, Money, PeerId, ResultBody,
     SignedReceipt, SignedResult, Usage, WireInput, WireOutput,
@@ -19,8 +26,9 @@ use crate::runtime::{ProgressEvent, ProgressSink};
 use crate::store::{JobRecord, JobRole, JobState, JobUpdate, NewJob, Store, StoreError};
 use crate::worlds::backend::{F32Tensor, JobInput, JobOutput, JobRequest};
 use crate::worlds::pricing::QuoteRequest;
+use infernet_verifier::Prover;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -70,6 +78,12 @@ pub enum ProviderError {
     /// A message a provider does not answer (or does not support yet).
     #[error("{0}")]
     Unsupported(String),
+    /// A proof was asked for that this provider cannot make.
+    #[error("{0}")]
+    ProofUnavailable(String),
+    /// Proving failed, or the backend's output is not the proved one.
+    #[error("proof: {0}")]
+    Proof(String),
     /// A receipt's signature did not verify.
     #[error("receipt: {0}")]
     BadReceipt(SignatureError),
@@ -93,12 +107,15 @@ impl ProviderError {
         match self {
             ProviderError::UnknownModel { .. } => ErrorCode::UnknownModel,
             ProviderError::UnknownJob(_) => ErrorCode::UnknownJob,
-            ProviderError::IdReused(_) | ProviderError::Unsupported(_) => ErrorCode::InvalidRequest,
+            ProviderError::IdReused(_)
+            | ProviderError::Unsupported(_)
+            | ProviderError::ProofUnavailable(_) => ErrorCode::InvalidRequest,
             ProviderError::InProgress(_) => ErrorCode::Busy,
             ProviderError::BadReceipt(_) => ErrorCode::BadSignature,
             ProviderError::FailedEarlier { .. }
             | ProviderError::Backend(_)
             | ProviderError::Pricing(_)
+            | ProviderError::Proof(_)
             | ProviderError::Sign(_)
             | ProviderError::Store(_)
             | ProviderError::CorruptResult(_)
@@ -121,6 +138,9 @@ struct Inner {
     streams: Mutex<HashMap<String, Arc<TokenBuffer>>>,
     /// Jobs executing now (the pricing plugin's queue depth).
     running: AtomicU32,
+    /// Test hook: corrupt every proof after signing its hash (a lying
+    /// provider whose signature is fine but whose proof is not).
+    tamper_proofs: AtomicBool,
 }
 
 /// Tokens of one streamed run, fed by the backend's progress sink.
@@ -174,6 +194,7 @@ impl ProviderHandler {
                 store,
                 streams: Mutex::new(HashMap::new()),
                 running: AtomicU32::new(0),
+                tamper_proofs: AtomicBool::new(false),
             }),
         }
     }
@@ -222,6 +243,14 @@ impl ProviderHandler {
         Ok(ended)
     }
 
+    /// Test hook: from now on, every proof this provider attaches has a
+    /// corrupted proof body (its hash is still signed), so clients must
+    /// reject it. Not for production use.
+    #[doc(hidden)]
+    pub fn tamper_proofs_for_tests(&self, on: bool) {
+        self.inner.tamper_proofs.store(on, Ordering::Relaxed);
+    }
+
     /// Jobs executing now.
     pub fn running(&self) -> u32 {
         self.inner.running.load(Ordering::Relaxed)
@@ -242,8 +271,12 @@ impl ProviderHandler {
                 input,
                 params,
                 stream,
+                proof,
             } => {
                 self.inner.check_model(&model)?;
+                if let Some(system) = &proof {
+                    self.inner.check_proof(&model, system)?;
+                }
                 let job = JobRequest {
                     id: job_id,
                     model,
@@ -251,12 +284,12 @@ impl ProviderHandler {
                     params,
                 };
                 if stream {
-                    self.start_stream(from, job).await
+                    self.start_stream(from, job, proof).await
                 } else {
                     let inner = self.inner.clone();
-                    blocking(move || match inner.admit(from, &job)? {
+                    blocking(move || match inner.admit(from, &job, proof.as_deref())? {
                         Admission::Seen(outcome) => *outcome,
-                        Admission::New => inner.execute(from, job, None),
+                        Admission::New => inner.execute(from, job, None, proof),
                     })
                     .await
                 }
@@ -337,9 +370,14 @@ impl ProviderHandler {
         &self,
         from: PeerId,
         job: JobRequest,
+        proof: Option<String>,
     ) -> Result<JobMessage, ProviderError> {
         let inner = self.inner.clone();
-        let (admission, job) = blocking(move || Ok((inner.admit(from, &job)?, job))).await?;
+        let (admission, job, proof) = blocking(move || {
+            let admission = inner.admit(from, &job, proof.as_deref())?;
+            Ok((admission, job, proof))
+        })
+        .await?;
         let job_id = job.id.clone();
         match admission {
             // Already known: `Poll` serves its stored outcome.
@@ -363,7 +401,9 @@ impl ProviderHandler {
                 tokio::spawn(async move {
                     let id = job.id.clone();
                     // The outcome is in the store; `Poll` reads it from there.
-                    if let Err(e) = blocking(move || inner.execute(from, job, Some(sink))).await {
+                    if let Err(e) =
+                        blocking(move || inner.execute(from, job, Some(sink), proof)).await
+                    {
                         tracing::warn!(job = %id, error = %e, "streamed job failed");
                     }
                     buffer.update(|s| s.done = true);
@@ -425,6 +465,76 @@ impl JobHandler for ProviderHandler {
 }
 
 impl Inner {
+    /// Refuses a proof request this node cannot serve.
+    fn check_proof(&self, model: &str, system: &str) -> Result<(), ProviderError> {
+        match self.node.prover(model) {
+            Some(p) if p.system == system => Ok(()),
+            Some(p) => Err(ProviderError::ProofUnavailable(format!(
+                "model `{model}` is proved in `{}` here, not `{system}`",
+                p.system
+            ))),
+            None => Err(ProviderError::ProofUnavailable(format!(
+                "this provider does not prove model `{model}` (asked for a `{system}` proof)"
+            ))),
+        }
+    }
+
+    /// Proves `job`'s output with the model's prover and checks that the
+    /// backend's `output` is the proved one.
+    fn prove(
+        &self,
+        job: &JobRequest,
+        output: &WireOutput,
+        system: &str,
+    ) -> Result<ProofAttachment, ProviderError> {
+        self.check_proof(&job.model, system)?;
+        let proved_model = self
+            .node
+            .prover(&job.model)
+            .ok_or_else(|| ProviderError::ProofUnavailable(job.model.clone()))?;
+        let JobInput::Bytes(bytes) = &job.input else {
+            return Err(ProviderError::Proof(
+                "groth16 proofs need a bytes input (int8 values)".into(),
+            ));
+        };
+        let x: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
+        let prover = &proved_model.prover;
+        let started = std::time::Instant::now();
+        let proved = prover
+            .prove(&x)
+            .map_err(|e| ProviderError::Proof(e.to_string()))?;
+        tracing::info!(job = %job.id, prove_ms = started.elapsed().as_millis() as u64, "groth16 proof");
+        let matches = match output {
+            WireOutput::Bytes(b) => decode_logits(b).as_deref() == Some(&proved.output[..]),
+            WireOutput::Classes(c) => {
+                c.len() == 1
+                    && usize::try_from(c[0]).ok()
+                        == Some(infernet_verifier::quant::argmax(&proved.output))
+            }
+            _ => false,
+        };
+        if !matches {
+            return Err(ProviderError::Proof(
+                "the backend's output is not the proved model's output".into(),
+            ));
+        }
+        let mut envelope = proved.envelope;
+        if self.tamper_proofs.load(Ordering::Relaxed) {
+            if let Some(b) = envelope.proof.get_mut(40) {
+                *b ^= 0x01;
+            }
+        }
+        let vk = infernet_verifier::groth16::vk_bytes(prover.vk())
+            .map_err(|e| ProviderError::Proof(e.to_string()))?;
+        Ok(ProofAttachment {
+            system: system.to_string(),
+            envelope: serde_json::to_vec(&envelope)
+                .map_err(|e| ProviderError::Proof(e.to_string()))?,
+            vk,
+            logits: proved.output,
+        })
+    }
+
     fn check_model(&self, model: &str) -> Result<(), ProviderError> {
         let available = self.node.models();
         if available.iter().any(|m| m == model) {
@@ -469,8 +579,13 @@ impl Inner {
     }
 
     /// Inserts the provider-role row, or finds the earlier one.
-    fn admit(&self, client: PeerId, job: &JobRequest) -> Result<Admission, ProviderError> {
-        let request_hash = request_hash(job);
+    fn admit(
+        &self,
+        client: PeerId,
+        job: &JobRequest,
+        proof: Option<&str>,
+    ) -> Result<Admission, ProviderError> {
+        let request_hash = request_hash(job, proof);
         let new = NewJob {
             id: job.id.clone(),
             role: JobRole::Provider,
@@ -504,6 +619,7 @@ impl Inner {
         client: PeerId,
         job: JobRequest,
         sink: Option<ProgressSink>,
+        proof: Option<String>,
     ) -> Result<JobMessage, ProviderError> {
         let jobs = self.store.jobs();
         let id = job.id.clone();
@@ -538,8 +654,16 @@ impl Inner {
                     input_tokens: result.usage.input_tokens,
                     output_tokens: result.usage.output_tokens,
                 };
-                let signed = self.sign(client, &job, &output, usage)?;
-                let reply = JobMessage::new(JobBody::Result { output, signed });
+                let proof = match &proof {
+                    Some(system) => Some(Box::new(self.prove(&job, &output, system)?)),
+                    None => None,
+                };
+                let signed = self.sign(client, &job, &output, usage, proof.as_deref())?;
+                let reply = JobMessage::new(JobBody::Result {
+                    output,
+                    signed,
+                    proof,
+                });
                 let update = JobUpdate {
                     result: Some(stored_result(&reply)?),
                     ..JobUpdate::default()
@@ -578,6 +702,7 @@ impl Inner {
         job: &JobRequest,
         output: &WireOutput,
         usage: Usage,
+        proof: Option<&ProofAttachment>,
     ) -> Result<SignedResult, ProviderError> {
         let manifest = self
             .node
@@ -603,6 +728,7 @@ impl Inner {
             client: Some(client.to_string()),
             timestamp_ms: now_ms(),
             trace_root: None,
+            proof_hash: proof.map(hash_proof),
         };
         Ok(SignedResult::sign(body, &self.key)?)
     }
@@ -651,8 +777,26 @@ fn accept_receipt(receipt: &SignedReceipt) -> Result<JobMessage, ProviderError> 
     Ok(JobMessage::ack(receipt.payload.job_id.clone()))
 }
 
-/// The idempotency key of a run: model, input and params.
-fn request_hash(job: &JobRequest) -> String {
+/// Raw i64 little-endian logits (the `mlp` backend's bytes output).
+pub fn decode_logits(bytes: &[u8]) -> Option<Vec<i64>> {
+    if !bytes.len().is_multiple_of(8) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                i64::from_le_bytes(a)
+            })
+            .collect(),
+    )
+}
+
+/// The idempotency key of a run: model, input and params (and the proof
+/// system, when one is asked for).
+fn request_hash(job: &JobRequest, proof: Option<&str>) -> String {
     let input = match &job.input {
         JobInput::Text(t) => WireInput::Text(t.clone()),
         JobInput::Texts(t) => WireInput::Texts(t.clone()),
@@ -663,7 +807,10 @@ fn request_hash(job: &JobRequest) -> String {
         }),
         JobInput::Bytes(b) => WireInput::Bytes(b.clone()),
     };
-    hash_value(&(&job.model, &input, &job.params))
+    match proof {
+        None => hash_value(&(&job.model, &input, &job.params)),
+        Some(p) => hash_value(&(&job.model, &input, &job.params, p)),
+    }
 }
 
 /// Wire input → the WIT `job-input`.

@@ -2,7 +2,7 @@
 //! receiver checks it, and the counters of what was dropped and why.
 
 use super::protocol::{
-    decode, Advert, Money, SignatureError, SignedAdvert, KNOWN_PROTOCOL_VERSIONS,
+    decode, Advert, Money, ProofAdvert, SignatureError, SignedAdvert, KNOWN_PROTOCOL_VERSIONS,
 };
 use libp2p::PeerId;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,8 @@ pub struct AdvertSpec {
     pub wit_version: String,
     /// Stake posted, if any.
     pub stake: Option<Money>,
+    /// Models proved on request, with their verifying-key ids.
+    pub proofs: Vec<ProofAdvert>,
 }
 
 /// Why an advert was dropped.
@@ -199,6 +201,7 @@ mod tests {
             protocol_version: version,
             stake: None,
             timestamp_ms: ts,
+            proofs: vec![],
         };
         SignedAdvert::sign(advert, key).unwrap()
     }

@@ -676,6 +676,7 @@ impl EventLoop {
             protocol_version: PROTOCOL_VERSION,
             stake: spec.stake.clone(),
             timestamp_ms: now_ms(),
+            proofs: spec.proofs.clone(),
         };
         let signed = SignedAdvert::sign(advert, &self.key)
             .map_err(|e| NetworkError::Publish(e.to_string()))?;
@@ -1072,7 +1073,7 @@ impl EventLoop {
                     return;
                 };
                 let checked = match &response.body {
-                    JobBody::Result { output, signed } => match signed.verify_output(output) {
+                    JobBody::Result { output, signed, .. } => match signed.verify_output(output) {
                         Ok(signer) if signer == peer => Ok(response),
                         Ok(signer) => Err(NetworkError::BadSignature {
                             peer: peer.to_string(),

@@ -215,6 +215,10 @@ pub enum JobBody {
         /// Reply `Ack` now and stream through `Poll`, instead of replying with
         /// the final `Result`.
         stream: bool,
+        /// Proof system the result must be proved in (`"groth16"`), if any.
+        /// Absent on the wire when `None`, so older peers decode the frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
     },
     /// Client → provider: partial output after chunk `after_seq`.
     Poll {
@@ -240,6 +244,10 @@ pub enum JobBody {
         output: WireOutput,
         /// Provider-signed result.
         signed: SignedResult,
+        /// The proof asked for with `Run { proof }`; its [`hash_proof`] is
+        /// `signed.payload.proof_hash`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<Box<ProofAttachment>>,
     },
     /// Client → provider: proof of delivery.
     Receipt(SignedReceipt),
@@ -412,6 +420,50 @@ pub struct ResultBody {
     pub timestamp_ms: u64,
     /// Root of the kernel execution trace (verifier seam).
     pub trace_root: Option<String>,
+    /// [`hash_proof`] of the attached proof, when one was asked for (so the
+    /// signature covers it). Not encoded when `None`: results without proofs
+    /// sign the same bytes as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_hash: Option<String>,
+}
+
+/// A zk proof attached to a [`JobBody::Result`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofAttachment {
+    /// Proof system as requested (`"groth16"`).
+    pub system: String,
+    /// The proof envelope (`infernet_verifier::ProofEnvelope`) as JSON.
+    #[serde(with = "bytes")]
+    pub envelope: Vec<u8>,
+    /// The verifying key (compressed); its sha256 must be the advertised
+    /// `vk_id`.
+    #[serde(with = "bytes")]
+    pub vk: Vec<u8>,
+    /// The proved raw integer logits (the output the statement is about;
+    /// a class output must be their argmax).
+    pub logits: Vec<i64>,
+}
+
+/// sha256 (hex) of the canonical encoding of a proof attachment.
+pub fn hash_proof(proof: &ProofAttachment) -> String {
+    hash_value(proof)
+}
+
+/// What a provider advertises about one model it proves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofAdvert {
+    /// Model id.
+    pub model: String,
+    /// Proof system (`"groth16"`).
+    pub system: String,
+    /// Hex sha256 of the compressed verifying key.
+    pub vk_id: String,
+    /// Hex commitment to the model's weights (Poseidon).
+    pub model_commitment: String,
+    /// Layer widths, input first (the circuit shape).
+    pub dims: Vec<u32>,
+    /// Requantisation shift per layer (the circuit shape).
+    pub shifts: Vec<u32>,
 }
 
 impl SignedPayload for ResultBody {
@@ -483,6 +535,19 @@ pub struct Advert {
     pub stake: Option<Money>,
     /// When it was signed, ms since epoch.
     pub timestamp_ms: u64,
+    /// Models it proves results for, with the verifying key's id. Absent
+    /// from older adverts (decodes as empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proofs: Vec<ProofAdvert>,
+}
+
+impl Advert {
+    /// The proof entry for `model` in `system`, if advertised.
+    pub fn proof_for(&self, model: &str, system: &str) -> Option<&ProofAdvert> {
+        self.proofs
+            .iter()
+            .find(|p| p.model == model && p.system == system)
+    }
 }
 
 impl SignedPayload for Advert {
@@ -615,7 +680,47 @@ mod tests {
             protocol_version: PROTOCOL_VERSION,
             stake: None,
             timestamp_ms: now_ms(),
+            proofs: vec![],
         }
+    }
+
+    #[test]
+    fn proof_fields_are_optional_and_signed() {
+        let key = Keypair::generate_ed25519();
+        // An advert without proofs encodes as before (no `proofs` key) and
+        // decodes with none.
+        let plain = encode(&advert(&key)).unwrap();
+        assert!(!plain.windows(6).any(|w| w == b"proofs"));
+        let back: Advert = decode(&plain).unwrap();
+        assert!(back.proofs.is_empty());
+        let mut a = advert(&key);
+        a.proofs.push(ProofAdvert {
+            model: "m".into(),
+            system: "groth16".into(),
+            vk_id: "aa".into(),
+            model_commitment: "bb".into(),
+            dims: vec![2, 1],
+            shifts: vec![0],
+        });
+        let signed = SignedAdvert::sign(a, &key).unwrap();
+        let back: SignedAdvert = decode(&encode(&signed).unwrap()).unwrap();
+        assert_eq!(back.payload.proof_for("m", "groth16").unwrap().vk_id, "aa");
+        assert!(back.payload.proof_for("m", "ezkl").is_none());
+        let mut forged = back.clone();
+        forged.payload.proofs[0].vk_id = "cc".into();
+        assert_eq!(forged.verify(), Err(SignatureError::BadSignature));
+        // A Run without `proof` has no such key on the wire.
+        let run = JobMessage::new(JobBody::Run {
+            job_id: "j".into(),
+            model: "m".into(),
+            input: WireInput::Text("x".into()),
+            params: vec![],
+            stream: false,
+            proof: None,
+        });
+        let bytes = encode(&run).unwrap();
+        assert!(!bytes.windows(5).any(|w| w == b"proof"));
+        assert_eq!(decode::<JobMessage>(&bytes).unwrap(), run);
     }
 
     #[test]
@@ -671,6 +776,7 @@ mod tests {
             client: None,
             timestamp_ms: now_ms(),
             trace_root: None,
+            proof_hash: None,
         };
         let signed = SignedResult::sign(body, &key).unwrap();
         assert!(signed.verify_output(&output).is_ok());

@@ -1,0 +1,363 @@
+//! Groth16 proofs in the job flow, through the SDK on a loopback network:
+//! a provider serving the quantized digits MLP with the `mlp` plugin and
+//! `proof = "groth16"`, and a client that asks for proofs. Covers: a proved
+//! job (right logits and class, a proof that verifies, the `verified` state),
+//! tampered proofs and results rejected, no prover for a model, config
+//! errors, and keys generated once then read from the data dir's cache.
+
+use infernet_host::config::Config;
+use infernet_host::jobs::client::verify_proof;
+use infernet_host::node::{Node, NodeError, ZK_DIR};
+use infernet_host::p2p::protocol::hash_proof;
+use infernet_host::p2p::{WireInput, WireOutput};
+use infernet_host::runtime::PluginKind;
+use infernet_host::sdk::{ClientError, InferOptions, Infernet};
+use infernet_host::store::JobState;
+use infernet_tests::net::client_toml;
+use infernet_tests::pack_plugin;
+use infernet_verifier::quant::{model_path, DigitsModel, QuantizedDigits};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+async fn start(config: &Path) -> Infernet {
+    Infernet::new(Config::load(config).unwrap())
+        .network(|n| n.gossip_heartbeat = Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap()
+}
+
+fn digits() -> (DigitsModel, QuantizedDigits) {
+    let m = DigitsModel::load(model_path("digits-64-32-10")).unwrap();
+    let q = m.quantize().unwrap();
+    (m, q)
+}
+
+/// A provider serving `digits` (with `proof = "groth16"`) and
+/// `digits-plain` (same model, no proof) through the `mlp` plugin.
+fn mlp_provider_toml(root: &Path, q: &QuantizedDigits, proof: &str) -> PathBuf {
+    let model = q.mlp.write_model_dir(root.join("digits-model")).unwrap();
+    pack_plugin("mlp", PluginKind::Backend, &root.join("plugins"));
+    let text = format!(
+        "[node]\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nadvert_interval_secs = 1\n\n\
+         [[backend]]\nplugin = {:?}\n\
+         [[backend.models]]\nid = \"digits\"\npath = {model:?}\n{proof}\n\
+         [[backend.models]]\nid = \"digits-plain\"\npath = {model:?}\n",
+        root.join("provider"),
+        root.join("plugins/mlp"),
+    );
+    let path = root.join("provider.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn input_bytes(x: &[i8]) -> WireInput {
+    WireInput::Bytes(x.iter().map(|&v| v as u8).collect())
+}
+
+fn logits(output: &WireOutput) -> Vec<i64> {
+    let WireOutput::Bytes(b) = output else {
+        panic!("bytes output expected, got {output:?}")
+    };
+    b.chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn groth16() -> InferOptions {
+    InferOptions {
+        proof: Some("groth16".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (model, q) = digits();
+    let provider_cfg = mlp_provider_toml(root, &q, "proof = \"groth16\"");
+
+    // First start: the keys are generated and written under <data>/zk.
+    let t = Instant::now();
+    let p = start(&provider_cfg).await;
+    let first_start_ms = t.elapsed().as_millis();
+    let proved = p
+        .node()
+        .unwrap()
+        .prover("digits")
+        .expect("digits is proved");
+    assert!(proved.keys_generated, "first start must run the setup");
+    assert!(p.node().unwrap().prover("digits-plain").is_none());
+    let advert = proved.advert.clone();
+    assert_eq!(advert.system, "groth16");
+    assert_eq!(advert.dims, vec![64, 32, 10]);
+    let setup_ms = proved.setup_ms;
+    let zk = root.join("provider").join(ZK_DIR);
+    let key_files: Vec<PathBuf> = std::fs::read_dir(&zk)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(key_files.len(), 2, "a .pk and a .vk: {key_files:?}");
+    let mtimes: Vec<_> = key_files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+        .collect();
+
+    let boot = vec![p.dialable_addrs().await.unwrap()[0].to_string()];
+    let client = start(&client_toml(
+        root,
+        "client",
+        &boot,
+        "[client]\ndiscovery_timeout_ms = 1500\n",
+    ))
+    .await;
+    // Wait until the client holds the provider's advert with its proof entry.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let adverts = client.network().adverts().await.unwrap();
+        if adverts
+            .iter()
+            .any(|a| a.proof_for("digits", "groth16") == Some(&advert))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no advert with a groth16 key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A proved job: the logits of the exact integer model, a proof that
+    // verifies, and `verified` between `delivered` and `settled`.
+    let x = q.input_from_pixels(&model.test.x[0]);
+    let expected = q.mlp.forward(&x).unwrap();
+    // Warm-up without a proof (plugin instance, connection), then timings.
+    let t = Instant::now();
+    let plain = client
+        .submit("digits", input_bytes(&x), InferOptions::default())
+        .await
+        .unwrap();
+    let plain_ms = t.elapsed().as_millis();
+    assert!(plain.proof.is_none());
+    assert_eq!(plain.signed.payload.proof_hash, None);
+    let t = Instant::now();
+    let out = client
+        .submit("digits", input_bytes(&x), groth16())
+        .await
+        .unwrap();
+    let proved_ms = t.elapsed().as_millis();
+    assert_eq!(logits(&out.output), expected);
+    let proof = out.proof.clone().expect("a proof is attached");
+    assert_eq!(
+        out.signed.payload.proof_hash.as_deref(),
+        Some(hash_proof(&proof).as_str())
+    );
+    assert_eq!(proof.logits, expected);
+    let vk_id = verify_proof(
+        "groth16",
+        &advert,
+        &input_bytes(&x),
+        &out.output,
+        &out.signed,
+        &proof,
+    )
+    .unwrap();
+    assert_eq!(vk_id, advert.vk_id);
+    let events = client.store().jobs().events(&out.job_id).unwrap();
+    let states: Vec<JobState> = events.iter().map(|e| e.to).collect();
+    let v = states
+        .iter()
+        .position(|s| *s == JobState::Verified)
+        .expect("a verified event");
+    assert_eq!(states[v - 1], JobState::Delivered);
+    assert_eq!(states[v + 1], JobState::Settled);
+    let stored = client
+        .store()
+        .jobs()
+        .get(&out.job_id)
+        .unwrap()
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(stored["proof"]["verified_vk_id"], advert.vk_id.as_str());
+
+    // A class output is proved too (the class is the proved logits' argmax).
+    let x1 = q.input_from_pixels(&model.test.x[1]);
+    let class = client
+        .submit(
+            "digits",
+            input_bytes(&x1),
+            InferOptions {
+                params: vec![("output".into(), "class".into())],
+                ..groth16()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        class.output,
+        WireOutput::Classes(vec![q.mlp.predict(&x1).unwrap() as u32])
+    );
+    assert!(class.proof.is_some());
+
+    // The client's check refuses every kind of lie about this result.
+    let reject = |expect: &_, input: &WireInput, output: &WireOutput, signed: &_, proof: &_| {
+        verify_proof("groth16", expect, input, output, signed, proof).unwrap_err()
+    };
+    let mut wrong_out = expected.clone();
+    wrong_out[3] += 1;
+    let wrong_output = WireOutput::Bytes(wrong_out.iter().flat_map(|v| v.to_le_bytes()).collect());
+    let e = reject(
+        &advert,
+        &input_bytes(&x),
+        &wrong_output,
+        &out.signed,
+        &proof,
+    );
+    assert!(e.contains("not the proved output"), "{e}");
+    let mut lying = proof.clone();
+    lying.logits = wrong_out.clone();
+    let e = reject(
+        &advert,
+        &input_bytes(&x),
+        &wrong_output,
+        &out.signed,
+        &lying,
+    );
+    assert!(e.contains("proof_hash"), "{e}");
+    let mut resigned = out.signed.clone();
+    resigned.payload.proof_hash = Some(hash_proof(&lying));
+    let e = reject(&advert, &input_bytes(&x), &wrong_output, &resigned, &lying);
+    assert!(e.contains("groth16 verification failed"), "{e}");
+    let e = reject(&advert, &input_bytes(&x1), &out.output, &out.signed, &proof);
+    assert!(e.contains("groth16 verification failed"), "{e}");
+    let mut other_key = advert.clone();
+    other_key.vk_id = "00".repeat(32);
+    let e = reject(
+        &other_key,
+        &input_bytes(&x),
+        &out.output,
+        &out.signed,
+        &proof,
+    );
+    assert!(e.contains("not the advertised"), "{e}");
+    let mut other_model = advert.clone();
+    other_model.model_commitment = "01".repeat(32);
+    let e = reject(
+        &other_model,
+        &input_bytes(&x),
+        &out.output,
+        &out.signed,
+        &proof,
+    );
+    assert!(e.contains("model commitment"), "{e}");
+
+    // No provider proves `digits-plain`: a clear error, the job fails.
+    let err = client
+        .submit("digits-plain", input_bytes(&x), groth16())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::NoProvers { ref system, .. } if system == "groth16"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("no provider proves model `digits-plain`"),
+        "{err}"
+    );
+
+    // A lying provider: its result is signed, its proof is corrupt. The job
+    // fails with "proof rejected" and is not retried; reputation drops.
+    let rep_before = client
+        .store()
+        .peers()
+        .get(&p.peer_id().to_string())
+        .unwrap()
+        .map(|r| r.reputation)
+        .unwrap();
+    p.provider().unwrap().tamper_proofs_for_tests(true);
+    let err = client
+        .submit("digits", input_bytes(&x1), groth16())
+        .await
+        .unwrap_err();
+    let ClientError::ProofRejected { job_id, reason, .. } = &err else {
+        panic!("expected a proof rejection, got {err}")
+    };
+    assert!(err.to_string().contains("proof rejected"), "{err}");
+    assert!(reason.contains("groth16 verification failed"), "{reason}");
+    let rec = client.store().jobs().get(job_id).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(rec.attempts, 1, "a rejected proof is not retried elsewhere");
+    assert!(rec.error.unwrap().contains("proof rejected"));
+    let events = client.store().jobs().events(job_id).unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.to != JobState::Verified && e.to != JobState::Settled));
+    let rep_after = client
+        .store()
+        .peers()
+        .get(&p.peer_id().to_string())
+        .unwrap()
+        .map(|r| r.reputation)
+        .unwrap();
+    assert!(rep_after < rep_before, "{rep_after} !< {rep_before}");
+    p.provider().unwrap().tamper_proofs_for_tests(false);
+
+    client.shutdown().await;
+    p.shutdown().await;
+
+    // Second start on the same data dir: keys read from the cache, not
+    // generated again (files untouched), same verifying key.
+    let t = Instant::now();
+    let again = Node::from_config(&Config::load(&provider_cfg).unwrap()).unwrap();
+    let second_start_ms = t.elapsed().as_millis();
+    let cached = again.prover("digits").unwrap();
+    assert!(
+        !cached.keys_generated,
+        "second start must reuse cached keys"
+    );
+    assert_eq!(cached.advert, advert);
+    for (f, m) in key_files.iter().zip(&mtimes) {
+        assert_eq!(std::fs::metadata(f).unwrap().modified().unwrap(), *m);
+    }
+    eprintln!(
+        "groth16 keys: setup {setup_ms} ms (node start {first_start_ms} ms), cached load {} ms (node start {second_start_ms} ms); \
+         job without proof {plain_ms} ms, with proof {proved_ms} ms (prove + verify on this machine)",
+        cached.setup_ms
+    );
+}
+
+#[test]
+fn proof_on_a_model_that_is_not_a_quantized_mlp_names_the_key() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (_, q) = digits();
+    let cfg = mlp_provider_toml(root, &q, "proof = \"groth16\"");
+    // Point `digits` at a dir whose config.json is not a quantized MLP.
+    let other = root.join("not-mlp");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("config.json"), r#"{"model_type":"llama"}"#).unwrap();
+    std::fs::copy(
+        root.join("digits-model/model.safetensors"),
+        other.join("model.safetensors"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        &format!("path = {:?}", root.join("digits-model")),
+        &format!("path = {other:?}"),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let err = match Node::from_config(&Config::load(&cfg).unwrap()) {
+        Err(e) => e,
+        Ok(_) => panic!("a proof on a non-MLP model must be refused"),
+    };
+    assert!(matches!(err, NodeError::Proof { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("backend[0].models[0].proof"), "{msg}");
+    assert!(msg.contains("quantized-mlp"), "{msg}");
+
+    let bad = mlp_provider_toml(root, &q, "proof = \"plonk\"");
+    let err = Config::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("backend[0].models[0].proof"), "{err}");
+}
