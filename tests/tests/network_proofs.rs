@@ -9,7 +9,7 @@ use infernet_host::config::Config;
 use infernet_host::jobs::client::verify_proof;
 use infernet_host::node::{Node, NodeError, ZK_DIR};
 use infernet_host::p2p::protocol::hash_proof;
-use infernet_host::p2p::{WireInput, WireOutput};
+use infernet_host::p2p::{ErrorCode, JobBody, JobMessage, WireInput, WireOutput};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{ClientError, InferOptions, Infernet};
 use infernet_host::store::JobState;
@@ -265,6 +265,34 @@ async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
             .contains("no provider proves model `digits-plain`"),
         "{err}"
     );
+
+    // Asked directly for a proof it cannot make, the provider refuses the
+    // request itself (InvalidRequest) and runs nothing.
+    let reply = client
+        .network()
+        .send_job(
+            p.peer_id(),
+            JobMessage::new(JobBody::Run {
+                job_id: "direct.1".into(),
+                model: "digits-plain".into(),
+                input: input_bytes(&x),
+                params: vec![],
+                stream: false,
+                proof: Some("groth16".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    let JobBody::Error(e) = reply.body else {
+        panic!("expected an error, got {:?}", reply.body)
+    };
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert!(
+        e.message.contains("does not prove model `digits-plain`"),
+        "{}",
+        e.message
+    );
+    assert!(p.store().jobs().get("direct.1").unwrap().is_none());
 
     // A lying provider: its result is signed, its proof is corrupt. The job
     // fails with "proof rejected" and is not retried; reputation drops.
