@@ -70,6 +70,7 @@ pub enum StartError {
 pub struct InfernetBuilder {
     config: Config,
     tweak: Option<Box<dyn FnOnce(&mut NetworkConfig) + Send>>,
+    resume: bool,
 }
 
 impl InfernetBuilder {
@@ -85,6 +86,15 @@ impl InfernetBuilder {
     /// intervals) before the swarm starts.
     pub fn network(mut self, tweak: impl FnOnce(&mut NetworkConfig) + Send + 'static) -> Self {
         self.tweak = Some(Box::new(tweak));
+        self
+    }
+
+    /// Whether [`start`](Self::start) resumes the store's unfinished client
+    /// jobs in the background (default: yes). One-shot tools that run a
+    /// single job and exit turn it off and leave resuming to a long-running
+    /// node.
+    pub fn resume_unfinished(mut self, resume: bool) -> Self {
+        self.resume = resume;
         self
     }
 
@@ -129,7 +139,7 @@ impl InfernetBuilder {
             net.publish_advert(spec).await?;
         }
         let client = JobClient::new(net.clone(), store.clone(), key, config.client.clone());
-        if roles.contains(&Role::Client) {
+        if roles.contains(&Role::Client) && self.resume {
             let c = client.clone();
             tasks.push(tokio::spawn(async move {
                 match c.unfinished().await {
@@ -182,6 +192,7 @@ impl Infernet {
         InfernetBuilder {
             config,
             tweak: None,
+            resume: true,
         }
     }
 

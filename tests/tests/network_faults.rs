@@ -289,3 +289,63 @@ fn client_killed_mid_job_resumes_after_restart_without_running_it_twice() {
     }
     drop(providers);
 }
+
+/// The client process dies right after persisting each step in turn
+/// (`INFERNET_CRASH_AFTER=<state>` aborts it there); a restarted client node
+/// finishes every job, each executed exactly once.
+#[test]
+fn client_crash_after_each_step_resumes_to_exactly_one_execution() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let providers = echo_providers(root);
+    let boot = vec![providers[0].addr.clone()];
+    let config = client_toml(root, "client", &boot, "");
+    let client_dir = root.join("client");
+    let steps = ["created", "quoted", "running", "delivered"];
+    for step in steps {
+        let status = Command::new(infernet_bin())
+            .args(["infer", "--network", "--model", "echo", "--config"])
+            .arg(&config)
+            .arg(format!("crash after {step}"))
+            .env("INFERNET_CRASH_AFTER", step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the client must die after `{step}`");
+    }
+    let mut jobs = rows(&client_dir);
+    jobs.sort_by_key(|j| j.created_at_ms);
+    let states: Vec<&str> = jobs.iter().map(|j| j.state.as_str()).collect();
+    assert_eq!(states, steps, "each job stopped where its process died");
+
+    let _client = NodeProc::start(&config);
+    let done = wait_for(
+        "every resumed job to settle",
+        Duration::from_secs(30),
+        || {
+            let rows = rows(&client_dir);
+            rows.iter().all(|r| !r.state.is_active()).then_some(rows)
+        },
+    );
+    let mut executions = vec![];
+    for i in 0..3 {
+        executions.extend(rows(&root.join(format!("p{i}"))));
+    }
+    for job in &done {
+        assert_eq!(job.state, JobState::Settled, "{job:?}");
+        let ran: Vec<_> = executions
+            .iter()
+            .filter(|e| e.id.starts_with(&format!("{}.", job.id)))
+            .collect();
+        assert_eq!(
+            ran.len(),
+            1,
+            "job {} ran {} times: {ran:?}",
+            job.id,
+            ran.len()
+        );
+        assert_eq!(ran[0].state, JobState::Delivered);
+    }
+    drop(providers);
+}

@@ -122,6 +122,10 @@ struct InferArgs {
     /// Only accept quotes in this currency (`--network`).
     #[arg(long)]
     currency: Option<String>,
+    /// Require a zk proof of the result (`groth16`), verified before it is
+    /// accepted (`--network`; only providers that advertise it are used).
+    #[arg(long)]
+    proof: Option<String>,
     /// Print the outcome as JSON (`--network`).
     #[arg(long)]
     json: bool,
@@ -226,7 +230,7 @@ fn infer(a: InferArgs) -> Result<()> {
                 a.params.clone(),
             ]
             .concat(),
-            proof: None,
+            proof: a.proof.clone(),
         };
         return net::infer(net::NetworkInfer {
             config: &a.config,
@@ -236,8 +240,8 @@ fn infer(a: InferArgs) -> Result<()> {
             json: a.json,
         });
     }
-    if a.max_budget.is_some() || a.currency.is_some() || a.json {
-        bail!("--max-budget, --currency and --json apply to --network jobs only");
+    if a.max_budget.is_some() || a.currency.is_some() || a.json || a.proof.is_some() {
+        bail!("--max-budget, --currency, --proof and --json apply to --network jobs only");
     }
     let node = load_node(&a.config)?;
     let mut params = vec![

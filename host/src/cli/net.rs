@@ -61,7 +61,9 @@ pub struct NetworkInfer<'a> {
 pub fn infer(a: NetworkInfer<'_>) -> Result<()> {
     let config = Config::load(a.config)?;
     runtime()?.block_on(async move {
+        // One job and out: unfinished jobs are resumed by `node start`.
         let node = Infernet::new(config)
+            .resume_unfinished(false)
             .start()
             .await
             .context("starting the client node")?;

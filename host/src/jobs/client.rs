@@ -497,7 +497,18 @@ impl JobClient {
         };
         let id = job.id.clone();
         self.inner.db(move |s| Ok(s.jobs().insert(&job)?)).await?;
+        crash_point(JobState::Created);
         Ok(id)
+    }
+}
+
+/// Fault injection for the crash tests: with `INFERNET_CRASH_AFTER=<state>`
+/// set, the process aborts right after a client job's move to that state is
+/// committed — the same as being killed there.
+fn crash_point(state: JobState) {
+    if std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == state.as_str()) {
+        tracing::error!(%state, "INFERNET_CRASH_AFTER: aborting on purpose");
+        std::process::abort();
     }
 }
 
@@ -549,7 +560,11 @@ impl Inner {
         let id = id.to_string();
         self.db(
             move |s| match s.jobs().transition_with(&id, from, to, &detail, &update) {
-                Ok(()) | Err(StoreError::StateConflict { .. }) => Ok(()),
+                Ok(()) => {
+                    crash_point(to);
+                    Ok(())
+                }
+                Err(StoreError::StateConflict { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             },
         )
@@ -567,7 +582,11 @@ impl Inner {
             let steps: Vec<(JobState, JobState, &str)> =
                 steps.iter().map(|(f, t, d)| (*f, *t, d.as_str())).collect();
             match s.jobs().transition_path(&id, &steps) {
-                Ok(()) | Err(StoreError::StateConflict { .. }) => Ok(()),
+                Ok(()) => {
+                    steps.iter().for_each(|(_, to, _)| crash_point(*to));
+                    Ok(())
+                }
+                Err(StoreError::StateConflict { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             }
         })
