@@ -66,10 +66,13 @@ pub enum StartError {
     Worker(String),
 }
 
+/// A change to the network settings, applied before the swarm starts.
+type NetworkTweak = Box<dyn FnOnce(&mut NetworkConfig) + Send>;
+
 /// A node not started yet: [`Infernet::new`] then [`InfernetBuilder::start`].
 pub struct InfernetBuilder {
     config: Config,
-    tweak: Option<Box<dyn FnOnce(&mut NetworkConfig) + Send>>,
+    tweak: Option<NetworkTweak>,
     resume: bool,
 }
 

@@ -663,6 +663,18 @@ pub fn build_tokenizer(vocab_size: usize) -> Result<Tokenizer, FixtureError> {
     Ok(tokenizer)
 }
 
+/// Writes a model directory with no tensors (`config.json` = `{}` and an
+/// empty safetensors file), for backends that never open their model: the
+/// echo and hostile test backends, and benchmarks of the job machinery.
+pub fn write_weightless_model_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("config.json"), "{}")?;
+    let header = b"{}      ";
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header);
+    std::fs::write(dir.join("weights.safetensors"), file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,16 +830,4 @@ mod tests {
             assert_eq!(fs::read(a).expect("read"), fs::read(b).expect("read"));
         }
     }
-}
-
-/// Writes a model directory with no tensors (`config.json` = `{}` and an
-/// empty safetensors file), for backends that never open their model: the
-/// echo and hostile test backends, and benchmarks of the job machinery.
-pub fn write_weightless_model_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("config.json"), "{}")?;
-    let header = b"{}      ";
-    let mut file = (header.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(header);
-    std::fs::write(dir.join("weights.safetensors"), file)
 }

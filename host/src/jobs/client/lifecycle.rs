@@ -1,0 +1,416 @@
+//! The lifecycle loop ([`Inner::drive`]) and the store writes it makes:
+//! one persisted step per turn, failover back to `quoted`.
+
+use super::*;
+
+impl Inner {
+    pub(super) fn step_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.step_timeout_ms)
+    }
+
+    pub(super) async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, ClientError> + Send + 'static,
+    ) -> Result<T, ClientError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ClientError::Worker(e.to_string()))?
+    }
+
+    pub(super) async fn record(&self, id: &str) -> Result<JobRecord, ClientError> {
+        let id = id.to_string();
+        self.db(move |s| s.jobs().get(&id)?.ok_or(ClientError::UnknownJob(id)))
+            .await
+    }
+
+    /// Persists `from -> to`. A conflict (the job moved on, e.g. cancelled)
+    /// is not an error: the driver re-reads the row.
+    pub(super) async fn advance(
+        &self,
+        id: &str,
+        from: JobState,
+        to: JobState,
+        detail: String,
+        update: JobUpdate,
+    ) -> Result<(), ClientError> {
+        let id = id.to_string();
+        self.db(
+            move |s| match s.jobs().transition_with(&id, from, to, &detail, &update) {
+                Ok(()) => {
+                    crash_point(to);
+                    Ok(())
+                }
+                Err(StoreError::StateConflict { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+        )
+        .await
+    }
+
+    /// Several steps in one transaction (see [`advance`](Self::advance)).
+    pub(super) async fn advance_path(
+        &self,
+        id: &str,
+        steps: Vec<(JobState, JobState, String)>,
+    ) -> Result<(), ClientError> {
+        let id = id.to_string();
+        self.db(move |s| {
+            let steps: Vec<(JobState, JobState, &str)> =
+                steps.iter().map(|(f, t, d)| (*f, *t, d.as_str())).collect();
+            match s.jobs().transition_path(&id, &steps) {
+                Ok(()) => {
+                    steps.iter().for_each(|(_, to, _)| crash_point(*to));
+                    Ok(())
+                }
+                Err(StoreError::StateConflict { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    pub(super) async fn fail(
+        &self,
+        record: &JobRecord,
+        message: String,
+    ) -> Result<(), ClientError> {
+        let update = JobUpdate {
+            error: Some(message.clone()),
+            ..JobUpdate::default()
+        };
+        self.advance(&record.id, record.state, JobState::Failed, message, update)
+            .await
+    }
+
+    /// The lifecycle loop: one persisted step per turn until the job is
+    /// settled or failed.
+    pub(super) async fn drive(
+        &self,
+        id: &str,
+        events: Option<&Events>,
+    ) -> Result<JobOutcome, ClientError> {
+        let job_id = id.to_string();
+        let mut excluded = self
+            .db(move |s| Ok(failed_providers(&s.jobs().events(&job_id)?)))
+            .await?;
+        let mut slot: Option<InFlight> = None;
+        loop {
+            let rec = self.record(id).await?;
+            let req = stored_request(&rec)?;
+            let provider: Option<PeerId> =
+                rec.provider_peer.as_deref().and_then(|p| p.parse().ok());
+            if let (Some(p), None) = (provider, &slot) {
+                if rec.state.is_active() && rec.state < JobState::Delivered {
+                    slot = Some(InFlight::take(&self.in_flight, p));
+                }
+            }
+            match rec.state {
+                JobState::Created => match self.choose(&rec, &req, &excluded).await {
+                    Ok(pick) => {
+                        let update = JobUpdate {
+                            provider_peer: Some(pick.provider.to_string()),
+                            quote_id: Some(pick.quote.id.clone()),
+                            bump_attempts: true,
+                            ..JobUpdate::default()
+                        };
+                        let detail = format!(
+                            "provider {} at {} {}",
+                            pick.provider, pick.quote.price, pick.quote.currency
+                        );
+                        self.advance(id, JobState::Created, JobState::Quoted, detail, update)
+                            .await?;
+                        slot = Some(pick.slot);
+                    }
+                    Err(e) => {
+                        self.fail(&rec, e.to_string()).await?;
+                        return Err(e);
+                    }
+                },
+                JobState::Quoted => {
+                    let Some(provider) = provider.filter(|p| !excluded.contains(p)) else {
+                        slot = None;
+                        self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                        continue;
+                    };
+                    if let Some(tx) = events {
+                        let price = self.price_of(&rec).await?;
+                        let _ = tx.send(StreamEvent::Assigned {
+                            provider,
+                            price,
+                            attempt: rec.attempts as u32,
+                        });
+                    }
+                    let accept = JobMessage::new(JobBody::Accept {
+                        job_id: wire_id(&rec),
+                        quote_id: rec.quote_id.clone().unwrap_or_default(),
+                        escrow_ref: None,
+                    });
+                    match self.exchange(provider, accept, self.step_timeout()).await {
+                        Ok(JobBody::Ack { .. }) => {
+                            // No escrow to confirm yet (the payments seam), so
+                            // escrowed -> assigned -> running commit together.
+                            let run = format!("run sent as {}", wire_id(&rec));
+                            self.advance_path(
+                                id,
+                                vec![
+                                    (
+                                        JobState::Quoted,
+                                        JobState::Escrowed,
+                                        "no escrow: payments are not wired in yet".into(),
+                                    ),
+                                    (
+                                        JobState::Escrowed,
+                                        JobState::Assigned,
+                                        "escrow confirmed (none held)".into(),
+                                    ),
+                                    (JobState::Assigned, JobState::Running, run),
+                                ],
+                            )
+                            .await?;
+                        }
+                        Ok(other) => {
+                            let reason =
+                                format!("unexpected reply to accept: {}", body_name(&other));
+                            self.provider_failed(&rec, provider, &reason, events, &mut excluded)
+                                .await?;
+                            slot = None;
+                            self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                        }
+                        Err(StepError::Provider(_)) if self.moved_on(&rec).await? => {}
+                        Err(StepError::Provider(reason)) => {
+                            self.provider_failed(&rec, provider, &reason, events, &mut excluded)
+                                .await?;
+                            slot = None;
+                            self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                        }
+                        Err(StepError::Fatal(e)) => {
+                            self.fail(&rec, e.to_string()).await?;
+                            return Err(e);
+                        }
+                    }
+                }
+                JobState::Escrowed => {
+                    self.advance(
+                        id,
+                        JobState::Escrowed,
+                        JobState::Assigned,
+                        "escrow confirmed (none held)".into(),
+                        JobUpdate::default(),
+                    )
+                    .await?;
+                }
+                JobState::Assigned => {
+                    self.advance(
+                        id,
+                        JobState::Assigned,
+                        JobState::Running,
+                        format!("run sent as {}", wire_id(&rec)),
+                        JobUpdate::default(),
+                    )
+                    .await?;
+                }
+                JobState::Running => {
+                    let Some(provider) = provider else {
+                        return Err(ClientError::Corrupt {
+                            job_id: id.into(),
+                            reason: "running without a provider".into(),
+                        });
+                    };
+                    match self.run(&rec, &req, provider, events).await {
+                        Ok((output, signed, proof)) => {
+                            let expect = match &req.proof {
+                                Some(system) => {
+                                    self.advertised_proof(provider, &req.model, system).await
+                                }
+                                None => None,
+                            };
+                            let mut stored = stored_result(&output, &signed)?;
+                            add_proof(&mut stored, proof.as_deref(), expect.as_ref()).map_err(
+                                |e| ClientError::Corrupt {
+                                    job_id: rec.id.clone(),
+                                    reason: e.to_string(),
+                                },
+                            )?;
+                            let update = JobUpdate {
+                                result: Some(stored),
+                                ..JobUpdate::default()
+                            };
+                            self.advance(
+                                id,
+                                JobState::Running,
+                                JobState::Delivered,
+                                format!("result from {provider}"),
+                                update,
+                            )
+                            .await?;
+                        }
+                        Err(StepError::Provider(_)) if self.moved_on(&rec).await? => {}
+                        Err(StepError::Provider(reason)) => {
+                            self.provider_failed(&rec, provider, &reason, events, &mut excluded)
+                                .await?;
+                            slot = None;
+                            let detail = format!("{PROVIDER_FAILED}{provider}: {reason}");
+                            self.advance(
+                                id,
+                                JobState::Running,
+                                JobState::Quoted,
+                                detail,
+                                JobUpdate::default(),
+                            )
+                            .await?;
+                        }
+                        Err(StepError::Fatal(e)) => {
+                            self.fail(&rec, e.to_string()).await?;
+                            return Err(e);
+                        }
+                    }
+                }
+                JobState::Delivered if req.proof.is_some() => {
+                    slot = None;
+                    let outcome = self.outcome(&rec).await?;
+                    let checked = self.check_proof(&rec, &req, &outcome).await?;
+                    match checked {
+                        Ok(vk_id) => {
+                            let mut stored = rec.result.clone().unwrap_or_default();
+                            if let Some(p) = stored.get_mut("proof") {
+                                p["verified_vk_id"] = serde_json::Value::String(vk_id.clone());
+                            }
+                            let system = req.proof.clone().unwrap_or_default();
+                            self.advance(
+                                id,
+                                JobState::Delivered,
+                                JobState::Verified,
+                                format!("proof verified: {system}, vk {vk_id}"),
+                                JobUpdate {
+                                    result: Some(stored),
+                                    ..JobUpdate::default()
+                                },
+                            )
+                            .await?;
+                        }
+                        Err(reason) => {
+                            tracing::warn!(job = %id, provider = %outcome.provider, %reason, "proof rejected");
+                            let peer = outcome.provider.to_string();
+                            self.db(move |s| Ok(s.peers().record_outcome(&peer, false)?))
+                                .await?;
+                            let e = ClientError::ProofRejected {
+                                job_id: id.into(),
+                                provider: outcome.provider.to_string(),
+                                reason,
+                            };
+                            self.fail(&rec, e.to_string()).await?;
+                            return Err(e);
+                        }
+                    }
+                }
+                JobState::Delivered | JobState::Verified => {
+                    slot = None;
+                    let outcome = self.outcome(&rec).await?;
+                    self.send_receipt(&rec, &outcome);
+                    let peer = outcome.provider.to_string();
+                    self.db(move |s| Ok(s.peers().record_outcome(&peer, true)?))
+                        .await?;
+                    let verification = if rec.state == JobState::Verified {
+                        "verification: proof checked; payment: none"
+                    } else {
+                        "verification: none; payment: none"
+                    };
+                    self.advance(
+                        id,
+                        rec.state,
+                        JobState::Settled,
+                        verification.into(),
+                        JobUpdate::default(),
+                    )
+                    .await?;
+                }
+                JobState::Settled => return self.outcome(&rec).await,
+                JobState::Failed | JobState::Refunded => {
+                    return Err(ClientError::Failed {
+                        job_id: id.into(),
+                        message: rec.error.unwrap_or_else(|| "failed".into()),
+                    })
+                }
+                other => {
+                    return Err(ClientError::Corrupt {
+                        job_id: id.into(),
+                        reason: format!("a client job cannot be `{other}` yet"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The job left `rec.state` while a step ran (cancelled): the step's
+    /// failure is not the provider's.
+    pub(super) async fn moved_on(&self, rec: &JobRecord) -> Result<bool, ClientError> {
+        Ok(self.record(&rec.id).await?.state != rec.state)
+    }
+
+    /// Records a provider failure for this job (event log via the caller's
+    /// transition, reputation, stream event).
+    pub(super) async fn provider_failed(
+        &self,
+        rec: &JobRecord,
+        provider: PeerId,
+        reason: &str,
+        events: Option<&Events>,
+        excluded: &mut HashSet<PeerId>,
+    ) -> Result<(), ClientError> {
+        tracing::warn!(job = %rec.id, %provider, reason, "provider failed; failing over");
+        excluded.insert(provider);
+        let peer = provider.to_string();
+        self.db(move |s| Ok(s.peers().record_outcome(&peer, false)?))
+            .await?;
+        if let Some(tx) = events {
+            let _ = tx.send(StreamEvent::Failover {
+                from: provider,
+                reason: reason.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Picks a new provider for a job in `quoted` (or fails the job).
+    pub(super) async fn reassign(
+        &self,
+        rec: &JobRecord,
+        req: &StoredRequest,
+        excluded: &HashSet<PeerId>,
+        slot: &mut Option<InFlight>,
+    ) -> Result<(), ClientError> {
+        match self.choose(rec, req, excluded).await {
+            Ok(pick) => {
+                let (id, peer, quote) = (
+                    rec.id.clone(),
+                    pick.provider.to_string(),
+                    pick.quote.id.clone(),
+                );
+                let failed: Vec<String> = excluded.iter().map(|p| p.to_string()).collect();
+                let detail = match rec.provider_peer.as_deref() {
+                    Some(old) if failed.iter().any(|f| f == old) => {
+                        format!("{PROVIDER_FAILED}{old}: reassigned to {peer}")
+                    }
+                    _ => format!("reassigned to {peer}"),
+                };
+                self.db(move |s| {
+                    match s
+                        .jobs()
+                        .reassign(&id, JobState::Quoted, &peer, &quote, &detail)
+                    {
+                        Ok(()) | Err(StoreError::StateConflict { .. }) => Ok(()),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+                .await?;
+                *slot = Some(pick.slot);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(rec, e.to_string()).await?;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! The client side of `/infernet/job/1`: the lifecycle driver.
+//!
+//! A job is a row in the store (role `client`) and [`JobClient::drive`] is a
+//! loop that reads the row, does the one step its state calls for, persists
+//! the next state, and goes round again:
+//!
+//! ```text
+//! created   find providers, ask the best-ranked for quotes, pick one  -> quoted
+//! quoted    Accept (the escrow seam: nothing is held yet)             -> escrowed
+//! escrowed  (payments issue: confirm the escrow)                      -> assigned
+//! assigned  about to send Run                                         -> running
+//! running   Run, stream / poll until the signed Result                -> delivered
+//! delivered (proof asked for: verify it)                             -> verified
+//! delivered | verified  Receipt, reputation +1                        -> settled
+//! ```
+//!
+//! A job with [`InferOptions::proof`] (`"groth16"`) only goes to providers
+//! whose advert lists a verifying key for the model in that system; the
+//! `Run` asks for the proof, and in `delivered` the client checks it
+//! ([`verify_proof`]): the signed result covers the proof's hash, the key
+//! is the advertised one, and the proof shows that the advertised model
+//! commitment maps this job's input to the returned output. A proof that
+//! fails any check fails the job (`proof rejected: …`, one reputation
+//! failure) without trying another provider.
+//!
+//! Every step is persisted before it is acted on, and every provider
+//! request is idempotent on the provider (the wire job id `<id>.<attempt>`
+//! names one execution), so a restarted client resumes any job from its
+//! row without running it twice. A provider that fails, times out or
+//! disappears is recorded (`provider-failed <peer>: <reason>` in the event
+//! log, one reputation failure) and the job goes back to `quoted` with the
+//! next-best provider, up to `client.max_attempts`.
+
+use super::select::{rank, Candidate};
+use crate::config::ClientConfig;
+use crate::p2p::protocol::{
+    decode, encode, hash_proof, hash_value, now_ms, Money, ProofAdvert, ProofAttachment,
+    ReceiptBody, SignedReceipt, SignedResult, Usage, WireError,
+};
+use crate::p2p::{
+    ErrorCode, JobBody, JobMessage, NetworkError, NetworkHandle, PeerId, ProviderInfo, WireInput,
+    WireOutput,
+};
+use crate::store::{
+    JobRecord, JobRole, JobState, JobUpdate, NewJob, QuoteRecord, Store, StoreError,
+};
+use libp2p::identity::Keypair;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The prefix of the event detail that marks a provider as failed for a job.
+const PROVIDER_FAILED: &str = "provider-failed ";
+/// Pause between polls while a provider reports the job still running.
+const BUSY_POLL: Duration = Duration::from_millis(50);
+/// Pause between provider lookups while none is found yet.
+const DISCOVERY_RETRY: Duration = Duration::from_millis(200);
+/// How long a provider lookup is reused before the DHT is asked again.
+const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// What a caller may set on a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InferOptions {
+    /// Most the client pays, in minor units of `currency`; quotes above it
+    /// are refused.
+    pub max_budget: Option<u64>,
+    /// Only accept quotes in this currency.
+    pub currency: Option<String>,
+    /// Upper bound on generated tokens (backend parameter `max_tokens`).
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (backend parameter `temperature`).
+    pub temperature: Option<f64>,
+    /// Sampling seed (backend parameter `seed`).
+    pub seed: Option<u64>,
+    /// Any other backend parameters.
+    pub params: Vec<(String, String)>,
+    /// Ask for a zk proof of the result in this system (`"groth16"`): only
+    /// providers advertising it for the model are used, and the job fails
+    /// if the proof does not verify.
+    #[serde(default)]
+    pub proof: Option<String>,
+}
+
+impl InferOptions {
+    /// The backend parameters these options stand for.
+    pub fn backend_params(&self) -> Vec<(String, String)> {
+        let mut p = self.params.clone();
+        let mut set = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                p.retain(|(key, _)| key != k);
+                p.push((k.into(), v));
+            }
+        };
+        set("max_tokens", self.max_tokens.map(|v| v.to_string()));
+        set("temperature", self.temperature.map(|v| v.to_string()));
+        set("seed", self.seed.map(|v| v.to_string()));
+        p
+    }
+}
+
+/// The job as stored in its row, enough to resume it after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRequest {
+    model: String,
+    input: WireInput,
+    params: Vec<(String, String)>,
+    max_budget: Option<u64>,
+    currency: Option<String>,
+    max_output_tokens: u32,
+    #[serde(default)]
+    proof: Option<String>,
+}
+
+/// A finished job: the output, the provider's signed result and the price.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// Client-side job id (the store key).
+    pub job_id: String,
+    /// The output; its hash is signed in `signed`.
+    pub output: WireOutput,
+    /// The provider's signed result (output hash, usage, model, backend).
+    pub signed: SignedResult,
+    /// Who served it.
+    pub provider: PeerId,
+    /// The accepted quote.
+    pub price: Money,
+    /// Providers tried (1 = no failover).
+    pub attempts: u32,
+    /// The proof that was asked for, verified before the job settled.
+    pub proof: Option<ProofAttachment>,
+}
+
+impl JobOutcome {
+    /// The generated text, for text outputs.
+    pub fn text(&self) -> Option<&str> {
+        match &self.output {
+            WireOutput::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Token counts as signed by the provider.
+    pub fn usage(&self) -> Usage {
+        self.signed.payload.usage
+    }
+}
+
+/// What a streamed job reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A provider took the job.
+    Assigned {
+        /// Provider.
+        provider: PeerId,
+        /// Its accepted price.
+        price: Money,
+        /// Attempt number (1 for the first provider).
+        attempt: u32,
+    },
+    /// Generated text.
+    Token(String),
+    /// The provider failed; tokens received so far are void and the job
+    /// restarts on another provider (an `Assigned` follows).
+    Failover {
+        /// The provider that failed.
+        from: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a job did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nobody on the network serves the model.
+    #[error("no provider serves model `{model}` (searched {waited_ms} ms); models on the network: {}", if .available.is_empty() { "none seen yet — check [node] bootstrap".to_string() } else { .available.join(", ") })]
+    NoProviders {
+        /// The model asked for.
+        model: String,
+        /// How long discovery ran.
+        waited_ms: u64,
+        /// Models other providers advertise.
+        available: Vec<String>,
+    },
+    /// Every quote was above the budget (or in another currency).
+    #[error("no quote within the budget of {budget}; cheapest seen: {}", .cheapest.as_ref().map(|m| format!("{} {} from {}", m.0.amount, m.0.currency, m.1)).unwrap_or_else(|| "none".into()))]
+    OverBudget {
+        /// The budget, with its currency if one was required.
+        budget: String,
+        /// Cheapest quote seen and its provider.
+        cheapest: Option<Box<(Money, PeerId)>>,
+    },
+    /// No provider answered the quote request.
+    #[error("no provider of `{model}` gave a quote: {}", .errors.join("; "))]
+    NoQuotes {
+        /// Model.
+        model: String,
+        /// One line per provider.
+        errors: Vec<String>,
+    },
+    /// The job failed on every provider tried, or earlier.
+    #[error("job {job_id} failed: {message}")]
+    Failed {
+        /// Job.
+        job_id: String,
+        /// The stored reason.
+        message: String,
+    },
+    /// The provider refused the request itself (not a provider fault).
+    #[error("provider {provider} rejected job {job_id}: {message}")]
+    Rejected {
+        /// Job.
+        job_id: String,
+        /// Provider.
+        provider: String,
+        /// Its message.
+        message: String,
+    },
+    /// No provider advertises proofs of the model in the asked system.
+    #[error("no provider proves model `{model}` with `{system}` (searched {waited_ms} ms); providers of the model without that proof system: {others}")]
+    NoProvers {
+        /// The model asked for.
+        model: String,
+        /// The proof system asked for.
+        system: String,
+        /// How long discovery ran.
+        waited_ms: u64,
+        /// How many providers serve the model without that proof.
+        others: usize,
+    },
+    /// The provider's proof did not verify; the job failed.
+    #[error("job {job_id}: proof rejected: {reason} (provider {provider})")]
+    ProofRejected {
+        /// Job.
+        job_id: String,
+        /// Provider.
+        provider: String,
+        /// Which check failed.
+        reason: String,
+    },
+    /// No such job in this node's store.
+    #[error("no client job {0} in this node's store")]
+    UnknownJob(String),
+    /// The store failed.
+    #[error("job store: {0}")]
+    Store(#[from] StoreError),
+    /// This node's network is down.
+    #[error("network: {0}")]
+    Network(NetworkError),
+    /// A stored row could not be read back (a bug or a hand-edited database).
+    #[error("job {job_id} is unreadable: {reason}")]
+    Corrupt {
+        /// Job.
+        job_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A blocking worker panicked.
+    #[error("worker task: {0}")]
+    Worker(String),
+}
+
+/// A failure of one step, sorted by whose fault it is.
+enum StepError {
+    /// The provider failed: try another.
+    Provider(String),
+    /// Nothing another provider could fix.
+    Fatal(ClientError),
+}
+
+impl From<ClientError> for StepError {
+    fn from(e: ClientError) -> Self {
+        StepError::Fatal(e)
+    }
+}
+
+/// The provider chosen for an attempt.
+struct Pick {
+    provider: PeerId,
+    quote: QuoteRecord,
+    /// This client's slot at the provider, released on drop.
+    slot: InFlight,
+}
+
+/// One of this client's jobs at a provider (load for selection).
+struct InFlight {
+    peer: PeerId,
+    table: Arc<Mutex<HashMap<PeerId, u32>>>,
+}
+
+impl InFlight {
+    fn take(table: &Arc<Mutex<HashMap<PeerId, u32>>>, peer: PeerId) -> InFlight {
+        if let Ok(mut t) = table.lock() {
+            *t.entry(peer).or_default() += 1;
+        }
+        InFlight {
+            peer,
+            table: table.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.lock() {
+            if let Some(n) = t.get_mut(&self.peer) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// Drives client jobs over a node's network. Cheap to clone.
+#[derive(Clone)]
+pub struct JobClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    net: NetworkHandle,
+    store: Arc<Store>,
+    key: Keypair,
+    cfg: ClientConfig,
+    in_flight: Arc<Mutex<HashMap<PeerId, u32>>>,
+    /// Recent provider lookups by model.
+    providers: Mutex<HashMap<String, (Instant, Vec<ProviderInfo>)>>,
+}
+
+type Events = mpsc::UnboundedSender<StreamEvent>;
+
+/// A streamed job: events while it runs, then its outcome.
+pub struct JobStream {
+    /// The client-side job id.
+    pub job_id: String,
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    outcome: tokio::task::JoinHandle<Result<JobOutcome, ClientError>>,
+}
+
+impl JobStream {
+    /// The next event, or `None` once the job has ended.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
+        self.events.recv().await
+    }
+
+    /// Waits for the job's end (remaining events are dropped).
+    pub async fn finish(self) -> Result<JobOutcome, ClientError> {
+        self.outcome
+            .await
+            .map_err(|e| ClientError::Worker(e.to_string()))?
+    }
+}
+
+impl JobClient {
+    /// A client submitting jobs over `net`, recording them in `store` and
+    /// signing receipts with `key` (the node's identity).
+    pub fn new(
+        net: NetworkHandle,
+        store: Arc<Store>,
+        key: Keypair,
+        cfg: ClientConfig,
+    ) -> JobClient {
+        JobClient {
+            inner: Arc::new(Inner {
+                net,
+                store,
+                key,
+                cfg,
+                in_flight: Arc::new(Mutex::new(HashMap::new())),
+                providers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Runs a job on the network and returns its outcome.
+    pub async fn submit(
+        &self,
+        model: &str,
+        input: WireInput,
+        opts: &InferOptions,
+    ) -> Result<JobOutcome, ClientError> {
+        let id = self.create(model, input, opts).await?;
+        self.inner.drive(&id, None).await
+    }
+
+    /// Like [`JobClient::submit`], reporting tokens and provider changes
+    /// as they happen.
+    pub async fn submit_streaming(
+        &self,
+        model: &str,
+        input: WireInput,
+        opts: &InferOptions,
+    ) -> Result<JobStream, ClientError> {
+        let job_id = self.create(model, input, opts).await?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let inner = self.inner.clone();
+        let id = job_id.clone();
+        let outcome = tokio::spawn(async move { inner.drive(&id, Some(&tx)).await });
+        Ok(JobStream {
+            job_id,
+            events,
+            outcome,
+        })
+    }
+
+    /// Drives an existing job (a resumed one) to its end.
+    pub async fn resume(&self, job_id: &str) -> Result<JobOutcome, ClientError> {
+        self.inner.drive(job_id, None).await
+    }
+
+    /// Every unfinished client job in the store, oldest first: what a
+    /// restarted node must resume.
+    pub async fn unfinished(&self) -> Result<Vec<String>, ClientError> {
+        let records = self.inner.db(|s| Ok(s.jobs().active()?)).await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.role == JobRole::Client)
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// Cancels a job: it ends `failed` (reason "cancelled by the client")
+    /// unless it already delivered, and its provider is told. A driver
+    /// still running it stops at its next step.
+    pub async fn cancel(&self, job_id: &str) -> Result<(), ClientError> {
+        let id = job_id.to_string();
+        let record = self
+            .inner
+            .db(move |s| {
+                let r = s
+                    .jobs()
+                    .get(&id)?
+                    .ok_or(ClientError::UnknownJob(id.clone()))?;
+                if JobState::can_transition(r.state, JobState::Failed)
+                    && r.state < JobState::Delivered
+                {
+                    let update = JobUpdate {
+                        error: Some("cancelled by the client".into()),
+                        ..JobUpdate::default()
+                    };
+                    s.jobs().transition_with(
+                        &id,
+                        r.state,
+                        JobState::Failed,
+                        "cancelled",
+                        &update,
+                    )?;
+                }
+                Ok(r)
+            })
+            .await?;
+        if let Some(peer) = record.provider_peer.as_deref().and_then(|p| p.parse().ok()) {
+            let msg = JobMessage::new(JobBody::Cancel {
+                job_id: wire_id(&record),
+                reason: "cancelled by the client".into(),
+            });
+            let _ = tokio::time::timeout(
+                self.inner.step_timeout(),
+                self.inner.net.send_job(peer, msg),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        model: &str,
+        input: WireInput,
+        opts: &InferOptions,
+    ) -> Result<String, ClientError> {
+        let params = opts.backend_params();
+        let request = StoredRequest {
+            model: model.to_string(),
+            max_output_tokens: opts.max_tokens.unwrap_or(256),
+            input,
+            params,
+            max_budget: opts.max_budget,
+            currency: opts.currency.clone(),
+            proof: opts.proof.clone(),
+        };
+        let job = NewJob {
+            id: crate::node::new_job_id(),
+            role: JobRole::Client,
+            model: model.to_string(),
+            request_hash: hash_value(&(&request.model, &request.input, &request.params)),
+            request: Some(
+                serde_json::to_value(&request).map_err(|e| ClientError::Corrupt {
+                    job_id: String::new(),
+                    reason: e.to_string(),
+                })?,
+            ),
+            client_peer: Some(self.inner.net.peer_id().to_string()),
+            provider_peer: None,
+        };
+        let id = job.id.clone();
+        self.inner.db(move |s| Ok(s.jobs().insert(&job)?)).await?;
+        crash_point(JobState::Created);
+        Ok(id)
+    }
+}
+
+/// Fault injection for the crash tests: with `INFERNET_CRASH_AFTER=<state>`
+/// set, the process aborts right after a client job's move to that state is
+/// committed — the same as being killed there.
+fn crash_point(state: JobState) {
+    if std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == state.as_str()) {
+        tracing::error!(%state, "INFERNET_CRASH_AFTER: aborting on purpose");
+        std::process::abort();
+    }
+}
+
+/// The wire job id of the record's current attempt: `<id>.<attempt>`.
+fn wire_id(record: &JobRecord) -> String {
+    format!("{}.{}", record.id, record.attempts)
+}
+
+/// Providers this job already gave up on, from its event log.
+fn failed_providers(events: &[crate::store::JobEvent]) -> HashSet<PeerId> {
+    events
+        .iter()
+        .filter_map(|e| e.detail.as_deref()?.strip_prefix(PROVIDER_FAILED))
+        .filter_map(|rest| rest.split(':').next()?.trim().parse().ok())
+        .collect()
+}
+
+mod lifecycle;
+mod proof;
+mod steps;
+
+use proof::add_proof;
+pub use proof::verify_proof;
+
+const BUSY_PREFIX: &str = "busy: ";
+
+/// A provider's `Error` reply, sorted by fault.
+fn classify(peer: PeerId, e: WireError) -> StepError {
+    match e.code {
+        ErrorCode::Busy => StepError::Provider(format!("{BUSY_PREFIX}{}", e.message)),
+        ErrorCode::InvalidRequest | ErrorCode::Cancelled => {
+            StepError::Fatal(ClientError::Rejected {
+                job_id: e.job_id.unwrap_or_default(),
+                provider: peer.to_string(),
+                message: e.message,
+            })
+        }
+        code => StepError::Provider(format!("{code:?}: {}", e.message)),
+    }
+}
+
+fn body_name(body: &JobBody) -> &'static str {
+    match body {
+        JobBody::QuoteRequest { .. } => "QuoteRequest",
+        JobBody::QuoteOffer { .. } => "QuoteOffer",
+        JobBody::Accept { .. } => "Accept",
+        JobBody::Run { .. } => "Run",
+        JobBody::Poll { .. } => "Poll",
+        JobBody::Progress { .. } => "Progress",
+        JobBody::Result { .. } => "Result",
+        JobBody::Receipt(_) => "Receipt",
+        JobBody::Ack { .. } => "Ack",
+        JobBody::Cancel { .. } => "Cancel",
+        JobBody::Error(_) => "Error",
+    }
+}
+
+fn stored_request(rec: &JobRecord) -> Result<StoredRequest, ClientError> {
+    rec.request
+        .clone()
+        .ok_or("no stored request")
+        .and_then(|v| serde_json::from_value(v).map_err(|_| "stored request does not parse"))
+        .map_err(|reason| ClientError::Corrupt {
+            job_id: rec.id.clone(),
+            reason: reason.into(),
+        })
+}
+
+/// The delivered result as stored in the job row: CBOR (exact) as hex.
+fn stored_result(
+    output: &WireOutput,
+    signed: &SignedResult,
+) -> Result<serde_json::Value, ClientError> {
+    let corrupt = |e: crate::p2p::protocol::CodecError| ClientError::Corrupt {
+        job_id: signed.payload.job_id.clone(),
+        reason: e.to_string(),
+    };
+    Ok(serde_json::json!({
+        "provider": signed.payload.provider,
+        "output_hash": signed.payload.output_hash,
+        "output_cbor": hex::encode(encode(output).map_err(corrupt)?),
+        "signed_cbor": hex::encode(encode(signed).map_err(corrupt)?),
+    }))
+}
+
+/// A rough input size for the quote request (words for text).
+fn estimate_tokens(input: &WireInput) -> u32 {
+    let n = match input {
+        WireInput::Text(t) => t.split_whitespace().count() + 1,
+        WireInput::Texts(ts) => ts.iter().map(|t| t.split_whitespace().count() + 1).sum(),
+        WireInput::Tokens(t) => t.len(),
+        WireInput::Tensor(t) => t.data.len(),
+        WireInput::Bytes(b) => b.len() / 4,
+    };
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
