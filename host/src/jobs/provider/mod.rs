@@ -1,0 +1,411 @@
+//! The provider side of `/infernet/job/1`: quotes from the pricing plugin,
+//! jobs recorded in the store before they run, results signed with the
+//! node's identity key, and a per-job token buffer for streamed runs.
+//!
+//! A run goes `created -> quoted -> escrowed -> assigned -> running` (each
+//! step persisted before the next is acted on; `escrowed` is the money seam
+//! and holds nothing yet), then `delivered` with the signed result stored, or
+//! `failed` with the error. A `Run` for a job id the store already knows is
+//! never executed again: it gets the stored result or error.
+//!
+//! A `Run { proof: Some("groth16") }` for a model this node proves gets the
+//! Groth16 proof of the output attached to the `Result`, its hash signed in
+//! the result body; asked for a proof it cannot make, the provider refuses
+//! (`InvalidRequest`) before running anything.
+
+mod execute;
+mod stream;
+
+use crate::node::Node;
+use crate::p2p::libp2p::identity::Keypair;
+use crate::p2p::protocol::{
+    decode, encode, hash_output, hash_proof, hash_value, now_ms, ProofAttachment, SignatureError,
+};
+use crate::p2p::{
+    BackendRef, ErrorCode, JobBody, JobHandler, JobMessage, Money, PeerId, ResultBody,
+    SignedReceipt, SignedResult, Usage, WireInput, WireOutput,
+};
+use crate::runtime::{ProgressEvent, ProgressSink};
+use crate::store::{JobRecord, JobRole, JobState, JobUpdate, NewJob, Store, StoreError};
+use crate::worlds::backend::{F32Tensor, JobInput, JobOutput, JobRequest};
+use crate::worlds::pricing::QuoteRequest;
+use execute::stored_outcome;
+use infernet_verifier::Prover;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stream::TokenBuffer;
+use tokio::sync::Notify;
+
+/// Currency of the zero quote given when no pricing plugin is configured.
+pub const FREE_CURRENCY: &str = "USD";
+/// Validity of the zero quote.
+const FREE_QUOTE_SECS: u64 = 60;
+/// How long a `Poll` waits for new tokens before replying with none.
+const POLL_WAIT: Duration = Duration::from_millis(500);
+
+/// Why a provider refused or failed a request. Each maps to a protocol
+/// [`ErrorCode`] ([`ProviderError::code`]); the message goes to the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No backend here serves the model.
+    #[error("no backend serves model `{model}`; this provider serves: {}", .available.join(", "))]
+    UnknownModel {
+        /// Asked-for id.
+        model: String,
+        /// What this node serves.
+        available: Vec<String>,
+    },
+    /// No job with this id here.
+    #[error("no job {0} on this provider")]
+    UnknownJob(String),
+    /// The job id is already taken by a different request.
+    #[error("job id {0} was already used for a different request")]
+    IdReused(String),
+    /// The job is still running (from an earlier `Run`).
+    #[error("job {0} is already running on this provider")]
+    InProgress(String),
+    /// An earlier run of this job failed; it is not run again.
+    #[error("job {job_id} failed earlier: {message}")]
+    FailedEarlier {
+        /// Job.
+        job_id: String,
+        /// The stored error.
+        message: String,
+    },
+    /// The backend plugin failed (its message).
+    #[error("{0}")]
+    Backend(String),
+    /// The pricing plugin failed.
+    #[error("pricing plugin: {0}")]
+    Pricing(String),
+    /// A message a provider does not answer (or does not support yet).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A proof was asked for that this provider cannot make.
+    #[error("{0}")]
+    ProofUnavailable(String),
+    /// Proving failed, or the backend's output is not the proved one.
+    #[error("proof: {0}")]
+    Proof(String),
+    /// A receipt's signature did not verify.
+    #[error("receipt: {0}")]
+    BadReceipt(SignatureError),
+    /// Signing the result failed.
+    #[error("cannot sign the result: {0}")]
+    Sign(#[from] SignatureError),
+    /// The store refused.
+    #[error("job store: {0}")]
+    Store(#[from] StoreError),
+    /// A stored result could not be read back.
+    #[error("stored result of job {0} is unreadable")]
+    CorruptResult(String),
+    /// A blocking worker panicked or was cancelled.
+    #[error("worker task: {0}")]
+    Worker(String),
+}
+
+impl ProviderError {
+    /// The protocol code this error is reported with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProviderError::UnknownModel { .. } => ErrorCode::UnknownModel,
+            ProviderError::UnknownJob(_) => ErrorCode::UnknownJob,
+            ProviderError::IdReused(_)
+            | ProviderError::Unsupported(_)
+            | ProviderError::ProofUnavailable(_) => ErrorCode::InvalidRequest,
+            ProviderError::InProgress(_) => ErrorCode::Busy,
+            ProviderError::BadReceipt(_) => ErrorCode::BadSignature,
+            ProviderError::FailedEarlier { .. }
+            | ProviderError::Backend(_)
+            | ProviderError::Pricing(_)
+            | ProviderError::Proof(_)
+            | ProviderError::Sign(_)
+            | ProviderError::Store(_)
+            | ProviderError::CorruptResult(_)
+            | ProviderError::Worker(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Answers `/infernet/job/1` for a provider node. Cheap to clone.
+#[derive(Clone)]
+pub struct ProviderHandler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Arc<Node>,
+    key: Keypair,
+    store: Arc<Store>,
+    /// Token buffers of streamed runs, by job id.
+    streams: Mutex<HashMap<String, Arc<TokenBuffer>>>,
+    /// Jobs executing now (the pricing plugin's queue depth).
+    running: AtomicU32,
+    /// Test hook: corrupt every proof after signing its hash (a lying
+    /// provider whose signature is fine but whose proof is not).
+    tamper_proofs: AtomicBool,
+}
+
+/// What the store says about a `Run`.
+enum Admission {
+    /// A new job: run it.
+    New,
+    /// Seen before: this is its outcome (or why it has none yet).
+    Seen(Box<Result<JobMessage, ProviderError>>),
+}
+
+impl ProviderHandler {
+    /// A handler running jobs on `node`, signing with `key` (the node's
+    /// libp2p identity) and recording jobs in `store`.
+    pub fn new(node: Arc<Node>, key: Keypair, store: Arc<Store>) -> ProviderHandler {
+        ProviderHandler {
+            inner: Arc::new(Inner {
+                node,
+                key,
+                store,
+                streams: Mutex::new(HashMap::new()),
+                running: AtomicU32::new(0),
+                tamper_proofs: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The store jobs are recorded in.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The peer id results are signed as.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.key.public().to_peer_id()
+    }
+
+    /// Ends the provider jobs an earlier process left unfinished (it died
+    /// mid-run): each goes `failed` with the reason, so a client polling for
+    /// it learns to fail over, and it is never run a second time. Call once
+    /// at start, before serving. Returns how many jobs were ended.
+    pub fn recover(&self) -> Result<usize, ProviderError> {
+        let jobs = self.inner.store.jobs();
+        let mut ended = 0;
+        for r in jobs.active()? {
+            if r.role != JobRole::Provider || r.state >= JobState::Delivered {
+                continue;
+            }
+            let message = format!(
+                "provider restarted while the job was {}; it is not run again",
+                r.state
+            );
+            let update = JobUpdate {
+                error: Some(message.clone()),
+                ..JobUpdate::default()
+            };
+            match jobs.transition_with(&r.id, r.state, JobState::Failed, &message, &update) {
+                Ok(()) => ended += 1,
+                Err(StoreError::StateConflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if ended > 0 {
+            tracing::warn!(
+                ended,
+                "ended provider jobs left running by an earlier process"
+            );
+        }
+        Ok(ended)
+    }
+
+    /// Test hook: from now on, every proof this provider attaches has a
+    /// corrupted proof body (its hash is still signed), so clients must
+    /// reject it. Not for production use.
+    #[doc(hidden)]
+    pub fn tamper_proofs_for_tests(&self, on: bool) {
+        self.inner.tamper_proofs.store(on, Ordering::Relaxed);
+    }
+
+    /// Jobs executing now.
+    pub fn running(&self) -> u32 {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    async fn answer(&self, from: PeerId, body: JobBody) -> Result<JobMessage, ProviderError> {
+        match body {
+            JobBody::QuoteRequest {
+                job_id,
+                model,
+                input_tokens,
+                max_output_tokens,
+                ..
+            } => self.quote(job_id, model, input_tokens, max_output_tokens).await,
+            JobBody::Run {
+                job_id,
+                model,
+                input,
+                params,
+                stream,
+                proof,
+            } => {
+                self.inner.check_model(&model)?;
+                if let Some(system) = &proof {
+                    self.inner.check_proof(&model, system)?;
+                }
+                let job = JobRequest {
+                    id: job_id,
+                    model,
+                    input: to_job_input(input),
+                    params,
+                };
+                if stream {
+                    self.start_stream(from, job, proof).await
+                } else {
+                    let inner = self.inner.clone();
+                    blocking(move || match inner.admit(from, &job, proof.as_deref())? {
+                        Admission::Seen(outcome) => *outcome,
+                        Admission::New => inner.execute(from, job, None, proof),
+                    })
+                    .await
+                }
+            }
+            JobBody::Poll { job_id, after_seq } => self.poll(job_id, after_seq).await,
+            // The escrow seam: nothing is held yet, the run needs no accept.
+            JobBody::Accept { job_id, .. } => Ok(JobMessage::ack(job_id)),
+            JobBody::Receipt(receipt) => accept_receipt(&receipt),
+            JobBody::Cancel { job_id, reason } => {
+                let inner = self.inner.clone();
+                blocking(move || inner.cancel(from, job_id, reason)).await
+            }
+            JobBody::QuoteOffer { .. }
+            | JobBody::Progress { .. }
+            | JobBody::Result { .. }
+            | JobBody::Ack { .. }
+            | JobBody::Error(_) => Err(ProviderError::Unsupported(
+                "a provider answers requests only (quote request, accept, run, poll, receipt, cancel)".into(),
+            )),
+        }
+    }
+
+    async fn quote(
+        &self,
+        job_id: String,
+        model: String,
+        input_tokens: u32,
+        max_output_tokens: u32,
+    ) -> Result<JobMessage, ProviderError> {
+        self.inner.check_model(&model)?;
+        let inner = self.inner.clone();
+        let request = QuoteRequest {
+            model,
+            input_tokens,
+            max_output_tokens,
+            estimated_ms: 0,
+            queue_depth: inner.running.load(Ordering::Relaxed),
+            load_permille: 0,
+        };
+        let quote = blocking(move || match inner.node.pricing() {
+            Some(p) => p
+                .quote(&request)
+                .map(Some)
+                .map_err(|e| ProviderError::Pricing(e.to_string())),
+            None => Ok(None),
+        })
+        .await?;
+        let (price, breakdown, valid_secs) = match quote {
+            Some(q) => (
+                Money {
+                    amount: q.price.amount,
+                    currency: q.price.currency,
+                },
+                q.breakdown,
+                u64::from(q.valid_for_secs),
+            ),
+            None => (
+                Money {
+                    amount: 0,
+                    currency: FREE_CURRENCY.into(),
+                },
+                vec![],
+                FREE_QUOTE_SECS,
+            ),
+        };
+        Ok(JobMessage::new(JobBody::QuoteOffer {
+            quote_id: format!("{job_id}-{}", crate::node::new_job_id()),
+            job_id,
+            price,
+            breakdown,
+            valid_until_ms: now_ms().saturating_add(valid_secs.saturating_mul(1000)),
+        }))
+    }
+}
+
+impl JobHandler for ProviderHandler {
+    async fn handle(&self, from: PeerId, msg: JobMessage) -> JobMessage {
+        let job_id = msg.job_id().map(str::to_owned);
+        match self.answer(from, msg.body).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(peer = %from, job = ?job_id, error = %e, "job request refused");
+                JobMessage::error(job_id, e.code(), e.to_string())
+            }
+        }
+    }
+}
+
+fn accept_receipt(receipt: &SignedReceipt) -> Result<JobMessage, ProviderError> {
+    receipt.verify().map_err(ProviderError::BadReceipt)?;
+    tracing::info!(job = %receipt.payload.job_id, accepted = receipt.payload.accepted, "receipt");
+    Ok(JobMessage::ack(receipt.payload.job_id.clone()))
+}
+
+/// Raw i64 little-endian logits (the `mlp` backend's bytes output).
+pub fn decode_logits(bytes: &[u8]) -> Option<Vec<i64>> {
+    if !bytes.len().is_multiple_of(8) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                i64::from_le_bytes(a)
+            })
+            .collect(),
+    )
+}
+
+/// Wire input → the WIT `job-input`.
+pub fn to_job_input(input: WireInput) -> JobInput {
+    match input {
+        WireInput::Text(t) => JobInput::Text(t),
+        WireInput::Texts(t) => JobInput::Texts(t),
+        WireInput::Tokens(t) => JobInput::Tokens(t),
+        WireInput::Tensor(t) => JobInput::Tensor(F32Tensor {
+            shape: t.shape,
+            data: t.data,
+        }),
+        WireInput::Bytes(b) => JobInput::Bytes(b),
+    }
+}
+
+/// The WIT `job-output` → wire output.
+pub fn to_wire_output(output: JobOutput) -> WireOutput {
+    match output {
+        JobOutput::Text(t) => WireOutput::Text(t),
+        JobOutput::Embeddings(e) => WireOutput::Embeddings(e),
+        JobOutput::Logits(t) => WireOutput::Logits(crate::p2p::protocol::Tensor {
+            shape: t.shape,
+            data: t.data,
+        }),
+        JobOutput::Classes(c) => WireOutput::Classes(c),
+        JobOutput::Bytes(b) => WireOutput::Bytes(b),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProviderError> + Send + 'static,
+) -> Result<T, ProviderError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ProviderError::Worker(e.to_string()))?
+}
