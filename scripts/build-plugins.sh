@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 cargo build --release -p infernet-host --bin infernet
-for p in llama bert mlp pricing-flat hostile echo; do
+for p in llama bert mlp pricing-flat pricing-surge hostile echo payment-ledger payment-coinpay; do
   ./target/release/infernet plugin pack \
     "plugins/target/wasm32-wasip2/release/infernet_plugin_${p//-/_}.wasm" \
     --out "target/plugins/$p" --name "$p" --version 0.1.0 >/dev/null
