@@ -54,6 +54,12 @@ pub struct PluginState {
     pub progress: Option<ProgressSink>,
     /// Set by the caller to ask the plugin to stop early.
     pub cancel: Arc<AtomicBool>,
+    /// The plugin's `kv` namespace (payment plugins only).
+    pub kv: Option<crate::store::PluginKv>,
+    /// Outgoing HTTP: the hosts this plugin may reach (payment plugins only;
+    /// empty means none).
+    pub http: crate::worlds::payment::HostFilter,
+    http_ctx: wasmtime_wasi_http::WasiHttpCtx,
 }
 
 impl PluginState {
@@ -79,6 +85,9 @@ impl PluginState {
             secrets: BTreeMap::new(),
             progress: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            kv: None,
+            http: crate::worlds::payment::HostFilter::new(plugin, Vec::new()),
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
         }
     }
 
@@ -108,6 +117,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for PluginState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
         }
     }
 }

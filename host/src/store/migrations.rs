@@ -13,10 +13,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "jobs, job_events, peers, quotes",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "jobs, job_events, peers, quotes",
+        sql: r#"
 CREATE TABLE jobs (
     id            TEXT PRIMARY KEY NOT NULL,
     role          TEXT NOT NULL CHECK (role IN ('client', 'provider')),
@@ -77,7 +78,43 @@ CREATE TABLE quotes (
 );
 CREATE INDEX quotes_job ON quotes(job_id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "plugin_kv, escrows",
+        sql: r#"
+CREATE TABLE plugin_kv (
+    namespace     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+
+CREATE TABLE escrows (
+    id            TEXT PRIMARY KEY NOT NULL,
+    kind          TEXT NOT NULL CHECK (kind IN ('pay', 'earn', 'stake')),
+    job_id        TEXT,
+    adapter       TEXT NOT NULL,
+    escrow_id     TEXT,
+    amount        TEXT NOT NULL,
+    currency      TEXT NOT NULL,
+    depositor     TEXT NOT NULL,
+    beneficiary   TEXT NOT NULL,
+    client_peer   TEXT,
+    provider_peer TEXT,
+    status        TEXT NOT NULL CHECK (status IN ('creating', 'pending', 'funded', 'released',
+                  'settled', 'refunded', 'disputed', 'expired', 'abandoned')),
+    confirmed_by  TEXT,
+    expires_at_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE INDEX escrows_job ON escrows(job_id);
+CREATE INDEX escrows_status ON escrows(status);
+"#,
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i64 {

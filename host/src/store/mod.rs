@@ -8,13 +8,17 @@
 //! exactly one wins and the other gets [`StoreError::StateConflict`].
 //! rusqlite is blocking: async callers use `tokio::task::spawn_blocking`.
 
+mod escrows;
 mod jobs;
+mod kv;
 mod migrations;
 mod peers;
 mod quotes;
 mod state;
 
+pub use escrows::{EscrowKind, EscrowRecord, EscrowsRepo};
 pub use jobs::{JobEvent, JobRecord, JobUpdate, JobsRepo, NewJob};
+pub use kv::{KvError, PluginKv};
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use peers::{PeerRecord, PeersRepo};
 pub use quotes::{QuoteRecord, QuotesRepo};
@@ -190,6 +194,11 @@ impl Store {
     /// Quotes received or issued.
     pub fn quotes(&self) -> QuotesRepo<'_> {
         QuotesRepo { store: self }
+    }
+
+    /// Escrows this node paid into, earns from, or staked.
+    pub fn escrows(&self) -> EscrowsRepo<'_> {
+        EscrowsRepo { store: self }
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

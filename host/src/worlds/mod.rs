@@ -5,9 +5,11 @@
 
 pub mod backend;
 pub mod host_ifaces;
+pub mod payment;
 pub mod pricing;
 
 pub use backend::{BackendInstance, BackendPlugin};
+pub use payment::PaymentPlugin;
 pub use pricing::PricingPlugin;
 
 use crate::runtime::{LoadedComponent, PluginError, PluginState, Runtime};

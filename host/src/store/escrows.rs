@@ -1,0 +1,239 @@
+//! The `escrows` table: the node's own record of every escrow it pays
+//! into (`pay`, client side), is paid from (`earn`, provider side) or
+//! holds as provider stake (`stake`). The payment adapter is the source of
+//! truth for money; this table is what makes settlement resumable: a row
+//! is written (`creating`) before the adapter is asked to create the escrow,
+//! and every status the adapter reports afterwards is written back, so a
+//! restarted node knows which escrows are still open and must be released,
+//! refunded or expired. Amounts are exact: `u64` minor units stored as text.
+
+use super::{now_ms, Store, StoreError};
+use rusqlite::{params, OptionalExtension, Row};
+
+/// Why this node has the escrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscrowKind {
+    /// This node (a client) pays a provider for a job.
+    Pay,
+    /// This node (a provider) is paid for a job.
+    Earn,
+    /// This node (a provider) locked stake with the network's arbiter.
+    Stake,
+}
+
+impl EscrowKind {
+    /// Column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscrowKind::Pay => "pay",
+            EscrowKind::Earn => "earn",
+            EscrowKind::Stake => "stake",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "pay" => Ok(EscrowKind::Pay),
+            "earn" => Ok(EscrowKind::Earn),
+            "stake" => Ok(EscrowKind::Stake),
+            other => Err(StoreError::Corrupt(format!("escrow kind `{other}`"))),
+        }
+    }
+}
+
+/// Statuses after which nothing more happens to an escrow.
+pub const FINAL_STATUSES: &[&str] = &["settled", "refunded", "expired", "abandoned"];
+
+/// One escrow as this node knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscrowRecord {
+    /// Host-side id: the job's wire id (`<job>.<attempt>`) or `stake-…`.
+    pub id: String,
+    /// Pay, earn or stake.
+    pub kind: EscrowKind,
+    /// Local job id, for pay/earn.
+    pub job_id: Option<String>,
+    /// Payment adapter name.
+    pub adapter: String,
+    /// The adapter's escrow id, once created.
+    pub escrow_id: Option<String>,
+    /// Amount in minor units of `currency`.
+    pub amount: u64,
+    /// Currency code.
+    pub currency: String,
+    /// Who pays (account at the adapter).
+    pub depositor: String,
+    /// Who is paid on release.
+    pub beneficiary: String,
+    /// Client peer id.
+    pub client_peer: Option<String>,
+    /// Provider peer id.
+    pub provider_peer: Option<String>,
+    /// `creating`, then the adapter's status (`pending`, `funded`,
+    /// `released`, `settled`, `refunded`, `disputed`, `expired`), or
+    /// `abandoned` (created nowhere: the node died before the adapter call).
+    pub status: String,
+    /// How the provider confirmed the escrow: `status` (asked its adapter)
+    /// or `client` (took the client's statement; local ledger).
+    pub confirmed_by: Option<String>,
+    /// Expiry, ms since epoch.
+    pub expires_at_ms: i64,
+    /// Written, ms since epoch.
+    pub created_at_ms: i64,
+    /// Last change, ms since epoch.
+    pub updated_at_ms: i64,
+}
+
+impl EscrowRecord {
+    /// True once nothing more will happen to it.
+    pub fn is_final(&self) -> bool {
+        FINAL_STATUSES.contains(&self.status.as_str())
+    }
+}
+
+/// Escrows repository; see [`Store::escrows`].
+pub struct EscrowsRepo<'a> {
+    pub(super) store: &'a Store,
+}
+
+const COLUMNS: &str = "id, kind, job_id, adapter, escrow_id, amount, currency, depositor, \
+     beneficiary, client_peer, provider_peer, status, confirmed_by, expires_at_ms, \
+     created_at_ms, updated_at_ms";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<(EscrowRecord, String, String)> {
+    Ok((
+        EscrowRecord {
+            id: r.get(0)?,
+            kind: EscrowKind::Pay,
+            job_id: r.get(2)?,
+            adapter: r.get(3)?,
+            escrow_id: r.get(4)?,
+            amount: 0,
+            currency: r.get(6)?,
+            depositor: r.get(7)?,
+            beneficiary: r.get(8)?,
+            client_peer: r.get(9)?,
+            provider_peer: r.get(10)?,
+            status: r.get(11)?,
+            confirmed_by: r.get(12)?,
+            expires_at_ms: r.get(13)?,
+            created_at_ms: r.get(14)?,
+            updated_at_ms: r.get(15)?,
+        },
+        r.get(1)?,
+        r.get(5)?,
+    ))
+}
+
+fn finish(raw: (EscrowRecord, String, String)) -> Result<EscrowRecord, StoreError> {
+    let (mut rec, kind, amount) = raw;
+    rec.kind = EscrowKind::parse(&kind)?;
+    rec.amount = amount
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("escrow {} amount `{amount}`", rec.id)))?;
+    Ok(rec)
+}
+
+impl EscrowsRepo<'_> {
+    /// Writes `rec` unless a row with its id exists; returns the stored row
+    /// either way (so a retried step sees what the first attempt wrote).
+    pub fn insert_or_get(&self, rec: &EscrowRecord) -> Result<EscrowRecord, StoreError> {
+        self.store.conn().execute(
+            &format!(
+                "INSERT OR IGNORE INTO escrows ({COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            ),
+            params![
+                rec.id,
+                rec.kind.as_str(),
+                rec.job_id,
+                rec.adapter,
+                rec.escrow_id,
+                rec.amount.to_string(),
+                rec.currency,
+                rec.depositor,
+                rec.beneficiary,
+                rec.client_peer,
+                rec.provider_peer,
+                rec.status,
+                rec.confirmed_by,
+                rec.expires_at_ms,
+                rec.created_at_ms,
+                rec.updated_at_ms,
+            ],
+        )?;
+        self.get(&rec.id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("escrow {} vanished", rec.id)))
+    }
+
+    /// One escrow by host-side id.
+    pub fn get(&self, id: &str) -> Result<Option<EscrowRecord>, StoreError> {
+        self.store
+            .conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM escrows WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?
+            .map(finish)
+            .transpose()
+    }
+
+    /// One escrow by host-side id, or by the adapter's escrow id.
+    pub fn find(&self, id: &str) -> Result<Option<EscrowRecord>, StoreError> {
+        if let Some(r) = self.get(id)? {
+            return Ok(Some(r));
+        }
+        self.query("WHERE escrow_id = ?1 ORDER BY created_at_ms LIMIT 1", [id])
+            .map(|v| v.into_iter().next())
+    }
+
+    /// Records what the adapter reported: its escrow id (once known) and status.
+    pub fn update(
+        &self,
+        id: &str,
+        escrow_id: Option<&str>,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        self.store.conn().execute(
+            "UPDATE escrows SET escrow_id = COALESCE(?2, escrow_id), status = ?3, \
+             updated_at_ms = ?4 WHERE id = ?1",
+            params![id, escrow_id, status, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Escrows of one local job, oldest first (one per attempt).
+    pub fn by_job(&self, job_id: &str) -> Result<Vec<EscrowRecord>, StoreError> {
+        self.query("WHERE job_id = ?1 ORDER BY created_at_ms, id", [job_id])
+    }
+
+    /// Every escrow, newest first, at most `limit`.
+    pub fn list(&self, limit: usize) -> Result<Vec<EscrowRecord>, StoreError> {
+        self.query(
+            "ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
+            [limit as i64],
+        )
+    }
+
+    /// Escrows not yet final (to release, refund or expire), oldest first.
+    pub fn open(&self) -> Result<Vec<EscrowRecord>, StoreError> {
+        self.query(
+            "WHERE status NOT IN ('settled', 'refunded', 'expired', 'abandoned') \
+             ORDER BY created_at_ms",
+            [],
+        )
+    }
+
+    fn query(
+        &self,
+        tail: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<EscrowRecord>, StoreError> {
+        let conn = self.store.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM escrows {tail}"))?;
+        let rows = stmt.query_map(args, from_row)?;
+        rows.map(|r| finish(r?)).collect()
+    }
+}

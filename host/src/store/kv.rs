@@ -1,0 +1,153 @@
+//! `plugin_kv`: one private key-value namespace per plugin in the node's
+//! database, backing the WIT `kv` interface of payment plugins. A plugin
+//! sees only its own namespace (the host picks it, the plugin cannot name
+//! another). Keys and values are bounded so a plugin cannot fill the disk
+//! with one call.
+
+use super::{now_ms, Store, StoreError};
+use rusqlite::{params, OptionalExtension};
+use std::sync::Arc;
+
+/// Longest key a plugin may use, bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value a plugin may store, bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Most keys one namespace may hold.
+pub const MAX_KEYS: i64 = 1_000_000;
+/// Most keys one `list_keys` call returns.
+pub const MAX_LIST: usize = 10_000;
+
+/// Why a kv call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// Key or value over its bound, or the namespace is full.
+    #[error("{0}")]
+    Limit(String),
+    /// The database refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for KvError {
+    fn from(e: rusqlite::Error) -> Self {
+        KvError::Store(StoreError::Sqlite(e))
+    }
+}
+
+/// A handle on one namespace of `plugin_kv`. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginKv {
+    store: Arc<Store>,
+    namespace: String,
+}
+
+impl Store {
+    /// The private key-value namespace `namespace` (a plugin's name).
+    pub fn plugin_kv(self: &Arc<Self>, namespace: &str) -> PluginKv {
+        PluginKv {
+            store: self.clone(),
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KvError::Limit(format!(
+            "kv key of {} bytes is over the {MAX_KEY_BYTES}-byte limit",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+impl PluginKv {
+    /// The namespace name.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        check_key(key)?;
+        Ok(self
+            .store
+            .conn()
+            .query_row(
+                "SELECT value FROM plugin_kv WHERE namespace = ?1 AND key = ?2",
+                params![self.namespace, key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores `value` under `key`.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(KvError::Limit(format!(
+                "kv value of {} bytes is over the {MAX_VALUE_BYTES}-byte limit",
+                value.len()
+            )));
+        }
+        let ns = self.namespace.clone();
+        self.store.write(|tx| {
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM plugin_kv WHERE namespace = ?1 AND key = ?2",
+                    params![ns, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                let count: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM plugin_kv WHERE namespace = ?1",
+                    [&ns],
+                    |r| r.get(0),
+                )?;
+                if count >= MAX_KEYS {
+                    return Ok(Err(KvError::Limit(format!(
+                        "kv namespace `{ns}` is full ({MAX_KEYS} keys)"
+                    ))));
+                }
+            }
+            tx.execute(
+                "INSERT INTO plugin_kv (namespace, key, value, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                 updated_at_ms = excluded.updated_at_ms",
+                params![ns, key, value, now_ms()],
+            )?;
+            Ok(Ok(()))
+        })?
+    }
+
+    /// Removes `key` (missing is fine).
+    pub fn delete(&self, key: &str) -> Result<(), KvError> {
+        check_key(key)?;
+        self.store.conn().execute(
+            "DELETE FROM plugin_kv WHERE namespace = ?1 AND key = ?2",
+            params![self.namespace, key],
+        )?;
+        Ok(())
+    }
+
+    /// Keys starting with `prefix`, sorted (at most [`MAX_LIST`]).
+    pub fn list_keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        check_key(prefix)?;
+        let conn = self.store.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key FROM plugin_kv WHERE namespace = ?1 AND substr(key, 1, ?2) = ?3
+             ORDER BY key LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                self.namespace,
+                prefix.chars().count() as i64,
+                prefix,
+                MAX_LIST as i64
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
