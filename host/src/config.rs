@@ -95,6 +95,17 @@ pub struct ClientConfig {
     pub quote_fanout: u32,
     /// Selection weights: price, reputation, latency, load.
     pub weights: SelectionWeights,
+    /// Currency this client pays in (must be one its adapter moves).
+    /// Default: the quote's currency when the adapter moves it, else the
+    /// first currency both sides' adapters share.
+    pub pay_currency: Option<String>,
+    /// Lifetime of a job's escrow, seconds: past it, the escrow refunds.
+    pub escrow_secs: u64,
+    /// How long to wait for an escrow to be funded, ms.
+    pub funding_timeout_ms: u64,
+    /// Fixed rate table, micro-USD per whole unit (e.g. `ETH = 3000000000`);
+    /// unset codes keep the built-in round rates.
+    pub rates: BTreeMap<String, u64>,
 }
 
 impl Default for ClientConfig {
@@ -107,6 +118,10 @@ impl Default for ClientConfig {
             max_attempts: 3,
             quote_fanout: 4,
             weights: SelectionWeights::default(),
+            pay_currency: None,
+            escrow_secs: 3600,
+            funding_timeout_ms: 60_000,
+            rates: BTreeMap::new(),
         }
     }
 }
@@ -250,6 +265,16 @@ pub struct PaymentConfig {
     pub plugin: PathBuf,
     /// Hex ed25519 public key the manifest must be signed by.
     pub publisher_key: Option<String>,
+    /// This node's account (address) at the adapter: where a provider is
+    /// paid and what a client pays from. Default: the node's peer id (right
+    /// for the local ledger; CoinPay needs a chain address).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// How a provider confirms a client's escrow before running: `status`
+    /// (ask this adapter; the default) or `client` (take the client's word:
+    /// only for a local ledger that the provider cannot see).
+    #[serde(default)]
+    pub confirm: Option<String>,
     /// Hosts the adapter may reach over HTTP(S); nothing else is reachable.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
@@ -434,9 +459,31 @@ impl Config {
             }
             p.limits.validate("pricing.limits")?;
         }
+        for (code, _) in &self.client.rates {
+            crate::payments::currency(code)
+                .map_err(|e| invalid(format!("client.rates.{code}"), e.to_string()))?;
+        }
+        if let Some(c) = &self.client.pay_currency {
+            crate::payments::currency(c)
+                .map_err(|e| invalid("client.pay_currency", e.to_string()))?;
+        }
+        if self.client.escrow_secs == 0 {
+            return Err(invalid("client.escrow_secs", "must be at least 1 second"));
+        }
         for (i, p) in self.payment.iter().enumerate() {
             let key = format!("payment[{i}]");
             p.limits.validate(&format!("{key}.limits"))?;
+            if let Some(c) = &p.confirm {
+                if c != "status" && c != "client" {
+                    return Err(invalid(
+                        format!("{key}.confirm"),
+                        format!("`{c}` is not `status` or `client`"),
+                    ));
+                }
+            }
+            if p.account.as_deref().is_some_and(|a| a.trim().is_empty()) {
+                return Err(invalid(format!("{key}.account"), "is empty"));
+            }
             for (j, h) in p.allowed_hosts.iter().enumerate() {
                 if h.is_empty() || h.contains('/') || h.contains(' ') {
                     return Err(invalid(

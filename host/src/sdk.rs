@@ -61,6 +61,9 @@ pub enum StartError {
     /// Provider recovery failed.
     #[error("recovering provider jobs: {0}")]
     Recover(String),
+    /// A `[[payment]]` adapter failed to load.
+    #[error("loading payment adapters: {0}")]
+    Payments(String),
     /// A blocking worker panicked.
     #[error("worker task: {0}")]
     Worker(String),
@@ -121,7 +124,9 @@ impl InfernetBuilder {
             let node = Arc::new(
                 blocking(move || Node::from_config(&cfg).map_err(StartError::from)).await?,
             );
-            let handler = ProviderHandler::new(node.clone(), key.clone(), store.clone());
+            let payments = load_payments(&config, Some(node.runtime()), &store, &key).await?;
+            let handler =
+                ProviderHandler::with_payments(node.clone(), key.clone(), store.clone(), payments);
             let h = handler.clone();
             blocking(move || h.recover().map_err(|e| StartError::Recover(e.to_string()))).await?;
             (Some(node), Some(handler))
@@ -141,7 +146,20 @@ impl InfernetBuilder {
             let spec = advert_spec(node.clone()).await?;
             net.publish_advert(spec).await?;
         }
-        let client = JobClient::new(net.clone(), store.clone(), key, config.client.clone());
+        let payments = match provider.as_ref() {
+            Some(p) => p.payments(),
+            None => load_payments(&config, None, &store, &key).await?,
+        };
+        let client = JobClient::with_payments(
+            net.clone(),
+            store.clone(),
+            key,
+            config.client.clone(),
+            payments.clone(),
+        );
+        if payments.is_some() {
+            tasks.push(tokio::spawn(sweep_escrows(client.clone())));
+        }
         if roles.contains(&Role::Client) && self.resume {
             let c = client.clone();
             tasks.push(tokio::spawn(async move {
@@ -423,4 +441,48 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StartError::Worker(e.to_string()))?
+}
+
+/// Loads the `[[payment]]` adapters (on the node's runtime when there is
+/// one, else on a runtime of their own).
+async fn load_payments(
+    config: &Config,
+    runtime: Option<&crate::runtime::Runtime>,
+    store: &Arc<Store>,
+    key: &p2p::libp2p::identity::Keypair,
+) -> Result<Option<Arc<crate::payments::Payments>>, StartError> {
+    if config.payment.is_empty() {
+        return Ok(None);
+    }
+    let runtime = match runtime {
+        Some(r) => r.clone(),
+        None => crate::runtime::Runtime::new(&config.node.data_dir.join("cache").join("compiled"))
+            .map_err(|e| StartError::Payments(format!("cannot start the wasm engine: {e:#}")))?,
+    };
+    let (cfg, store, peer) = (
+        config.clone(),
+        store.clone(),
+        key.public().to_peer_id().to_string(),
+    );
+    let payments = blocking(move || {
+        crate::payments::Payments::load(&cfg, &runtime, &store, &peer)
+            .map_err(|e| StartError::Payments(e.to_string()))
+    })
+    .await?;
+    Ok(payments.map(Arc::new))
+}
+
+/// How often open escrows are swept (failed jobs refunded, expiries applied).
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// Sweeps escrows at start, then every [`SWEEP_EVERY`].
+async fn sweep_escrows(client: JobClient) {
+    loop {
+        match client.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(changed = n, "escrow sweep"),
+            Err(e) => tracing::warn!(error = %e, "escrow sweep failed"),
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
 }

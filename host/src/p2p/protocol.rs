@@ -49,6 +49,35 @@ pub struct Money {
     pub currency: String,
 }
 
+/// One way to pay a provider: an adapter, its account there, and the
+/// currencies it takes through that adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayTo {
+    /// Payment adapter name, e.g. `payment-ledger`, `payment-coinpay`.
+    pub adapter: String,
+    /// The provider's account (address) at that adapter.
+    pub beneficiary: String,
+    /// Currency codes it accepts there.
+    pub currencies: Vec<String>,
+}
+
+/// The escrow a client holds for a job, as it tells the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowRef {
+    /// Adapter name.
+    pub adapter: String,
+    /// The adapter's escrow id.
+    pub escrow_id: String,
+    /// Amount held.
+    pub amount: Money,
+    /// Who paid.
+    pub depositor: String,
+    /// Who is paid on release.
+    pub beneficiary: String,
+    /// Expiry, ms since epoch.
+    pub expires_at_ms: u64,
+}
+
 /// Consumption, for billing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
@@ -192,15 +221,20 @@ pub enum JobBody {
         breakdown: Vec<(String, u64)>,
         /// Offer expiry, ms since epoch.
         valid_until_ms: u64,
+        /// How this provider can be paid (one entry per payment adapter);
+        /// empty: it runs jobs unpaid.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pay_to: Vec<PayTo>,
     },
-    /// Client → provider: accept an offer (escrow seam).
+    /// Client → provider: accept an offer, naming the escrow that holds
+    /// the price (when the provider is paid).
     Accept {
-        /// Job.
+        /// Job (wire id).
         job_id: String,
         /// The accepted offer.
         quote_id: String,
-        /// Reference of the escrow holding the price, once money exists.
-        escrow_ref: Option<String>,
+        /// The escrow holding the price.
+        escrow: Option<EscrowRef>,
     },
     /// Client → provider: execute.
     Run {
@@ -302,6 +336,8 @@ pub enum ErrorCode {
     /// A signature did not verify.
     BadSignature,
     /// The backend failed.
+    /// The provider is paid and the accept or run lacks a confirmed escrow.
+    PaymentRequired,
     Internal,
 }
 

@@ -81,7 +81,7 @@ CREATE INDEX quotes_job ON quotes(job_id);
     },
     Migration {
         version: 2,
-        name: "plugin_kv, escrows",
+        name: "plugin_kv, escrows, quotes.pay_to",
         sql: r#"
 CREATE TABLE plugin_kv (
     namespace     TEXT NOT NULL,
@@ -112,6 +112,8 @@ CREATE TABLE escrows (
 );
 CREATE INDEX escrows_job ON escrows(job_id);
 CREATE INDEX escrows_status ON escrows(status);
+
+ALTER TABLE quotes ADD COLUMN pay_to TEXT NOT NULL DEFAULT '[]';
 "#,
     },
 ];

@@ -144,4 +144,25 @@ impl QuotesRepo<'_> {
             Ok(())
         })
     }
+
+    /// Records how the quote's provider can be paid (JSON list of `PayTo`).
+    pub fn set_pay_to(&self, quote_id: &str, pay_to_json: &str) -> Result<(), StoreError> {
+        self.store.conn().execute(
+            "UPDATE quotes SET pay_to = ?2 WHERE id = ?1",
+            params![quote_id, pay_to_json],
+        )?;
+        Ok(())
+    }
+
+    /// How the quote's provider can be paid (JSON list; `[]` when unpaid or unknown).
+    pub fn pay_to(&self, quote_id: &str) -> Result<String, StoreError> {
+        Ok(self
+            .store
+            .conn()
+            .query_row("SELECT pay_to FROM quotes WHERE id = ?1", [quote_id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or_else(|| "[]".into()))
+    }
 }

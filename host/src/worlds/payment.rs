@@ -10,7 +10,8 @@
 //!   logged, not stored, not in errors);
 //! - `kv` is the plugin's own namespace of the node's SQLite.
 //!
-//! Calls block (HTTP included): async callers use `spawn_blocking`.
+//! Calls block (HTTP included) and run one at a time per plugin (kv has
+//! no transactions): async callers use `spawn_blocking`.
 
 use super::backend::guest_error;
 use super::{classify_trap, instance_pre, link_err, new_store};
@@ -181,6 +182,10 @@ pub struct PaymentPlugin {
     config: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
     kv: PluginKv,
+    /// Calls run one at a time: kv has no transactions, so two concurrent
+    /// read-modify-write calls (two escrows debiting one balance) could
+    /// lose an update.
+    serial: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for PaymentPlugin {
@@ -220,6 +225,7 @@ impl PaymentPlugin {
             config: grants.config,
             secrets: grants.secrets,
             kv: grants.kv,
+            serial: Default::default(),
         })
     }
 
@@ -236,6 +242,9 @@ impl PaymentPlugin {
             &mut wasmtime::Store<PluginState>,
         ) -> wasmtime::Result<Result<T, kv::Error>>,
     ) -> Result<T, PluginError> {
+        // A poisoned lock only means an earlier call panicked on the host
+        // side; the kv state is whatever that call committed.
+        let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = PluginState::new(
             &self.name,
             self.limits,

@@ -123,7 +123,7 @@ impl Inner {
                         slot = Some(pick.slot);
                     }
                     Err(e) => {
-                        self.fail(&rec, e.to_string()).await?;
+                        self.fail_and_refund(&rec, e.to_string()).await?;
                         return Err(e);
                     }
                 },
@@ -141,14 +141,36 @@ impl Inner {
                             attempt: rec.attempts as u32,
                         });
                     }
+                    self.refund_open(id, Some(&wire_id(&rec))).await?;
+                    let escrow = match self.hold(&rec, provider).await {
+                        Ok(e) => e,
+                        Err(StepError::Provider(reason)) => {
+                            self.provider_failed(&rec, provider, &reason, events, &mut excluded)
+                                .await?;
+                            slot = None;
+                            self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                            continue;
+                        }
+                        Err(StepError::Fatal(e)) => {
+                            self.fail_and_refund(&rec, e.to_string()).await?;
+                            return Err(e);
+                        }
+                    };
+                    let held = escrow.as_ref().map(|e| {
+                        format!(
+                            "escrow {} funded: {} via {}",
+                            e.escrow_id,
+                            crate::payments::display(e.amount.amount, &e.amount.currency),
+                            e.adapter
+                        )
+                    });
                     let accept = JobMessage::new(JobBody::Accept {
                         job_id: wire_id(&rec),
                         quote_id: rec.quote_id.clone().unwrap_or_default(),
-                        escrow_ref: None,
+                        escrow,
                     });
                     match self.exchange(provider, accept, self.step_timeout()).await {
                         Ok(JobBody::Ack { .. }) => {
-                            // No escrow to confirm yet (the payments seam), so
                             // escrowed -> assigned -> running commit together.
                             let run = format!("run sent as {}", wire_id(&rec));
                             self.advance_path(
@@ -157,12 +179,17 @@ impl Inner {
                                     (
                                         JobState::Quoted,
                                         JobState::Escrowed,
-                                        "no escrow: payments are not wired in yet".into(),
+                                        held.clone().unwrap_or_else(|| {
+                                            "no escrow: the quote is free".into()
+                                        }),
                                     ),
                                     (
                                         JobState::Escrowed,
                                         JobState::Assigned,
-                                        "escrow confirmed (none held)".into(),
+                                        match &held {
+                                            Some(_) => "escrow confirmed by the provider".into(),
+                                            None => "accepted (unpaid)".into(),
+                                        },
                                     ),
                                     (JobState::Assigned, JobState::Running, run),
                                 ],
@@ -185,7 +212,7 @@ impl Inner {
                             self.reassign(&rec, &req, &excluded, &mut slot).await?;
                         }
                         Err(StepError::Fatal(e)) => {
-                            self.fail(&rec, e.to_string()).await?;
+                            self.fail_and_refund(&rec, e.to_string()).await?;
                             return Err(e);
                         }
                     }
@@ -195,7 +222,7 @@ impl Inner {
                         id,
                         JobState::Escrowed,
                         JobState::Assigned,
-                        "escrow confirmed (none held)".into(),
+                        "escrow confirmed by the provider".into(),
                         JobUpdate::default(),
                     )
                     .await?;
@@ -261,7 +288,7 @@ impl Inner {
                             .await?;
                         }
                         Err(StepError::Fatal(e)) => {
-                            self.fail(&rec, e.to_string()).await?;
+                            self.fail_and_refund(&rec, e.to_string()).await?;
                             return Err(e);
                         }
                     }
@@ -299,7 +326,7 @@ impl Inner {
                                 provider: outcome.provider.to_string(),
                                 reason,
                             };
-                            self.fail(&rec, e.to_string()).await?;
+                            self.fail_and_refund(&rec, e.to_string()).await?;
                             return Err(e);
                         }
                     }
@@ -307,23 +334,24 @@ impl Inner {
                 JobState::Delivered | JobState::Verified => {
                     slot = None;
                     let outcome = self.outcome(&rec).await?;
-                    self.send_receipt(&rec, &outcome);
+                    let payment = self.release(&rec).await?;
                     let peer = outcome.provider.to_string();
                     self.db(move |s| Ok(s.peers().record_outcome(&peer, true)?))
                         .await?;
                     let verification = if rec.state == JobState::Verified {
-                        "verification: proof checked; payment: none"
+                        "verification: proof checked"
                     } else {
-                        "verification: none; payment: none"
+                        "verification: none"
                     };
                     self.advance(
                         id,
                         rec.state,
                         JobState::Settled,
-                        verification.into(),
+                        format!("{verification}; {payment}"),
                         JobUpdate::default(),
                     )
                     .await?;
+                    self.send_receipt(&rec, &outcome);
                 }
                 JobState::Settled => return self.outcome(&rec).await,
                 JobState::Failed | JobState::Refunded => {
@@ -408,7 +436,7 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                self.fail(rec, e.to_string()).await?;
+                self.fail_and_refund(rec, e.to_string()).await?;
                 Err(e)
             }
         }

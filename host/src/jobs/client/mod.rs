@@ -186,7 +186,7 @@ pub enum ClientError {
         available: Vec<String>,
     },
     /// Every quote was above the budget (or in another currency).
-    #[error("no quote within the budget of {budget}; cheapest seen: {}", .cheapest.as_ref().map(|m| format!("{} {} from {}", m.0.amount, m.0.currency, m.1)).unwrap_or_else(|| "none".into()))]
+    #[error("no quote within the budget of {budget}; cheapest seen: {}", .cheapest.as_ref().map(|m| format!("{} from {}", crate::payments::display(m.0.amount, &m.0.currency), m.1)).unwrap_or_else(|| "none".into()))]
     OverBudget {
         /// The budget, with its currency if one was required.
         budget: String,
@@ -261,6 +261,14 @@ pub enum ClientError {
     /// A blocking worker panicked.
     #[error("worker task: {0}")]
     Worker(String),
+    /// The escrow could not be created, funded or released.
+    #[error("job {job_id}: payment: {message}")]
+    Payment {
+        /// Job.
+        job_id: String,
+        /// What failed, and what to do.
+        message: String,
+    },
 }
 
 /// A failure of one step, sorted by whose fault it is.
@@ -327,6 +335,8 @@ struct Inner {
     in_flight: Arc<Mutex<HashMap<PeerId, u32>>>,
     /// Recent provider lookups by model.
     providers: Mutex<HashMap<String, (Instant, Vec<ProviderInfo>)>>,
+    /// Payment adapters; `None`: this client pays nobody (unpaid providers only).
+    payments: Option<Arc<crate::payments::Payments>>,
 }
 
 type Events = mpsc::UnboundedSender<StreamEvent>;
@@ -362,6 +372,17 @@ impl JobClient {
         key: Keypair,
         cfg: ClientConfig,
     ) -> JobClient {
+        Self::with_payments(net, store, key, cfg, None)
+    }
+
+    /// A client that pays providers through `payments` (escrow per job).
+    pub fn with_payments(
+        net: NetworkHandle,
+        store: Arc<Store>,
+        key: Keypair,
+        cfg: ClientConfig,
+        payments: Option<Arc<crate::payments::Payments>>,
+    ) -> JobClient {
         JobClient {
             inner: Arc::new(Inner {
                 net,
@@ -370,6 +391,7 @@ impl JobClient {
                 cfg,
                 in_flight: Arc::new(Mutex::new(HashMap::new())),
                 providers: Mutex::new(HashMap::new()),
+                payments,
             }),
         }
     }
@@ -506,8 +528,16 @@ impl JobClient {
 /// set, the process aborts right after a client job's move to that state is
 /// committed — the same as being killed there.
 fn crash_point(state: JobState) {
-    if std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == state.as_str()) {
-        tracing::error!(%state, "INFERNET_CRASH_AFTER: aborting on purpose");
+    crash_at(state.as_str())
+}
+
+/// Fault injection for the crash tests: `INFERNET_CRASH_AFTER=<point>`
+/// aborts the process right after that step is persisted. Points: a job
+/// state, or `escrow-intent`, `escrow-created`, `escrow-funded`,
+/// `escrow-released`, `escrow-refunded`.
+fn crash_at(point: &str) {
+    if std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == point) {
+        tracing::error!(point, "INFERNET_CRASH_AFTER: aborting on purpose");
         std::process::abort();
     }
 }
@@ -527,6 +557,7 @@ fn failed_providers(events: &[crate::store::JobEvent]) -> HashSet<PeerId> {
 }
 
 mod lifecycle;
+mod pay;
 mod proof;
 mod steps;
 

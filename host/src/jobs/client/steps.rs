@@ -70,30 +70,46 @@ impl Inner {
         let replies = futures::future::join_all(requests).await;
         let mut errors = Vec::new();
         let mut quotes: Vec<(usize, QuoteRecord)> = Vec::new();
+        let mut terms: Vec<(String, String)> = Vec::new();
         for (i, reply) in replies {
             let peer = providers[i].peer_id;
             match reply {
+                Ok(JobBody::QuoteOffer { price, pay_to, .. })
+                    if !self.can_pay(&peer, &price, &pay_to) =>
+                {
+                    errors.push(format!(
+                        "{peer}: {}",
+                        self.cannot_pay_reason(&peer, &price, &pay_to)
+                    ))
+                }
                 Ok(JobBody::QuoteOffer {
                     quote_id,
                     price,
                     breakdown,
                     valid_until_ms,
+                    pay_to,
                     ..
-                }) => quotes.push((
-                    i,
-                    QuoteRecord {
-                        id: quote_id,
-                        job_id: rec.id.clone(),
-                        provider_peer: peer.to_string(),
-                        model: req.model.clone(),
-                        price: price.amount,
-                        currency: price.currency,
-                        breakdown,
-                        expires_at_ms: i64::try_from(valid_until_ms).unwrap_or(i64::MAX),
-                        accepted: false,
-                        created_at_ms: crate::store::now_ms(),
-                    },
-                )),
+                }) => {
+                    terms.push((
+                        quote_id.clone(),
+                        serde_json::to_string(&pay_to).unwrap_or_else(|_| "[]".into()),
+                    ));
+                    quotes.push((
+                        i,
+                        QuoteRecord {
+                            id: quote_id,
+                            job_id: rec.id.clone(),
+                            provider_peer: peer.to_string(),
+                            model: req.model.clone(),
+                            price: price.amount,
+                            currency: price.currency,
+                            breakdown,
+                            expires_at_ms: i64::try_from(valid_until_ms).unwrap_or(i64::MAX),
+                            accepted: false,
+                            created_at_ms: crate::store::now_ms(),
+                        },
+                    ))
+                }
                 Ok(other) => errors.push(format!("{peer}: unexpected reply {}", body_name(&other))),
                 Err(StepError::Provider(reason)) => errors.push(format!("{peer}: {reason}")),
                 Err(StepError::Fatal(e)) => return Err(e),
@@ -105,6 +121,9 @@ impl Inner {
                 if let Err(e) = s.quotes().insert(q) {
                     tracing::debug!(quote = %q.id, error = %e, "quote not recorded");
                 }
+            }
+            for (id, json) in &terms {
+                s.quotes().set_pay_to(id, json)?;
             }
             Ok(())
         })

@@ -14,6 +14,7 @@
 //! (`InvalidRequest`) before running anything.
 
 mod execute;
+mod pay;
 mod stream;
 
 use crate::node::Node;
@@ -104,6 +105,9 @@ pub enum ProviderError {
     /// A blocking worker panicked or was cancelled.
     #[error("worker task: {0}")]
     Worker(String),
+    /// The job is paid and its escrow is missing or does not hold the price.
+    #[error("payment required: {0}")]
+    PaymentRequired(String),
 }
 
 impl ProviderError {
@@ -117,6 +121,7 @@ impl ProviderError {
             | ProviderError::ProofUnavailable(_) => ErrorCode::InvalidRequest,
             ProviderError::InProgress(_) => ErrorCode::Busy,
             ProviderError::BadReceipt(_) => ErrorCode::BadSignature,
+            ProviderError::PaymentRequired(_) => ErrorCode::PaymentRequired,
             ProviderError::FailedEarlier { .. }
             | ProviderError::Backend(_)
             | ProviderError::Pricing(_)
@@ -146,6 +151,12 @@ struct Inner {
     /// Test hook: corrupt every proof after signing its hash (a lying
     /// provider whose signature is fine but whose proof is not).
     tamper_proofs: AtomicBool,
+    /// Payment adapters; `None`: this provider runs jobs unpaid.
+    payments: Option<Arc<crate::payments::Payments>>,
+    /// Prices of recent quotes by quote id, with their expiry (ms).
+    quotes: Mutex<HashMap<String, (Money, u64)>>,
+    /// Wire ids of accepted jobs whose quote was free.
+    free: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What the store says about a `Run`.
@@ -160,6 +171,17 @@ impl ProviderHandler {
     /// A handler running jobs on `node`, signing with `key` (the node's
     /// libp2p identity) and recording jobs in `store`.
     pub fn new(node: Arc<Node>, key: Keypair, store: Arc<Store>) -> ProviderHandler {
+        Self::with_payments(node, key, store, None)
+    }
+
+    /// A handler that is paid through `payments` (when `Some`): quotes
+    /// carry its pay-to terms and no job runs before its escrow is confirmed.
+    pub fn with_payments(
+        node: Arc<Node>,
+        key: Keypair,
+        store: Arc<Store>,
+        payments: Option<Arc<crate::payments::Payments>>,
+    ) -> ProviderHandler {
         ProviderHandler {
             inner: Arc::new(Inner {
                 node,
@@ -168,8 +190,16 @@ impl ProviderHandler {
                 streams: Mutex::new(HashMap::new()),
                 running: AtomicU32::new(0),
                 tamper_proofs: AtomicBool::new(false),
+                payments,
+                quotes: Mutex::new(HashMap::new()),
+                free: Mutex::new(std::collections::HashSet::new()),
             }),
         }
+    }
+
+    /// The payment adapters it is paid through, if any.
+    pub fn payments(&self) -> Option<Arc<crate::payments::Payments>> {
+        self.inner.payments.clone()
     }
 
     /// The store jobs are recorded in.
@@ -250,6 +280,10 @@ impl ProviderHandler {
                 if let Some(system) = &proof {
                     self.inner.check_proof(&model, system)?;
                 }
+                {
+                    let (inner, id) = (self.inner.clone(), job_id.clone());
+                    blocking(move || inner.check_paid(&id)).await?;
+                }
                 let job = JobRequest {
                     id: job_id,
                     model,
@@ -268,9 +302,21 @@ impl ProviderHandler {
                 }
             }
             JobBody::Poll { job_id, after_seq } => self.poll(job_id, after_seq).await,
-            // The escrow seam: nothing is held yet, the run needs no accept.
-            JobBody::Accept { job_id, .. } => Ok(JobMessage::ack(job_id)),
-            JobBody::Receipt(receipt) => accept_receipt(&receipt),
+            JobBody::Accept {
+                job_id,
+                quote_id,
+                escrow,
+            } => {
+                let inner = self.inner.clone();
+                blocking(move || inner.accept(from, job_id, &quote_id, escrow)).await
+            }
+            JobBody::Receipt(receipt) => {
+                let reply = accept_receipt(&receipt)?;
+                let inner = self.inner.clone();
+                let (id, ok) = (receipt.payload.job_id.clone(), receipt.payload.accepted);
+                blocking(move || inner.on_receipt(&id, ok).map(|()| JobMessage::ack(id))).await?;
+                Ok(reply)
+            }
             JobBody::Cancel { job_id, reason } => {
                 let inner = self.inner.clone();
                 blocking(move || inner.cancel(from, job_id, reason)).await
@@ -328,12 +374,22 @@ impl ProviderHandler {
                 FREE_QUOTE_SECS,
             ),
         };
+        let quote_id = format!("{job_id}-{}", crate::node::new_job_id());
+        let valid_until_ms = now_ms().saturating_add(valid_secs.saturating_mul(1000));
+        self.inner.remember_quote(&quote_id, &price, valid_until_ms);
+        let pay_to = self
+            .inner
+            .payments
+            .as_ref()
+            .map(|p| p.pay_to())
+            .unwrap_or_default();
         Ok(JobMessage::new(JobBody::QuoteOffer {
-            quote_id: format!("{job_id}-{}", crate::node::new_job_id()),
+            quote_id,
             job_id,
             price,
             breakdown,
-            valid_until_ms: now_ms().saturating_add(valid_secs.saturating_mul(1000)),
+            valid_until_ms,
+            pay_to,
         }))
     }
 }

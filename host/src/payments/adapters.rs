@@ -1,0 +1,273 @@
+//! The node's payment adapters, loaded from `[[payment]]`: each plugin with
+//! its account, its confirmation mode and the currencies it moves, plus the
+//! rate source that turns USD quotes into the currency a client pays in.
+//! Everything here blocks (plugin calls may do HTTP): async callers use
+//! `spawn_blocking`.
+
+use super::currency::{convert_usd, currency, Amount, FixedRates, MoneyError, RateSource};
+use crate::config::Config;
+use crate::p2p::protocol::PayTo;
+use crate::runtime::{Limits, Package, PluginError, PluginKind, Runtime};
+use crate::store::Store;
+use crate::worlds::payment::{PaymentGrants, PaymentPlugin};
+use std::sync::Arc;
+
+/// How a provider makes sure a client's escrow holds the price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Ask the adapter for the escrow's status (it must be `funded`).
+    Status,
+    /// Take the client's statement (a local ledger the provider cannot see).
+    Client,
+}
+
+/// Why a payment step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// A plugin failed or refused.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// Money arithmetic or an unknown currency.
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    /// The provider and the client share no adapter and currency.
+    #[error(
+        "no way to pay provider {provider}: it takes {offered}; this node pays through {ours}"
+    )]
+    NoCommonTerms {
+        /// Provider.
+        provider: String,
+        /// What it offered.
+        offered: String,
+        /// What this node has.
+        ours: String,
+    },
+    /// An escrow does not hold what it should.
+    #[error("escrow {escrow_id} refused: {reason}")]
+    EscrowRefused {
+        /// The adapter's id.
+        escrow_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// One configured adapter.
+pub struct Adapter {
+    /// The plugin.
+    pub plugin: PaymentPlugin,
+    /// This node's account at it.
+    pub account: String,
+    /// How this node (as a provider) confirms escrows made through it.
+    pub confirm: Confirm,
+    /// Currency codes it moves (those also in the host's currency table).
+    pub currencies: Vec<String>,
+}
+
+/// The node's adapters and rate source.
+pub struct Payments {
+    adapters: Vec<Adapter>,
+    rates: Box<dyn RateSource>,
+}
+
+/// What a client will pay through: adapter, currency, amount and payee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayPlan {
+    /// Adapter name.
+    pub adapter: String,
+    /// Amount in minor units of `currency`.
+    pub amount: u64,
+    /// Currency code.
+    pub currency: String,
+    /// The provider's account there.
+    pub beneficiary: String,
+    /// This node's account there.
+    pub depositor: String,
+}
+
+impl Payments {
+    /// Loads every `[[payment]]` plugin; `peer_id` is the default account.
+    /// `None` when none is configured.
+    pub fn load(
+        config: &Config,
+        runtime: &Runtime,
+        store: &Arc<Store>,
+        peer_id: &str,
+    ) -> Result<Option<Payments>, PaymentError> {
+        if config.payment.is_empty() {
+            return Ok(None);
+        }
+        let mut adapters = Vec::new();
+        for p in &config.payment {
+            let package = Package::open(&p.plugin, p.publisher_key.as_deref())?;
+            let loaded = runtime.load(&package, PluginKind::Payment)?;
+            let grants = PaymentGrants {
+                allowed_hosts: p.allowed_hosts.clone(),
+                config: crate::config::flatten_table(&p.config),
+                secrets: p.secrets.clone(),
+                kv: store.plugin_kv(&loaded.name),
+            };
+            let plugin =
+                PaymentPlugin::new(runtime, &loaded, Limits::from_config(&p.limits), grants)?;
+            let currencies = plugin
+                .currencies()?
+                .into_iter()
+                .filter(|c| currency(&c.code).is_ok_and(|known| known.decimals == c.decimals))
+                .map(|c| c.code)
+                .collect();
+            let confirm = match p.confirm.as_deref() {
+                Some("client") => Confirm::Client,
+                _ => Confirm::Status,
+            };
+            tracing::info!(adapter = %plugin.name(), ?currencies, ?confirm, "payment adapter ready");
+            adapters.push(Adapter {
+                plugin,
+                account: p.account.clone().unwrap_or_else(|| peer_id.to_string()),
+                confirm,
+                currencies,
+            });
+        }
+        let mut table = FixedRates::default();
+        if !config.client.rates.is_empty() {
+            let mut merged: Vec<(String, u128)> = super::CURRENCIES
+                .iter()
+                .filter_map(|c| {
+                    FixedRates::default()
+                        .micro_usd_per_unit(c.code)
+                        .ok()
+                        .map(|r| (c.code.to_string(), r))
+                })
+                .collect();
+            for (code, rate) in &config.client.rates {
+                merged.retain(|(c, _)| c != code);
+                merged.push((code.clone(), u128::from(*rate)));
+            }
+            table = FixedRates::new(merged)?;
+        }
+        Ok(Some(Payments {
+            adapters,
+            rates: Box::new(table),
+        }))
+    }
+
+    /// The adapters.
+    pub fn adapters(&self) -> &[Adapter] {
+        &self.adapters
+    }
+
+    /// The adapter named `name`.
+    pub fn adapter(&self, name: &str) -> Option<&Adapter> {
+        self.adapters.iter().find(|a| a.plugin.name() == name)
+    }
+
+    /// What a provider offers in its quotes.
+    pub fn pay_to(&self) -> Vec<PayTo> {
+        self.adapters
+            .iter()
+            .map(|a| PayTo {
+                adapter: a.plugin.name().to_string(),
+                beneficiary: a.account.clone(),
+                currencies: a.currencies.clone(),
+            })
+            .collect()
+    }
+
+    /// `price` (minor units of `price_currency`) expressed in `target`: as is
+    /// when the currencies match, converted from USD through the rate source
+    /// (rounded up) otherwise.
+    pub fn convert(
+        &self,
+        price: u64,
+        price_currency: &str,
+        target: &str,
+    ) -> Result<u64, PaymentError> {
+        if price_currency == target {
+            return Ok(price);
+        }
+        if price_currency != "USD" {
+            return Err(MoneyError::NoRate {
+                source_name: format!("{} (quotes must be in USD to convert)", self.rates.name()),
+                code: format!("{price_currency} -> {target}"),
+            }
+            .into());
+        }
+        Ok(convert_usd(u128::from(price), target, self.rates.as_ref())?.to_u64()?)
+    }
+
+    /// Chooses how to pay a quote of `price` `price_currency` to a provider
+    /// offering `offered`: the first of our adapters the provider also
+    /// uses, in `preferred` currency if given, else the quote's currency,
+    /// else the first currency both sides take.
+    pub fn plan(
+        &self,
+        provider: &str,
+        offered: &[PayTo],
+        price: u64,
+        price_currency: &str,
+        preferred: Option<&str>,
+    ) -> Result<PayPlan, PaymentError> {
+        for ours in &self.adapters {
+            let Some(theirs) = offered.iter().find(|o| o.adapter == ours.plugin.name()) else {
+                continue;
+            };
+            let shared = |c: &str| {
+                ours.currencies.iter().any(|x| x == c) && theirs.currencies.iter().any(|x| x == c)
+            };
+            let currency = match preferred {
+                Some(p) if shared(p) => Some(p.to_string()),
+                Some(_) => None,
+                None if shared(price_currency) => Some(price_currency.to_string()),
+                None => ours.currencies.iter().find(|c| shared(c)).cloned(),
+            };
+            if let Some(currency) = currency {
+                let amount = self.convert(price, price_currency, &currency)?;
+                return Ok(PayPlan {
+                    adapter: ours.plugin.name().to_string(),
+                    amount,
+                    currency,
+                    beneficiary: theirs.beneficiary.clone(),
+                    depositor: ours.account.clone(),
+                });
+            }
+        }
+        let describe = |v: Vec<String>| {
+            if v.is_empty() {
+                "nothing".to_string()
+            } else {
+                v.join("; ")
+            }
+        };
+        Err(PaymentError::NoCommonTerms {
+            provider: provider.to_string(),
+            offered: describe(
+                offered
+                    .iter()
+                    .map(|o| format!("{} in {}", o.adapter, o.currencies.join("/")))
+                    .collect(),
+            ),
+            ours: describe(
+                self.adapters
+                    .iter()
+                    .map(|a| {
+                        let cur = match preferred {
+                            Some(p) => p.to_string(),
+                            None => a.currencies.join("/"),
+                        };
+                        format!("{} in {cur}", a.plugin.name())
+                    })
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// `amount` minor units of `code` written as a decimal (`0.000250 USD`).
+pub fn display(amount: u64, code: &str) -> String {
+    match Amount::from_minor(u128::from(amount), code) {
+        Ok(a) => a.to_string(),
+        Err(_) => format!("{amount} (minor units) {code}"),
+    }
+}
