@@ -5,6 +5,7 @@
 mod bench;
 mod bench_net;
 mod net;
+mod pay;
 mod plugin;
 
 use anyhow::{bail, Context, Result};
@@ -85,6 +86,15 @@ enum Command {
     },
     /// Benchmarks: plugin vs native candle-transformers, host-call overhead, instantiation.
     Bench(bench::BenchArgs),
+    /// The local ledger's balances: fund an account, read balances.
+    #[command(subcommand)]
+    Wallet(pay::WalletCommand),
+    /// Escrows this node holds, earns from or staked; earnings per provider.
+    #[command(subcommand)]
+    Escrow(pay::EscrowCommand),
+    /// Provider stake: post, show, withdraw.
+    #[command(subcommand)]
+    Stake(pay::StakeCommand),
 }
 
 #[derive(clap::Args)]
@@ -193,6 +203,9 @@ fn run(cli: Cli) -> Result<()> {
         } => embed(&config, &model, &texts),
         Command::Model(ModelCommand::GenTiny { out, shape, seed }) => gen_tiny(&out, &shape, seed),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Wallet(cmd) => pay::wallet(cmd),
+        Command::Escrow(cmd) => pay::escrow(cmd),
+        Command::Stake(cmd) => pay::stake(cmd),
         Command::Demo {
             plugins,
             dir,

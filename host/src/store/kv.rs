@@ -150,4 +150,39 @@ impl PluginKv {
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Reads, changes and writes `key` in one transaction (host tools such
+    /// as `infernet wallet fund` use it while the node may be running).
+    pub fn update<E: From<KvError>>(
+        &self,
+        key: &str,
+        f: impl FnOnce(Option<Vec<u8>>) -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, E> {
+        check_key(key)?;
+        let ns = self.namespace.clone();
+        let out = self
+            .store
+            .write(|tx| {
+                let old: Option<Vec<u8>> = tx
+                    .query_row(
+                        "SELECT value FROM plugin_kv WHERE namespace = ?1 AND key = ?2",
+                        params![ns, key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let new = match f(old) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Err(e)),
+                };
+                tx.execute(
+                    "INSERT INTO plugin_kv (namespace, key, value, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                     updated_at_ms = excluded.updated_at_ms",
+                    params![ns, key, new, now_ms()],
+                )?;
+                Ok(Ok(new))
+            })
+            .map_err(KvError::from)?;
+        out
+    }
 }
