@@ -30,6 +30,7 @@
 #[doc(hidden)]
 pub mod bindings;
 mod exports;
+mod http_ext;
 mod tensor_ext;
 mod types_ext;
 
@@ -116,6 +117,10 @@ pub mod kv {
 }
 
 /// Outgoing HTTP for payment plugins (wasi:http, filtered by the host's allowed hosts).
+///
+/// [`http::request`], [`http::get_json`] and [`http::post_json`] are a blocking
+/// client; the raw `wasi:http` bindings stay here as `types` and `outgoing_handler`.
 pub mod http {
     pub use crate::bindings::payment::wasi::http::*;
+    pub use crate::http_ext::*;
 }

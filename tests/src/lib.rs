@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 
+pub mod coinpay_server;
 pub mod net;
 
 /// The repository root.
