@@ -593,7 +593,8 @@ fn coinpay_bad_webhooks_are_rejected_and_change_nothing() {
     let tampered = body_text.replace("\"funded\"", "\"settled\"");
     assert_ne!(tampered, body_text);
     let now = unix_now();
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>)> = vec![
+    type Case = (&'static str, Vec<(String, String)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         ("tampered body", hook.headers.clone(), tampered.into_bytes()),
         (
             "wrong secret",
@@ -862,4 +863,45 @@ fn coinpay_wrong_api_key_is_reported_without_the_key() {
     assert_eq!(kind, "invalid-input", "{msg}");
     assert!(msg.contains("401") && msg.contains("api_key"), "{msg}");
     assert!(!msg.contains("sk_live_WRONG_key_987654"), "{msg}");
+}
+
+#[test]
+fn coinpay_auto_funding_is_observed_and_tokens_are_plain_without_token_key() {
+    let mut opts = fast_options("whsec_auto");
+    opts.auto_fund_after = Some(Duration::from_millis(300));
+    let cp = CoinPay::with(opts, |_| {});
+    let e = cp
+        .plugin
+        .create_escrow(&request("auto-1", 10, "SOL", DAY))
+        .unwrap();
+    assert_eq!(e.status, EscrowStatus::Pending);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        cp.plugin.status(&e.id).unwrap().status,
+        EscrowStatus::Funded
+    );
+    // documented: without `token_key` the tokens are stored as-is
+    let rec = cp.stored(&e.id);
+    let server_view = cp.server.escrow(&e.id).unwrap();
+    assert_eq!(
+        rec["release_token"].as_str().unwrap(),
+        format!("plain:{}", server_view.release_token)
+    );
+    assert_eq!(rec["job_id"], "auto-1");
+    assert_eq!(rec["amount"], 10);
+    assert_eq!(rec["currency"], "SOL");
+    // create for the same job after funding: no second escrow, current state
+    let again = cp
+        .plugin
+        .create_escrow(&request("auto-1", 10, "SOL", DAY))
+        .unwrap();
+    assert_eq!((again.id, again.status), (e.id, EscrowStatus::Funded));
+    assert_eq!(cp.server.counters().creates, 1);
+    // same job, different amount: refused
+    let (kind, _) = guest_err(
+        cp.plugin
+            .create_escrow(&request("auto-1", 11, "SOL", DAY))
+            .unwrap_err(),
+    );
+    assert_eq!(kind, "invalid-input");
 }
