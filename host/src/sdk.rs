@@ -188,6 +188,7 @@ impl InfernetBuilder {
             client,
             provider,
             node,
+            payments,
             tasks,
         })
     }
@@ -203,6 +204,7 @@ pub struct Infernet {
     client: JobClient,
     provider: Option<ProviderHandler>,
     node: Option<Arc<Node>>,
+    payments: Option<Arc<crate::payments::Payments>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -275,6 +277,16 @@ impl Infernet {
     /// The node's store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The node's payment adapters (`[[payment]]`), if any.
+    pub fn payments(&self) -> Option<&Arc<crate::payments::Payments>> {
+        self.payments.as_ref()
+    }
+
+    /// The job client (sweeps, resumes, cancels).
+    pub fn job_client(&self) -> &JobClient {
+        &self.client
     }
 
     /// The local backends, when this node is a provider.

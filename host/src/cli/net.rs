@@ -4,6 +4,8 @@
 use anyhow::{bail, Context, Result};
 use infernet_host::config::Config;
 use infernet_host::p2p::WireOutput;
+use infernet_host::payments::display;
+use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::sdk::{InferOptions, Infernet, JobOutcome, StreamEvent};
 use infernet_host::store::{JobRecord, PeerRecord, Store};
 use std::io::Write;
@@ -111,14 +113,13 @@ fn print_outcome(o: &JobOutcome, took: std::time::Duration) {
     let u = o.usage();
     let b = &o.signed.payload.backend;
     eprintln!(
-        "[job {} served by {} in {:.2}s: {} in / {} out tokens, price {} {}, backend {} {} (sha256 {}…), signature verified]",
+        "[job {} served by {} in {:.2}s: {} in / {} out tokens, price {}, backend {} {} (sha256 {}…), signature verified]",
         o.job_id,
         o.provider,
         took.as_secs_f64(),
         u.input_tokens,
         u.output_tokens,
-        o.price.amount,
-        o.price.currency,
+        display(o.price.amount, &o.price.currency),
         b.name,
         b.version,
         &b.sha256[..b.sha256.len().min(12)],
@@ -258,6 +259,9 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         abs(&model_dir)?,
         abs(&plugins.join("pricing-flat"))?,
     );
+    let ledger = abs(&plugins.join("payment-ledger")).context(
+        "no packed payment-ledger plugin; build the plugins first (scripts/build-plugins.sh)",
+    )?;
     // Fresh node state each run; the model and compiled plugins are reused.
     let rates = [12u64, 10, 15];
     runtime()?.block_on(async move {
@@ -267,7 +271,7 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
             let node_dir = dir.join(format!("provider-{i}"));
             let _ = std::fs::remove_file(node_dir.join(infernet_host::store::DB_FILE));
             let text = format!(
-                "# Written by `infernet demo`.\n[node]\ndata_dir = {node_dir:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\nadvert_interval_secs = 1\n\n[[backend]]\nplugin = {llama:?}\n\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model_dir:?}\n\n[pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = {rate}\nminimum = 100\n",
+                "# Written by `infernet demo`.\n[node]\ndata_dir = {node_dir:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\nadvert_interval_secs = 1\n\n[[backend]]\nplugin = {llama:?}\n\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model_dir:?}\n\n[pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = {rate}\nminimum = 100\n\n# Paid through the local ledger; the provider cannot see the client's\n# ledger, so it takes the client's escrow statement.\n[[payment]]\nplugin = {ledger:?}\nconfirm = \"client\"\n",
                 node_dir = abs_dir(&node_dir)?,
                 boot = toml_list(bootstrap.as_slice()),
             );
@@ -285,7 +289,7 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         let client_dir = dir.join("client");
         let _ = std::fs::remove_file(client_dir.join(infernet_host::store::DB_FILE));
         let text = format!(
-            "# Written by `infernet demo`.\n[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {}\n",
+            "# Written by `infernet demo`.\n[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {}\n\n[[payment]]\nplugin = {ledger:?}\n",
             abs_dir(&client_dir)?,
             toml_list(bootstrap.as_slice())
         );
@@ -293,6 +297,10 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         std::fs::write(&path, text)?;
         let client = Infernet::new(Config::load(&path)?).start().await.context("starting the client")?;
         eprintln!("client      {}  (bootstrap: provider-0 only)", client.peer_id());
+        let wallet = client.payments().and_then(|p| p.adapter(LEDGER)).context("the client has no ledger")?;
+        let me = wallet.account.clone();
+        let funded = ledger::fund(wallet.plugin.kv(), &me, "USD", 1_000_000)?;
+        eprintln!("client wallet funded on its local ledger: {}", display(funded, "USD"));
         let names: Vec<(String, String)> = providers
             .iter()
             .enumerate()
@@ -322,7 +330,7 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
                     let _ = std::io::stdout().flush();
                 }
                 StreamEvent::Assigned { provider, price, .. } => {
-                    eprintln!("[assigned to {} at {} {}]", name(&provider.to_string()), price.amount, price.currency)
+                    eprintln!("[assigned to {} at {}]", name(&provider.to_string()), display(price.amount, &price.currency))
                 }
                 StreamEvent::Failover { from, reason } => {
                     eprintln!("\n[{} failed: {reason}; failing over]", name(&from.to_string()))
@@ -333,10 +341,36 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         println!();
         let quotes = client.store().quotes().for_job(&outcome.job_id)?;
         for q in &quotes {
-            eprintln!("  quote {} {} from {}{}", q.price, q.currency, name(&q.provider_peer), if q.accepted { "  <- accepted" } else { "" });
+            eprintln!("  quote {} from {}{}", display(q.price, &q.currency), name(&q.provider_peer), if q.accepted { "  <- accepted" } else { "" });
         }
         print_outcome(&outcome, started.elapsed());
         println!("served by {} ({})", name(&outcome.provider.to_string()), outcome.provider);
+        for e in client.store().escrows().by_job(&outcome.job_id)? {
+            println!(
+                "payment: {} held in escrow {} via {}, {} to {}",
+                display(e.amount, &e.currency),
+                e.escrow_id.as_deref().unwrap_or("-"),
+                e.adapter,
+                e.status,
+                name(e.provider_peer.as_deref().unwrap_or_default())
+            );
+        }
+        let left = ledger::balance(wallet.plugin.kv(), &me, "USD")?;
+        println!("client wallet: {} -> {}", display(funded, "USD"), display(left, "USD"));
+        // The receipt reaches the provider in the background.
+        let server = providers.iter().find(|p| p.peer_id() == outcome.provider).context("serving provider")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let earned: Vec<_> = server.store().escrows().by_job(&outcome.job_id)?;
+            let done = earned.iter().any(|e| e.status == "released");
+            if done || std::time::Instant::now() > deadline {
+                for e in earned {
+                    println!("{} earned {} (escrow {}, {})", name(&outcome.provider.to_string()), display(e.amount, &e.currency), e.escrow_id.unwrap_or_default(), e.status);
+                }
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         client.shutdown().await;
         for p in providers {
             p.shutdown().await;

@@ -4,16 +4,14 @@
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use infernet_host::config::Config;
+use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::payments::{display, Amount, Payments};
 use infernet_host::runtime::Runtime;
-use infernet_host::store::{EscrowKind, EscrowRecord, KvError, Store};
+use infernet_host::store::{EscrowKind, EscrowRecord, Store};
 use infernet_host::worlds::payment::{status_name, EscrowRequest, Money};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The embedded default adapter.
-const LEDGER: &str = "payment-ledger";
 
 #[derive(Subcommand)]
 pub enum WalletCommand {
@@ -154,17 +152,6 @@ fn parse_amount(text: &str, currency: &str) -> Result<u64> {
     Ok(a.to_u64()?)
 }
 
-fn ledger_key(account: &str, currency: &str) -> String {
-    format!("balance/{account}/{currency}")
-}
-
-fn read_u64(bytes: &[u8]) -> Result<u64, KvError> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| KvError::Limit("ledger balance is not a decimal number".into()))
-}
-
 pub fn wallet(cmd: WalletCommand) -> Result<()> {
     match cmd {
         WalletCommand::Fund {
@@ -186,15 +173,7 @@ pub fn wallet(cmd: WalletCommand) -> Result<()> {
             }
             let minor = parse_amount(&amount, &currency)?;
             let account = account.unwrap_or_else(|| ledger.account.clone());
-            let key = ledger_key(&account, &currency);
-            let new = ledger.plugin.kv().update(&key, |old| {
-                let old = old.as_deref().map(read_u64).transpose()?.unwrap_or(0);
-                let new = old
-                    .checked_add(minor)
-                    .ok_or_else(|| KvError::Limit("balance overflow".into()))?;
-                Ok::<_, KvError>(new.to_string().into_bytes())
-            })?;
-            let new = read_u64(&new)?;
+            let new = ledger::fund(ledger.plugin.kv(), &account, &currency, minor)?;
             println!(
                 "funded {account}: +{} -> {}",
                 display(minor, &currency),
@@ -212,18 +191,7 @@ pub fn wallet(cmd: WalletCommand) -> Result<()> {
                 .payments
                 .adapter(LEDGER)
                 .context("`wallet balance` reads the local ledger: configure [[payment]] plugin = \".../payment-ledger\"")?;
-            let prefix = match &account {
-                Some(a) => format!("balance/{a}/"),
-                None => "balance/".into(),
-            };
-            let mut rows = Vec::new();
-            for key in ledger.plugin.kv().list_keys(&prefix)? {
-                let Some((acct, cur)) = key["balance/".len()..].rsplit_once('/') else {
-                    continue;
-                };
-                let value = ledger.plugin.kv().get(&key)?.unwrap_or_default();
-                rows.push((acct.to_string(), cur.to_string(), read_u64(&value)?));
-            }
+            let rows = ledger::balances(ledger.plugin.kv(), account.as_deref())?;
             if json {
                 let v: Vec<_> = rows
                     .iter()

@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod currency;
+pub mod ledger;
 
 pub use adapters::{display, Adapter, Confirm, PayPlan, PaymentError, Payments};
 
