@@ -143,7 +143,7 @@ impl InfernetBuilder {
         restore_addresses(&net, &store).await;
         let mut tasks = vec![tokio::spawn(record_peers(net.clone(), store.clone()))];
         if let Some(node) = &node {
-            let spec = advert_spec(node.clone()).await?;
+            let spec = advert_spec(node.clone(), store.clone()).await?;
             net.publish_advert(spec).await?;
         }
         let payments = match provider.as_ref() {
@@ -352,8 +352,9 @@ pub fn network_config(config: &Config) -> NetworkConfig {
 
 /// What a provider advertises: its models, a reference quote from its
 /// pricing plugin (16 tokens in, 64 out), and how many jobs it runs at once.
-async fn advert_spec(node: Arc<Node>) -> Result<AdvertSpec, StartError> {
+async fn advert_spec(node: Arc<Node>, store: Arc<Store>) -> Result<AdvertSpec, StartError> {
     blocking(move || {
+        let stake = posted_stake(&store)?;
         let models = node.models();
         let quote = match (node.pricing(), models.first()) {
             (Some(p), Some(model)) => {
@@ -383,11 +384,27 @@ async fn advert_spec(node: Arc<Node>) -> Result<AdvertSpec, StartError> {
             quote,
             capacity,
             wit_version: crate::runtime::version::host_wit_version().to_string(),
-            stake: None,
+            stake,
             proofs: node.proof_adverts(),
         })
     })
     .await
+}
+
+/// The stake this node holds (`infernet stake post`): the sum of its funded
+/// stakes in the currency of the largest one.
+fn posted_stake(store: &Store) -> Result<Option<Money>, StartError> {
+    let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
+    for e in store.escrows().open()? {
+        if e.kind == crate::store::EscrowKind::Stake && e.status == "funded" {
+            let s = sums.entry(e.currency).or_default();
+            *s = s.saturating_add(e.amount);
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .max_by_key(|(_, amount)| *amount)
+        .map(|(currency, amount)| Money { amount, currency }))
 }
 
 /// Gives the swarm the addresses the store remembers, so a restarted node
