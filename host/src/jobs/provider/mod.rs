@@ -340,13 +340,14 @@ impl ProviderHandler {
     ) -> Result<JobMessage, ProviderError> {
         self.inner.check_model(&model)?;
         let inner = self.inner.clone();
+        let running = inner.running.load(Ordering::Relaxed);
         let request = QuoteRequest {
             model,
             input_tokens,
             max_output_tokens,
             estimated_ms: 0,
-            queue_depth: inner.running.load(Ordering::Relaxed),
-            load_permille: 0,
+            queue_depth: running,
+            load_permille: load_permille(running),
         };
         let quote = blocking(move || match inner.node.pricing() {
             Some(p) => p
@@ -411,6 +412,13 @@ fn accept_receipt(receipt: &SignedReceipt) -> Result<JobMessage, ProviderError> 
     receipt.verify().map_err(ProviderError::BadReceipt)?;
     tracing::info!(job = %receipt.payload.job_id, accepted = receipt.payload.accepted, "receipt");
     Ok(JobMessage::ack(receipt.payload.job_id.clone()))
+}
+
+/// Jobs running now over the cores this node has, in permille (capped at
+/// 1000): the `load-permille` a pricing plugin sees.
+fn load_permille(running: u32) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    (u64::from(running) * 1000 / cores).min(1000) as u32
 }
 
 /// Raw i64 little-endian logits (the `mlp` backend's bytes output).
