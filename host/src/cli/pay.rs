@@ -68,6 +68,20 @@ pub enum EscrowCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hand a payment provider's webhook to its adapter: the adapter
+    /// verifies the signature and applies the event; the escrow's row is
+    /// updated. Pipe the raw body in on stdin (for a relay in front of the node).
+    Webhook {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Adapter name, e.g. `payment-coinpay`.
+        #[arg(long)]
+        adapter: String,
+        /// A request header `Name: value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+    },
     /// Money per provider: released, held and refunded, by currency.
     Earnings {
         /// Node config file.
@@ -279,6 +293,46 @@ pub fn escrow(cmd: EscrowCommand) -> Result<()> {
                     };
                     println!("{k:<14} {v}");
                 }
+            }
+            Ok(())
+        }
+        EscrowCommand::Webhook {
+            config,
+            adapter,
+            headers,
+        } => {
+            let headers = headers
+                .iter()
+                .map(|h| match h.split_once(':') {
+                    Some((k, v)) if !k.trim().is_empty() => {
+                        Ok((k.trim().to_string(), v.trim().to_string()))
+                    }
+                    _ => bail!("`{h}` is not a header; write `Name: value`"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                .context("reading the webhook body from stdin")?;
+            let m = open(&config)?;
+            let a = m
+                .payments
+                .adapter(&adapter)
+                .with_context(|| format!("no [[payment]] adapter named `{adapter}`"))?;
+            let escrow = a
+                .plugin
+                .handle_webhook(&headers, &body)
+                .context("webhook refused")?;
+            let status = status_name(escrow.status);
+            match m.store.escrows().find(&escrow.id)? {
+                Some(row) if !row.is_final() => {
+                    m.store.escrows().update(&row.id, None, status)?;
+                    println!("escrow {} ({}): {}", escrow.id, row.id, status);
+                }
+                Some(row) => println!("escrow {} ({}): already {}", escrow.id, row.id, row.status),
+                None => println!(
+                    "escrow {}: {} (not one of this node's escrows)",
+                    escrow.id, status
+                ),
             }
             Ok(())
         }
