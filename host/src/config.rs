@@ -656,4 +656,37 @@ mod tests {
         .unwrap();
         assert_eq!(c.roles(), vec![Role::Client]);
     }
+
+    #[test]
+    fn payment_keys_are_checked_and_named() {
+        let parse = |t: &str| Config::parse(t, Path::new(".")).unwrap_err().to_string();
+        let err = parse("[[payment]]\nplugin='p'\nconfirm='trust-me'\n");
+        assert!(
+            err.contains("payment[0].confirm") && err.contains("status"),
+            "{err}"
+        );
+        let err = parse("[[payment]]\nplugin='p'\naccount=' '\n");
+        assert!(err.contains("payment[0].account"), "{err}");
+        let err = parse("[[payment]]\nplugin='p'\nallowed_hosts=['https://x.io/api']\n");
+        assert!(err.contains("payment[0].allowed_hosts[0]"), "{err}");
+        let err = parse("[[payment]]\nplugin='p'\nsecret={a='B'}\n");
+        assert!(err.contains("secret"), "{err}");
+        let err = parse("[client]\npay_currency='DOGE'\n");
+        assert!(
+            err.contains("client.pay_currency") && err.contains("DOGE"),
+            "{err}"
+        );
+        let err = parse("[client.rates]\nDOGE = 1\n");
+        assert!(err.contains("client.rates.DOGE"), "{err}");
+        let err = parse("[client]\nescrow_secs = 0\n");
+        assert!(err.contains("client.escrow_secs"), "{err}");
+        let c = Config::parse(
+            "[[payment]]\nplugin='p'\nconfirm='client'\n[payment.secrets]\napi_key='ENV_KEY'\n[client.rates]\nETH = 2500000000\n",
+            Path::new("/etc/inf"),
+        )
+        .unwrap();
+        assert_eq!(c.payment[0].plugin, Path::new("/etc/inf/p"));
+        assert_eq!(c.payment[0].secrets["api_key"], "ENV_KEY");
+        assert_eq!(c.client.rates["ETH"], 2_500_000_000);
+    }
 }
