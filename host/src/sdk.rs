@@ -284,11 +284,6 @@ impl Infernet {
         self.payments.as_ref()
     }
 
-    /// The job client (sweeps, resumes, cancels).
-    pub fn job_client(&self) -> &JobClient {
-        &self.client
-    }
-
     /// The local backends, when this node is a provider.
     pub fn node(&self) -> Option<&Arc<Node>> {
         self.node.as_ref()
