@@ -484,6 +484,11 @@ impl JobClient {
             )
             .await;
         }
+        // The escrow goes back to the client (an escrow still being created
+        // by the driver right now is left to the sweep).
+        if self.inner.record(job_id).await?.state == JobState::Failed {
+            self.inner.settle_failed(job_id).await?;
+        }
         Ok(())
     }
 
