@@ -208,15 +208,62 @@ pub fn run(plugins: &Path, dir: &Path, n: usize) -> Result<()> {
             .await;
         let concurrent = stats(results.into_iter().collect::<Result<Vec<_>, _>>()?, started.elapsed());
 
+        client.shutdown().await;
+        provider.shutdown().await;
+        // The same job, paid: the client escrows each quote on its ledger,
+        // the provider records it, the client releases after delivery.
+        let ledger = plugins.join("payment-ledger");
+        let paid = if ledger.join("infernet-plugin.toml").exists() {
+            let ledger = abs(&ledger)?;
+            let payment = format!("[[payment]]\nplugin = {ledger:?}\nconfirm = \"client\"\n");
+            let provider_toml = format!(
+                "{}{payment}",
+                provider_toml.replace(&format!("{:?}", dir.join("provider")), &format!("{:?}", dir.join("provider-paid")))
+            );
+            let provider = Infernet::new(Config::parse(&provider_toml, dir)?).start().await?;
+            let boot = provider.dialable_addrs().await?[0].to_string();
+            let client_toml = format!(
+                "[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{boot:?}]\n{payment}",
+                dir.join("client-paid")
+            );
+            let client = Infernet::new(Config::parse(&client_toml, dir)?).start().await?;
+            let wallet = client
+                .payments()
+                .and_then(|p| p.adapter(infernet_host::payments::ledger::LEDGER))
+                .context("paid client has no ledger")?;
+            infernet_host::payments::ledger::fund(wallet.plugin.kv(), &wallet.account, "USD", u64::MAX / 2)?;
+            let mut times = Vec::with_capacity(n);
+            for i in 0..WARMUP + n {
+                if i == WARMUP {
+                    wall_start = Instant::now();
+                }
+                let t = Instant::now();
+                client.infer("echo", "hello there", InferOptions::default()).await?;
+                if i >= WARMUP {
+                    times.push(t.elapsed());
+                }
+            }
+            let s = stats(times, wall_start.elapsed());
+            client.shutdown().await;
+            provider.shutdown().await;
+            Some(s)
+        } else {
+            eprintln!("no packed payment-ledger in {}: the paid row is skipped", plugins.display());
+            None
+        };
         let ratio = |s: &Stats| s.p50.as_secs_f64() / echo_stats.p50.as_secs_f64();
         println!("network round trips on 127.0.0.1, n = {n} each (after {WARMUP} warm-up):");
         println!("{:<38} {:>10} {:>10} {:>10} {:>12}", "", "p50", "p99", "per s", "p50 / echo");
-        for (name, s) in [
+        let mut rows = vec![
             ("bare request-response echo", &echo_stats),
             ("run step (Run -> signed Result)", &run_stats),
             ("full job, sequential", &job_stats),
             ("full job, 16 concurrent", &concurrent),
-        ] {
+        ];
+        if let Some(p) = &paid {
+            rows.push(("full job, paid (ledger escrow)", p));
+        }
+        for (name, s) in rows {
             println!(
                 "{name:<38} {:>8.3}ms {:>8.3}ms {:>10.0} {:>11.2}x",
                 s.p50.as_secs_f64() * 1e3,
@@ -225,8 +272,6 @@ pub fn run(plugins: &Path, dir: &Path, n: usize) -> Result<()> {
                 ratio(s)
             );
         }
-        client.shutdown().await;
-        provider.shutdown().await;
         Ok(())
     })
 }
