@@ -158,7 +158,10 @@ impl InfernetBuilder {
             payments.clone(),
         );
         if payments.is_some() {
-            tasks.push(tokio::spawn(sweep_escrows(client.clone())));
+            tasks.push(tokio::spawn(sweep_escrows(
+                client.clone(),
+                provider.clone(),
+            )));
         }
         if roles.contains(&Role::Client) && self.resume {
             let c = client.clone();
@@ -499,13 +502,22 @@ async fn load_payments(
 /// How often open escrows are swept (failed jobs refunded, expiries applied).
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
-/// Sweeps escrows at start, then every [`SWEEP_EVERY`].
-async fn sweep_escrows(client: JobClient) {
+/// Sweeps escrows at start, then every [`SWEEP_EVERY`]: the client's
+/// (refunds, expiries) and, on a provider, its earn rows.
+async fn sweep_escrows(client: JobClient, provider: Option<ProviderHandler>) {
     loop {
         match client.sweep().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(changed = n, "escrow sweep"),
             Err(e) => tracing::warn!(error = %e, "escrow sweep failed"),
+        }
+        if let Some(p) = provider.clone() {
+            match tokio::task::spawn_blocking(move || p.sweep_earnings()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(changed = n, "earnings sweep"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "earnings sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "earnings sweep panicked"),
+            }
         }
         tokio::time::sleep(SWEEP_EVERY).await;
     }

@@ -60,12 +60,34 @@ pub fn client_toml(root: &Path, name: &str, bootstrap: &[String], extra: &str) -
 
 static BIN: Once = Once::new();
 
+/// The variables cargo sets for the package under test (not the user's
+/// `CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_INCREMENTAL`, ...).
+fn is_package_var(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_",
+        "CARGO_CRATE_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        || matches!(
+            name,
+            "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
+        )
+}
+
 /// The `infernet` binary of this workspace (built once if missing or stale).
 pub fn infernet_bin() -> PathBuf {
     BIN.call_once(|| {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "-p", "infernet-host", "--bin", "infernet"])
             .current_dir(repo_root())
+            // Build scripts (ring's) rerun when the package variables cargo
+            // sets for this test change: inheriting them would rebuild the
+            // TLS stack on every switch between `cargo test` and this build.
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| !is_package_var(k)))
             .status()
             .expect("running cargo build for the infernet binary");
         assert!(status.success(), "building the infernet binary failed");
@@ -89,9 +111,16 @@ pub struct NodeProc {
 impl NodeProc {
     /// Starts a node and waits for its `peer` / `listen` lines.
     pub fn start(config: &Path) -> NodeProc {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`NodeProc::start`] with extra environment variables (e.g.
+    /// `INFERNET_CRASH_AFTER`).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> NodeProc {
         let mut child = Command::new(infernet_bin())
             .args(["node", "start", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("INFERNET_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -100,10 +129,10 @@ impl NodeProc {
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Drain to the end: a closed pipe would kill the node at its
+            // next line of output.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
+                let _ = tx.send(line);
             }
         });
         let (mut peer, mut addr) = (None, None);
@@ -155,4 +184,23 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Packs the `payment-ledger` plugin under `<root>/plugins` (once) and
+/// appends a `[[payment]]` table using it to the config at `config_path`,
+/// with `extra` lines inside that table (e.g. `confirm = "client"`).
+/// Call it before the node starts. Returns `config_path`.
+pub fn with_ledger(config_path: &Path, root: &Path, extra: &str) -> PathBuf {
+    let plugins = root.join("plugins");
+    let ledger = plugins.join("payment-ledger");
+    if !ledger
+        .join(infernet_host::runtime::manifest::MANIFEST_FILE)
+        .exists()
+    {
+        pack_plugin("payment-ledger", PluginKind::Payment, &plugins);
+    }
+    let mut text = std::fs::read_to_string(config_path).unwrap();
+    text.push_str(&format!("\n[[payment]]\nplugin = {ledger:?}\n{extra}\n"));
+    std::fs::write(config_path, text).unwrap();
+    config_path.to_path_buf()
 }

@@ -389,3 +389,109 @@ fn proof_on_a_model_that_is_not_a_quantized_mlp_names_the_key() {
     let err = Config::load(&bad).unwrap_err().to_string();
     assert!(err.contains("backend[0].models[0].proof"), "{err}");
 }
+
+/// A paid proved job: the escrow is released only after the proof checks
+/// (its release is logged after `verified`), and a rejected proof refunds
+/// the escrow in full: the client pays for verified results only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paid_proved_jobs_release_after_verification_and_refund_a_rejected_proof() {
+    use infernet_host::payments::ledger::{self, LEDGER};
+    use infernet_tests::net::with_ledger;
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (model, q) = digits();
+    let provider_cfg = mlp_provider_toml(root, &q, "proof = \"groth16\"");
+    pack_plugin("pricing-flat", PluginKind::Pricing, &root.join("plugins"));
+    let mut text = std::fs::read_to_string(&provider_cfg).unwrap();
+    text.push_str(&format!(
+        "\n[pricing]\nplugin = {:?}\n[pricing.config]\nper_input_token = 1\nper_output_token = 1\nminimum = 5000\n",
+        root.join("plugins/pricing-flat")
+    ));
+    std::fs::write(&provider_cfg, text).unwrap();
+    with_ledger(&provider_cfg, root, "confirm = \"client\"");
+    let p = start(&provider_cfg).await;
+    let boot = vec![p.dialable_addrs().await.unwrap()[0].to_string()];
+    let client_cfg = with_ledger(
+        &client_toml(
+            root,
+            "client",
+            &boot,
+            "[client]\ndiscovery_timeout_ms = 1500\n",
+        ),
+        root,
+        "",
+    );
+    let client = start(&client_cfg).await;
+    let me = client.peer_id().to_string();
+    let provider = p.peer_id().to_string();
+    let kv = client.store().plugin_kv(LEDGER);
+    const FUNDED: u64 = 1_000_000;
+    ledger::fund(&kv, &me, "USD", FUNDED).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !client
+        .network()
+        .adverts()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.proof_for("digits", "groth16").is_some())
+    {
+        assert!(Instant::now() < deadline, "no advert with a groth16 key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let x = q.input_from_pixels(&model.test.x[0]);
+
+    // Verified, then released: the price moves once, after the check.
+    let out = client
+        .submit("digits", input_bytes(&x), groth16())
+        .await
+        .unwrap();
+    let price = out.price.amount;
+    assert!(price >= 5000, "{:?}", out.price);
+    let store = client.store().clone();
+    let rec = store.jobs().get(&out.job_id).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Settled);
+    let events = store.jobs().events(&out.job_id).unwrap();
+    let order: Vec<JobState> = events.iter().map(|e| e.to).collect();
+    let verified = order.iter().position(|s| *s == JobState::Verified);
+    let settled = order.iter().position(|s| *s == JobState::Settled);
+    assert!(
+        verified.is_some() && verified < settled,
+        "verified before settled: {order:?}"
+    );
+    let settled_detail = events[settled.unwrap()].detail.clone().unwrap_or_default();
+    assert!(
+        settled_detail.contains("proof checked") && settled_detail.contains("released"),
+        "{settled_detail}"
+    );
+    let held = store.escrows().by_job(&out.job_id).unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        (held[0].status.as_str(), held[0].amount),
+        ("settled", price)
+    );
+    assert_eq!(ledger::balance(&kv, &me, "USD").unwrap(), FUNDED - price);
+    assert_eq!(ledger::balance(&kv, &provider, "USD").unwrap(), price);
+
+    // A rejected proof: failed, refunded, nothing paid.
+    p.provider().unwrap().tamper_proofs_for_tests(true);
+    let err = client
+        .submit("digits", input_bytes(&x), groth16())
+        .await
+        .unwrap_err();
+    let ClientError::ProofRejected { job_id, .. } = &err else {
+        panic!("expected a proof rejection, got {err}")
+    };
+    let rec = store.jobs().get(job_id).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Refunded, "{rec:?}");
+    let held = store.escrows().by_job(job_id).unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].status, "refunded", "{held:?}");
+    assert!(held[0].amount >= 5000);
+    assert!(store.escrows().open().unwrap().is_empty());
+    assert_eq!(ledger::balance(&kv, &me, "USD").unwrap(), FUNDED - price);
+    assert_eq!(ledger::balance(&kv, &provider, "USD").unwrap(), price);
+
+    client.shutdown().await;
+    p.shutdown().await;
+}

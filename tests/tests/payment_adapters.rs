@@ -439,14 +439,6 @@ fn suite(h: &dyn Harness) {
     expiry_path(h);
 }
 
-fn ledger_ready() -> bool {
-    // The ledger is written concurrently; run its half of the suite once it
-    // implements escrows.
-    let src = std::fs::read_to_string(repo_root().join("plugins/payment-ledger/src/lib.rs"))
-        .unwrap_or_default();
-    !src.contains("Error::unsupported(\"not yet\")")
-}
-
 #[test]
 fn settlement_suite_coinpay() {
     suite(&CoinPay::new());
@@ -454,10 +446,6 @@ fn settlement_suite_coinpay() {
 
 #[test]
 fn settlement_suite_ledger() {
-    if !ledger_ready() {
-        eprintln!("payment-ledger is still a skeleton: skipping its half of the suite");
-        return;
-    }
     suite(&Ledger::new());
 }
 
@@ -904,4 +892,66 @@ fn coinpay_auto_funding_is_observed_and_tokens_are_plain_without_token_key() {
             .unwrap_err(),
     );
     assert_eq!(kind, "invalid-input");
+}
+
+/// A provider confirms its client's escrow with its own adapter, which
+/// never created it: `status` reads CoinPay's view (exact amount, chain,
+/// status) and stores nothing; an id that could leave `/escrow/` in the
+/// URL is refused before any request.
+#[test]
+fn coinpay_status_of_an_escrow_made_elsewhere_is_read_exactly() {
+    let cp = CoinPay::new();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_store = Arc::new(Store::open_in_dir(&other_dir.path().join("data")).unwrap());
+    let provider = load(
+        other_dir.path(),
+        "payment-coinpay",
+        PaymentGrants {
+            allowed_hosts: vec!["127.0.0.1".into()],
+            config: map(&[("base_url", &cp.server.base_url())]),
+            secrets: BTreeMap::new(),
+            kv: other_store.plugin_kv("payment-coinpay"),
+        },
+    );
+    let wei = 1_234_567_890_123_456_789u64;
+    let made = cp
+        .plugin
+        .create_escrow(&request("elsewhere", wei, "ETH", DAY))
+        .unwrap();
+    let seen = provider.status(&made.id).unwrap();
+    assert_eq!(seen.status, EscrowStatus::Pending);
+    assert_eq!(
+        (seen.amount.amount, seen.amount.currency.as_str()),
+        (wei, "ETH")
+    );
+    assert_eq!(seen.deposit_address, made.deposit_address);
+    assert!(cp.server.fund(&made.id));
+    assert_eq!(
+        provider.status(&made.id).unwrap().status,
+        EscrowStatus::Funded
+    );
+    assert!(
+        provider
+            .kv()
+            .get(&format!("escrow/{}", made.id))
+            .unwrap()
+            .is_none(),
+        "nothing stored for an escrow this adapter did not make"
+    );
+    // Released by its maker: the provider sees it move on.
+    cp.plugin.release(&made.id).unwrap();
+    assert!(matches!(
+        provider.status(&made.id).unwrap().status,
+        EscrowStatus::Released | EscrowStatus::Settled
+    ));
+
+    let before = cp.server.counters().requests;
+    for bad in ["..", ".", "../escrow", "a/b", "x?y=1", "", "%2e%2e"] {
+        let (kind, msg) = guest_err(provider.status(bad).unwrap_err());
+        assert_eq!(kind, "invalid-input", "{bad:?}: {msg}");
+    }
+    assert_eq!(cp.server.counters().requests, before, "no request was sent");
+    // An id the server does not know: an error naming it.
+    let err = provider.status("esc_unknown").unwrap_err().to_string();
+    assert!(err.contains("esc_unknown"), "{err}");
 }

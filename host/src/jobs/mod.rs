@@ -20,3 +20,18 @@ pub mod select;
 
 pub use client::{ClientError, InferOptions, JobClient, JobOutcome, JobStream, StreamEvent};
 pub use provider::{ProviderError, ProviderHandler};
+
+/// Fault injection for the crash tests: `INFERNET_CRASH_AFTER=<point>`
+/// aborts the process right after that step is persisted — the same as
+/// being killed there. Client points: a client job state (`quoted`,
+/// `running`, ...), `escrow-intent`, `escrow-created`, `escrow-funded`,
+/// `escrow-released`, `escrow-refunded`. Provider points:
+/// `provider-escrow-confirmed` (the `earn` row is written, the `Ack` not
+/// sent), `provider-running`, `provider-delivered` (the signed result is
+/// stored, not sent).
+pub(crate) fn crash_at(point: &str) {
+    if std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == point) {
+        tracing::error!(point, "INFERNET_CRASH_AFTER: aborting on purpose");
+        std::process::abort();
+    }
+}

@@ -538,6 +538,11 @@ pub struct ReceiptBody {
     pub accepted: bool,
     /// When, ms since epoch.
     pub timestamp_ms: u64,
+    /// The escrow's status as the client's adapter reported it on release
+    /// (`released` or `settled`), for a provider that cannot see that
+    /// adapter itself (`confirm = "client"`). Not encoded when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow_status: Option<String>,
 }
 
 impl SignedPayload for ReceiptBody {

@@ -38,6 +38,16 @@ pub fn call(
     body: Option<String>,
     redact: &Redact,
 ) -> Result<Value, Error> {
+    call_raw(method, path, body, redact).map(|(json, _)| json)
+}
+
+/// [`call`], also returning the raw answer body (for exact amounts).
+pub fn call_raw(
+    method: http::Method,
+    path: &str,
+    body: Option<String>,
+    redact: &Redact,
+) -> Result<(Value, Vec<u8>), Error> {
     let url = format!("{}{path}", base_url());
     let api_key = config::secret("api_key").filter(|k| !k.is_empty());
     let auth = api_key.as_ref().map(|k| format!("Bearer {k}"));
@@ -108,7 +118,31 @@ pub fn call(
         });
     }
     let json = json.ok_or_else(|| Error::internal(format!("{what}: the answer is not JSON")))?;
-    Ok(unwrap_envelope(json))
+    Ok((unwrap_envelope(json), res.body))
+}
+
+/// The `amount` of the escrow object in a raw answer body, exactly as
+/// written (a JSON number's text, or a string's content), looking inside
+/// the same envelopes as [`unwrap_envelope`]. No float touches it.
+pub fn raw_amount(body: &[u8]) -> Option<String> {
+    use serde_json::value::RawValue;
+    type Fields = std::collections::BTreeMap<String, Box<RawValue>>;
+    let top: Fields = serde_json::from_slice(body).ok()?;
+    let mut obj = top;
+    for key in ["data", "escrow"] {
+        if let Some(inner) = obj.get(key) {
+            if inner.get().trim_start().starts_with('{') {
+                obj = serde_json::from_str(inner.get()).ok()?;
+                break;
+            }
+        }
+    }
+    let raw = obj.get("amount")?.get().trim();
+    if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).ok()
+    } else {
+        Some(raw.to_string())
+    }
 }
 
 /// CoinPay answers either the object itself or `{"success":…, "data": {…}}`

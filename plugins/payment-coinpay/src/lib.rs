@@ -27,7 +27,7 @@ mod webhook;
 
 use infernet_plugin_api::{
     config, export_payment, http, log, CurrencyInfo, Error, Escrow, EscrowRequest, EscrowStatus,
-    Payment,
+    Money, Payment,
 };
 use record::{parse_status, status_name, Record};
 use serde_json::{json, Map, Value};
@@ -71,10 +71,12 @@ fn redact_for(record: &Record) -> api::Redact {
     r
 }
 
-/// Escrow ids go into URL paths: keep them to a safe alphabet.
+/// Escrow ids go into URL paths: keep them to a safe alphabet, and never
+/// a path segment of dots (`..` would leave `/escrow/`).
 fn check_id(id: &str) -> Result<(), Error> {
     if id.is_empty()
         || id.len() > 128
+        || id.bytes().all(|c| c == b'.')
         || !id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -228,6 +230,37 @@ impl CoinPay {
     }
 }
 
+/// The server's view of an escrow this adapter did not create (a provider
+/// confirming the escrow its client made): read from CoinPay on every
+/// call, nothing stored (there are no tokens to keep). The amount is read
+/// exactly from the answer's text, in the escrow's own `chain`.
+fn foreign_status(id: &str) -> Result<Escrow, Error> {
+    let (json, raw) = api::call_raw(
+        http::Method::Get,
+        &format!("/escrow/{id}"),
+        None,
+        &redact_for_new(),
+    )?;
+    let bad = |what: &str| Error::internal(format!("CoinPay's escrow `{id}`: {what}"));
+    let currency = api::str_field(&json, "chain")
+        .ok_or_else(|| bad("the answer names no chain"))?
+        .trim()
+        .to_ascii_uppercase();
+    let decimals = money::decimals(&currency)?;
+    let amount = api::raw_amount(&raw)
+        .and_then(|a| money::from_decimal(&a, decimals))
+        .ok_or_else(|| bad("the answer has no readable amount"))?;
+    let s = api::str_field(&json, "status").ok_or_else(|| bad("the answer has no status"))?;
+    let status = parse_status(s).ok_or_else(|| bad(&format!("unknown status `{s}`")))?;
+    Ok(Escrow {
+        id: id.to_string(),
+        status,
+        amount: Money { amount, currency },
+        deposit_address: api::str_field(&json, "escrow_address").map(str::to_string),
+        expires_at: api::expires_at(&json).unwrap_or(0),
+    })
+}
+
 /// Redactions before any escrow exists: the API key only.
 fn redact_for_new() -> api::Redact {
     api::Redact(config::secret("api_key").into_iter().collect())
@@ -255,7 +288,10 @@ impl Payment for CoinPay {
 
     fn status(&mut self, id: String) -> Result<Escrow, Error> {
         check_id(&id)?;
-        let mut rec = record::load(&id)?;
+        let Some(mut rec) = record::try_load(&id)? else {
+            // Made elsewhere: a provider confirming its client's escrow.
+            return foreign_status(&id);
+        };
         refresh(&mut rec)?;
         Ok(rec.to_wit())
     }

@@ -56,6 +56,25 @@ pub fn to_decimal(minor: u64, decimals: u8) -> String {
     }
 }
 
+/// A decimal number of whole units (`1.5`, `0.000001`) as minor units with
+/// `decimals`, exactly; digits past `decimals` are dropped (rounds down:
+/// an escrow is never read as holding more than it does). `None` when it
+/// is not a plain non-negative decimal or does not fit.
+pub fn from_decimal(s: &str, decimals: u8) -> Option<u64> {
+    let s = s.trim();
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty()
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let d = decimals as usize;
+    let frac: String = frac.chars().take(d).collect();
+    let digits = format!("{int}{frac:0<d$}");
+    digits.parse::<u128>().ok()?.try_into().ok()
+}
+
 /// Unix seconds from an RFC 3339 / ISO 8601 UTC-or-offset timestamp
 /// (`2026-01-02T03:04:05.678Z`, `...+02:00`); fractions are dropped.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
@@ -119,6 +138,18 @@ mod tests {
         assert_eq!(to_decimal(u64::MAX, 18), "18.446744073709551615");
         assert_eq!(to_decimal(2_000_000, 6), "2");
         assert_eq!(to_decimal(0, 6), "0");
+    }
+
+    #[test]
+    fn decimals_parse_exactly() {
+        assert_eq!(from_decimal("1.5", 8), Some(150_000_000));
+        assert_eq!(from_decimal("0.000000000000000001", 18), Some(1));
+        assert_eq!(from_decimal("18.446744073709551615", 18), Some(u64::MAX));
+        assert_eq!(from_decimal("18.446744073709551616", 18), None);
+        assert_eq!(from_decimal("2", 6), Some(2_000_000));
+        assert_eq!(from_decimal("0.0000019", 6), Some(1));
+        assert_eq!(from_decimal("-1", 6), None);
+        assert_eq!(from_decimal("1e5", 6), None);
     }
 
     #[test]

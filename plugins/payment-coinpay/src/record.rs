@@ -90,12 +90,20 @@ fn job_key(job_id: &str) -> String {
 
 /// The stored escrow `id`, or `invalid-input` when this adapter never made it.
 pub fn load(id: &str) -> Result<Record, Error> {
+    try_load(id)?.ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown escrow `{id}` (not created through this adapter)"
+        ))
+    })
+}
+
+/// The stored escrow `id`, if this adapter made it.
+pub fn try_load(id: &str) -> Result<Option<Record>, Error> {
     match kv::get(&escrow_key(id))? {
         Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
             .map_err(|e| Error::internal(format!("stored escrow `{id}` is corrupt: {e}"))),
-        None => Err(Error::invalid(format!(
-            "unknown escrow `{id}` (not created through this adapter)"
-        ))),
+        None => Ok(None),
     }
 }
 

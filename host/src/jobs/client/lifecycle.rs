@@ -334,7 +334,7 @@ impl Inner {
                 JobState::Delivered | JobState::Verified => {
                     slot = None;
                     let outcome = self.outcome(&rec).await?;
-                    let payment = self.release(&rec).await?;
+                    let released = self.release(&rec).await?;
                     let peer = outcome.provider.to_string();
                     self.db(move |s| Ok(s.peers().record_outcome(&peer, true)?))
                         .await?;
@@ -347,11 +347,11 @@ impl Inner {
                         id,
                         rec.state,
                         JobState::Settled,
-                        format!("{verification}; {payment}"),
+                        format!("{verification}; {}", released.summary),
                         JobUpdate::default(),
                     )
                     .await?;
-                    self.send_receipt(&rec, &outcome);
+                    self.send_receipt(&rec, &outcome, released.status);
                 }
                 JobState::Settled => return self.outcome(&rec).await,
                 JobState::Failed | JobState::Refunded => {

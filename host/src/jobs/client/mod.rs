@@ -31,6 +31,7 @@
 //! log, one reputation failure) and the job goes back to `quoted` with the
 //! next-best provider, up to `client.max_attempts`.
 
+use super::crash_at;
 use super::select::{rank, Candidate};
 use crate::config::ClientConfig;
 use crate::p2p::protocol::{
@@ -534,17 +535,6 @@ impl JobClient {
 /// committed — the same as being killed there.
 fn crash_point(state: JobState) {
     crash_at(state.as_str())
-}
-
-/// Fault injection for the crash tests: `INFERNET_CRASH_AFTER=<point>`
-/// aborts the process right after that step is persisted. Points: a job
-/// state, or `escrow-intent`, `escrow-created`, `escrow-funded`,
-/// `escrow-released`, `escrow-refunded`.
-fn crash_at(point: &str) {
-    if std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == point) {
-        tracing::error!(point, "INFERNET_CRASH_AFTER: aborting on purpose");
-        std::process::abort();
-    }
 }
 
 /// The wire job id of the record's current attempt: `<id>.<attempt>`.

@@ -19,6 +19,14 @@ use crate::payments::{display, PayPlan};
 use crate::store::{EscrowKind, EscrowRecord};
 use crate::worlds::payment::{status_name, EscrowRequest, EscrowStatus, Money as WitMoney};
 
+/// What [`Inner::release`] did.
+pub(super) struct Released {
+    /// One line for the job's event log.
+    pub summary: String,
+    /// The escrow's status after the release (`None`: the job was free).
+    pub status: Option<String>,
+}
+
 /// How often a pending escrow is polled while waiting for funds.
 const FUNDING_POLL: Duration = Duration::from_millis(200);
 
@@ -229,17 +237,23 @@ impl Inner {
         }))
     }
 
-    /// Releases the current attempt's escrow (if any); a description for
-    /// the job's event log.
-    pub(super) async fn release(&self, rec: &JobRecord) -> Result<String, ClientError> {
+    /// Releases the current attempt's escrow (if any): the line for the
+    /// job's event log and the status the receipt reports.
+    pub(super) async fn release(&self, rec: &JobRecord) -> Result<Released, ClientError> {
         let wire = wire_id(rec);
         let id = wire.clone();
         let Some(row) = self.db(move |s| Ok(s.escrows().get(&id)?)).await? else {
-            return Ok("payment: none".into());
+            return Ok(Released {
+                summary: "payment: none".into(),
+                status: None,
+            });
         };
         let amount = display(row.amount, &row.currency);
         if matches!(row.status.as_str(), "released" | "settled") {
-            return Ok(format!("payment: {amount} released to {}", row.beneficiary));
+            return Ok(Released {
+                summary: format!("payment: {amount} released to {}", row.beneficiary),
+                status: Some(row.status.clone()),
+            });
         }
         let Some(escrow_id) = row.escrow_id.clone() else {
             return Err(ClientError::Payment {
@@ -266,12 +280,15 @@ impl Inner {
                 StepError::Provider(m) => ClientError::Worker(m),
             })?;
         crash_at("escrow-released");
-        Ok(format!(
-            "payment: {amount} released to {} via {} (escrow {escrow_id}, {})",
-            row.beneficiary,
-            row.adapter,
-            status_name(released.status)
-        ))
+        Ok(Released {
+            summary: format!(
+                "payment: {amount} released to {} via {} (escrow {escrow_id}, {})",
+                row.beneficiary,
+                row.adapter,
+                status_name(released.status)
+            ),
+            status: Some(status_name(released.status).to_string()),
+        })
     }
 
     /// Refunds the job's open escrows, except the one of wire id `keep`.

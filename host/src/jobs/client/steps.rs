@@ -444,7 +444,12 @@ impl Inner {
     /// Tells the provider the result was accepted, in the background. Best
     /// effort: a lost receipt costs the provider a record, not the client
     /// its result.
-    pub(super) fn send_receipt(&self, rec: &JobRecord, outcome: &JobOutcome) {
+    pub(super) fn send_receipt(
+        &self,
+        rec: &JobRecord,
+        outcome: &JobOutcome,
+        escrow_status: Option<String>,
+    ) {
         let body = ReceiptBody {
             job_id: outcome.signed.payload.job_id.clone(),
             output_hash: outcome.signed.payload.output_hash.clone(),
@@ -452,6 +457,7 @@ impl Inner {
             provider: outcome.provider.to_string(),
             accepted: true,
             timestamp_ms: now_ms(),
+            escrow_status,
         };
         let receipt = match SignedReceipt::sign(body, &self.key) {
             Ok(r) => r,

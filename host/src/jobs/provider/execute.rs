@@ -183,6 +183,7 @@ impl Inner {
             .transition_path(&id, &steps)
             .map_err(ProviderError::from)
             .and_then(|()| {
+                crate::jobs::crash_at("provider-running");
                 self.running.fetch_add(1, Ordering::Relaxed);
                 let result = self.node.run(&job, sink);
                 self.running.fetch_sub(1, Ordering::Relaxed);
@@ -209,6 +210,7 @@ impl Inner {
                     ..JobUpdate::default()
                 };
                 jobs.transition_with(&id, JobState::Running, JobState::Delivered, "", &update)?;
+                crate::jobs::crash_at("provider-delivered");
                 Ok(reply)
             });
         if let Err(e) = &outcome {

@@ -202,6 +202,16 @@ impl ProviderHandler {
         self.inner.payments.clone()
     }
 
+    /// Brings open `earn` escrow rows up to date (blocking: it may call
+    /// payment adapters). Run at start and periodically by the SDK.
+    /// Returns how many rows changed.
+    pub fn sweep_earnings(&self) -> Result<usize, ProviderError> {
+        if self.inner.payments.is_none() {
+            return Ok(0);
+        }
+        self.inner.sweep_earnings()
+    }
+
     /// The store jobs are recorded in.
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
@@ -313,9 +323,7 @@ impl ProviderHandler {
             JobBody::Receipt(receipt) => {
                 let reply = accept_receipt(&receipt)?;
                 let inner = self.inner.clone();
-                let (id, ok) = (receipt.payload.job_id.clone(), receipt.payload.accepted);
-                blocking(move || inner.on_receipt(&id, ok).map(|()| JobMessage::ack(id))).await?;
-                Ok(reply)
+                blocking(move || inner.on_receipt(&receipt.payload).map(|()| reply)).await
             }
             JobBody::Cancel { job_id, reason } => {
                 let inner = self.inner.clone();

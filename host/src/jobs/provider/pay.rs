@@ -6,7 +6,7 @@
 //! that marks the escrow released.
 
 use super::*;
-use crate::p2p::protocol::EscrowRef;
+use crate::p2p::protocol::{EscrowRef, ReceiptBody};
 use crate::payments::{display, Confirm};
 use crate::store::{EscrowKind, EscrowRecord};
 use crate::worlds::payment::{status_name, EscrowStatus};
@@ -152,6 +152,7 @@ impl Inner {
             created_at_ms: now,
             updated_at_ms: now,
         })?;
+        crate::jobs::crash_at("provider-escrow-confirmed");
         tracing::info!(job = %job_id, escrow = %escrow.escrow_id, amount = %crate::payments::display(escrow.amount.amount, &escrow.amount.currency), "escrow confirmed");
         Ok(JobMessage::ack(job_id))
     }
@@ -182,29 +183,79 @@ impl Inner {
         }
     }
 
-    /// A receipt arrived: the client released (or refused) the escrow.
-    pub(super) fn on_receipt(&self, job_id: &str, accepted: bool) -> Result<(), ProviderError> {
+    /// A signed receipt arrived: the client released (or refused) the
+    /// escrow. Only the job's own client can say so; the earn row then
+    /// takes the adapter's status (`confirm = "status"`) or the status the
+    /// client reports (`confirm = "client"`: `released` or `settled`).
+    pub(super) fn on_receipt(&self, receipt: &ReceiptBody) -> Result<(), ProviderError> {
+        let job_id = receipt.job_id.as_str();
         let Some(rec) = self.store.escrows().get(job_id)? else {
             return Ok(());
         };
+        if rec.client_peer.as_deref() != Some(receipt.client.as_str())
+            || receipt.provider != self.key.public().to_peer_id().to_string()
+        {
+            return Err(ProviderError::UnknownJob(job_id.to_string()));
+        }
         if rec.is_final() {
             return Ok(());
         }
-        let status = match (self.payments.as_ref(), rec.confirmed_by.as_deref()) {
-            (Some(p), Some("status")) => match (p.adapter(&rec.adapter), &rec.escrow_id) {
-                (Some(a), Some(id)) => match a.plugin.status(id) {
-                    Ok(e) => status_name(e.status).to_string(),
-                    Err(e) => {
-                        tracing::warn!(job = %job_id, error = %e, "cannot refresh escrow status");
-                        return Ok(());
-                    }
-                },
-                _ => return Ok(()),
-            },
-            _ if accepted => "released".to_string(),
-            _ => return Ok(()),
+        let status = match rec.confirmed_by.as_deref() {
+            Some("status") => self.adapter_status(&rec),
+            _ if receipt.accepted => Some(
+                match receipt.escrow_status.as_deref() {
+                    Some("settled") => "settled",
+                    _ => "released",
+                }
+                .to_string(),
+            ),
+            _ => None,
         };
-        self.store.escrows().update(job_id, None, &status)?;
+        if let Some(status) = status.filter(|s| *s != rec.status) {
+            self.store.escrows().update(job_id, None, &status)?;
+        }
         Ok(())
+    }
+
+    /// The adapter's current status of an earn row's escrow; `None` when
+    /// it cannot be asked (logged).
+    fn adapter_status(&self, rec: &EscrowRecord) -> Option<String> {
+        let adapter = self.payments.as_ref()?.adapter(&rec.adapter)?;
+        let id = rec.escrow_id.as_deref()?;
+        match adapter.plugin.status(id) {
+            Ok(e) => Some(status_name(e.status).to_string()),
+            Err(e) => {
+                tracing::warn!(job = %rec.id, escrow = id, error = %e, "cannot refresh escrow status");
+                None
+            }
+        }
+    }
+
+    /// Brings every open earn row up to date, so none stays open past its
+    /// escrow's expiry: rows this provider confirms itself take the
+    /// adapter's status; rows confirmed on the client's word (a ledger this
+    /// node cannot see) that reached expiry without a receipt become
+    /// `expired`. Returns how many rows changed.
+    pub(super) fn sweep_earnings(&self) -> Result<usize, ProviderError> {
+        let now = crate::store::now_ms();
+        let mut changed = 0;
+        for rec in self.store.escrows().open()? {
+            if rec.kind != EscrowKind::Earn {
+                continue;
+            }
+            let status = match rec.confirmed_by.as_deref() {
+                Some("status") => self.adapter_status(&rec),
+                _ if rec.expires_at_ms <= now => {
+                    tracing::info!(job = %rec.id, "escrow expired without a receipt from the client");
+                    Some("expired".to_string())
+                }
+                _ => None,
+            };
+            if let Some(status) = status.filter(|s| *s != rec.status) {
+                self.store.escrows().update(&rec.id, None, &status)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 }
