@@ -28,7 +28,7 @@ use crate::p2p::{
     self, AdvertSpec, Multiaddr, NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, PeerId,
     SharedHandler, WireInput,
 };
-use crate::store::{JobRecord, PeerRecord, Store, StoreError};
+use crate::store::{Earnings, EscrowRecord, JobRecord, PeerRecord, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -315,6 +315,18 @@ impl Infernet {
     /// The newest jobs, as stored.
     pub fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         self.store.jobs().list(limit)
+    }
+
+    /// This node's escrows (pay, earn, stake), newest first, at most
+    /// `limit`: what `infernet escrow list` shows.
+    pub fn escrows(&self, limit: usize) -> Result<Vec<EscrowRecord>, StoreError> {
+        self.store.escrows().list(limit)
+    }
+
+    /// Money per provider and currency (released, held, returned): what
+    /// `infernet escrow earnings` shows.
+    pub fn earnings(&self) -> Result<Vec<Earnings>, StoreError> {
+        self.store.escrows().earnings()
     }
 
     /// Stops the background tasks and the swarm (open connections close;

@@ -306,6 +306,23 @@ async fn paid_job_settles_with_exact_money_and_the_cli_reports_it() {
             "escrows": 1,
         }])
     );
+    // The same through the SDK.
+    let sdk = client.earnings().unwrap();
+    assert_eq!(sdk.len(), 1, "{sdk:?}");
+    assert_eq!(
+        (sdk[0].provider.as_str(), sdk[0].currency.as_str()),
+        (provider.as_str(), "USD")
+    );
+    assert_eq!(
+        (
+            sdk[0].released,
+            sdk[0].held,
+            sdk[0].returned,
+            sdk[0].escrows
+        ),
+        (u128::from(price), 0, 0, 1)
+    );
+    assert_eq!(client.escrows(10).unwrap(), rows);
     let pconfig = root.join(format!(
         "{}.toml",
         pdir.file_name().unwrap().to_str().unwrap()

@@ -9,7 +9,6 @@ use infernet_host::payments::{display, Amount, Payments};
 use infernet_host::runtime::Runtime;
 use infernet_host::store::{EscrowKind, EscrowRecord, Store};
 use infernet_host::worlds::payment::{status_name, EscrowRequest, Money};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -337,36 +336,20 @@ pub fn escrow(cmd: EscrowCommand) -> Result<()> {
             Ok(())
         }
         EscrowCommand::Earnings { config, json } => {
-            let rows = open_store(&config)?.escrows().list(usize::MAX >> 1)?;
-            // provider → currency → [released, held, refunded, jobs]
-            let mut table: BTreeMap<(String, String), [u128; 4]> = BTreeMap::new();
-            for e in rows.iter().filter(|e| e.kind != EscrowKind::Stake) {
-                let provider = e
-                    .provider_peer
-                    .clone()
-                    .unwrap_or_else(|| e.beneficiary.clone());
-                let t = table.entry((provider, e.currency.clone())).or_default();
-                let slot = match e.status.as_str() {
-                    "released" | "settled" => 0,
-                    "funded" | "pending" | "creating" | "disputed" => 1,
-                    "refunded" | "expired" => 2,
-                    _ => continue,
-                };
-                t[slot] += u128::from(e.amount);
-                t[3] += 1;
-            }
+            let table = open_store(&config)?.escrows().earnings()?;
             let fmt = |n: u128, c: &str| {
                 u64::try_from(n).map_or(format!("{n} minor {c}"), |n| display(n, c))
             };
             if json {
                 let v: Vec<_> = table
                     .iter()
-                    .map(|((p, c), t)| {
-                        serde_json::json!({"provider": p, "currency": c,
-                        "released": fmt(t[0], c), "released_minor": t[0].to_string(),
-                        "held": fmt(t[1], c), "held_minor": t[1].to_string(),
-                        "refunded": fmt(t[2], c), "refunded_minor": t[2].to_string(),
-                        "escrows": t[3] as u64})
+                    .map(|t| {
+                        let c = &t.currency;
+                        serde_json::json!({"provider": t.provider, "currency": c,
+                        "released": fmt(t.released, c), "released_minor": t.released.to_string(),
+                        "held": fmt(t.held, c), "held_minor": t.held.to_string(),
+                        "refunded": fmt(t.returned, c), "refunded_minor": t.returned.to_string(),
+                        "escrows": t.escrows})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -375,13 +358,15 @@ pub fn escrow(cmd: EscrowCommand) -> Result<()> {
                     "{:<54} {:>20} {:>20} {:>20} {:>7}",
                     "PROVIDER", "RELEASED", "HELD", "REFUNDED", "ESCROWS"
                 );
-                for ((p, c), t) in &table {
+                for t in &table {
+                    let c = &t.currency;
                     println!(
-                        "{p:<54} {:>20} {:>20} {:>20} {:>7}",
-                        fmt(t[0], c),
-                        fmt(t[1], c),
-                        fmt(t[2], c),
-                        t[3]
+                        "{:<54} {:>20} {:>20} {:>20} {:>7}",
+                        t.provider,
+                        fmt(t.released, c),
+                        fmt(t.held, c),
+                        fmt(t.returned, c),
+                        t.escrows
                     );
                 }
             }

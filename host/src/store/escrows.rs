@@ -91,6 +91,25 @@ impl EscrowRecord {
     }
 }
 
+/// One provider's money in one currency, from [`EscrowsRepo::earnings`].
+/// Sums are `u128`: many `u64` amounts of an 18-decimal currency overflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Earnings {
+    /// Provider peer id (or the beneficiary account when no peer is known).
+    pub provider: String,
+    /// Currency code.
+    pub currency: String,
+    /// Released to the provider (`released`, `settled`), minor units.
+    pub released: u128,
+    /// Held in escrow, not yet decided (`creating`, `pending`, `funded`,
+    /// `disputed`).
+    pub held: u128,
+    /// Returned to the client (`refunded`), or expired unreleased.
+    pub returned: u128,
+    /// Escrows counted.
+    pub escrows: u64,
+}
+
 /// Escrows repository; see [`Store::escrows`].
 pub struct EscrowsRepo<'a> {
     pub(super) store: &'a Store,
@@ -215,6 +234,36 @@ impl EscrowsRepo<'_> {
             "ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
             [limit as i64],
         )
+    }
+
+    /// Money per provider and currency over this node's pay and earn
+    /// escrows (stake excluded): released, still held, and returned,
+    /// exactly, ordered by provider then currency.
+    pub fn earnings(&self) -> Result<Vec<Earnings>, StoreError> {
+        let mut table: std::collections::BTreeMap<(String, String), Earnings> =
+            std::collections::BTreeMap::new();
+        for e in self.query("WHERE kind != 'stake'", [])? {
+            let provider = e
+                .provider_peer
+                .clone()
+                .unwrap_or_else(|| e.beneficiary.clone());
+            let t = table
+                .entry((provider.clone(), e.currency.clone()))
+                .or_insert_with(|| Earnings {
+                    provider,
+                    currency: e.currency.clone(),
+                    ..Earnings::default()
+                });
+            let slot = match e.status.as_str() {
+                "released" | "settled" => &mut t.released,
+                "funded" | "pending" | "creating" | "disputed" => &mut t.held,
+                "refunded" | "expired" => &mut t.returned,
+                _ => continue,
+            };
+            *slot += u128::from(e.amount);
+            t.escrows += 1;
+        }
+        Ok(table.into_values().collect())
     }
 
     /// Escrows not yet final (to release, refund or expire), oldest first.
