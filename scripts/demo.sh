@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The main job: builds the plugins and the node, generates a tiny llama
-# checkpoint, and streams a completion from the sandboxed llama plugin.
+# checkpoint, brings up three providers and a client on 127.0.0.1 (each its
+# own swarm and SQLite file), and streams a paid job across the network:
+# the client funds its local ledger, escrows the cheapest quote, and
+# releases the escrow to the provider after delivery.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-plugins.sh

@@ -3,6 +3,8 @@
 
 use super::{pack_plugin, repo_root};
 use infernet_host::runtime::PluginKind;
+use infernet_host::sdk::Infernet;
+use infernet_host::store::{EscrowRecord, JobRecord, Store, DB_FILE};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -203,4 +205,40 @@ pub fn with_ledger(config_path: &Path, root: &Path, extra: &str) -> PathBuf {
     text.push_str(&format!("\n[[payment]]\nplugin = {ledger:?}\n{extra}\n"));
     std::fs::write(config_path, text).unwrap();
     config_path.to_path_buf()
+}
+
+/// The job rows in the store under `dir` (none before it exists).
+pub fn job_rows(dir: &Path) -> Vec<JobRecord> {
+    if !dir.join(DB_FILE).exists() {
+        return vec![];
+    }
+    Store::open_in_dir(dir)
+        .and_then(|s| s.jobs().list(1000))
+        .unwrap_or_default()
+}
+
+/// The escrow rows in the store under `dir` (none before it exists).
+pub fn escrow_rows(dir: &Path) -> Vec<EscrowRecord> {
+    if !dir.join(DB_FILE).exists() {
+        return vec![];
+    }
+    Store::open_in_dir(dir)
+        .and_then(|s| s.escrows().list(1000))
+        .unwrap_or_default()
+}
+
+/// Waits (20 s at most) until `client` knows `n` providers of `model`.
+pub async fn wait_for_providers(client: &Infernet, model: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = client.network().providers_of(model).await.unwrap().len();
+        if found >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client found {found} of {n} providers of {model}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

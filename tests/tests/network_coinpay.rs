@@ -10,50 +10,25 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{InferOptions, Infernet, StreamEvent};
 use infernet_host::store::{EscrowKind, JobState};
 use infernet_tests::coinpay_server::{CoinPayOptions, CoinPayServer};
-use infernet_tests::net::{client_toml, echo_provider_toml, infernet_bin};
+use infernet_tests::net::{client_toml, echo_provider_toml, infernet_bin, wait_for_providers};
 use infernet_tests::pack_plugin;
+use infernet_tests::secrets::{contains, files_under, secret_env, LogCapture};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const PROVIDER_ACCOUNT: &str = "0xPr0v1der00000000000000000000000000000001";
 const CLIENT_ACCOUNT: &str = "0xC113nt0000000000000000000000000000000002";
 
 /// Every log line of this test binary (all nodes run in-process).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
+fn logs() -> &'static LogCapture {
+    static LOGS: OnceLock<LogCapture> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
+        let logs = LogCapture::default();
+        let _ = tracing::subscriber::set_global_default(logs.subscriber(tracing::Level::INFO));
         logs
     })
-}
-
-/// Sets `value` in a fresh environment variable; returns its name.
-fn secret_env(tag: &str, value: &str) -> String {
-    let name = format!("INFERNET_NETCOINPAY_{tag}_{}", std::process::id());
-    std::env::set_var(&name, value);
-    name
 }
 
 async fn start(config: &Path) -> Infernet {
@@ -62,21 +37,6 @@ async fn start(config: &Path) -> Infernet {
         .start()
         .await
         .unwrap()
-}
-
-async fn wait_for_providers(client: &Infernet, model: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = client.network().providers_of(model).await.unwrap().len();
-        if found >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "client found {found} of {n} providers of {model}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A `[[payment]]` table for payment-coinpay at `base_url`.
@@ -137,23 +97,6 @@ fn to_decimal(amount: u128, decimals: usize) -> String {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
 /// Polls `f` until it is true, or panics naming `what`.
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -181,9 +124,9 @@ async fn paid_job_through_coinpay_settles_exactly_and_keeps_secrets() {
     let webhook_secret = "whsec_NETCOINPAY_hook_secret_beef77";
     let token_key = "tk_NETCOINPAY_token_key_d00d55";
     let (api_env, hook_env, token_env) = (
-        secret_env("API", api_key),
-        secret_env("HOOK", webhook_secret),
-        secret_env("TOKEN", token_key),
+        secret_env(api_key),
+        secret_env(webhook_secret),
+        secret_env(token_key),
     );
     let server = CoinPayServer::start(CoinPayOptions {
         webhook_secret: webhook_secret.into(),
@@ -352,7 +295,7 @@ async fn paid_job_through_coinpay_settles_exactly_and_keeps_secrets() {
         .collect();
     assert!(files.iter().any(|f| f.starts_with(&client_dir)));
     assert!(files.iter().any(|f| f.starts_with(&provider_dir)));
-    let log_text = logs.0.lock().unwrap().clone();
+    let log_text = logs.bytes();
     assert!(contains(&log_text, "escrow"), "no node logs captured");
     for secret in &secrets {
         for f in &files {
@@ -369,7 +312,7 @@ async fn paid_job_through_coinpay_settles_exactly_and_keeps_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unfunded_escrow_times_out_fails_the_job_and_is_refunded() {
     logs();
-    let hook_env = secret_env("HOOK2", "whsec_NETCOINPAY_second_1234");
+    let hook_env = secret_env("whsec_NETCOINPAY_second_1234");
     let server = CoinPayServer::start(CoinPayOptions {
         webhook_secret: "whsec_NETCOINPAY_second_1234".into(),
         ..CoinPayOptions::default()
@@ -454,7 +397,7 @@ fn create_on(server: &CoinPayServer, beneficiary: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_refuses_an_escrow_its_own_coinpay_sees_unfunded() {
     logs();
-    let hook_env = secret_env("HOOK3", "whsec_NETCOINPAY_third_5678");
+    let hook_env = secret_env("whsec_NETCOINPAY_third_5678");
     // The client's view: funded after 100 ms.
     let clients_server = CoinPayServer::start(CoinPayOptions {
         webhook_secret: "whsec_NETCOINPAY_third_5678".into(),

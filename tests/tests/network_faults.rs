@@ -9,23 +9,15 @@ use infernet_host::config::Config;
 use infernet_host::p2p::protocol::hash_output;
 use infernet_host::p2p::WireOutput;
 use infernet_host::sdk::{InferOptions, Infernet};
-use infernet_host::store::{JobRecord, JobRole, JobState, Store};
-use infernet_tests::net::{client_toml, echo_provider_toml, infernet_bin, wait_for, NodeProc};
+use infernet_host::store::{JobRole, JobState, Store};
+use infernet_tests::net::{
+    client_toml, echo_provider_toml, infernet_bin, job_rows, wait_for, wait_for_providers, NodeProc,
+};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PROMPT: &str = "one two three four five six seven eight";
-
-/// The job rows in the store under `dir`, if it exists yet.
-fn rows(dir: &Path) -> Vec<JobRecord> {
-    if !dir.join(infernet_host::store::DB_FILE).exists() {
-        return vec![];
-    }
-    Store::open_in_dir(dir)
-        .and_then(|s| s.jobs().list(100))
-        .unwrap_or_default()
-}
 
 fn echo_providers(root: &Path) -> Vec<NodeProc> {
     let first = NodeProc::start(&echo_provider_toml(root, "p0", 5, &[]));
@@ -47,14 +39,7 @@ async fn provider_killed_mid_job_the_job_completes_elsewhere_and_is_not_rerun_af
         .start()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while client.network().providers_of("echo").await.unwrap().len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "providers not discovered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_providers(&client, "echo", 3).await;
 
     let opts = InferOptions {
         params: vec![("delay_ms".into(), "250".into())],
@@ -117,7 +102,7 @@ async fn provider_killed_mid_job_the_job_completes_elsewhere_and_is_not_rerun_af
     // and never runs it again.
     let victim_dir = root.join(format!("p{victim}"));
     let first_attempt = format!("{}.1", out.job_id);
-    let before = rows(&victim_dir);
+    let before = job_rows(&victim_dir);
     let row = before
         .iter()
         .find(|r| r.id == first_attempt)
@@ -125,7 +110,7 @@ async fn provider_killed_mid_job_the_job_completes_elsewhere_and_is_not_rerun_af
     assert_eq!(row.state, JobState::Running, "killed mid-run: {row:?}");
     let config = root.join(format!("p{victim}.toml"));
     providers[victim] = NodeProc::start(&config);
-    let after = rows(&victim_dir);
+    let after = job_rows(&victim_dir);
     let row = after.iter().find(|r| r.id == first_attempt).unwrap();
     assert_eq!(row.state, JobState::Failed);
     assert!(
@@ -139,7 +124,7 @@ async fn provider_killed_mid_job_the_job_completes_elsewhere_and_is_not_rerun_af
     // once and delivered. Nothing else.
     let mut all = vec![];
     for i in 0..3 {
-        all.extend(rows(&root.join(format!("p{i}"))));
+        all.extend(job_rows(&root.join(format!("p{i}"))));
     }
     let mine: Vec<_> = all
         .iter()
@@ -181,14 +166,14 @@ fn client_killed_mid_job_resumes_after_restart_without_running_it_twice() {
         .unwrap();
     let client_dir = root.join("client");
     let running = wait_for("the job to run", Duration::from_secs(30), || {
-        rows(&client_dir)
+        job_rows(&client_dir)
             .into_iter()
             .find(|r| r.state == JobState::Running)
     });
     std::thread::sleep(Duration::from_millis(300));
     infer.kill().unwrap();
     infer.wait().unwrap();
-    let state = rows(&client_dir)
+    let state = job_rows(&client_dir)
         .into_iter()
         .find(|r| r.id == running.id)
         .unwrap()
@@ -198,7 +183,7 @@ fn client_killed_mid_job_resumes_after_restart_without_running_it_twice() {
     // Restart the client node: it resumes the job from its row.
     let _client = NodeProc::start(&config);
     let done = wait_for("the resumed job to settle", Duration::from_secs(30), || {
-        rows(&client_dir)
+        job_rows(&client_dir)
             .into_iter()
             .find(|r| r.id == running.id && !r.state.is_active())
     });
@@ -216,7 +201,7 @@ fn client_killed_mid_job_resumes_after_restart_without_running_it_twice() {
     let mut executions = vec![];
     for i in 0..3 {
         executions.extend(
-            rows(&root.join(format!("p{i}")))
+            job_rows(&root.join(format!("p{i}")))
                 .into_iter()
                 .filter(|r| r.role == JobRole::Provider && r.id.starts_with(&running.id)),
         );
@@ -314,7 +299,7 @@ fn client_crash_after_each_step_resumes_to_exactly_one_execution() {
             .unwrap();
         assert!(!status.success(), "the client must die after `{step}`");
     }
-    let mut jobs = rows(&client_dir);
+    let mut jobs = job_rows(&client_dir);
     jobs.sort_by_key(|j| j.created_at_ms);
     let states: Vec<&str> = jobs.iter().map(|j| j.state.as_str()).collect();
     assert_eq!(states, steps, "each job stopped where its process died");
@@ -324,13 +309,13 @@ fn client_crash_after_each_step_resumes_to_exactly_one_execution() {
         "every resumed job to settle",
         Duration::from_secs(30),
         || {
-            let rows = rows(&client_dir);
+            let rows = job_rows(&client_dir);
             rows.iter().all(|r| !r.state.is_active()).then_some(rows)
         },
     );
     let mut executions = vec![];
     for i in 0..3 {
-        executions.extend(rows(&root.join(format!("p{i}"))));
+        executions.extend(job_rows(&root.join(format!("p{i}"))));
     }
     for job in &done {
         assert_eq!(job.state, JobState::Settled, "{job:?}");

@@ -12,7 +12,7 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{ClientError, InferOptions, Infernet, StreamEvent};
 use infernet_host::store::{JobRole, JobState, Store};
 use infernet_host::worlds::backend::JobOutput;
-use infernet_tests::net::{client_toml, echo_provider_toml};
+use infernet_tests::net::{client_toml, echo_provider_toml, wait_for_providers};
 use infernet_tests::pack_plugin;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -37,21 +37,6 @@ fn edit(path: std::path::PathBuf, replacements: &[(&str, &str)]) -> std::path::P
 
 async fn bootstrap_of(node: &Infernet) -> Vec<String> {
     vec![node.dialable_addrs().await.unwrap()[0].to_string()]
-}
-
-async fn wait_for_providers(client: &Infernet, model: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = client.network().providers_of(model).await.unwrap().len();
-        if found >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "client found {found} of {n} providers of {model}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn llama_provider_toml(
@@ -90,11 +75,13 @@ async fn three_providers_one_bootstrap_a_signed_result_quotes_budget_and_unknown
     let boot = bootstrap_of(&p0).await;
     let p1 = start(&llama_provider_toml(root, "p1", 10, &boot)).await;
     let p2 = start(&llama_provider_toml(root, "p2", 15, &boot)).await;
+    // Price alone ranks them: on a loaded machine loopback round trips
+    // differ by tens of ms, which the latency weight would count.
     let client = start(&client_toml(
         root,
         "client",
         &boot,
-        "[client]\ndiscovery_timeout_ms = 1500\n",
+        "[client]\ndiscovery_timeout_ms = 1500\n[client.weights]\nlatency = 0.0\n",
     ))
     .await;
     wait_for_providers(&client, "tiny-llama", 3).await;

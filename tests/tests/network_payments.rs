@@ -10,9 +10,10 @@ use infernet_host::config::Config;
 use infernet_host::p2p::{WireInput, WireOutput};
 use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::sdk::{InferOptions, Infernet};
-use infernet_host::store::{EscrowKind, EscrowRecord, JobRecord, JobRole, JobState, Store};
+use infernet_host::store::{EscrowKind, JobRecord, JobRole, JobState, Store};
 use infernet_tests::net::{
-    client_toml, echo_provider_toml, infernet_bin, wait_for, with_ledger, NodeProc,
+    client_toml, echo_provider_toml, escrow_rows, infernet_bin, job_rows, wait_for,
+    wait_for_providers, with_ledger, NodeProc,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -64,25 +65,6 @@ fn usd(minor: u64) -> String {
 
 fn open(dir: &Path) -> Arc<Store> {
     Arc::new(Store::open_in_dir(dir).unwrap())
-}
-
-/// The job rows in the store under `dir`, if it exists yet.
-fn rows(dir: &Path) -> Vec<JobRecord> {
-    if !dir.join(infernet_host::store::DB_FILE).exists() {
-        return vec![];
-    }
-    Store::open_in_dir(dir)
-        .and_then(|s| s.jobs().list(1000))
-        .unwrap_or_default()
-}
-
-fn escrows(dir: &Path) -> Vec<EscrowRecord> {
-    if !dir.join(infernet_host::store::DB_FILE).exists() {
-        return vec![];
-    }
-    Store::open_in_dir(dir)
-        .and_then(|s| s.escrows().list(1000))
-        .unwrap_or_default()
 }
 
 /// A USD balance in the ledger of the node under `dir`, read through the
@@ -141,7 +123,7 @@ fn provider_dir(root: &Path, providers: &[NodeProc], peer: &str) -> PathBuf {
 /// The provider-side rows of client job `job` across all providers.
 fn executions(root: &Path, n: usize, job: &str) -> Vec<JobRecord> {
     (0..n)
-        .flat_map(|i| rows(&root.join(format!("p{i}"))))
+        .flat_map(|i| job_rows(&root.join(format!("p{i}"))))
         .filter(|r| r.role == JobRole::Provider && r.id.starts_with(&format!("{job}.")))
         .collect()
 }
@@ -164,14 +146,7 @@ async fn start_client(config: &Path, providers: usize) -> Infernet {
         .start()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while client.network().providers_of("echo").await.unwrap().len() < providers {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "providers not discovered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_providers(&client, "echo", providers).await;
     client
 }
 
@@ -264,7 +239,7 @@ async fn paid_job_settles_with_exact_money_and_the_cli_reports_it() {
     // The provider's side: an earn row, settled as the receipt reported.
     let pdir = provider_dir(root, &providers, &provider);
     let earn = wait_for("the earn row settled", Duration::from_secs(10), || {
-        escrows(&pdir)
+        escrow_rows(&pdir)
             .into_iter()
             .find(|e| e.id == wire && e.status == "settled")
     });
@@ -275,7 +250,7 @@ async fn paid_job_settles_with_exact_money_and_the_cli_reports_it() {
     assert_eq!(earn.client_peer.as_deref(), Some(me.as_str()));
     let other = root.join(if pdir.ends_with("p0") { "p1" } else { "p0" });
     assert!(
-        escrows(&other).is_empty(),
+        escrow_rows(&other).is_empty(),
         "the other provider earned nothing"
     );
 
@@ -373,7 +348,7 @@ async fn unfunded_or_unpaying_clients_get_a_clear_error_and_nothing_runs() {
     assert_eq!(balance(&poor_dir, &client.peer_id().to_string()), 0);
     assert!(executions(root, 2, &job.id).is_empty());
     for i in 0..2 {
-        assert!(escrows(&root.join(format!("p{i}"))).is_empty());
+        assert!(escrow_rows(&root.join(format!("p{i}"))).is_empty());
     }
     client.shutdown().await;
 
@@ -391,10 +366,10 @@ async fn unfunded_or_unpaying_clients_get_a_clear_error_and_nothing_runs() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no [[payment]] adapter"), "{stderr}");
-    let nopay = rows(&root.join("nopay"));
+    let nopay = job_rows(&root.join("nopay"));
     assert_eq!(nopay.len(), 1, "{nopay:?}");
     assert_eq!(nopay[0].state, JobState::Failed, "{nopay:?}");
-    assert!(escrows(&root.join("nopay")).is_empty());
+    assert!(escrow_rows(&root.join("nopay")).is_empty());
     assert!(executions(root, 2, &nopay[0].id).is_empty());
     drop(providers);
 }
@@ -547,7 +522,7 @@ async fn provider_killed_mid_job_its_escrow_is_refunded_and_the_next_one_paid() 
         "the survivor's earn row settled",
         Duration::from_secs(10),
         || {
-            escrows(&sdir)
+            escrow_rows(&sdir)
                 .into_iter()
                 .find(|e| e.id == second.id && e.status == "settled" && e.amount == price)
         },
@@ -601,7 +576,7 @@ fn client_crash_at_each_settlement_step_pays_exactly_once() {
             .unwrap();
         assert!(!status.success(), "the client must die after `{point}`");
     }
-    let mut jobs = rows(&client_dir);
+    let mut jobs = job_rows(&client_dir);
     jobs.sort_by_key(|j| j.created_at_ms);
     assert_eq!(jobs.len(), points.len(), "{jobs:?}");
     for (job, point) in jobs.iter().zip(points) {
@@ -610,7 +585,7 @@ fn client_crash_at_each_settlement_step_pays_exactly_once() {
             "died after `{point}`, before settling: {job:?}"
         );
     }
-    let before = escrows(&client_dir);
+    let before = escrow_rows(&client_dir);
     assert!(
         before.iter().any(|e| e.status == "creating"),
         "the intent was left behind: {before:?}"
@@ -625,7 +600,7 @@ fn client_crash_at_each_settlement_step_pays_exactly_once() {
         "every resumed job to settle and every escrow to close",
         Duration::from_secs(60),
         || {
-            let rows = rows(&client_dir);
+            let rows = job_rows(&client_dir);
             let open = open(&client_dir).escrows().open().ok()?;
             (rows.iter().all(|r| !r.state.is_active())
                 && open.iter().all(|e| e.kind != EscrowKind::Pay))
@@ -816,7 +791,7 @@ async fn provider_crash_at_each_settlement_step_refunds_it_and_pays_the_survivor
     }
     // The survivor's receipt says how the client's ledger ended it.
     wait_for("the survivor's earn row", Duration::from_secs(10), || {
-        escrows(&root.join("p0"))
+        escrow_rows(&root.join("p0"))
             .into_iter()
             .find(|e| e.id == paid.id && e.status == "settled" && e.amount == price)
     });
@@ -825,12 +800,12 @@ async fn provider_crash_at_each_settlement_step_refunds_it_and_pays_the_survivor
     // The dead providers: each left its earn row open, and what it ran.
     let dirs: Vec<PathBuf> = (1..=3).map(|i| root.join(format!("p{i}"))).collect();
     for (i, dir) in dirs.iter().enumerate() {
-        let rows = escrows(dir);
+        let rows = escrow_rows(dir);
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0].id, format!("{}.{}", out.job_id, i + 1));
         assert_eq!(rows[0].status, "funded", "{rows:?}");
     }
-    let ran = |dir: &Path| -> Vec<JobState> { rows(dir).iter().map(|r| r.state).collect() };
+    let ran = |dir: &Path| -> Vec<JobState> { job_rows(dir).iter().map(|r| r.state).collect() };
     assert_eq!(ran(&dirs[0]), [] as [JobState; 0], "no Run reached p1");
     assert_eq!(ran(&dirs[1]), [JobState::Running]);
     assert_eq!(ran(&dirs[2]), [JobState::Delivered]);
@@ -847,7 +822,7 @@ async fn provider_crash_at_each_settlement_step_refunds_it_and_pays_the_survivor
         .collect();
     for dir in &dirs {
         let row = wait_for("the earn row to close", Duration::from_secs(20), || {
-            escrows(dir).into_iter().find(|e| e.is_final())
+            escrow_rows(dir).into_iter().find(|e| e.is_final())
         });
         assert_eq!(row.status, "expired", "{row:?}");
     }
@@ -954,7 +929,7 @@ async fn receipts_from_anyone_but_the_jobs_client_change_nothing() {
         panic!("expected a result: {result:?}")
     };
     let earn_status = || {
-        escrows(&pdir)
+        escrow_rows(&pdir)
             .into_iter()
             .find(|e| e.id == job)
             .unwrap()

@@ -12,11 +12,11 @@ use infernet_host::worlds::payment::{
     Escrow, EscrowRequest, EscrowStatus, Money, PaymentGrants, PaymentPlugin,
 };
 use infernet_tests::coinpay_server::{sign, unix_now, CoinPayOptions, CoinPayServer, Webhook};
+use infernet_tests::secrets::{contains, files_under, secret_env, LogCapture};
 use infernet_tests::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 // ---------------------------------------------------------------- loading
@@ -34,18 +34,6 @@ fn load(dir: &Path, name: &str, grants: PaymentGrants) -> PaymentPlugin {
         .load(&Package::open(&pkg, None).unwrap(), PluginKind::Payment)
         .unwrap();
     PaymentPlugin::new(&rt, &loaded, Limits::default(), grants).unwrap()
-}
-
-/// A fresh env-var name holding `value`, for a secret grant.
-fn secret_env(value: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let name = format!(
-        "INFERNET_TEST_PAYMENT_SECRET_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    std::env::set_var(&name, value);
-    name
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -716,33 +704,6 @@ fn coinpay_unreachable_server_is_an_internal_error() {
     assert!(msg.contains("POST /escrow"), "{msg}");
 }
 
-/// A `tracing` writer that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn coinpay_secrets_stay_out_of_db_errors_and_logs() {
     let api_key = "sk_live_DISTINCTIVE_api_key_7f3a9c";
@@ -755,13 +716,8 @@ fn coinpay_secrets_stay_out_of_db_errors_and_logs() {
         g.secrets.insert("token_key".into(), secret_env(token_key));
     });
 
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let logs = LogCapture::default();
+    let subscriber = logs.subscriber(tracing::Level::TRACE);
     let mut errors = Vec::new();
     let mut tokens = Vec::new();
     tracing::subscriber::with_default(subscriber, || {
@@ -809,7 +765,7 @@ fn coinpay_secrets_stay_out_of_db_errors_and_logs() {
 
     let mut secrets: Vec<&str> = vec![api_key, webhook_secret, token_key];
     secrets.extend(tokens.iter().map(String::as_str));
-    let log_text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let log_text = String::from_utf8_lossy(&logs.bytes()).into_owned();
     assert!(
         log_text.contains("payment-coinpay"),
         "no plugin logs captured"
@@ -822,11 +778,7 @@ fn coinpay_secrets_stay_out_of_db_errors_and_logs() {
     for s in &secrets {
         for f in &files {
             let bytes = std::fs::read(f).unwrap();
-            assert!(
-                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
-                "secret found in {}",
-                f.display()
-            );
+            assert!(!contains(&bytes, s), "secret found in {}", f.display());
         }
         for e in &errors {
             assert!(!e.contains(s), "secret in error: {e}");
