@@ -180,6 +180,12 @@ pub struct NodeConfig {
     /// How often a provider re-signs and gossips its advert, seconds.
     #[serde(default = "default_advert_interval")]
     pub advert_interval_secs: u64,
+    /// How often open escrows are swept (refunds of failed jobs and earlier
+    /// attempts, expiries, a provider's earn rows), seconds; the first
+    /// sweep runs at start. 0 turns the background sweep off (an embedder
+    /// then calls `JobClient::sweep` / `ProviderHandler::sweep_earnings`).
+    #[serde(default = "default_escrow_sweep")]
+    pub escrow_sweep_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -192,12 +198,17 @@ impl Default for NodeConfig {
             bootstrap: Vec::new(),
             mdns: false,
             advert_interval_secs: default_advert_interval(),
+            escrow_sweep_secs: default_escrow_sweep(),
         }
     }
 }
 
 fn default_advert_interval() -> u64 {
     30
+}
+
+fn default_escrow_sweep() -> u64 {
+    15
 }
 
 fn default_data_dir() -> PathBuf {
@@ -256,6 +267,10 @@ pub struct ModelConfig {
 
 /// The proof systems `[[backend.models]] proof` accepts.
 pub const PROOF_SYSTEMS: &[&str] = &["groth16"];
+
+/// The config key through which the host tells a payment plugin its
+/// `[[payment]] account` (the account escrows must pay, on a provider).
+pub const ACCOUNT_CONFIG_KEY: &str = "account";
 
 /// `[[payment]]`
 #[derive(Debug, Clone, Deserialize)]
@@ -484,6 +499,14 @@ impl Config {
             if p.account.as_deref().is_some_and(|a| a.trim().is_empty()) {
                 return Err(invalid(format!("{key}.account"), "is empty"));
             }
+            if p.config.contains_key(ACCOUNT_CONFIG_KEY) {
+                return Err(invalid(
+                    format!("{key}.config.{ACCOUNT_CONFIG_KEY}"),
+                    format!(
+                        "is set by the host from `{key}.account`; set `account` on the [[payment]] table"
+                    ),
+                ));
+            }
             for (j, h) in p.allowed_hosts.iter().enumerate() {
                 if h.is_empty() || h.contains('/') || h.contains(' ') {
                     return Err(invalid(
@@ -667,6 +690,8 @@ mod tests {
         );
         let err = parse("[[payment]]\nplugin='p'\naccount=' '\n");
         assert!(err.contains("payment[0].account"), "{err}");
+        let err = parse("[[payment]]\nplugin='p'\n[payment.config]\naccount='0xabc'\n");
+        assert!(err.contains("payment[0].config.account"), "{err}");
         let err = parse("[[payment]]\nplugin='p'\nallowed_hosts=['https://x.io/api']\n");
         assert!(err.contains("payment[0].allowed_hosts[0]"), "{err}");
         let err = parse("[[payment]]\nplugin='p'\nsecret={a='B'}\n");

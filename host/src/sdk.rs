@@ -157,10 +157,12 @@ impl InfernetBuilder {
             config.client.clone(),
             payments.clone(),
         );
-        if payments.is_some() {
+        let sweep_every = config.node.escrow_sweep_secs;
+        if payments.is_some() && sweep_every > 0 {
             tasks.push(tokio::spawn(sweep_escrows(
                 client.clone(),
                 provider.clone(),
+                Duration::from_secs(sweep_every),
             )));
         }
         if roles.contains(&Role::Client) && self.resume {
@@ -511,12 +513,9 @@ async fn load_payments(
     Ok(payments.map(Arc::new))
 }
 
-/// How often open escrows are swept (failed jobs refunded, expiries applied).
-const SWEEP_EVERY: Duration = Duration::from_secs(15);
-
-/// Sweeps escrows at start, then every [`SWEEP_EVERY`]: the client's
-/// (refunds, expiries) and, on a provider, its earn rows.
-async fn sweep_escrows(client: JobClient, provider: Option<ProviderHandler>) {
+/// Sweeps escrows at start, then `every`: the client's (refunds,
+/// expiries) and, on a provider, its earn rows.
+async fn sweep_escrows(client: JobClient, provider: Option<ProviderHandler>, every: Duration) {
     loop {
         match client.sweep().await {
             Ok(0) => {}
@@ -531,6 +530,6 @@ async fn sweep_escrows(client: JobClient, provider: Option<ProviderHandler>) {
                 Err(e) => tracing::warn!(error = %e, "earnings sweep panicked"),
             }
         }
-        tokio::time::sleep(SWEEP_EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }

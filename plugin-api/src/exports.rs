@@ -41,7 +41,10 @@ pub trait Payment: 'static {
     fn currencies(&mut self) -> Vec<CurrencyInfo>;
     /// Creates an escrow for a job.
     fn create_escrow(&mut self, request: EscrowRequest) -> Result<Escrow, Error>;
-    /// The escrow's current state.
+    /// The escrow's current state. For an escrow this adapter did not
+    /// create (a provider confirming its client's escrow), report it only
+    /// if it pays `config::get("account")` (granted by the host), else
+    /// return `Error::invalid`: the host trusts this answer to run work.
     fn status(&mut self, id: String) -> Result<Escrow, Error>;
     /// Releases funds to the beneficiary (idempotent).
     fn release(&mut self, id: String) -> Result<Escrow, Error>;

@@ -1,15 +1,17 @@
-//! The client's escrow sweep (run at start and every 15 s): what a dead or
+//! The client's escrow sweep (run at start and every 15 s; here by hand,
+//! `escrow_sweep_secs = 0`, so nothing races the setup): what a dead or
 //! failed run left behind is settled through the real ledger plugin —
 //! a failed job's funded escrow is refunded (job `failed -> refunded`), an
 //! intent row whose process died before the adapter call is finished and
-//! refunded, and an escrow past its expiry is expired by the adapter with
-//! the money back. Balances are read from the ledger, not from the rows.
+//! refunded, an escrow past its expiry is expired by the adapter with the
+//! money back, and an earlier attempt's escrow still held after the job
+//! settled elsewhere is refunded. Balances are read from the ledger, not from the rows.
 
 use infernet_host::config::Config;
 use infernet_host::payments::ledger;
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::Infernet;
-use infernet_host::store::{EscrowKind, EscrowRecord, JobRole, JobState, NewJob, Store};
+use infernet_host::store::{EscrowKind, EscrowRecord, JobRole, JobState, JobUpdate, NewJob, Store};
 use infernet_host::worlds::payment::{EscrowRequest, Money};
 use infernet_tests::pack_plugin;
 use std::time::Duration;
@@ -67,7 +69,8 @@ async fn sweep_refunds_failed_jobs_finishes_dead_intents_and_expires_old_escrows
     std::fs::write(
         &config,
         format!(
-            "[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[[payment]]\nplugin = {ledger_pkg:?}\n",
+            "[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n\
+             escrow_sweep_secs = 0\n\n[[payment]]\nplugin = {ledger_pkg:?}\n",
             root.join("client")
         ),
     )
@@ -158,7 +161,69 @@ async fn sweep_refunds_failed_jobs_finishes_dead_intents_and_expires_old_escrows
         .escrows()
         .update("C.0", Some(&escrow.id), "funded")
         .unwrap();
-    assert_eq!(ledger::balance(&kv, &me, "USD").unwrap(), FUNDED - 1000);
+    // D: settled on its second attempt, while the first attempt's escrow
+    // (whose refund at failover failed) still holds 900.
+    job(&store, "D", &[JobState::Created, JobState::Quoted]);
+    let bump = JobUpdate {
+        bump_attempts: true,
+        ..JobUpdate::default()
+    };
+    store
+        .jobs()
+        .transition_with(
+            "D",
+            JobState::Quoted,
+            JobState::Escrowed,
+            "test setup",
+            &bump,
+        )
+        .unwrap();
+    store
+        .jobs()
+        .transition_with(
+            "D",
+            JobState::Escrowed,
+            JobState::Assigned,
+            "test setup",
+            &bump,
+        )
+        .unwrap();
+    store
+        .jobs()
+        .transition_path(
+            "D",
+            &[
+                (JobState::Assigned, JobState::Running, "test setup"),
+                (JobState::Running, JobState::Delivered, "test setup"),
+                (JobState::Delivered, JobState::Settled, "test setup"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(store.jobs().get("D").unwrap().unwrap().attempts, 2);
+    let d = store
+        .escrows()
+        .insert_or_get(&intent("D.1", "D", &me, 900, 3_600_000))
+        .unwrap();
+    let escrow = wallet
+        .plugin
+        .create_escrow(&EscrowRequest {
+            job_id: d.id.clone(),
+            amount: Money {
+                amount: 900,
+                currency: "USD".into(),
+            },
+            depositor: me.clone(),
+            beneficiary: "provider-x".into(),
+            arbiter: None,
+            expires_in_secs: 3600,
+            metadata: vec![],
+        })
+        .unwrap();
+    store
+        .escrows()
+        .update("D.1", Some(&escrow.id), "funded")
+        .unwrap();
+    assert_eq!(ledger::balance(&kv, &me, "USD").unwrap(), FUNDED - 1900);
 
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     node.client().sweep().await.unwrap();
@@ -179,6 +244,15 @@ async fn sweep_refunds_failed_jobs_finishes_dead_intents_and_expires_old_escrows
         JobState::Refunded
     );
     assert_eq!(row("C.0").status, "expired");
+    assert_eq!(
+        row("D.1").status,
+        "refunded",
+        "a settled job's stale attempt"
+    );
+    assert_eq!(
+        store.jobs().get("D").unwrap().unwrap().state,
+        JobState::Settled
+    );
     // Every micro-dollar is back, and nobody else was paid.
     assert_eq!(ledger::balance(&kv, &me, "USD").unwrap(), FUNDED);
     assert_eq!(ledger::balance(&kv, "provider-x", "USD").unwrap(), 0);

@@ -569,9 +569,27 @@ fn coinpay_bad_webhooks_are_rejected_and_change_nothing() {
     let tampered = body_text.replace("\"funded\"", "\"settled\"");
     assert_ne!(tampered, body_text);
     let now = unix_now();
+    // A correctly signed body naming no event, relabelled by the unsigned
+    // X-CoinPay-Event header.
+    let untyped = body_text.replace("\"type\":\"escrow.funded\",", "");
+    assert_ne!(untyped, body_text);
+    let relabelled: Vec<(String, String)> = hook
+        .headers
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "x-coinpay-signature" => (k.clone(), sign("whsec_suite", now, untyped.as_bytes())),
+            "x-coinpay-event" => (k.clone(), "escrow.settled".to_string()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
     type Case = (&'static str, Vec<(String, String)>, Vec<u8>);
     let cases: Vec<Case> = vec![
         ("tampered body", hook.headers.clone(), tampered.into_bytes()),
+        (
+            "event from a header",
+            relabelled,
+            untyped.clone().into_bytes(),
+        ),
         (
             "wrong secret",
             with_sig(&sign("whsec_wrong", now, &hook.body)),
@@ -848,8 +866,9 @@ fn coinpay_auto_funding_is_observed_and_tokens_are_plain_without_token_key() {
 
 /// A provider confirms its client's escrow with its own adapter, which
 /// never created it: `status` reads CoinPay's view (exact amount, chain,
-/// status) and stores nothing; an id that could leave `/escrow/` in the
-/// URL is refused before any request.
+/// status) and stores nothing; an escrow paying anyone but the provider's
+/// `account` is refused; an id that could leave `/escrow/` in the URL is
+/// refused before any request.
 #[test]
 fn coinpay_status_of_an_escrow_made_elsewhere_is_read_exactly() {
     let cp = CoinPay::new();
@@ -860,7 +879,10 @@ fn coinpay_status_of_an_escrow_made_elsewhere_is_read_exactly() {
         "payment-coinpay",
         PaymentGrants {
             allowed_hosts: vec!["127.0.0.1".into()],
-            config: map(&[("base_url", &cp.server.base_url())]),
+            config: map(&[
+                ("base_url", &cp.server.base_url()),
+                ("account", "elsewhere-provider"),
+            ]),
             secrets: BTreeMap::new(),
             kv: other_store.plugin_kv("payment-coinpay"),
         },
@@ -896,6 +918,19 @@ fn coinpay_status_of_an_escrow_made_elsewhere_is_read_exactly() {
         provider.status(&made.id).unwrap().status,
         EscrowStatus::Released | EscrowStatus::Settled
     ));
+
+    // Funded and big enough, but it pays somebody else.
+    let other = cp
+        .plugin
+        .create_escrow(&request("other", wei, "ETH", DAY))
+        .unwrap();
+    assert!(cp.server.fund(&other.id));
+    let (kind, msg) = guest_err(provider.status(&other.id).unwrap_err());
+    assert_eq!(kind, "invalid-input", "{msg}");
+    assert!(
+        msg.contains("other-provider") && msg.contains("elsewhere-provider"),
+        "{msg}"
+    );
 
     let before = cp.server.counters().requests;
     for bad in ["..", ".", "../escrow", "a/b", "x?y=1", "", "%2e%2e"] {

@@ -104,9 +104,15 @@ impl Payments {
         for p in &config.payment {
             let package = Package::open(&p.plugin, p.publisher_key.as_deref())?;
             let loaded = runtime.load(&package, PluginKind::Payment)?;
+            let account = p.account.clone().unwrap_or_else(|| peer_id.to_string());
+            let mut plugin_config = crate::config::flatten_table(&p.config);
+            plugin_config.insert(
+                crate::config::ACCOUNT_CONFIG_KEY.to_string(),
+                account.clone(),
+            );
             let grants = PaymentGrants {
                 allowed_hosts: p.allowed_hosts.clone(),
-                config: crate::config::flatten_table(&p.config),
+                config: plugin_config,
                 secrets: p.secrets.clone(),
                 kv: store.plugin_kv(&loaded.name),
             };
@@ -125,7 +131,7 @@ impl Payments {
             tracing::info!(adapter = %plugin.name(), ?currencies, ?confirm, "payment adapter ready");
             adapters.push(Adapter {
                 plugin,
-                account: p.account.clone().unwrap_or_else(|| peer_id.to_string()),
+                account,
                 confirm,
                 currencies,
             });

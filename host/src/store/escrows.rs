@@ -84,11 +84,31 @@ pub struct EscrowRecord {
     pub updated_at_ms: i64,
 }
 
+/// [`FINAL_STATUSES`] as an SQL list: `'settled', 'refunded', ...`.
+fn final_statuses_sql() -> String {
+    FINAL_STATUSES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl EscrowRecord {
     /// True once nothing more will happen to it.
     pub fn is_final(&self) -> bool {
         FINAL_STATUSES.contains(&self.status.as_str())
     }
+}
+
+/// What [`EscrowsRepo::insert_earn`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EarnInsert {
+    /// The row is new.
+    Inserted,
+    /// Another row (its id given) already holds this adapter escrow.
+    EscrowTaken(String),
+    /// A row with this id exists already.
+    IdTaken,
 }
 
 /// One provider's money in one currency, from [`EscrowsRepo::earnings`].
@@ -199,6 +219,51 @@ impl EscrowsRepo<'_> {
             .transpose()
     }
 
+    /// Inserts a provider's `earn` row unless its id is taken or another
+    /// row of this node (any kind) already holds the same adapter escrow:
+    /// one escrow pays one job, and never one of this node's own payments.
+    /// Atomic: the check and the insert are one statement.
+    pub fn insert_earn(&self, rec: &EscrowRecord) -> Result<EarnInsert, StoreError> {
+        let conn = self.store.conn();
+        let inserted = conn.execute(
+            &format!(
+                "INSERT OR IGNORE INTO escrows ({COLUMNS})                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16                  WHERE NOT EXISTS (SELECT 1 FROM escrows WHERE adapter = ?4 AND escrow_id = ?5)"
+            ),
+            params![
+                rec.id,
+                rec.kind.as_str(),
+                rec.job_id,
+                rec.adapter,
+                rec.escrow_id,
+                rec.amount.to_string(),
+                rec.currency,
+                rec.depositor,
+                rec.beneficiary,
+                rec.client_peer,
+                rec.provider_peer,
+                rec.status,
+                rec.confirmed_by,
+                rec.expires_at_ms,
+                rec.created_at_ms,
+                rec.updated_at_ms,
+            ],
+        )?;
+        if inserted == 1 {
+            return Ok(EarnInsert::Inserted);
+        }
+        let holder: Option<String> = conn
+            .query_row(
+                "SELECT id FROM escrows WHERE adapter = ?1 AND escrow_id = ?2 LIMIT 1",
+                params![rec.adapter, rec.escrow_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match holder {
+            Some(other) if other != rec.id => EarnInsert::EscrowTaken(other),
+            _ => EarnInsert::IdTaken,
+        })
+    }
+
     /// One escrow by host-side id, or by the adapter's escrow id.
     pub fn find(&self, id: &str) -> Result<Option<EscrowRecord>, StoreError> {
         if let Some(r) = self.get(id)? {
@@ -208,19 +273,25 @@ impl EscrowsRepo<'_> {
             .map(|v| v.into_iter().next())
     }
 
-    /// Records what the adapter reported: its escrow id (once known) and status.
+    /// Records what the adapter reported: its escrow id (once known) and
+    /// status. A final row is never reopened: a stale report (an earlier
+    /// read finishing late) changes nothing. Returns whether the row changed.
     pub fn update(
         &self,
         id: &str,
         escrow_id: Option<&str>,
         status: &str,
-    ) -> Result<(), StoreError> {
-        self.store.conn().execute(
-            "UPDATE escrows SET escrow_id = COALESCE(?2, escrow_id), status = ?3, \
-             updated_at_ms = ?4 WHERE id = ?1",
+    ) -> Result<bool, StoreError> {
+        let changed = self.store.conn().execute(
+            &format!(
+                "UPDATE escrows SET escrow_id = COALESCE(?2, escrow_id), status = ?3, \
+             updated_at_ms = ?4 WHERE id = ?1 \
+             AND status NOT IN ({})",
+                final_statuses_sql()
+            ),
             params![id, escrow_id, status, now_ms()],
         )?;
-        Ok(())
+        Ok(changed == 1)
     }
 
     /// Escrows of one local job, oldest first (one per attempt).
@@ -269,8 +340,10 @@ impl EscrowsRepo<'_> {
     /// Escrows not yet final (to release, refund or expire), oldest first.
     pub fn open(&self) -> Result<Vec<EscrowRecord>, StoreError> {
         self.query(
-            "WHERE status NOT IN ('settled', 'refunded', 'expired', 'abandoned') \
-             ORDER BY created_at_ms",
+            &format!(
+                "WHERE status NOT IN ({}) ORDER BY created_at_ms",
+                final_statuses_sql()
+            ),
             [],
         )
     }

@@ -16,7 +16,7 @@ mod peers;
 mod quotes;
 mod state;
 
-pub use escrows::{Earnings, EscrowKind, EscrowRecord, EscrowsRepo};
+pub use escrows::{EarnInsert, Earnings, EscrowKind, EscrowRecord, EscrowsRepo};
 pub use jobs::{JobEvent, JobRecord, JobUpdate, JobsRepo, NewJob};
 pub use kv::{KvError, PluginKv};
 pub use migrations::{latest_version, Migration, MIGRATIONS};

@@ -220,6 +220,8 @@ impl CoinPay {
                 .map(|t| record::seal(&id, t))
                 .transpose()?,
         };
+        // Kept before anything else can fail: the tokens exist only here.
+        record::save(&rec)?;
         apply(&mut rec, &json)?;
         record::save(&rec)?;
         log::info(&format!(
@@ -233,7 +235,9 @@ impl CoinPay {
 /// The server's view of an escrow this adapter did not create (a provider
 /// confirming the escrow its client made): read from CoinPay on every
 /// call, nothing stored (there are no tokens to keep). The amount is read
-/// exactly from the answer's text, in the escrow's own `chain`.
+/// exactly from the answer's text, in the escrow's own `chain`. Only an
+/// escrow that pays this node's `account` (granted by the host) is
+/// vouched for: a client cannot pass off an escrow paying someone else.
 fn foreign_status(id: &str) -> Result<Escrow, Error> {
     let (json, raw) = api::call_raw(
         http::Method::Get,
@@ -252,6 +256,14 @@ fn foreign_status(id: &str) -> Result<Escrow, Error> {
         .ok_or_else(|| bad("the answer has no readable amount"))?;
     let s = api::str_field(&json, "status").ok_or_else(|| bad("the answer has no status"))?;
     let status = parse_status(s).ok_or_else(|| bad(&format!("unknown status `{s}`")))?;
+    if let Some(account) = config::get("account") {
+        let pays = api::str_field(&json, "beneficiary_address").unwrap_or_default();
+        if !same_address(pays, &account) {
+            return Err(Error::invalid(format!(
+                "escrow `{id}` pays `{pays}`, not this node's account `{account}`"
+            )));
+        }
+    }
     Ok(Escrow {
         id: id.to_string(),
         status,
@@ -259,6 +271,16 @@ fn foreign_status(id: &str) -> Result<Escrow, Error> {
         deposit_address: api::str_field(&json, "escrow_address").map(str::to_string),
         expires_at: api::expires_at(&json).unwrap_or(0),
     })
+}
+
+/// Whether two chain addresses are the same: exact, except that `0x` hex
+/// addresses (EVM chains) compare without regard to case (checksum casing).
+fn same_address(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    if !a.is_empty() && a == b {
+        return true;
+    }
+    a.len() > 2 && a.starts_with("0x") && a.eq_ignore_ascii_case(b)
 }
 
 /// Redactions before any escrow exists: the API key only.
@@ -370,12 +392,13 @@ impl Payment for CoinPay {
 
         let json: Value = serde_json::from_slice(&body)
             .map_err(|e| Error::invalid(format!("webhook body is not JSON: {e}")))?;
+        // The event comes from the signed body only: a header is not
+        // covered by the signature and could relabel a replayed body.
         let event = json
             .get("type")
             .or_else(|| json.get("event"))
             .and_then(Value::as_str)
-            .or_else(|| header("x-coinpay-event"))
-            .ok_or_else(|| Error::invalid("webhook names no event"))?
+            .ok_or_else(|| Error::invalid("webhook body names no event (`type`)"))?
             .to_string();
         let data = json.get("data").filter(|d| d.is_object()).unwrap_or(&json);
         let data = data.get("escrow").filter(|d| d.is_object()).unwrap_or(data);

@@ -141,7 +141,7 @@ impl Inner {
                             attempt: rec.attempts as u32,
                         });
                     }
-                    self.refund_open(id, Some(&wire_id(&rec))).await?;
+                    self.refund_open(id, Some(rec.attempts)).await?;
                     let escrow = match self.hold(&rec, provider).await {
                         Ok(e) => e,
                         Err(StepError::Provider(reason)) => {

@@ -102,6 +102,9 @@ impl InferOptions {
     }
 }
 
+/// Output tokens a job asks for when its options name no bound.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 256;
+
 /// The job as stored in its row, enough to resume it after a restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredRequest {
@@ -499,10 +502,24 @@ impl JobClient {
         input: WireInput,
         opts: &InferOptions,
     ) -> Result<String, ClientError> {
-        let params = opts.backend_params();
+        let mut params = opts.backend_params();
+        // The quote covers this many output tokens, and paid providers run
+        // at most what was quoted: the bound always travels as `max_tokens`.
+        let max_output_tokens = opts
+            .max_tokens
+            .or_else(|| {
+                params
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "max_tokens")
+                    .and_then(|(_, v)| v.trim().parse().ok())
+            })
+            .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+        params.retain(|(k, _)| k != "max_tokens");
+        params.push(("max_tokens".into(), max_output_tokens.to_string()));
         let request = StoredRequest {
             model: model.to_string(),
-            max_output_tokens: opts.max_tokens.unwrap_or(256),
+            max_output_tokens,
             input,
             params,
             max_budget: opts.max_budget,

@@ -177,10 +177,14 @@ impl Inner {
             Ok(e) => e,
             Err(e) => {
                 // Refused outright (e.g. insufficient balance): nothing was
-                // created, so nothing is held; the job cannot go on.
-                let id = wire.clone();
-                self.db(move |s| Ok(s.escrows().update(&id, None, "abandoned")?))
-                    .await?;
+                // created, so nothing is held. Any other failure (a trap,
+                // a timeout, the network) may have created it: the row
+                // stays `creating` and the refund creates-then-refunds.
+                if refused(&e) {
+                    let id = wire.clone();
+                    self.db(move |s| Ok(s.escrows().update(&id, None, "abandoned")?))
+                        .await?;
+                }
                 return Err(StepError::Fatal(ClientError::Payment {
                     job_id: rec.id.clone(),
                     message: format!("cannot create the escrow through {}: {e}", plan.adapter),
@@ -291,21 +295,28 @@ impl Inner {
         })
     }
 
-    /// Refunds the job's open escrows, except the one of wire id `keep`.
+    /// Refunds the job's open escrows of attempts before `before_attempt`
+    /// (all of them when `None`). Bounded by an attempt number, not "all
+    /// but the current one", so a refund racing a failover never touches
+    /// the escrow of an attempt that began after the caller looked.
     /// Returns how many were refunded.
     pub(super) async fn refund_open(
         &self,
         job_id: &str,
-        keep: Option<&str>,
+        before_attempt: Option<i64>,
     ) -> Result<usize, ClientError> {
         let Some(payments) = self.payments.clone() else {
             return Ok(0);
         };
-        let (job, keep) = (job_id.to_string(), keep.map(str::to_string));
+        let job = job_id.to_string();
         let rows = self.db(move |s| Ok(s.escrows().by_job(&job)?)).await?;
         let mut refunded = 0;
         for row in rows {
-            if row.kind != EscrowKind::Pay || row.is_final() || Some(&row.id) == keep.as_ref() {
+            let stale = match before_attempt {
+                None => true,
+                Some(n) => attempt_of(&row.id).is_some_and(|a| a < n),
+            };
+            if row.kind != EscrowKind::Pay || row.is_final() || !stale {
                 continue;
             }
             let p = payments.clone();
@@ -397,6 +408,24 @@ impl Inner {
     }
 }
 
+/// Whether an adapter error is a refusal of the request itself (nothing
+/// was created), as opposed to a failure that may have left an escrow
+/// behind (a trap, a timeout, an `internal` error such as the network).
+fn refused(e: &crate::runtime::PluginError) -> bool {
+    matches!(
+        e,
+        crate::runtime::PluginError::Guest {
+            kind: "invalid-input" | "unsupported",
+            ..
+        }
+    )
+}
+
+/// The attempt number of a pay row (its id is the wire id `<job>.<attempt>`).
+fn attempt_of(row_id: &str) -> Option<i64> {
+    row_id.rsplit_once('.')?.1.parse().ok()
+}
+
 /// Refunds one escrow row through its adapter. A row still `creating`
 /// (the process died around the create call) is created first — our
 /// adapters are idempotent per job id, so this finds the escrow if it
@@ -426,9 +455,7 @@ fn refund_row(
             match adapter.plugin.create_escrow(&request) {
                 Ok(e) => e.id,
                 // Refused: it never existed, nothing is held.
-                Err(crate::runtime::PluginError::Guest { .. }) => {
-                    return Ok((None, "abandoned".into()))
-                }
+                Err(e) if refused(&e) => return Ok((None, "abandoned".into())),
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -464,9 +491,10 @@ impl JobClient {
                 continue;
             }
             let expired = row.expires_at_ms <= crate::store::now_ms();
-            let stale_attempt = row.id != wire_id(&job);
-            if stale_attempt && job.state.is_active() {
-                changed += inner.refund_open(&job_id, Some(&wire_id(&job))).await?;
+            // An earlier attempt's escrow (its refund at failover failed):
+            // refunded whatever became of the job since.
+            if attempt_of(&row.id).is_some_and(|a| a < job.attempts) {
+                changed += inner.refund_open(&job_id, Some(job.attempts)).await?;
                 continue;
             }
             if expired {

@@ -118,13 +118,18 @@ impl Inner {
         Ok(JobMessage::ack(job_id))
     }
 
-    /// Inserts the provider-role row, or finds the earlier one.
+    /// Inserts the provider-role row, or finds the earlier one. A new job
+    /// must pass the payment gate ([`Inner::check_paid`]); a known one is
+    /// answered from the store, to its own client only.
     pub(super) fn admit(
         &self,
         client: PeerId,
         job: &JobRequest,
         proof: Option<&str>,
     ) -> Result<Admission, ProviderError> {
+        if self.store.jobs().get(&job.id)?.is_none() {
+            self.check_paid(client, job)?;
+        }
         let request_hash = request_hash(job, proof);
         let new = NewJob {
             id: job.id.clone(),
@@ -143,7 +148,10 @@ impl Inner {
                     .jobs()
                     .get(&id)?
                     .ok_or_else(|| ProviderError::UnknownJob(id.clone()))?;
-                if record.role != JobRole::Provider || record.request_hash != request_hash {
+                if record.role != JobRole::Provider
+                    || record.request_hash != request_hash
+                    || record.client_peer.as_deref() != Some(client.to_string().as_str())
+                {
                     return Ok(Admission::Seen(Box::new(Err(ProviderError::IdReused(id)))));
                 }
                 Ok(Admission::Seen(Box::new(stored_outcome(&record))))

@@ -153,10 +153,10 @@ struct Inner {
     tamper_proofs: AtomicBool,
     /// Payment adapters; `None`: this provider runs jobs unpaid.
     payments: Option<Arc<crate::payments::Payments>>,
-    /// Prices of recent quotes by quote id, with their expiry (ms).
-    quotes: Mutex<HashMap<String, (Money, u64)>>,
-    /// Wire ids of accepted jobs whose quote was free.
-    free: Mutex<std::collections::HashSet<String>>,
+    /// Recent quotes by quote id, until they expire.
+    quotes: Mutex<HashMap<String, pay::QuotedTerms>>,
+    /// What each accepted job (by wire id) may run as.
+    accepted: Mutex<HashMap<String, pay::AcceptedTerms>>,
 }
 
 /// What the store says about a `Run`.
@@ -192,7 +192,7 @@ impl ProviderHandler {
                 tamper_proofs: AtomicBool::new(false),
                 payments,
                 quotes: Mutex::new(HashMap::new()),
-                free: Mutex::new(std::collections::HashSet::new()),
+                accepted: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -277,7 +277,10 @@ impl ProviderHandler {
                 input_tokens,
                 max_output_tokens,
                 ..
-            } => self.quote(job_id, model, input_tokens, max_output_tokens).await,
+            } => {
+                self.quote(from, job_id, model, input_tokens, max_output_tokens)
+                    .await
+            }
             JobBody::Run {
                 job_id,
                 model,
@@ -289,10 +292,6 @@ impl ProviderHandler {
                 self.inner.check_model(&model)?;
                 if let Some(system) = &proof {
                     self.inner.check_proof(&model, system)?;
-                }
-                {
-                    let (inner, id) = (self.inner.clone(), job_id.clone());
-                    blocking(move || inner.check_paid(&id)).await?;
                 }
                 let job = JobRequest {
                     id: job_id,
@@ -341,6 +340,7 @@ impl ProviderHandler {
 
     async fn quote(
         &self,
+        client: PeerId,
         job_id: String,
         model: String,
         input_tokens: u32,
@@ -350,7 +350,7 @@ impl ProviderHandler {
         let inner = self.inner.clone();
         let running = inner.running.load(Ordering::Relaxed);
         let request = QuoteRequest {
-            model,
+            model: model.clone(),
             input_tokens,
             max_output_tokens,
             estimated_ms: 0,
@@ -385,7 +385,17 @@ impl ProviderHandler {
         };
         let quote_id = format!("{job_id}-{}", crate::node::new_job_id());
         let valid_until_ms = now_ms().saturating_add(valid_secs.saturating_mul(1000));
-        self.inner.remember_quote(&quote_id, &price, valid_until_ms);
+        self.inner.remember_quote(
+            &quote_id,
+            pay::QuotedTerms {
+                client,
+                job_id: job_id.clone(),
+                model,
+                max_output_tokens,
+                price: price.clone(),
+                valid_until_ms,
+            },
+        );
         let pay_to = self
             .inner
             .payments

@@ -1,26 +1,81 @@
 //! The provider's side of payment: the pay-to terms in its quotes, the
-//! escrow check on `Accept` (amount, currency, beneficiary, expiry, and the
-//! adapter's own `funded` status unless the adapter is a local ledger the
-//! provider cannot see), the `earn` record written before it answers, the
-//! gate on `Run` (no confirmed escrow, no execution), and the receipt
-//! that marks the escrow released.
+//! escrow check on `Accept` (the quote is this client's for this job;
+//! amount, currency, beneficiary, expiry; the escrow pays no other job
+//! here; and, unless the adapter is a local ledger the provider cannot see,
+//! the adapter's own `funded` status, amount and expiry), the `earn` record
+//! written before it answers, the gate on `Run` (the accepting client
+//! only, the quoted model, at most the quoted output tokens; no confirmed
+//! escrow, no execution), and the receipt that settles the earn row.
 
 use super::*;
 use crate::p2p::protocol::{EscrowRef, ReceiptBody};
 use crate::payments::{display, Confirm};
-use crate::store::{EscrowKind, EscrowRecord};
+use crate::store::{EarnInsert, EscrowKind, EscrowRecord};
 use crate::worlds::payment::{status_name, EscrowStatus};
 
 /// Escrows must outlive the accept by at least this long.
 const MIN_ESCROW_LEFT_MS: u64 = 10_000;
+/// How long a free job's accepted terms wait for its `Run`.
+const FREE_RUN_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// What a quote priced, remembered until it expires.
+#[derive(Debug, Clone)]
+pub(super) struct QuotedTerms {
+    /// Who asked.
+    pub client: PeerId,
+    /// The client's job id (wire ids are `<job>.<attempt>`).
+    pub job_id: String,
+    /// Model priced.
+    pub model: String,
+    /// Output tokens priced.
+    pub max_output_tokens: u32,
+    /// The price.
+    pub price: Money,
+    /// Offer expiry, ms since epoch.
+    pub valid_until_ms: u64,
+}
+
+/// What an accepted job may run as, by wire id.
+#[derive(Debug, Clone)]
+pub(super) struct AcceptedTerms {
+    client: PeerId,
+    model: String,
+    max_output_tokens: u32,
+    /// A paid quote: the job runs only while its earn row is confirmed.
+    paid: bool,
+    /// Forgotten after this (ms since epoch).
+    until_ms: u64,
+}
+
+/// Locks a mutex, taking it over if a panicking thread poisoned it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl Inner {
     /// Remembers a quote so its accept can be checked against it.
-    pub(super) fn remember_quote(&self, quote_id: &str, price: &Money, valid_until_ms: u64) {
-        let mut quotes = self.quotes.lock().unwrap_or_else(|p| p.into_inner());
+    pub(super) fn remember_quote(&self, quote_id: &str, terms: QuotedTerms) {
+        let mut quotes = lock(&self.quotes);
         let now = now_ms();
-        quotes.retain(|_, (_, until)| *until > now);
-        quotes.insert(quote_id.to_string(), (price.clone(), valid_until_ms));
+        quotes.retain(|_, q| q.valid_until_ms > now);
+        quotes.insert(quote_id.to_string(), terms);
+    }
+
+    /// Remembers what an accepted job may run as.
+    fn remember_accepted(&self, job_id: &str, quote: &QuotedTerms, until_ms: u64) {
+        let mut accepted = lock(&self.accepted);
+        let now = now_ms();
+        accepted.retain(|_, a| a.until_ms > now);
+        accepted.insert(
+            job_id.to_string(),
+            AcceptedTerms {
+                client: quote.client,
+                model: quote.model.clone(),
+                max_output_tokens: quote.max_output_tokens,
+                paid: quote.price.amount > 0,
+                until_ms,
+            },
+        );
     }
 
     /// Checks the escrow of an accept and records it; `Ack` when the job
@@ -35,28 +90,29 @@ impl Inner {
         let Some(payments) = self.payments.clone() else {
             return Ok(JobMessage::ack(job_id));
         };
-        let price = {
-            let quotes = self.quotes.lock().unwrap_or_else(|p| p.into_inner());
-            quotes.get(quote_id).cloned()
-        };
-        let Some((price, valid_until)) = price else {
-            return Err(ProviderError::PaymentRequired(format!(
+        let refuse = |reason: String| ProviderError::PaymentRequired(reason);
+        let quote = lock(&self.quotes).get(quote_id).cloned();
+        let Some(quote) = quote else {
+            return Err(refuse(format!(
                 "quote {quote_id} is unknown here or expired: ask for a new quote"
             )));
         };
-        if price.amount == 0 {
-            self.free
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(job_id.clone());
-            return Ok(JobMessage::ack(job_id));
+        let job_of_wire = job_id.rsplit_once('.').map_or(job_id.as_str(), |(j, _)| j);
+        if quote.client != client || quote.job_id != job_of_wire {
+            return Err(refuse(format!(
+                "quote {quote_id} was given to another client or job"
+            )));
         }
-        if valid_until < now_ms() {
-            return Err(ProviderError::PaymentRequired(format!(
+        if quote.valid_until_ms < now_ms() {
+            return Err(refuse(format!(
                 "quote {quote_id} expired: ask for a new quote"
             )));
         }
-        let refuse = |reason: String| ProviderError::PaymentRequired(reason);
+        let price = &quote.price;
+        if price.amount == 0 {
+            self.remember_accepted(&job_id, &quote, now_ms() + FREE_RUN_WINDOW_MS);
+            return Ok(JobMessage::ack(job_id));
+        }
         let Some(escrow) = escrow else {
             return Err(refuse(format!(
                 "this provider is paid: accept with an escrow holding {}",
@@ -64,11 +120,16 @@ impl Inner {
             )));
         };
         if let Some(existing) = self.store.escrows().get(&job_id)? {
-            if existing.escrow_id.as_deref() == Some(escrow.escrow_id.as_str()) {
+            if existing.kind == EscrowKind::Earn
+                && existing.client_peer.as_deref() == Some(client.to_string().as_str())
+                && existing.escrow_id.as_deref() == Some(escrow.escrow_id.as_str())
+            {
+                let until = u64::try_from(existing.expires_at_ms).unwrap_or(0);
+                self.remember_accepted(&job_id, &quote, until);
                 return Ok(JobMessage::ack(job_id));
             }
             return Err(refuse(format!(
-                "job {job_id} is already paid by another escrow"
+                "job id {job_id} is already paid here by another escrow"
             )));
         }
         let adapter = payments.adapter(&escrow.adapter).ok_or_else(|| {
@@ -99,10 +160,14 @@ impl Inner {
                 display(required, &escrow.amount.currency)
             )));
         }
-        if escrow.expires_at_ms < now_ms().saturating_add(MIN_ESCROW_LEFT_MS) {
+        let min_expiry = now_ms().saturating_add(MIN_ESCROW_LEFT_MS);
+        if escrow.expires_at_ms < min_expiry {
             return Err(refuse("escrow expires too soon to run the job".into()));
         }
         if adapter.confirm == Confirm::Status {
+            // The adapter vouches only for escrows paying its account
+            // (the host grants it `account`); amount and expiry are its
+            // own reading, not the client's.
             let seen = adapter
                 .plugin
                 .status(&escrow.escrow_id)
@@ -122,16 +187,18 @@ impl Inner {
                     display(required, &escrow.amount.currency)
                 )));
             }
+            if seen.expires_at != 0 && seen.expires_at.saturating_mul(1000) < min_expiry {
+                return Err(refuse(format!(
+                    "escrow {} expires too soon to run the job",
+                    escrow.escrow_id
+                )));
+            }
         }
         let now = crate::store::now_ms();
-        let local_job = job_id
-            .rsplit_once('.')
-            .map_or(job_id.as_str(), |(j, _)| j)
-            .to_string();
-        self.store.escrows().insert_or_get(&EscrowRecord {
+        let record = EscrowRecord {
             id: job_id.clone(),
             kind: EscrowKind::Earn,
-            job_id: Some(local_job),
+            job_id: Some(job_of_wire.to_string()),
             adapter: escrow.adapter.clone(),
             escrow_id: Some(escrow.escrow_id.clone()),
             amount: escrow.amount.amount,
@@ -151,34 +218,81 @@ impl Inner {
             expires_at_ms: i64::try_from(escrow.expires_at_ms).unwrap_or(i64::MAX),
             created_at_ms: now,
             updated_at_ms: now,
-        })?;
+        };
+        // One escrow pays one job: an escrow id this node already knows
+        // (another job's, or one of its own payments) is refused.
+        match self.store.escrows().insert_earn(&record)? {
+            EarnInsert::Inserted => {}
+            EarnInsert::EscrowTaken(other) => {
+                return Err(refuse(format!(
+                    "escrow {} already pays {other} here",
+                    escrow.escrow_id
+                )))
+            }
+            EarnInsert::IdTaken => {
+                return Err(refuse(format!(
+                    "job id {job_id} is already paid here by another escrow"
+                )))
+            }
+        }
+        self.remember_accepted(&job_id, &quote, escrow.expires_at_ms);
         crate::jobs::crash_at("provider-escrow-confirmed");
         tracing::info!(job = %job_id, escrow = %escrow.escrow_id, amount = %crate::payments::display(escrow.amount.amount, &escrow.amount.currency), "escrow confirmed");
         Ok(JobMessage::ack(job_id))
     }
 
-    /// A paid provider runs a job only once its escrow is confirmed (or
-    /// its quote was free).
-    pub(super) fn check_paid(&self, job_id: &str) -> Result<(), ProviderError> {
+    /// Whether a new job may run: a paid provider runs only what `client`
+    /// accepted with a confirmed escrow (or a free quote), for the quoted
+    /// model, asking at most the quoted output tokens (`max_tokens`).
+    pub(super) fn check_paid(&self, client: PeerId, job: &JobRequest) -> Result<(), ProviderError> {
         if self.payments.is_none() {
             return Ok(());
         }
-        if self
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(job_id)
-        {
+        let refuse = |reason: String| ProviderError::PaymentRequired(reason);
+        let id = job.id.as_str();
+        let terms = lock(&self.accepted).get(id).cloned();
+        let Some(terms) = terms.filter(|t| t.client == client) else {
+            return Err(refuse(format!(
+                "job {id} has no accepted quote from this client: send Accept first"
+            )));
+        };
+        if terms.model != job.model {
+            return Err(refuse(format!(
+                "job {id} was quoted for model `{}`, not `{}`",
+                terms.model, job.model
+            )));
+        }
+        let max_tokens = job
+            .params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "max_tokens")
+            .and_then(|(_, v)| v.trim().parse::<u32>().ok());
+        match max_tokens {
+            Some(n) if n <= terms.max_output_tokens => {}
+            _ => {
+                return Err(refuse(format!(
+                    "job {id} was quoted for {} output tokens: send max_tokens <= {}",
+                    terms.max_output_tokens, terms.max_output_tokens
+                )))
+            }
+        }
+        if !terms.paid {
             return Ok(());
         }
-        match self.store.escrows().get(job_id)? {
-            Some(e) if matches!(e.status.as_str(), "funded" | "released" | "settled") => Ok(()),
-            Some(e) => Err(ProviderError::PaymentRequired(format!(
-                "the escrow of job {job_id} is {}",
-                e.status
-            ))),
-            None => Err(ProviderError::PaymentRequired(format!(
-                "job {job_id} has no confirmed escrow: send Accept with one first"
+        match self.store.escrows().get(id)? {
+            Some(e)
+                if e.kind == EscrowKind::Earn
+                    && e.client_peer.as_deref() == Some(client.to_string().as_str())
+                    && matches!(e.status.as_str(), "funded" | "released" | "settled") =>
+            {
+                Ok(())
+            }
+            Some(e) if e.kind == EscrowKind::Earn => {
+                Err(refuse(format!("the escrow of job {id} is {}", e.status)))
+            }
+            _ => Err(refuse(format!(
+                "job {id} has no confirmed escrow: send Accept with one first"
             ))),
         }
     }
