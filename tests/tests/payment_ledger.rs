@@ -672,3 +672,39 @@ fn interrupted_balance_moves_are_finished_on_next_access() {
     assert_status(&p.refund(&e2.id).unwrap(), EscrowStatus::Refunded);
     assert_eq!(ledger.balance("alice", "USD"), 6 * USD);
 }
+
+/// Two processes on one database — a node paying escrows and
+/// `infernet wallet fund` beside it — are modelled by two stores and two
+/// plugin instances on the same file: nothing shared in memory, so only the
+/// namespace's file lock keeps a credit from landing between a debit's read
+/// and its write. Every micro-dollar is accounted for.
+#[test]
+fn balance_moves_from_two_processes_never_lose_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    node.fund("alice", "USD", USD);
+    let cli_store = Arc::new(Store::open_in_dir(&dir.path().join("data")).unwrap());
+    let cli_kv = cli_store.plugin_kv(NAME);
+    const ROUNDS: u64 = 40;
+    let payer = std::thread::spawn(move || {
+        for i in 0..ROUNDS {
+            node.plugin
+                .create_escrow(&request(&format!("job-{i}"), 1_000, "USD"))
+                .unwrap();
+        }
+        node
+    });
+    for _ in 0..ROUNDS {
+        infernet_host::payments::ledger::fund(&cli_kv, "alice", "USD", 7).unwrap();
+    }
+    let node = payer.join().unwrap();
+    assert_eq!(
+        node.balance("alice", "USD"),
+        USD - ROUNDS * 1_000 + ROUNDS * 7,
+        "a balance update was lost"
+    );
+    for i in 0..ROUNDS {
+        let e = node.record(&format!("ledger-job-{i}"));
+        assert_eq!(e["status"], "funded", "{e}");
+    }
+}

@@ -27,6 +27,9 @@ pub fn fund(kv: &PluginKv, account: &str, currency: &str, minor: u64) -> Result<
             "`{account}` is not a ledger account name (non-empty, no `/`)"
         )));
     }
+    // The ledger plugin moves balances in several kv steps under this lock;
+    // a credit must not land between its read and its write.
+    let _exclusive = kv.exclusive()?;
     let new = kv.update(&key(account, currency), |old| {
         let old = old.as_deref().map(parse).transpose()?.unwrap_or(0);
         let new = old

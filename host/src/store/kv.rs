@@ -61,10 +61,51 @@ fn check_key(key: &str) -> Result<(), KvError> {
     Ok(())
 }
 
+/// Exclusive use of one namespace across every process on this database
+/// (the node, and `infernet wallet|stake|escrow` run beside it), held until
+/// dropped. See [`PluginKv::exclusive`].
+#[must_use = "the namespace is exclusive only while this is alive"]
+pub struct KvLock {
+    _file: Option<std::fs::File>,
+}
+
 impl PluginKv {
     /// The namespace name.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Takes the namespace for a sequence of reads and writes that must not
+    /// interleave with another process's (a payment plugin's balance moves,
+    /// a host-side credit): an OS file lock next to the database,
+    /// `<db>.kv-<namespace>.lock`, waited for. In memory there is one
+    /// process: nothing to lock (callers still serialize in-process).
+    pub fn exclusive(&self) -> Result<KvLock, KvError> {
+        let Some(db) = self.store.path() else {
+            return Ok(KvLock { _file: None });
+        };
+        let safe: String = self
+            .namespace
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .collect();
+        let mut name = db.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".kv-{safe}.lock"));
+        let path = db.with_file_name(name);
+        let lock_err = |e: std::io::Error| {
+            KvError::Store(StoreError::Corrupt(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            )))
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_err)?;
+        file.lock().map_err(lock_err)?;
+        Ok(KvLock { _file: Some(file) })
     }
 
     /// The value under `key`.

@@ -18,7 +18,7 @@ mod state;
 
 pub use escrows::{EarnInsert, Earnings, EscrowKind, EscrowRecord, EscrowsRepo};
 pub use jobs::{JobEvent, JobRecord, JobUpdate, JobsRepo, NewJob};
-pub use kv::{KvError, PluginKv};
+pub use kv::{KvError, KvLock, PluginKv};
 pub use migrations::{latest_version, Migration, MIGRATIONS};
 pub use peers::{PeerRecord, PeersRepo};
 pub use quotes::{QuoteRecord, QuotesRepo};

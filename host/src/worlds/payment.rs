@@ -184,7 +184,8 @@ pub struct PaymentPlugin {
     kv: PluginKv,
     /// Calls run one at a time: kv has no transactions, so two concurrent
     /// read-modify-write calls (two escrows debiting one balance) could
-    /// lose an update.
+    /// lose an update. In-process by this lock, across processes (the CLI
+    /// beside a running node) by [`PluginKv::exclusive`].
     serial: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
@@ -245,6 +246,11 @@ impl PaymentPlugin {
         // A poisoned lock only means an earlier call panicked on the host
         // side; the kv state is whatever that call committed.
         let _one_at_a_time = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_process_at_a_time = self.kv.exclusive().map_err(|e| PluginError::Guest {
+            name: self.name.clone(),
+            error: e.to_string(),
+            kind: "internal",
+        })?;
         let mut state = PluginState::new(
             &self.name,
             self.limits,
