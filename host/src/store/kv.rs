@@ -87,7 +87,13 @@ impl PluginKv {
         let safe: String = self
             .namespace
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let mut name = db.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".kv-{safe}.lock"));
