@@ -12,7 +12,7 @@ use infernet_host::payments::ledger;
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::Infernet;
 use infernet_host::store::{EscrowKind, EscrowRecord, JobRole, JobState, JobUpdate, NewJob, Store};
-use infernet_host::worlds::payment::{EscrowRequest, Money};
+use infernet_host::worlds::payment::{EscrowRequest, Money, PaymentPlugin};
 use infernet_tests::pack_plugin;
 use std::time::Duration;
 
@@ -60,6 +60,30 @@ fn intent(id: &str, job_id: &str, me: &str, amount: u64, expires_in_ms: i64) -> 
     }
 }
 
+/// Writes `row` and holds its amount in a ledger escrow expiring in
+/// `expires_in_secs`, as a live client would have (row then `funded`).
+fn hold(store: &Store, ledger: &PaymentPlugin, row: &EscrowRecord, expires_in_secs: u64) {
+    store.escrows().insert_or_get(row).unwrap();
+    let escrow = ledger
+        .create_escrow(&EscrowRequest {
+            job_id: row.id.clone(),
+            amount: Money {
+                amount: row.amount,
+                currency: row.currency.clone(),
+            },
+            depositor: row.depositor.clone(),
+            beneficiary: row.beneficiary.clone(),
+            arbiter: None,
+            expires_in_secs,
+            metadata: vec![],
+        })
+        .unwrap();
+    store
+        .escrows()
+        .update(&row.id, Some(&escrow.id), "funded")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_refunds_failed_jobs_finishes_dead_intents_and_expires_old_escrows() {
     let root = tempfile::tempdir().unwrap();
@@ -93,29 +117,12 @@ async fn sweep_refunds_failed_jobs_finishes_dead_intents_and_expires_old_escrows
         "A",
         &[JobState::Created, JobState::Quoted, JobState::Failed],
     );
-    let a = store
-        .escrows()
-        .insert_or_get(&intent("A.1", "A", &me, 300, 3_600_000))
-        .unwrap();
-    let escrow = wallet
-        .plugin
-        .create_escrow(&EscrowRequest {
-            job_id: a.id.clone(),
-            amount: Money {
-                amount: 300,
-                currency: "USD".into(),
-            },
-            depositor: me.clone(),
-            beneficiary: "provider-x".into(),
-            arbiter: None,
-            expires_in_secs: 3600,
-            metadata: vec![],
-        })
-        .unwrap();
-    store
-        .escrows()
-        .update("A.1", Some(&escrow.id), "funded")
-        .unwrap();
+    hold(
+        &store,
+        &wallet.plugin,
+        &intent("A.1", "A", &me, 300, 3_600_000),
+        3600,
+    );
     // B: failed job whose process died between the intent row and the adapter call.
     job(
         &store,
@@ -138,29 +145,12 @@ async fn sweep_refunds_failed_jobs_finishes_dead_intents_and_expires_old_escrows
             JobState::Running,
         ],
     );
-    let c = store
-        .escrows()
-        .insert_or_get(&intent("C.0", "C", &me, 700, 1_000))
-        .unwrap();
-    let escrow = wallet
-        .plugin
-        .create_escrow(&EscrowRequest {
-            job_id: c.id.clone(),
-            amount: Money {
-                amount: 700,
-                currency: "USD".into(),
-            },
-            depositor: me.clone(),
-            beneficiary: "provider-x".into(),
-            arbiter: None,
-            expires_in_secs: 1,
-            metadata: vec![],
-        })
-        .unwrap();
-    store
-        .escrows()
-        .update("C.0", Some(&escrow.id), "funded")
-        .unwrap();
+    hold(
+        &store,
+        &wallet.plugin,
+        &intent("C.0", "C", &me, 700, 1_000),
+        1,
+    );
     // D: settled on its second attempt, while the first attempt's escrow
     // (whose refund at failover failed) still holds 900.
     job(&store, "D", &[JobState::Created, JobState::Quoted]);
@@ -200,29 +190,12 @@ async fn sweep_refunds_failed_jobs_finishes_dead_intents_and_expires_old_escrows
         )
         .unwrap();
     assert_eq!(store.jobs().get("D").unwrap().unwrap().attempts, 2);
-    let d = store
-        .escrows()
-        .insert_or_get(&intent("D.1", "D", &me, 900, 3_600_000))
-        .unwrap();
-    let escrow = wallet
-        .plugin
-        .create_escrow(&EscrowRequest {
-            job_id: d.id.clone(),
-            amount: Money {
-                amount: 900,
-                currency: "USD".into(),
-            },
-            depositor: me.clone(),
-            beneficiary: "provider-x".into(),
-            arbiter: None,
-            expires_in_secs: 3600,
-            metadata: vec![],
-        })
-        .unwrap();
-    store
-        .escrows()
-        .update("D.1", Some(&escrow.id), "funded")
-        .unwrap();
+    hold(
+        &store,
+        &wallet.plugin,
+        &intent("D.1", "D", &me, 900, 3_600_000),
+        3600,
+    );
     assert_eq!(ledger::balance(&kv, &me, "USD").unwrap(), FUNDED - 1900);
 
     tokio::time::sleep(Duration::from_millis(1_300)).await;

@@ -141,6 +141,15 @@ fn price_of(store: &Store, job: &JobRecord) -> u64 {
     q.price
 }
 
+/// `<root>/client.toml`: a client paying through its own ledger, with
+/// `extra` TOML, funded with 1 USD through `infernet wallet fund`.
+fn funded_client(root: &Path, boot: &[String], extra: &str) -> PathBuf {
+    let config = with_ledger(&client_toml(root, "client", boot, extra), root, "");
+    let funded = cli(&config, &["wallet", "fund", "1"]);
+    assert!(funded.contains("1 USD"), "{funded}");
+    config
+}
+
 async fn start_client(config: &Path, providers: usize) -> Infernet {
     let client = Infernet::new(Config::load(config).unwrap())
         .start()
@@ -165,11 +174,9 @@ async fn paid_job_settles_with_exact_money_and_the_cli_reports_it() {
     let root = root.path();
     let providers = paid_providers(root, &[5, 7]);
     let boot = vec![providers[0].addr.clone()];
-    let config = with_ledger(&client_toml(root, "client", &boot, ""), root, "");
-    let client_dir = root.join("client");
     // Funded through the real CLI before the node starts.
-    let funded = cli(&config, &["wallet", "fund", "1"]);
-    assert!(funded.contains("1 USD"), "{funded}");
+    let config = funded_client(root, &boot, "");
+    let client_dir = root.join("client");
     let me = peer_of(&client_dir);
     assert_eq!(cli_balance(&config, &me), FUNDED);
 
@@ -380,18 +387,12 @@ async fn timeouts_on_every_provider_refund_every_escrow() {
     let root = root.path();
     let providers = paid_providers(root, &[5, 7]);
     let boot = vec![providers[0].addr.clone()];
-    let config = with_ledger(
-        &client_toml(
-            root,
-            "client",
-            &boot,
-            "[client]\nrun_timeout_ms = 800\nmax_attempts = 2\n",
-        ),
+    let config = funded_client(
         root,
-        "",
+        &boot,
+        "[client]\nrun_timeout_ms = 800\nmax_attempts = 2\n",
     );
     let client_dir = root.join("client");
-    cli(&config, &["wallet", "fund", "1"]);
     let client = start_client(&config, 2).await;
     let me = client.peer_id().to_string();
     let err = client
@@ -434,9 +435,8 @@ async fn provider_killed_mid_job_its_escrow_is_refunded_and_the_next_one_paid() 
     let root = root.path();
     let mut providers = paid_providers(root, &[5, 9]);
     let boot = vec![providers[0].addr.clone()];
-    let config = with_ledger(&client_toml(root, "client", &boot, ""), root, "");
+    let config = funded_client(root, &boot, "");
     let client_dir = root.join("client");
-    cli(&config, &["wallet", "fund", "1"]);
     let client = start_client(&config, 2).await;
     let me = client.peer_id().to_string();
 
@@ -541,18 +541,8 @@ fn client_crash_at_each_settlement_step_pays_exactly_once() {
     let providers = paid_providers(root, &[5, 7]);
     let boot = vec![providers[0].addr.clone()];
     // A loaded machine may take a while to discover the providers.
-    let config = with_ledger(
-        &client_toml(
-            root,
-            "client",
-            &boot,
-            "[client]\ndiscovery_timeout_ms = 30000\n",
-        ),
-        root,
-        "",
-    );
+    let config = funded_client(root, &boot, "[client]\ndiscovery_timeout_ms = 30000\n");
     let client_dir = root.join("client");
-    cli(&config, &["wallet", "fund", "1"]);
     let me = peer_of(&client_dir);
 
     let points = [
@@ -728,20 +718,14 @@ async fn provider_crash_at_each_settlement_step_refunds_it_and_pays_the_survivor
     // Price decides; escrows expire soon after the job so the restarted
     // providers' rows reach their expiry within the test.
     const ESCROW_SECS: u64 = 15;
-    let config = with_ledger(
-        &client_toml(
-            root,
-            "client",
-            &boot,
-            &format!(
-                "[client]\nmax_attempts = 4\nescrow_secs = {ESCROW_SECS}\n\
-                 [client.weights]\nprice = 1.0\nreputation = 0.0\nlatency = 0.0\nload = 0.0\n"
-            ),
-        ),
+    let config = funded_client(
         root,
-        "",
+        &boot,
+        &format!(
+            "[client]\nmax_attempts = 4\nescrow_secs = {ESCROW_SECS}\n\
+                 [client.weights]\nprice = 1.0\nreputation = 0.0\nlatency = 0.0\nload = 0.0\n"
+        ),
     );
-    cli(&config, &["wallet", "fund", "1"]);
     let client = start_client(&config, 4).await;
     let me = client.peer_id().to_string();
 

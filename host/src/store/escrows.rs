@@ -84,6 +84,40 @@ pub struct EscrowRecord {
     pub updated_at_ms: i64,
 }
 
+/// `INSERT OR IGNORE` of `rec` (columns bound as `?1`..`?16` in
+/// [`COLUMNS`] order), only when `condition` (`WHERE ...`, may be empty)
+/// holds. Returns how many rows were inserted.
+fn insert_if(
+    conn: &rusqlite::Connection,
+    rec: &EscrowRecord,
+    condition: &str,
+) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        &format!(
+            "INSERT OR IGNORE INTO escrows ({COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 {condition}"
+        ),
+        params![
+            rec.id,
+            rec.kind.as_str(),
+            rec.job_id,
+            rec.adapter,
+            rec.escrow_id,
+            rec.amount.to_string(),
+            rec.currency,
+            rec.depositor,
+            rec.beneficiary,
+            rec.client_peer,
+            rec.provider_peer,
+            rec.status,
+            rec.confirmed_by,
+            rec.expires_at_ms,
+            rec.created_at_ms,
+            rec.updated_at_ms,
+        ],
+    )?)
+}
+
 /// [`FINAL_STATUSES`] as an SQL list: `'settled', 'refunded', ...`.
 fn final_statuses_sql() -> String {
     FINAL_STATUSES
@@ -177,30 +211,7 @@ impl EscrowsRepo<'_> {
     /// Writes `rec` unless a row with its id exists; returns the stored row
     /// either way (so a retried step sees what the first attempt wrote).
     pub fn insert_or_get(&self, rec: &EscrowRecord) -> Result<EscrowRecord, StoreError> {
-        self.store.conn().execute(
-            &format!(
-                "INSERT OR IGNORE INTO escrows ({COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-            ),
-            params![
-                rec.id,
-                rec.kind.as_str(),
-                rec.job_id,
-                rec.adapter,
-                rec.escrow_id,
-                rec.amount.to_string(),
-                rec.currency,
-                rec.depositor,
-                rec.beneficiary,
-                rec.client_peer,
-                rec.provider_peer,
-                rec.status,
-                rec.confirmed_by,
-                rec.expires_at_ms,
-                rec.created_at_ms,
-                rec.updated_at_ms,
-            ],
-        )?;
+        insert_if(&self.store.conn(), rec, "")?;
         self.get(&rec.id)?
             .ok_or_else(|| StoreError::Corrupt(format!("escrow {} vanished", rec.id)))
     }
@@ -225,28 +236,10 @@ impl EscrowsRepo<'_> {
     /// Atomic: the check and the insert are one statement.
     pub fn insert_earn(&self, rec: &EscrowRecord) -> Result<EarnInsert, StoreError> {
         let conn = self.store.conn();
-        let inserted = conn.execute(
-            &format!(
-                "INSERT OR IGNORE INTO escrows ({COLUMNS})                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16                  WHERE NOT EXISTS (SELECT 1 FROM escrows WHERE adapter = ?4 AND escrow_id = ?5)"
-            ),
-            params![
-                rec.id,
-                rec.kind.as_str(),
-                rec.job_id,
-                rec.adapter,
-                rec.escrow_id,
-                rec.amount.to_string(),
-                rec.currency,
-                rec.depositor,
-                rec.beneficiary,
-                rec.client_peer,
-                rec.provider_peer,
-                rec.status,
-                rec.confirmed_by,
-                rec.expires_at_ms,
-                rec.created_at_ms,
-                rec.updated_at_ms,
-            ],
+        let inserted = insert_if(
+            &conn,
+            rec,
+            "WHERE NOT EXISTS (SELECT 1 FROM escrows WHERE adapter = ?4 AND escrow_id = ?5)",
         )?;
         if inserted == 1 {
             return Ok(EarnInsert::Inserted);
