@@ -474,7 +474,7 @@ impl Config {
             }
             p.limits.validate("pricing.limits")?;
         }
-        for (code, _) in &self.client.rates {
+        for code in self.client.rates.keys() {
             crate::payments::currency(code)
                 .map_err(|e| invalid(format!("client.rates.{code}"), e.to_string()))?;
         }

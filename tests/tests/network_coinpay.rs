@@ -447,7 +447,11 @@ async fn provider_refuses_an_escrow_its_own_coinpay_sees_unfunded() {
     }
     let err = stream.finish().await.unwrap_err().to_string();
     let ids = clients_server.escrow_ids();
-    assert_eq!(ids, [forged.clone()], "same id on both servers");
+    assert_eq!(
+        ids,
+        std::slice::from_ref(&forged),
+        "same id on both servers"
+    );
     // the provider's refusal, as the client saw it
     assert_eq!(refusals.len(), 1, "{refusals:?} / {err}");
     assert!(

@@ -178,7 +178,7 @@ pub fn wallet(cmd: WalletCommand) -> Result<()> {
                 .payments
                 .adapter(LEDGER)
                 .context("`wallet fund` credits the local ledger: configure [[payment]] plugin = \".../payment-ledger\"")?;
-            if !ledger.currencies.iter().any(|c| *c == currency) {
+            if !ledger.currencies.contains(&currency) {
                 bail!(
                     "the ledger does not move {currency}; it moves {}",
                     ledger.currencies.join(", ")

@@ -164,7 +164,7 @@ impl wit::HostTensor for PluginState {
 
     fn from_bytes(&mut self, data: Vec<u8>, dtype: Dtype, shape: Vec<u32>) -> Out<Handle> {
         let dt = dtype_from_wit(dtype);
-        if data.len() % dt.size_in_bytes() != 0 {
+        if !data.len().is_multiple_of(dt.size_in_bytes()) {
             return Ok(Err(WitError::InvalidInput(format!(
                 "{} bytes is not a whole number of {dt:?} values",
                 data.len()
@@ -175,12 +175,7 @@ impl wit::HostTensor for PluginState {
             return Ok(Err(e));
         }
         self.new_tensor(n, dt, |s| {
-            Tensor::from_raw_buffer(
-                &data,
-                dt,
-                &shape_of(&shape).dims().to_vec(),
-                s.kernels.device(),
-            )
+            Tensor::from_raw_buffer(&data, dt, shape_of(&shape).dims(), s.kernels.device())
         })
     }
 

@@ -181,8 +181,12 @@ impl NativeLlama {
         let config = raw.into_config(false);
         if config.num_attention_heads == 0
             || config.num_key_value_heads == 0
-            || config.hidden_size % config.num_attention_heads != 0
-            || config.num_attention_heads % config.num_key_value_heads != 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+            || !config
+                .num_attention_heads
+                .is_multiple_of(config.num_key_value_heads)
         {
             return Err(ReferenceError::Checkpoint {
                 dir: dir.to_path_buf(),

@@ -207,7 +207,7 @@ impl PluginKv {
     ) -> Result<Vec<u8>, E> {
         check_key(key)?;
         let ns = self.namespace.clone();
-        let out = self
+        self
             .store
             .write(|tx| {
                 let old: Option<Vec<u8>> = tx
@@ -229,7 +229,6 @@ impl PluginKv {
                 )?;
                 Ok(Ok(new))
             })
-            .map_err(KvError::from)?;
-        out
+            .map_err(KvError::from)?
     }
 }

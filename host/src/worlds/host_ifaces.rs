@@ -17,7 +17,7 @@ impl log::Host for PluginState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let plugin = self.plugin.as_str();
         match level {
