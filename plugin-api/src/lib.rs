@@ -5,7 +5,8 @@
 //! `infernet:plugin` WIT contract:
 //!
 //! * [`Backend`] — runs models through host tensor kernels ([`Tensor`]), export with [`export_backend!`];
-//! * [`Pricing`] — turns a job into a [`Quote`], export with [`export_pricing!`];
+//! * [`Pricing`] — turns a job into a [`Quote`], export with [`export_pricing!`]
+//!   ([`RateCard`] prices tokens and time from config);
 //! * [`Payment`] — escrow operations, export with [`export_payment!`].
 //!
 //! ```ignore
@@ -31,12 +32,14 @@
 pub mod bindings;
 mod exports;
 mod http_ext;
+mod rates;
 mod tensor_ext;
 mod types_ext;
 
 #[doc(hidden)]
 pub use exports::with_instance as __with_instance;
 pub use exports::{Backend, Payment, Pricing};
+pub use rates::{Charge, RateCard};
 
 /// Shared WIT types.
 pub use bindings::backend::infernet::plugin::types::{

@@ -27,35 +27,24 @@
 //! the price. The quote is a pure, integer-only function of the request and
 //! the config; overflow is an error, never a wrap.
 
-use infernet_plugin_api::{config, export_pricing, Error, Money, Pricing, Quote, QuoteRequest};
+use infernet_plugin_api::{config, export_pricing, Error, Pricing, Quote, QuoteRequest, RateCard};
 
 /// The pricing policy; it keeps no state between quotes.
 struct SurgePricing;
 
-/// Settings read from the plugin's config table.
-struct Rates {
-    per_input_token: u64,
-    per_output_token: u64,
-    per_second: u64,
-    minimum: u64,
-    currency: String,
-    valid_for_secs: u32,
-    surge_per_queued_job_permille: u64,
-    surge_at_full_load_permille: u64,
+/// The surge settings read from the plugin's config table (the base price
+/// is the SDK's [`RateCard`]).
+struct Surge {
+    per_queued_job_permille: u64,
+    at_full_load_permille: u64,
     max_multiplier_permille: u64,
 }
 
 /// 1× in permille.
 const ONE_X: u64 = 1000;
 
-impl Rates {
+impl Surge {
     fn from_config() -> Result<Self, Error> {
-        let currency = config::get("currency")
-            .map(|c| c.trim().to_string())
-            .unwrap_or_else(|| "USD".to_string());
-        if currency.is_empty() {
-            return Err(Error::invalid("config key `currency` is empty"));
-        }
         let max_multiplier_permille = config::parse("max_multiplier_permille")?.unwrap_or(3000);
         if max_multiplier_permille < ONE_X {
             return Err(Error::invalid(format!(
@@ -63,16 +52,9 @@ impl Rates {
                  it must be at least 1000 (1×): surge never lowers a price"
             )));
         }
-        Ok(Rates {
-            per_input_token: config::parse("per_input_token")?.unwrap_or(0),
-            per_output_token: config::parse("per_output_token")?.unwrap_or(0),
-            per_second: config::parse("per_second")?.unwrap_or(0),
-            minimum: config::parse("minimum")?.unwrap_or(0),
-            currency,
-            valid_for_secs: config::parse("valid_for_secs")?.unwrap_or(60),
-            surge_per_queued_job_permille: config::parse("surge_per_queued_job_permille")?
-                .unwrap_or(0),
-            surge_at_full_load_permille: config::parse("surge_at_full_load_permille")?.unwrap_or(0),
+        Ok(Surge {
+            per_queued_job_permille: config::parse("surge_per_queued_job_permille")?.unwrap_or(0),
+            at_full_load_permille: config::parse("surge_at_full_load_permille")?.unwrap_or(0),
             max_multiplier_permille,
         })
     }
@@ -84,23 +66,10 @@ impl Rates {
     fn multiplier_ppm(&self, request: &QuoteRequest) -> u128 {
         let max_ppm = u128::from(self.max_multiplier_permille) * 1000;
         let queue_ppm =
-            u128::from(request.queue_depth) * u128::from(self.surge_per_queued_job_permille) * 1000;
-        let load_ppm =
-            u128::from(self.surge_at_full_load_permille) * u128::from(request.load_permille);
+            u128::from(request.queue_depth) * u128::from(self.per_queued_job_permille) * 1000;
+        let load_ppm = u128::from(self.at_full_load_permille) * u128::from(request.load_permille);
         (u128::from(ONE_X) * 1000 + queue_ppm + load_ppm).min(max_ppm)
     }
-}
-
-/// `a * b`, or an error naming what overflowed.
-fn mul(a: u64, b: u64, what: &str) -> Result<u64, Error> {
-    a.checked_mul(b)
-        .ok_or_else(|| Error::invalid(format!("price overflow computing the {what} charge")))
-}
-
-/// `a + b`, or an error naming what overflowed.
-fn add(a: u64, b: u64, what: &str) -> Result<u64, Error> {
-    a.checked_add(b)
-        .ok_or_else(|| Error::invalid(format!("price overflow adding the {what} charge")))
 }
 
 impl Pricing for SurgePricing {
@@ -109,51 +78,29 @@ impl Pricing for SurgePricing {
     }
 
     fn quote(&mut self, request: QuoteRequest) -> Result<Quote, Error> {
-        let rates = Rates::from_config()?;
-        let input = mul(
-            u64::from(request.input_tokens),
-            rates.per_input_token,
-            "input",
-        )?;
-        let output = mul(
-            u64::from(request.max_output_tokens),
-            rates.per_output_token,
-            "output",
-        )?;
-        // ceil(estimated_ms * per_second / 1000)
-        let time = mul(request.estimated_ms, rates.per_second, "time")?.div_ceil(1000);
-        let subtotal = add(add(input, output, "output")?, time, "time")?;
-        // The `minimum` entry is what tops the subtotal up to the minimum charge.
-        let top_up = rates.minimum.saturating_sub(subtotal);
-        let base = subtotal.max(rates.minimum);
+        let card = RateCard::from_config()?;
+        let surge = Surge::from_config()?;
+        let base = card.charge(&request)?;
 
         // ceil(base * multiplier_ppm / 1_000_000); the product can exceed
         // u128 only with an absurd cap, and the price must fit in u64.
-        let multiplier_ppm = rates.multiplier_ppm(&request);
-        let total = u128::from(base)
+        let multiplier_ppm = surge.multiplier_ppm(&request);
+        let total = u128::from(base.total)
             .checked_mul(multiplier_ppm)
             .map(|product| product.div_ceil(1_000_000))
             .and_then(|total| u64::try_from(total).ok())
             .ok_or_else(|| {
                 Error::invalid(format!(
-                    "price overflow applying the surge multiplier ({}‰) to a base of {base}",
-                    multiplier_ppm / 1000
+                    "price overflow applying the surge multiplier ({}‰) to a base of {}",
+                    multiplier_ppm / 1000,
+                    base.total
                 ))
             })?;
         // The multiplier is at least 1×, so the surge is never negative and
         // input + output + time + minimum + surge == total.
-        let surge = total - base;
-        Ok(Quote {
-            price: Money::new(total, &rates.currency),
-            valid_for_secs: rates.valid_for_secs,
-            breakdown: vec![
-                ("input".to_string(), input),
-                ("output".to_string(), output),
-                ("time".to_string(), time),
-                ("minimum".to_string(), top_up),
-                ("surge".to_string(), surge),
-            ],
-        })
+        let mut breakdown = base.breakdown();
+        breakdown.push(("surge".to_string(), total - base.total));
+        Ok(card.quote(total, breakdown))
     }
 }
 
