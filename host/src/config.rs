@@ -103,9 +103,29 @@ pub struct ClientConfig {
     pub escrow_secs: u64,
     /// How long to wait for an escrow to be funded, ms.
     pub funding_timeout_ms: u64,
+    /// Where USD → currency rates come from (a provider checks escrow
+    /// amounts with the same source): `fixed` (default) or `file`.
+    pub rate_source: RateSourceKind,
     /// Fixed rate table, micro-USD per whole unit (e.g. `ETH = 3000000000`);
-    /// unset codes keep the built-in round rates.
+    /// unset codes keep the built-in round rates. Only with `rate_source = "fixed"`.
     pub rates: BTreeMap<String, u64>,
+    /// With `rate_source = "file"`: a JSON object of micro-USD per whole
+    /// unit, re-read when it changes (see `payments::rate_file`).
+    pub rates_file: Option<PathBuf>,
+    /// With `rate_source = "file"`: a file last written longer ago than
+    /// this is refused (0 = no limit).
+    pub rates_max_age_secs: u64,
+}
+
+/// `[client] rate_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateSourceKind {
+    /// The built-in table with `[client.rates]` over it.
+    #[default]
+    Fixed,
+    /// `[client] rates_file`.
+    File,
 }
 
 impl Default for ClientConfig {
@@ -121,7 +141,10 @@ impl Default for ClientConfig {
             pay_currency: None,
             escrow_secs: 3600,
             funding_timeout_ms: 60_000,
+            rate_source: RateSourceKind::Fixed,
             rates: BTreeMap::new(),
+            rates_file: None,
+            rates_max_age_secs: 3600,
         }
     }
 }
@@ -369,6 +392,9 @@ impl Config {
         for p in &mut self.payment {
             fix(&mut p.plugin);
         }
+        if let Some(p) = &mut self.client.rates_file {
+            fix(p);
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -477,6 +503,27 @@ impl Config {
         for code in self.client.rates.keys() {
             crate::payments::currency(code)
                 .map_err(|e| invalid(format!("client.rates.{code}"), e.to_string()))?;
+        }
+        match (self.client.rate_source, &self.client.rates_file) {
+            (RateSourceKind::File, None) => {
+                return Err(invalid(
+                    "client.rates_file",
+                    "is required with rate_source = \"file\" (a JSON object of micro-USD per whole unit)",
+                ))
+            }
+            (RateSourceKind::File, Some(_)) if !self.client.rates.is_empty() => {
+                return Err(invalid(
+                    "client.rates",
+                    "applies to rate_source = \"fixed\"; with \"file\" the rates come from client.rates_file",
+                ))
+            }
+            (RateSourceKind::Fixed, Some(_)) => {
+                return Err(invalid(
+                    "client.rates_file",
+                    "is read only with rate_source = \"file\"; set that, or remove rates_file",
+                ))
+            }
+            _ => {}
         }
         if let Some(c) = &self.client.pay_currency {
             crate::payments::currency(c)
@@ -713,5 +760,41 @@ mod tests {
         assert_eq!(c.payment[0].plugin, Path::new("/etc/inf/p"));
         assert_eq!(c.payment[0].secrets["api_key"], "ENV_KEY");
         assert_eq!(c.client.rates["ETH"], 2_500_000_000);
+        assert_eq!(c.client.rate_source, RateSourceKind::Fixed);
+    }
+
+    #[test]
+    fn rate_source_keys_are_checked_and_named() {
+        let parse = |t: &str| Config::parse(t, Path::new(".")).unwrap_err().to_string();
+        let err = parse("[client]\nrate_source = 'oracle'\n");
+        assert!(
+            err.contains("rate_source") && err.contains("oracle"),
+            "{err}"
+        );
+        let err = parse("[client]\nrate_source = 'file'\n");
+        assert!(
+            err.contains("client.rates_file") && err.contains("required"),
+            "{err}"
+        );
+        let err = parse("[client]\nrates_file = 'r.json'\n");
+        assert!(
+            err.contains("client.rates_file") && err.contains("rate_source"),
+            "{err}"
+        );
+        let err = parse(
+            "[client]\nrate_source = 'file'\nrates_file = 'r.json'\n[client.rates]\nETH = 1\n",
+        );
+        assert!(err.contains("`client.rates`:"), "{err}");
+        let c = Config::parse(
+            "[client]\nrate_source = 'file'\nrates_file = 'r.json'\nrates_max_age_secs = 600\n",
+            Path::new("/etc/inf"),
+        )
+        .unwrap();
+        assert_eq!(c.client.rate_source, RateSourceKind::File);
+        assert_eq!(
+            c.client.rates_file.as_deref(),
+            Some(Path::new("/etc/inf/r.json"))
+        );
+        assert_eq!(c.client.rates_max_age_secs, 600);
     }
 }

@@ -4,6 +4,8 @@
 //! CoinPay-compatible server over real HTTP on 127.0.0.1. The client
 //! creates and funds the escrow, the provider confirms it with its own
 //! adapter (`confirm = "status"`, the default), the client releases it.
+//! Amounts in another currency than the quote's follow each node's rate
+//! source (a fixed table on one side, a rates file on the other).
 
 use infernet_host::config::Config;
 use infernet_host::runtime::PluginKind;
@@ -480,6 +482,96 @@ async fn provider_refuses_an_escrow_its_own_coinpay_sees_unfunded() {
     assert_eq!(s.status, "refunded", "{err}");
     let c = clients_server.counters();
     assert_eq!((c.refunds, c.release_calls), (1, 0), "{c:?}");
+    provider.shutdown().await;
+    client.shutdown().await;
+}
+
+/// Test 5: rates come from the source each node's config names. The
+/// client converts with its fixed table (`[client.rates] ETH` = 2,500
+/// USD); the provider checks escrow amounts against a rates file. While
+/// the file says 2,000 USD/ETH the client's escrow is short and the
+/// provider refuses it (refunded, nothing run); once the file says 2,500
+/// the provider, without a restart, accepts the same conversion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn escrow_amounts_follow_each_nodes_rate_source() {
+    logs();
+    let hook_env = secret_env("whsec_NETCOINPAY_rates_9abc");
+    let server = CoinPayServer::start(CoinPayOptions {
+        webhook_secret: "whsec_NETCOINPAY_rates_9abc".into(),
+        auto_fund_after: Some(Duration::from_millis(100)),
+        ..CoinPayOptions::default()
+    });
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let secrets = [("webhook_secret", hook_env.as_str())];
+    let rates_file = root.join("rates.json");
+    std::fs::write(&rates_file, r#"{"ETH": 2000000000}"#).unwrap();
+    let provider_cfg = paid_provider_toml(root, &server.base_url(), &secrets);
+    let mut text = std::fs::read_to_string(&provider_cfg).unwrap();
+    text.push_str(&format!(
+        "\n[client]\nrate_source = \"file\"\nrates_file = {rates_file:?}\nrates_max_age_secs = 600\n"
+    ));
+    std::fs::write(&provider_cfg, text).unwrap();
+    let provider = start(&provider_cfg).await;
+    let boot = vec![provider.dialable_addrs().await.unwrap()[0].to_string()];
+    let client = start(&paying_client_toml(
+        root,
+        &boot,
+        &server.base_url(),
+        "pay_currency = \"ETH\"\n[client.rates]\nETH = 2500000000\n",
+        &secrets,
+    ))
+    .await;
+    wait_for_providers(&client, "echo", 1).await;
+    // wei for `micro_usd` at `usd_per_eth`, rounded up
+    let wei = |micro_usd: u64, usd_per_eth: u128| {
+        (u128::from(micro_usd) * 1_000_000_000_000).div_ceil(usd_per_eth)
+    };
+
+    // 1. Short by the provider's rate: refused before anything runs.
+    let mut stream = client
+        .infer_stream("echo", "hello world", opts())
+        .await
+        .unwrap();
+    let mut refusals = Vec::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            StreamEvent::Failover { reason, .. } => refusals.push(reason),
+            StreamEvent::Token(_) => panic!("the provider ran an underpaid job"),
+            StreamEvent::Assigned { .. } => {}
+        }
+    }
+    let err = stream.finish().await.unwrap_err().to_string();
+    assert_eq!(refusals.len(), 1, "{refusals:?} / {err}");
+    assert!(refusals[0].contains("the quote needs"), "{refusals:?}");
+    let ids = server.escrow_ids();
+    assert_eq!(ids.len(), 1, "{ids:?} / {err}");
+    let first = server.escrow(&ids[0]).unwrap();
+    assert_eq!(first.status, "refunded", "{err}");
+    assert!(provider
+        .store()
+        .jobs()
+        .list(10)
+        .unwrap()
+        .iter()
+        .all(|j| j.state < JobState::Running));
+
+    // 2. The feed moves to 2,500 USD/ETH: the same conversion is accepted.
+    std::fs::write(&rates_file, r#"{"ETH": 2500000000}"#).unwrap();
+    let out = client.infer("echo", "hello world", opts()).await.unwrap();
+    assert_eq!(out.provider, provider.peer_id());
+    let ids = server.escrow_ids();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let second = ids
+        .iter()
+        .map(|id| server.escrow(id).unwrap())
+        .find(|s| s.status == "settled")
+        .expect("the second job's escrow settled");
+    assert_eq!(second.chain, "ETH");
+    assert_eq!(second.amount, to_decimal(wei(out.price.amount, 2500), 18));
+    // the refused one was the same conversion, short of 2,000 USD/ETH
+    assert_eq!(first.amount, second.amount);
+    assert!(wei(out.price.amount, 2500) < wei(out.price.amount, 2000));
     provider.shutdown().await;
     client.shutdown().await;
 }

@@ -5,6 +5,7 @@
 //! `spawn_blocking`.
 
 use super::currency::{convert_usd, currency, Amount, FixedRates, MoneyError, RateSource};
+use super::rate_file::FileRates;
 use crate::config::Config;
 use crate::p2p::protocol::PayTo;
 use crate::runtime::{Limits, Package, PluginError, PluginKind, Runtime};
@@ -136,27 +137,8 @@ impl Payments {
                 currencies,
             });
         }
-        let mut table = FixedRates::default();
-        if !config.client.rates.is_empty() {
-            let mut merged: Vec<(String, u128)> = super::CURRENCIES
-                .iter()
-                .filter_map(|c| {
-                    FixedRates::default()
-                        .micro_usd_per_unit(c.code)
-                        .ok()
-                        .map(|r| (c.code.to_string(), r))
-                })
-                .collect();
-            for (code, rate) in &config.client.rates {
-                merged.retain(|(c, _)| c != code);
-                merged.push((code.clone(), u128::from(*rate)));
-            }
-            table = FixedRates::new(merged)?;
-        }
-        Ok(Some(Payments {
-            adapters,
-            rates: Box::new(table),
-        }))
+        let rates = rate_source(&config.client)?;
+        Ok(Some(Payments { adapters, rates }))
     }
 
     /// The adapters.
@@ -267,6 +249,26 @@ impl Payments {
                     .collect(),
             ),
         })
+    }
+}
+
+/// The rate source `[client] rate_source` names: the fixed table (with
+/// `[client.rates]` over the built-in round rates) or a rates file.
+fn rate_source(client: &crate::config::ClientConfig) -> Result<Box<dyn RateSource>, PaymentError> {
+    match (client.rate_source, &client.rates_file) {
+        (crate::config::RateSourceKind::File, Some(path)) => Ok(Box::new(FileRates::open(
+            path,
+            (client.rates_max_age_secs > 0)
+                .then(|| std::time::Duration::from_secs(client.rates_max_age_secs)),
+        )?)),
+        _ => Ok(Box::new(
+            FixedRates::default().with_overrides(
+                client
+                    .rates
+                    .iter()
+                    .map(|(code, rate)| (code.clone(), u128::from(*rate))),
+            )?,
+        )),
     }
 }
 

@@ -99,6 +99,14 @@ pub enum MoneyError {
         /// Currency.
         code: String,
     },
+    /// The rate source cannot answer at all (unreadable, malformed, stale).
+    #[error("rate source `{source_name}`: {message}")]
+    RateSource {
+        /// Source.
+        source_name: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 fn known_codes() -> String {
@@ -231,6 +239,18 @@ impl FixedRates {
             currency(code)?;
         }
         Ok(FixedRates { rates })
+    }
+
+    /// This table with `overrides` replacing (or adding) the rates of their codes.
+    pub fn with_overrides(
+        mut self,
+        overrides: impl IntoIterator<Item = (String, u128)>,
+    ) -> Result<FixedRates, MoneyError> {
+        for (code, rate) in overrides {
+            currency(&code)?;
+            self.rates.insert(code, rate);
+        }
+        Ok(self)
     }
 }
 

@@ -1,13 +1,17 @@
-//! Payments (DESIGN §7). Today: exact money ([`currency`]): the currency
-//! table, amounts in integer minor units, and USD → currency conversion
-//! through a rate source. The escrow lifecycle plugs into the `escrowed`
-//! seam of the job state machine (see `jobs::client`).
+//! Payments (DESIGN §7): exact money ([`currency`]: the currency table,
+//! amounts in integer minor units, USD → currency conversion through a
+//! rate source, fixed or [`rate_file`]), the node's payment adapters
+//! ([`adapters`]) and host access to the ledger's balances ([`ledger`]).
+//! The escrow lifecycle plugs into the job state machine (`jobs::client::pay`,
+//! `jobs::provider::pay`).
 
 pub mod adapters;
 pub mod currency;
 pub mod ledger;
+pub mod rate_file;
 
 pub use adapters::{display, Adapter, Confirm, PayPlan, PaymentError, Payments};
+pub use rate_file::FileRates;
 
 pub use currency::{
     convert_usd, currency, Amount, Currency, FixedRates, MoneyError, RateSource, CURRENCIES,
