@@ -460,6 +460,7 @@ async fn provider_refuses_an_escrow_its_own_coinpay_sees_unfunded() {
         refusals[0].contains(&format!("escrow {forged} is pending, not funded")),
         "{refusals:?}"
     );
+    assert!(err.contains(&refusals[0]), "{err}");
     // the provider asked its own server, which still says created
     let gets = providers_server
         .requests()
@@ -544,6 +545,13 @@ async fn escrow_amounts_follow_each_nodes_rate_source() {
     let err = stream.finish().await.unwrap_err().to_string();
     assert_eq!(refusals.len(), 1, "{refusals:?} / {err}");
     assert!(refusals[0].contains("the quote needs"), "{refusals:?}");
+    // the final error names the provider and its reason
+    assert!(
+        err.contains("every provider of `echo` failed this job")
+            && err.contains(&provider.peer_id().to_string())
+            && err.contains("the quote needs"),
+        "{err}"
+    );
     let ids = server.escrow_ids();
     assert_eq!(ids.len(), 1, "{ids:?} / {err}");
     let first = server.escrow(&ids[0]).unwrap();

@@ -130,7 +130,8 @@ impl Inner {
                 JobState::Quoted => {
                     let Some(provider) = provider.filter(|p| !excluded.contains(p)) else {
                         slot = None;
-                        self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                        self.reassign(&rec, &req, &excluded, None, &mut slot)
+                            .await?;
                         continue;
                     };
                     if let Some(tx) = events {
@@ -148,7 +149,8 @@ impl Inner {
                             self.provider_failed(&rec, provider, &reason, events, &mut excluded)
                                 .await?;
                             slot = None;
-                            self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                            self.reassign(&rec, &req, &excluded, Some(&reason), &mut slot)
+                                .await?;
                             continue;
                         }
                         Err(StepError::Fatal(e)) => {
@@ -202,14 +204,16 @@ impl Inner {
                             self.provider_failed(&rec, provider, &reason, events, &mut excluded)
                                 .await?;
                             slot = None;
-                            self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                            self.reassign(&rec, &req, &excluded, Some(&reason), &mut slot)
+                                .await?;
                         }
                         Err(StepError::Provider(_)) if self.moved_on(&rec).await? => {}
                         Err(StepError::Provider(reason)) => {
                             self.provider_failed(&rec, provider, &reason, events, &mut excluded)
                                 .await?;
                             slot = None;
-                            self.reassign(&rec, &req, &excluded, &mut slot).await?;
+                            self.reassign(&rec, &req, &excluded, Some(&reason), &mut slot)
+                                .await?;
                         }
                         Err(StepError::Fatal(e)) => {
                             self.fail_and_refund(&rec, e.to_string()).await?;
@@ -406,6 +410,7 @@ impl Inner {
         rec: &JobRecord,
         req: &StoredRequest,
         excluded: &HashSet<PeerId>,
+        failure: Option<&str>,
         slot: &mut Option<InFlight>,
     ) -> Result<(), ClientError> {
         match self.choose(rec, req, excluded).await {
@@ -416,8 +421,11 @@ impl Inner {
                     pick.quote.id.clone(),
                 );
                 let failed: Vec<String> = excluded.iter().map(|p| p.to_string()).collect();
-                let detail = match rec.provider_peer.as_deref() {
-                    Some(old) if failed.iter().any(|f| f == old) => {
+                let detail = match (rec.provider_peer.as_deref(), failure) {
+                    (Some(old), Some(reason)) if failed.iter().any(|f| f == old) => {
+                        format!("{PROVIDER_FAILED}{old}: {reason}; reassigned to {peer}")
+                    }
+                    (Some(old), None) if failed.iter().any(|f| f == old) => {
                         format!("{PROVIDER_FAILED}{old}: reassigned to {peer}")
                     }
                     _ => format!("reassigned to {peer}"),
@@ -436,9 +444,57 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
+                let e = self
+                    .explain_exhausted(rec, req, excluded, failure, e)
+                    .await?;
                 self.fail_and_refund(rec, e.to_string()).await?;
                 Err(e)
             }
         }
+    }
+
+    /// When no provider is left because every one failed this job, says
+    /// so with each one's reason (from the job's events, plus the failure
+    /// at hand) instead of "no provider serves the model".
+    async fn explain_exhausted(
+        &self,
+        rec: &JobRecord,
+        req: &StoredRequest,
+        excluded: &HashSet<PeerId>,
+        failure: Option<&str>,
+        e: ClientError,
+    ) -> Result<ClientError, ClientError> {
+        if excluded.is_empty() || !matches!(e, ClientError::NoProviders { .. }) {
+            return Ok(e);
+        }
+        let job = rec.id.clone();
+        let events = self.db(move |s| Ok(s.jobs().events(&job)?)).await?;
+        let mut failures: Vec<String> = provider_failures(&events)
+            .map(|f| {
+                match (
+                    f.split_once("; reassigned to "),
+                    f.split_once(": reassigned to "),
+                ) {
+                    (Some((failure, _)), _) => failure.to_string(),
+                    (None, Some((peer, _))) => format!("{peer}: failed"),
+                    (None, None) => f.to_string(),
+                }
+            })
+            .collect();
+        if let (Some(peer), Some(reason)) = (rec.provider_peer.as_deref(), failure) {
+            failures.push(format!("{peer}: {reason}"));
+        }
+        // A provider excluded without a recorded reason (a dead process's
+        // earlier run) is still named.
+        for p in excluded {
+            let p = p.to_string();
+            if !failures.iter().any(|f| f.starts_with(&p)) {
+                failures.push(format!("{p}: failed earlier"));
+            }
+        }
+        Ok(ClientError::ProvidersFailed {
+            model: req.model.clone(),
+            failures,
+        })
     }
 }

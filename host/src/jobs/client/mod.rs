@@ -205,6 +205,14 @@ pub enum ClientError {
         /// One line per provider.
         errors: Vec<String>,
     },
+    /// Every provider of the model failed or refused this job.
+    #[error("every provider of `{model}` failed this job: {}", .failures.join("; "))]
+    ProvidersFailed {
+        /// The model asked for.
+        model: String,
+        /// One `<peer>: <reason>` per provider tried.
+        failures: Vec<String>,
+    },
     /// The job failed on every provider tried, or earlier.
     #[error("job {job_id} failed: {message}")]
     Failed {
@@ -561,11 +569,16 @@ fn wire_id(record: &JobRecord) -> String {
 
 /// Providers this job already gave up on, from its event log.
 fn failed_providers(events: &[crate::store::JobEvent]) -> HashSet<PeerId> {
+    provider_failures(events)
+        .filter_map(|rest| rest.split(':').next()?.trim().parse().ok())
+        .collect()
+}
+
+/// The `<peer>: <reason>` of each provider failure in a job's events.
+fn provider_failures(events: &[crate::store::JobEvent]) -> impl Iterator<Item = &str> {
     events
         .iter()
         .filter_map(|e| e.detail.as_deref()?.strip_prefix(PROVIDER_FAILED))
-        .filter_map(|rest| rest.split(':').next()?.trim().parse().ok())
-        .collect()
 }
 
 mod lifecycle;
