@@ -644,6 +644,73 @@ fn client_crash_at_each_settlement_step_pays_exactly_once() {
     drop(providers);
 }
 
+/// The client dies right after refunding a failed job's escrow, before
+/// the job's `failed -> refunded` step: the restarted node's sweep finds
+/// the refunded escrow and finishes the step; the money is back once.
+#[test]
+fn client_crash_after_the_final_refund_the_job_ends_refunded_on_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let providers = paid_providers(root, &[5]);
+    let boot = vec![providers[0].addr.clone()];
+    let config = funded_client(
+        root,
+        &boot,
+        "[client]\ndiscovery_timeout_ms = 30000\nrun_timeout_ms = 800\nmax_attempts = 1\n",
+    );
+    let client_dir = root.join("client");
+    let me = peer_of(&client_dir);
+    let status = Command::new(infernet_bin())
+        .args([
+            "infer",
+            "--network",
+            "--model",
+            "echo",
+            "--param",
+            "delay_ms=2000",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("times out, is refunded, then the client dies")
+        .env("INFERNET_CRASH_AFTER", "escrow-refunded")
+        .env("INFERNET_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the client must die after the refund");
+    let jobs = job_rows(&client_dir);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        jobs[0].state,
+        JobState::Failed,
+        "died before failed -> refunded"
+    );
+    let held = escrow_rows(&client_dir);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].status, "refunded");
+    assert_eq!(balance(&client_dir, &me), FUNDED);
+
+    let _client = NodeProc::start(&config);
+    let job = wait_for(
+        "the sweep to finish the refund step",
+        Duration::from_secs(30),
+        || {
+            job_rows(&client_dir)
+                .into_iter()
+                .find(|j| j.state == JobState::Refunded)
+        },
+    );
+    assert_eq!(job.id, jobs[0].id);
+    assert_eq!(
+        escrow_rows(&client_dir),
+        held,
+        "the escrow is not touched again"
+    );
+    assert_eq!(balance(&client_dir, &me), FUNDED, "refunded once");
+    drop(providers);
+}
+
 #[test]
 fn stake_post_show_withdraw_moves_the_providers_money_exactly() {
     let root = tempfile::tempdir().unwrap();

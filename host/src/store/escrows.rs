@@ -341,6 +341,25 @@ impl EscrowsRepo<'_> {
         )
     }
 
+    /// Client jobs still `failed` although every escrow they held is
+    /// final and one was refunded (or expired, the money back with the
+    /// client): a process stopped between the refund and the job's
+    /// `failed -> refunded` step.
+    pub fn refunded_but_failed_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.store.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT j.id FROM jobs j WHERE j.role = 'client' AND j.state = 'failed' \
+             AND EXISTS (SELECT 1 FROM escrows e WHERE e.job_id = j.id AND e.kind = 'pay' \
+                         AND e.status IN ('refunded', 'expired')) \
+             AND NOT EXISTS (SELECT 1 FROM escrows e WHERE e.job_id = j.id AND e.kind = 'pay' \
+                             AND e.status NOT IN ({})) \
+             ORDER BY j.created_at_ms",
+            final_statuses_sql()
+        ))?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    }
+
     fn query(
         &self,
         tail: &str,

@@ -351,23 +351,31 @@ impl Inner {
         self.settle_failed(&rec.id).await
     }
 
-    /// A failed job's open escrows refunded, and the job moved to `refunded`.
+    /// A failed job's open escrows refunded, and the job moved to
+    /// `refunded` once all are final and one was refunded or expired (also
+    /// when that happened before a crash and this call refunds nothing).
     pub(super) async fn settle_failed(&self, job_id: &str) -> Result<(), ClientError> {
-        if self.refund_open(job_id, None).await? > 0 {
-            let job = job_id.to_string();
-            let all_final = self
-                .db(move |s| Ok(s.escrows().by_job(&job)?.iter().all(|r| r.is_final())))
-                .await?;
-            if all_final {
-                self.advance(
-                    job_id,
-                    JobState::Failed,
-                    JobState::Refunded,
-                    "escrow refunded".into(),
-                    JobUpdate::default(),
-                )
-                .await?;
-            }
+        self.refund_open(job_id, None).await?;
+        let job = job_id.to_string();
+        let (all_final, any_refunded) = self
+            .db(move |s| {
+                let rows = s.escrows().by_job(&job)?;
+                let pay = || rows.iter().filter(|r| r.kind == EscrowKind::Pay);
+                Ok((
+                    pay().all(|r| r.is_final()),
+                    pay().any(|r| matches!(r.status.as_str(), "refunded" | "expired")),
+                ))
+            })
+            .await?;
+        if all_final && any_refunded {
+            self.advance(
+                job_id,
+                JobState::Failed,
+                JobState::Refunded,
+                "escrow refunded".into(),
+                JobUpdate::default(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -478,8 +486,16 @@ impl JobClient {
         let Some(payments) = inner.payments.clone() else {
             return Ok(0);
         };
-        let rows = inner.db(|s| Ok(s.escrows().open()?)).await?;
         let mut changed = 0;
+        // Refunded before a crash, the job still `failed`: finish the step.
+        for job_id in inner
+            .db(|s| Ok(s.escrows().refunded_but_failed_jobs()?))
+            .await?
+        {
+            inner.settle_failed(&job_id).await?;
+            changed += 1;
+        }
+        let rows = inner.db(|s| Ok(s.escrows().open()?)).await?;
         for row in rows.into_iter().filter(|r| r.kind == EscrowKind::Pay) {
             let Some(job_id) = row.job_id.clone() else {
                 continue;
