@@ -87,6 +87,20 @@ fn paying_client_toml(
     client_toml(root, "client", boot, &extra)
 }
 
+/// Starts the provider, then a client bootstrapping from it (its config
+/// written by `client_cfg` from the provider's address), and waits until
+/// the client sees the provider's `echo`.
+async fn provider_and_client(
+    provider_cfg: &Path,
+    client_cfg: impl FnOnce(&[String]) -> PathBuf,
+) -> (Infernet, Infernet) {
+    let provider = start(provider_cfg).await;
+    let boot = vec![provider.dialable_addrs().await.unwrap()[0].to_string()];
+    let client = start(&client_cfg(&boot)).await;
+    wait_for_providers(&client, "echo", 1).await;
+    (provider, client)
+}
+
 /// `amount` minor units with `decimals` as CoinPay's whole-unit decimal.
 fn to_decimal(amount: u128, decimals: usize) -> String {
     let digits = format!("{amount:0>width$}", width = decimals + 1);
@@ -322,17 +336,19 @@ async fn unfunded_escrow_times_out_fails_the_job_and_is_refunded() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let secrets = [("webhook_secret", hook_env.as_str())];
-    let provider = start(&paid_provider_toml(root, &server.base_url(), &secrets)).await;
-    let boot = vec![provider.dialable_addrs().await.unwrap()[0].to_string()];
-    let client = start(&paying_client_toml(
-        root,
-        &boot,
-        &server.base_url(),
-        "pay_currency = \"USDC_POL\"\nfunding_timeout_ms = 1500\n",
-        &secrets,
-    ))
+    let (provider, client) = provider_and_client(
+        &paid_provider_toml(root, &server.base_url(), &secrets),
+        |boot| {
+            paying_client_toml(
+                root,
+                boot,
+                &server.base_url(),
+                "pay_currency = \"USDC_POL\"\nfunding_timeout_ms = 1500\n",
+                &secrets,
+            )
+        },
+    )
     .await;
-    wait_for_providers(&client, "echo", 1).await;
 
     let t0 = Instant::now();
     let err = client
@@ -415,22 +431,19 @@ async fn provider_refuses_an_escrow_its_own_coinpay_sees_unfunded() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let secrets = [("webhook_secret", hook_env.as_str())];
-    let provider = start(&paid_provider_toml(
-        root,
-        &providers_server.base_url(),
-        &secrets,
-    ))
+    let (provider, client) = provider_and_client(
+        &paid_provider_toml(root, &providers_server.base_url(), &secrets),
+        |boot| {
+            paying_client_toml(
+                root,
+                boot,
+                &clients_server.base_url(),
+                "pay_currency = \"USDC_POL\"\n",
+                &secrets,
+            )
+        },
+    )
     .await;
-    let boot = vec![provider.dialable_addrs().await.unwrap()[0].to_string()];
-    let client = start(&paying_client_toml(
-        root,
-        &boot,
-        &clients_server.base_url(),
-        "pay_currency = \"USDC_POL\"\n",
-        &secrets,
-    ))
-    .await;
-    wait_for_providers(&client, "echo", 1).await;
 
     let mut stream = client
         .infer_stream("echo", "hello world", opts())
@@ -513,17 +526,16 @@ async fn escrow_amounts_follow_each_nodes_rate_source() {
         "\n[client]\nrate_source = \"file\"\nrates_file = {rates_file:?}\nrates_max_age_secs = 600\n"
     ));
     std::fs::write(&provider_cfg, text).unwrap();
-    let provider = start(&provider_cfg).await;
-    let boot = vec![provider.dialable_addrs().await.unwrap()[0].to_string()];
-    let client = start(&paying_client_toml(
-        root,
-        &boot,
-        &server.base_url(),
-        "pay_currency = \"ETH\"\n[client.rates]\nETH = 2500000000\n",
-        &secrets,
-    ))
+    let (provider, client) = provider_and_client(&provider_cfg, |boot| {
+        paying_client_toml(
+            root,
+            boot,
+            &server.base_url(),
+            "pay_currency = \"ETH\"\n[client.rates]\nETH = 2500000000\n",
+            &secrets,
+        )
+    })
     .await;
-    wait_for_providers(&client, "echo", 1).await;
     // wei for `micro_usd` at `usd_per_eth`, rounded up
     let wei = |micro_usd: u64, usd_per_eth: u128| {
         (u128::from(micro_usd) * 1_000_000_000_000).div_ceil(usd_per_eth)

@@ -531,6 +531,24 @@ async fn provider_killed_mid_job_its_escrow_is_refunded_and_the_next_one_paid() 
     drop(providers);
 }
 
+/// Runs `infernet infer --network --model echo` with `args` as a process
+/// told to abort right after step `point`, and checks that it died.
+fn infer_and_crash_after(config: &Path, args: &[&str], point: &str) {
+    let status = Command::new(infernet_bin())
+        .args(["infer", "--network", "--model", "echo"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg(format!("crash after {point}"))
+        .env("INFERNET_CRASH_AFTER", point)
+        .env("INFERNET_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the client must die after `{point}`");
+}
+
 /// The client process dies right after persisting each settlement step in
 /// turn; a restarted client node resumes and sweeps: every job settled,
 /// executed once, paid once, no escrow left open.
@@ -554,17 +572,7 @@ fn client_crash_at_each_settlement_step_pays_exactly_once() {
         "escrow-released",
     ];
     for point in points {
-        let status = Command::new(infernet_bin())
-            .args(["infer", "--network", "--model", "echo", "--config"])
-            .arg(&config)
-            .arg(format!("crash after {point}"))
-            .env("INFERNET_CRASH_AFTER", point)
-            .env("INFERNET_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(!status.success(), "the client must die after `{point}`");
+        infer_and_crash_after(&config, &[], point);
     }
     let mut jobs = job_rows(&client_dir);
     jobs.sort_by_key(|j| j.created_at_ms);
@@ -660,25 +668,7 @@ fn client_crash_after_the_final_refund_the_job_ends_refunded_on_restart() {
     );
     let client_dir = root.join("client");
     let me = peer_of(&client_dir);
-    let status = Command::new(infernet_bin())
-        .args([
-            "infer",
-            "--network",
-            "--model",
-            "echo",
-            "--param",
-            "delay_ms=2000",
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("times out, is refunded, then the client dies")
-        .env("INFERNET_CRASH_AFTER", "escrow-refunded")
-        .env("INFERNET_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the client must die after the refund");
+    infer_and_crash_after(&config, &["--param", "delay_ms=2000"], "escrow-refunded");
     let jobs = job_rows(&client_dir);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(
