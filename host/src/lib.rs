@@ -5,7 +5,10 @@
 //! ([`kernels`]) over host-loaded weights ([`models`]), configured by one
 //! TOML file ([`config`]). The `infernet` binary is a thin CLI over this.
 //!
-//! Data flows one way: `cli -> node -> worlds -> runtime -> kernels`.
+//! Data flows one way (DESIGN §1): `cli -> sdk -> jobs -> (node | payments)
+//! -> config -> worlds -> runtime -> (kernels | models | store | p2p)`; a
+//! module names only modules below it, which a test checks on the source
+//! (`layering.rs`).
 
 pub mod config;
 pub mod jobs;
@@ -18,3 +21,6 @@ pub mod runtime;
 pub mod sdk;
 pub mod store;
 pub mod worlds;
+
+#[cfg(test)]
+mod layering;

@@ -7,11 +7,10 @@
 //! verifying keys come from `<data_dir>/zk` (generated once, then cached).
 
 use crate::config::Config;
-use crate::kernels::KernelCtx;
 use crate::models::{ModelEntry, ModelError, ModelGrants};
 use crate::p2p::protocol::ProofAdvert;
-use crate::runtime::{Limits, Package, PluginError, PluginKind, ProgressSink, Runtime};
-use crate::worlds::backend::{BackendInfo, JobInput, JobRequest, JobResult};
+use crate::runtime::{Package, PluginError, PluginKind, Runtime};
+use crate::worlds::backend::{BackendInfo, JobInput, JobRequest, JobResult, ProgressSink};
 use crate::worlds::{BackendInstance, BackendPlugin, PricingPlugin};
 use infernet_verifier::{Groth16Prover, InputMode, KeyCache, Prover, QuantizedMlp};
 use std::collections::HashMap;
@@ -121,8 +120,8 @@ impl Node {
             let plugin = BackendPlugin::new(
                 &runtime,
                 loaded,
-                Limits::from_config(&b.limits),
-                KernelCtx::new(device.clone()),
+                b.limits.limits(),
+                device.clone(),
                 ModelGrants::new(entries),
             )?;
             let mut instance = plugin.instantiate()?;
@@ -141,7 +140,7 @@ impl Node {
                 Some(PricingPlugin::new(
                     &runtime,
                     &loaded,
-                    Limits::from_config(&p.limits),
+                    p.limits.limits(),
                     crate::config::flatten_table(&p.config),
                 )?)
             }

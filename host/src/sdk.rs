@@ -1,8 +1,8 @@
 //! The embeddable node: one call starts everything a config asks for, and
 //! the result answers `infer`.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```ignore
+//! // Compiled as `host/examples/client.rs` (doctests are off: each would link the node again).
 //! use infernet_host::config::Config;
 //! use infernet_host::sdk::{InferOptions, Infernet};
 //!
@@ -12,7 +12,6 @@
 //!     .infer("tiny-llama", "hello", InferOptions { max_budget: Some(5_000), ..Default::default() })
 //!     .await?;
 //! println!("{} (served by {})", out.text().unwrap_or_default(), out.provider);
-//! # Ok(()) }
 //! ```
 //!
 //! [`Infernet::start`] opens the store, loads the backends and pricing

@@ -43,6 +43,28 @@ pub fn wasm_path(name: &str) -> PathBuf {
     ))
 }
 
+/// The first `infernet:plugin/<iface>@X.Y.Z` version named in `bytes` (the
+/// manifest's informative `wit` field, as `infernet plugin pack` writes it),
+/// or the host's newest when none is (malformed test components).
+fn named_contract(bytes: &[u8]) -> semver::Version {
+    let needle = b"infernet:plugin/";
+    bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .find_map(|(i, _)| {
+            let rest = &bytes[i + needle.len()..];
+            let at = rest.iter().take(64).position(|&b| b == b'@')?;
+            let v: Vec<u8> = rest[at + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit() || **b == b'.')
+                .copied()
+                .collect();
+            String::from_utf8(v).ok()?.parse().ok()
+        })
+        .unwrap_or_else(infernet_host::runtime::version::host_wit_version)
+}
+
 /// Packs raw component bytes into `dir` as package `name` of `kind`.
 pub fn pack_bytes(bytes: &[u8], name: &str, kind: PluginKind, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -52,7 +74,7 @@ pub fn pack_bytes(bytes: &[u8], name: &str, kind: PluginKind, dir: &Path) -> Pat
         name: name.into(),
         version: "0.1.0".parse().unwrap(),
         kind,
-        wit: infernet_host::runtime::version::host_wit_version(),
+        wit: named_contract(bytes),
         wasm,
         sha256: sha256_hex(bytes),
         signature: None,

@@ -83,7 +83,18 @@ fn is_package_var(name: &str) -> bool {
 pub fn infernet_bin() -> PathBuf {
     BIN.call_once(|| {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "infernet-host", "--bin", "infernet"])
+            // The crash tests need the fault-injection hooks, compiled only
+            // under this feature (the same feature set `cargo test` builds
+            // the host with, so nothing is rebuilt).
+            .args([
+                "build",
+                "-p",
+                "infernet-host",
+                "--features",
+                "test-hooks",
+                "--bin",
+                "infernet",
+            ])
             .current_dir(repo_root())
             // Build scripts (ring's) rerun when the package variables cargo
             // sets for this test change: inheriting them would rebuild the

@@ -34,6 +34,31 @@ impl LogCapture {
             .finish()
     }
 
+    /// A multi-thread tokio runtime (4 workers) whose every thread, its
+    /// blocking pool included, logs into this capture at `level`. In-process
+    /// nodes started on it log here and nowhere else: other tests sharing
+    /// the test binary neither see these lines nor add theirs.
+    pub fn runtime(&self, level: tracing::Level) -> tokio::runtime::Runtime {
+        let dispatch = tracing::Dispatch::new(self.subscriber(level));
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .on_thread_start(move || {
+                // Kept for the thread's whole life (runtime threads end with it).
+                std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+            })
+            .build()
+            .expect("building a tokio runtime")
+    }
+
+    /// Runs `fut` to completion on [`runtime`](Self::runtime), the calling
+    /// thread logging here too.
+    pub fn block_on<F: std::future::Future>(&self, level: tracing::Level, fut: F) -> F::Output {
+        let runtime = self.runtime(level);
+        let _here = tracing::subscriber::set_default(self.subscriber(level));
+        runtime.block_on(fut)
+    }
+
     /// Everything captured so far.
     pub fn bytes(&self) -> Vec<u8> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use infernet_host::config::Config;
 use infernet_host::node::Node;
-use infernet_host::runtime::ProgressEvent;
 use infernet_host::worlds::backend::JobOutput;
+use infernet_host::worlds::backend::ProgressEvent;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -8,7 +8,7 @@ use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::payments::{display, Amount, Payments};
 use infernet_host::runtime::Runtime;
 use infernet_host::store::{EscrowKind, EscrowRecord, Store};
-use infernet_host::worlds::payment::{status_name, EscrowRequest, Money};
+use infernet_host::worlds::payment::{EscrowRequest, Money};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -321,7 +321,7 @@ pub fn escrow(cmd: EscrowCommand) -> Result<()> {
                 .plugin
                 .handle_webhook(&headers, &body)
                 .context("webhook refused")?;
-            let status = status_name(escrow.status);
+            let status = escrow.status.name();
             match m.store.escrows().find(&escrow.id)? {
                 Some(row) if !row.is_final() => {
                     m.store.escrows().update(&row.id, None, status)?;
@@ -437,13 +437,13 @@ pub fn stake(cmd: StakeCommand) -> Result<()> {
             };
             m.store
                 .escrows()
-                .update(&id, Some(&escrow.id), status_name(escrow.status))?;
+                .update(&id, Some(&escrow.id), escrow.status.name())?;
             println!(
                 "stake {id}: {} locked with {arbiter} via {} (escrow {}, {}, {days} days)",
                 display(minor, &currency),
                 a.plugin.name(),
                 escrow.id,
-                status_name(escrow.status)
+                escrow.status.name()
             );
             Ok(())
         }
@@ -464,7 +464,7 @@ pub fn stake(cmd: StakeCommand) -> Result<()> {
                     s.is_final(),
                 ) {
                     if let Ok(e) = a.plugin.status(&eid) {
-                        s.status = status_name(e.status).to_string();
+                        s.status = e.status.name().to_string();
                         m.store.escrows().update(&s.id, None, &s.status)?;
                     }
                 }
@@ -521,14 +521,12 @@ pub fn stake(cmd: StakeCommand) -> Result<()> {
                     .plugin
                     .refund(&eid)
                     .with_context(|| format!("withdrawing stake {}", s.id))?;
-                m.store
-                    .escrows()
-                    .update(&s.id, None, status_name(e.status))?;
+                m.store.escrows().update(&s.id, None, e.status.name())?;
                 println!(
                     "stake {}: {} {}",
                     s.id,
                     display(s.amount, &s.currency),
-                    status_name(e.status)
+                    e.status.name()
                 );
             }
             Ok(())

@@ -202,16 +202,15 @@ fn inspect(target: &Path) -> Result<()> {
         .unwrap_or_else(|| "unknown".into());
     println!("kind:      {kind}");
     let wit: Vec<String> = facts.wit_versions.iter().map(|v| v.to_string()).collect();
-    let host = version::host_wit_version();
-    let compat = facts
-        .wit_versions
-        .iter()
-        .all(|v| version::compatible(&host, v));
-    println!(
-        "wit:       infernet:plugin@{} ({} with this host's @{host})",
-        wit.join(", "),
-        if compat { "compatible" } else { "INCOMPATIBLE" }
-    );
+    let host = version::contracts();
+    let served = match version::serving(&host, &facts.wit_versions) {
+        Some(v) => format!("served by this host's @{v}"),
+        None => format!(
+            "INCOMPATIBLE: this host implements @{}",
+            version::list(&host)
+        ),
+    };
+    println!("wit:       infernet:plugin@{} ({served})", wit.join(", "));
     println!("imports:");
     for i in &facts.imports {
         println!("  {i}");

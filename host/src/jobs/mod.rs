@@ -24,14 +24,28 @@ pub use provider::{ProviderError, ProviderHandler};
 /// Fault injection for the crash tests: `INFERNET_CRASH_AFTER=<point>`
 /// aborts the process right after that step is persisted — the same as
 /// being killed there. Client points: a client job state (`quoted`,
-/// `running`, ...), `escrow-intent`, `escrow-created`, `escrow-funded`,
-/// `escrow-released`, `escrow-refunded`. Provider points:
-/// `provider-escrow-confirmed` (the `earn` row is written, the `Ack` not
-/// sent), `provider-running`, `provider-delivered` (the signed result is
-/// stored, not sent).
+/// `escrowed`, `assigned`, `running`, ...), `escrow-intent`,
+/// `escrow-created`, `escrow-funded`, `escrow-released`, `escrow-refunded`.
+/// Provider points: `provider-escrow-confirmed` (the `earn` row is written,
+/// the `Ack` not sent), `provider-running`, `provider-delivered` (the
+/// signed result is stored, not sent). Compiled only with the `test-hooks`
+/// feature (the test suite's); otherwise no point is ever requested.
 pub(crate) fn crash_at(point: &str) {
-    if std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == point) {
+    if crash_requested(point) {
         tracing::error!(point, "INFERNET_CRASH_AFTER: aborting on purpose");
         std::process::abort();
     }
+}
+
+/// Whether the crash tests asked to abort right after `point`.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn crash_requested(point: &str) -> bool {
+    std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == point)
+}
+
+/// Without the `test-hooks` feature no crash point exists.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn crash_requested(_point: &str) -> bool {
+    false
 }

@@ -652,14 +652,17 @@ pub fn build_tokenizer(vocab_size: usize) -> Result<Tokenizer, FixtureError> {
     let mut tokenizer = Tokenizer::new(model);
     tokenizer
         .with_normalizer(Some(Lowercase))
+        .map_err(|e| tok_err("normalizer")(&e))?
         .with_pre_tokenizer(Some(Whitespace {}))
         .with_post_processor(Some(post))
         .with_decoder(Some(WordPieceDecoder::new("##".to_string(), false)));
-    tokenizer.add_special_tokens(&[
-        AddedToken::from("<unk>", true),
-        AddedToken::from("<s>", true),
-        AddedToken::from("</s>", true),
-    ]);
+    tokenizer
+        .add_special_tokens([
+            AddedToken::from("<unk>", true),
+            AddedToken::from("<s>", true),
+            AddedToken::from("</s>", true),
+        ])
+        .map_err(|e| tok_err("special tokens")(&e))?;
     Ok(tokenizer)
 }
 

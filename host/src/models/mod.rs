@@ -1,21 +1,18 @@
 //! Model files resolved from config: memory-mapped safetensors, config.json
 //! and tokenizer.json, shared by every store that is granted the model.
 //! Weights are loaded onto the compute device once per model and handed to
-//! plugins as tensor handles; they never pass through guest memory.
+//! plugins as tensor handles; they never pass through guest memory. The
+//! `models` interface is implemented on top of this in `worlds`; nothing
+//! here knows WIT or wasmtime.
 
 pub mod fixture;
 pub mod reference;
 
-use crate::kernels::TensorRes;
-use crate::runtime::PluginState;
-use crate::worlds::backend::bindings::infernet::plugin::models as wit;
-use crate::worlds::backend::WitError;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use wasmtime::component::Resource;
 
 /// Why a model directory could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +114,11 @@ impl ModelEntry {
         &self.config_json
     }
 
+    /// Tensor names, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// The named weight on the device, loaded once and then shared.
     pub fn tensor(&self, name: &str) -> Result<Tensor, String> {
         let mut loaded = self
@@ -183,6 +185,21 @@ impl ModelGrants {
     pub fn get(&self, id: &str) -> Option<&Arc<ModelEntry>> {
         self.granted.get(id)
     }
+
+    /// The entry for `id`, or an error for `plugin` that names what it may
+    /// open and how a provider grants more.
+    pub fn open(&self, plugin: &str, id: &str) -> Result<Arc<ModelEntry>, String> {
+        match self.get(id) {
+            Some(entry) => Ok(entry.clone()),
+            None => {
+                tracing::warn!(plugin, model = %id, "plugin asked for a model it was not granted");
+                Err(format!(
+                    "model `{id}` is not granted to plugin `{plugin}` (granted: {:?}); add it under [[backend.models]] in the node config",
+                    self.ids()
+                ))
+            }
+        }
+    }
 }
 
 /// An opened model, as a plugin resource.
@@ -191,102 +208,29 @@ pub struct WeightsRes(pub Arc<ModelEntry>);
 /// A tokenizer, as a plugin resource.
 pub struct TokenizerRes(pub Arc<tokenizers::Tokenizer>);
 
-type Out<T> = wasmtime::Result<Result<T, WitError>>;
-
-impl wit::Host for PluginState {
-    fn open(&mut self, model_id: String) -> Out<Resource<WeightsRes>> {
-        match self.models.get(&model_id) {
-            Some(entry) => {
-                let entry = entry.clone();
-                Ok(Ok(self.table.push(WeightsRes(entry))?))
-            }
-            None => {
-                tracing::warn!(plugin = %self.plugin, model = %model_id, "plugin asked for a model it was not granted");
-                Ok(Err(WitError::Unsupported(format!(
-                    "model `{model_id}` is not granted to plugin `{}` (granted: {:?}); add it under [[backend.models]] in the node config",
-                    self.plugin,
-                    self.models.ids()
-                ))))
-            }
-        }
-    }
-}
-
-impl wit::HostWeights for PluginState {
-    fn id(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&w)?.0.id.clone())
-    }
-
-    fn config(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&w)?.0.config_json.clone())
-    }
-
-    fn names(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<Vec<String>> {
-        Ok(self.table.get(&w)?.0.names.clone())
-    }
-
-    fn get(&mut self, w: Resource<WeightsRes>, name: String) -> Out<Resource<TensorRes>> {
-        let entry = self.table.get(&w)?.0.clone();
-        match entry.tensor(&name) {
-            Ok(t) => self.push(t, false),
-            Err(e) => Ok(Err(WitError::InvalidInput(e))),
-        }
-    }
-
-    fn tokenizer(&mut self, w: Resource<WeightsRes>) -> Out<Resource<TokenizerRes>> {
-        let entry = self.table.get(&w)?.0.clone();
-        match entry.tokenizer() {
-            Ok(t) => Ok(Ok(self.table.push(TokenizerRes(t))?)),
-            Err(e) => Ok(Err(WitError::Unsupported(e))),
-        }
-    }
-
-    fn drop(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<()> {
-        self.table.delete(w)?;
-        Ok(())
-    }
-}
-
-impl wit::HostTokenizer for PluginState {
-    fn encode(
-        &mut self,
-        t: Resource<TokenizerRes>,
-        text: String,
-        add_special: bool,
-    ) -> Out<Vec<u32>> {
-        let tok = self.table.get(&t)?.0.clone();
-        Ok(tok
+impl TokenizerRes {
+    /// Token ids of `text` (never padded: padding is the plugin's business).
+    pub fn encode(&self, text: String, add_special: bool) -> Result<Vec<u32>, String> {
+        self.0
             .encode(text, add_special)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| WitError::InvalidInput(format!("tokenize: {e}"))))
+            .map_err(|e| format!("tokenize: {e}"))
     }
 
-    fn decode(
-        &mut self,
-        t: Resource<TokenizerRes>,
-        ids: Vec<u32>,
-        skip_special: bool,
-    ) -> Out<String> {
-        let tok = self.table.get(&t)?.0.clone();
-        Ok(tok
-            .decode(&ids, skip_special)
-            .map_err(|e| WitError::InvalidInput(format!("detokenize: {e}"))))
+    /// The text of `ids`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, String> {
+        self.0
+            .decode(ids, skip_special)
+            .map_err(|e| format!("detokenize: {e}"))
     }
 
-    fn token_to_id(
-        &mut self,
-        t: Resource<TokenizerRes>,
-        token: String,
-    ) -> wasmtime::Result<Option<u32>> {
-        Ok(self.table.get(&t)?.0.token_to_id(&token))
+    /// The id of one token, if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.0.token_to_id(token)
     }
 
-    fn vocab_size(&mut self, t: Resource<TokenizerRes>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&t)?.0.get_vocab_size(true) as u32)
-    }
-
-    fn drop(&mut self, t: Resource<TokenizerRes>) -> wasmtime::Result<()> {
-        self.table.delete(t)?;
-        Ok(())
+    /// Vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> u32 {
+        self.0.get_vocab_size(true) as u32
     }
 }

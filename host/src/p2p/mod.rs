@@ -15,13 +15,15 @@
 pub mod advert;
 pub mod behaviour;
 pub mod codec;
+mod event_loop;
+mod handle;
 pub mod identity;
-mod network;
 pub mod protocol;
 
 pub use advert::{AdvertRejection, AdvertSpec, MetricsSnapshot, NetworkMetrics};
+pub use event_loop::start;
+pub use handle::{model_key, NetworkEvent, NetworkHandle, ProviderInfo, SharedHandler};
 pub use identity::{load_or_create_identity, IDENTITY_FILE};
-pub use network::{start, NetworkEvent, NetworkHandle, ProviderInfo, SharedHandler};
 pub use protocol::{
     Advert, BackendRef, ErrorCode, JobBody, JobMessage, Money, ReceiptBody, ResultBody, Signed,
     SignedAdvert, SignedReceipt, SignedResult, Usage, WireError, WireInput, WireOutput,

@@ -8,7 +8,7 @@ use super::currency::{convert_usd, currency, Amount, FixedRates, MoneyError, Rat
 use super::rate_file::FileRates;
 use crate::config::Config;
 use crate::p2p::protocol::PayTo;
-use crate::runtime::{Limits, Package, PluginError, PluginKind, Runtime};
+use crate::runtime::{Package, PluginError, PluginKind, Runtime};
 use crate::store::Store;
 use crate::worlds::payment::{PaymentGrants, PaymentPlugin};
 use std::sync::Arc;
@@ -106,19 +106,14 @@ impl Payments {
             let package = Package::open(&p.plugin, p.publisher_key.as_deref())?;
             let loaded = runtime.load(&package, PluginKind::Payment)?;
             let account = p.account.clone().unwrap_or_else(|| peer_id.to_string());
-            let mut plugin_config = crate::config::flatten_table(&p.config);
-            plugin_config.insert(
-                crate::config::ACCOUNT_CONFIG_KEY.to_string(),
-                account.clone(),
-            );
             let grants = PaymentGrants {
+                account: account.clone(),
                 allowed_hosts: p.allowed_hosts.clone(),
-                config: plugin_config,
+                config: crate::config::flatten_table(&p.config),
                 secrets: p.secrets.clone(),
                 kv: store.plugin_kv(&loaded.name),
             };
-            let plugin =
-                PaymentPlugin::new(runtime, &loaded, Limits::from_config(&p.limits), grants)?;
+            let plugin = PaymentPlugin::new(runtime, &loaded, p.limits.limits(), grants)?;
             let currencies = plugin
                 .currencies()?
                 .into_iter()

@@ -1,6 +1,7 @@
-//! Per-plugin resource limits: defaults in code, overrides from config.
+//! Per-plugin resource limits: defaults in code (config overrides them:
+//! `config::LimitsConfig::limits`), and the linear-memory limiter.
 
-use crate::config::LimitsConfig;
+use crate::kernels::KernelLimits;
 use std::time::Duration;
 
 /// Effective limits of one plugin.
@@ -20,7 +21,8 @@ pub struct Limits {
     pub fuel: u64,
 }
 
-const MIB: u64 = 1024 * 1024;
+/// One mebibyte.
+pub const MIB: u64 = 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -36,25 +38,12 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Defaults overridden by whatever the config sets.
-    pub fn from_config(c: &LimitsConfig) -> Limits {
-        let d = Limits::default();
-        Limits {
-            memory_bytes: c
-                .memory_mb
-                .map(|m| (m * MIB) as usize)
-                .unwrap_or(d.memory_bytes),
-            wall_time: c
-                .wall_time_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.wall_time),
-            kernel_time: c
-                .kernel_time_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.kernel_time),
-            tensor_bytes: c.tensor_mb.map(|m| m * MIB).unwrap_or(d.tensor_bytes),
-            copy_out_bytes: c.copy_out_mb.map(|m| m * MIB).unwrap_or(d.copy_out_bytes),
-            fuel: c.fuel.unwrap_or(d.fuel),
+    /// The part of these limits host kernels enforce.
+    pub fn kernels(&self) -> KernelLimits {
+        KernelLimits {
+            tensor_bytes: self.tensor_bytes,
+            copy_out_bytes: self.copy_out_bytes,
+            kernel_time: self.kernel_time,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The wasmtime runtime: one [`Engine`] per node (component model, epoch
 //! interruption driven by a ticker thread, fuel for pricing, pooling
 //! allocator where the OS allows), component loading with hash, signature,
-//! world and WIT-version checks, and an on-disk compiled-artifact cache.
-//! A plugin's stores carry [`PluginState`]; its limits come from config.
+//! world and contract-version checks, and an on-disk compiled-artifact
+//! cache. A plugin's stores carry [`PluginState`]: the core every world
+//! needs, plus that world's capabilities. Nothing here knows a particular
+//! world's interfaces (`worlds` does) or the node's config.
 
 pub mod cache;
 pub mod limits;
@@ -12,8 +14,9 @@ pub mod version;
 
 pub use limits::Limits;
 pub use manifest::{Manifest, Package, PluginKind};
-pub use state::{PluginState, ProgressEvent, ProgressSink};
+pub use state::{begin_call, classify_trap, new_store, PluginState};
 
+use semver::Version;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wasmtime::component::Component;
@@ -68,14 +71,16 @@ pub enum PluginError {
         reason: String,
     },
     /// The component targets a contract version this host cannot run.
-    #[error("plugin `{name}` targets infernet:plugin@{plugin_version}, but this host implements infernet:plugin@{host_version}; rebuild it against infernet-plugin-api {host_version}")]
+    #[error("plugin `{name}` targets infernet:plugin@{plugin_version}, but this host implements infernet:plugin@{host_versions}; rebuild it against infernet-plugin-api {newest}")]
     IncompatibleWit {
         /// Plugin name.
         name: String,
         /// Version the component imports/exports.
         plugin_version: String,
-        /// Version the host implements.
-        host_version: String,
+        /// Versions the host implements, comma-separated.
+        host_versions: String,
+        /// The newest of them.
+        newest: String,
     },
     /// The component implements another world than the one asked for.
     #[error("plugin `{name}` is not a {expected} plugin: {found}")]
@@ -147,12 +152,32 @@ pub struct Runtime {
     engine: Engine,
     cache: cache::CompileCache,
     pooling: bool,
+    contracts: Vec<Version>,
 }
 
 impl Runtime {
     /// Creates the engine (pooling allocator if the OS grants the address
-    /// space, on-demand otherwise) and starts the epoch ticker.
+    /// space, on-demand otherwise) and starts the epoch ticker. Every
+    /// contract version this host implements is accepted.
     pub fn new(cache_dir: &Path) -> anyhow::Result<Runtime> {
+        Self::with_contracts(cache_dir, &version::contracts())
+    }
+
+    /// [`Runtime::new`] accepting only components of `contracts` (each one
+    /// this host implements): a node that wants no plugin built against
+    /// an older contract, or a test playing an older host.
+    pub fn with_contracts(cache_dir: &Path, contracts: &[Version]) -> anyhow::Result<Runtime> {
+        let known = version::contracts();
+        if let Some(v) = contracts.iter().find(|v| !known.contains(v)) {
+            anyhow::bail!(
+                "this host has no implementation of infernet:plugin@{v}; it implements {}",
+                version::list(&known)
+            );
+        }
+        anyhow::ensure!(
+            !contracts.is_empty(),
+            "a runtime needs at least one contract version"
+        );
         let (engine, pooling) = match Engine::new(&base_config(true)) {
             Ok(engine) => (engine, true),
             Err(e) => {
@@ -165,7 +190,13 @@ impl Runtime {
             engine,
             cache: cache::CompileCache::new(cache_dir),
             pooling,
+            contracts: contracts.to_vec(),
         })
+    }
+
+    /// The contract versions this runtime accepts, oldest first.
+    pub fn contracts(&self) -> &[Version] {
+        &self.contracts
     }
 
     /// The engine.
@@ -196,7 +227,6 @@ impl Runtime {
                 reason: format!("invalid component: {e:#}"),
             })?;
         let facts = version::inspect(&self.engine, &component);
-        let host = version::host_wit_version();
         if facts.wit_versions.is_empty() {
             return Err(PluginError::WrongWorld {
                 name,
@@ -204,15 +234,19 @@ impl Runtime {
                 found: "it neither imports nor exports any infernet:plugin interface".into(),
             });
         }
-        for v in &facts.wit_versions {
-            if !version::compatible(&host, v) {
-                return Err(PluginError::IncompatibleWit {
-                    name,
-                    plugin_version: v.to_string(),
-                    host_version: host.to_string(),
-                });
+        let contract = version::serving(&self.contracts, &facts.wit_versions).ok_or_else(|| {
+            let plugin_version = version::list(&facts.wit_versions);
+            PluginError::IncompatibleWit {
+                name: name.clone(),
+                plugin_version,
+                host_versions: version::list(&self.contracts),
+                newest: self
+                    .contracts
+                    .last()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             }
-        }
+        })?;
         if facts.kind != Some(kind) {
             let found = match facts.kind {
                 Some(k) => format!(
@@ -250,6 +284,7 @@ impl Runtime {
             manifest: package.manifest.clone(),
             component,
             facts,
+            contract,
             from_cache: cached,
         })
     }
@@ -281,6 +316,9 @@ pub struct LoadedComponent {
     pub component: Component,
     /// Imports, exports and versions.
     pub facts: version::ComponentFacts,
+    /// The host contract version that serves it (e.g. 0.1.0 for a
+    /// component built against 0.1.0 or any 0.1.x up to the host's).
+    pub contract: Version,
     /// Whether it came from the compiled-artifact cache.
     pub from_cache: bool,
 }

@@ -1,70 +1,42 @@
-//! The data every plugin `Store` carries: its resource table, WASI context
-//! (empty: no files, env, args or sockets), limits and the capabilities its
-//! config granted.
+//! The data every plugin `Store` carries, whatever its world: the resource
+//! table, an empty WASI context (no files, env, args or sockets; stderr
+//! captured for crash reports), the limits and the memory limiter. A world
+//! adds its own capabilities as `W` (its kernels and models, its config
+//! grants, its kv namespace...), so a pricing store never holds a kernel
+//! context and a backend store never holds an HTTP client.
+//!
+//! Also here, because they only need this core: creating a store with its
+//! budgets armed ([`new_store`]) and turning a failed call into the most
+//! specific [`PluginError`] ([`classify_trap`]).
 
 use super::limits::{Limits, MemoryLimiter};
-use crate::kernels::KernelCtx;
-use crate::models::ModelGrants;
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use super::{ticks, PluginError};
 use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Partial output streamed by a backend during `execute`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProgressEvent {
-    /// A piece of generated output.
-    Token(String),
-    /// `done` of `total` steps.
-    Progress {
-        /// Steps done.
-        done: u64,
-        /// Steps in all.
-        total: u64,
-    },
-}
-
-/// Receives [`ProgressEvent`]s while a job runs.
-pub type ProgressSink = Box<dyn FnMut(ProgressEvent) + Send>;
-
-/// Store data of one plugin instance.
-pub struct PluginState {
+/// Store data of one plugin instance: the core every world needs, plus the
+/// world's own capabilities `W`.
+pub struct PluginState<W> {
     /// Plugin name, for logs and errors.
     pub plugin: String,
-    /// Host resources (tensors, weights, tokenizers, samplers) by handle.
+    /// Host resources (tensors, weights, tokenizers, samplers, WASI streams) by handle.
     pub table: ResourceTable,
     wasi: WasiCtx,
-    /// Captured stderr (panic messages), logged when a call fails.
+    /// Captured stderr (panic messages), reported when a call traps.
     pub stderr: MemoryOutputPipe,
     /// Effective limits.
     pub limits: Limits,
     /// Linear-memory limiter.
     pub memory: MemoryLimiter,
-    /// Kernel accounting and device.
-    pub kernels: KernelCtx,
-    /// Models this plugin may open.
-    pub models: ModelGrants,
-    /// Plain config values readable through the `config` interface.
-    pub config: BTreeMap<String, String>,
-    /// Secret name → environment variable name.
-    pub secrets: BTreeMap<String, String>,
-    /// Where `progress` events go during the current call.
-    pub progress: Option<ProgressSink>,
-    /// Set by the caller to ask the plugin to stop early.
-    pub cancel: Arc<AtomicBool>,
-    /// The plugin's `kv` namespace (payment plugins only).
-    pub kv: Option<crate::store::PluginKv>,
-    /// Outgoing HTTP: the hosts this plugin may reach (payment plugins only;
-    /// empty means none).
-    pub http: crate::worlds::payment::HostFilter,
-    http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    /// What this world's config granted.
+    pub world: W,
 }
 
-impl PluginState {
-    /// Fresh state for one store.
-    pub fn new(plugin: &str, limits: Limits, kernels: KernelCtx, models: ModelGrants) -> Self {
+impl<W> PluginState<W> {
+    /// Fresh state for one store of plugin `plugin`.
+    pub fn new(plugin: &str, limits: Limits, world: W) -> Self {
         let stderr = MemoryOutputPipe::new(64 * 1024);
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stderr(stderr.clone())
@@ -79,28 +51,7 @@ impl PluginState {
                 refused: None,
             },
             limits,
-            kernels,
-            models,
-            config: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            progress: None,
-            cancel: Arc::new(AtomicBool::new(false)),
-            kv: None,
-            http: crate::worlds::payment::HostFilter::new(plugin, Vec::new()),
-            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
-        }
-    }
-
-    /// Resets per-call accounting before a new call.
-    pub fn begin_call(&mut self) {
-        self.kernels.begin_call(&self.limits);
-        self.memory.refused = None;
-    }
-
-    /// Sends a progress event to the current sink, if any.
-    pub fn emit(&mut self, event: ProgressEvent) {
-        if let Some(sink) = self.progress.as_mut() {
-            sink(event);
+            world,
         }
     }
 
@@ -112,7 +63,7 @@ impl PluginState {
     }
 }
 
-impl WasiView for PluginState {
+impl<W: Send> WasiView for PluginState<W> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -121,12 +72,63 @@ impl WasiView for PluginState {
     }
 }
 
-impl wasmtime_wasi_http::WasiHttpView for PluginState {
-    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        wasmtime_wasi_http::WasiHttpCtxView {
-            ctx: &mut self.http_ctx,
-            table: &mut self.table,
-            hooks: &mut self.http,
+/// A store for `state` with its memory limiter, `fuel` and wall-time deadline armed.
+pub fn new_store<W: 'static>(
+    engine: &Engine,
+    state: PluginState<W>,
+    fuel: u64,
+) -> Store<PluginState<W>> {
+    let wall_time = state.limits.wall_time;
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.memory);
+    // Fuel is only unavailable when the engine was built without it; ours always has it.
+    let _ = store.set_fuel(fuel);
+    store.set_epoch_deadline(ticks(wall_time));
+    store.epoch_deadline_trap();
+    store
+}
+
+/// Re-arms the per-call budgets of a long-lived store before its next call.
+pub fn begin_call<W>(store: &mut Store<PluginState<W>>) {
+    let wall_time = store.data().limits.wall_time;
+    store.set_epoch_deadline(ticks(wall_time));
+    store.data_mut().memory.refused = None;
+}
+
+/// Turns a failed call into the most specific [`PluginError`]: timeout,
+/// memory limit, fuel, or a trap with the plugin's stderr attached.
+pub fn classify_trap<W>(store: &Store<PluginState<W>>, err: wasmtime::Error) -> PluginError {
+    let state = store.data();
+    let name = state.plugin.clone();
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::Interrupt => {
+                return PluginError::Timeout {
+                    name,
+                    limit_ms: state.limits.wall_time.as_millis(),
+                }
+            }
+            wasmtime::Trap::OutOfFuel => {
+                return PluginError::OutOfFuel {
+                    name,
+                    fuel: state.limits.fuel,
+                }
+            }
+            _ => {}
         }
     }
+    if let Some(requested) = state.memory.refused {
+        return PluginError::MemoryLimit {
+            name,
+            requested,
+            limit: state.memory.max_bytes,
+        };
+    }
+    let stderr = state.stderr_text();
+    let reason = if stderr.is_empty() {
+        format!("{err:#}")
+    } else {
+        format!("{err:#}; plugin stderr: {stderr}")
+    };
+    PluginError::Trap { name, reason }
 }

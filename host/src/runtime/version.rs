@@ -1,12 +1,13 @@
-//! Which `infernet:plugin` version a component targets, and whether this
-//! host can run it.
+//! Which `infernet:plugin` version a component targets, and which of the
+//! host's contract versions serves it.
 //!
 //! The version is read from the component's own imports and exports (names
 //! like `infernet:plugin/tensor@0.1.0`), not from its manifest, so a lying
-//! manifest cannot smuggle in an incompatible component. Compatibility is
-//! semver's: the host accepts a component whose version it satisfies under
-//! a caret requirement (same major, or same minor while 0.x) and which is not
-//! newer than the host.
+//! manifest cannot smuggle in an incompatible component. The host
+//! implements several contract versions (one host module each, in
+//! `worlds`); a component is served by the one that satisfies its version
+//! under a caret requirement (same major, or same minor while 0.x) and is
+//! not older than it.
 
 use super::manifest::PluginKind;
 use semver::{Version, VersionReq};
@@ -16,9 +17,38 @@ use wasmtime::Engine;
 /// WIT package name of the contract.
 pub const WIT_PACKAGE: &str = "infernet:plugin";
 
-/// The contract version this host implements.
+/// The contract versions this host implements, oldest first. Each has a
+/// module in `worlds` (`since_v0_1_0`, `since_v0_2_0`).
+pub fn contracts() -> Vec<Version> {
+    vec![Version::new(0, 1, 0), Version::new(0, 2, 0)]
+}
+
+/// The newest contract version: what `infernet-plugin-api` builds against.
 pub fn host_wit_version() -> Version {
-    Version::new(0, 1, 0)
+    Version::new(0, 2, 0)
+}
+
+/// The one version of `accepted` that serves every contract version a
+/// component names (normally it names exactly one); `None` when none does,
+/// or when its names would need two different host versions.
+pub fn serving(accepted: &[Version], component: &[Version]) -> Option<Version> {
+    let mut found: Option<&Version> = None;
+    for v in component {
+        let host = accepted.iter().find(|h| compatible(h, v))?;
+        if *found.get_or_insert(host) != host {
+            return None;
+        }
+    }
+    found.cloned()
+}
+
+/// `0.1.0, 0.2.0`.
+pub fn list(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a component's type says about it.
@@ -107,6 +137,27 @@ mod tests {
             "older minor of 1.x loads"
         );
         assert!(!compatible(&v("2.0.0"), &v("1.2.0")));
+    }
+
+    #[test]
+    fn each_component_version_is_served_by_one_host_version() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        let host = contracts();
+        assert_eq!(serving(&host, &[v("0.1.0")]), Some(v("0.1.0")));
+        assert_eq!(serving(&host, &[v("0.2.0")]), Some(v("0.2.0")));
+        assert_eq!(serving(&host, &[v("0.3.0")]), None);
+        assert_eq!(
+            serving(&host, &[v("0.1.1")]),
+            None,
+            "newer than the frozen 0.1.0"
+        );
+        assert_eq!(
+            serving(&host, &[v("0.1.0"), v("0.2.0")]),
+            None,
+            "one component cannot mix contracts"
+        );
+        assert_eq!(serving(&[v("0.1.0")], &[v("0.2.0")]), None);
+        assert_eq!(list(&host), "0.1.0, 0.2.0");
     }
 
     #[test]

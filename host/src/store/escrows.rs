@@ -7,6 +7,7 @@
 //! restarted node knows which escrows are still open and must be released,
 //! refunded or expired. Amounts are exact: `u64` minor units stored as text.
 
+use super::rows::{parsed, query, query_one, FromRow};
 use super::{now_ms, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -85,7 +86,7 @@ pub struct EscrowRecord {
 }
 
 /// `INSERT OR IGNORE` of `rec` (columns bound as `?1`..`?16` in
-/// [`COLUMNS`] order), only when `condition` (`WHERE ...`, may be empty)
+/// [`FromRow::COLUMNS`] order), only when `condition` (`WHERE ...`, may be empty)
 /// holds. Returns how many rows were inserted.
 fn insert_if(
     conn: &rusqlite::Connection,
@@ -94,8 +95,9 @@ fn insert_if(
 ) -> Result<usize, StoreError> {
     Ok(conn.execute(
         &format!(
-            "INSERT OR IGNORE INTO escrows ({COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 {condition}"
+            "INSERT OR IGNORE INTO escrows ({}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 {condition}",
+            EscrowRecord::COLUMNS
         ),
         params![
             rec.id,
@@ -169,19 +171,20 @@ pub struct EscrowsRepo<'a> {
     pub(super) store: &'a Store,
 }
 
-const COLUMNS: &str = "id, kind, job_id, adapter, escrow_id, amount, currency, depositor, \
-     beneficiary, client_peer, provider_peer, status, confirmed_by, expires_at_ms, \
-     created_at_ms, updated_at_ms";
+impl FromRow for EscrowRecord {
+    const COLUMNS: &'static str = "id, kind, job_id, adapter, escrow_id, amount, currency, \
+         depositor, beneficiary, client_peer, provider_peer, status, confirmed_by, \
+         expires_at_ms, created_at_ms, updated_at_ms";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<(EscrowRecord, String, String)> {
-    Ok((
-        EscrowRecord {
+    fn from_row(r: &Row<'_>) -> Result<Self, StoreError> {
+        let kind: String = r.get(1)?;
+        Ok(EscrowRecord {
             id: r.get(0)?,
-            kind: EscrowKind::Pay,
+            kind: EscrowKind::parse(&kind)?,
             job_id: r.get(2)?,
             adapter: r.get(3)?,
             escrow_id: r.get(4)?,
-            amount: 0,
+            amount: parsed(r, 5, "escrow amount")?,
             currency: r.get(6)?,
             depositor: r.get(7)?,
             beneficiary: r.get(8)?,
@@ -192,19 +195,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(EscrowRecord, String, String)> {
             expires_at_ms: r.get(13)?,
             created_at_ms: r.get(14)?,
             updated_at_ms: r.get(15)?,
-        },
-        r.get(1)?,
-        r.get(5)?,
-    ))
-}
-
-fn finish(raw: (EscrowRecord, String, String)) -> Result<EscrowRecord, StoreError> {
-    let (mut rec, kind, amount) = raw;
-    rec.kind = EscrowKind::parse(&kind)?;
-    rec.amount = amount
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("escrow {} amount `{amount}`", rec.id)))?;
-    Ok(rec)
+        })
+    }
 }
 
 impl EscrowsRepo<'_> {
@@ -218,16 +210,7 @@ impl EscrowsRepo<'_> {
 
     /// One escrow by host-side id.
     pub fn get(&self, id: &str) -> Result<Option<EscrowRecord>, StoreError> {
-        self.store
-            .conn()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM escrows WHERE id = ?1"),
-                [id],
-                from_row,
-            )
-            .optional()?
-            .map(finish)
-            .transpose()
+        query_one(&self.store.conn(), "escrows WHERE id = ?1", [id])
     }
 
     /// Inserts a provider's `earn` row unless its id is taken or another
@@ -365,9 +348,6 @@ impl EscrowsRepo<'_> {
         tail: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<EscrowRecord>, StoreError> {
-        let conn = self.store.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM escrows {tail}"))?;
-        let rows = stmt.query_map(args, from_row)?;
-        rows.map(|r| finish(r?)).collect()
+        query(&self.store.conn(), &format!("escrows {tail}"), args)
     }
 }

@@ -1,5 +1,6 @@
 //! The `jobs` table and its append-only `job_events` log.
 
+use super::rows::{json_opt, parsed, parsed_opt, query, query_one, FromRow};
 use super::{now_ms, JobRole, JobState, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -92,90 +93,44 @@ pub struct JobsRepo<'a> {
     pub(super) store: &'a Store,
 }
 
-const COLUMNS: &str =
-    "id, role, model, state, client_peer, provider_peer, quote_id, request_hash, \
-                       request, result, error, attempts, created_at_ms, updated_at_ms";
+impl FromRow for JobRecord {
+    const COLUMNS: &'static str =
+        "id, role, model, state, client_peer, provider_peer, quote_id, request_hash, \
+         request, result, error, attempts, created_at_ms, updated_at_ms";
 
-fn parse<T: std::str::FromStr>(s: String, what: &str) -> Result<T, StoreError> {
-    s.parse()
-        .map_err(|_| StoreError::Corrupt(format!("{what} `{s}`")))
+    fn from_row(r: &Row<'_>) -> Result<Self, StoreError> {
+        Ok(JobRecord {
+            id: r.get(0)?,
+            role: parsed(r, 1, "job role")?,
+            model: r.get(2)?,
+            state: parsed(r, 3, "job state")?,
+            client_peer: r.get(4)?,
+            provider_peer: r.get(5)?,
+            quote_id: r.get(6)?,
+            request_hash: r.get(7)?,
+            request: json_opt(r, 8)?,
+            result: json_opt(r, 9)?,
+            error: r.get(10)?,
+            attempts: r.get(11)?,
+            created_at_ms: r.get(12)?,
+            updated_at_ms: r.get(13)?,
+        })
+    }
 }
 
-fn json_col(s: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
-    s.map(|s| serde_json::from_str(&s))
-        .transpose()
-        .map_err(StoreError::from)
-}
+impl FromRow for JobEvent {
+    const COLUMNS: &'static str = "seq, job_id, from_state, to_state, detail, at_ms";
 
-type RawJob = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-);
-
-fn raw_job(r: &Row<'_>) -> rusqlite::Result<RawJob> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-    ))
-}
-
-fn to_record(raw: RawJob) -> Result<JobRecord, StoreError> {
-    let (
-        id,
-        role,
-        model,
-        state,
-        client_peer,
-        provider_peer,
-        quote_id,
-        request_hash,
-        request,
-        result,
-        error,
-        attempts,
-        c,
-        u,
-    ) = raw;
-    Ok(JobRecord {
-        id,
-        role: parse(role, "job role")?,
-        model,
-        state: parse(state, "job state")?,
-        client_peer,
-        provider_peer,
-        quote_id,
-        request_hash,
-        request: json_col(request)?,
-        result: json_col(result)?,
-        error,
-        attempts,
-        created_at_ms: c,
-        updated_at_ms: u,
-    })
+    fn from_row(r: &Row<'_>) -> Result<Self, StoreError> {
+        Ok(JobEvent {
+            seq: r.get(0)?,
+            job_id: r.get(1)?,
+            from: parsed_opt(r, 2, "job state")?,
+            to: parsed(r, 3, "job state")?,
+            detail: r.get(4)?,
+            at_ms: r.get(5)?,
+        })
+    }
 }
 
 impl JobsRepo<'_> {
@@ -216,15 +171,7 @@ impl JobsRepo<'_> {
 
     /// The job, if it exists.
     pub fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        let conn = self.store.conn();
-        let raw = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
-                [id],
-                raw_job,
-            )
-            .optional()?;
-        raw.map(to_record).transpose()
+        query_one(&self.store.conn(), "jobs WHERE id = ?1", [id])
     }
 
     /// Moves `job_id` from `from` to `to`, logging `detail`. Atomic: the row
@@ -250,22 +197,28 @@ impl JobsRepo<'_> {
         detail: &str,
         update: &JobUpdate,
     ) -> Result<(), StoreError> {
-        self.store
-            .write(|tx| apply_transition(tx, job_id, from, to, detail, update))
+        self.transition_path(job_id, &[(from, to, detail)], update)
     }
 
     /// Several transitions in one transaction, each checked and logged as
-    /// if done alone (`steps` are `(from, to, detail)`): all happen or none.
-    /// For steps with nothing to wait for between them.
+    /// if done alone (`steps` are `(from, to, detail)`), `update` set with
+    /// the last: all happen or none. For steps with nothing to wait for
+    /// between them.
     pub fn transition_path(
         &self,
         job_id: &str,
         steps: &[(JobState, JobState, &str)],
+        update: &JobUpdate,
     ) -> Result<(), StoreError> {
+        let none = JobUpdate::default();
         self.store.write(|tx| {
-            steps.iter().try_for_each(|(from, to, detail)| {
-                apply_transition(tx, job_id, *from, *to, detail, &JobUpdate::default())
-            })
+            steps
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, (from, to, detail))| {
+                    let update = if i + 1 == steps.len() { update } else { &none };
+                    apply_transition(tx, job_id, *from, *to, detail, update)
+                })
         })
     }
 
@@ -302,8 +255,9 @@ impl JobsRepo<'_> {
 
     /// Newest first, at most `limit`.
     pub fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
-        self.query(
-            &format!("SELECT {COLUMNS} FROM jobs ORDER BY created_at_ms DESC, id LIMIT ?1"),
+        query(
+            &self.store.conn(),
+            "jobs ORDER BY created_at_ms DESC, id LIMIT ?1",
             params![limit as i64],
         )
     }
@@ -314,9 +268,10 @@ impl JobsRepo<'_> {
         if names.is_empty() {
             return Ok(vec![]);
         }
-        self.query(
+        query(
+            &self.store.conn(),
             &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY created_at_ms, id",
+                "jobs WHERE state IN ({}) ORDER BY created_at_ms, id",
                 names.join(",")
             ),
             [],
@@ -334,51 +289,20 @@ impl JobsRepo<'_> {
 
     /// Jobs with this request hash (duplicate detection).
     pub fn by_request_hash(&self, hash: &str) -> Result<Vec<JobRecord>, StoreError> {
-        self.query(
-            &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE request_hash = ?1 ORDER BY created_at_ms, id"
-            ),
+        query(
+            &self.store.conn(),
+            "jobs WHERE request_hash = ?1 ORDER BY created_at_ms, id",
             [hash],
         )
     }
 
     /// The transition log of one job, oldest first.
     pub fn events(&self, job_id: &str) -> Result<Vec<JobEvent>, StoreError> {
-        let conn = self.store.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, job_id, from_state, to_state, detail, at_ms FROM job_events WHERE job_id = ?1 ORDER BY seq",
-        )?;
-        let raw = stmt
-            .query_map([job_id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        raw.into_iter()
-            .map(|(seq, job_id, from, to, detail, at_ms)| {
-                Ok(JobEvent {
-                    seq,
-                    job_id,
-                    from: from.map(|s| parse(s, "job state")).transpose()?,
-                    to: parse(to, "job state")?,
-                    detail,
-                    at_ms,
-                })
-            })
-            .collect()
-    }
-
-    fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JobRecord>, StoreError> {
-        let conn = self.store.conn();
-        let mut stmt = conn.prepare(sql)?;
-        let raw = stmt.query_map(p, raw_job)?.collect::<Result<Vec<_>, _>>()?;
-        raw.into_iter().map(to_record).collect()
+        query(
+            &self.store.conn(),
+            "job_events WHERE job_id = ?1 ORDER BY seq",
+            [job_id],
+        )
     }
 }
 
@@ -451,7 +375,9 @@ fn not_in_state(
         Some(s) => StoreError::StateConflict {
             job_id: job_id.into(),
             expected,
-            actual: parse(s, "job state")?,
+            actual: s
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("job state `{s}`")))?,
         },
     })
 }

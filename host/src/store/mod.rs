@@ -14,6 +14,7 @@ mod kv;
 mod migrations;
 mod peers;
 mod quotes;
+mod rows;
 mod state;
 
 pub use escrows::{EarnInsert, Earnings, EscrowKind, EscrowRecord, EscrowsRepo};

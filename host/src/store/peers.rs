@@ -1,7 +1,8 @@
 //! The `peers` table: what this node knows about other nodes.
 
+use super::rows::{json, query, query_one, FromRow};
 use super::{now_ms, Store, StoreError};
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Row};
 
 /// A known peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,35 +30,22 @@ pub struct PeersRepo<'a> {
     pub(super) store: &'a Store,
 }
 
-const COLUMNS: &str =
-    "peer_id, addrs, models, last_seen_ms, latency_ms, reputation, successes, failures";
+impl FromRow for PeerRecord {
+    const COLUMNS: &'static str =
+        "peer_id, addrs, models, last_seen_ms, latency_ms, reputation, successes, failures";
 
-type RawPeer = (String, String, String, i64, Option<i64>, f64, i64, i64);
-
-fn raw(r: &Row<'_>) -> rusqlite::Result<RawPeer> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
-}
-
-fn to_record(r: RawPeer) -> Result<PeerRecord, StoreError> {
-    Ok(PeerRecord {
-        peer_id: r.0,
-        addrs: serde_json::from_str(&r.1)?,
-        models: serde_json::from_str(&r.2)?,
-        last_seen_ms: r.3,
-        latency_ms: r.4,
-        reputation: r.5,
-        successes: r.6,
-        failures: r.7,
-    })
+    fn from_row(r: &Row<'_>) -> Result<Self, StoreError> {
+        Ok(PeerRecord {
+            peer_id: r.get(0)?,
+            addrs: json(r, 1)?,
+            models: json(r, 2)?,
+            last_seen_ms: r.get(3)?,
+            latency_ms: r.get(4)?,
+            reputation: r.get(5)?,
+            successes: r.get(6)?,
+            failures: r.get(7)?,
+        })
+    }
 }
 
 impl PeersRepo<'_> {
@@ -134,25 +122,16 @@ impl PeersRepo<'_> {
 
     /// One peer.
     pub fn get(&self, peer_id: &str) -> Result<Option<PeerRecord>, StoreError> {
-        let conn = self.store.conn();
-        let r = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM peers WHERE peer_id = ?1"),
-                [peer_id],
-                raw,
-            )
-            .optional()?;
-        r.map(to_record).transpose()
+        query_one(&self.store.conn(), "peers WHERE peer_id = ?1", [peer_id])
     }
 
     /// Every peer, most recently seen first.
     pub fn list(&self) -> Result<Vec<PeerRecord>, StoreError> {
-        let conn = self.store.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM peers ORDER BY last_seen_ms DESC, peer_id"
-        ))?;
-        let rows = stmt.query_map([], raw)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(to_record).collect()
+        query(
+            &self.store.conn(),
+            "peers ORDER BY last_seen_ms DESC, peer_id",
+            [],
+        )
     }
 
     /// Peers that advertised `model`.

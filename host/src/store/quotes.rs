@@ -1,5 +1,6 @@
 //! The `quotes` table: offers made by providers for a job.
 
+use super::rows::{json, query, query_one, FromRow};
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -33,51 +34,26 @@ pub struct QuotesRepo<'a> {
     pub(super) store: &'a Store,
 }
 
-const COLUMNS: &str =
-    "id, job_id, provider_peer, model, price, currency, breakdown, expires_at_ms, accepted, created_at_ms";
+impl FromRow for QuoteRecord {
+    const COLUMNS: &'static str = "id, job_id, provider_peer, model, price, currency, breakdown, \
+         expires_at_ms, accepted, created_at_ms";
 
-type RawQuote = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    bool,
-    i64,
-);
-
-fn raw(r: &Row<'_>) -> rusqlite::Result<RawQuote> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
-}
-
-fn to_record(r: RawQuote) -> Result<QuoteRecord, StoreError> {
-    Ok(QuoteRecord {
-        id: r.0,
-        job_id: r.1,
-        provider_peer: r.2,
-        model: r.3,
-        price: u64::try_from(r.4)
-            .map_err(|_| StoreError::Corrupt(format!("negative price {}", r.4)))?,
-        currency: r.5,
-        breakdown: serde_json::from_str(&r.6)?,
-        expires_at_ms: r.7,
-        accepted: r.8,
-        created_at_ms: r.9,
-    })
+    fn from_row(r: &Row<'_>) -> Result<Self, StoreError> {
+        let price: i64 = r.get(4)?;
+        Ok(QuoteRecord {
+            id: r.get(0)?,
+            job_id: r.get(1)?,
+            provider_peer: r.get(2)?,
+            model: r.get(3)?,
+            price: u64::try_from(price)
+                .map_err(|_| StoreError::Corrupt(format!("negative price {price}")))?,
+            currency: r.get(5)?,
+            breakdown: json(r, 6)?,
+            expires_at_ms: r.get(7)?,
+            accepted: r.get(8)?,
+            created_at_ms: r.get(9)?,
+        })
+    }
 }
 
 impl QuotesRepo<'_> {
@@ -88,7 +64,10 @@ impl QuotesRepo<'_> {
         let breakdown = serde_json::to_string(&q.breakdown)?;
         self.store.write(|tx| {
             tx.execute(
-                &format!("INSERT INTO quotes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                &format!(
+                    "INSERT INTO quotes ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    QuoteRecord::COLUMNS
+                ),
                 params![
                     q.id,
                     q.job_id,
@@ -108,27 +87,16 @@ impl QuotesRepo<'_> {
 
     /// One quote.
     pub fn get(&self, id: &str) -> Result<Option<QuoteRecord>, StoreError> {
-        let conn = self.store.conn();
-        let r = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM quotes WHERE id = ?1"),
-                [id],
-                raw,
-            )
-            .optional()?;
-        r.map(to_record).transpose()
+        query_one(&self.store.conn(), "quotes WHERE id = ?1", [id])
     }
 
     /// Every quote for a job, cheapest first.
     pub fn for_job(&self, job_id: &str) -> Result<Vec<QuoteRecord>, StoreError> {
-        let conn = self.store.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM quotes WHERE job_id = ?1 ORDER BY price, created_at_ms, id"
-        ))?;
-        let rows = stmt
-            .query_map([job_id], raw)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(to_record).collect()
+        query(
+            &self.store.conn(),
+            "quotes WHERE job_id = ?1 ORDER BY price, created_at_ms, id",
+            [job_id],
+        )
     }
 
     /// Marks a quote of `job_id` accepted.

@@ -1,67 +1,78 @@
-//! The `backend` world: bindings, linker, and a long-lived instance per
-//! worker. A trap poisons only that instance: the next call instantiates
-//! a fresh one from the same `InstancePre`.
+//! The `backend` world's facade: a loaded backend and its long-lived
+//! instances, one per worker. A trap poisons only that instance: the next
+//! call instantiates a fresh one from the same `InstancePre`. Jobs and
+//! results are the newest contract's types; a component built against an
+//! older contract gets them converted at the call.
 
-use super::{classify_trap, instance_pre, link_err, new_store};
+use super::caps::{BackendCaps, BackendState, ProgressCtx};
+use super::{guest_error, instance_pre, latest, link_err, since_v0_1_0 as v0_1, Contract};
 use crate::kernels::KernelCtx;
 use crate::models::ModelGrants;
-use crate::runtime::{Limits, LoadedComponent, PluginError, PluginState, ProgressSink, Runtime};
+use crate::runtime::{
+    begin_call, classify_trap, new_store, Limits, LoadedComponent, PluginError, Runtime,
+};
+use candle_core::Device;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use wasmtime::component::HasSelf;
 use wasmtime::Store;
 
-/// Generated host bindings of the `backend` world.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "backend",
-        path: "../wit",
-        with: {
-            "infernet:plugin/tensor.tensor": crate::kernels::TensorRes,
-            "infernet:plugin/tensor.sampler": crate::kernels::SamplerRes,
-            "infernet:plugin/models.weights": crate::models::WeightsRes,
-            "infernet:plugin/models.tokenizer": crate::models::TokenizerRes,
-        },
-        imports: { default: trappable },
-    });
-}
-
-pub use bindings::infernet::plugin::types::{
+pub use super::caps::{ProgressEvent, ProgressSink};
+pub use latest::{
     BackendInfo, Error as WitError, F32Tensor, JobInput, JobOutput, JobRequest, JobResult, Usage,
 };
+
+/// The pre-linked component, per contract version.
+#[derive(Clone)]
+enum Pre {
+    V0_1(v0_1::backend::BackendPre<BackendState>),
+    V0_2(latest::backend::BackendPre<BackendState>),
+}
+
+/// The instantiated bindings, per contract version.
+enum Bindings {
+    V0_1(v0_1::backend::Backend),
+    V0_2(latest::backend::Backend),
+}
 
 /// A loaded backend plugin: its compiled component pre-linked against the
 /// host, plus what its config grants.
 #[derive(Clone)]
 pub struct BackendPlugin {
     name: String,
-    pre: bindings::BackendPre<PluginState>,
+    pre: Pre,
     limits: Limits,
-    kernels: KernelCtx,
+    device: Device,
     models: ModelGrants,
     /// The manifest it was loaded from.
     pub loaded: LoadedComponent,
 }
 
 impl BackendPlugin {
-    /// Links a loaded backend component with the host's kernels, models, log and progress.
+    /// Links a loaded backend component with the host's kernels (on
+    /// `device`), the models it is granted, log and progress.
     pub fn new(
         runtime: &Runtime,
         loaded: LoadedComponent,
         limits: Limits,
-        kernels: KernelCtx,
+        device: Device,
         models: ModelGrants,
     ) -> Result<Self, PluginError> {
         let name = loaded.name.clone();
-        let instance_pre = instance_pre(runtime, &loaded, |linker| {
-            bindings::Backend::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
-        })?;
-        let pre = bindings::BackendPre::new(instance_pre).map_err(link_err(&name))?;
+        let pre = match Contract::of(&loaded)? {
+            Contract::V0_1 => {
+                let ip = instance_pre(runtime, &loaded, v0_1::add_backend)?;
+                Pre::V0_1(v0_1::backend::BackendPre::new(ip).map_err(link_err(&name))?)
+            }
+            Contract::V0_2 => {
+                let ip = instance_pre(runtime, &loaded, latest::add_backend)?;
+                Pre::V0_2(latest::backend::BackendPre::new(ip).map_err(link_err(&name))?)
+            }
+        };
         Ok(BackendPlugin {
             name,
             pre,
             limits,
-            kernels,
+            device,
             models,
             loaded,
         })
@@ -79,18 +90,23 @@ impl BackendPlugin {
 
     /// A fresh instance (one per worker; reused across jobs).
     pub fn instantiate(&self) -> Result<BackendInstance, PluginError> {
-        let state = PluginState::new(
-            &self.name,
-            self.limits,
-            self.kernels.fresh(),
-            self.models.clone(),
-        );
+        let caps = BackendCaps {
+            kernels: KernelCtx::new(self.device.clone(), self.limits.kernels()),
+            models: self.models.clone(),
+            progress: ProgressCtx::default(),
+        };
+        let state = BackendState::new(&self.name, self.limits, caps);
+        let engine = match &self.pre {
+            Pre::V0_1(p) => p.engine(),
+            Pre::V0_2(p) => p.engine(),
+        };
         // Backends run unmetered: their time is bounded by epochs and kernel budgets.
-        let mut store = new_store(self.pre.engine(), state, u64::MAX);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify_trap(&store, e))?;
+        let mut store = new_store(engine, state, u64::MAX);
+        let bindings = match &self.pre {
+            Pre::V0_1(p) => p.instantiate(&mut store).map(Bindings::V0_1),
+            Pre::V0_2(p) => p.instantiate(&mut store).map(Bindings::V0_2),
+        }
+        .map_err(|e| classify_trap(&store, e))?;
         Ok(BackendInstance {
             plugin: self.clone(),
             store,
@@ -103,16 +119,20 @@ impl BackendPlugin {
 /// A live backend instance. Not shared between threads at once: a worker owns it.
 pub struct BackendInstance {
     plugin: BackendPlugin,
-    store: Store<PluginState>,
-    bindings: bindings::Backend,
+    store: Store<BackendState>,
+    bindings: Bindings,
     poisoned: bool,
 }
 
 impl BackendInstance {
     /// Calls `describe`.
     pub fn describe(&mut self) -> Result<BackendInfo, PluginError> {
-        self.call(None, |b, store| {
-            b.infernet_plugin_backend_api().call_describe(store).map(Ok)
+        self.call(None, |b, store| match b {
+            Bindings::V0_1(b) => b
+                .infernet_plugin_backend_api()
+                .call_describe(store)
+                .map(|i| Ok(i.into())),
+            Bindings::V0_2(b) => b.infernet_plugin_backend_api().call_describe(store).map(Ok),
         })
     }
 
@@ -123,39 +143,42 @@ impl BackendInstance {
         job: &JobRequest,
         sink: Option<ProgressSink>,
     ) -> Result<JobResult, PluginError> {
-        self.call(sink, |b, store| {
-            b.infernet_plugin_backend_api().call_execute(store, job)
+        self.call(sink, |b, store| match b {
+            Bindings::V0_1(b) => b
+                .infernet_plugin_backend_api()
+                .call_execute(store, &job.clone().into())
+                .map(|r| r.map(Into::into).map_err(Into::into)),
+            Bindings::V0_2(b) => b.infernet_plugin_backend_api().call_execute(store, job),
         })
     }
 
     /// The flag a caller sets to cancel the running job.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
-        self.store.data().cancel.clone()
+        self.store.data().world.progress.cancel.clone()
     }
 
     /// Tensor bytes currently held by the plugin (for tests and metrics).
     pub fn live_tensor_bytes(&self) -> u64 {
-        self.store.data().kernels.live_bytes()
+        self.store.data().world.kernels.live_bytes()
     }
 
     fn call<R>(
         &mut self,
         sink: Option<ProgressSink>,
         f: impl FnOnce(
-            &bindings::Backend,
-            &mut Store<PluginState>,
-        ) -> wasmtime::Result<Result<R, WitError>>,
+            &Bindings,
+            &mut Store<BackendState>,
+        ) -> wasmtime::Result<Result<R, latest::Error>>,
     ) -> Result<R, PluginError> {
         if self.poisoned {
             *self = self.plugin.instantiate()?;
         }
-        let limits = self.plugin.limits;
-        self.store
-            .set_epoch_deadline(crate::runtime::ticks(limits.wall_time));
-        self.store.data_mut().begin_call();
-        self.store.data_mut().progress = sink;
+        begin_call(&mut self.store);
+        let world = &mut self.store.data_mut().world;
+        world.kernels.begin_call();
+        world.progress.sink = sink;
         let outcome = f(&self.bindings, &mut self.store);
-        self.store.data_mut().progress = None;
+        self.store.data_mut().world.progress.sink = None;
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(guest_error(&self.plugin.name, e)),
@@ -166,20 +189,5 @@ impl BackendInstance {
                 Err(err)
             }
         }
-    }
-}
-
-/// Renders a WIT error returned by a plugin.
-pub(crate) fn guest_error(name: &str, e: WitError) -> PluginError {
-    let (kind, error) = match e {
-        WitError::InvalidInput(m) => ("invalid-input", m),
-        WitError::Unsupported(m) => ("unsupported", m),
-        WitError::LimitExceeded(m) => ("limit-exceeded", m),
-        WitError::Internal(m) => ("internal", m),
-    };
-    PluginError::Guest {
-        name: name.into(),
-        error: format!("{kind}: {error}"),
-        kind,
     }
 }

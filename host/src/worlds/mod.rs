@@ -1,20 +1,60 @@
-//! One module per plugin world: host bindings generated from `wit/` plus a
-//! typed facade the rest of the node calls (`BackendPlugin::execute`,
-//! `PricingPlugin::quote`). Conversions between WIT types and host types
-//! happen here, at the edge.
+//! One module per plugin world, one module per contract version.
+//!
+//! - [`backend`], [`pricing`], [`payment`]: the typed facades the rest of
+//!   the node calls (`BackendInstance::execute`, `PricingPlugin::quote`,
+//!   `PaymentPlugin::status`...). They take and return the newest
+//!   contract's types and dispatch to whichever contract version the
+//!   component was built against.
+//! - [`since_v0_2_0`] (= [`latest`]): the bindings of `wit/` and the host
+//!   side of every interface; [`since_v0_1_0`]: the frozen 0.1.0 contract
+//!   (`wit/since_v0.1.0/`), whose host side delegates to the newest, with
+//!   the conversions between the two at this edge (Zed's `extension_host`
+//!   is the model).
+//! - [`caps`]: each world's capabilities as small state structs, and the
+//!   views the WIT host traits are implemented on.
 
 pub mod backend;
-pub mod host_ifaces;
+pub mod caps;
 pub mod payment;
 pub mod pricing;
+pub mod since_v0_1_0;
+pub mod since_v0_2_0;
+
+/// The newest contract's module.
+pub use since_v0_2_0 as latest;
 
 pub use backend::{BackendInstance, BackendPlugin};
+pub use caps::{ProgressEvent, ProgressSink};
 pub use payment::PaymentPlugin;
 pub use pricing::PricingPlugin;
 
 use crate::runtime::{LoadedComponent, PluginError, PluginState, Runtime};
+use semver::Version;
 use wasmtime::component::{InstancePre, Linker};
-use wasmtime::{Engine, Store};
+
+/// The contract versions with a host module here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contract {
+    /// `infernet:plugin@0.1.x`, frozen in `wit/since_v0.1.0/`.
+    V0_1,
+    /// `infernet:plugin@0.2.x`, the newest (`wit/`).
+    V0_2,
+}
+
+impl Contract {
+    /// The module serving the host contract version `loaded` was matched to.
+    fn of(loaded: &LoadedComponent) -> Result<Contract, PluginError> {
+        let v: &Version = &loaded.contract;
+        match (v.major, v.minor) {
+            (0, 1) => Ok(Contract::V0_1),
+            (0, 2) => Ok(Contract::V0_2),
+            _ => Err(PluginError::Link {
+                name: loaded.name.clone(),
+                reason: format!("no host module implements infernet:plugin@{v}"),
+            }),
+        }
+    }
+}
 
 /// A `PluginError::Link` for plugin `name`.
 pub(crate) fn link_err(name: &str) -> impl Fn(wasmtime::Error) -> PluginError + '_ {
@@ -26,12 +66,12 @@ pub(crate) fn link_err(name: &str) -> impl Fn(wasmtime::Error) -> PluginError + 
 
 /// Links `loaded` against WASI (an empty context) plus the world's own
 /// imports, added by `add_world`, and pre-instantiates it.
-pub(crate) fn instance_pre(
+pub(crate) fn instance_pre<W: Send + 'static>(
     runtime: &Runtime,
     loaded: &LoadedComponent,
-    add_world: impl FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
-) -> Result<InstancePre<PluginState>, PluginError> {
-    let mut linker: Linker<PluginState> = Linker::new(runtime.engine());
+    add_world: impl FnOnce(&mut Linker<PluginState<W>>) -> wasmtime::Result<()>,
+) -> Result<InstancePre<PluginState<W>>, PluginError> {
+    let mut linker: Linker<PluginState<W>> = Linker::new(runtime.engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err(&loaded.name))?;
     add_world(&mut linker).map_err(link_err(&loaded.name))?;
     linker
@@ -39,52 +79,17 @@ pub(crate) fn instance_pre(
         .map_err(link_err(&loaded.name))
 }
 
-/// A store for `state` with its memory limiter, `fuel` and wall-time deadline armed.
-pub(crate) fn new_store(engine: &Engine, state: PluginState, fuel: u64) -> Store<PluginState> {
-    let wall_time = state.limits.wall_time;
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.memory);
-    // Fuel is only unavailable when the engine was built without it; ours always has it.
-    let _ = store.set_fuel(fuel);
-    store.set_epoch_deadline(crate::runtime::ticks(wall_time));
-    store.epoch_deadline_trap();
-    store
-}
-
-/// Turns a failed call into the most specific [`PluginError`]: timeout,
-/// memory limit, fuel, or a trap with the plugin's stderr attached.
-pub(crate) fn classify_trap(store: &Store<PluginState>, err: wasmtime::Error) -> PluginError {
-    let state = store.data();
-    let name = state.plugin.clone();
-    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-        match trap {
-            wasmtime::Trap::Interrupt => {
-                return PluginError::Timeout {
-                    name,
-                    limit_ms: state.limits.wall_time.as_millis(),
-                }
-            }
-            wasmtime::Trap::OutOfFuel => {
-                return PluginError::OutOfFuel {
-                    name,
-                    fuel: state.limits.fuel,
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(requested) = state.memory.refused {
-        return PluginError::MemoryLimit {
-            name,
-            requested,
-            limit: state.memory.max_bytes,
-        };
-    }
-    let stderr = state.stderr_text();
-    let reason = if stderr.is_empty() {
-        format!("{err:#}")
-    } else {
-        format!("{err:#}; plugin stderr: {stderr}")
+/// Renders an error value a plugin returned.
+pub(crate) fn guest_error(name: &str, e: latest::Error) -> PluginError {
+    let (kind, error) = match e {
+        latest::Error::InvalidInput(m) => ("invalid-input", m),
+        latest::Error::Unsupported(m) => ("unsupported", m),
+        latest::Error::LimitExceeded(m) => ("limit-exceeded", m),
+        latest::Error::Internal(m) => ("internal", m),
     };
-    PluginError::Trap { name, reason }
+    PluginError::Guest {
+        name: name.into(),
+        error: format!("{kind}: {error}"),
+        kind,
+    }
 }

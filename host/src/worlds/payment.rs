@@ -1,4 +1,4 @@
-//! The `payment` world: escrow operations of a payment adapter plugin.
+//! The `payment` world's facade: escrow operations of a payment adapter.
 //!
 //! Each call gets a fresh store (state lives in the plugin's `kv`
 //! namespace, never in the instance), bounded by the plugin's wall time and
@@ -8,48 +8,54 @@
 //! - `config.secret(name)` resolves through the env-var name the config maps
 //!   `name` to; the value is handed to the guest and nowhere else (not
 //!   logged, not stored, not in errors);
-//! - `kv` is the plugin's own namespace of the node's SQLite.
+//! - `kv` is the plugin's own namespace of the node's SQLite;
+//! - a 0.1.0 adapter also gets config key `account` (the node's account at
+//!   the service): its `status` vouches for a foreign escrow's beneficiary
+//!   itself, because its escrow record cannot carry one. From 0.2.0 the
+//!   record carries the beneficiary and the host checks it.
 //!
 //! Calls block (HTTP included) and run one at a time per plugin (kv has
 //! no transactions): async callers use `spawn_blocking`.
 
-use super::backend::guest_error;
-use super::{classify_trap, instance_pre, link_err, new_store};
-use crate::kernels::KernelCtx;
-use crate::models::ModelGrants;
-use crate::runtime::{Limits, LoadedComponent, PluginError, PluginState, Runtime};
-use crate::store::{KvError, PluginKv};
+use super::caps::{ConfigGrant, PaymentCaps, PaymentState};
+use super::{guest_error, instance_pre, latest, link_err, since_v0_1_0 as v0_1, Contract};
+use crate::runtime::{classify_trap, new_store, Limits, LoadedComponent, PluginError, Runtime};
+use crate::store::PluginKv;
 use std::collections::BTreeMap;
 use std::future::Future;
-use wasmtime::component::HasSelf;
+use wasmtime::Store;
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
-/// Generated host bindings of the `payment` world.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "payment",
-        path: "../wit",
-        with: {
-            "infernet:plugin/types": crate::worlds::backend::bindings::infernet::plugin::types,
-            "infernet:plugin/log": crate::worlds::backend::bindings::infernet::plugin::log,
-            "infernet:plugin/config": crate::worlds::pricing::bindings::infernet::plugin::config,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-        require_store_data_send: true,
-        imports: { default: trappable },
-    });
-}
+pub use infernet_plugin_api::escrow::EscrowState;
+pub use latest::{CurrencyInfo, EscrowRequest, Money};
 
-pub use crate::worlds::backend::bindings::infernet::plugin::types::Money;
-pub use bindings::exports::infernet::plugin::payment_api::{
-    CurrencyInfo, Escrow, EscrowRequest, EscrowStatus,
-};
-use bindings::infernet::plugin::kv;
+/// Config key under which a 0.1.0 adapter is granted the node's account.
+pub const ACCOUNT_CONFIG_KEY: &str = "account";
+
+/// An escrow as an adapter reports it, whatever its contract version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escrow {
+    /// Adapter-side id.
+    pub id: String,
+    /// Current state.
+    pub status: EscrowState,
+    /// Amount held.
+    pub amount: Money,
+    /// Where the depositor sends funds, when the adapter has one.
+    pub deposit_address: Option<String>,
+    /// Expiry, unix seconds (0: none reported).
+    pub expires_at: u64,
+    /// Who is paid on release, as the service records it. `None` from a
+    /// 0.1.0 adapter (its record has no beneficiary; its `status` answers
+    /// for a foreign escrow only when it pays the granted `account`).
+    pub beneficiary: Option<String>,
+}
 
 /// What a payment plugin is granted by config.
 pub struct PaymentGrants {
+    /// The node's account at the service (granted to 0.1.0 adapters as
+    /// config key `account`; see the module doc).
+    pub account: String,
     /// Hosts it may reach over HTTP(S): `api.example.com` or `host:port`.
     pub allowed_hosts: Vec<String>,
     /// Plain config values it reads through `config.get`.
@@ -132,55 +138,27 @@ impl WasiHttpHooks for HostFilter {
     }
 }
 
-fn kv_err(e: KvError) -> bindings::infernet::plugin::types::Error {
-    use bindings::infernet::plugin::types::Error;
-    match e {
-        KvError::Limit(m) => Error::LimitExceeded(m),
-        KvError::Store(e) => Error::Internal(format!("kv: {e}")),
-    }
+/// The pre-linked component, per contract version.
+#[derive(Clone)]
+enum Pre {
+    V0_1(v0_1::payment::PaymentPre<PaymentState>),
+    V0_2(latest::payment::PaymentPre<PaymentState>),
 }
 
-impl kv::Host for PluginState {
-    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kv::Error>> {
-        Ok(self.kv_handle().and_then(|kv| kv.get(&key).map_err(kv_err)))
-    }
-
-    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), kv::Error>> {
-        Ok(self
-            .kv_handle()
-            .and_then(|kv| kv.set(&key, &value).map_err(kv_err)))
-    }
-
-    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), kv::Error>> {
-        Ok(self
-            .kv_handle()
-            .and_then(|kv| kv.delete(&key).map_err(kv_err)))
-    }
-
-    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Result<Vec<String>, kv::Error>> {
-        Ok(self
-            .kv_handle()
-            .and_then(|kv| kv.list_keys(&prefix).map_err(kv_err)))
-    }
-}
-
-impl PluginState {
-    fn kv_handle(&self) -> Result<&PluginKv, kv::Error> {
-        self.kv
-            .as_ref()
-            .ok_or_else(|| kv::Error::Unsupported("this plugin was granted no kv namespace".into()))
-    }
+/// The `payment-api` export of an instance, per contract version.
+enum Api<'a> {
+    V0_1(&'a v0_1::payment::exports::infernet::plugin::payment_api::Guest),
+    V0_2(&'a latest::payment::exports::infernet::plugin::payment_api::Guest),
 }
 
 /// A loaded payment adapter with its grants.
 #[derive(Clone)]
 pub struct PaymentPlugin {
     name: String,
-    pre: bindings::PaymentPre<PluginState>,
+    pre: Pre,
     limits: Limits,
     allowed_hosts: Vec<String>,
-    config: BTreeMap<String, String>,
-    secrets: BTreeMap<String, String>,
+    config: ConfigGrant,
     kv: PluginKv,
     /// Calls run one at a time: kv has no transactions, so two concurrent
     /// read-modify-write calls (two escrows debiting one balance) could
@@ -208,23 +186,27 @@ impl PaymentPlugin {
         grants: PaymentGrants,
     ) -> Result<Self, PluginError> {
         let name = loaded.name.clone();
-        let instance_pre = instance_pre(runtime, loaded, |linker| {
-            use crate::worlds::backend::bindings::infernet::plugin::{log, types};
-            use crate::worlds::pricing::bindings::infernet::plugin::config;
-            types::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
-            log::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
-            config::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
-            kv::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
-            wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
-        })?;
-        let pre = bindings::PaymentPre::new(instance_pre).map_err(link_err(&name))?;
+        let mut values = grants.config;
+        let pre = match Contract::of(loaded)? {
+            Contract::V0_1 => {
+                values.insert(ACCOUNT_CONFIG_KEY.to_string(), grants.account);
+                let ip = instance_pre(runtime, loaded, v0_1::add_payment)?;
+                Pre::V0_1(v0_1::payment::PaymentPre::new(ip).map_err(link_err(&name))?)
+            }
+            Contract::V0_2 => {
+                let ip = instance_pre(runtime, loaded, latest::add_payment)?;
+                Pre::V0_2(latest::payment::PaymentPre::new(ip).map_err(link_err(&name))?)
+            }
+        };
         Ok(PaymentPlugin {
             name,
             pre,
             limits,
             allowed_hosts: grants.allowed_hosts,
-            config: grants.config,
-            secrets: grants.secrets,
+            config: ConfigGrant {
+                values,
+                secrets: grants.secrets,
+            },
             kv: grants.kv,
             serial: Default::default(),
         })
@@ -238,10 +220,7 @@ impl PaymentPlugin {
     /// Runs one export call in a fresh store with the grants armed.
     fn call<T>(
         &self,
-        f: impl FnOnce(
-            &bindings::exports::infernet::plugin::payment_api::Guest,
-            &mut wasmtime::Store<PluginState>,
-        ) -> wasmtime::Result<Result<T, kv::Error>>,
+        f: impl FnOnce(Api<'_>, &mut Store<PaymentState>) -> wasmtime::Result<Result<T, latest::Error>>,
     ) -> Result<T, PluginError> {
         // A poisoned lock only means an earlier call panicked on the host
         // side; the kv state is whatever that call committed.
@@ -251,56 +230,91 @@ impl PaymentPlugin {
             error: e.to_string(),
             kind: "internal",
         })?;
-        let mut state = PluginState::new(
-            &self.name,
-            self.limits,
-            KernelCtx::new(candle_core::Device::Cpu),
-            ModelGrants::default(),
-        );
-        state.config = self.config.clone();
-        state.secrets = self.secrets.clone();
-        state.kv = Some(self.kv.clone());
-        state.http = HostFilter::new(&self.name, self.allowed_hosts.clone());
-        let mut store = new_store(self.pre.engine(), state, self.limits.fuel);
-        let result = self.pre.instantiate(&mut store).and_then(|p| {
-            let api = p.infernet_plugin_payment_api();
-            f(api, &mut store)
-        });
-        match result {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(guest_error(&self.name, e)),
-            Err(trap) => Err(classify_trap(&store, trap)),
-        }
+        let caps = PaymentCaps {
+            config: self.config.clone(),
+            kv: self.kv.clone(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: HostFilter::new(&self.name, self.allowed_hosts.clone()),
+        };
+        let state = PaymentState::new(&self.name, self.limits, caps);
+        let result = match &self.pre {
+            Pre::V0_1(pre) => {
+                let mut store = new_store(pre.engine(), state, self.limits.fuel);
+                let r = pre
+                    .instantiate(&mut store)
+                    .and_then(|p| f(Api::V0_1(p.infernet_plugin_payment_api()), &mut store));
+                r.map_err(|trap| classify_trap(&store, trap))
+            }
+            Pre::V0_2(pre) => {
+                let mut store = new_store(pre.engine(), state, self.limits.fuel);
+                let r = pre
+                    .instantiate(&mut store)
+                    .and_then(|p| f(Api::V0_2(p.infernet_plugin_payment_api()), &mut store));
+                r.map_err(|trap| classify_trap(&store, trap))
+            }
+        };
+        result?.map_err(|e| guest_error(&self.name, e))
+    }
+
+    /// Runs an export that answers an escrow record.
+    fn escrow_call(
+        &self,
+        v0_1: impl FnOnce(
+            &v0_1::payment::exports::infernet::plugin::payment_api::Guest,
+            &mut Store<PaymentState>,
+        ) -> wasmtime::Result<
+            Result<v0_1::payment::exports::infernet::plugin::payment_api::Escrow, v0_1::Error>,
+        >,
+        v0_2: impl FnOnce(
+            &latest::payment::exports::infernet::plugin::payment_api::Guest,
+            &mut Store<PaymentState>,
+        ) -> wasmtime::Result<Result<latest::Escrow, latest::Error>>,
+    ) -> Result<Escrow, PluginError> {
+        self.call(|api, store| match api {
+            Api::V0_1(a) => v0_1(a, store).map(|r| r.map(Escrow::from).map_err(Into::into)),
+            Api::V0_2(a) => v0_2(a, store).map(|r| r.map(Escrow::from)),
+        })
     }
 
     /// Currencies the adapter moves.
     pub fn currencies(&self) -> Result<Vec<CurrencyInfo>, PluginError> {
-        self.call(|api, store| api.call_currencies(store).map(Ok))
+        self.call(|api, store| match api {
+            Api::V0_1(a) => a
+                .call_currencies(store)
+                .map(|v| Ok(v.into_iter().map(Into::into).collect())),
+            Api::V0_2(a) => a.call_currencies(store).map(Ok),
+        })
     }
 
     /// Creates an escrow (idempotent per `request.job_id` in our adapters).
     pub fn create_escrow(&self, request: &EscrowRequest) -> Result<Escrow, PluginError> {
-        self.call(|api, store| api.call_create_escrow(store, request))
+        self.escrow_call(
+            |a, s| a.call_create_escrow(s, &request.clone().into()),
+            |a, s| a.call_create_escrow(s, request),
+        )
     }
 
     /// The escrow's current state.
     pub fn status(&self, id: &str) -> Result<Escrow, PluginError> {
-        self.call(|api, store| api.call_status(store, id))
+        self.escrow_call(|a, s| a.call_status(s, id), |a, s| a.call_status(s, id))
     }
 
     /// Releases the escrow to its beneficiary.
     pub fn release(&self, id: &str) -> Result<Escrow, PluginError> {
-        self.call(|api, store| api.call_release(store, id))
+        self.escrow_call(|a, s| a.call_release(s, id), |a, s| a.call_release(s, id))
     }
 
     /// Refunds the escrow to its depositor.
     pub fn refund(&self, id: &str) -> Result<Escrow, PluginError> {
-        self.call(|api, store| api.call_refund(store, id))
+        self.escrow_call(|a, s| a.call_refund(s, id), |a, s| a.call_refund(s, id))
     }
 
     /// Opens a dispute.
     pub fn dispute(&self, id: &str, reason: &str) -> Result<Escrow, PluginError> {
-        self.call(|api, store| api.call_dispute(store, id, reason))
+        self.escrow_call(
+            |a, s| a.call_dispute(s, id, reason),
+            |a, s| a.call_dispute(s, id, reason),
+        )
     }
 
     /// Hands a webhook (raw headers and body) to the adapter to verify and apply.
@@ -309,7 +323,10 @@ impl PaymentPlugin {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<Escrow, PluginError> {
-        self.call(|api, store| api.call_handle_webhook(store, headers, body))
+        self.escrow_call(
+            |a, s| a.call_handle_webhook(s, headers, body),
+            |a, s| a.call_handle_webhook(s, headers, body),
+        )
     }
 
     /// The plugin's kv namespace (host tools such as `infernet wallet` use it).
@@ -318,15 +335,30 @@ impl PaymentPlugin {
     }
 }
 
-/// The WIT name of an escrow status.
-pub fn status_name(s: EscrowStatus) -> &'static str {
-    match s {
-        EscrowStatus::Pending => "pending",
-        EscrowStatus::Funded => "funded",
-        EscrowStatus::Released => "released",
-        EscrowStatus::Settled => "settled",
-        EscrowStatus::Refunded => "refunded",
-        EscrowStatus::Disputed => "disputed",
-        EscrowStatus::Expired => "expired",
+impl From<latest::Escrow> for Escrow {
+    fn from(e: latest::Escrow) -> Self {
+        Escrow {
+            id: e.id,
+            status: e.status.into(),
+            amount: e.amount,
+            deposit_address: e.deposit_address,
+            expires_at: e.expires_at,
+            beneficiary: Some(e.beneficiary),
+        }
+    }
+}
+
+impl From<latest::EscrowStatus> for EscrowState {
+    fn from(s: latest::EscrowStatus) -> Self {
+        use latest::EscrowStatus as W;
+        match s {
+            W::Pending => EscrowState::Pending,
+            W::Funded => EscrowState::Funded,
+            W::Released => EscrowState::Released,
+            W::Settled => EscrowState::Settled,
+            W::Refunded => EscrowState::Refunded,
+            W::Disputed => EscrowState::Disputed,
+            W::Expired => EscrowState::Expired,
+        }
     }
 }

@@ -1,34 +1,24 @@
-//! The `pricing` world: a fresh store per quote, metered by fuel, so a
-//! pricing plugin is pure, bounded and cannot keep state between quotes.
+//! The `pricing` world's facade: a fresh store per quote, metered by fuel,
+//! so a pricing plugin is pure, bounded and cannot keep state between quotes.
 
-use super::backend::guest_error;
-use super::{classify_trap, instance_pre, link_err, new_store};
-use crate::kernels::KernelCtx;
-use crate::models::ModelGrants;
-use crate::runtime::{Limits, LoadedComponent, PluginError, PluginState, Runtime};
+use super::caps::{ConfigGrant, PricingCaps, PricingState};
+use super::{guest_error, instance_pre, latest, link_err, since_v0_1_0 as v0_1, Contract};
+use crate::runtime::{classify_trap, new_store, Limits, LoadedComponent, PluginError, Runtime};
 use std::collections::BTreeMap;
-use wasmtime::component::HasSelf;
 
-/// Generated host bindings of the `pricing` world.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "pricing",
-        path: "../wit",
-        with: {
-            "infernet:plugin/types": crate::worlds::backend::bindings::infernet::plugin::types,
-            "infernet:plugin/log": crate::worlds::backend::bindings::infernet::plugin::log,
-        },
-        imports: { default: trappable },
-    });
+pub use latest::{Quote, QuoteRequest};
+
+#[derive(Clone)]
+enum Pre {
+    V0_1(v0_1::pricing::PricingPre<PricingState>),
+    V0_2(latest::pricing::PricingPre<PricingState>),
 }
-
-pub use crate::worlds::backend::bindings::infernet::plugin::types::{Quote, QuoteRequest};
 
 /// A loaded pricing plugin with its config table.
 #[derive(Clone)]
 pub struct PricingPlugin {
     name: String,
-    pre: bindings::PricingPre<PluginState>,
+    pre: Pre,
     limits: Limits,
     config: BTreeMap<String, String>,
 }
@@ -42,10 +32,16 @@ impl PricingPlugin {
         config: BTreeMap<String, String>,
     ) -> Result<Self, PluginError> {
         let name = loaded.name.clone();
-        let instance_pre = instance_pre(runtime, loaded, |linker| {
-            bindings::Pricing::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)
-        })?;
-        let pre = bindings::PricingPre::new(instance_pre).map_err(link_err(&name))?;
+        let pre = match Contract::of(loaded)? {
+            Contract::V0_1 => {
+                let ip = instance_pre(runtime, loaded, v0_1::add_pricing)?;
+                Pre::V0_1(v0_1::pricing::PricingPre::new(ip).map_err(link_err(&name))?)
+            }
+            Contract::V0_2 => {
+                let ip = instance_pre(runtime, loaded, latest::add_pricing)?;
+                Pre::V0_2(latest::pricing::PricingPre::new(ip).map_err(link_err(&name))?)
+            }
+        };
         Ok(PricingPlugin {
             name,
             pre,
@@ -56,22 +52,32 @@ impl PricingPlugin {
 
     /// Prices one job in a fresh, fuel-metered store.
     pub fn quote(&self, request: &QuoteRequest) -> Result<Quote, PluginError> {
-        let mut state = PluginState::new(
-            &self.name,
-            self.limits,
-            KernelCtx::new(candle_core::Device::Cpu),
-            ModelGrants::default(),
-        );
-        state.config = self.config.clone();
-        let mut store = new_store(self.pre.engine(), state, self.limits.fuel);
-        let result = self.pre.instantiate(&mut store).and_then(|p| {
-            p.infernet_plugin_pricing_api()
-                .call_price(&mut store, request)
-        });
-        match result {
-            Ok(Ok(q)) => Ok(q),
-            Ok(Err(e)) => Err(guest_error(&self.name, e)),
-            Err(trap) => Err(classify_trap(&store, trap)),
-        }
+        let caps = PricingCaps {
+            config: ConfigGrant {
+                values: self.config.clone(),
+                secrets: BTreeMap::new(),
+            },
+        };
+        let state = PricingState::new(&self.name, self.limits, caps);
+        let result = match &self.pre {
+            Pre::V0_1(pre) => {
+                let mut store = new_store(pre.engine(), state, self.limits.fuel);
+                let r = pre.instantiate(&mut store).and_then(|p| {
+                    p.infernet_plugin_pricing_api()
+                        .call_price(&mut store, &request.clone().into())
+                });
+                r.map(|r| r.map(Into::into).map_err(Into::into))
+                    .map_err(|trap| classify_trap(&store, trap))
+            }
+            Pre::V0_2(pre) => {
+                let mut store = new_store(pre.engine(), state, self.limits.fuel);
+                let r = pre.instantiate(&mut store).and_then(|p| {
+                    p.infernet_plugin_pricing_api()
+                        .call_price(&mut store, request)
+                });
+                r.map_err(|trap| classify_trap(&store, trap))
+            }
+        };
+        result?.map_err(|e| guest_error(&self.name, e))
     }
 }

@@ -8,40 +8,31 @@
 mod config;
 mod model;
 
-use std::collections::HashMap;
-
 use config::BertConfig;
-use infernet_plugin_api::models::{self, Tokenizer, Weights};
+use infernet_plugin_api::models::{Tokenizer, Weights};
 use infernet_plugin_api::{
-    export_backend, log, progress, Backend, BackendInfo, Error, JobInput, JobRequest, JobResult,
+    export_backend, progress, Backend, BackendInfo, Error, JobInput, JobRequest, JobResult,
+    ModelCache,
 };
 use model::Bert;
 
-/// A model opened once and kept for later jobs.
-struct Loaded {
-    // Kept so the host keeps the model open while its tensors are in use.
-    _weights: Weights,
+/// A model built from its weights, kept for later jobs.
+struct Embedder {
     tokenizer: Tokenizer,
     model: Bert,
 }
 
 /// The backend: loaded models by id.
 struct BertBackend {
-    models: HashMap<String, Loaded>,
+    models: ModelCache<Embedder>,
 }
 
-impl Loaded {
-    fn open(model_id: &str) -> Result<Self, Error> {
-        let weights = models::open(model_id)?;
+impl Embedder {
+    fn build(weights: &Weights) -> Result<Self, Error> {
         let cfg = BertConfig::parse(&weights.config())?;
         let tokenizer = weights.tokenizer()?;
-        let model = Bert::load(&weights, cfg)?;
-        log::info(&format!("loaded bert model `{model_id}`"));
-        Ok(Loaded {
-            _weights: weights,
-            tokenizer,
-            model,
-        })
+        let model = Bert::load(weights, cfg)?;
+        Ok(Embedder { tokenizer, model })
     }
 
     fn embed_all(&self, texts: &[String]) -> Result<JobResult, Error> {
@@ -74,7 +65,7 @@ impl Loaded {
 impl Backend for BertBackend {
     fn new() -> Self {
         BertBackend {
-            models: HashMap::new(),
+            models: ModelCache::new(),
         }
     }
 
@@ -90,15 +81,8 @@ impl Backend for BertBackend {
         if texts.is_empty() {
             return Err(Error::invalid("input `texts` is empty"));
         }
-        if !self.models.contains_key(&job.model) {
-            let loaded = Loaded::open(&job.model)?;
-            self.models.insert(job.model.clone(), loaded);
-        }
-        let loaded = self
-            .models
-            .get(&job.model)
-            .ok_or_else(|| Error::internal("model vanished after loading"))?;
-        loaded.embed_all(&texts)
+        let loaded = self.models.get(&job.model, Embedder::build)?;
+        loaded.model.embed_all(&texts)
     }
 }
 

@@ -12,27 +12,23 @@
 mod config;
 mod model;
 
-use std::collections::HashMap;
-
 use config::LlamaConfig;
-use infernet_plugin_api::models::{self, Tokenizer, Weights};
+use infernet_plugin_api::models::{Tokenizer, Weights};
 use infernet_plugin_api::{
     export_backend, log, progress, Backend, BackendInfo, Error, F32Tensor, JobInput, JobOutput,
-    JobRequest, JobResult, Sampler, Sampling, Usage,
+    JobRequest, JobResult, ModelCache, Sampler, Sampling, Usage,
 };
 use model::{KvCache, Llama};
 
-/// A model opened once and kept for later jobs.
-struct Loaded {
-    // Kept so the host keeps the model open while its tensors are in use.
-    _weights: Weights,
+/// A model built from its weights, kept for later jobs.
+struct Generator {
     tokenizer: Option<Tokenizer>,
     model: Llama,
 }
 
 /// The backend: loaded models by id.
 struct LlamaBackend {
-    models: HashMap<String, Loaded>,
+    models: ModelCache<Generator>,
 }
 
 /// Decoding settings parsed from the job parameters.
@@ -71,9 +67,9 @@ impl Params {
     }
 }
 
-impl Loaded {
-    fn open(model_id: &str) -> Result<Self, Error> {
-        let weights = models::open(model_id)?;
+impl Generator {
+    fn build(weights: &Weights) -> Result<Self, Error> {
+        let model_id = weights.id();
         let cfg = LlamaConfig::parse(&weights.config())?;
         let tokenizer = match weights.tokenizer() {
             Ok(t) => Some(t),
@@ -84,13 +80,8 @@ impl Loaded {
                 None
             }
         };
-        let model = Llama::load(&weights, cfg)?;
-        log::info(&format!("loaded llama model `{model_id}`"));
-        Ok(Loaded {
-            _weights: weights,
-            tokenizer,
-            model,
-        })
+        let model = Llama::load(weights, cfg)?;
+        Ok(Generator { tokenizer, model })
     }
 
     fn tokenizer(&self) -> Result<&Tokenizer, Error> {
@@ -252,7 +243,7 @@ impl<'a> TextStream<'a> {
 impl Backend for LlamaBackend {
     fn new() -> Self {
         LlamaBackend {
-            models: HashMap::new(),
+            models: ModelCache::new(),
         }
     }
 
@@ -267,15 +258,8 @@ impl Backend for LlamaBackend {
 
     fn execute(&mut self, job: JobRequest) -> Result<JobResult, Error> {
         let params = Params::from_job(&job)?;
-        if !self.models.contains_key(&job.model) {
-            let loaded = Loaded::open(&job.model)?;
-            self.models.insert(job.model.clone(), loaded);
-        }
-        let loaded = self
-            .models
-            .get(&job.model)
-            .ok_or_else(|| Error::internal("model vanished after loading"))?;
-        loaded.generate(&job, &params)
+        let loaded = self.models.get(&job.model, Generator::build)?;
+        loaded.model.generate(&job, &params)
     }
 }
 

@@ -12,8 +12,8 @@
 //! Output: `bytes`, the final logits as little-endian i64, unless the job
 //! sets `output=class` (then `classes` with the argmax).
 
+use infernet_plugin_api::models::Weights;
 use infernet_plugin_api::*;
-use std::collections::HashMap;
 
 struct Layer {
     weight: Tensor,
@@ -26,13 +26,11 @@ struct Model {
     layers: Vec<Layer>,
 }
 
-#[derive(Default)]
 struct Mlp {
-    models: HashMap<String, Model>,
+    models: ModelCache<Model>,
 }
 
-fn load(id: &str) -> Result<Model> {
-    let weights = models::open(id)?;
+fn load(weights: &Weights) -> Result<Model> {
     let config: serde_json::Value = serde_json::from_str(&weights.config())
         .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
     if config["model_type"] != "quantized-mlp" {
@@ -141,7 +139,9 @@ impl Model {
 
 impl Backend for Mlp {
     fn new() -> Self {
-        Mlp::default()
+        Mlp {
+            models: ModelCache::new(),
+        }
     }
 
     fn describe(&self) -> BackendInfo {
@@ -154,11 +154,7 @@ impl Backend for Mlp {
     }
 
     fn execute(&mut self, job: JobRequest) -> Result<JobResult> {
-        if !self.models.contains_key(&job.model) {
-            let model = load(&job.model)?;
-            self.models.insert(job.model.clone(), model);
-        }
-        let model = &self.models[&job.model];
+        let model = &self.models.get(&job.model, load)?.model;
         let x = input_values(&job.input)?;
         let logits = model.forward(&x)?;
         let usage = Usage {

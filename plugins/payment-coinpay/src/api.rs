@@ -170,7 +170,7 @@ pub fn expires_at(v: &Value) -> Option<u64> {
         Value::String(s) => s
             .parse::<u64>()
             .ok()
-            .or_else(|| crate::money::parse_rfc3339(s)),
+            .or_else(|| crate::clock::parse_rfc3339(s)),
         _ => None,
     }
 }

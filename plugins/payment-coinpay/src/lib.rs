@@ -21,6 +21,7 @@
 //! idempotent, and tokens never appear in logs or errors.
 
 mod api;
+mod clock;
 mod money;
 mod record;
 mod webhook;
@@ -29,7 +30,7 @@ use infernet_plugin_api::{
     config, export_payment, http, log, CurrencyInfo, Error, Escrow, EscrowRequest, EscrowStatus,
     Money, Payment,
 };
-use record::{parse_status, status_name, Record};
+use record::{parse_status, Record};
 use serde_json::{json, Map, Value};
 
 /// The adapter; all state lives in `kv`, none in the instance.
@@ -95,7 +96,10 @@ fn apply(record: &mut Record, json: &Value) -> Result<(), Error> {
                 record.id
             ))
         })?;
-        record.status = status_name(status).to_string();
+        record.status = status.name().to_string();
+    }
+    if let Some(b) = api::str_field(json, "beneficiary_address") {
+        record.beneficiary = b.to_string();
     }
     if let Some(t) = api::expires_at(json) {
         record.expires_at = t;
@@ -192,7 +196,7 @@ impl CoinPay {
         let rest = body.to_string();
         let body = format!(
             "{{\"amount\":{},{}",
-            money::to_decimal(req.amount.amount, decimals),
+            money::to_decimal(u128::from(req.amount.amount), decimals),
             &rest[1..]
         );
 
@@ -213,7 +217,8 @@ impl CoinPay {
             amount: req.amount.amount,
             currency,
             status: "pending".into(),
-            expires_at: money::now() + hours * 3600,
+            beneficiary: req.beneficiary.clone(),
+            expires_at: clock::now() + hours * 3600,
             deposit_address: None,
             release_token: record::seal(&id, release_token)?,
             beneficiary_token: beneficiary_token
@@ -235,9 +240,9 @@ impl CoinPay {
 /// The server's view of an escrow this adapter did not create (a provider
 /// confirming the escrow its client made): read from CoinPay on every
 /// call, nothing stored (there are no tokens to keep). The amount is read
-/// exactly from the answer's text, in the escrow's own `chain`. Only an
-/// escrow that pays this node's `account` (granted by the host) is
-/// vouched for: a client cannot pass off an escrow paying someone else.
+/// exactly from the answer's text, in the escrow's own `chain`, and the
+/// beneficiary is CoinPay's `beneficiary_address`: the host checks that it
+/// is its own account before it runs work this escrow pays for.
 fn foreign_status(id: &str) -> Result<Escrow, Error> {
     let (json, raw) = api::call_raw(
         http::Method::Get,
@@ -256,31 +261,17 @@ fn foreign_status(id: &str) -> Result<Escrow, Error> {
         .ok_or_else(|| bad("the answer has no readable amount"))?;
     let s = api::str_field(&json, "status").ok_or_else(|| bad("the answer has no status"))?;
     let status = parse_status(s).ok_or_else(|| bad(&format!("unknown status `{s}`")))?;
-    if let Some(account) = config::get("account") {
-        let pays = api::str_field(&json, "beneficiary_address").unwrap_or_default();
-        if !same_address(pays, &account) {
-            return Err(Error::invalid(format!(
-                "escrow `{id}` pays `{pays}`, not this node's account `{account}`"
-            )));
-        }
-    }
+    let beneficiary = api::str_field(&json, "beneficiary_address")
+        .filter(|b| !b.trim().is_empty())
+        .ok_or_else(|| bad("the answer names no beneficiary_address"))?;
     Ok(Escrow {
         id: id.to_string(),
         status,
         amount: Money { amount, currency },
         deposit_address: api::str_field(&json, "escrow_address").map(str::to_string),
         expires_at: api::expires_at(&json).unwrap_or(0),
+        beneficiary: beneficiary.to_string(),
     })
-}
-
-/// Whether two chain addresses are the same: exact, except that `0x` hex
-/// addresses (EVM chains) compare without regard to case (checksum casing).
-fn same_address(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    if !a.is_empty() && a == b {
-        return true;
-    }
-    a.len() > 2 && a.starts_with("0x") && a.eq_ignore_ascii_case(b)
 }
 
 /// Redactions before any escrow exists: the API key only.
@@ -291,7 +282,7 @@ fn redact_for_new() -> api::Redact {
 fn wrong_state(id: &str, what: &str, status: EscrowStatus) -> Error {
     Error::invalid(format!(
         "escrow `{id}` is {}; it cannot be {what}",
-        status_name(status)
+        status.name()
     ))
 }
 
@@ -388,7 +379,7 @@ impl Payment for CoinPay {
         };
         let signature = header("x-coinpay-signature")
             .ok_or_else(|| Error::invalid("webhook has no X-CoinPay-Signature header"))?;
-        webhook::verify(&secret, signature, &body, money::now())?;
+        webhook::verify(&secret, signature, &body, clock::now())?;
 
         let json: Value = serde_json::from_slice(&body)
             .map_err(|e| Error::invalid(format!("webhook body is not JSON: {e}")))?;
@@ -420,7 +411,7 @@ impl Payment for CoinPay {
         // Deliveries can arrive late or twice: never move an escrow backwards
         // or out of a final state.
         if !is_final(current) && rank(status) >= rank(current) {
-            rec.status = status_name(status).to_string();
+            rec.status = status.name().to_string();
             if let Some(t) = api::expires_at(data) {
                 rec.expires_at = t;
             }

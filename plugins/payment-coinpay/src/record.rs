@@ -14,6 +14,7 @@
 use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, KeyInit, Mac};
+use infernet_plugin_api::escrow::EscrowState;
 use infernet_plugin_api::{config, kv, Error, Escrow, EscrowStatus, Money};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -26,6 +27,10 @@ pub struct Record {
     pub amount: u64,
     pub currency: String,
     pub status: String,
+    /// Who is paid on release (CoinPay's `beneficiary_address`); empty for
+    /// records kept before the adapter recorded it, until the next refresh.
+    #[serde(default)]
+    pub beneficiary: String,
     pub expires_at: u64,
     pub deposit_address: Option<String>,
     /// Sealed (or `plain:`) release token.
@@ -49,35 +54,19 @@ impl Record {
             },
             deposit_address: self.deposit_address.clone(),
             expires_at: self.expires_at,
+            beneficiary: self.beneficiary.clone(),
         }
     }
 }
 
-/// The WIT status of a CoinPay status string.
+/// The WIT status of a CoinPay status string: the WIT names, plus CoinPay's
+/// `created` for an escrow waiting for its deposit.
 pub fn parse_status(s: &str) -> Option<EscrowStatus> {
-    Some(match s.to_ascii_lowercase().as_str() {
-        "created" | "pending" => EscrowStatus::Pending,
-        "funded" => EscrowStatus::Funded,
-        "released" => EscrowStatus::Released,
-        "settled" => EscrowStatus::Settled,
-        "refunded" => EscrowStatus::Refunded,
-        "disputed" => EscrowStatus::Disputed,
-        "expired" => EscrowStatus::Expired,
-        _ => return None,
-    })
-}
-
-/// The canonical name of a status (as stored).
-pub fn status_name(s: EscrowStatus) -> &'static str {
-    match s {
-        EscrowStatus::Pending => "pending",
-        EscrowStatus::Funded => "funded",
-        EscrowStatus::Released => "released",
-        EscrowStatus::Settled => "settled",
-        EscrowStatus::Refunded => "refunded",
-        EscrowStatus::Disputed => "disputed",
-        EscrowStatus::Expired => "expired",
+    let s = s.to_ascii_lowercase();
+    if s == "created" {
+        return Some(EscrowStatus::Pending);
     }
+    EscrowState::parse(&s).map(Into::into)
 }
 
 fn escrow_key(id: &str) -> String {

@@ -17,10 +17,10 @@
 //!
 //! # Semantics
 //!
-//! * Currencies: `USD` (6 decimals, micro-dollars: the network's quote unit),
-//!   `BTC` 8, `ETH` 18, `SOL` 9, `POL` 18, `BCH` 8, `USDC_ETH` 6,
-//!   `USDC_POL` 6, `USDC_SOL` 6. Config key `currencies` (comma list)
-//!   restricts the set.
+//! * Currencies: every one of the SDK's table (`money::CURRENCIES`: `USD`
+//!   with 6 decimals, micro-dollars, the network's quote unit; `BTC` 8,
+//!   `ETH` 18, `SOL` 9, `POL` 18, `BCH` 8, `USDC_ETH` 6, `USDC_POL` 6,
+//!   `USDC_SOL` 6). Config key `currencies` (comma list) restricts the set.
 //! * `create-escrow` debits the depositor at once; the escrow is `funded`.
 //!   The id is `ledger-<job_id>`, and creating again for the same job
 //!   returns the existing escrow (a different amount, currency or party is
@@ -56,25 +56,13 @@
 //! at. Money is never held by an escrow that did not debit, and never
 //! debited without an escrow that holds it.
 
+use infernet_plugin_api::escrow::EscrowState;
+use infernet_plugin_api::money::{self, Currency};
 use infernet_plugin_api::{
-    config, export_payment, kv, log, CurrencyInfo, Error, Escrow, EscrowRequest, EscrowStatus,
-    Money, Payment,
+    config, export_payment, kv, log, CurrencyInfo, Error, Escrow, EscrowRequest, Money, Payment,
 };
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Every currency the ledger knows, with its decimals.
-const CURRENCIES: &[(&str, u8)] = &[
-    ("USD", 6),
-    ("BTC", 8),
-    ("ETH", 18),
-    ("SOL", 9),
-    ("POL", 18),
-    ("BCH", 8),
-    ("USDC_ETH", 6),
-    ("USDC_POL", 6),
-    ("USDC_SOL", 6),
-];
 
 /// Longest job id (and so escrow id) the ledger accepts, in bytes.
 const MAX_JOB_ID: usize = 256;
@@ -86,42 +74,19 @@ const MAX_REASON: usize = 4096;
 /// The adapter; all its state is in `kv`.
 struct Ledger;
 
-/// Escrow states as stored (the WIT enum, spelled in kebab case).
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "kebab-case")]
-enum Status {
-    Pending,
-    Funded,
-    Released,
-    Settled,
-    Refunded,
-    Disputed,
-    Expired,
-}
+/// Escrow states are stored by their WIT names (`funded`, ...).
+mod stored_state {
+    use infernet_plugin_api::escrow::EscrowState;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
-impl Status {
-    fn name(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Funded => "funded",
-            Status::Released => "released",
-            Status::Settled => "settled",
-            Status::Refunded => "refunded",
-            Status::Disputed => "disputed",
-            Status::Expired => "expired",
-        }
+    pub fn serialize<S: Serializer>(state: &EscrowState, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(state.name())
     }
 
-    fn wit(self) -> EscrowStatus {
-        match self {
-            Status::Pending => EscrowStatus::Pending,
-            Status::Funded => EscrowStatus::Funded,
-            Status::Released => EscrowStatus::Released,
-            Status::Settled => EscrowStatus::Settled,
-            Status::Refunded => EscrowStatus::Refunded,
-            Status::Disputed => EscrowStatus::Disputed,
-            Status::Expired => EscrowStatus::Expired,
-        }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<EscrowState, D::Error> {
+        let name = String::deserialize(d)?;
+        EscrowState::parse(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown escrow status `{name}`")))
     }
 }
 
@@ -135,7 +100,8 @@ struct Pending {
     /// Its balance after the move.
     after: u64,
     /// The escrow's status once the move is done.
-    then: Status,
+    #[serde(with = "stored_state")]
+    then: EscrowState,
 }
 
 /// An escrow as stored at `escrow/<id>`.
@@ -153,7 +119,8 @@ struct Record {
     created_at_ms: u64,
     /// Unix milliseconds; the escrow expires when the clock reaches it.
     expires_at_ms: u64,
-    status: Status,
+    #[serde(with = "stored_state")]
+    status: EscrowState,
     /// Whether the depositor's balance was debited for this escrow.
     debited: bool,
     #[serde(default)]
@@ -169,10 +136,11 @@ impl Record {
     fn to_wit(&self) -> Escrow {
         Escrow {
             id: self.id.clone(),
-            status: self.status.wit(),
+            status: self.status.into(),
             amount: Money::new(self.amount, &self.currency),
             deposit_address: None,
             expires_at: self.expires_at_ms.div_ceil(1000),
+            beneficiary: self.beneficiary.clone(),
         }
     }
 
@@ -190,30 +158,21 @@ fn now_ms() -> Result<u64, Error> {
     u64::try_from(elapsed.as_millis()).map_err(|_| Error::internal("the clock is out of range"))
 }
 
-/// The currencies this instance accepts: all, or those named by config `currencies`.
-fn enabled_currencies() -> Result<Vec<(&'static str, u8)>, Error> {
+/// The currencies this instance accepts: every one of the shared table
+/// ([`money::CURRENCIES`]), or those named by config `currencies`.
+fn enabled_currencies() -> Result<Vec<&'static Currency>, Error> {
     let Some(list) = config::get("currencies") else {
-        return Ok(CURRENCIES.to_vec());
+        return Ok(money::CURRENCIES.iter().collect());
     };
-    let mut enabled = Vec::new();
+    let mut enabled: Vec<&'static Currency> = Vec::new();
     for code in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-        match CURRENCIES.iter().find(|(known, _)| *known == code) {
-            Some(&entry) => {
-                if !enabled.contains(&entry) {
-                    enabled.push(entry)
-                }
-            }
-            None => {
-                return Err(Error::invalid(format!(
-                    "config key `currencies` names `{code}`, which the ledger does not know \
-                     (known: {})",
-                    CURRENCIES
-                        .iter()
-                        .map(|(c, _)| *c)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
+        let known = money::currency(code).map_err(|e| {
+            Error::invalid(format!(
+                "config key `currencies` names `{code}`, which the ledger does not know: {e}"
+            ))
+        })?;
+        if !enabled.contains(&known) {
+            enabled.push(known)
         }
     }
     if enabled.is_empty() {
@@ -222,34 +181,12 @@ fn enabled_currencies() -> Result<Vec<(&'static str, u8)>, Error> {
     Ok(enabled)
 }
 
-/// Decimals of a known currency.
-fn decimals(currency: &str) -> Result<u8, Error> {
-    CURRENCIES
-        .iter()
-        .find(|(c, _)| *c == currency)
-        .map(|(_, d)| *d)
-        .ok_or_else(|| {
-            Error::unsupported(format!("the ledger does not know currency `{currency}`"))
-        })
-}
-
 /// `amount` minor units as a decimal number of units with the currency code,
 /// e.g. `1200000` USD → `1.2 USD`. Exact: integers only.
 fn format_amount(amount: u64, currency: &str) -> Result<String, Error> {
-    let decimals = usize::from(decimals(currency)?);
-    let digits = amount.to_string();
-    let (whole, frac) = if digits.len() > decimals {
-        digits.split_at(digits.len() - decimals)
-    } else {
-        ("0", digits.as_str())
-    };
-    let frac = format!("{frac:0>decimals$}");
-    let frac = frac.trim_end_matches('0');
-    Ok(if frac.is_empty() {
-        format!("{whole} {currency}")
-    } else {
-        format!("{whole}.{frac} {currency}")
-    })
+    money::Amount::from_minor(u128::from(amount), currency)
+        .map(|a| a.to_string())
+        .map_err(|_| Error::unsupported(format!("the ledger does not know currency `{currency}`")))
 }
 
 fn kv_err<'a>(what: &'a str, key: &'a str) -> impl FnOnce(Error) -> Error + 'a {
@@ -356,11 +293,14 @@ fn recover(record: &mut Record) -> Result<(), Error> {
 }
 
 /// Step 3 of a balance move: the new status, no marker.
-fn finish(record: &mut Record, then: Status) -> Result<(), Error> {
-    if then != Status::Pending && record.status == Status::Pending {
+fn finish(record: &mut Record, then: EscrowState) -> Result<(), Error> {
+    if then != EscrowState::Pending && record.status == EscrowState::Pending {
         record.debited = true;
     }
-    if matches!(then, Status::Settled | Status::Refunded | Status::Expired) {
+    if matches!(
+        then,
+        EscrowState::Settled | EscrowState::Refunded | EscrowState::Expired
+    ) {
         record.debited = false;
     }
     record.status = then;
@@ -370,7 +310,12 @@ fn finish(record: &mut Record, then: Status) -> Result<(), Error> {
 
 /// Moves the escrow's amount into (`credit`) or out of (`!credit`) `account`
 /// and sets the escrow's status to `then`, crash-safely (see module doc).
-fn move_money(record: &mut Record, account: &str, credit: bool, then: Status) -> Result<(), Error> {
+fn move_money(
+    record: &mut Record,
+    account: &str,
+    credit: bool,
+    then: EscrowState,
+) -> Result<(), Error> {
     let before = balance(account, &record.currency)?;
     let after = if credit {
         before.checked_add(record.amount).ok_or_else(|| {
@@ -410,7 +355,7 @@ fn insufficient(account: &str, holds: u64, record: &Record) -> Error {
 /// Expires a funded escrow whose time is up, returning the depositor's money.
 /// Returns whether it expired.
 fn expire_if_due(record: &mut Record) -> Result<bool, Error> {
-    if !matches!(record.status, Status::Funded | Status::Pending) {
+    if !matches!(record.status, EscrowState::Funded | EscrowState::Pending) {
         return Ok(false);
     }
     if now_ms()? < record.expires_at_ms {
@@ -418,9 +363,9 @@ fn expire_if_due(record: &mut Record) -> Result<bool, Error> {
     }
     if record.debited {
         let depositor = record.depositor.clone();
-        move_money(record, &depositor, true, Status::Expired)?;
+        move_money(record, &depositor, true, EscrowState::Expired)?;
     } else {
-        record.status = Status::Expired;
+        record.status = EscrowState::Expired;
         save(record)?;
     }
     log::info(&format!(
@@ -466,12 +411,12 @@ fn check_request(request: &EscrowRequest) -> Result<(), Error> {
     }
     let currency = &request.amount.currency;
     let enabled = enabled_currencies()?;
-    if !enabled.iter().any(|(c, _)| c == currency) {
+    if !enabled.iter().any(|c| c.code == currency) {
         return Err(Error::unsupported(format!(
             "the ledger does not support currency `{currency}` (supported: {})",
             enabled
                 .iter()
-                .map(|(c, _)| *c)
+                .map(|c| c.code)
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
@@ -536,9 +481,9 @@ impl Payment for Ledger {
         });
         enabled
             .into_iter()
-            .map(|(code, decimals)| CurrencyInfo {
-                code: code.to_string(),
-                decimals,
+            .map(|c| CurrencyInfo {
+                code: c.code.to_string(),
+                decimals: c.decimals,
             })
             .collect()
     }
@@ -575,7 +520,7 @@ impl Payment for Ledger {
             arbiter: request.arbiter.clone(),
             created_at_ms: now,
             expires_at_ms,
-            status: Status::Pending,
+            status: EscrowState::Pending,
             debited: false,
             metadata: request.metadata.clone(),
             dispute_reason: None,
@@ -589,7 +534,7 @@ impl Payment for Ledger {
         // The escrow record (with the debit marker) is written before the
         // balance, and `funded` only after: see "Crash safety".
         let depositor = record.depositor.clone();
-        move_money(&mut record, &depositor, false, Status::Funded)?;
+        move_money(&mut record, &depositor, false, EscrowState::Funded)?;
         // The job index is a convenience for operators; the id is derived.
         let key = job_key(&record.job_id);
         kv::set(&key, id.as_bytes()).map_err(kv_err("writing", &key))?;
@@ -618,17 +563,17 @@ impl Payment for Ledger {
             )));
         }
         match record.status {
-            Status::Released | Status::Settled => {}
-            Status::Funded | Status::Disputed => {
+            EscrowState::Released | EscrowState::Settled => {}
+            EscrowState::Funded | EscrowState::Disputed => {
                 let beneficiary = record.beneficiary.clone();
-                move_money(&mut record, &beneficiary, true, Status::Settled)?;
+                move_money(&mut record, &beneficiary, true, EscrowState::Settled)?;
                 log::info(&format!(
                     "escrow `{id}` released: {} to {}",
                     record.money()?,
                     record.beneficiary
                 ));
             }
-            Status::Pending | Status::Refunded | Status::Expired => {
+            EscrowState::Pending | EscrowState::Refunded | EscrowState::Expired => {
                 return Err(Error::invalid(format!(
                     "escrow `{id}` is {} and cannot be released",
                     record.status.name()
@@ -642,13 +587,13 @@ impl Payment for Ledger {
         let mut record = load_known(&id)?;
         expire_if_due(&mut record)?;
         match record.status {
-            Status::Refunded | Status::Expired => {}
-            Status::Funded | Status::Pending | Status::Disputed => {
+            EscrowState::Refunded | EscrowState::Expired => {}
+            EscrowState::Funded | EscrowState::Pending | EscrowState::Disputed => {
                 if record.debited {
                     let depositor = record.depositor.clone();
-                    move_money(&mut record, &depositor, true, Status::Refunded)?;
+                    move_money(&mut record, &depositor, true, EscrowState::Refunded)?;
                 } else {
-                    record.status = Status::Refunded;
+                    record.status = EscrowState::Refunded;
                     save(&record)?;
                 }
                 log::info(&format!(
@@ -657,7 +602,7 @@ impl Payment for Ledger {
                     record.depositor
                 ));
             }
-            Status::Released | Status::Settled => {
+            EscrowState::Released | EscrowState::Settled => {
                 return Err(Error::invalid(format!(
                     "escrow `{id}` is {} and cannot be refunded",
                     record.status.name()
@@ -671,8 +616,8 @@ impl Payment for Ledger {
         let mut record = load_known(&id)?;
         expire_if_due(&mut record)?;
         match record.status {
-            Status::Disputed => {}
-            Status::Funded => {
+            EscrowState::Disputed => {}
+            EscrowState::Funded => {
                 let mut reason = reason;
                 if reason.len() > MAX_REASON {
                     let mut end = MAX_REASON;
@@ -683,14 +628,14 @@ impl Payment for Ledger {
                 }
                 log::info(&format!("escrow `{id}` disputed: {reason}"));
                 record.dispute_reason = Some(reason);
-                record.status = Status::Disputed;
+                record.status = EscrowState::Disputed;
                 save(&record)?;
             }
-            Status::Pending
-            | Status::Released
-            | Status::Settled
-            | Status::Refunded
-            | Status::Expired => {
+            EscrowState::Pending
+            | EscrowState::Released
+            | EscrowState::Settled
+            | EscrowState::Refunded
+            | EscrowState::Expired => {
                 return Err(Error::invalid(format!(
                     "escrow `{id}` is {} and cannot be disputed",
                     record.status.name()

@@ -24,8 +24,7 @@ impl Inner {
             .await
     }
 
-    /// Persists `from -> to`. A conflict (the job moved on, e.g. cancelled)
-    /// is not an error: the driver re-reads the row.
+    /// Persists `from -> to`; see [`advance_path`](Self::advance_path).
     pub(super) async fn advance(
         &self,
         id: &str,
@@ -34,33 +33,36 @@ impl Inner {
         detail: String,
         update: JobUpdate,
     ) -> Result<(), ClientError> {
-        let id = id.to_string();
-        self.db(
-            move |s| match s.jobs().transition_with(&id, from, to, &detail, &update) {
-                Ok(()) => {
-                    crash_point(to);
-                    Ok(())
-                }
-                Err(StoreError::StateConflict { .. }) => Ok(()),
-                Err(e) => Err(e.into()),
-            },
-        )
-        .await
+        self.advance_path(id, vec![(from, to, detail)], update)
+            .await
     }
 
-    /// Several steps in one transaction (see [`advance`](Self::advance)).
+    /// Persists `steps` (`(from, to, detail)`) in one transaction, with
+    /// `update` set at the last. A conflict (the job moved on, e.g.
+    /// cancelled) is not an error: the driver re-reads the row. A crash
+    /// point (test hooks) on one of the states commits the steps up to it
+    /// and aborts there, which is where a kill at that state leaves a job.
     pub(super) async fn advance_path(
         &self,
         id: &str,
-        steps: Vec<(JobState, JobState, String)>,
+        mut steps: Vec<(JobState, JobState, String)>,
+        update: JobUpdate,
     ) -> Result<(), ClientError> {
         let id = id.to_string();
+        if let Some(i) = steps
+            .iter()
+            .position(|(_, to, _)| crate::jobs::crash_requested(to.as_str()))
+        {
+            steps.truncate(i + 1);
+        }
         self.db(move |s| {
-            let steps: Vec<(JobState, JobState, &str)> =
+            let path: Vec<(JobState, JobState, &str)> =
                 steps.iter().map(|(f, t, d)| (*f, *t, d.as_str())).collect();
-            match s.jobs().transition_path(&id, &steps) {
+            match s.jobs().transition_path(&id, &path, &update) {
                 Ok(()) => {
-                    steps.iter().for_each(|(_, to, _)| crash_point(*to));
+                    if let Some((_, to, _)) = path.last() {
+                        crash_point(*to);
+                    }
                     Ok(())
                 }
                 Err(StoreError::StateConflict { .. }) => Ok(()),
@@ -195,6 +197,7 @@ impl Inner {
                                     ),
                                     (JobState::Assigned, JobState::Running, run),
                                 ],
+                                JobUpdate::default(),
                             )
                             .await?;
                         }

@@ -17,7 +17,7 @@ use super::*;
 use crate::p2p::protocol::{EscrowRef, PayTo};
 use crate::payments::{display, PayPlan};
 use crate::store::{EscrowKind, EscrowRecord};
-use crate::worlds::payment::{status_name, EscrowRequest, EscrowStatus, Money as WitMoney};
+use crate::worlds::payment::{EscrowRequest, EscrowState, Money as WitMoney};
 
 /// What [`Inner::release`] did.
 pub(super) struct Released {
@@ -194,7 +194,7 @@ impl Inner {
         self.note_escrow(&wire, &escrow.id, escrow.status).await?;
         crash_at("escrow-created");
         let deadline = Instant::now() + Duration::from_millis(self.cfg.funding_timeout_ms);
-        while escrow.status == EscrowStatus::Pending && Instant::now() < deadline {
+        while escrow.status == EscrowState::Pending && Instant::now() < deadline {
             tokio::time::sleep(FUNDING_POLL).await;
             let id = escrow.id.clone();
             if let Ok(e) = self
@@ -205,9 +205,9 @@ impl Inner {
                 self.note_escrow(&wire, &escrow.id, escrow.status).await?;
             }
         }
-        if escrow.status != EscrowStatus::Funded {
+        if escrow.status != EscrowState::Funded {
             let message = match escrow.status {
-                EscrowStatus::Pending => format!(
+                EscrowState::Pending => format!(
                     "escrow {} was not funded within {} ms (client.funding_timeout_ms){}",
                     escrow.id,
                     self.cfg.funding_timeout_ms,
@@ -220,7 +220,7 @@ impl Inner {
                         ))
                         .unwrap_or_default()
                 ),
-                other => format!("escrow {} is {}, not funded", escrow.id, status_name(other)),
+                other => format!("escrow {} is {}, not funded", escrow.id, other.name()),
             };
             return Err(StepError::Fatal(ClientError::Payment {
                 job_id: rec.id.clone(),
@@ -289,9 +289,9 @@ impl Inner {
                 "payment: {amount} released to {} via {} (escrow {escrow_id}, {})",
                 row.beneficiary,
                 row.adapter,
-                status_name(released.status)
+                released.status.name()
             ),
-            status: Some(status_name(released.status).to_string()),
+            status: Some(released.status.name().to_string()),
         })
     }
 
@@ -384,10 +384,10 @@ impl Inner {
         &self,
         wire: &str,
         escrow_id: &str,
-        status: EscrowStatus,
+        status: EscrowState,
     ) -> Result<(), StepError> {
         let (w, e) = (wire.to_string(), escrow_id.to_string());
-        self.db(move |s| Ok(s.escrows().update(&w, Some(&e), status_name(status))?))
+        self.db(move |s| Ok(s.escrows().update(&w, Some(&e), status.name())?))
             .await?;
         Ok(())
     }
@@ -472,7 +472,7 @@ fn refund_row(
         .plugin
         .refund(&escrow_id)
         .map_err(|e| e.to_string())?;
-    Ok((Some(escrow_id), status_name(escrow.status).to_string()))
+    Ok((Some(escrow_id), escrow.status.name().to_string()))
 }
 
 impl JobClient {
@@ -524,7 +524,7 @@ impl JobClient {
                     .map_err(|e| ClientError::Worker(e.to_string()))?;
                     if let Some(Ok(e)) = seen {
                         let id = row.id.clone();
-                        let status = status_name(e.status);
+                        let status = e.status.name();
                         inner
                             .db(move |s| Ok(s.escrows().update(&id, None, status)?))
                             .await?;

@@ -58,7 +58,9 @@ impl Inner {
                 "the backend's output is not the proved model's output".into(),
             ));
         }
+        #[allow(unused_mut)]
         let mut envelope = proved.envelope;
+        #[cfg(feature = "test-hooks")]
         if self.tamper_proofs.load(Ordering::Relaxed) {
             if let Some(b) = envelope.proof.get_mut(40) {
                 *b ^= 0x01;
@@ -188,7 +190,7 @@ impl Inner {
         let steps: Vec<(JobState, JobState, &str)> =
             steps.iter().map(|(f, t, d)| (*f, *t, d.as_str())).collect();
         let outcome = jobs
-            .transition_path(&id, &steps)
+            .transition_path(&id, &steps, &JobUpdate::default())
             .map_err(ProviderError::from)
             .and_then(|()| {
                 crate::jobs::crash_at("provider-running");

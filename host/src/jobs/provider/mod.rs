@@ -26,14 +26,14 @@ use crate::p2p::{
     BackendRef, ErrorCode, JobBody, JobHandler, JobMessage, Money, PeerId, ResultBody,
     SignedReceipt, SignedResult, Usage, WireInput, WireOutput,
 };
-use crate::runtime::{ProgressEvent, ProgressSink};
 use crate::store::{JobRecord, JobRole, JobState, JobUpdate, NewJob, Store, StoreError};
 use crate::worlds::backend::{F32Tensor, JobInput, JobOutput, JobRequest};
+use crate::worlds::backend::{ProgressEvent, ProgressSink};
 use crate::worlds::pricing::QuoteRequest;
 use execute::stored_outcome;
 use infernet_verifier::Prover;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stream::TokenBuffer;
@@ -150,7 +150,8 @@ struct Inner {
     running: AtomicU32,
     /// Test hook: corrupt every proof after signing its hash (a lying
     /// provider whose signature is fine but whose proof is not).
-    tamper_proofs: AtomicBool,
+    #[cfg(feature = "test-hooks")]
+    tamper_proofs: std::sync::atomic::AtomicBool,
     /// Payment adapters; `None`: this provider runs jobs unpaid.
     payments: Option<Arc<crate::payments::Payments>>,
     /// Recent quotes by quote id, until they expire.
@@ -189,7 +190,8 @@ impl ProviderHandler {
                 store,
                 streams: Mutex::new(HashMap::new()),
                 running: AtomicU32::new(0),
-                tamper_proofs: AtomicBool::new(false),
+                #[cfg(feature = "test-hooks")]
+                tamper_proofs: std::sync::atomic::AtomicBool::new(false),
                 payments,
                 quotes: Mutex::new(HashMap::new()),
                 accepted: Mutex::new(HashMap::new()),
@@ -256,10 +258,10 @@ impl ProviderHandler {
         Ok(ended)
     }
 
-    /// Test hook: from now on, every proof this provider attaches has a
-    /// corrupted proof body (its hash is still signed), so clients must
-    /// reject it. Not for production use.
-    #[doc(hidden)]
+    /// Test hook (feature `test-hooks`, never in a release build): from
+    /// now on, every proof this provider attaches has a corrupted proof
+    /// body (its hash is still signed), so clients must reject it.
+    #[cfg(feature = "test-hooks")]
     pub fn tamper_proofs_for_tests(&self, on: bool) {
         self.inner.tamper_proofs.store(on, Ordering::Relaxed);
     }

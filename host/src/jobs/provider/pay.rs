@@ -2,16 +2,18 @@
 //! escrow check on `Accept` (the quote is this client's for this job;
 //! amount, currency, beneficiary, expiry; the escrow pays no other job
 //! here; and, unless the adapter is a local ledger the provider cannot see,
-//! the adapter's own `funded` status, amount and expiry), the `earn` record
+//! the adapter's own reading of the escrow: `funded`, amount, expiry, and
+//! (contract 0.2) a beneficiary that is this provider's account), the `earn` record
 //! written before it answers, the gate on `Run` (the accepting client
 //! only, the quoted model, at most the quoted output tokens; no confirmed
 //! escrow, no execution), and the receipt that settles the earn row.
 
 use super::*;
 use crate::p2p::protocol::{EscrowRef, ReceiptBody};
+use crate::payments::currency::same_account;
 use crate::payments::{display, Confirm};
 use crate::store::{EarnInsert, EscrowKind, EscrowRecord};
-use crate::worlds::payment::{status_name, EscrowStatus};
+use crate::worlds::payment::EscrowState;
 
 /// Escrows must outlive the accept by at least this long.
 const MIN_ESCROW_LEFT_MS: u64 = 10_000;
@@ -165,18 +167,29 @@ impl Inner {
             return Err(refuse("escrow expires too soon to run the job".into()));
         }
         if adapter.confirm == Confirm::Status {
-            // The adapter vouches only for escrows paying its account
-            // (the host grants it `account`); amount and expiry are its
-            // own reading, not the client's.
+            // Beneficiary, status, amount and expiry are the adapter's own
+            // reading of the service, not the client's word.
             let seen = adapter
                 .plugin
                 .status(&escrow.escrow_id)
                 .map_err(|e| refuse(format!("cannot confirm escrow {}: {e}", escrow.escrow_id)))?;
-            if seen.status != EscrowStatus::Funded {
+            // A 0.2 adapter reports whom the escrow pays and the host
+            // checks it; a 0.1 adapter reports no beneficiary and vouched
+            // for it itself (it answers only for escrows paying the
+            // `account` it was granted).
+            if let Some(pays) = &seen.beneficiary {
+                if !same_account(pays, &adapter.account) {
+                    return Err(refuse(format!(
+                        "escrow {} pays `{pays}`, not this provider's account `{}`",
+                        escrow.escrow_id, adapter.account
+                    )));
+                }
+            }
+            if seen.status != EscrowState::Funded {
                 return Err(refuse(format!(
                     "escrow {} is {}, not funded",
                     escrow.escrow_id,
-                    status_name(seen.status)
+                    seen.status.name()
                 )));
             }
             if seen.amount.currency != escrow.amount.currency || seen.amount.amount < required {
@@ -337,7 +350,7 @@ impl Inner {
         let adapter = self.payments.as_ref()?.adapter(&rec.adapter)?;
         let id = rec.escrow_id.as_deref()?;
         match adapter.plugin.status(id) {
-            Ok(e) => Some(status_name(e.status).to_string()),
+            Ok(e) => Some(e.status.name().to_string()),
             Err(e) => {
                 tracing::warn!(job = %rec.id, escrow = id, error = %e, "cannot refresh escrow status");
                 None

@@ -1,0 +1,466 @@
+//! The node's TOML config, parsed and validated in one place.
+//!
+//! Every value is checked at load with an error that names the offending key
+//! (`backend[0].limits.memory_mb: must be > 0`), so a provider learns what to
+//! fix without reading code. Unknown keys are errors too: a typo never
+//! silently falls back to a default.
+
+mod validate;
+
+use crate::runtime::limits::MIB;
+use crate::runtime::Limits;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::worlds::payment::ACCOUNT_CONFIG_KEY;
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown / mistyped key.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The config path.
+        path: PathBuf,
+        /// What the parser said, including the key and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config value `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `backend[0].models[1].path`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Node-wide settings.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// Execution backends, each a plugin with the models it may open.
+    #[serde(default)]
+    pub backend: Vec<BackendConfig>,
+    /// The pricing policy plugin.
+    pub pricing: Option<PluginConfig>,
+    /// Payment adapters.
+    #[serde(default)]
+    pub payment: Vec<PaymentConfig>,
+    /// How this node behaves as a client of the network.
+    #[serde(default)]
+    pub client: ClientConfig,
+}
+
+/// What a node does on the network. One binary, chosen in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves jobs with its backends and advertises them.
+    Provider,
+    /// Submits jobs to providers.
+    Client,
+    /// Audits jobs (the verifier issue fills this in).
+    Verifier,
+}
+
+/// `[client]`: the job lifecycle driver's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// How long to look for providers of a model before giving up, ms.
+    pub discovery_timeout_ms: u64,
+    /// Bound on one quote request, ms.
+    pub quote_timeout_ms: u64,
+    /// Bound on accept, receipt and cancel exchanges, ms.
+    pub step_timeout_ms: u64,
+    /// Bound on the run itself (request to result), ms.
+    pub run_timeout_ms: u64,
+    /// Providers tried before a job fails.
+    pub max_attempts: u32,
+    /// Providers asked for a quote per attempt (the best-ranked ones).
+    pub quote_fanout: u32,
+    /// Selection weights: price, reputation, latency, load.
+    pub weights: SelectionWeights,
+    /// Currency this client pays in (must be one its adapter moves).
+    /// Default: the quote's currency when the adapter moves it, else the
+    /// first currency both sides' adapters share.
+    pub pay_currency: Option<String>,
+    /// Lifetime of a job's escrow, seconds: past it, the escrow refunds.
+    pub escrow_secs: u64,
+    /// How long to wait for an escrow to be funded, ms.
+    pub funding_timeout_ms: u64,
+    /// Where USD → currency rates come from (a provider checks escrow
+    /// amounts with the same source): `fixed` (default) or `file`.
+    pub rate_source: RateSourceKind,
+    /// Fixed rate table, micro-USD per whole unit (e.g. `ETH = 3000000000`);
+    /// unset codes keep the built-in round rates. Only with `rate_source = "fixed"`.
+    pub rates: BTreeMap<String, u64>,
+    /// With `rate_source = "file"`: a JSON object of micro-USD per whole
+    /// unit, re-read when it changes (see `payments::rate_file`).
+    pub rates_file: Option<PathBuf>,
+    /// With `rate_source = "file"`: a file last written longer ago than
+    /// this is refused (0 = no limit).
+    pub rates_max_age_secs: u64,
+}
+
+/// `[client] rate_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateSourceKind {
+    /// The built-in table with `[client.rates]` over it.
+    #[default]
+    Fixed,
+    /// `[client] rates_file`.
+    File,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            discovery_timeout_ms: 10_000,
+            quote_timeout_ms: 5_000,
+            step_timeout_ms: 5_000,
+            run_timeout_ms: 120_000,
+            max_attempts: 3,
+            quote_fanout: 4,
+            weights: SelectionWeights::default(),
+            pay_currency: None,
+            escrow_secs: 3600,
+            funding_timeout_ms: 60_000,
+            rate_source: RateSourceKind::Fixed,
+            rates: BTreeMap::new(),
+            rates_file: None,
+            rates_max_age_secs: 3600,
+        }
+    }
+}
+
+/// `[client.weights]`: how much each factor counts when ranking providers.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectionWeights {
+    /// Weight of the quoted price (relative to the cheapest quote).
+    pub price: f64,
+    /// Weight of (1 - reputation).
+    pub reputation: f64,
+    /// Weight of the ping round trip (relative to the fastest peer).
+    pub latency: f64,
+    /// Weight of this client's jobs in flight at the provider over its capacity.
+    pub load: f64,
+}
+
+impl Default for SelectionWeights {
+    fn default() -> Self {
+        SelectionWeights {
+            price: 1.0,
+            reputation: 1.0,
+            latency: 0.5,
+            load: 1.0,
+        }
+    }
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the node keeps its state (compiled plugin cache, database, keys).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Compute device for host kernels: `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// What this node does: `provider`, `client`, `verifier` (any mix).
+    /// Default: `provider` and `client` when backends are configured, else
+    /// `client`.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/4001`,
+    /// `/ip4/0.0.0.0/udp/4001/quic-v1`. Default: TCP and QUIC on all
+    /// interfaces, random ports.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Peers to dial at start, `/ip4/../tcp/../p2p/<peer id>`.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    #[serde(default)]
+    pub mdns: bool,
+    /// How often a provider re-signs and gossips its advert, seconds.
+    #[serde(default = "default_advert_interval")]
+    pub advert_interval_secs: u64,
+    /// How often open escrows are swept (refunds of failed jobs and earlier
+    /// attempts, expiries, a provider's earn rows), seconds; the first
+    /// sweep runs at start. 0 turns the background sweep off (an embedder
+    /// then calls `JobClient::sweep` / `ProviderHandler::sweep_earnings`).
+    #[serde(default = "default_escrow_sweep")]
+    pub escrow_sweep_secs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: default_data_dir(),
+            device: default_device(),
+            roles: Vec::new(),
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            advert_interval_secs: default_advert_interval(),
+            escrow_sweep_secs: default_escrow_sweep(),
+        }
+    }
+}
+
+fn default_advert_interval() -> u64 {
+    30
+}
+
+fn default_escrow_sweep() -> u64 {
+    15
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".infernet/node")
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// A plugin reference with its provider-side settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Plugin package: a directory holding `infernet-plugin.toml` and the `.wasm`,
+    /// or the manifest file itself.
+    pub plugin: PathBuf,
+    /// Hex ed25519 public key; when set, the manifest must carry a valid signature by it.
+    pub publisher_key: Option<String>,
+    /// Limits for this plugin (defaults apply to missing keys).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Key/values the plugin may read through the `config` interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// `[[backend]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Plugin package: a directory holding `infernet-plugin.toml` and the `.wasm`.
+    pub plugin: PathBuf,
+    /// Hex ed25519 public key the manifest must be signed by.
+    pub publisher_key: Option<String>,
+    /// Models this backend may open (its only capability).
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// Limits (defaults apply to missing keys).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[[backend.models]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The id clients ask for.
+    pub id: String,
+    /// Directory with `config.json`, `tokenizer.json` and `*.safetensors`.
+    pub path: PathBuf,
+    /// Proof system this node proves the model's results in, on request:
+    /// only `"groth16"` (quantized-MLP model dirs only; checked at start).
+    #[serde(default)]
+    pub proof: Option<String>,
+}
+
+/// The proof systems `[[backend.models]] proof` accepts.
+pub const PROOF_SYSTEMS: &[&str] = &["groth16"];
+
+/// `[[payment]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    /// Plugin package directory.
+    pub plugin: PathBuf,
+    /// Hex ed25519 public key the manifest must be signed by.
+    pub publisher_key: Option<String>,
+    /// This node's account (address) at the adapter: where a provider is
+    /// paid and what a client pays from. Default: the node's peer id (right
+    /// for the local ledger; CoinPay needs a chain address).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// How a provider confirms a client's escrow before running: `status`
+    /// (ask this adapter; the default) or `client` (take the client's word:
+    /// only for a local ledger that the provider cannot see).
+    #[serde(default)]
+    pub confirm: Option<String>,
+    /// Hosts the adapter may reach over HTTP(S); nothing else is reachable.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Secrets by name → environment variable holding the value.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Plain settings the plugin may read.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Per-plugin limits; every field optional, defaults in [`crate::runtime::Limits`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Linear memory cap in MiB.
+    pub memory_mb: Option<u64>,
+    /// Wall-clock cap of one call (guest and host time together), milliseconds.
+    pub wall_time_ms: Option<u64>,
+    /// Cap on the summed wall time of host kernel calls within one call, milliseconds.
+    pub kernel_time_ms: Option<u64>,
+    /// Cap on live tensor bytes the plugin created, MiB.
+    pub tensor_mb: Option<u64>,
+    /// Cap on bytes copied from host tensors into guest memory per call, MiB.
+    pub copy_out_mb: Option<u64>,
+    /// Fuel per call (pricing plugins).
+    pub fuel: Option<u64>,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses config text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.node.data_dir);
+        for b in &mut self.backend {
+            fix(&mut b.plugin);
+            for m in &mut b.models {
+                fix(&mut m.path);
+            }
+        }
+        if let Some(p) = &mut self.pricing {
+            fix(&mut p.plugin);
+        }
+        for p in &mut self.payment {
+            fix(&mut p.plugin);
+        }
+        if let Some(p) = &mut self.client.rates_file {
+            fix(p);
+        }
+    }
+
+    /// The roles in effect: `node.roles`, or the default for this config.
+    pub fn roles(&self) -> Vec<Role> {
+        if !self.node.roles.is_empty() {
+            return self.node.roles.clone();
+        }
+        if self.backend.is_empty() {
+            vec![Role::Client]
+        } else {
+            vec![Role::Provider, Role::Client]
+        }
+    }
+
+    /// Every configured model id with its backend index.
+    pub fn models(&self) -> impl Iterator<Item = (usize, &ModelConfig)> {
+        self.backend
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.models.iter().map(move |m| (i, m)))
+    }
+}
+
+impl LimitsConfig {
+    /// The effective limits: defaults overridden by whatever is set here.
+    pub fn limits(&self) -> Limits {
+        let d = Limits::default();
+        Limits {
+            memory_bytes: self
+                .memory_mb
+                .map(|m| (m * MIB) as usize)
+                .unwrap_or(d.memory_bytes),
+            wall_time: self
+                .wall_time_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.wall_time),
+            kernel_time: self
+                .kernel_time_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.kernel_time),
+            tensor_bytes: self.tensor_mb.map(|m| m * MIB).unwrap_or(d.tensor_bytes),
+            copy_out_bytes: self
+                .copy_out_mb
+                .map(|m| m * MIB)
+                .unwrap_or(d.copy_out_bytes),
+            fuel: self.fuel.unwrap_or(d.fuel),
+        }
+    }
+}
+
+/// Renders config table values as the strings plugins read.
+pub fn flatten_table(table: &BTreeMap<String, toml::Value>) -> BTreeMap<String, String> {
+    table
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

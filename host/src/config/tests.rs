@@ -1,0 +1,157 @@
+//! Config parsing and validation: every bad value names its key.
+
+use super::*;
+
+#[test]
+fn proof_system_is_checked() {
+    let base = "[[backend]]\nplugin='p'\n[[backend.models]]\nid='m'\npath='m'\n";
+    let err = Config::parse(&format!("{base}proof = 'plonk'\n"), Path::new(".")).unwrap_err();
+    assert!(
+        err.to_string().contains("backend[0].models[0].proof")
+            && err.to_string().contains("groth16"),
+        "{err}"
+    );
+    let c = Config::parse(&format!("{base}proof = 'groth16'\n"), Path::new(".")).unwrap();
+    assert_eq!(c.backend[0].models[0].proof.as_deref(), Some("groth16"));
+    let c = Config::parse(base, Path::new(".")).unwrap();
+    assert_eq!(c.backend[0].models[0].proof, None);
+}
+
+#[test]
+fn names_the_bad_key() {
+    let err = Config::parse(
+        "[[backend]]\nplugin = \"x\"\n[backend.limits]\nmemory_mb = 0\n",
+        Path::new("."),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("backend[0].limits.memory_mb"),
+        "{err}"
+    );
+    let err = Config::parse("[node]\ndevise = \"cpu\"\n", Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("devise"), "{err}");
+    let err = Config::parse("[node]\ndevice = \"tpu\"\n", Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("node.device"), "{err}");
+}
+
+#[test]
+fn duplicate_model_ids_are_refused() {
+    let text = "[[backend]]\nplugin='a'\n[[backend.models]]\nid='m'\npath='p'\n[[backend]]\nplugin='b'\n[[backend.models]]\nid='m'\npath='q'\n";
+    let err = Config::parse(text, Path::new(".")).unwrap_err();
+    assert!(err.to_string().contains("backend[1].models[0].id"), "{err}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_dir() {
+    let c = Config::parse(
+        "[[backend]]\nplugin='p'\n[[backend.models]]\nid='m'\npath='m'\n",
+        Path::new("/etc/inf"),
+    )
+    .unwrap();
+    assert_eq!(c.backend[0].plugin, Path::new("/etc/inf/p"));
+    assert_eq!(c.backend[0].models[0].path, Path::new("/etc/inf/m"));
+}
+
+#[test]
+fn network_keys_are_checked_and_named() {
+    let parse = |t: &str| Config::parse(t, Path::new(".")).unwrap_err().to_string();
+    let err = parse("[node]\nlisten = [\"tcp:4001\"]\n");
+    assert!(err.contains("node.listen[0]"), "{err}");
+    let err = parse("[node]\nbootstrap = [\"/ip4/127.0.0.1/tcp/4001\"]\n");
+    assert!(
+        err.contains("node.bootstrap[0]") && err.contains("/p2p/"),
+        "{err}"
+    );
+    let err = parse("[node]\nroles = [\"provider\"]\n");
+    assert!(err.contains("node.roles"), "{err}");
+    let err = parse("[node]\nroles = [\"miner\"]\n");
+    assert!(err.contains("miner"), "{err}");
+    let err = parse("[client]\nmax_attempts = 0\n");
+    assert!(err.contains("client.max_attempts"), "{err}");
+    let err = parse("[client.weights]\nprice = -1.0\n");
+    assert!(err.contains("client.weights.price"), "{err}");
+}
+
+#[test]
+fn roles_default_from_backends() {
+    let c = Config::parse("", Path::new(".")).unwrap();
+    assert_eq!(c.roles(), vec![Role::Client]);
+    let c = Config::parse("[[backend]]\nplugin='p'\n", Path::new(".")).unwrap();
+    assert_eq!(c.roles(), vec![Role::Provider, Role::Client]);
+    let c = Config::parse(
+        "[node]\nroles=['client']\n[[backend]]\nplugin='p'\n",
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(c.roles(), vec![Role::Client]);
+}
+
+#[test]
+fn payment_keys_are_checked_and_named() {
+    let parse = |t: &str| Config::parse(t, Path::new(".")).unwrap_err().to_string();
+    let err = parse("[[payment]]\nplugin='p'\nconfirm='trust-me'\n");
+    assert!(
+        err.contains("payment[0].confirm") && err.contains("status"),
+        "{err}"
+    );
+    let err = parse("[[payment]]\nplugin='p'\naccount=' '\n");
+    assert!(err.contains("payment[0].account"), "{err}");
+    let err = parse("[[payment]]\nplugin='p'\n[payment.config]\naccount='0xabc'\n");
+    assert!(err.contains("payment[0].config.account"), "{err}");
+    let err = parse("[[payment]]\nplugin='p'\nallowed_hosts=['https://x.io/api']\n");
+    assert!(err.contains("payment[0].allowed_hosts[0]"), "{err}");
+    let err = parse("[[payment]]\nplugin='p'\nsecret={a='B'}\n");
+    assert!(err.contains("secret"), "{err}");
+    let err = parse("[client]\npay_currency='DOGE'\n");
+    assert!(
+        err.contains("client.pay_currency") && err.contains("DOGE"),
+        "{err}"
+    );
+    let err = parse("[client.rates]\nDOGE = 1\n");
+    assert!(err.contains("client.rates.DOGE"), "{err}");
+    let err = parse("[client]\nescrow_secs = 0\n");
+    assert!(err.contains("client.escrow_secs"), "{err}");
+    let c = Config::parse(
+        "[[payment]]\nplugin='p'\nconfirm='client'\n[payment.secrets]\napi_key='ENV_KEY'\n[client.rates]\nETH = 2500000000\n",
+        Path::new("/etc/inf"),
+    )
+    .unwrap();
+    assert_eq!(c.payment[0].plugin, Path::new("/etc/inf/p"));
+    assert_eq!(c.payment[0].secrets["api_key"], "ENV_KEY");
+    assert_eq!(c.client.rates["ETH"], 2_500_000_000);
+    assert_eq!(c.client.rate_source, RateSourceKind::Fixed);
+}
+
+#[test]
+fn rate_source_keys_are_checked_and_named() {
+    let parse = |t: &str| Config::parse(t, Path::new(".")).unwrap_err().to_string();
+    let err = parse("[client]\nrate_source = 'oracle'\n");
+    assert!(
+        err.contains("rate_source") && err.contains("oracle"),
+        "{err}"
+    );
+    let err = parse("[client]\nrate_source = 'file'\n");
+    assert!(
+        err.contains("client.rates_file") && err.contains("required"),
+        "{err}"
+    );
+    let err = parse("[client]\nrates_file = 'r.json'\n");
+    assert!(
+        err.contains("client.rates_file") && err.contains("rate_source"),
+        "{err}"
+    );
+    let err =
+        parse("[client]\nrate_source = 'file'\nrates_file = 'r.json'\n[client.rates]\nETH = 1\n");
+    assert!(err.contains("`client.rates`:"), "{err}");
+    let c = Config::parse(
+        "[client]\nrate_source = 'file'\nrates_file = 'r.json'\nrates_max_age_secs = 600\n",
+        Path::new("/etc/inf"),
+    )
+    .unwrap();
+    assert_eq!(c.client.rate_source, RateSourceKind::File);
+    assert_eq!(
+        c.client.rates_file.as_deref(),
+        Some(Path::new("/etc/inf/r.json"))
+    );
+    assert_eq!(c.client.rates_max_age_secs, 600);
+}

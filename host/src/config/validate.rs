@@ -1,0 +1,250 @@
+//! Validation, one function per section: each checks its own keys and names
+//! the offending one (`backend[0].limits.memory_mb: must be > 0`).
+
+use super::{
+    invalid, BackendConfig, ClientConfig, Config, ConfigError, LimitsConfig, NodeConfig,
+    PaymentConfig, PluginConfig, RateSourceKind, Role, ACCOUNT_CONFIG_KEY, PROOF_SYSTEMS,
+};
+use infernet_plugin_api::money;
+use std::collections::HashSet;
+
+impl Config {
+    /// Checks every section, then what spans sections.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.node.validate()?;
+        if self.node.roles.contains(&Role::Provider) && self.backend.is_empty() {
+            return Err(invalid(
+                "node.roles",
+                "role `provider` needs at least one [[backend]] to serve",
+            ));
+        }
+        self.client.validate()?;
+        let mut model_ids = HashSet::new();
+        for (i, b) in self.backend.iter().enumerate() {
+            b.validate(&format!("backend[{i}]"), &mut model_ids)?;
+        }
+        if let Some(p) = &self.pricing {
+            p.validate("pricing")?;
+        }
+        for (i, p) in self.payment.iter().enumerate() {
+            p.validate(&format!("payment[{i}]"))?;
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::kernels::parse_device(&self.device).map_err(|m| invalid("node.device", m))?;
+        for (key, list) in [("listen", &self.listen), ("bootstrap", &self.bootstrap)] {
+            for (i, a) in list.iter().enumerate() {
+                a.parse::<libp2p::Multiaddr>().map_err(|e| {
+                    invalid(
+                        format!("node.{key}[{i}]"),
+                        format!(
+                            "`{a}` is not a multiaddr ({e}); write e.g. `/ip4/127.0.0.1/tcp/4001`"
+                        ),
+                    )
+                })?;
+            }
+        }
+        for (i, a) in self.bootstrap.iter().enumerate() {
+            if !a.contains("/p2p/") {
+                return Err(invalid(
+                    format!("node.bootstrap[{i}]"),
+                    format!(
+                        "`{a}` has no `/p2p/<peer id>`; bootstrap peers must name their peer id"
+                    ),
+                ));
+            }
+        }
+        if self.advert_interval_secs == 0 {
+            return Err(invalid(
+                "node.advert_interval_secs",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ClientConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, v) in [
+            ("discovery_timeout_ms", self.discovery_timeout_ms),
+            ("quote_timeout_ms", self.quote_timeout_ms),
+            ("step_timeout_ms", self.step_timeout_ms),
+            ("run_timeout_ms", self.run_timeout_ms),
+            ("max_attempts", u64::from(self.max_attempts)),
+            ("quote_fanout", u64::from(self.quote_fanout)),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("client.{name}"), "must be greater than 0"));
+            }
+        }
+        let w = &self.weights;
+        for (name, v) in [
+            ("price", w.price),
+            ("reputation", w.reputation),
+            ("latency", w.latency),
+            ("load", w.load),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(invalid(
+                    format!("client.weights.{name}"),
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+        for code in self.rates.keys() {
+            money::currency(code)
+                .map_err(|e| invalid(format!("client.rates.{code}"), e.to_string()))?;
+        }
+        match (self.rate_source, &self.rates_file) {
+            (RateSourceKind::File, None) => {
+                return Err(invalid(
+                    "client.rates_file",
+                    "is required with rate_source = \"file\" (a JSON object of micro-USD per whole unit)",
+                ))
+            }
+            (RateSourceKind::File, Some(_)) if !self.rates.is_empty() => {
+                return Err(invalid(
+                    "client.rates",
+                    "applies to rate_source = \"fixed\"; with \"file\" the rates come from client.rates_file",
+                ))
+            }
+            (RateSourceKind::Fixed, Some(_)) => {
+                return Err(invalid(
+                    "client.rates_file",
+                    "is read only with rate_source = \"file\"; set that, or remove rates_file",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(c) = &self.pay_currency {
+            money::currency(c).map_err(|e| invalid("client.pay_currency", e.to_string()))?;
+        }
+        if self.escrow_secs == 0 {
+            return Err(invalid("client.escrow_secs", "must be at least 1 second"));
+        }
+        Ok(())
+    }
+}
+
+impl BackendConfig {
+    /// `model_ids` collects ids across backends: one id is served once.
+    fn validate(&self, key: &str, model_ids: &mut HashSet<String>) -> Result<(), ConfigError> {
+        if let Some(k) = &self.publisher_key {
+            validate_key_hex(k).map_err(|m| invalid(format!("{key}.publisher_key"), m))?;
+        }
+        self.limits.validate(&format!("{key}.limits"))?;
+        for (j, m) in self.models.iter().enumerate() {
+            let mkey = format!("{key}.models[{j}]");
+            if m.id.trim().is_empty() {
+                return Err(invalid(format!("{mkey}.id"), "must not be empty"));
+            }
+            if let Some(p) = &m.proof {
+                if !PROOF_SYSTEMS.contains(&p.as_str()) {
+                    return Err(invalid(
+                        format!("{mkey}.proof"),
+                        format!(
+                            "unknown proof system `{p}`; known: {}",
+                            PROOF_SYSTEMS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if !model_ids.insert(m.id.clone()) {
+                return Err(invalid(
+                    format!("{mkey}.id"),
+                    format!("model id `{}` is configured twice", m.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PluginConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if let Some(k) = &self.publisher_key {
+            validate_key_hex(k).map_err(|m| invalid(format!("{key}.publisher_key"), m))?;
+        }
+        self.limits.validate(&format!("{key}.limits"))
+    }
+}
+
+impl PaymentConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if let Some(k) = &self.publisher_key {
+            validate_key_hex(k).map_err(|m| invalid(format!("{key}.publisher_key"), m))?;
+        }
+        self.limits.validate(&format!("{key}.limits"))?;
+        if let Some(c) = &self.confirm {
+            if c != "status" && c != "client" {
+                return Err(invalid(
+                    format!("{key}.confirm"),
+                    format!("`{c}` is not `status` or `client`"),
+                ));
+            }
+        }
+        if self.account.as_deref().is_some_and(|a| a.trim().is_empty()) {
+            return Err(invalid(format!("{key}.account"), "is empty"));
+        }
+        if self.config.contains_key(ACCOUNT_CONFIG_KEY) {
+            return Err(invalid(
+                format!("{key}.config.{ACCOUNT_CONFIG_KEY}"),
+                format!(
+                    "is set by the host from `{key}.account`; set `account` on the [[payment]] table"
+                ),
+            ));
+        }
+        for (j, h) in self.allowed_hosts.iter().enumerate() {
+            if h.is_empty() || h.contains('/') || h.contains(' ') {
+                return Err(invalid(
+                    format!("{key}.allowed_hosts[{j}]"),
+                    format!(
+                        "`{h}` is not a host name (write `api.example.com`, no scheme or path)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let fields = [
+            ("memory_mb", self.memory_mb),
+            ("wall_time_ms", self.wall_time_ms),
+            ("kernel_time_ms", self.kernel_time_ms),
+            ("tensor_mb", self.tensor_mb),
+            ("copy_out_mb", self.copy_out_mb),
+            ("fuel", self.fuel),
+        ];
+        for (name, value) in fields {
+            if value == Some(0) {
+                return Err(invalid(format!("{key}.{name}"), "must be greater than 0"));
+            }
+        }
+        if let Some(mb) = self.memory_mb {
+            if mb > 4096 {
+                return Err(invalid(
+                    format!("{key}.memory_mb"),
+                    "at most 4096 (wasm32 address space)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_key_hex(k: &str) -> Result<(), String> {
+    match hex::decode(k) {
+        Ok(b) if b.len() == 32 => Ok(()),
+        _ => Err(
+            "must be a 64-character hex ed25519 public key (see `infernet plugin keygen`)".into(),
+        ),
+    }
+}

@@ -1,0 +1,227 @@
+//! What each world's store holds beyond the runtime core, and the views the
+//! WIT host traits are implemented on (the `wasmtime-wasi-nn` pattern): a
+//! small state struct per capability, a view type that borrows it together
+//! with the resource table, and a [`HasData`] marker naming the view for
+//! `add_to_linker`. A world links only the capabilities its WIT imports, so
+//! a pricing store has no kernels and a backend store no HTTP client.
+
+use crate::kernels::KernelCtx;
+use crate::models::ModelGrants;
+use crate::runtime::PluginState;
+use crate::store::PluginKv;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use wasmtime::component::{HasData, ResourceTable};
+
+/// Partial output streamed by a backend during `execute`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProgressEvent {
+    /// A piece of generated output.
+    Token(String),
+    /// `done` of `total` steps.
+    Progress {
+        /// Steps done.
+        done: u64,
+        /// Steps in all.
+        total: u64,
+    },
+}
+
+/// Receives [`ProgressEvent`]s while a job runs.
+pub type ProgressSink = Box<dyn FnMut(ProgressEvent) + Send>;
+
+/// The `progress` capability: where events go during the current call, and
+/// the caller's cancel flag.
+#[derive(Default)]
+pub struct ProgressCtx {
+    /// The current call's sink, if any.
+    pub sink: Option<ProgressSink>,
+    /// Set by the caller to ask the plugin to stop early.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// The `config` capability: plain values and secret names a provider granted.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigGrant {
+    /// Plain values readable through `config.get`.
+    pub values: BTreeMap<String, String>,
+    /// Secret name → the environment variable holding its value.
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// A backend store's capabilities: kernels, models, progress.
+pub struct BackendCaps {
+    /// Kernel accounting and device.
+    pub kernels: KernelCtx,
+    /// Models this plugin may open.
+    pub models: ModelGrants,
+    /// Streaming and cancellation.
+    pub progress: ProgressCtx,
+}
+
+/// A pricing store's capabilities: its config table (and `log`).
+pub struct PricingCaps {
+    /// Its config.
+    pub config: ConfigGrant,
+}
+
+/// A payment store's capabilities: config and secrets, its kv namespace,
+/// outgoing HTTP to the allowed hosts only.
+pub struct PaymentCaps {
+    /// Its config and secrets.
+    pub config: ConfigGrant,
+    /// Its own namespace of the node's kv table.
+    pub kv: PluginKv,
+    /// `wasi:http` state.
+    pub http: wasmtime_wasi_http::WasiHttpCtx,
+    /// The allowed-hosts filter every request passes.
+    pub hooks: super::payment::HostFilter,
+}
+
+/// Store data of each world.
+pub type BackendState = PluginState<BackendCaps>;
+/// Store data of a pricing plugin.
+pub type PricingState = PluginState<PricingCaps>;
+/// Store data of a payment adapter.
+pub type PaymentState = PluginState<PaymentCaps>;
+
+impl wasmtime_wasi_http::WasiHttpView for PaymentState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.world.http,
+            table: &mut self.table,
+            hooks: &mut self.world.hooks,
+        }
+    }
+}
+
+/// `tensor`: the resource table and the kernel budget.
+pub struct KernelView<'a> {
+    /// Tensor and sampler handles.
+    pub table: &'a mut ResourceTable,
+    /// Accounting and device.
+    pub ctx: &'a mut KernelCtx,
+}
+
+/// `models`: the table, the grants, and the kernel context weights are adopted into.
+pub struct ModelView<'a> {
+    /// Weight, tokenizer and tensor handles.
+    pub table: &'a mut ResourceTable,
+    /// Tensors taken from a model are adopted here (uncharged).
+    pub kernels: &'a mut KernelCtx,
+    /// What this plugin may open.
+    pub grants: &'a ModelGrants,
+    /// For errors and logs.
+    pub plugin: &'a str,
+}
+
+/// `log` (and the type-only `types` interface).
+pub struct LogView<'a> {
+    /// Whose lines these are.
+    pub plugin: &'a str,
+}
+
+/// `progress`.
+pub struct ProgressView<'a> {
+    /// Sink and cancel flag.
+    pub ctx: &'a mut ProgressCtx,
+}
+
+/// `config`.
+pub struct ConfigView<'a> {
+    /// The grant.
+    pub grant: &'a ConfigGrant,
+}
+
+/// `kv`.
+pub struct KvView<'a> {
+    /// The namespace.
+    pub kv: &'a PluginKv,
+}
+
+/// [`HasData`] markers, one per view.
+pub struct Kernels;
+/// Marker for [`ModelView`].
+pub struct Models;
+/// Marker for [`LogView`].
+pub struct Log;
+/// Marker for [`ProgressView`].
+pub struct Progress;
+/// Marker for [`ConfigView`].
+pub struct Config;
+/// Marker for [`KvView`].
+pub struct Kv;
+
+impl HasData for Kernels {
+    type Data<'a> = KernelView<'a>;
+}
+impl HasData for Models {
+    type Data<'a> = ModelView<'a>;
+}
+impl HasData for Log {
+    type Data<'a> = LogView<'a>;
+}
+impl HasData for Progress {
+    type Data<'a> = ProgressView<'a>;
+}
+impl HasData for Config {
+    type Data<'a> = ConfigView<'a>;
+}
+impl HasData for Kv {
+    type Data<'a> = KvView<'a>;
+}
+
+/// The view getters `add_to_linker` takes, per store type.
+pub mod view {
+    use super::*;
+
+    /// Any store's `log`.
+    pub fn log<W>(s: &mut PluginState<W>) -> LogView<'_> {
+        LogView { plugin: &s.plugin }
+    }
+
+    /// A backend's `tensor`.
+    pub fn kernels(s: &mut BackendState) -> KernelView<'_> {
+        KernelView {
+            table: &mut s.table,
+            ctx: &mut s.world.kernels,
+        }
+    }
+
+    /// A backend's `models`.
+    pub fn models(s: &mut BackendState) -> ModelView<'_> {
+        ModelView {
+            table: &mut s.table,
+            kernels: &mut s.world.kernels,
+            grants: &s.world.models,
+            plugin: &s.plugin,
+        }
+    }
+
+    /// A backend's `progress`.
+    pub fn progress(s: &mut BackendState) -> ProgressView<'_> {
+        ProgressView {
+            ctx: &mut s.world.progress,
+        }
+    }
+
+    /// A pricing plugin's `config`.
+    pub fn pricing_config(s: &mut PricingState) -> ConfigView<'_> {
+        ConfigView {
+            grant: &s.world.config,
+        }
+    }
+
+    /// A payment adapter's `config`.
+    pub fn payment_config(s: &mut PaymentState) -> ConfigView<'_> {
+        ConfigView {
+            grant: &s.world.config,
+        }
+    }
+
+    /// A payment adapter's `kv`.
+    pub fn kv(s: &mut PaymentState) -> KvView<'_> {
+        KvView { kv: &s.world.kv }
+    }
+}

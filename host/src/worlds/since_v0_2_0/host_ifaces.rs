@@ -1,0 +1,103 @@
+//! The small shared interfaces of 0.2.0: `log`, `progress`, `config`,
+//! `kv`, and the type-only `types`.
+
+use super::infernet::plugin::{config, kv, log, progress, types};
+use super::Error;
+use crate::store::KvError;
+use crate::worlds::caps::{ConfigView, KvView, LogView, ProgressEvent, ProgressView};
+use std::sync::atomic::Ordering;
+
+/// Longest log line a plugin may write; longer lines are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+impl types::Host for LogView<'_> {}
+
+impl log::Host for LogView<'_> {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let plugin = self.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            log::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl ProgressView<'_> {
+    fn emit(&mut self, event: ProgressEvent) {
+        if let Some(sink) = self.ctx.sink.as_mut() {
+            sink(event);
+        }
+    }
+}
+
+impl progress::Host for ProgressView<'_> {
+    fn emit_token(&mut self, text: String) -> wasmtime::Result<()> {
+        self.emit(ProgressEvent::Token(text));
+        Ok(())
+    }
+
+    fn report(&mut self, done: u64, total: u64) -> wasmtime::Result<()> {
+        self.emit(ProgressEvent::Progress { done, total });
+        Ok(())
+    }
+
+    fn cancelled(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.ctx.cancel.load(Ordering::Relaxed))
+    }
+}
+
+impl config::Host for ConfigView<'_> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.grant.values.get(&key).cloned())
+    }
+
+    fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.grant.values.keys().cloned().collect())
+    }
+
+    fn secret(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .grant
+            .secrets
+            .get(&name)
+            .and_then(|var| std::env::var(var).ok()))
+    }
+}
+
+fn kv_err(e: KvError) -> Error {
+    match e {
+        KvError::Limit(m) => Error::LimitExceeded(m),
+        KvError::Store(e) => Error::Internal(format!("kv: {e}")),
+    }
+}
+
+impl kv::Host for KvView<'_> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        Ok(self.kv.get(&key).map_err(kv_err))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.kv.set(&key, &value).map_err(kv_err))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.kv.delete(&key).map_err(kv_err))
+    }
+
+    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Result<Vec<String>, Error>> {
+        Ok(self.kv.list_keys(&prefix).map_err(kv_err))
+    }
+}

@@ -1,0 +1,103 @@
+//! `infernet:plugin/models@0.2.0` on the host's model registry: a plugin
+//! opens only models granted to it; weights come back as tensor handles
+//! (shared, not charged to its budget) and never cross into guest memory.
+
+use super::infernet::plugin::models as wit;
+use super::{Error, Out};
+use crate::kernels::TensorRes;
+use crate::models::{TokenizerRes, WeightsRes};
+use crate::worlds::caps::ModelView;
+use wasmtime::component::Resource;
+
+impl wit::Host for ModelView<'_> {
+    fn open(&mut self, model_id: String) -> Out<Resource<WeightsRes>> {
+        match self.grants.open(self.plugin, &model_id) {
+            Ok(entry) => Ok(Ok(self.table.push(WeightsRes(entry))?)),
+            Err(e) => Ok(Err(Error::Unsupported(e))),
+        }
+    }
+}
+
+impl wit::HostWeights for ModelView<'_> {
+    fn id(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&w)?.0.id().to_string())
+    }
+
+    fn config(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&w)?.0.config_json().to_string())
+    }
+
+    fn names(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table.get(&w)?.0.names().to_vec())
+    }
+
+    fn get(&mut self, w: Resource<WeightsRes>, name: String) -> Out<Resource<TensorRes>> {
+        let entry = self.table.get(&w)?.0.clone();
+        let adopted = entry
+            .tensor(&name)
+            .map_err(Error::InvalidInput)
+            .and_then(|t| self.kernels.adopt(t, false).map_err(Error::from));
+        match adopted {
+            Ok(res) => Ok(Ok(self.table.push(res)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn tokenizer(&mut self, w: Resource<WeightsRes>) -> Out<Resource<TokenizerRes>> {
+        let entry = self.table.get(&w)?.0.clone();
+        match entry.tokenizer() {
+            Ok(t) => Ok(Ok(self.table.push(TokenizerRes(t))?)),
+            Err(e) => Ok(Err(Error::Unsupported(e))),
+        }
+    }
+
+    fn drop(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<()> {
+        self.table.delete(w)?;
+        Ok(())
+    }
+}
+
+impl wit::HostTokenizer for ModelView<'_> {
+    fn encode(
+        &mut self,
+        t: Resource<TokenizerRes>,
+        text: String,
+        add_special: bool,
+    ) -> Out<Vec<u32>> {
+        Ok(self
+            .table
+            .get(&t)?
+            .encode(text, add_special)
+            .map_err(Error::InvalidInput))
+    }
+
+    fn decode(
+        &mut self,
+        t: Resource<TokenizerRes>,
+        ids: Vec<u32>,
+        skip_special: bool,
+    ) -> Out<String> {
+        Ok(self
+            .table
+            .get(&t)?
+            .decode(&ids, skip_special)
+            .map_err(Error::InvalidInput))
+    }
+
+    fn token_to_id(
+        &mut self,
+        t: Resource<TokenizerRes>,
+        token: String,
+    ) -> wasmtime::Result<Option<u32>> {
+        Ok(self.table.get(&t)?.token_to_id(&token))
+    }
+
+    fn vocab_size(&mut self, t: Resource<TokenizerRes>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&t)?.vocab_size())
+    }
+
+    fn drop(&mut self, t: Resource<TokenizerRes>) -> wasmtime::Result<()> {
+        self.table.delete(t)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! The `infernet` binary end to end: generate a checkpoint, pack and sign
+//! plugins, inspect them, stream a completion, and name bad config keys.
+
+use infernet_tests::net::infernet_bin;
+use infernet_tests::{minilm_dir, wasm_path as plugin_wasm};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn infernet(args: &[&str]) -> Output {
+    Command::new(infernet_bin())
+        .args(args)
+        .output()
+        .expect("running infernet")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = infernet(args);
+    assert!(
+        out.status.success(),
+        "infernet {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn keygen_pack_sign_verify_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("publisher.key");
+    let out = ok(&["plugin", "keygen", "--out", s(&key)]);
+    let public = std::fs::read_to_string(dir.path().join("publisher.key.pub")).unwrap();
+    assert!(out.contains(&public));
+    let pkg = dir.path().join("llama");
+    ok(&[
+        "plugin",
+        "pack",
+        s(&plugin_wasm("llama")),
+        "--out",
+        s(&pkg),
+        "--version",
+        "1.2.3",
+    ]);
+    ok(&["plugin", "sign", s(&pkg), "--key", s(&key)]);
+    let verified = ok(&["plugin", "verify", s(&pkg), "--publisher", &public]);
+    assert!(verified.contains(&public), "{verified}");
+    let wrong = "11".repeat(32);
+    let out = infernet(&["plugin", "verify", s(&pkg), "--publisher", &wrong]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));
+
+    let info = ok(&["plugin", "inspect", s(&pkg)]);
+    for expected in [
+        "name:      llama",
+        "version:   1.2.3",
+        "kind:      backend",
+        "infernet:plugin@0.2.0 (served by this host's @0.2.0)",
+        "infernet:plugin/tensor@0.2.0",
+        "infernet:plugin/models@0.2.0",
+        "infernet:plugin/backend-api@0.2.0",
+    ] {
+        assert!(
+            info.contains(expected),
+            "inspect output lacks `{expected}`:\n{info}"
+        );
+    }
+    let info = ok(&["plugin", "inspect", s(&plugin_wasm("pricing-flat"))]);
+    assert!(info.contains("kind:      pricing"), "{info}");
+}
+
+#[test]
+fn infer_streams_tokens_from_a_generated_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    ok(&["model", "gen-tiny", "--out", s(&model)]);
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(model.join(f).exists(), "{f} missing");
+    }
+    let pkg = dir.path().join("llama");
+    ok(&["plugin", "pack", s(&plugin_wasm("llama")), "--out", s(&pkg)]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"tiny\"\npath = {:?}\n", pkg, model),
+    )
+    .unwrap();
+    let out = infernet(&[
+        "infer",
+        "--config",
+        s(&config),
+        "--model",
+        "tiny",
+        "--max-tokens",
+        "8",
+        "hello world",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.split_whitespace().count(),
+        8,
+        "8 words from 8 word-level tokens: {text:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("8 generated"));
+    // the compiled artifact was cached in the data dir
+    let cache = dir.path().join("data/cache/compiled");
+    assert!(std::fs::read_dir(&cache).unwrap().count() >= 1);
+}
+
+#[test]
+fn bad_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    let cases = [
+        ("[node]\ndevice = \"tpu\"\n", "node.device"),
+        (
+            "[[backend]]\nplugin = \"x\"\n[backend.limits]\nwall_time_ms = 0\n",
+            "backend[0].limits.wall_time_ms",
+        ),
+        ("[[backend]]\nplugin = \"x\"\nmodel = []\n", "model"),
+        (
+            "[[backend]]\nplugin = \"x\"\npublisher_key = \"zz\"\n",
+            "backend[0].publisher_key",
+        ),
+        (
+            "[[backend]]\nplugin = \"does-not-exist\"\n",
+            "does-not-exist",
+        ),
+    ];
+    for (text, key) in cases {
+        std::fs::write(&config, text).unwrap();
+        let out = infernet(&["infer", "--config", s(&config), "--model", "m", "p"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(key),
+            "error for {text:?} should name `{key}`: {err}"
+        );
+    }
+}
+
+#[test]
+fn embed_prints_one_normalised_vector_per_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("bert");
+    ok(&["plugin", "pack", s(&plugin_wasm("bert")), "--out", s(&pkg)]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"minilm\"\npath = {:?}\n[node]\ndata_dir = \"d\"\n", pkg, minilm_dir()),
+    )
+    .unwrap();
+    let out = ok(&[
+        "embed",
+        "--config",
+        s(&config),
+        "--model",
+        "minilm",
+        "first text",
+        "second text",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in lines {
+        let v: Vec<f32> = serde_json::from_str(l).unwrap();
+        assert_eq!(v.len(), 384);
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}

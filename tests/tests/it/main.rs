@@ -1,0 +1,50 @@
+//! Every cross-crate integration test, in one binary.
+//!
+//! Each module is one area; they used to be one test binary each, and every
+//! binary linked wasmtime, candle and libp2p again. One binary links them
+//! once. Run one area with `cargo test -p infernet-tests --test it network_jobs::`.
+//!
+//! Tests share one process now: nothing here may change process-wide state
+//! that another test reads (the working directory, a global `tracing`
+//! subscriber other than the one `network_coinpay` installs to capture every
+//! log line, environment variables other than fresh unique names).
+
+// The plugin host: loading, limits, versions, the compiled cache, the SDK walkthrough.
+mod contract_versions;
+mod hostile_plugins;
+mod runtime_cache;
+mod sdk_newcomer;
+
+// Models against native candle-transformers and the Groth16 witness.
+mod bert_reference;
+mod llama_reference;
+mod mlp_bit_identical;
+
+// The node's store.
+mod store_jobs;
+
+// The network: swarms, the job protocol, the lifecycle, faults, proofs.
+mod jobs_provider;
+mod network_faults;
+mod network_jobs;
+mod network_proofs;
+mod p2p_job_protocol;
+mod p2p_network;
+
+// Pricing and payments (and the local CoinPay server they run against).
+mod coinpay_fake;
+mod escrow_sweep;
+mod network_coinpay;
+mod network_payments;
+mod network_pricing;
+mod payment_adapters;
+mod payment_ledger;
+mod pricing_flat;
+mod pricing_surge;
+mod provider_payment_gate;
+
+// The `infernet` binary.
+mod cli;
+
+// The suite's own rules.
+mod suite_rules;

@@ -1,0 +1,6 @@
+//! The verifier's integration tests, in one binary (one link of arkworks).
+
+mod circuit;
+mod ezkl;
+mod groth16;
+mod quant;
