@@ -13,6 +13,67 @@
 //! - [`caps`]: each world's capabilities as small state structs, and the
 //!   views the WIT host traits are implemented on.
 
+/// `From` between two enums with the same cases: `A => B` one way, `A <=> B`
+/// both. The contract modules convert WIT enums of different versions, and
+/// WIT escrow states to [`payment::EscrowState`], with it.
+macro_rules! same_enum {
+    ($a:ident => $b:ident { $($case:ident),* $(,)? }) => {
+        impl From<$a> for $b {
+            fn from(x: $a) -> $b {
+                match x { $($a::$case => $b::$case),* }
+            }
+        }
+    };
+    ($a:ident <=> $b:ident { $($case:ident),* $(,)? }) => {
+        same_enum!($a => $b { $($case),* });
+        same_enum!($b => $a { $($case),* });
+    };
+}
+
+/// The linker functions of one contract version: each world links exactly
+/// the interfaces its WIT imports, on the views of [`caps`]. Expanded inside
+/// each `since_v*` module, where `types`, `tensor`, `models`, `log`,
+/// `progress`, `config` and `kv` name that version's interfaces.
+macro_rules! world_linkers {
+    () => {
+        /// Links what a backend imports: `types`, `tensor`, `models`, `log`, `progress`.
+        pub fn add_backend(
+            linker: &mut wasmtime::component::Linker<$crate::worlds::caps::BackendState>,
+        ) -> wasmtime::Result<()> {
+            use $crate::worlds::caps::{self, view};
+            types::add_to_linker::<_, caps::Log>(linker, view::log)?;
+            tensor::add_to_linker::<_, caps::Kernels>(linker, view::kernels)?;
+            models::add_to_linker::<_, caps::Models>(linker, view::models)?;
+            log::add_to_linker::<_, caps::Log>(linker, view::log)?;
+            progress::add_to_linker::<_, caps::Progress>(linker, view::progress)
+        }
+
+        /// Links what a pricing plugin imports: `types`, `log`, `config`.
+        pub fn add_pricing(
+            linker: &mut wasmtime::component::Linker<$crate::worlds::caps::PricingState>,
+        ) -> wasmtime::Result<()> {
+            use $crate::worlds::caps::{self, view};
+            types::add_to_linker::<_, caps::Log>(linker, view::log)?;
+            log::add_to_linker::<_, caps::Log>(linker, view::log)?;
+            config::add_to_linker::<_, caps::Config>(linker, view::pricing_config)
+        }
+
+        /// Links what a payment adapter imports: `types`, `log`, `config`,
+        /// `kv` and `wasi:http` (filtered by the adapter's allowed hosts;
+        /// the same wasi:http 0.2.x in every contract version).
+        pub fn add_payment(
+            linker: &mut wasmtime::component::Linker<$crate::worlds::caps::PaymentState>,
+        ) -> wasmtime::Result<()> {
+            use $crate::worlds::caps::{self, view};
+            types::add_to_linker::<_, caps::Log>(linker, view::log)?;
+            log::add_to_linker::<_, caps::Log>(linker, view::log)?;
+            config::add_to_linker::<_, caps::Config>(linker, view::payment_config)?;
+            kv::add_to_linker::<_, caps::Kv>(linker, view::kv)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
+        }
+    };
+}
+
 pub mod backend;
 pub mod caps;
 pub mod payment;

@@ -347,18 +347,3 @@ impl From<latest::Escrow> for Escrow {
         }
     }
 }
-
-impl From<latest::EscrowStatus> for EscrowState {
-    fn from(s: latest::EscrowStatus) -> Self {
-        use latest::EscrowStatus as W;
-        match s {
-            W::Pending => EscrowState::Pending,
-            W::Funded => EscrowState::Funded,
-            W::Released => EscrowState::Released,
-            W::Settled => EscrowState::Settled,
-            W::Refunded => EscrowState::Refunded,
-            W::Disputed => EscrowState::Disputed,
-            W::Expired => EscrowState::Expired,
-        }
-    }
-}

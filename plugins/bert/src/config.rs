@@ -114,3 +114,46 @@ fn req_f64(obj: &Value, key: &str) -> Result<f64, Error> {
             .ok_or_else(|| Error::invalid(format!("config key `{key}` must be a number"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// all-MiniLM-L6-v2's config.json, as shipped.
+    const MINILM: &str = r#"{"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1,
+        "gradient_checkpointing": false, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "hidden_size": 384, "initializer_range": 0.02, "intermediate_size": 1536,
+        "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "model_type": "bert",
+        "num_attention_heads": 12, "num_hidden_layers": 6, "pad_token_id": 0,
+        "position_embedding_type": "absolute", "transformers_version": "4.8.2",
+        "type_vocab_size": 2, "use_cache": true, "vocab_size": 30522}"#;
+
+    fn with(key: &str, value: &str) -> String {
+        let mut v: Value = serde_json::from_str(MINILM).unwrap();
+        v[key] = serde_json::from_str(value).unwrap();
+        v.to_string()
+    }
+
+    #[test]
+    fn minilm_parses_with_exact_gelu() {
+        let c = BertConfig::parse(MINILM).unwrap();
+        assert_eq!(
+            (c.hidden_size, c.head_dim(), c.num_hidden_layers),
+            (384, 32, 6)
+        );
+        assert!(matches!(c.hidden_act, HiddenAct::GeluErf));
+        let c = BertConfig::parse(&with("hidden_act", "\"gelu_new\"")).unwrap();
+        assert!(matches!(c.hidden_act, HiddenAct::Gelu));
+    }
+
+    #[test]
+    fn what_the_encoder_cannot_run_is_refused_by_key() {
+        let err = |text: &str| format!("{:?}", BertConfig::parse(text).unwrap_err());
+        assert!(err(&with("hidden_act", "\"swish\"")).contains("Unsupported"));
+        assert!(err(&with("position_embedding_type", "\"relative_key\""))
+            .contains("position_embedding_type"));
+        assert!(err(&with("num_attention_heads", "5")).contains("hidden_size"));
+        assert!(err(&with("layer_norm_eps", "0")).contains("layer_norm_eps"));
+        assert!(err(&with("vocab_size", "0")).contains("vocab_size"));
+    }
+}

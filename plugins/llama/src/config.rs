@@ -221,3 +221,57 @@ fn token_ids(obj: &Value, key: &str) -> Result<Vec<u32>, Error> {
         Some(v) => Ok(vec![one(v)?]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+        "rms_norm_eps": 1e-5, "max_position_embeddings": 256, "eos_token_id": [2, 3]}"#;
+
+    fn with(key: &str, value: &str) -> String {
+        let mut v: Value = serde_json::from_str(BASE).unwrap();
+        v[key] = serde_json::from_str(value).unwrap();
+        v.to_string()
+    }
+
+    fn invalid(text: &str) -> String {
+        match LlamaConfig::parse(text) {
+            Err(Error::InvalidInput(m)) => m,
+            other => panic!("expected invalid-input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_candle_transformers() {
+        let c = LlamaConfig::parse(BASE).unwrap();
+        assert_eq!((c.num_key_value_heads, c.head_dim()), (2, 16));
+        assert_eq!(c.rope_theta, 10_000.0);
+        assert!(!c.tie_word_embeddings);
+        assert_eq!(c.eos_token_ids, [2, 3]);
+        let c = LlamaConfig::parse(&with("eos_token_id", "7")).unwrap();
+        assert_eq!(c.eos_token_ids, [7], "a single id or a list");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(invalid("[]").contains("not a JSON object"));
+        assert!(invalid("{").contains("not valid JSON"));
+        assert!(invalid(&with("hidden_size", "\"64\"")).contains("hidden_size"));
+        assert!(invalid(&with("vocab_size", "-1")).contains("vocab_size"));
+        assert!(invalid(&with("eos_token_id", "[\"x\"]")).contains("eos_token_id"));
+        let mut v: Value = serde_json::from_str(BASE).unwrap();
+        v.as_object_mut().unwrap().remove("num_hidden_layers");
+        assert!(invalid(&v.to_string()).contains("num_hidden_layers"));
+    }
+
+    #[test]
+    fn shapes_that_cannot_run_are_refused() {
+        assert!(invalid(&with("num_key_value_heads", "3")).contains("num_key_value_heads"));
+        assert!(invalid(&with("num_attention_heads", "5")).contains("num_attention_heads"));
+        assert!(invalid(&with("vocab_size", "0")).contains("must be positive"));
+        assert!(invalid(&with("rms_norm_eps", "0")).contains("rms_norm_eps"));
+        assert!(invalid(&with("rope_theta", "-1")).contains("rope_theta"));
+    }
+}

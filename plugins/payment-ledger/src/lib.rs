@@ -647,3 +647,27 @@ impl Payment for Ledger {
 }
 
 export_payment!(Ledger);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_stored_by_their_wit_names() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Row {
+            #[serde(with = "stored_state")]
+            s: EscrowState,
+        }
+        for s in EscrowState::ALL {
+            let text = serde_json::to_string(&Row { s }).unwrap();
+            assert_eq!(text, format!(r#"{{"s":"{}"}}"#, s.name()));
+            assert_eq!(serde_json::from_str::<Row>(&text).unwrap(), Row { s });
+        }
+        let err = serde_json::from_str::<Row>(r#"{"s":"Funded"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown escrow status `Funded`"),
+            "{err}"
+        );
+    }
+}

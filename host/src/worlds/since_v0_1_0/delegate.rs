@@ -4,7 +4,7 @@
 //! types in both versions, so handles pass through unchanged.
 
 use super::infernet::plugin::{config, kv, log, models, progress, tensor, types};
-use super::{same_enum, Error};
+use super::Error;
 use crate::kernels::{SamplerRes, TensorRes};
 use crate::models::{TokenizerRes, WeightsRes};
 use crate::worlds::caps::{ConfigView, KernelView, KvView, LogView, ModelView, ProgressView};

@@ -13,10 +13,8 @@
 
 mod delegate;
 
-use super::caps::{self, view, BackendState, PaymentState, PricingState};
 use super::latest;
 use super::payment::{Escrow, EscrowState};
-use wasmtime::component::Linker;
 
 wasmtime::component::bindgen!({
     path: "../wit/since_v0.1.0",
@@ -89,51 +87,10 @@ pub mod payment {
 
 pub use infernet::plugin::types::Error;
 
-use infernet::plugin::{config, kv, log, models as wit_models, progress, tensor, types};
+use infernet::plugin::{config, kv, log, models, progress, tensor, types};
 use payment::exports::infernet::plugin::payment_api as pay;
 
-/// Links what a 0.1.0 backend imports.
-pub fn add_backend(linker: &mut Linker<BackendState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    tensor::add_to_linker::<_, caps::Kernels>(linker, view::kernels)?;
-    wit_models::add_to_linker::<_, caps::Models>(linker, view::models)?;
-    log::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    progress::add_to_linker::<_, caps::Progress>(linker, view::progress)
-}
-
-/// Links what a 0.1.0 pricing plugin imports.
-pub fn add_pricing(linker: &mut Linker<PricingState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    log::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    config::add_to_linker::<_, caps::Config>(linker, view::pricing_config)
-}
-
-/// Links what a 0.1.0 payment adapter imports (`wasi:http` is the same
-/// 0.2.x interface in both contracts).
-pub fn add_payment(linker: &mut Linker<PaymentState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    log::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    config::add_to_linker::<_, caps::Config>(linker, view::payment_config)?;
-    kv::add_to_linker::<_, caps::Kv>(linker, view::kv)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
-}
-
-/// `From` both ways between two enums with the same cases.
-macro_rules! same_enum {
-    ($a:ident <=> $b:ident { $($case:ident),* $(,)? }) => {
-        impl From<$a> for $b {
-            fn from(x: $a) -> $b {
-                match x { $($a::$case => $b::$case),* }
-            }
-        }
-        impl From<$b> for $a {
-            fn from(x: $b) -> $a {
-                match x { $($b::$case => $a::$case),* }
-            }
-        }
-    };
-}
-pub(crate) use same_enum;
+world_linkers!();
 
 use infernet::plugin::log::Level as Level1;
 use latest::infernet::plugin::log::Level as Level2;
@@ -311,20 +268,11 @@ impl From<pay::CurrencyInfo> for latest::CurrencyInfo {
     }
 }
 
-impl From<pay::EscrowStatus> for EscrowState {
-    fn from(s: pay::EscrowStatus) -> Self {
-        use pay::EscrowStatus as W;
-        match s {
-            W::Pending => EscrowState::Pending,
-            W::Funded => EscrowState::Funded,
-            W::Released => EscrowState::Released,
-            W::Settled => EscrowState::Settled,
-            W::Refunded => EscrowState::Refunded,
-            W::Disputed => EscrowState::Disputed,
-            W::Expired => EscrowState::Expired,
-        }
-    }
-}
+use pay::EscrowStatus as EscrowStatus1;
+
+same_enum!(EscrowStatus1 => EscrowState {
+    Pending, Funded, Released, Settled, Refunded, Disputed, Expired,
+});
 
 /// A 0.1.0 escrow has no beneficiary: `None` (see the module doc).
 impl From<pay::Escrow> for Escrow {

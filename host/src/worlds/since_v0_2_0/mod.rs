@@ -13,9 +13,6 @@ mod host_ifaces;
 mod models_host;
 mod tensor_host;
 
-use super::caps::{self, view, BackendState, PaymentState, PricingState};
-use wasmtime::component::Linker;
-
 wasmtime::component::bindgen!({
     path: "../wit",
     interfaces: "
@@ -95,33 +92,15 @@ pub use payment::exports::infernet::plugin::payment_api::{
     CurrencyInfo, Escrow, EscrowRequest, EscrowStatus,
 };
 
-use infernet::plugin::{config, kv, log, models as wit_models, progress, tensor, types};
+use super::payment::EscrowState;
 
-/// Links what a 0.2.0 backend imports: `types`, `tensor`, `models`, `log`, `progress`.
-pub fn add_backend(linker: &mut Linker<BackendState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    tensor::add_to_linker::<_, caps::Kernels>(linker, view::kernels)?;
-    wit_models::add_to_linker::<_, caps::Models>(linker, view::models)?;
-    log::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    progress::add_to_linker::<_, caps::Progress>(linker, view::progress)
-}
+same_enum!(EscrowStatus => EscrowState {
+    Pending, Funded, Released, Settled, Refunded, Disputed, Expired,
+});
 
-/// Links what a 0.2.0 pricing plugin imports: `types`, `log`, `config`.
-pub fn add_pricing(linker: &mut Linker<PricingState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    log::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    config::add_to_linker::<_, caps::Config>(linker, view::pricing_config)
-}
+use infernet::plugin::{config, kv, log, models, progress, tensor, types};
 
-/// Links what a 0.2.0 payment adapter imports: `types`, `log`, `config`,
-/// `kv` and `wasi:http` (filtered by the adapter's allowed hosts).
-pub fn add_payment(linker: &mut Linker<PaymentState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    log::add_to_linker::<_, caps::Log>(linker, view::log)?;
-    config::add_to_linker::<_, caps::Config>(linker, view::payment_config)?;
-    kv::add_to_linker::<_, caps::Kv>(linker, view::kv)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
-}
+world_linkers!();
 
 /// `wasmtime::Result<Result<T, Error>>`: a trap, or a value for the plugin.
 pub(crate) type Out<T> = wasmtime::Result<Result<T, Error>>;
