@@ -180,8 +180,10 @@ impl Inner {
             if let Some(pays) = &seen.beneficiary {
                 if !same_account(pays, &adapter.account) {
                     return Err(refuse(format!(
-                        "escrow {} pays `{pays}`, not this provider's account `{}`",
-                        escrow.escrow_id, adapter.account
+                        "escrow {} pays `{}`, not this provider's account `{}`",
+                        escrow.escrow_id,
+                        clipped(pays),
+                        adapter.account
                     )));
                 }
             }
@@ -384,5 +386,27 @@ impl Inner {
             }
         }
         Ok(changed)
+    }
+}
+
+/// What an adapter reported, cut to a length fit for an error message (a
+/// payment service's answer is not ours to trust with the wire's size).
+fn clipped(s: &str) -> String {
+    const MAX: usize = 128;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reported_values_are_clipped_in_refusals() {
+        assert_eq!(super::clipped("0xabc"), "0xabc");
+        let long = "é".repeat(10_000);
+        let shown = super::clipped(&long);
+        assert_eq!(shown.chars().count(), 129);
+        assert!(shown.ends_with('…'));
     }
 }
