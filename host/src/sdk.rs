@@ -27,7 +27,9 @@ use crate::p2p::{
     self, AdvertSpec, Multiaddr, NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, PeerId,
     SharedHandler, WireInput,
 };
-use crate::store::{Earnings, EscrowRecord, JobRecord, PeerRecord, Store, StoreError};
+use crate::store::{
+    Earnings, EscrowRecord, JobRecord, NodeLock, NodeLockError, PeerRecord, Store, StoreError,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -45,6 +47,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another node runs on this data dir.
+    #[error(transparent)]
+    Locked(#[from] NodeLockError),
     /// Backends or pricing plugin failed to load.
     #[error("loading plugins: {0}")]
     Node(#[from] NodeError),
@@ -112,6 +117,7 @@ impl InfernetBuilder {
             path: data_dir.clone(),
             source,
         })?;
+        let lock = NodeLock::acquire(&data_dir)?;
         let store = {
             let dir = data_dir.clone();
             Arc::new(blocking(move || Store::open_in_dir(&dir).map_err(StartError::from)).await?)
@@ -194,6 +200,7 @@ impl InfernetBuilder {
             node,
             payments,
             tasks,
+            _lock: lock,
         })
     }
 }
@@ -210,6 +217,8 @@ pub struct Infernet {
     node: Option<Arc<Node>>,
     payments: Option<Arc<crate::payments::Payments>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held while the node lives: one node per data dir.
+    _lock: NodeLock,
 }
 
 impl Infernet {

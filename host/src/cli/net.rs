@@ -133,7 +133,7 @@ fn outcome_json(o: &JobOutcome) -> serde_json::Value {
         "attempts": o.attempts,
         "price": { "amount": o.price.amount, "currency": o.price.currency },
         "output": match &o.output { WireOutput::Text(t) => serde_json::json!(t), other => serde_json::json!(format!("{other:?}")) },
-        "signed_result": o.signed.payload,
+        "signed_result": o.signed.payload.value(),
     })
 }
 
@@ -319,7 +319,7 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        eprintln!("prompt: {prompt:?}\n--- streamed over /infernet/job/1 (random weights: the words are noise) ---");
+        eprintln!("prompt: {prompt:?}\n--- streamed over /infernet/job/2 (random weights: the words are noise) ---");
         let started = std::time::Instant::now();
         let opts = InferOptions { max_tokens: Some(24), max_budget: Some(1_000), ..Default::default() };
         let mut stream = client.infer_stream("tiny-llama", prompt, opts).await?;

@@ -3,7 +3,7 @@
 //! single-node job path ([`crate::node`]).
 //!
 //! - [`provider::ProviderHandler`] is the provider side: plugged into
-//!   [`crate::p2p::start`] as the `/infernet/job/1` handler, it prices jobs
+//!   [`crate::p2p::start`] as the `/infernet/job/2` handler, it prices jobs
 //!   with the node's pricing plugin, records every accepted job in the store
 //!   (persisting each state transition before acting on it, so a job id is
 //!   never executed twice), runs it on the node's backend and replies with a

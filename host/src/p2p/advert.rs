@@ -1,4 +1,4 @@
-//! Provider adverts: what a provider gossips on `infernet/providers/1`, how a
+//! Provider adverts: what a provider gossips on `infernet/providers/2`, how a
 //! receiver checks it, and the counters of what was dropped and why.
 
 use super::protocol::{
@@ -197,7 +197,7 @@ mod tests {
                 currency: "USD".into(),
             },
             capacity: 1,
-            wit_version: "0.1.0".into(),
+            wit_version: "0.2.0".into(),
             protocol_version: version,
             stake: None,
             timestamp_ms: ts,
@@ -227,8 +227,12 @@ mod tests {
             verify_advert(&v99, now, DEFAULT_MAX_SKEW_MS),
             Err(AdvertRejection::UnknownProtocol(99))
         );
-        let mut forged = ok.clone();
-        forged.payload.models.push("other".into());
+        let mut more = ok.payload.value().clone();
+        more.models.push("other".into());
+        let forged = SignedAdvert {
+            payload: crate::p2p::protocol::Encoded::new(more).unwrap(),
+            ..ok.clone()
+        };
         assert_eq!(
             verify_advert(&forged, now, DEFAULT_MAX_SKEW_MS),
             Err(AdvertRejection::BadSignature)

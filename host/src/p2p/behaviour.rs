@@ -24,7 +24,7 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     /// Provider adverts.
     pub gossipsub: gossipsub::Behaviour,
-    /// `/infernet/job/1`.
+    /// `/infernet/job/2`.
     pub job: request_response::Behaviour<JobCodec>,
     /// LAN discovery, when enabled.
     pub mdns: Toggle<mdns::tokio::Behaviour>,

@@ -1,12 +1,13 @@
-//! The `/infernet/job/1` stream codec: one CBOR-encoded [`JobMessage`] per
-//! direction per stream, each side closing its write half after the message.
-//! Reads are capped (1 MiB requests, 8 MiB responses by default) and decoding
-//! is strict (one item, no trailing bytes, bounded nesting). An inbound
-//! request that breaks a rule is read as [`Frame::Invalid`] with the reason
-//! (request-response would otherwise swallow the error with a debug log), so
-//! the event loop can log and count it with the peer's id and close that
-//! stream unanswered. A bad response fails the outbound request with an
-//! `InvalidData` error that says why.
+//! The `/infernet/job/2` stream codec. A frame is an unsigned LEB128 varint
+//! of the body's length, then the body: one CBOR [`JobMessage`]. One frame
+//! per direction per stream; the writer then closes its side
+//! (PROTOCOL.md §3). Reads are capped (1 MiB requests, 8 MiB responses by
+//! default; a larger declared length is refused before any of the body is
+//! read) and decoding is strict (one item, no trailing bytes, bounded
+//! nesting). An inbound request that breaks a rule is read as
+//! [`Frame::Invalid`] with the reason, which the event loop answers with an
+//! `Error(InvalidRequest)` frame the sender can read. A bad response fails
+//! the outbound request with an `InvalidData` error that says why.
 
 use super::protocol::{
     decode, encode, CodecError, JobMessage, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
@@ -43,41 +44,103 @@ impl Default for JobCodec {
     }
 }
 
-fn invalid(e: CodecError) -> io::Error {
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-async fn read_capped<T: AsyncRead + Unpin + Send>(
+/// Longest varint accepted: 4 bytes hold lengths up to 256 MiB, far above
+/// any cap; more is malformed.
+const MAX_VARINT_BYTES: usize = 4;
+
+/// `n` as an unsigned LEB128 varint.
+pub fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4);
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// `body` behind its varint length: one frame.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = varint(body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+async fn read_varint<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<usize> {
+    let mut n = 0usize;
+    for i in 0..MAX_VARINT_BYTES {
+        let mut byte = [0u8; 1];
+        if io.read(&mut byte).await? == 0 {
+            return Err(invalid(if i == 0 {
+                "empty stream: expected a varint length and a CBOR message".to_string()
+            } else {
+                "stream ended inside the varint length".to_string()
+            }));
+        }
+        n |= ((byte[0] & 0x7f) as usize) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            return Ok(n);
+        }
+    }
+    Err(invalid(format!(
+        "malformed frame: length varint longer than {MAX_VARINT_BYTES} bytes \
+         (frames are an unsigned varint length, then one CBOR message)"
+    )))
+}
+
+/// Reads one frame's body, refusing a declared length over `max` before
+/// reading any of it.
+pub async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
+    let len = read_varint(io).await?;
+    if len > max {
+        return Err(invalid(CodecError::TooLarge { size: len, max }));
+    }
+    if len == 0 {
+        return Err(invalid("malformed frame: zero-length message"));
+    }
+    let mut buf = Vec::with_capacity(len);
+    io.take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(invalid(format!(
+            "malformed frame: declared {len} bytes, the stream ended after {} \
+             (frames are an unsigned varint length, then one CBOR message)",
+            buf.len()
+        )));
+    }
+    Ok(buf)
+}
+
+async fn read_message<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
 ) -> io::Result<JobMessage> {
-    let mut buf = Vec::new();
-    io.take(max as u64 + 1).read_to_end(&mut buf).await?;
-    if buf.len() > max {
-        return Err(invalid(CodecError::TooLarge {
-            size: buf.len(),
-            max,
-        }));
-    }
-    if buf.is_empty() {
-        return Err(invalid(CodecError::Decode("empty message".into())));
-    }
-    decode(&buf).map_err(invalid)
+    let body = read_frame(io, max).await?;
+    decode(&body).map_err(invalid)
 }
 
-async fn write_capped<T: AsyncWrite + Unpin + Send>(
+async fn write_message<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     msg: &JobMessage,
     max: usize,
 ) -> io::Result<()> {
-    let bytes = encode(msg).map_err(invalid)?;
-    if bytes.len() > max {
+    let body = encode(msg).map_err(invalid)?;
+    if body.len() > max {
         return Err(invalid(CodecError::TooLarge {
-            size: bytes.len(),
+            size: body.len(),
             max,
         }));
     }
-    io.write_all(&bytes).await
+    io.write_all(&frame(&body)).await
 }
 
 impl libp2p::request_response::Codec for JobCodec {
@@ -89,7 +152,7 @@ impl libp2p::request_response::Codec for JobCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        match read_capped(io, self.max_request_bytes).await {
+        match read_message(io, self.max_request_bytes).await {
             Ok(msg) => Ok(Frame::Message(Box::new(msg))),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Frame::Invalid(e.to_string())),
             Err(e) => Err(e),
@@ -100,7 +163,7 @@ impl libp2p::request_response::Codec for JobCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_capped(io, self.max_response_bytes).await
+        read_message(io, self.max_response_bytes).await
     }
 
     async fn write_request<T>(
@@ -113,7 +176,7 @@ impl libp2p::request_response::Codec for JobCodec {
         T: AsyncWrite + Unpin + Send,
     {
         match req {
-            Frame::Message(msg) => write_capped(io, &msg, self.max_request_bytes).await,
+            Frame::Message(msg) => write_message(io, &msg, self.max_request_bytes).await,
             Frame::Invalid(why) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("refusing to send an invalid frame: {why}"),
@@ -130,7 +193,7 @@ impl libp2p::request_response::Codec for JobCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_capped(io, &res, self.max_response_bytes).await?;
+        write_message(io, &res, self.max_response_bytes).await?;
         io.flush().await
     }
 }

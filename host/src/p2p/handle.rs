@@ -145,7 +145,17 @@ pub struct NetworkHandle {
 
 /// The DHT key of a model's provider records.
 pub fn model_key(model: &str) -> kad::RecordKey {
-    kad::RecordKey::new(&format!("infernet/model/{model}"))
+    kad::RecordKey::new(&model_multihash(model))
+}
+
+/// The multihash a model's DHT key is made of: sha2-256 (code 0x12, 32
+/// bytes) of `infernet/model/<id>`, so CID-based Kademlia clients can ask
+/// for it as CIDv1 raw (PROTOCOL.md §6).
+pub fn model_multihash(model: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = vec![0x12, 0x20];
+    out.extend_from_slice(&Sha256::digest(format!("infernet/model/{model}")));
+    out
 }
 
 impl NetworkHandle {
@@ -228,7 +238,7 @@ impl NetworkHandle {
             .await
     }
 
-    /// Sends `msg` to `peer` on `/infernet/job/1` and waits for the reply
+    /// Sends `msg` to `peer` on `/infernet/job/2` and waits for the reply
     /// (bounded by `request_timeout`), dialing first if needed. A `Result`
     /// reply is checked: signed by `peer`, over this output; else
     /// [`NetworkError::BadSignature`].

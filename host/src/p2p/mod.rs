@@ -1,28 +1,33 @@
-//! The network layer: a rust-libp2p swarm on tokio (TCP + Noise + Yamux,
-//! QUIC, identify, ping, Kademlia, gossipsub, request-response and optional
-//! mDNS) owned by one event-loop task. Callers talk to it through a cloneable
+//! The network layer: a rust-libp2p swarm on tokio (TCP and WebSocket with
+//! Noise + Yamux, QUIC, identify, ping, Kademlia, gossipsub,
+//! request-response and optional mDNS) owned by one event-loop task. Callers talk to it through a cloneable
 //! [`NetworkHandle`] (commands in over an mpsc channel, replies on oneshots)
 //! and watch it through a broadcast of [`NetworkEvent`]s. Providers announce
-//! themselves with signed adverts on gossipsub topic `infernet/providers/1`
+//! themselves with signed adverts on gossipsub topic `infernet/providers/2`
 //! and a Kademlia provider record per model id; clients find them with
 //! [`NetworkHandle::providers_of`] and exchange [`JobMessage`]s on
-//! `/infernet/job/1`, whose inbound side is answered by a [`JobHandler`]
-//! spawned per request so the loop never blocks. Wire types and signatures
-//! are in [`protocol`]; the identity key persists as `identity.key` in the
+//! `/infernet/job/2`, whose inbound side is answered by a [`JobHandler`]
+//! spawned per request so the loop never blocks. Wire types are in
+//! [`protocol`], CBOR and exact-bytes values in [`cbor`], signed envelopes
+//! in [`signed`], framing in [`codec`]; `docs/PROTOCOL.md` specifies them; the identity key persists as `identity.key` in the
 //! data dir. This module never calls `worlds`: the job layer plugs a handler
 //! in and drives the lifecycle.
 
 pub mod advert;
 pub mod behaviour;
+pub mod cbor;
 pub mod codec;
 mod event_loop;
 mod handle;
 pub mod identity;
 pub mod protocol;
+pub mod signed;
 
 pub use advert::{AdvertRejection, AdvertSpec, MetricsSnapshot, NetworkMetrics};
 pub use event_loop::start;
-pub use handle::{model_key, NetworkEvent, NetworkHandle, ProviderInfo, SharedHandler};
+pub use handle::{
+    model_key, model_multihash, NetworkEvent, NetworkHandle, ProviderInfo, SharedHandler,
+};
 pub use identity::{load_or_create_identity, IDENTITY_FILE};
 pub use protocol::{
     Advert, BackendRef, ErrorCode, JobBody, JobMessage, Money, ReceiptBody, ResultBody, Signed,
@@ -37,7 +42,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Answers inbound `/infernet/job/1` requests on a provider. Called on its
+/// Answers inbound `/infernet/job/2` requests on a provider. Called on its
 /// own task per request, bounded by [`NetworkConfig::handler_timeout`] (a
 /// timeout replies `Error(Timeout)`). Requests with an unknown `version` never
 /// reach it.

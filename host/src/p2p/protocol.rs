@@ -1,8 +1,10 @@
-//! Wire messages of `/infernet/job/1` and the signed envelopes that a third
+//! Wire messages of `/infernet/job/2` and the signed payloads that a third
 //! party must be able to check later (adverts, results, receipts).
+//! `docs/PROTOCOL.md` is the specification; this file is its Rust form.
 //!
 //! Every job-protocol frame is a [`JobMessage`]: a `version` plus a
-//! [`JobBody`], encoded as CBOR with a size cap (see [`super::codec`]).
+//! [`JobBody`], encoded as CBOR behind a varint length (see
+//! [`super::codec`]).
 //! The exchange, each step one request/response on its own stream:
 //!
 //! ```text
@@ -17,24 +19,25 @@
 //! ```
 //!
 //! Signatures use the node's libp2p identity key over
-//! `"infernet:" DOMAIN "\0" cbor(payload)`; [`Signed::verify`] checks the key
-//! against the peer id the payload claims.
+//! `"infernet:" DOMAIN "\0"` followed by the payload's exact bytes
+//! ([`super::signed`]); [`Signed::verify`] checks the key against the peer id
+//! the payload claims.
 
-use libp2p::identity::{Keypair, PublicKey};
+use super::cbor::bytes;
+pub use super::cbor::{decode, encode, hash_value, sha256_hex, CodecError, Encoded};
+pub use super::signed::{signing_input, SignatureError, Signed, SignedPayload};
 use libp2p::PeerId;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The `version` this build writes into every message and advert.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Versions this build understands.
-pub const KNOWN_PROTOCOL_VERSIONS: &[u16] = &[1];
+pub const KNOWN_PROTOCOL_VERSIONS: &[u16] = &[2];
 /// Stream protocol of the job exchange.
-pub const JOB_PROTOCOL: &str = "/infernet/job/1";
+pub const JOB_PROTOCOL: &str = "/infernet/job/2";
 /// Gossipsub topic of provider adverts.
-pub const ADVERT_TOPIC: &str = "infernet/providers/1";
+pub const ADVERT_TOPIC: &str = "infernet/providers/2";
 /// Default cap on an encoded request (1 MiB).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Default cap on an encoded response (8 MiB).
@@ -137,7 +140,7 @@ pub struct BackendRef {
     pub sha256: String,
 }
 
-/// One frame of `/infernet/job/1`.
+/// One frame of `/infernet/job/2`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobMessage {
     /// Protocol version of the sender ([`PROTOCOL_VERSION`]).
@@ -274,14 +277,15 @@ pub enum JobBody {
     },
     /// Provider → client: the final output and its signed description.
     Result {
-        /// The output; its hash is in `signed`.
-        output: WireOutput,
+        /// The output, as a byte string of its CBOR: `signed.output_hash`
+        /// is the sha256 of exactly these bytes.
+        output: Encoded<WireOutput>,
         /// Provider-signed result.
         signed: SignedResult,
-        /// The proof asked for with `Run { proof }`; its [`hash_proof`] is
-        /// `signed.payload.proof_hash`.
+        /// The proof asked for with `Run { proof }`, as a byte string of its
+        /// CBOR; `signed.proof_hash` is the sha256 of these bytes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        proof: Option<Box<ProofAttachment>>,
+        proof: Option<Box<Encoded<ProofAttachment>>>,
     },
     /// Client → provider: proof of delivery.
     Receipt(SignedReceipt),
@@ -342,98 +346,7 @@ pub enum ErrorCode {
 }
 
 // ---------------------------------------------------------------------------
-// Signed envelopes
-
-/// A payload that can be signed with a libp2p identity key.
-pub trait SignedPayload: Serialize + DeserializeOwned {
-    /// Domain separation tag (distinct per payload type).
-    const DOMAIN: &'static str;
-    /// The peer id (base58) the payload claims as its signer.
-    fn signer(&self) -> &str;
-}
-
-/// `payload` signed by the key in `public_key` (protobuf-encoded libp2p key).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Signed<T> {
-    /// What is signed.
-    pub payload: T,
-    /// Signature over [`signing_bytes`] of the payload.
-    #[serde(with = "bytes")]
-    pub signature: Vec<u8>,
-    /// Signer's public key, protobuf-encoded.
-    #[serde(with = "bytes")]
-    pub public_key: Vec<u8>,
-}
-
-/// Why a signature check failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    /// `public_key` is not a protobuf-encoded libp2p public key.
-    #[error("malformed public key")]
-    BadPublicKey,
-    /// The claimed signer is not a peer id.
-    #[error("claimed signer `{0}` is not a peer id")]
-    BadSignerId(String),
-    /// The key belongs to another peer than the payload claims.
-    #[error("public key is {actual}'s, payload claims {claimed}")]
-    KeyMismatch {
-        /// Peer id in the payload.
-        claimed: String,
-        /// Peer id of the key.
-        actual: String,
-    },
-    /// The signature does not verify.
-    #[error("signature does not verify")]
-    BadSignature,
-    /// Signing failed (encoding or key type).
-    #[error("cannot sign: {0}")]
-    Signing(String),
-}
-
-/// The exact bytes that are signed for `payload`.
-pub fn signing_bytes<T: SignedPayload>(payload: &T) -> Result<Vec<u8>, SignatureError> {
-    let mut out = format!("infernet:{}\0", T::DOMAIN).into_bytes();
-    out.extend(encode(payload).map_err(|e| SignatureError::Signing(e.to_string()))?);
-    Ok(out)
-}
-
-impl<T: SignedPayload> Signed<T> {
-    /// Signs `payload` with `key`. The payload's [`SignedPayload::signer`]
-    /// should be `key`'s peer id, or [`Signed::verify`] will refuse it.
-    pub fn sign(payload: T, key: &Keypair) -> Result<Signed<T>, SignatureError> {
-        let msg = signing_bytes(&payload)?;
-        let signature = key
-            .sign(&msg)
-            .map_err(|e| SignatureError::Signing(e.to_string()))?;
-        Ok(Signed {
-            payload,
-            signature,
-            public_key: key.public().encode_protobuf(),
-        })
-    }
-
-    /// Checks the key against the claimed signer and the signature against
-    /// the payload; returns the signer.
-    pub fn verify(&self) -> Result<PeerId, SignatureError> {
-        let key = PublicKey::try_decode_protobuf(&self.public_key)
-            .map_err(|_| SignatureError::BadPublicKey)?;
-        let claimed = self.payload.signer();
-        let claimed_id: PeerId = claimed
-            .parse()
-            .map_err(|_| SignatureError::BadSignerId(claimed.to_string()))?;
-        let actual = key.to_peer_id();
-        if actual != claimed_id {
-            return Err(SignatureError::KeyMismatch {
-                claimed: claimed.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        if !key.verify(&signing_bytes(&self.payload)?, &self.signature) {
-            return Err(SignatureError::BadSignature);
-        }
-        Ok(actual)
-    }
-}
+// Signed payloads
 
 /// The signed description of a delivered result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -480,11 +393,6 @@ pub struct ProofAttachment {
     pub logits: Vec<i64>,
 }
 
-/// sha256 (hex) of the canonical encoding of a proof attachment.
-pub fn hash_proof(proof: &ProofAttachment) -> String {
-    hash_value(proof)
-}
-
 /// What a provider advertises about one model it proves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProofAdvert {
@@ -503,7 +411,7 @@ pub struct ProofAdvert {
 }
 
 impl SignedPayload for ResultBody {
-    const DOMAIN: &'static str = "result/1";
+    const DOMAIN: &'static str = "result/2";
     fn signer(&self) -> &str {
         &self.provider
     }
@@ -513,10 +421,11 @@ impl SignedPayload for ResultBody {
 pub type SignedResult = Signed<ResultBody>;
 
 impl SignedResult {
-    /// [`Signed::verify`] plus: the output hashes to `output_hash`.
-    pub fn verify_output(&self, output: &WireOutput) -> Result<PeerId, SignatureError> {
+    /// [`Signed::verify`] plus: the output bytes as received hash to
+    /// `output_hash`.
+    pub fn verify_output(&self, output: &Encoded<WireOutput>) -> Result<PeerId, SignatureError> {
         let signer = self.verify()?;
-        if hash_output(output) != self.payload.output_hash {
+        if output.hash() != self.payload.output_hash {
             return Err(SignatureError::BadSignature);
         }
         Ok(signer)
@@ -546,7 +455,7 @@ pub struct ReceiptBody {
 }
 
 impl SignedPayload for ReceiptBody {
-    const DOMAIN: &'static str = "receipt/1";
+    const DOMAIN: &'static str = "receipt/2";
     fn signer(&self) -> &str {
         &self.client
     }
@@ -592,7 +501,7 @@ impl Advert {
 }
 
 impl SignedPayload for Advert {
-    const DOMAIN: &'static str = "advert/1";
+    const DOMAIN: &'static str = "advert/2";
     fn signer(&self) -> &str {
         &self.peer_id
     }
@@ -602,61 +511,18 @@ impl SignedPayload for Advert {
 pub type SignedAdvert = Signed<Advert>;
 
 // ---------------------------------------------------------------------------
-// Encoding helpers
+// Hashes and time
 
-/// CBOR encode/decode failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    /// Could not encode.
-    #[error("cbor encode: {0}")]
-    Encode(String),
-    /// Could not decode.
-    #[error("malformed cbor: {0}")]
-    Decode(String),
-    /// Valid CBOR followed by extra bytes.
-    #[error("{0} trailing bytes after the message")]
-    Trailing(usize),
-    /// Too large.
-    #[error("message of {size} bytes exceeds the {max}-byte limit")]
-    TooLarge {
-        /// Size seen (at least).
-        size: usize,
-        /// Limit.
-        max: usize,
-    },
-}
-
-/// Canonical CBOR encoding (struct fields in declaration order).
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| CodecError::Encode(e.to_string()))
-}
-
-/// Strict CBOR decoding: one item, no trailing bytes, nesting bounded.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    use cbor4ii::core::dec::{Read, Reference};
-    let mut de = cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
-    let value = T::deserialize(&mut de).map_err(|e| CodecError::Decode(e.to_string()))?;
-    let mut rest = de.into_inner();
-    let left = match rest.fill(usize::MAX) {
-        Ok(Reference::Long(b)) => b.len(),
-        Ok(Reference::Short(b)) => b.len(),
-        Err(_) => 0,
-    };
-    if left != 0 {
-        return Err(CodecError::Trailing(left));
-    }
-    Ok(value)
-}
-
-/// sha256 (hex) of the canonical encoding of `output`.
+/// sha256 (hex) of this node's encoding of `output`: the `output_hash` of a
+/// result this node signs (a received result is checked against the bytes
+/// it carried, [`Encoded::hash`]).
 pub fn hash_output(output: &WireOutput) -> String {
-    hex::encode(Sha256::digest(encode(output).unwrap_or_default()))
+    hash_value(output)
 }
 
-/// sha256 (hex) of any serializable value's canonical encoding (request
-/// hashes for idempotency).
-pub fn hash_value<T: Serialize>(value: &T) -> String {
-    hex::encode(Sha256::digest(encode(value).unwrap_or_default()))
+/// sha256 (hex) of this node's encoding of a proof attachment.
+pub fn hash_proof(proof: &ProofAttachment) -> String {
+    hash_value(proof)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -667,45 +533,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `Vec<u8>` as a CBOR byte string instead of an array of integers.
-mod bytes {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(b) = seq.next_element::<u8>()? {
-                    out.push(b);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_bytes(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::identity::Keypair;
 
     fn advert(key: &Keypair) -> Advert {
         Advert {
@@ -717,7 +548,7 @@ mod tests {
                 currency: "USD".into(),
             },
             capacity: 2,
-            wit_version: "0.1.0".into(),
+            wit_version: "0.2.0".into(),
             protocol_version: PROTOCOL_VERSION,
             stake: None,
             timestamp_ms: now_ms(),
@@ -725,11 +556,20 @@ mod tests {
         }
     }
 
+    /// The same advert with one field changed, keeping the old signature.
+    fn forge(signed: &SignedAdvert, change: impl FnOnce(&mut Advert)) -> SignedAdvert {
+        let mut a = signed.payload.value().clone();
+        change(&mut a);
+        Signed {
+            payload: Encoded::new(a).unwrap(),
+            ..signed.clone()
+        }
+    }
+
     #[test]
     fn proof_fields_are_optional_and_signed() {
         let key = Keypair::generate_ed25519();
-        // An advert without proofs encodes as before (no `proofs` key) and
-        // decodes with none.
+        // An advert without proofs has no `proofs` key and decodes with none.
         let plain = encode(&advert(&key)).unwrap();
         assert!(!plain.windows(6).any(|w| w == b"proofs"));
         let back: Advert = decode(&plain).unwrap();
@@ -747,8 +587,7 @@ mod tests {
         let back: SignedAdvert = decode(&encode(&signed).unwrap()).unwrap();
         assert_eq!(back.payload.proof_for("m", "groth16").unwrap().vk_id, "aa");
         assert!(back.payload.proof_for("m", "ezkl").is_none());
-        let mut forged = back.clone();
-        forged.payload.proofs[0].vk_id = "cc".into();
+        let forged = forge(&back, |a| a.proofs[0].vk_id = "cc".into());
         assert_eq!(forged.verify(), Err(SignatureError::BadSignature));
         // A Run without `proof` has no such key on the wire.
         let run = JobMessage::new(JobBody::Run {
@@ -773,8 +612,7 @@ mod tests {
         let back: SignedAdvert = decode(&bytes).unwrap();
         assert_eq!(back, signed);
 
-        let mut forged = signed.clone();
-        forged.payload.quote.amount = 1;
+        let forged = forge(&signed, |a| a.quote.amount = 1);
         assert_eq!(forged.verify(), Err(SignatureError::BadSignature));
 
         let other = Keypair::generate_ed25519();
@@ -787,23 +625,85 @@ mod tests {
     }
 
     #[test]
-    fn strict_decode() {
-        let msg = JobMessage::ack("j");
-        let mut bytes = encode(&msg).unwrap();
-        assert_eq!(decode::<JobMessage>(&bytes).unwrap(), msg);
-        bytes.push(0);
-        assert_eq!(decode::<JobMessage>(&bytes), Err(CodecError::Trailing(1)));
-        assert!(decode::<JobMessage>(&[0xff, 0x00, 0x13]).is_err());
+    fn a_signature_is_over_the_bytes_received_not_a_re_encoding() {
+        // The same advert encoded by another encoder: fields in reverse
+        // order. It signs and verifies as those bytes.
+        let key = Keypair::generate_ed25519();
+        let a = advert(&key);
+        let theirs = reversed_map(&encode(&a).unwrap());
+        assert_ne!(theirs, encode(&a).unwrap());
+        let payload = Encoded::<Advert>::from_bytes(theirs.clone()).unwrap();
+        assert_eq!(payload.value(), &a);
+        let signed = SignedAdvert::sign_encoded(payload, &key).unwrap();
+        let back: SignedAdvert = decode(&encode(&signed).unwrap()).unwrap();
+        assert_eq!(back.payload.bytes(), &theirs[..]);
+        assert_eq!(back.verify().unwrap(), key.public().to_peer_id());
+        // A signature is domain-separated: an advert's signature over the
+        // same bytes does not verify as a result or a receipt.
+        assert_ne!(
+            signing_input::<Advert>(&theirs),
+            signing_input::<ResultBody>(&theirs)
+        );
+    }
+
+    /// A top-level CBOR map (≤ 23 entries) with its entries in reverse order.
+    fn reversed_map(bytes: &[u8]) -> Vec<u8> {
+        let n = (bytes[0] - 0xa0) as usize;
+        let mut entries = Vec::new();
+        let mut rest = &bytes[1..];
+        for _ in 0..n {
+            let k = item_len(rest);
+            let v = item_len(&rest[k..]);
+            entries.push(rest[..k + v].to_vec());
+            rest = &rest[k + v..];
+        }
+        let mut out = vec![bytes[0]];
+        for e in entries.into_iter().rev() {
+            out.extend(e);
+        }
+        out
+    }
+
+    /// Length of the first CBOR item (enough of CBOR for `advert`).
+    fn item_len(b: &[u8]) -> usize {
+        let (major, info) = (b[0] >> 5, b[0] & 0x1f);
+        let (arg, head) = match info {
+            0..=23 => (info as usize, 1),
+            24 => (b[1] as usize, 2),
+            25 => (u16::from_be_bytes([b[1], b[2]]) as usize, 3),
+            26 => (u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize, 5),
+            27 => (u64::from_be_bytes(b[1..9].try_into().unwrap()) as usize, 9),
+            _ => panic!("indefinite item"),
+        };
+        match major {
+            0 | 1 | 7 => head,
+            2 | 3 => head + arg,
+            4 => {
+                let mut n = head;
+                for _ in 0..arg {
+                    n += item_len(&b[n..]);
+                }
+                n
+            }
+            5 => {
+                let mut n = head;
+                for _ in 0..2 * arg {
+                    n += item_len(&b[n..]);
+                }
+                n
+            }
+            _ => panic!("unexpected major type {major}"),
+        }
     }
 
     #[test]
-    fn result_output_hash_is_checked() {
+    fn result_output_hash_is_over_the_carried_bytes() {
         let key = Keypair::generate_ed25519();
-        let output = WireOutput::Text("hi".into());
+        let output = Encoded::new(WireOutput::Text("hi".into())).unwrap();
         let body = ResultBody {
             job_id: "j".into(),
             model_id: "m".into(),
-            output_hash: hash_output(&output),
+            output_hash: output.hash(),
             usage: Usage {
                 input_tokens: 1,
                 output_tokens: 1,
@@ -819,10 +719,10 @@ mod tests {
             trace_root: None,
             proof_hash: None,
         };
+        assert_eq!(output.hash(), hash_output(output.value()));
         let signed = SignedResult::sign(body, &key).unwrap();
         assert!(signed.verify_output(&output).is_ok());
-        assert!(signed
-            .verify_output(&WireOutput::Text("ho".into()))
-            .is_err());
+        let other = Encoded::new(WireOutput::Text("ho".into())).unwrap();
+        assert!(signed.verify_output(&other).is_err());
     }
 }

@@ -175,3 +175,21 @@ fn embed_prints_one_normalised_vector_per_text() {
         assert!((norm - 1.0).abs() < 1e-4);
     }
 }
+
+#[test]
+fn a_second_node_on_the_same_data_dir_is_refused_naming_the_dir_and_the_holder() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = infernet_tests::net::client_toml(root.path(), "node", &[], "");
+    let first = infernet_tests::net::NodeProc::start(&cfg);
+    let out = infernet(&["node", "start", "--config", s(&cfg)]);
+    assert!(!out.status.success(), "the second node started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let dir = root.path().join("node");
+    assert!(err.contains(&dir.display().to_string()), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    drop(first);
+    // Once the first is gone (SIGKILL: the OS releases the lock), the
+    // directory is free again.
+    let again = infernet_tests::net::NodeProc::start(&cfg);
+    drop(again);
+}

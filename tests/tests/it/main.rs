@@ -30,6 +30,7 @@ mod network_jobs;
 mod network_proofs;
 mod p2p_job_protocol;
 mod p2p_network;
+mod protocol_vectors;
 
 // Pricing and payments (and the local CoinPay server they run against).
 mod coinpay_fake;

@@ -6,7 +6,7 @@
 use futures::future::join_all;
 use infernet_host::config::Config;
 use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
-use infernet_host::p2p::protocol::hash_output;
+use infernet_host::p2p::protocol::{hash_output, Encoded};
 use infernet_host::p2p::WireOutput;
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{ClientError, InferOptions, Infernet, StreamEvent};
@@ -119,7 +119,12 @@ async fn three_providers_one_bootstrap_a_signed_result_quotes_budget_and_unknown
     );
     assert_eq!(out.attempts, 1);
     // Signed by the provider over exactly this output, naming this client.
-    assert_eq!(out.signed.verify_output(&out.output).unwrap(), p1.peer_id());
+    assert_eq!(
+        out.signed
+            .verify_output(&Encoded::new(out.output.clone()).unwrap())
+            .unwrap(),
+        p1.peer_id()
+    );
     assert_eq!(out.signed.payload.output_hash, hash_output(&out.output));
     assert_eq!(
         out.signed.payload.client.as_deref(),

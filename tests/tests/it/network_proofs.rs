@@ -8,7 +8,7 @@
 use infernet_host::config::Config;
 use infernet_host::jobs::client::verify_proof;
 use infernet_host::node::{Node, NodeError, ZK_DIR};
-use infernet_host::p2p::protocol::hash_proof;
+use infernet_host::p2p::protocol::{Encoded, Signed};
 use infernet_host::p2p::{ErrorCode, JobBody, JobMessage, WireInput, WireOutput};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{ClientError, InferOptions, Infernet};
@@ -149,7 +149,7 @@ async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
     let proof = out.proof.clone().expect("a proof is attached");
     assert_eq!(
         out.signed.payload.proof_hash.as_deref(),
-        Some(hash_proof(&proof).as_str())
+        Some(proof.hash().as_str())
     );
     assert_eq!(proof.logits, expected);
     let vk_id = verify_proof(
@@ -214,8 +214,9 @@ async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
         &proof,
     );
     assert!(e.contains("not the proved output"), "{e}");
-    let mut lying = proof.clone();
-    lying.logits = wrong_out.clone();
+    let mut lie = proof.value().clone();
+    lie.logits = wrong_out.clone();
+    let lying = Encoded::new(lie).unwrap();
     let e = reject(
         &advert,
         &input_bytes(&x),
@@ -224,8 +225,12 @@ async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
         &lying,
     );
     assert!(e.contains("proof_hash"), "{e}");
-    let mut resigned = out.signed.clone();
-    resigned.payload.proof_hash = Some(hash_proof(&lying));
+    let mut claims = out.signed.payload.value().clone();
+    claims.proof_hash = Some(lying.hash());
+    let resigned = Signed {
+        payload: Encoded::new(claims).unwrap(),
+        ..out.signed.clone()
+    };
     let e = reject(&advert, &input_bytes(&x), &wrong_output, &resigned, &lying);
     assert!(e.contains("groth16 verification failed"), "{e}");
     let e = reject(&advert, &input_bytes(&x1), &out.output, &out.signed, &proof);

@@ -1,7 +1,8 @@
-//! `/infernet/job/1` between real swarms on 127.0.0.1: signed results,
+//! `/infernet/job/2` between real swarms on 127.0.0.1: signed results,
 //! version checks, and hostile bytes (malformed, oversized) that must close
 //! only their own stream while the node keeps serving.
 
+use infernet_host::p2p::codec::{frame, varint};
 use infernet_host::p2p::libp2p::futures::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
 };
@@ -10,7 +11,7 @@ use infernet_host::p2p::libp2p::swarm::SwarmEvent;
 use infernet_host::p2p::libp2p::{
     identity::Keypair, noise, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
-use infernet_host::p2p::protocol::{decode, encode, hash_output, now_ms, JOB_PROTOCOL};
+use infernet_host::p2p::protocol::{decode, encode, now_ms, Encoded, JOB_PROTOCOL};
 use infernet_host::p2p::{
     load_or_create_identity, start, BackendRef, ErrorCode, JobBody, JobHandler, JobMessage,
     NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, PeerId, ResultBody, SharedHandler,
@@ -34,11 +35,11 @@ impl JobHandler for EchoHandler {
                 input: WireInput::Text(text),
                 ..
             } => {
-                let output = WireOutput::Text(text.to_uppercase());
+                let output = Encoded::new(WireOutput::Text(text.to_uppercase())).unwrap();
                 let body = ResultBody {
                     job_id,
                     model_id: model,
-                    output_hash: hash_output(&output),
+                    output_hash: output.hash(),
                     usage: Usage {
                         input_tokens: text.len() as u32,
                         output_tokens: text.len() as u32,
@@ -80,11 +81,11 @@ struct ImpostorHandler;
 impl JobHandler for ImpostorHandler {
     async fn handle(&self, _from: PeerId, _msg: JobMessage) -> JobMessage {
         let key = Keypair::generate_ed25519();
-        let output = WireOutput::Text("trust me".into());
+        let output = Encoded::new(WireOutput::Text("trust me".into())).unwrap();
         let body = ResultBody {
             job_id: "j".into(),
             model_id: "m".into(),
-            output_hash: hash_output(&output),
+            output_hash: output.hash(),
             usage: Usage::default(),
             backend: BackendRef {
                 name: "x".into(),
@@ -237,7 +238,7 @@ async fn slow_handler_times_out_with_an_error_reply() {
 }
 
 // ---------------------------------------------------------------------------
-// A raw peer that writes arbitrary bytes on /infernet/job/1.
+// A raw peer that writes arbitrary bytes on /infernet/job/2.
 
 #[derive(Clone, Default)]
 struct RawCodec;
@@ -356,8 +357,33 @@ async fn next_inbound_failure(
     }
 }
 
+/// The answer to a raw request: one varint-framed `JobMessage`.
+fn framed_reply(bytes: &[u8]) -> JobMessage {
+    let mut len = 0usize;
+    let mut i = 0;
+    loop {
+        let b = bytes[i];
+        len |= ((b & 0x7f) as usize) << (7 * i);
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    assert_eq!(bytes.len(), i + len, "one frame, nothing after it");
+    decode(&bytes[i..]).expect("the answer is one CBOR JobMessage")
+}
+
+/// The `Error` a raw request was answered with: its code and message.
+fn error_reply(r: Result<Vec<u8>, String>) -> (ErrorCode, String) {
+    let bytes = r.expect("a malformed frame gets an answer");
+    match framed_reply(&bytes).body {
+        JobBody::Error(e) => (e.code, e.message),
+        other => panic!("expected an error answer, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_oversized_requests_close_only_their_stream() {
+async fn malformed_and_oversized_frames_get_a_readable_error_and_close_only_their_stream() {
     let dp = tempfile::tempdir().unwrap();
     let p = provider(dp.path(), |_| {}).await;
     let mut events = p.subscribe();
@@ -377,51 +403,58 @@ async fn malformed_and_oversized_requests_close_only_their_stream() {
         }
     }
 
-    // 1. Garbage bytes.
+    // 1. A well-framed body that is not CBOR.
     let t0 = Instant::now();
     let r = raw_request(
         &mut raw,
         provider_id,
-        vec![0xff, 0x13, 0x37, 0x00, 0xde, 0xad],
+        frame(&[0xff, 0x13, 0x37, 0x00, 0xde]),
     )
     .await;
-    assert!(
-        r.map(|b| b.is_empty()).unwrap_or(true),
-        "garbage must not get an answer"
-    );
+    let (code, message) = error_reply(r);
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    assert!(message.contains("malformed"), "{message}");
     let reason = next_inbound_failure(&mut events).await;
     assert!(reason.contains("malformed"), "logged reason: {reason}");
 
     // 2. Valid CBOR, wrong shape.
-    let r = raw_request(
-        &mut raw,
-        provider_id,
-        encode(&("not", "a", "job message")).unwrap(),
-    )
-    .await;
-    assert!(r.map(|b| b.is_empty()).unwrap_or(true));
-    let reason = next_inbound_failure(&mut events).await;
-    assert!(reason.contains("malformed"), "logged reason: {reason}");
+    let body = encode(&("not", "a", "job message")).unwrap();
+    let (code, message) = error_reply(raw_request(&mut raw, provider_id, frame(&body)).await);
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    assert!(message.contains("malformed"), "{message}");
+    next_inbound_failure(&mut events).await;
 
-    // 3. A valid message padded past the 1 MiB request cap.
+    // 3. A frame declaring more than the 1 MiB request cap: refused from
+    // its length, before the body is read (the raw writer sends the
+    // length and the body's first bytes, then waits for the answer).
     let big = run("big", &"a".repeat(2 * 1024 * 1024));
-    let r = raw_request(&mut raw, provider_id, encode(&big).unwrap()).await;
-    assert!(
-        r.map(|b| b.is_empty()).unwrap_or(true),
-        "oversized request must not be served"
-    );
+    let big_body = encode(&big).unwrap();
+    let mut oversized = varint(big_body.len());
+    oversized.extend_from_slice(&big_body[..64]);
+    let (code, message) = error_reply(raw_request(&mut raw, provider_id, oversized).await);
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    assert!(message.contains("exceeds"), "{message}");
     let reason = next_inbound_failure(&mut events).await;
     assert!(reason.contains("exceeds"), "logged reason: {reason}");
 
-    // 4. The same connection still carries a valid request.
+    // 4. A message without the length prefix (protocol 1's framing): its
+    // first bytes read as a length the stream never delivers, and the
+    // answer says what a frame is.
+    let unframed = encode(&run("v1", "hello")).unwrap();
+    let (code, message) = error_reply(raw_request(&mut raw, provider_id, unframed).await);
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    assert!(message.contains("varint length"), "{message}");
+    next_inbound_failure(&mut events).await;
+
+    // 5. The same connection still carries a valid request.
     let reply = raw_request(
         &mut raw,
         provider_id,
-        encode(&run("ok", "still here")).unwrap(),
+        frame(&encode(&run("ok", "still here")).unwrap()),
     )
     .await
     .unwrap();
-    let reply: JobMessage = decode(&reply).unwrap();
+    let reply = framed_reply(&reply);
     let JobBody::Result { output, signed, .. } = reply.body else {
         panic!("expected a result: {reply:?}")
     };
@@ -434,7 +467,7 @@ async fn malformed_and_oversized_requests_close_only_their_stream() {
     eprintln!("hostile job streams handled in {:?}", t0.elapsed());
 
     let m = p.metrics();
-    assert_eq!(m.job_inbound_failures, 3, "{m:?}");
+    assert_eq!(m.job_inbound_failures, 4, "{m:?}");
     assert_eq!(m.job_requests_served, 1, "{m:?}");
 
     // A well-behaved client still gets served too.

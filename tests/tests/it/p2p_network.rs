@@ -2,7 +2,7 @@
 //! a 6-node network, advert checks (forged, stale, unknown version, stolen
 //! key), and identity persistence across restarts.
 
-use infernet_host::p2p::protocol::{now_ms, PROTOCOL_VERSION};
+use infernet_host::p2p::protocol::{now_ms, Encoded, PROTOCOL_VERSION};
 use infernet_host::p2p::{
     load_or_create_identity, start, Advert, AdvertSpec, JobBody, JobHandler, JobMessage, Money,
     NetworkConfig, NetworkError, NetworkHandle, PeerId, SharedHandler, SignedAdvert, IDENTITY_FILE,
@@ -216,9 +216,12 @@ async fn forged_stale_and_unknown_version_adverts_are_dropped_and_counted() {
     let me = attacker.peer_id();
     let now = now_ms();
     // Forged: signed, then the models changed.
-    let mut forged =
+    let honest =
         SignedAdvert::sign(advert_of(me, now, PROTOCOL_VERSION, &["honest"]), &key).unwrap();
-    forged.payload.models = vec!["forged-model".into()];
+    let forged = SignedAdvert {
+        payload: Encoded::new(advert_of(me, now, PROTOCOL_VERSION, &["forged-model"])).unwrap(),
+        ..honest
+    };
     // Stale: validly signed, ten minutes old.
     let stale = SignedAdvert::sign(
         advert_of(me, now - 10 * 60 * 1000, PROTOCOL_VERSION, &["stale-model"]),

@@ -1,4 +1,4 @@
-//! The client side of `/infernet/job/1`: the lifecycle driver.
+//! The client side of `/infernet/job/2`: the lifecycle driver.
 //!
 //! A job is a row in the store (role `client`) and [`JobClient::drive`] is a
 //! loop that reads the row, does the one step its state calls for, persists
@@ -35,8 +35,8 @@ use super::crash_at;
 use super::select::{rank, Candidate};
 use crate::config::ClientConfig;
 use crate::p2p::protocol::{
-    decode, encode, hash_proof, hash_value, now_ms, Money, ProofAdvert, ProofAttachment,
-    ReceiptBody, SignedReceipt, SignedResult, Usage, WireError,
+    decode, encode, hash_value, now_ms, Encoded, Money, ProofAdvert, ProofAttachment, ReceiptBody,
+    SignedReceipt, SignedResult, Usage, WireError,
 };
 use crate::p2p::{
     ErrorCode, JobBody, JobMessage, NetworkError, NetworkHandle, PeerId, ProviderInfo, WireInput,
@@ -134,7 +134,7 @@ pub struct JobOutcome {
     /// Providers tried (1 = no failover).
     pub attempts: u32,
     /// The proof that was asked for, verified before the job settled.
-    pub proof: Option<ProofAttachment>,
+    pub proof: Option<Encoded<ProofAttachment>>,
 }
 
 impl JobOutcome {
@@ -635,7 +635,7 @@ fn stored_request(rec: &JobRecord) -> Result<StoredRequest, ClientError> {
 
 /// The delivered result as stored in the job row: CBOR (exact) as hex.
 fn stored_result(
-    output: &WireOutput,
+    output: &Encoded<WireOutput>,
     signed: &SignedResult,
 ) -> Result<serde_json::Value, ClientError> {
     let corrupt = |e: crate::p2p::protocol::CodecError| ClientError::Corrupt {
@@ -645,7 +645,7 @@ fn stored_result(
     Ok(serde_json::json!({
         "provider": signed.payload.provider,
         "output_hash": signed.payload.output_hash,
-        "output_cbor": hex::encode(encode(output).map_err(corrupt)?),
+        "output_cbor": hex::encode(output.bytes()),
         "signed_cbor": hex::encode(encode(signed).map_err(corrupt)?),
     }))
 }

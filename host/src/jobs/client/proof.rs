@@ -61,14 +61,14 @@ impl Inner {
 /// stored result.
 pub(super) fn add_proof(
     stored: &mut serde_json::Value,
-    proof: Option<&ProofAttachment>,
+    proof: Option<&Encoded<ProofAttachment>>,
     expect: Option<&ProofAdvert>,
 ) -> Result<(), crate::p2p::protocol::CodecError> {
     if proof.is_none() && expect.is_none() {
         return Ok(());
     }
     let attachment = match proof {
-        Some(p) => Some(hex::encode(encode(p)?)),
+        Some(p) => Some(hex::encode(p.bytes())),
         None => None,
     };
     stored["proof"] = serde_json::json!({
@@ -90,7 +90,7 @@ pub fn verify_proof(
     input: &WireInput,
     output: &WireOutput,
     signed: &SignedResult,
-    proof: &ProofAttachment,
+    proof: &Encoded<ProofAttachment>,
 ) -> Result<String, String> {
     use infernet_verifier::{
         Groth16Verifier, InputClaim, InputMode, MlpShape, ProofEnvelope, ProofVerifier, Statement,
@@ -101,7 +101,7 @@ pub fn verify_proof(
             proof.system, expect.system
         ));
     }
-    if signed.payload.proof_hash.as_deref() != Some(hash_proof(proof).as_str()) {
+    if signed.payload.proof_hash.as_deref() != Some(proof.hash().as_str()) {
         return Err("the signed result does not cover this proof (proof_hash differs)".into());
     }
     let shape = MlpShape {

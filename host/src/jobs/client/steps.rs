@@ -305,7 +305,14 @@ impl Inner {
         req: &StoredRequest,
         provider: PeerId,
         events: Option<&Events>,
-    ) -> Result<(WireOutput, SignedResult, Option<Box<ProofAttachment>>), StepError> {
+    ) -> Result<
+        (
+            Encoded<WireOutput>,
+            SignedResult,
+            Option<Box<Encoded<ProofAttachment>>>,
+        ),
+        StepError,
+    > {
         let job_id = wire_id(rec);
         let deadline = Instant::now() + Duration::from_millis(self.cfg.run_timeout_ms);
         let msg = JobMessage::new(JobBody::Run {
@@ -410,8 +417,8 @@ impl Inner {
                 .and_then(|h| hex::decode(h).ok())
                 .ok_or_else(|| corrupt(&format!("result field `{name}` missing")))
         };
-        let output: WireOutput =
-            decode(&field("output_cbor")?).map_err(|e| corrupt(&e.to_string()))?;
+        let output = Encoded::<WireOutput>::from_bytes(field("output_cbor")?)
+            .map_err(|e| corrupt(&e.to_string()))?;
         let signed: SignedResult =
             decode(&field("signed_cbor")?).map_err(|e| corrupt(&e.to_string()))?;
         let provider = signed
@@ -425,14 +432,14 @@ impl Inner {
             Some(h) => Some(
                 hex::decode(h)
                     .ok()
-                    .and_then(|b| decode::<ProofAttachment>(&b).ok())
+                    .and_then(|b| Encoded::<ProofAttachment>::from_bytes(b).ok())
                     .ok_or_else(|| corrupt("stored proof unreadable"))?,
             ),
             None => None,
         };
         Ok(JobOutcome {
             job_id: rec.id.clone(),
-            output,
+            output: output.into_value(),
             signed,
             provider,
             price: self.price_of(rec).await?,

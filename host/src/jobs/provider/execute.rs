@@ -200,13 +200,15 @@ impl Inner {
                 result.map_err(|e| ProviderError::Backend(e.to_string()))
             })
             .and_then(|result| {
-                let output = to_wire_output(result.output);
+                let output = Encoded::new(to_wire_output(result.output))?;
                 let usage = Usage {
                     input_tokens: result.usage.input_tokens,
                     output_tokens: result.usage.output_tokens,
                 };
                 let proof = match &proof {
-                    Some(system) => Some(Box::new(self.prove(&job, &output, system)?)),
+                    Some(system) => {
+                        Some(Box::new(Encoded::new(self.prove(&job, &output, system)?)?))
+                    }
                     None => None,
                 };
                 let signed = self.sign(client, &job, &output, usage, proof.as_deref())?;
@@ -252,9 +254,9 @@ impl Inner {
         &self,
         client: PeerId,
         job: &JobRequest,
-        output: &WireOutput,
+        output: &Encoded<WireOutput>,
         usage: Usage,
-        proof: Option<&ProofAttachment>,
+        proof: Option<&Encoded<ProofAttachment>>,
     ) -> Result<SignedResult, ProviderError> {
         let manifest = self
             .node
@@ -269,7 +271,7 @@ impl Inner {
         let body = ResultBody {
             job_id: job.id.clone(),
             model_id: job.model.clone(),
-            output_hash: hash_output(output),
+            output_hash: output.hash(),
             usage,
             backend: BackendRef {
                 name: manifest.name.clone(),
@@ -280,7 +282,7 @@ impl Inner {
             client: Some(client.to_string()),
             timestamp_ms: now_ms(),
             trace_root: None,
-            proof_hash: proof.map(hash_proof),
+            proof_hash: proof.map(|p| p.hash()),
         };
         Ok(SignedResult::sign(body, &self.key)?)
     }

@@ -1,4 +1,4 @@
-//! The provider side of `/infernet/job/1`: quotes from the pricing plugin,
+//! The provider side of `/infernet/job/2`: quotes from the pricing plugin,
 //! jobs recorded in the store before they run, results signed with the
 //! node's identity key, and a per-job token buffer for streamed runs.
 //!
@@ -20,7 +20,7 @@ mod stream;
 use crate::node::Node;
 use crate::p2p::libp2p::identity::Keypair;
 use crate::p2p::protocol::{
-    decode, encode, hash_output, hash_proof, hash_value, now_ms, ProofAttachment, SignatureError,
+    decode, encode, hash_value, now_ms, CodecError, Encoded, ProofAttachment, SignatureError,
 };
 use crate::p2p::{
     BackendRef, ErrorCode, JobBody, JobHandler, JobMessage, Money, PeerId, ResultBody,
@@ -96,6 +96,9 @@ pub enum ProviderError {
     /// Signing the result failed.
     #[error("cannot sign the result: {0}")]
     Sign(#[from] SignatureError),
+    /// The output or proof could not be encoded.
+    #[error("cannot encode the result: {0}")]
+    Encode(#[from] CodecError),
     /// The store refused.
     #[error("job store: {0}")]
     Store(#[from] StoreError),
@@ -127,6 +130,7 @@ impl ProviderError {
             | ProviderError::Pricing(_)
             | ProviderError::Proof(_)
             | ProviderError::Sign(_)
+            | ProviderError::Encode(_)
             | ProviderError::Store(_)
             | ProviderError::CorruptResult(_)
             | ProviderError::Worker(_) => ErrorCode::Internal,
@@ -134,7 +138,7 @@ impl ProviderError {
     }
 }
 
-/// Answers `/infernet/job/1` for a provider node. Cheap to clone.
+/// Answers `/infernet/job/2` for a provider node. Cheap to clone.
 #[derive(Clone)]
 pub struct ProviderHandler {
     inner: Arc<Inner>,

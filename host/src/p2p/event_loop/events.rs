@@ -1,5 +1,5 @@
 //! The swarm's side of the event loop: connections, identify/ping/mDNS,
-//! Kademlia provider queries, gossiped adverts and `/infernet/job/1`
+//! Kademlia provider queries, gossiped adverts and `/infernet/job/2`
 //! requests and responses.
 
 use super::EventLoop;
@@ -227,7 +227,7 @@ impl EventLoop {
         self.metrics.count_advert(verdict.as_ref().map(|_| ()));
         match verdict {
             Ok((signed, peer)) => {
-                let advert = signed.payload;
+                let advert = signed.payload.into_value();
                 let newer = self
                     .adverts
                     .get(&peer)
@@ -273,9 +273,9 @@ impl EventLoop {
                     },
                 ..
             } => {
-                // Dropping the channel closes the stream unanswered.
-                drop(channel);
-                self.inbound_failure(peer, reason);
+                self.inbound_failure(peer, reason.clone());
+                let reply = JobMessage::error(None, ErrorCode::InvalidRequest, reason);
+                let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
             }
             Event::Message {
                 peer,
@@ -295,8 +295,13 @@ impl EventLoop {
                         Err(e) => Err(format!("unsigned or badly signed receipt: {e}")),
                     };
                     if let Err(reason) = check {
-                        drop(channel);
-                        self.inbound_failure(peer, reason);
+                        self.inbound_failure(peer, reason.clone());
+                        let reply = JobMessage::error(
+                            request.job_id().map(String::from),
+                            ErrorCode::BadSignature,
+                            reason,
+                        );
+                        let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
                         return;
                     }
                 }
@@ -389,11 +394,6 @@ impl EventLoop {
                     }));
                 }
             }
-            // Omissions are ours (invalid frames), already counted.
-            Event::InboundFailure {
-                error: request_response::InboundFailure::ResponseOmission,
-                ..
-            } => {}
             Event::InboundFailure { peer, error, .. } => {
                 self.inbound_failure(peer, error.to_string())
             }

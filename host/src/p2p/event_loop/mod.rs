@@ -16,6 +16,8 @@ use super::protocol::{
 };
 use super::{NetworkConfig, NetworkError};
 use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Boxed;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
@@ -152,11 +154,30 @@ fn build_swarm(key: &Keypair, config: &NetworkConfig) -> Result<Swarm<Behaviour>
         )
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_quic()
+        .with_other_transport(|key| websocket(key))
+        .map_err(|e| NetworkError::Transport(format!("websocket: {e}")))?
         .with_behaviour(move |_| behaviour)
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
+}
+
+/// WebSocket over TCP (`/tcp/<port>/ws` listen addresses), Noise and Yamux
+/// on top: the transport a browser client can dial. No DNS: addresses are
+/// IPs, as for plain TCP.
+fn websocket(
+    key: &Keypair,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    use libp2p::core::upgrade::Version;
+    use libp2p::Transport;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    Ok(libp2p_websocket::Config::new(tcp)
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
