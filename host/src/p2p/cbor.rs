@@ -158,6 +158,80 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Encoded<T> {
     }
 }
 
+/// `f32` lists that read any CBOR float width (f16, f32, f64, rounded to
+/// the nearest f32) and integers: other encoders write 1.5 as a half, 0.1
+/// as a double and 1.0 as the integer 1. Written as f32.
+pub(crate) mod floats {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::Deserialize;
+    use std::fmt;
+
+    struct AnyFloat(f32);
+
+    impl<'de> Deserialize<'de> for AnyFloat {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AnyFloat, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = AnyFloat;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a number")
+                }
+                fn visit_f32<E>(self, v: f32) -> Result<AnyFloat, E> {
+                    Ok(AnyFloat(v))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<AnyFloat, E> {
+                    Ok(AnyFloat(v as f32))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<AnyFloat, E> {
+                    Ok(AnyFloat(v as f32))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<AnyFloat, E> {
+                    Ok(AnyFloat(v as f32))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    struct List;
+
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<f32>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of numbers")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<f32>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(AnyFloat(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+
+    /// A `Vec<f32>` field.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        d.deserialize_seq(List)
+    }
+
+    /// A `Vec<Vec<f32>>` field (embeddings).
+    pub mod nested {
+        use super::*;
+
+        struct Row(Vec<f32>);
+        impl<'de> Deserialize<'de> for Row {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Row, D::Error> {
+                super::deserialize(d).map(Row)
+            }
+        }
+
+        /// Reads rows of any-width floats.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
+            Vec::<Row>::deserialize(d).map(|rows| rows.into_iter().map(|r| r.0).collect())
+        }
+    }
+}
+
 /// `Vec<u8>` as a CBOR byte string instead of an array of integers.
 pub(crate) mod bytes {
     use serde::{Deserializer, Serializer};
@@ -243,6 +317,24 @@ mod tests {
         let wrapped = encode(&e).unwrap();
         let back: Encoded<Pair> = decode(&wrapped).unwrap();
         assert_eq!(back.bytes(), &theirs[..]);
+    }
+
+    #[test]
+    fn floats_of_any_width_and_integers_read_as_f32() {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "floats::deserialize")]
+            data: Vec<f32>,
+        }
+        // {"data": [1.5 as f16, 0.1 as f64, 1 as int, -2 as int, 0.25 as f32]}
+        let mut b = vec![
+            0xa1, 0x64, b'd', b'a', b't', b'a', 0x85, 0xf9, 0x3e, 0x00, 0xfb,
+        ];
+        b.extend_from_slice(&0.1f64.to_be_bytes());
+        b.extend_from_slice(&[0x01, 0x21, 0xfa]);
+        b.extend_from_slice(&0.25f32.to_be_bytes());
+        let t: T = decode(&b).unwrap();
+        assert_eq!(t.data, vec![1.5, 0.1f32, 1.0, -2.0, 0.25]);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! ([`super::signed`]); [`Signed::verify`] checks the key against the peer id
 //! the payload claims.
 
-use super::cbor::bytes;
+use super::cbor::{bytes, floats};
 pub use super::cbor::{decode, encode, hash_value, sha256_hex, CodecError, Encoded};
 pub use super::signed::{signing_input, SignatureError, Signed, SignedPayload};
 use libp2p::PeerId;
@@ -95,7 +95,8 @@ pub struct Usage {
 pub struct Tensor {
     /// Dimensions, outermost first.
     pub shape: Vec<u32>,
-    /// Row-major values.
+    /// Row-major values (read from any CBOR float width).
+    #[serde(deserialize_with = "floats::deserialize")]
     pub data: Vec<f32>,
 }
 
@@ -120,7 +121,7 @@ pub enum WireOutput {
     /// Generated text.
     Text(String),
     /// One vector per input text.
-    Embeddings(Vec<Vec<f32>>),
+    Embeddings(#[serde(deserialize_with = "floats::nested::deserialize")] Vec<Vec<f32>>),
     /// Raw scores.
     Logits(Tensor),
     /// Class index per input.

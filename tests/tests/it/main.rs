@@ -25,6 +25,7 @@ mod store_jobs;
 
 // The network: swarms, the job protocol, the lifecycle, faults, proofs.
 mod jobs_provider;
+mod js_interop;
 mod network_faults;
 mod network_jobs;
 mod network_proofs;
