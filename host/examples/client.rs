@@ -39,7 +39,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         usage.output_tokens,
         out.price.amount,
         out.price.currency,
-        out.signed.verify_output(&out.output).is_ok()
+        out.signed
+            .verify_output(&infernet_host::p2p::protocol::Encoded::new(
+                out.output.clone()
+            )?)
+            .is_ok()
     );
     infernet.shutdown().await;
     Ok(())

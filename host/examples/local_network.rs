@@ -87,7 +87,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         outcome.provider,
         first.peer_id(),
         second.peer_id(),
-        outcome.signed.verify_output(&outcome.output).is_ok()
+        outcome
+            .signed
+            .verify_output(&infernet_host::p2p::protocol::Encoded::new(
+                outcome.output.clone()
+            )?)
+            .is_ok()
     );
     for node in [client, first, second] {
         node.shutdown().await;

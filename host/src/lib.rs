@@ -17,6 +17,7 @@ pub mod models;
 pub mod node;
 pub mod p2p;
 pub mod payments;
+pub mod private;
 pub mod runtime;
 pub mod sdk;
 pub mod store;

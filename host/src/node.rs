@@ -33,6 +33,20 @@ pub enum NodeError {
     /// Model files problem.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Every slot is taken and the queue is full.
+    #[error("{capacity} jobs running and the queue is full: retry later")]
+    Busy {
+        /// `node.capacity`.
+        capacity: u32,
+    },
+    /// The backend produced more output than the job paid for.
+    #[error("the job is paid for {paid} output tokens and the backend produced {produced}")]
+    OutputBound {
+        /// Paid tokens.
+        paid: u32,
+        /// Tokens the result claims.
+        produced: u32,
+    },
     /// The device could not be opened.
     #[error("node.device: {0}")]
     Device(String),
@@ -88,6 +102,66 @@ pub struct Node {
     pricing: Option<PricingPlugin>,
     data_dir: PathBuf,
     provers: HashMap<String, ProvedModel>,
+    models: HashMap<String, Arc<ModelEntry>>,
+    gate: CapacityGate,
+}
+
+/// At most `capacity` jobs run at once; up to [`GATE_QUEUE`] wait for a
+/// slot (the network's in-flight bound keeps it lower); more are refused at
+/// once ([`NodeError::Busy`]). Keeps backend instances (and the pool's
+/// slots) bounded whatever the load.
+/// Jobs that may wait for a capacity slot.
+const GATE_QUEUE: u32 = 256;
+
+struct CapacityGate {
+    capacity: u32,
+    state: Mutex<(u32, u32)>,
+    freed: std::sync::Condvar,
+}
+
+impl CapacityGate {
+    fn new(capacity: u32) -> CapacityGate {
+        CapacityGate {
+            capacity: capacity.max(1),
+            state: Mutex::new((0, 0)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Jobs running now.
+    fn running(&self) -> u32 {
+        self.state.lock().map(|s| s.0).unwrap_or(0)
+    }
+
+    /// Waits for a slot (bounded queue) and returns its guard.
+    fn enter(&self) -> Result<GateSlot<'_>, NodeError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.0 >= self.capacity {
+            if st.1 >= GATE_QUEUE {
+                return Err(NodeError::Busy {
+                    capacity: self.capacity,
+                });
+            }
+            st.1 += 1;
+            while st.0 >= self.capacity {
+                st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            st.1 -= 1;
+        }
+        st.0 += 1;
+        Ok(GateSlot(self))
+    }
+}
+
+/// A running job's slot; freed on drop.
+struct GateSlot<'a>(&'a CapacityGate);
+
+impl Drop for GateSlot<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 = st.0.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
 }
 
 impl Node {
@@ -102,6 +176,7 @@ impl Node {
         let mut backends = Vec::new();
         let mut by_model = HashMap::new();
         let mut provers = HashMap::new();
+        let mut models = HashMap::new();
         for (i, b) in config.backend.iter().enumerate() {
             let package = Package::open(&b.plugin, b.publisher_key.as_deref())?;
             let loaded = runtime.load(&package, PluginKind::Backend)?;
@@ -112,6 +187,7 @@ impl Node {
                 .collect::<Result<Vec<_>, _>>()?;
             for (j, m) in b.models.iter().enumerate() {
                 by_model.insert(m.id.clone(), i);
+                models.insert(m.id.clone(), entries[j].clone());
                 if let Some(system) = &m.proof {
                     let key = format!("backend[{i}].models[{j}].proof");
                     provers.insert(m.id.clone(), proved_model(&key, m, system, &data_dir)?);
@@ -153,7 +229,43 @@ impl Node {
             pricing,
             data_dir,
             provers,
+            models,
+            gate: CapacityGate::new(config.node.capacity()),
         })
+    }
+
+    /// Before a new backend instance: if the node already holds
+    /// `capacity` of them (running or idle), drops an idle one of another
+    /// backend. Running jobs are at most `capacity` (the gate), so live
+    /// instances stay at most `capacity` (or one per backend, if more) and
+    /// the pool keeps its slots for pricing and payment.
+    fn make_room(&self) {
+        let live: usize = self
+            .backends
+            .iter()
+            .map(|b| b.idle.lock().map(|v| v.len()).unwrap_or(0))
+            .sum::<usize>()
+            + self.gate.running() as usize;
+        if live < self.gate.capacity as usize {
+            return;
+        }
+        for b in &self.backends {
+            if let Ok(mut v) = b.idle.lock() {
+                if v.pop().is_some() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Jobs run at once (`node.capacity`).
+    pub fn capacity(&self) -> u32 {
+        self.gate.capacity
+    }
+
+    /// The files of a served model (its tokenizer, config, weights).
+    pub fn model(&self, id: &str) -> Option<&Arc<ModelEntry>> {
+        self.models.get(id)
     }
 
     /// The prover of `model`, if it is configured with `proof`.
@@ -202,17 +314,42 @@ impl Node {
         job: &JobRequest,
         sink: Option<ProgressSink>,
     ) -> Result<JobResult, NodeError> {
+        self.run_bounded(job, sink, None)
+    }
+
+    /// [`run`](Self::run) holding the backend to at most `max_tokens`
+    /// output tokens, whatever it reads from the job's parameters: it is
+    /// stopped if it emits more, and a result claiming more is refused.
+    pub fn run_bounded(
+        &self,
+        job: &JobRequest,
+        sink: Option<ProgressSink>,
+        max_tokens: Option<u32>,
+    ) -> Result<JobResult, NodeError> {
         let slot = self.slot(&job.model)?;
+        let _running = self.gate.enter()?;
         let idle = slot.idle.lock().ok().and_then(|mut v| v.pop());
         let mut instance = match idle {
             Some(i) => i,
-            None => slot.plugin.instantiate()?,
+            None => {
+                self.make_room();
+                slot.plugin.instantiate()?
+            }
         };
-        let result = instance.execute(job, sink);
+        let result = instance.execute_bounded(job, sink, max_tokens);
         if let Ok(mut v) = slot.idle.lock() {
             v.push(instance);
         }
-        Ok(result?)
+        let result = result?;
+        if let Some(max) = max_tokens {
+            if result.usage.output_tokens > max {
+                return Err(NodeError::OutputBound {
+                    paid: max,
+                    produced: result.usage.output_tokens,
+                });
+            }
+        }
+        Ok(result)
     }
 
     /// Text generation convenience: `params` as key/values.

@@ -113,7 +113,7 @@ impl InfernetBuilder {
         let config = self.config;
         let roles = config.roles();
         let data_dir = config.node.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        crate::private::private_dir(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
@@ -398,7 +398,7 @@ async fn advert_spec(node: Arc<Node>, store: Arc<Store>) -> Result<AdvertSpec, S
                 currency: crate::jobs::provider::FREE_CURRENCY.into(),
             },
         };
-        let capacity = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let capacity = node.capacity();
         Ok(AdvertSpec {
             models,
             quote,

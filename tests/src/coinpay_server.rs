@@ -1,34 +1,56 @@
-//! A local CoinPay-compatible escrow server for tests.
+//! A local fake of CoinPay Portal's escrow API, as strict as the real one.
 //!
-//! It follows CoinPay Portal's documented token-based escrow API
-//! (<https://coinpayportal.com/docs>, the escrow section of
-//! <https://coinpayportal.com/skill.md> and the integration prompts
-//! <https://coinpayportal.com/docs/prompts/ESCROW> and
-//! <https://coinpayportal.com/docs/prompts/WEBHOOKS>):
+//! It models the service's own code (profullstack/coinpayportal:
+//! `src/lib/escrow/service.ts`, the route handlers under
+//! `src/app/api/escrow/`, `sendEscrowWebhook` in
+//! `src/lib/webhooks/service.ts` and the `escrows` table, whose `amount` is
+//! `NUMERIC(30, 18)`), independently of the adapter (its own chain list,
+//! its own number handling), so the adapter is tested against what the
+//! service does, not a friendlier version of it:
 //!
 //! * `POST /api/escrow` with `{chain, amount, depositor_address,
-//!   beneficiary_address, arbiter_address?, metadata, expires_in_hours}`;
-//!   `amount` is a JSON number of whole units of `chain`. Answers `201` with
-//!   `{id, escrow_address, status: "created", release_token,
-//!   beneficiary_token, expires_at (RFC 3339), ...}`.
-//! * `GET /api/escrow/{id}`; `POST /api/escrow/{id}/release` and
-//!   `/refund` with `{release_token}`; `POST /api/escrow/{id}/dispute` with
-//!   `{token, reason}` (the release or the beneficiary token).
-//! * Statuses `created → funded → released → settled`, or `refunded`,
-//!   `disputed`, `expired` (created/funded escrows past `expires_at`, applied
-//!   when the escrow is next observed).
-//! * Webhooks `escrow.created|funded|released|settled|refunded|disputed|expired`
-//!   as `{id, type, created_at, data: {escrow}}`, signed
-//!   `X-CoinPay-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
-//!   with `X-CoinPay-Event` and `X-CoinPay-Delivery`.
-//! * Errors are JSON `{"error": "..."}`: 400 bad body or chain/amount, 401
-//!   missing/wrong `Authorization: Bearer` (only when [`CoinPayOptions::api_key`]
-//!   is set), 403 wrong token, 404 unknown escrow, 409 wrong state.
+//!   beneficiary_address, arbiter_address?, metadata?, business_id?,
+//!   expires_in_hours?}`, checked like the service's schema: `chain` one of
+//!   [`CHAINS`]; `amount` a positive JSON *number* (a string is refused);
+//!   addresses at least 10 characters, depositor ≠ beneficiary;
+//!   `business_id` a UUID naming a known business (the one in
+//!   [`CoinPayOptions::business_id`]); `expires_in_hours` positive, at most
+//!   720 (default 24). Answers `201` with the escrow, its `release_token`
+//!   and `beneficiary_token`.
+//! * Amounts are JavaScript doubles: the body's number is read as the
+//!   nearest double, stored rounded to 18 decimals (the column), and every
+//!   answer prints it as JavaScript does (`JSON.stringify`): shortest
+//!   round-trip digits, exponent form below `1e-6` (`3.3e-7`) and from
+//!   `1e21`. An amount with more than 12 integer digits overflows the
+//!   column (`400`). No decimals are checked per chain (the service does not).
+//! * `GET /api/escrow/{id}`; `POST /api/escrow/{id}/release` and `/refund`
+//!   with `{release_token}`; `POST /api/escrow/{id}/dispute` with
+//!   `{token | release_token | beneficiary_token, reason}`.
+//! * States: `created → funded → released → settled`; release of a
+//!   `funded` or `disputed` escrow; refund of a `funded` one only; a dispute
+//!   of a `funded` one only, its trimmed reason at least 10 characters
+//!   (checked after the state). Only `created` (never funded) escrows
+//!   expire, at `expires_at` (the service's cron; applied here when the
+//!   escrow is next observed); a funded escrow is held until released or
+//!   refunded.
+//! * Errors are JSON `{"error": "..."}` with the service's messages: 400
+//!   for a bad body and for every wrong state (never 409), 403 for a wrong
+//!   token (`Unauthorized...`), 404 for an unknown escrow, 500 for a body
+//!   that is not JSON on the action routes (the service's `request.json()`
+//!   throws); 401 when [`CoinPayOptions::api_key`] is set (a test knob) and
+//!   the call lacks `Authorization: Bearer <key>`.
+//! * Webhooks only for escrows created with a `business_id` (anonymous
+//!   escrows send none): `escrow.created|funded|released|settled|refunded|
+//!   disputed|expired` as `{id, type, data: {escrow_id, status, chain,
+//!   amount, ...}, created_at, business_id}`, signed `X-CoinPay-Signature:
+//!   t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` (the documented
+//!   scheme), with `Content-Type` and `User-Agent: CoinPay-Webhook/1.0`.
 //!
-//! What is not documented publicly (exact error codes per case, the webhook
-//! body shape beyond the event names) is this module's choice. Test-only
-//! extras: `POST /api/__test/escrow/{id}/fund` (also without `/api`),
-//! [`CoinPayServer::fund`], and the clock knobs in [`CoinPayOptions`].
+//! Not modelled: the service's authentication of `GET /api/escrow/{id}`
+//! (a token or a credential owning the escrow), fees and USD amounts,
+//! arbitration. Test-only extras: `POST /api/__test/escrow/{id}/fund` (also
+//! without `/api`), [`CoinPayServer::fund`], [`CoinPayServer::create_raw`]
+//! and the clock knobs in [`CoinPayOptions`].
 //!
 //! Plain `std::net` + one thread per connection; HTTP/1.1 with
 //! `Content-Length` or chunked request bodies, `Connection: close` answers.
@@ -39,25 +61,31 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Chains and their decimals, as CoinPay names them.
-pub const CHAINS: &[(&str, u32)] = &[
-    ("BTC", 8),
-    ("ETH", 18),
-    ("SOL", 9),
-    ("POL", 18),
-    ("BCH", 8),
-    ("USDC_ETH", 6),
-    ("USDC_POL", 6),
-    ("USDC_SOL", 6),
+/// The chains the service's schema accepts (no decimals: it checks none).
+pub const CHAINS: &[&str] = &[
+    "BTC", "BCH", "ETH", "POL", "SOL", "DOGE", "XRP", "ADA", "BNB", "USDT", "USDC", "USDC_ETH",
+    "USDC_POL", "USDC_SOL",
 ];
+
+/// The business every test server knows (its webhook endpoint is
+/// [`CoinPayOptions::webhook_url`], signed with
+/// [`CoinPayOptions::webhook_secret`]).
+pub const TEST_BUSINESS_ID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+/// Longest `expires_in_hours` the service accepts.
+pub const MAX_EXPIRES_IN_HOURS: f64 = 720.0;
 
 /// How the server behaves.
 #[derive(Clone, Debug)]
 pub struct CoinPayOptions {
-    /// Signing secret of webhook deliveries.
+    /// The one business registered on this server: escrows created with
+    /// this `business_id` send webhooks; any other id is refused (the
+    /// service's foreign key).
+    pub business_id: String,
+    /// The business's webhook signing secret.
     pub webhook_secret: String,
     /// Where to POST deliveries (`http://host:port/path`); they are kept in
     /// the outbox either way.
@@ -75,6 +103,7 @@ pub struct CoinPayOptions {
 impl Default for CoinPayOptions {
     fn default() -> Self {
         CoinPayOptions {
+            business_id: TEST_BUSINESS_ID.into(),
             webhook_secret: "whsec_test".into(),
             webhook_url: None,
             auto_fund_after: None,
@@ -95,12 +124,20 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// The event name, e.g. `escrow.funded`.
+    /// The event name from the signed body's `type`, e.g. `escrow.funded`
+    /// (the service sends no event header).
     pub fn event(&self) -> String {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == "x-coinpay-event")
-            .map(|(_, v)| v.clone())
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// The escrow id the delivery is about (`data.escrow_id`).
+    pub fn escrow_id(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.pointer("/data/escrow_id")?.as_str().map(str::to_string))
             .unwrap_or_default()
     }
 }
@@ -110,8 +147,11 @@ impl Webhook {
 pub struct ServerEscrow {
     pub id: String,
     pub chain: String,
-    /// The amount exactly as the client sent it (decimal, whole units).
+    /// The amount as the service answers it: the JSON number text
+    /// JavaScript prints for the double it holds (`1.5`, `3.3e-7`).
     pub amount: String,
+    /// What arrived (set on funding), same form as `amount`.
+    pub deposited_amount: Option<String>,
     pub depositor_address: String,
     pub beneficiary_address: String,
     pub arbiter_address: Option<String>,
@@ -120,12 +160,19 @@ pub struct ServerEscrow {
     pub release_token: String,
     pub beneficiary_token: String,
     pub metadata: Value,
-    pub expires_in_hours: u64,
+    pub business_id: Option<String>,
+    pub expires_in_hours: f64,
     /// Unix seconds reported as `expires_at`.
     pub expires_at: u64,
     pub dispute_reason: Option<String>,
     created: Instant,
-    released: Option<Instant>,
+    expiry: Instant,
+    created_at: u64,
+    funded_at: Option<u64>,
+    released: Option<(Instant, u64)>,
+    settled_at: Option<u64>,
+    disputed_at: Option<u64>,
+    refunded_at: Option<u64>,
 }
 
 /// Call counters, for "never released twice" style assertions.
@@ -133,13 +180,13 @@ pub struct ServerEscrow {
 pub struct Counters {
     /// Every HTTP request received.
     pub requests: u64,
-    /// `POST /escrow` that created an escrow.
+    /// Escrows created.
     pub creates: u64,
     /// `GET /escrow/{id}`.
     pub gets: u64,
     /// `POST .../release`, any outcome.
     pub release_calls: u64,
-    /// Releases that moved funded → released.
+    /// Releases that happened.
     pub releases: u64,
     /// `POST .../refund`, any outcome.
     pub refund_calls: u64,
@@ -172,6 +219,13 @@ struct Inner {
     stop: AtomicBool,
 }
 
+impl Inner {
+    /// The state; a panic elsewhere while holding it leaves it usable.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A running server; stops when dropped.
 pub struct CoinPayServer {
     inner: Arc<Inner>,
@@ -182,7 +236,7 @@ impl CoinPayServer {
     /// Starts listening on `127.0.0.1:0` in background threads.
     pub fn start(opts: CoinPayOptions) -> CoinPayServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
+        let addr = listener.local_addr().expect("a bound listener's address");
         let inner = Arc::new(Inner {
             opts,
             state: Mutex::new(State {
@@ -215,6 +269,12 @@ impl CoinPayServer {
         format!("http://{}/api", self.addr)
     }
 
+    /// The `allowed_hosts` entry granting exactly this server:
+    /// `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -223,21 +283,27 @@ impl CoinPayServer {
     /// Marks escrow `id` funded (as if the deposit arrived); false when it is
     /// unknown or not waiting for funds.
     pub fn fund(&self, id: &str) -> bool {
-        let mut st = self.inner.state.lock().unwrap();
-        let opts = &self.inner.opts;
-        fund_locked(&mut st, opts, id).is_ok()
+        let mut st = self.inner.state();
+        fund_locked(&mut st, &self.inner.opts, id).is_ok()
+    }
+
+    /// Creates an escrow as any client of the service could, from a raw
+    /// JSON body (not counted as a request); `(status, answer)`.
+    pub fn create_raw(&self, body: &str) -> (u16, String) {
+        let mut st = self.inner.state();
+        create(&mut st, &self.inner.opts, body.as_bytes())
     }
 
     /// The server's view of escrow `id` (time-driven transitions applied).
     pub fn escrow(&self, id: &str) -> Option<ServerEscrow> {
-        let mut st = self.inner.state.lock().unwrap();
+        let mut st = self.inner.state();
         observe(&mut st, &self.inner.opts, id);
         st.escrows.get(id).cloned()
     }
 
     /// Every escrow id, in creation order.
     pub fn escrow_ids(&self) -> Vec<String> {
-        let st = self.inner.state.lock().unwrap();
+        let st = self.inner.state();
         let mut v: Vec<_> = st
             .escrows
             .values()
@@ -249,17 +315,17 @@ impl CoinPayServer {
 
     /// Every webhook delivery so far, oldest first.
     pub fn deliveries(&self) -> Vec<Webhook> {
-        self.inner.state.lock().unwrap().deliveries.clone()
+        self.inner.state().deliveries.clone()
     }
 
     /// Call counters.
     pub fn counters(&self) -> Counters {
-        self.inner.state.lock().unwrap().counters.clone()
+        self.inner.state().counters.clone()
     }
 
     /// Every request received, oldest first.
     pub fn requests(&self) -> Vec<SeenRequest> {
-        self.inner.state.lock().unwrap().seen.clone()
+        self.inner.state().seen.clone()
     }
 
     /// The options it runs with.
@@ -315,12 +381,12 @@ pub fn sign(secret: &str, t: u64, body: &[u8]) -> String {
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-/// RFC 3339 UTC of unix seconds `t`.
-pub fn rfc3339(t: u64) -> String {
+/// Civil date and time of unix seconds `t`.
+fn civil(t: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (t / 86_400) as i64;
     let secs = t % 86_400;
     // civil from days (Howard Hinnant)
@@ -333,16 +399,112 @@ pub fn rfc3339(t: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// RFC 3339 UTC of unix seconds `t`, as JavaScript's `toISOString`.
+pub fn rfc3339(t: u64) -> String {
+    let (y, m, d, h, mi, s) = civil(t);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000Z")
+}
+
+/// A `timestamptz` column as PostgREST answers it (`...+00:00`).
+pub fn pg_timestamp(t: u64) -> String {
+    let (y, m, d, h, mi, s) = civil(t);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000+00:00")
+}
+
+/// `x` as JavaScript's `String(x)` / `JSON.stringify(x)` prints it (ECMA-262
+/// Number::toString): the shortest digits that read back to `x`, plain
+/// between `1e-6` and `1e21`, exponent form (`3.3e-7`, `1e+21`) outside.
+pub fn js_number(x: f64) -> String {
+    if !x.is_finite() {
+        return "null".into();
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    let sign = if x < 0.0 { "-" } else { "" };
+    // Rust's `{:e}` prints the shortest round-trip digits: `3.3e-7`, `1e0`.
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let k = digits.len() as i64;
+    let n = exp.parse::<i64>().unwrap_or(0) + 1;
+    let body = if k <= n && n <= 21 {
+        format!("{digits}{}", "0".repeat((n - k) as usize))
+    } else if 0 < n && n <= 21 {
+        format!("{}.{}", &digits[..n as usize], &digits[n as usize..])
+    } else if -6 < n && n <= 0 {
+        format!("0.{}{digits}", "0".repeat((-n) as usize))
+    } else {
+        let e = n - 1;
+        let e_sign = if e < 0 { '-' } else { '+' };
+        if k == 1 {
+            format!("{digits}e{e_sign}{}", e.abs())
+        } else {
+            format!("{}.{}e{e_sign}{}", &digits[..1], &digits[1..], e.abs())
+        }
+    };
+    format!("{sign}{body}")
+}
+
+/// What the service stores for an incoming amount and then answers: the
+/// request's number read as the nearest double (`JSON.parse`), written to
+/// the `NUMERIC(30, 18)` column (rounded half away from zero to 18
+/// decimals; more than 12 integer digits overflow), read back as a double
+/// and printed by [`js_number`]. `raw` is the JSON number text.
+pub fn stored_amount(raw: &str) -> Result<(f64, String), String> {
+    let x: f64 = raw
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a number"))?;
+    if !x.is_finite() {
+        return Err("numeric field overflow".into());
+    }
+    // The double's shortest digits (what supabase-js sends): m × 10^-scale.
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let mut m: u128 = digits.parse().map_err(|_| "numeric field overflow")?;
+    let exp: i64 = exp.parse().map_err(|_| "numeric field overflow")?;
+    let mut scale = digits.len() as i64 - 1 - exp;
+    if scale > 18 {
+        let drop = scale - 18;
+        m = if drop > 38 {
+            0
+        } else {
+            let div = 10u128.pow(drop as u32);
+            let (q, r) = (m / div, m % div);
+            if 2 * r >= div {
+                q + 1
+            } else {
+                q
+            }
+        };
+        scale = 18;
+    }
+    let integer_digits = if scale >= 0 {
+        let int = m / 10u128.pow(scale as u32);
+        if int == 0 {
+            0
+        } else {
+            int.ilog10() as i64 + 1
+        }
+    } else {
+        m.checked_ilog10().map_or(0, |d| d as i64 + 1) - scale
+    };
+    if integer_digits > 12 {
+        return Err("numeric field overflow".into());
+    }
+    let back: f64 = format!("{m}e{}", -scale)
+        .parse()
+        .map_err(|_| "numeric field overflow")?;
+    let back = if x < 0.0 { -back } else { back };
+    Ok((back, js_number(back)))
 }
 
 fn token(prefix: &str) -> String {
-    let mut b = [0u8; 24];
+    let mut b = [0u8; 32];
     getrandom_fill(&mut b);
     format!("{prefix}{}", hex::encode(b))
 }
@@ -356,8 +518,8 @@ fn getrandom_fill(out: &mut [u8]) {
     h.update(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
             .to_le_bytes(),
     );
     h.update(CTR.fetch_add(1, Ordering::SeqCst).to_le_bytes());
@@ -370,60 +532,106 @@ fn getrandom_fill(out: &mut [u8]) {
     }
 }
 
-fn public_json(e: &ServerEscrow) -> Value {
-    json!({
-        "id": e.id,
-        "chain": e.chain,
-        "amount": e.amount,
-        "depositor_address": e.depositor_address,
-        "beneficiary_address": e.beneficiary_address,
-        "arbiter_address": e.arbiter_address,
-        "escrow_address": e.escrow_address,
-        "status": e.status,
-        "metadata": e.metadata,
-        "expires_at": rfc3339(e.expires_at),
-    })
-}
+/// A JSON object written field by field, numbers possibly raw (an amount
+/// as JavaScript prints it, which `serde_json` cannot carry exactly).
+struct Obj(Vec<String>);
 
-/// Serializes `v` with its `"amount"` string emitted as a raw JSON number.
-fn with_numeric_amount(v: &Value) -> String {
-    let amount = v
-        .get("amount")
-        .and_then(Value::as_str)
-        .unwrap_or("0")
-        .to_string();
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("amount");
+impl Obj {
+    fn new() -> Obj {
+        Obj(Vec::new())
     }
-    let rest = v.to_string();
-    if rest == "{}" {
-        format!("{{\"amount\":{amount}}}")
-    } else {
-        format!("{{\"amount\":{amount},{}", &rest[1..])
+    fn val(mut self, k: &str, v: impl Into<Value>) -> Obj {
+        self.0.push(format!("{}:{}", Value::from(k), v.into()));
+        self
+    }
+    fn raw(mut self, k: &str, json: &str) -> Obj {
+        self.0.push(format!("{}:{json}", Value::from(k)));
+        self
+    }
+    fn finish(self) -> String {
+        format!("{{{}}}", self.0.join(","))
     }
 }
 
+fn opt_ts(t: Option<u64>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(pg_timestamp(t)))
+}
+
+/// The escrow as the service answers it: the row without its tokens.
+fn public_json(e: &ServerEscrow) -> Obj {
+    Obj::new()
+        .val("id", e.id.as_str())
+        .val("depositor_address", e.depositor_address.as_str())
+        .val("beneficiary_address", e.beneficiary_address.as_str())
+        .val("arbiter_address", e.arbiter_address.clone())
+        .val("escrow_address", e.escrow_address.as_str())
+        .val("chain", e.chain.as_str())
+        .raw("amount", &e.amount)
+        .raw(
+            "deposited_amount",
+            e.deposited_amount.as_deref().unwrap_or("null"),
+        )
+        .val("status", e.status.as_str())
+        .val("metadata", e.metadata.clone())
+        .val("dispute_reason", e.dispute_reason.clone())
+        .val("business_id", e.business_id.clone())
+        .val("created_at", pg_timestamp(e.created_at))
+        .val("funded_at", opt_ts(e.funded_at))
+        .val("released_at", opt_ts(e.released.map(|(_, t)| t)))
+        .val("settled_at", opt_ts(e.settled_at))
+        .val("disputed_at", opt_ts(e.disputed_at))
+        .val("refunded_at", opt_ts(e.refunded_at))
+        .val("expires_at", pg_timestamp(e.expires_at))
+}
+
+/// Queues (and posts, when a URL is set) the webhook `event` of escrow
+/// `escrow_id`: only for an escrow created with a `business_id`.
 fn emit(st: &mut State, opts: &CoinPayOptions, event: &str, escrow_id: &str) {
     let Some(e) = st.escrows.get(escrow_id) else {
         return;
     };
-    let n = st.deliveries.len() + 1;
-    let data = with_numeric_amount(&public_json(e));
-    let body = format!(
-        "{{\"id\":\"evt_{n}\",\"type\":\"{event}\",\"created_at\":\"{}\",\"data\":{data}}}",
-        rfc3339(unix_now())
-    )
-    .into_bytes();
+    let Some(business) = e.business_id.clone() else {
+        return; // anonymous escrow: the service sends nothing
+    };
     let t = unix_now();
+    let data = Obj::new()
+        .val("escrow_id", e.id.as_str())
+        .val("status", e.status.as_str())
+        .val("chain", e.chain.as_str())
+        .raw("amount", &e.amount)
+        .val("escrow_address", e.escrow_address.as_str())
+        .val("depositor_address", e.depositor_address.as_str())
+        .val("beneficiary_address", e.beneficiary_address.as_str())
+        .raw(
+            "deposited_amount",
+            e.deposited_amount.as_deref().unwrap_or("null"),
+        )
+        .val(
+            "deposit_tx_hash",
+            e.funded_at.map(|_| format!("0xdeposit{}", e.id)),
+        )
+        .val(
+            "settlement_tx_hash",
+            e.settled_at.map(|_| format!("0xsettle{}", e.id)),
+        )
+        .val("dispute_reason", e.dispute_reason.clone())
+        .val("metadata", e.metadata.clone())
+        .finish();
+    let body = Obj::new()
+        .val("id", format!("evt_esc_{escrow_id}_{t}"))
+        .val("type", event)
+        .raw("data", &data)
+        .val("created_at", rfc3339(t))
+        .val("business_id", business)
+        .finish()
+        .into_bytes();
     let headers = vec![
         ("content-type".to_string(), "application/json".to_string()),
-        ("x-coinpay-event".to_string(), event.to_string()),
-        ("x-coinpay-delivery".to_string(), format!("dlv_{n}")),
         (
             "x-coinpay-signature".to_string(),
             sign(&opts.webhook_secret, t, &body),
         ),
+        ("user-agent".to_string(), "CoinPay-Webhook/1.0".to_string()),
     ];
     let hook = Webhook { headers, body };
     if let Some(url) = &opts.webhook_url {
@@ -455,30 +663,35 @@ fn post(url: &str, hook: &Webhook) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Applies time-driven transitions to escrow `id`.
+/// Applies time-driven transitions to escrow `id`: the deposit arriving
+/// (test knob), the cron expiring unfunded escrows, settlement.
 fn observe(st: &mut State, opts: &CoinPayOptions, id: &str) {
     let now = Instant::now();
-    let Some(e) = st.escrows.get(id) else { return };
-    let expiry = e.created + opts.hour * (e.expires_in_hours as u32);
+    let Some(e) = st.escrows.get_mut(id) else {
+        return;
+    };
     let fund_at = opts.auto_fund_after.map(|d| e.created + d);
     let mut events = Vec::new();
-    let e = st.escrows.get_mut(id).unwrap();
     if e.status == "created" {
         if let Some(f) = fund_at {
-            if now >= f && f < expiry {
+            if now >= f && f < e.expiry {
                 e.status = "funded".into();
+                e.funded_at = Some(unix_now());
+                e.deposited_amount = Some(e.amount.clone());
                 events.push("escrow.funded");
             }
         }
     }
-    if (e.status == "created" || e.status == "funded") && now >= expiry {
+    // expireStaleEscrows: `status = 'created'` only.
+    if e.status == "created" && now >= e.expiry {
         e.status = "expired".into();
         events.push("escrow.expired");
     }
     if e.status == "released" {
-        if let (Some(d), Some(r)) = (opts.settle_after, e.released) {
+        if let (Some(d), Some((r, _))) = (opts.settle_after, e.released) {
             if now >= r + d {
                 e.status = "settled".into();
+                e.settled_at = Some(unix_now());
                 events.push("escrow.settled");
             }
         }
@@ -493,11 +706,13 @@ fn fund_locked(st: &mut State, opts: &CoinPayOptions, id: &str) -> Result<(), (u
     let e = st
         .escrows
         .get_mut(id)
-        .ok_or((404, format!("escrow {id} not found")))?;
+        .ok_or((404, "Escrow not found".to_string()))?;
     if e.status != "created" {
-        return Err((409, format!("escrow is {}, not awaiting funds", e.status)));
+        return Err((400, "Failed to mark escrow as funded".into()));
     }
     e.status = "funded".into();
+    e.funded_at = Some(unix_now());
+    e.deposited_amount = Some(e.amount.clone());
     emit(st, opts, "escrow.funded", id);
     Ok(())
 }
@@ -545,7 +760,7 @@ fn serve(inner: &Inner, conn: TcpStream) -> std::io::Result<()> {
                 let _ = reader.read_line(&mut end);
                 break;
             }
-            let mut chunk = vec![0; n];
+            let mut chunk = vec![0; n.min(1 << 20)];
             reader.read_exact(&mut chunk)?;
             body.extend_from_slice(&chunk);
             let mut crlf = [0u8; 2];
@@ -557,7 +772,7 @@ fn serve(inner: &Inner, conn: TcpStream) -> std::io::Result<()> {
     }
     let path = target.split('?').next().unwrap_or("").to_string();
     let (status, text) = {
-        let mut st = inner.state.lock().unwrap();
+        let mut st = inner.state();
         st.counters.requests += 1;
         st.seen.push(SeenRequest {
             method: method.clone(),
@@ -574,7 +789,8 @@ fn serve(inner: &Inner, conn: TcpStream) -> std::io::Result<()> {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
-        409 => "Conflict",
+        405 => "Method Not Allowed",
+        500 => "Internal Server Error",
         _ => "Status",
     };
     let mut out = conn;
@@ -594,7 +810,20 @@ fn route(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Reply {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Escrow ids are Postgres `uuid`s: any letter case finds the same row,
+    // which answers with its canonical (lowercase) id.
+    let canonical: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|p| {
+            if is_uuid(p) {
+                p.to_ascii_lowercase()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    let segs: Vec<&str> = canonical.iter().map(String::as_str).collect();
     let segs: Vec<&str> = match segs.first() {
         Some(&"api") => segs[1..].to_vec(),
         _ => segs,
@@ -605,7 +834,10 @@ fn route(
             return err(405, "method not allowed");
         }
         return match fund_locked(st, opts, id) {
-            Ok(()) => (200, with_numeric_amount(&public_json(&st.escrows[*id]))),
+            Ok(()) => match st.escrows.get(*id) {
+                Some(e) => (200, public_json(e).finish()),
+                None => err(404, "Escrow not found"),
+            },
             Err((s, m)) => err(s, m),
         };
     }
@@ -615,7 +847,7 @@ fn route(
             .find(|(k, _)| k == "authorization")
             .map(|(_, v)| v.as_str());
         if auth != Some(&format!("Bearer {key}")) {
-            return err(401, "missing or invalid API key");
+            return err(401, "Invalid credentials");
         }
     }
     match (method, segs.as_slice()) {
@@ -624,8 +856,8 @@ fn route(
             st.counters.gets += 1;
             observe(st, opts, id);
             match st.escrows.get(*id) {
-                Some(e) => (200, with_numeric_amount(&public_json(e))),
-                None => err(404, format!("escrow {id} not found")),
+                Some(e) => (200, public_json(e).finish()),
+                None => err(404, "Escrow not found"),
             }
         }
         ("POST", ["escrow", id, action]) => act(st, opts, id, action, body),
@@ -679,98 +911,167 @@ pub fn raw_amount(body: &str) -> Option<String> {
     None
 }
 
-/// Checks a decimal amount for `decimals`: positive, plain digits, at most
-/// `decimals` fraction digits.
-pub fn valid_amount(s: &str, decimals: u32) -> Result<(), String> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty()
-        || !int.bytes().all(|c| c.is_ascii_digit())
-        || !frac.bytes().all(|c| c.is_ascii_digit())
-        || (s.contains('.') && frac.is_empty())
-    {
-        return Err(format!("amount `{s}` is not a plain decimal number"));
+/// Whether `s` is a UUID as the service's schema checks it.
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8usize, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// JavaScript's `s.length`: UTF-16 code units.
+fn js_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+/// An address as the schema takes it: a string of at least 10 characters.
+fn address_ok(a: Option<&str>) -> bool {
+    a.is_some_and(|a| js_len(a) >= 10)
+}
+
+/// The service's `createEscrowSchema`, first failure first (its order).
+fn check_create(v: &Value, text: &str, opts: &CoinPayOptions) -> Result<(f64, String), String> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    match v.get("chain") {
+        None => return Err("Required".into()),
+        Some(Value::String(c)) if CHAINS.contains(&c.as_str()) => {}
+        Some(other) => {
+            return Err(format!(
+                "Invalid enum value. Expected {}, received {other}",
+                CHAINS
+                    .iter()
+                    .map(|c| format!("'{c}'"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ))
+        }
     }
-    if frac.len() > decimals as usize {
-        return Err(format!(
-            "amount `{s}` has more than {decimals} decimal places"
-        ));
+    let amount = match v.get("amount") {
+        None => return Err("Required".into()),
+        Some(Value::Number(_)) => {
+            let raw = raw_amount(text).ok_or("Required")?;
+            let x: f64 = raw.parse().map_err(|_| "Expected number, received nan")?;
+            if x.is_nan() || x <= 0.0 {
+                return Err("Amount must be greater than zero".into());
+            }
+            raw
+        }
+        Some(Value::String(_)) => return Err("Expected number, received string".into()),
+        Some(_) => return Err("Expected number".into()),
+    };
+    if !address_ok(s("depositor_address")) {
+        return Err("Invalid depositor address".into());
     }
-    if int.bytes().chain(frac.bytes()).all(|c| c == b'0') {
-        return Err("amount must be greater than zero".into());
+    if !address_ok(s("beneficiary_address")) {
+        return Err("Invalid beneficiary address".into());
     }
-    Ok(())
+    if let Some(a) = v.get("arbiter_address") {
+        if !address_ok(a.as_str()) {
+            return Err("String must contain at least 10 character(s)".into());
+        }
+    }
+    if let Some(m) = v.get("metadata") {
+        if !m.is_object() {
+            return Err("Expected object".into());
+        }
+    }
+    if let Some(b) = v.get("business_id") {
+        if !b.as_str().is_some_and(is_uuid) {
+            return Err("Invalid uuid".into());
+        }
+    }
+    if let Some(h) = v.get("expires_in_hours") {
+        match h.as_f64() {
+            Some(h) if h > 0.0 && h <= MAX_EXPIRES_IN_HOURS => {}
+            Some(h) if h > MAX_EXPIRES_IN_HOURS => {
+                return Err("Number must be less than or equal to 720".into())
+            }
+            Some(_) => return Err("Number must be greater than 0".into()),
+            None => return Err("Expected number".into()),
+        }
+    }
+    if s("depositor_address") == s("beneficiary_address") {
+        return Err("Depositor and beneficiary must be different addresses".into());
+    }
+    // The insert: the amount column first, then the business foreign key.
+    let stored = stored_amount(&amount).map_err(|e| format!("Failed to create escrow: {e}"))?;
+    if let Some(b) = s("business_id") {
+        if !b.eq_ignore_ascii_case(&opts.business_id) {
+            return Err(
+                "Failed to create escrow: insert or update on table \"escrows\" \
+                        violates foreign key constraint \"escrows_business_id_fkey\""
+                    .into(),
+            );
+        }
+    }
+    Ok(stored)
 }
 
 fn create(st: &mut State, opts: &CoinPayOptions, body: &[u8]) -> Reply {
+    // `request.json()` throwing lands in the route's catch: 500.
     let Ok(text) = std::str::from_utf8(body) else {
-        return err(400, "body is not UTF-8");
+        return err(500, "Internal server error");
     };
     let Ok(v) = serde_json::from_str::<Value>(text) else {
-        return err(400, "body is not JSON");
+        return err(500, "Internal server error");
+    };
+    let (_, amount) = match check_create(&v, text, opts) {
+        Ok(a) => a,
+        Err(m) => return err(400, m),
     };
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let Some(chain) = s("chain") else {
-        return err(400, "chain is required");
-    };
-    let Some((_, decimals)) = CHAINS.iter().find(|(c, _)| *c == chain) else {
-        return err(400, format!("unsupported chain `{chain}`"));
-    };
-    let Some(amount) = raw_amount(text) else {
-        return err(400, "amount is required");
-    };
-    if let Err(m) = valid_amount(&amount, *decimals) {
-        return err(400, m);
-    }
-    let (Some(depositor), Some(beneficiary)) = (s("depositor_address"), s("beneficiary_address"))
-    else {
-        return err(
-            400,
-            "depositor_address and beneficiary_address are required",
-        );
-    };
-    let hours = match v.get("expires_in_hours") {
-        None => 24,
-        Some(h) => match h.as_u64() {
-            Some(h) if (1..=24 * 365).contains(&h) => h,
-            _ => return err(400, "expires_in_hours must be a positive integer"),
-        },
-    };
-    let metadata = v
-        .get("metadata")
-        .cloned()
-        .unwrap_or(Value::Object(Map::new()));
-    if !metadata.is_object() {
-        return err(400, "metadata must be an object");
-    }
-    let id = format!("esc_{:06}", st.next);
+    let hours = v
+        .get("expires_in_hours")
+        .and_then(Value::as_f64)
+        .unwrap_or(24.0);
+    // A UUID, as the service's `escrows.id` column is.
+    let id = format!(
+        "e5c0{:04x}-0000-4000-8000-{:012x}",
+        st.next & 0xffff,
+        st.next
+    );
     st.next += 1;
-    let hour_secs = opts.hour.as_secs().max(1);
+    let now = Instant::now();
+    let lifetime = opts.hour.mul_f64(hours);
     let e = ServerEscrow {
         id: id.clone(),
-        chain,
+        chain: s("chain").unwrap_or_default(),
         amount,
-        depositor_address: depositor,
-        beneficiary_address: beneficiary,
+        deposited_amount: None,
+        depositor_address: s("depositor_address").unwrap_or_default(),
+        beneficiary_address: s("beneficiary_address").unwrap_or_default(),
         arbiter_address: s("arbiter_address"),
-        escrow_address: format!("addr_{}", &token("")[..32]),
+        escrow_address: format!("addr_{}", &token("")[..40]),
         status: "created".into(),
-        release_token: token("rel_"),
-        beneficiary_token: token("ben_"),
-        metadata,
+        release_token: token("esc_"),
+        beneficiary_token: token("esc_"),
+        metadata: v
+            .get("metadata")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new())),
+        business_id: s("business_id").map(|b| b.to_ascii_lowercase()),
         expires_in_hours: hours,
-        expires_at: unix_now() + hours * hour_secs,
+        expires_at: unix_now() + lifetime.as_secs_f64().ceil() as u64,
         dispute_reason: None,
-        created: Instant::now(),
+        created: now,
+        expiry: now + lifetime,
+        created_at: unix_now(),
+        funded_at: None,
         released: None,
+        settled_at: None,
+        disputed_at: None,
+        refunded_at: None,
     };
-    let mut out = public_json(&e);
-    out["release_token"] = Value::String(e.release_token.clone());
-    out["beneficiary_token"] = Value::String(e.beneficiary_token.clone());
-    out["created_at"] = Value::String(rfc3339(unix_now()));
+    let out = public_json(&e)
+        .val("release_token", e.release_token.as_str())
+        .val("beneficiary_token", e.beneficiary_token.as_str())
+        .finish();
     st.escrows.insert(id.clone(), e);
     st.counters.creates += 1;
     emit(st, opts, "escrow.created", &id);
-    (201, with_numeric_amount(&out))
+    (201, out)
 }
 
 fn act(st: &mut State, opts: &CoinPayOptions, id: &str, action: &str, body: &[u8]) -> Reply {
@@ -781,69 +1082,100 @@ fn act(st: &mut State, opts: &CoinPayOptions, id: &str, action: &str, body: &[u8
         _ => return err(404, format!("no action `{action}`")),
     }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return err(400, "body is not JSON");
+        return err(500, "Internal server error");
+    };
+    let s = |k: &str| v.get(k).and_then(Value::as_str).filter(|t| !t.is_empty());
+    // The route's own checks come before the escrow is looked up.
+    let token = match action {
+        "dispute" => {
+            let Some(t) = s("release_token")
+                .or_else(|| s("beneficiary_token"))
+                .or_else(|| s("token"))
+            else {
+                return err(
+                    400,
+                    "Authentication token is required (release_token or beneficiary_token)",
+                );
+            };
+            if s("reason").is_none() {
+                return err(400, "Dispute reason is required");
+            }
+            t
+        }
+        _ => match s("release_token") {
+            Some(t) => t,
+            None => return err(400, "release_token is required"),
+        },
     };
     observe(st, opts, id);
     let Some(e) = st.escrows.get_mut(id) else {
-        return err(404, format!("escrow {id} not found"));
+        return err(404, "Escrow not found");
     };
-    let s = |k: &str| v.get(k).and_then(Value::as_str);
-    let (event, ok) = match action {
-        "release" | "refund" => {
-            let Some(t) = s("release_token") else {
-                return err(400, "release_token is required");
-            };
-            if t != e.release_token {
-                return err(403, "invalid release_token");
+    let role = if token == e.release_token {
+        Some("depositor")
+    } else if token == e.beneficiary_token {
+        Some("beneficiary")
+    } else {
+        None
+    };
+    let event = match action {
+        "release" => {
+            if role != Some("depositor") {
+                return err(403, "Unauthorized: invalid release token");
             }
-            if action == "release" {
-                if e.status != "funded" {
-                    return err(
-                        409,
-                        format!("cannot release an escrow that is {}", e.status),
-                    );
-                }
-                e.status = "released".into();
-                e.released = Some(Instant::now());
-                st.counters.releases += 1;
-                ("escrow.released", true)
-            } else {
-                if e.status != "created" && e.status != "funded" {
-                    return err(409, format!("cannot refund an escrow that is {}", e.status));
-                }
-                e.status = "refunded".into();
-                st.counters.refunds += 1;
-                ("escrow.refunded", true)
-            }
-        }
-        _ => {
-            let Some(t) = s("token") else {
-                return err(400, "token is required");
-            };
-            let Some(reason) = s("reason").filter(|r| !r.trim().is_empty()) else {
-                return err(400, "reason is required");
-            };
-            if t != e.release_token && t != e.beneficiary_token {
-                return err(403, "invalid token");
-            }
-            if !matches!(e.status.as_str(), "created" | "funded" | "released") {
+            if e.status != "funded" && e.status != "disputed" {
                 return err(
-                    409,
-                    format!("cannot dispute an escrow that is {}", e.status),
+                    400,
+                    format!("Cannot release escrow in status: {}", e.status),
                 );
             }
+            e.status = "released".into();
+            e.released = Some((Instant::now(), unix_now()));
+            st.counters.releases += 1;
+            "escrow.released"
+        }
+        "refund" => {
+            if role != Some("depositor") {
+                return err(403, "Unauthorized: invalid release token");
+            }
+            if e.status != "funded" {
+                return err(400, format!("Cannot refund escrow in status: {}", e.status));
+            }
+            e.status = "refunded".into();
+            e.refunded_at = Some(unix_now());
+            st.counters.refunds += 1;
+            "escrow.refunded"
+        }
+        _ => {
+            if role.is_none() {
+                return err(403, "Unauthorized");
+            }
+            if e.status != "funded" {
+                return err(
+                    400,
+                    format!("Cannot dispute escrow in status: {}", e.status),
+                );
+            }
+            let reason = s("reason").unwrap_or_default();
+            if js_len(reason.trim()) < 10 {
+                return err(400, "Dispute reason must be at least 10 characters");
+            }
             e.status = "disputed".into();
+            e.disputed_at = Some(unix_now());
             e.dispute_reason = Some(reason.to_string());
-            ("escrow.disputed", true)
+            "escrow.disputed"
         }
     };
-    debug_assert!(ok);
     emit(st, opts, event, id);
     if event == "escrow.released" && opts.settle_after.is_none() {
         if let Some(e) = st.escrows.get_mut(id) {
             e.status = "settled".into();
+            e.settled_at = Some(unix_now());
         }
         emit(st, opts, "escrow.settled", id);
     }
-    (200, with_numeric_amount(&public_json(&st.escrows[id])))
+    match st.escrows.get(id) {
+        Some(e) => (200, public_json(e).finish()),
+        None => err(404, "Escrow not found"),
+    }
 }

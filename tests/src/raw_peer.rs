@@ -13,6 +13,14 @@ use std::path::{Path, PathBuf};
 
 /// A paid echo provider serving models `echo` and `echo-2`.
 pub fn paid_echo_provider(root: &Path) -> (NodeProc, PathBuf) {
+    paid_echo_provider_with(root, |t| t)
+}
+
+/// [`paid_echo_provider`] with its config text edited by `edit` first.
+pub fn paid_echo_provider_with(
+    root: &Path,
+    edit: impl FnOnce(String) -> String,
+) -> (NodeProc, PathBuf) {
     let config = echo_provider_toml(root, "p0", 5, &[]);
     let text = std::fs::read_to_string(&config).unwrap().replacen(
         "\n[pricing]",
@@ -22,7 +30,7 @@ pub fn paid_echo_provider(root: &Path) -> (NodeProc, PathBuf) {
         ),
         1,
     );
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, edit(text)).unwrap();
     with_ledger(&config, root, "confirm = \"client\"");
     (NodeProc::start(&config), root.join("p0"))
 }
@@ -39,13 +47,18 @@ pub struct Peer {
 
 impl Peer {
     pub async fn new(root: &Path, name: &str, to: &NodeProc) -> Peer {
+        Peer::to(root, name, &to.addr, to.peer.parse().unwrap()).await
+    }
+
+    /// A bare client connected to the provider at `addr` (`.../p2p/<id>`).
+    pub async fn to(root: &Path, name: &str, addr: &str, provider: PeerId) -> Peer {
         let dir = root.join(name);
         let net = start(NetworkConfig::loopback(&dir), None).await.unwrap();
-        net.dial(to.addr.parse().unwrap()).await.unwrap();
+        net.dial(addr.parse().unwrap()).await.unwrap();
         Peer {
             net,
             key: load_or_create_identity(&dir).unwrap(),
-            provider: to.peer.parse().unwrap(),
+            provider,
         }
     }
 
@@ -62,13 +75,25 @@ impl Peer {
 
     /// A quote for `job` (a client job id) on `model`, `max_out` tokens.
     pub async fn quote(&self, job: &str, model: &str, max_out: u32) -> (String, Money, Vec<PayTo>) {
+        self.quote_for(job, model, 2, max_out).await
+    }
+
+    /// A quote claiming `input_tokens` of input.
+    pub async fn quote_for(
+        &self,
+        job: &str,
+        model: &str,
+        input_tokens: u32,
+        max_out: u32,
+    ) -> (String, Money, Vec<PayTo>) {
         let reply = self
             .send(JobBody::QuoteRequest {
                 job_id: job.into(),
                 model: model.into(),
-                input_tokens: 2,
+                input_tokens,
                 max_output_tokens: max_out,
                 params: vec![],
+                input: None,
             })
             .await;
         match reply.body {
@@ -107,13 +132,25 @@ impl Peer {
     }
 
     pub async fn run(&self, wire: &str, model: &str, max_tokens: Option<u32>) -> JobMessage {
+        let params = max_tokens
+            .map(|n| vec![("max_tokens".to_string(), n.to_string())])
+            .unwrap_or_default();
+        self.run_with(wire, model, "pay me", params).await
+    }
+
+    /// `Run` with this input text and these parameters, as given.
+    pub async fn run_with(
+        &self,
+        wire: &str,
+        model: &str,
+        text: &str,
+        params: Vec<(String, String)>,
+    ) -> JobMessage {
         self.send(JobBody::Run {
             job_id: wire.into(),
             model: model.into(),
-            input: WireInput::Text("pay me".into()),
-            params: max_tokens
-                .map(|n| vec![("max_tokens".to_string(), n.to_string())])
-                .unwrap_or_default(),
+            input: WireInput::Text(text.into()),
+            params,
             stream: false,
             proof: None,
         })

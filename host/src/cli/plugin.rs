@@ -60,7 +60,7 @@ pub fn run(cmd: PluginCommand) -> Result<()> {
     match cmd {
         PluginCommand::Keygen { out } => {
             let key = generate_key();
-            std::fs::write(&out, hex::encode(key.to_bytes()))
+            infernet_host::private::write_private(&out, hex::encode(key.to_bytes()).as_bytes())
                 .with_context(|| format!("writing {}", out.display()))?;
             let public = hex::encode(key.verifying_key().to_bytes());
             let pub_path = PathBuf::from(format!("{}.pub", out.display()));

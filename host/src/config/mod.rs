@@ -216,6 +216,26 @@ pub struct NodeConfig {
     /// then calls `JobClient::sweep` / `ProviderHandler::sweep_earnings`).
     #[serde(default = "default_escrow_sweep")]
     pub escrow_sweep_secs: u64,
+    /// Jobs this provider runs at once (advertised; more wait for a slot,
+    /// within the network's in-flight bounds). Default: the CPU count, at
+    /// most [`MAX_CAPACITY`].
+    #[serde(default)]
+    pub capacity: Option<u32>,
+}
+
+/// The most jobs a node runs at once: the wasm instance pool holds 64
+/// component instances, and 16 stay free for pricing and payment calls.
+pub const MAX_CAPACITY: u32 = 48;
+
+impl NodeConfig {
+    /// [`NodeConfig::capacity`] or its default.
+    pub fn capacity(&self) -> u32 {
+        self.capacity.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get() as u32)
+                .min(MAX_CAPACITY)
+        })
+    }
 }
 
 impl Default for NodeConfig {
@@ -229,6 +249,7 @@ impl Default for NodeConfig {
             mdns: false,
             advert_interval_secs: default_advert_interval(),
             escrow_sweep_secs: default_escrow_sweep(),
+            capacity: None,
         }
     }
 }
@@ -316,7 +337,10 @@ pub struct PaymentConfig {
     /// only for a local ledger that the provider cannot see).
     #[serde(default)]
     pub confirm: Option<String>,
-    /// Hosts the adapter may reach over HTTP(S); nothing else is reachable.
+    /// Origins the adapter may reach; nothing else is reachable. Scheme and
+    /// port match exactly: `api.example.com` is https on 443 only,
+    /// `api.example.com:8443` https on 8443, `http://127.0.0.1:8080` plain
+    /// HTTP on 8080 (`http://` only when written).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     /// Secrets by name → environment variable holding the value.
@@ -344,6 +368,15 @@ pub struct LimitsConfig {
     pub tensor_mb: Option<u64>,
     /// Cap on bytes copied from host tensors into guest memory per call, MiB.
     pub copy_out_mb: Option<u64>,
+    /// Cap on the work of one host kernel call, MFLOP (default: 1 MFLOP per
+    /// ms of `kernel_time_ms`, so one kernel fits its budget on a slow CPU).
+    pub kernel_work_mflop: Option<u64>,
+    /// Cap on live tensor and sampler handles of one instance, empty ones included.
+    pub tensor_handles: Option<u64>,
+    /// Cap on tokens streamed through `progress.emit-token` per call.
+    pub stream_tokens: Option<u64>,
+    /// Cap on bytes streamed through `progress.emit-token` per call, MiB.
+    pub stream_mb: Option<u64>,
     /// Fuel per call (pricing plugins).
     pub fuel: Option<u64>,
 }
@@ -438,11 +471,24 @@ impl LimitsConfig {
                 .kernel_time_ms
                 .map(Duration::from_millis)
                 .unwrap_or(d.kernel_time),
-            tensor_bytes: self.tensor_mb.map(|m| m * MIB).unwrap_or(d.tensor_bytes),
+            tensor_bytes: self
+                .tensor_mb
+                .map(|m| m.saturating_mul(MIB))
+                .unwrap_or(d.tensor_bytes),
             copy_out_bytes: self
                 .copy_out_mb
-                .map(|m| m * MIB)
+                .map(|m| m.saturating_mul(MIB))
                 .unwrap_or(d.copy_out_bytes),
+            kernel_work: self
+                .kernel_work_mflop
+                .map(|m| m.saturating_mul(1_000_000))
+                .or(d.kernel_work),
+            tensor_handles: self.tensor_handles.unwrap_or(d.tensor_handles),
+            stream_tokens: self.stream_tokens.unwrap_or(d.stream_tokens),
+            stream_bytes: self
+                .stream_mb
+                .map(|m| m.saturating_mul(MIB))
+                .unwrap_or(d.stream_bytes),
             fuel: self.fuel.unwrap_or(d.fuel),
         }
     }

@@ -64,6 +64,14 @@ impl NodeConfig {
                 "must be greater than 0",
             ));
         }
+        if let Some(c) = self.capacity {
+            if c == 0 || c > super::MAX_CAPACITY {
+                return Err(invalid(
+                    "node.capacity",
+                    format!("must be 1 to {} (jobs run at once)", super::MAX_CAPACITY),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -200,11 +208,12 @@ impl PaymentConfig {
             ));
         }
         for (j, h) in self.allowed_hosts.iter().enumerate() {
-            if h.is_empty() || h.contains('/') || h.contains(' ') {
+            if let Err(e) = crate::worlds::payment::AllowedHost::parse(h) {
                 return Err(invalid(
                     format!("{key}.allowed_hosts[{j}]"),
                     format!(
-                        "`{h}` is not a host name (write `api.example.com`, no scheme or path)"
+                        "`{h}` {e} (write `api.example.com` for https on 443, \
+                         `host:port` for https on that port, `http://host:port` for plain HTTP)"
                     ),
                 ));
             }
@@ -221,6 +230,10 @@ impl LimitsConfig {
             ("kernel_time_ms", self.kernel_time_ms),
             ("tensor_mb", self.tensor_mb),
             ("copy_out_mb", self.copy_out_mb),
+            ("kernel_work_mflop", self.kernel_work_mflop),
+            ("tensor_handles", self.tensor_handles),
+            ("stream_tokens", self.stream_tokens),
+            ("stream_mb", self.stream_mb),
             ("fuel", self.fuel),
         ];
         for (name, value) in fields {

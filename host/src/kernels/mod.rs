@@ -2,17 +2,22 @@
 //!
 //! [`KernelCtx`] is one store's kernel capability: the compute device and
 //! the accounting of what the plugin may still spend — live tensor bytes,
-//! bytes copied out to guest memory, host-kernel time per call. Every
-//! kernel ([`ops`]) checks the size of what it is about to allocate before
-//! candle allocates it, runs under the time budget, and hands back a plain
-//! candle `Tensor`; the caller adopts it into the plugin's resource table
-//! with [`KernelCtx::adopt`]. Nothing here knows WIT, wasmtime, jobs or the
+//! live handles (empty tensors, weights and samplers included), bytes
+//! copied out to guest memory, host-kernel time per call, and work per
+//! kernel. Every kernel ([`ops`]) works out its [`Cost`] from shapes
+//! ([`cost`]: the result with broadcasting, candle's temporaries, FLOPs),
+//! is refused by [`KernelCtx::admit`] before candle allocates or computes
+//! anything, runs under the time budget, and hands back a plain candle
+//! `Tensor`; the caller adopts it into the plugin's resource table with
+//! [`KernelCtx::adopt`]. Nothing here knows WIT, wasmtime, jobs or the
 //! network: the `tensor` interface is implemented on top of this in
 //! `worlds`. The device is CPU unless the node is built with the `cuda`
 //! feature and configured with `device = "cuda"`.
 
+pub mod cost;
 pub mod ops;
 
+pub use cost::Cost;
 pub use ops::{BinaryOp, ReduceOp, SamplingSpec, UnaryOp};
 
 use candle_core::{Device, Tensor};
@@ -37,7 +42,7 @@ pub enum KernelError {
     /// Bad shapes, dtypes or arguments (candle's message, prefixed with the kernel).
     #[error("{0}")]
     Invalid(String),
-    /// A budget would be exceeded.
+    /// A budget would be exceeded; the message names the limit's config key.
     #[error("{0}")]
     Limit(String),
 }
@@ -48,15 +53,41 @@ impl From<candle_core::Error> for KernelError {
     }
 }
 
+/// The throughput the default per-kernel work cap assumes: 1 GFLOP/s, i.e.
+/// 1 MFLOP per millisecond of `kernel_time_ms`. That is one slow CPU core
+/// doing element-wise work (candle's CPU gemm does 10 to 100 times more on
+/// a multi-core node), so with the default any single kernel ends well
+/// within the kernel-time budget on a CPU. A GPU node should raise
+/// `kernel_work_mflop`.
+pub const ASSUMED_FLOPS_PER_SEC: u64 = 1_000_000_000;
+
 /// The budgets kernels enforce (from the plugin's limits).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KernelLimits {
-    /// Cap on live bytes of tensors the plugin created.
+    /// Cap on live bytes of tensors the plugin created (`tensor_mb`).
     pub tensor_bytes: u64,
-    /// Cap on bytes copied out to guest memory within one call.
+    /// Cap on bytes copied out to guest memory within one call (`copy_out_mb`).
     pub copy_out_bytes: u64,
-    /// Cap on summed host-kernel time within one call.
+    /// Cap on summed host-kernel time within one call (`kernel_time_ms`).
     pub kernel_time: Duration,
+    /// Cap on the estimated FLOPs of one kernel call (`kernel_work_mflop`).
+    pub kernel_work: u64,
+    /// Cap on live tensor and sampler handles (`tensor_handles`).
+    pub handles: u64,
+}
+
+impl KernelLimits {
+    /// The default per-kernel work cap for a kernel-time budget: what
+    /// [`ASSUMED_FLOPS_PER_SEC`] does in that time.
+    pub fn work_for(kernel_time: Duration) -> u64 {
+        let flops = kernel_time.as_millis() * (ASSUMED_FLOPS_PER_SEC / 1000) as u128;
+        u64::try_from(flops).unwrap_or(u64::MAX)
+    }
+}
+
+/// A [`KernelError::Limit`] saying which limit and its config key.
+fn limit(what: String, key: &str) -> KernelError {
+    KernelError::Limit(format!("{what} (`{key}` in the plugin's limits)"))
 }
 
 /// Per-store kernel accounting on one device.
@@ -65,6 +96,7 @@ pub struct KernelCtx {
     device: Device,
     limits: KernelLimits,
     live_bytes: u64,
+    handles: u64,
     copied: u64,
     kernel_time: Duration,
     calls: u64,
@@ -77,6 +109,7 @@ impl KernelCtx {
             device,
             limits,
             live_bytes: 0,
+            handles: 0,
             copied: 0,
             kernel_time: Duration::ZERO,
             calls: 0,
@@ -89,7 +122,7 @@ impl KernelCtx {
     }
 
     /// Resets the per-call counters (copy-out bytes, kernel time) before a
-    /// new plugin call; live tensors stay charged.
+    /// new plugin call; live tensors and handles stay charged.
     pub fn begin_call(&mut self) {
         self.kernel_time = Duration::ZERO;
         self.copied = 0;
@@ -100,21 +133,47 @@ impl KernelCtx {
         self.live_bytes
     }
 
+    /// Live tensor and sampler handles.
+    pub fn live_handles(&self) -> u64 {
+        self.handles
+    }
+
     /// Kernel calls made by this store so far.
     pub fn calls(&self) -> u64 {
         self.calls
     }
 
-    /// Refuses an allocation of `elems` elements of `dtype` that would pass
-    /// the tensor budget.
-    pub fn precheck(&self, elems: usize, dtype: candle_core::DType) -> Result<(), KernelError> {
-        let bytes = (elems as u128) * dtype.size_in_bytes() as u128;
+    /// Refuses kernel `name` before it allocates or computes anything when
+    /// its result and temporaries would pass the tensor budget, or its work
+    /// the per-kernel cap.
+    pub fn admit(&self, name: &str, cost: &Cost) -> Result<(), KernelError> {
+        let need = cost.out_bytes().saturating_add(cost.scratch);
         let live = self.live_bytes as u128;
-        if live + bytes > self.limits.tensor_bytes as u128 {
-            return Err(KernelError::Limit(format!(
-                "allocating {bytes} tensor bytes would exceed this plugin's limit of {} bytes ({live} live)",
-                self.limits.tensor_bytes
-            )));
+        if live.saturating_add(need) > self.limits.tensor_bytes as u128 {
+            let temps = match cost.scratch {
+                0 => String::new(),
+                s => format!(" and {s} bytes of temporaries"),
+            };
+            return Err(limit(
+                format!(
+                    "{name}: a result of shape {:?} ({:?}, {} bytes){temps} would exceed this plugin's tensor budget of {} bytes ({live} bytes live)",
+                    cost.dims,
+                    cost.dtype,
+                    cost.out_bytes(),
+                    self.limits.tensor_bytes
+                ),
+                "tensor_mb",
+            ));
+        }
+        if cost.work > self.limits.kernel_work as u128 {
+            return Err(limit(
+                format!(
+                    "{name}: about {} MFLOP of work exceeds this plugin's limit of {} MFLOP per kernel call (by default 1 MFLOP per ms of `kernel_time_ms`)",
+                    cost.work.div_ceil(1_000_000),
+                    self.limits.kernel_work / 1_000_000
+                ),
+                "kernel_work_mflop",
+            ));
         }
         Ok(())
     }
@@ -127,10 +186,13 @@ impl KernelCtx {
         f: impl FnOnce(&Self) -> Result<T, KernelError>,
     ) -> Result<T, KernelError> {
         if self.kernel_time >= self.limits.kernel_time {
-            return Err(KernelError::Limit(format!(
-                "host kernel time limit of {} ms for this call is used up",
-                self.limits.kernel_time.as_millis()
-            )));
+            return Err(limit(
+                format!(
+                    "host kernel time limit of {} ms for this call is used up",
+                    self.limits.kernel_time.as_millis()
+                ),
+                "kernel_time_ms",
+            ));
         }
         let started = Instant::now();
         let result = f(self);
@@ -142,47 +204,77 @@ impl KernelCtx {
         })
     }
 
-    /// Takes `tensor` into the plugin's keeping, charging its bytes to the
-    /// budget when `charge` (model weights are not charged).
+    /// Counts one more live handle, refusing past the handle cap.
+    fn take_handle(&mut self) -> Result<(), KernelError> {
+        if self.handles >= self.limits.handles {
+            return Err(limit(
+                format!(
+                    "this plugin already holds {} live handles, its limit of tensor and sampler handles; drop the ones it no longer needs",
+                    self.handles
+                ),
+                "tensor_handles",
+            ));
+        }
+        self.handles += 1;
+        Ok(())
+    }
+
+    /// Takes `tensor` into the plugin's keeping as one more handle,
+    /// charging its bytes to the budget when `charge` (model weights are not
+    /// charged, but count as handles).
     pub fn adopt(&mut self, tensor: Tensor, charge: bool) -> Result<TensorRes, KernelError> {
         let charged = if charge { tensor_bytes(&tensor) } else { 0 };
-        if self.live_bytes + charged > self.limits.tensor_bytes {
-            return Err(KernelError::Limit(format!(
-                "tensor of {charged} bytes would exceed this plugin's limit of {} live tensor bytes",
-                self.limits.tensor_bytes
-            )));
+        if self.live_bytes.saturating_add(charged) > self.limits.tensor_bytes {
+            return Err(limit(
+                format!(
+                    "tensor of {charged} bytes would exceed this plugin's limit of {} live tensor bytes",
+                    self.limits.tensor_bytes
+                ),
+                "tensor_mb",
+            ));
         }
+        self.take_handle()?;
         self.live_bytes += charged;
         Ok(TensorRes { tensor, charged })
     }
 
-    /// Gives back the budget of a dropped tensor.
+    /// Gives back the budget and the handle of a dropped tensor.
     pub fn release(&mut self, res: &TensorRes) {
         self.live_bytes = self.live_bytes.saturating_sub(res.charged);
+        self.handles = self.handles.saturating_sub(1);
+    }
+
+    /// A seeded sampler, counted as one more handle.
+    pub fn sampler(&mut self, spec: SamplingSpec) -> Result<SamplerRes, KernelError> {
+        self.take_handle()?;
+        Ok(ops::sampler(spec))
+    }
+
+    /// Gives back the handle of a dropped sampler.
+    pub fn release_sampler(&mut self) {
+        self.handles = self.handles.saturating_sub(1);
     }
 
     /// Counts `bytes` about to be copied out to the guest against the
     /// per-call copy-out budget.
     pub fn charge_copy(&mut self, bytes: u64) -> Result<(), KernelError> {
-        if self.copied + bytes > self.limits.copy_out_bytes {
-            return Err(KernelError::Limit(format!(
-                "copying {bytes} bytes out of host tensors would exceed this plugin's copy-out limit of {} bytes per call",
-                self.limits.copy_out_bytes
-            )));
+        if self.copied.saturating_add(bytes) > self.limits.copy_out_bytes {
+            return Err(limit(
+                format!(
+                    "copying {bytes} bytes out of host tensors would exceed this plugin's copy-out limit of {} bytes per call",
+                    self.limits.copy_out_bytes
+                ),
+                "copy_out_mb",
+            ));
         }
         self.copied += bytes;
         Ok(())
     }
-
-    /// Adds time spent outside [`timed`](Self::timed) (sampling) to the budget.
-    pub fn add_time(&mut self, d: Duration) {
-        self.kernel_time += d;
-    }
 }
 
-/// Bytes a tensor occupies if materialised.
+/// Bytes a tensor occupies if materialised (saturating).
 pub fn tensor_bytes(t: &Tensor) -> u64 {
-    (t.elem_count() * t.dtype().size_in_bytes()) as u64
+    u64::try_from(cost::tensor_bytes(t)).unwrap_or(u64::MAX)
 }
 
 /// Parses a device string from config: `cpu`, `cuda`, `cuda:N`.
@@ -226,108 +318,4 @@ impl DeviceSpec {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ctx(tensor_bytes: u64, copy_out_bytes: u64) -> KernelCtx {
-        KernelCtx::new(
-            Device::Cpu,
-            KernelLimits {
-                tensor_bytes,
-                copy_out_bytes,
-                kernel_time: Duration::from_secs(60),
-            },
-        )
-    }
-
-    #[test]
-    fn adopted_tensors_are_charged_until_released() {
-        let mut k = ctx(1024, 1024);
-        let t = k.zeros(&[16, 4], candle_core::DType::F32).unwrap();
-        let res = k.adopt(t, true).unwrap();
-        assert_eq!((res.charged, k.live_bytes()), (256, 256));
-        let weights = Tensor::zeros((64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let shared = k.adopt(weights, false).unwrap();
-        assert_eq!(
-            (shared.charged, k.live_bytes()),
-            (0, 256),
-            "weights are not charged"
-        );
-        let big = Tensor::zeros((16, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
-        assert!(matches!(k.adopt(big, true), Err(KernelError::Limit(_))));
-        k.release(&res);
-        assert_eq!(k.live_bytes(), 0);
-    }
-
-    #[test]
-    fn outputs_past_the_budget_are_refused_before_they_exist() {
-        let mut k = ctx(16 * 1024, 1 << 20);
-        let a = k.zeros(&[64, 32], candle_core::DType::F32).unwrap();
-        let b = k.zeros(&[32, 64], candle_core::DType::F32).unwrap();
-        // 64 x 64 f32 = 16 KiB, the whole budget: refused by the precheck.
-        let one = k.zeros(&[1], candle_core::DType::F32).unwrap();
-        let _held = k.adopt(one, true).unwrap();
-        let err = k.matmul(&a, &b).unwrap_err();
-        assert!(
-            matches!(&err, KernelError::Limit(m) if m.contains("16384")),
-            "{err}"
-        );
-        let err = k
-            .zeros(&[1 << 20, 1 << 20], candle_core::DType::F32)
-            .unwrap_err();
-        assert!(matches!(err, KernelError::Limit(_)), "{err}");
-        let err = k.zeros(&[u32::MAX, u32::MAX, u32::MAX], candle_core::DType::U8);
-        assert!(matches!(err, Err(KernelError::Invalid(m)) if m.contains("overflows")));
-    }
-
-    #[test]
-    fn bad_shapes_are_invalid_input_named_by_kernel() {
-        let mut k = ctx(1 << 20, 1 << 20);
-        let a = k.zeros(&[2, 3], candle_core::DType::F32).unwrap();
-        let err = k.matmul(&a, &a).unwrap_err().to_string();
-        assert!(err.starts_with("matmul:"), "{err}");
-        let v = k.zeros(&[3], candle_core::DType::F32).unwrap();
-        let err = k.matmul(&v, &a).unwrap_err().to_string();
-        assert!(err.contains("rank >= 2"), "{err}");
-        let err = k.from_f32(vec![1.0; 5], &[2, 3]).unwrap_err().to_string();
-        assert!(
-            err.contains("5 elements") && err.contains("needs 6"),
-            "{err}"
-        );
-        assert!(k
-            .cat(&[], 0)
-            .unwrap_err()
-            .to_string()
-            .contains("no tensors"));
-    }
-
-    #[test]
-    fn copy_out_is_bounded_per_call() {
-        let mut k = ctx(1 << 20, 64);
-        let t = k.from_f32(vec![1.0; 16], &[16]).unwrap();
-        assert_eq!(k.to_f32(&t).unwrap().len(), 16);
-        assert!(
-            matches!(k.to_f32(&t), Err(KernelError::Limit(_))),
-            "64 bytes per call"
-        );
-        k.begin_call();
-        assert!(k.to_bytes(&t).is_ok(), "a new call has a new copy budget");
-    }
-
-    #[test]
-    fn kernel_time_is_bounded_per_call() {
-        let mut k = KernelCtx::new(
-            Device::Cpu,
-            KernelLimits {
-                tensor_bytes: 1 << 20,
-                copy_out_bytes: 1 << 20,
-                kernel_time: Duration::ZERO,
-            },
-        );
-        let err = k.arange(4).unwrap_err();
-        assert!(
-            matches!(&err, KernelError::Limit(m) if m.contains("used up")),
-            "{err}"
-        );
-    }
-}
+mod tests;

@@ -1,16 +1,17 @@
 //! The kernels themselves, in host terms (candle tensors and dtypes, the
-//! enums below). Each one prechecks the size of what it allocates against
-//! the tensor budget and runs under the kernel-time budget; shapes and
+//! enums below). Each one works out its [`Cost`] from shapes, is admitted
+//! on it (tensor budget, per-kernel work) before candle allocates anything,
+//! and runs under the kernel-time budget; shapes and
 //! dtypes are validated by candle, whose errors come back as
 //! [`KernelError::Invalid`]. Kernels mirror candle-nn exactly (`linear` is
 //! `candle_nn::Linear`, `rms_norm` is `candle_nn::RmsNorm`, ...), so a
 //! plugin that orders its ops like candle-transformers gets bit-identical
 //! results.
 
+use super::cost::{self, Cost, SIMPLE, TRANSCENDENTAL};
 use super::{tensor_bytes, KernelCtx, KernelError};
 use candle_core::{DType, Shape, Tensor};
 use candle_nn::Module;
-use std::time::Instant;
 
 /// Element-wise functions of one tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,11 @@ pub struct SamplingSpec {
 }
 
 fn shape_of(dims: &[u32]) -> Shape {
-    Shape::from(dims.iter().map(|&d| d as usize).collect::<Vec<_>>())
+    Shape::from(dims_of(dims))
+}
+
+fn dims_of(dims: &[u32]) -> Vec<usize> {
+    dims.iter().map(|&d| d as usize).collect()
 }
 
 /// Elements of `shape`, or an error when the product overflows.
@@ -96,16 +101,37 @@ fn invalid(m: String) -> KernelError {
     KernelError::Invalid(m)
 }
 
+/// A seeded sampler.
+pub(super) fn sampler(spec: SamplingSpec) -> super::SamplerRes {
+    super::SamplerRes(
+        candle_transformers::generation::LogitsProcessor::from_sampling(spec.seed, sampling(&spec)),
+    )
+}
+
 impl KernelCtx {
-    /// Prechecks `n` elements of `dtype`, then builds the tensor under the time budget.
+    /// Kernel `name`: under the time budget, admitted on `cost` (refused
+    /// before anything is allocated), then `run`.
+    fn kernel<T>(
+        &mut self,
+        name: &'static str,
+        cost: impl FnOnce() -> Result<Cost, KernelError>,
+        run: impl FnOnce(&Self) -> candle_core::Result<T>,
+    ) -> Result<T, KernelError> {
+        self.timed(name, |k| {
+            k.admit(name, &cost()?)?;
+            Ok(run(k)?)
+        })
+    }
+
+    /// `n` new elements of `dtype` built by `make`.
     fn create(
         &mut self,
         n: usize,
         dtype: DType,
         make: impl FnOnce(&Self) -> candle_core::Result<Tensor>,
     ) -> Result<Tensor, KernelError> {
-        self.precheck(n, dtype)?;
-        self.timed("create", |k| Ok(make(k)?))
+        let cost = || Ok(Cost::elementwise(vec![n], dtype, SIMPLE));
+        self.kernel("create", cost, make)
     }
 
     /// An f32 tensor from values.
@@ -160,7 +186,7 @@ impl KernelCtx {
 
     /// The values as f32, counted against the copy-out budget.
     pub fn to_f32(&mut self, t: &Tensor) -> Result<Vec<f32>, KernelError> {
-        self.charge_copy(t.elem_count() as u64 * 4)?;
+        self.charge_copy(tensor_bytes_as(t, DType::F32))?;
         t.to_dtype(DType::F32)
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
@@ -169,7 +195,7 @@ impl KernelCtx {
 
     /// The values as u32, counted against the copy-out budget.
     pub fn to_u32(&mut self, t: &Tensor) -> Result<Vec<u32>, KernelError> {
-        self.charge_copy(t.elem_count() as u64 * 4)?;
+        self.charge_copy(tensor_bytes_as(t, DType::U32))?;
         t.to_dtype(DType::U32)
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<u32>())
@@ -183,63 +209,44 @@ impl KernelCtx {
         raw_bytes(t).map_err(|e| invalid(format!("to-bytes: {e}")))
     }
 
-    /// A seeded sampler.
-    pub fn sampler(&self, spec: SamplingSpec) -> super::SamplerRes {
-        super::SamplerRes(
-            candle_transformers::generation::LogitsProcessor::from_sampling(
-                spec.seed,
-                sampling(&spec),
-            ),
-        )
-    }
-
     /// One token from 1-D `logits`.
     pub fn sample(
         &mut self,
         sampler: &mut super::SamplerRes,
         logits: &Tensor,
     ) -> Result<u32, KernelError> {
-        if logits.rank() != 1 {
-            return Err(invalid(format!(
-                "sample: logits must be 1-D, got shape {:?}",
-                logits.dims()
-            )));
-        }
-        let started = Instant::now();
-        let out = sampler
-            .0
-            .sample(logits)
-            .map_err(|e| invalid(format!("sample: {e}")));
-        self.add_time(started.elapsed());
-        out
+        let n = match logits.dims() {
+            [n] if *n > 0 => *n,
+            dims => {
+                return Err(invalid(format!(
+                    "sample: logits must be 1-D and non-empty, got shape {dims:?}"
+                )))
+            }
+        };
+        self.kernel(
+            "sample",
+            || Ok(cost::sample(n)),
+            |_| sampler.0.sample(logits),
+        )
     }
 
     /// Matrix product, batched, broadcasting batch dims.
     pub fn matmul(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
-        self.timed("matmul", |k| {
-            let (ad, bd) = (a.dims(), b.dims());
-            if ad.len() < 2 || bd.len() < 2 {
-                return Err(invalid(format!(
-                    "matmul needs rank >= 2, got {ad:?} x {bd:?}"
-                )));
-            }
-            let batch: usize = if ad.len() >= bd.len() {
-                ad[..ad.len() - 2].iter().product()
-            } else {
-                bd[..bd.len() - 2].iter().product()
-            };
-            k.precheck(
-                batch
-                    .saturating_mul(ad[ad.len() - 2])
-                    .saturating_mul(bd[bd.len() - 1]),
-                a.dtype(),
-            )?;
-            if ad.len() == bd.len() && ad[..ad.len() - 2] == bd[..bd.len() - 2] {
-                Ok(a.matmul(b)?)
-            } else {
-                Ok(a.broadcast_matmul(b)?)
-            }
-        })
+        let (cost, broadcasting) = cost::matmul(a, b).map_err(|e| match e {
+            KernelError::Invalid(m) => invalid(format!("matmul: {m}")),
+            other => other,
+        })?;
+        self.kernel(
+            "matmul",
+            || Ok(cost),
+            |_| {
+                if broadcasting {
+                    a.broadcast_matmul(b)
+                } else {
+                    a.matmul(b)
+                }
+            },
+        )
     }
 
     /// `x · wᵀ (+ bias)`, as `candle_nn::Linear`.
@@ -249,58 +256,78 @@ impl KernelCtx {
         w: &Tensor,
         bias: Option<&Tensor>,
     ) -> Result<Tensor, KernelError> {
-        self.timed("linear", |k| {
-            let rows: usize = x.dims().iter().rev().skip(1).product();
-            k.precheck(
-                rows.saturating_mul(w.dims().first().copied().unwrap_or(0)),
-                x.dtype(),
-            )?;
-            Ok(candle_nn::Linear::new(w.clone(), bias.cloned()).forward(x)?)
-        })
+        self.kernel(
+            "linear",
+            || cost::linear(x, w, bias),
+            |_| candle_nn::Linear::new(w.clone(), bias.cloned()).forward(x),
+        )
     }
 
     /// A broadcasting binary op.
     pub fn binary(&mut self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
-        self.timed("binary", |k| {
-            let out = a.shape().broadcast_shape_binary_op(b.shape(), "binary")?;
-            k.precheck(out.elem_count(), a.dtype())?;
-            Ok(match op {
-                BinaryOp::Add => a.broadcast_add(b)?,
-                BinaryOp::Sub => a.broadcast_sub(b)?,
-                BinaryOp::Mul => a.broadcast_mul(b)?,
-                BinaryOp::Div => a.broadcast_div(b)?,
-                BinaryOp::Maximum => a.broadcast_maximum(b)?,
-                BinaryOp::Minimum => a.broadcast_minimum(b)?,
-            })
+        let cost = || {
+            let dims = cost::broadcast(a.dims(), b.dims(), "binary")?;
+            Ok(Cost::elementwise(dims, a.dtype(), SIMPLE))
+        };
+        self.kernel("binary", cost, |_| match op {
+            BinaryOp::Add => a.broadcast_add(b),
+            BinaryOp::Sub => a.broadcast_sub(b),
+            BinaryOp::Mul => a.broadcast_mul(b),
+            BinaryOp::Div => a.broadcast_div(b),
+            BinaryOp::Maximum => a.broadcast_maximum(b),
+            BinaryOp::Minimum => a.broadcast_minimum(b),
         })
     }
 
     /// An element-wise function.
     pub fn unary(&mut self, op: UnaryOp, x: &Tensor) -> Result<Tensor, KernelError> {
-        self.timed("unary", |_| Ok(unary(op, x)?))
+        let per_elem = match op {
+            UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Cos
+            | UnaryOp::Sin
+            | UnaryOp::Tanh
+            | UnaryOp::Silu
+            | UnaryOp::Gelu
+            | UnaryOp::GeluErf => TRANSCENDENTAL,
+            _ => SIMPLE,
+        };
+        let cost = || Ok(same_as(x, per_elem));
+        self.kernel("unary", cost, |_| unary(op, x))
     }
 
     /// `x * mul + add`.
     pub fn affine(&mut self, x: &Tensor, mul: f64, add: f64) -> Result<Tensor, KernelError> {
-        self.timed("affine", |_| Ok(x.affine(mul, add)?))
+        let cost = || Ok(same_as(x, 2 * SIMPLE));
+        self.kernel("affine", cost, |_| x.affine(mul, add))
     }
 
-    /// `x` clamped to `[lo, hi]`.
+    /// `x` clamped to `[lo, hi]` (candle takes the maximum, then the minimum).
     pub fn clamp(&mut self, x: &Tensor, lo: f64, hi: f64) -> Result<Tensor, KernelError> {
-        self.timed("clamp", |_| Ok(x.clamp(lo, hi)?))
+        let cost = || {
+            let one = same_as(x, 2 * SIMPLE);
+            let first = one.out_bytes();
+            Ok(one.with_scratch(first))
+        };
+        self.kernel("clamp", cost, |_| x.clamp(lo, hi))
     }
 
     /// Softmax over the last dimension.
     pub fn softmax_last_dim(&mut self, x: &Tensor) -> Result<Tensor, KernelError> {
-        self.timed("softmax-last-dim", |_| {
-            Ok(candle_nn::ops::softmax_last_dim(x)?)
+        let cost = || {
+            cost::last_dim(x)?;
+            Ok(same_as(x, TRANSCENDENTAL + 3 * SIMPLE))
+        };
+        self.kernel("softmax-last-dim", cost, |_| {
+            candle_nn::ops::softmax_last_dim(x)
         })
     }
 
     /// RMS norm, as `candle_nn::RmsNorm`.
     pub fn rms_norm(&mut self, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor, KernelError> {
-        self.timed("rms-norm", |_| {
-            Ok(candle_nn::RmsNorm::new(w.clone(), eps as f64).forward(x)?)
+        let cost = || cost::norm(x, &[w], 3);
+        self.kernel("rms-norm", cost, |_| {
+            candle_nn::RmsNorm::new(w.clone(), eps as f64).forward(x)
         })
     }
 
@@ -312,14 +339,16 @@ impl KernelCtx {
         b: &Tensor,
         eps: f32,
     ) -> Result<Tensor, KernelError> {
-        self.timed("layer-norm", |_| {
-            Ok(candle_nn::LayerNorm::new(w.clone(), b.clone(), eps as f64).forward(x)?)
+        let cost = || cost::norm(x, &[w, b], 4);
+        self.kernel("layer-norm", cost, |_| {
+            candle_nn::LayerNorm::new(w.clone(), b.clone(), eps as f64).forward(x)
         })
     }
 
     /// Rotary embedding, non-interleaved (`candle_nn::rotary_emb::rope`).
     pub fn rope(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, KernelError> {
-        self.timed("rope", |_| Ok(candle_nn::rotary_emb::rope(x, cos, sin)?))
+        let cost = || rope_cost(x);
+        self.kernel("rope", cost, |_| candle_nn::rotary_emb::rope(x, cos, sin))
     }
 
     /// Rotary embedding, interleaved (`candle_nn::rotary_emb::rope_i`).
@@ -329,17 +358,22 @@ impl KernelCtx {
         cos: &Tensor,
         sin: &Tensor,
     ) -> Result<Tensor, KernelError> {
-        self.timed("rope-interleaved", |_| {
-            Ok(candle_nn::rotary_emb::rope_i(x, cos, sin)?)
+        let cost = || rope_cost(x);
+        self.kernel("rope-interleaved", cost, |_| {
+            candle_nn::rotary_emb::rope_i(x, cos, sin)
         })
     }
 
     /// Rows of `table` by `ids`, as `candle_nn::Embedding`.
     pub fn embedding(&mut self, ids: &Tensor, table: &Tensor) -> Result<Tensor, KernelError> {
-        self.timed("embedding", |k| {
+        let cost = || {
             let (_, hidden) = table.dims2()?;
-            k.precheck(ids.elem_count().saturating_mul(hidden), table.dtype())?;
-            Ok(candle_nn::Embedding::new(table.clone(), hidden).forward(ids)?)
+            let dims = [ids.dims(), &[hidden]].concat();
+            Ok(Cost::elementwise(dims, table.dtype(), SIMPLE))
+        };
+        self.kernel("embedding", cost, |_| {
+            let hidden = table.dims2()?.1;
+            candle_nn::Embedding::new(table.clone(), hidden).forward(ids)
         })
     }
 
@@ -350,12 +384,11 @@ impl KernelCtx {
         ids: &Tensor,
         dim: u32,
     ) -> Result<Tensor, KernelError> {
-        self.timed("index-select", |k| {
-            let per: usize =
-                x.elem_count() / x.dims().get(dim as usize).copied().unwrap_or(1).max(1);
-            k.precheck(per.saturating_mul(ids.elem_count()), x.dtype())?;
-            Ok(x.index_select(ids, dim as usize)?)
-        })
+        let cost = || {
+            let dims = cost::resized(x, dim, ids.elem_count())?;
+            Ok(Cost::elementwise(dims, x.dtype(), SIMPLE))
+        };
+        self.kernel("index-select", cost, |_| x.index_select(ids, dim as usize))
     }
 
     /// `len` entries of `x` along `dim` from `start` (a view).
@@ -366,47 +399,59 @@ impl KernelCtx {
         start: u32,
         len: u32,
     ) -> Result<Tensor, KernelError> {
-        self.timed("narrow", |_| {
-            Ok(x.narrow(dim as usize, start as usize, len as usize)?)
+        let cost = || Ok(Cost::view(cost::resized(x, dim, len as usize)?, x.dtype()));
+        self.kernel("narrow", cost, |_| {
+            x.narrow(dim as usize, start as usize, len as usize)
         })
     }
 
     /// Concatenation along `dim`.
     pub fn cat(&mut self, xs: &[Tensor], dim: u32) -> Result<Tensor, KernelError> {
-        self.timed("cat", |k| {
-            let Some(first) = xs.first() else {
-                return Err(invalid("cat of no tensors".into()));
-            };
-            k.precheck(xs.iter().map(|t| t.elem_count()).sum(), first.dtype())?;
-            Ok(Tensor::cat(xs, dim as usize)?)
-        })
+        self.kernel(
+            "cat",
+            || cost::cat(xs, dim),
+            |_| Tensor::cat(xs, dim as usize),
+        )
     }
 
-    /// The same values in another shape.
+    /// The same values in another shape (a copy when `x` is not contiguous).
     pub fn reshape(&mut self, x: &Tensor, shape: &[u32]) -> Result<Tensor, KernelError> {
-        self.timed("reshape", |_| Ok(x.reshape(shape_of(shape))?))
+        let cost = || {
+            let dims = dims_of(shape);
+            let (from, to) = (cost::count(x.dims()), cost::count(&dims));
+            if from != to {
+                return Err(invalid(format!(
+                    "cannot reshape {:?} ({from} elements) to {shape:?} ({to} elements)",
+                    x.dims()
+                )));
+            }
+            let per_elem = if x.is_contiguous() { 0 } else { SIMPLE };
+            Ok(Cost::elementwise(dims, x.dtype(), per_elem).with_work(1))
+        };
+        self.kernel("reshape", cost, |_| x.reshape(shape_of(shape)))
     }
 
     /// `dim0` and `dim1` swapped (a view).
     pub fn transpose(&mut self, x: &Tensor, d0: u32, d1: u32) -> Result<Tensor, KernelError> {
-        self.timed("transpose", |_| Ok(x.transpose(d0 as usize, d1 as usize)?))
+        let cost = || {
+            let (a, b) = (cost::axis(x.dims(), d0)?, cost::axis(x.dims(), d1)?);
+            let mut dims = x.dims().to_vec();
+            dims.swap(a, b);
+            Ok(Cost::view(dims, x.dtype()))
+        };
+        self.kernel("transpose", cost, |_| x.transpose(d0 as usize, d1 as usize))
     }
 
     /// A contiguous copy.
     pub fn contiguous(&mut self, x: &Tensor) -> Result<Tensor, KernelError> {
-        self.timed("contiguous", |k| {
-            k.precheck(x.elem_count(), x.dtype())?;
-            Ok(x.contiguous()?)
-        })
+        let cost = || Ok(same_as(x, SIMPLE));
+        self.kernel("contiguous", cost, |_| x.contiguous())
     }
 
-    /// `x` broadcast to `shape`.
+    /// `x` broadcast to `shape` (a view, charged at its full size).
     pub fn broadcast_as(&mut self, x: &Tensor, shape: &[u32]) -> Result<Tensor, KernelError> {
-        self.timed("broadcast-as", |k| {
-            let shape = shape_of(shape);
-            k.precheck(shape.elem_count(), x.dtype())?;
-            Ok(x.broadcast_as(shape)?)
-        })
+        let cost = || Ok(Cost::view(dims_of(shape), x.dtype()));
+        self.kernel("broadcast-as", cost, |_| x.broadcast_as(shape_of(shape)))
     }
 
     /// A reduction along `dim`.
@@ -417,29 +462,34 @@ impl KernelCtx {
         dim: u32,
         keepdim: bool,
     ) -> Result<Tensor, KernelError> {
-        self.timed("reduce", |_| {
+        let cost = || {
+            let dtype = match op {
+                ReduceOp::Argmax => DType::U32,
+                _ => x.dtype(),
+            };
+            cost::reduce(x, dim, keepdim, dtype)
+        };
+        self.kernel("reduce", cost, |_| {
             let d = dim as usize;
-            Ok(match (op, keepdim) {
-                (ReduceOp::Sum, true) => x.sum_keepdim(d)?,
-                (ReduceOp::Sum, false) => x.sum(d)?,
-                (ReduceOp::Mean, true) => x.mean_keepdim(d)?,
-                (ReduceOp::Mean, false) => x.mean(d)?,
-                (ReduceOp::Max, true) => x.max_keepdim(d)?,
-                (ReduceOp::Max, false) => x.max(d)?,
-                (ReduceOp::Min, true) => x.min_keepdim(d)?,
-                (ReduceOp::Min, false) => x.min(d)?,
-                (ReduceOp::Argmax, true) => x.argmax_keepdim(d)?,
-                (ReduceOp::Argmax, false) => x.argmax(d)?,
-            })
+            match (op, keepdim) {
+                (ReduceOp::Sum, true) => x.sum_keepdim(d),
+                (ReduceOp::Sum, false) => x.sum(d),
+                (ReduceOp::Mean, true) => x.mean_keepdim(d),
+                (ReduceOp::Mean, false) => x.mean(d),
+                (ReduceOp::Max, true) => x.max_keepdim(d),
+                (ReduceOp::Max, false) => x.max(d),
+                (ReduceOp::Min, true) => x.min_keepdim(d),
+                (ReduceOp::Min, false) => x.min(d),
+                (ReduceOp::Argmax, true) => x.argmax_keepdim(d),
+                (ReduceOp::Argmax, false) => x.argmax(d),
+            }
         })
     }
 
     /// `x` converted to `dtype`.
     pub fn to_dtype(&mut self, x: &Tensor, dtype: DType) -> Result<Tensor, KernelError> {
-        self.timed("to-dtype", |k| {
-            k.precheck(x.elem_count(), dtype)?;
-            Ok(x.to_dtype(dtype)?)
-        })
+        let cost = || Ok(Cost::elementwise(x.dims().to_vec(), dtype, SIMPLE));
+        self.kernel("to-dtype", cost, |_| x.to_dtype(dtype))
     }
 
     /// `on_true` where `mask` is non-zero, `x` elsewhere.
@@ -449,26 +499,49 @@ impl KernelCtx {
         mask: &Tensor,
         on_true: f32,
     ) -> Result<Tensor, KernelError> {
-        self.timed("masked-fill", |_| {
+        let cost = || Ok(same_as(x, 2 * SIMPLE));
+        self.kernel("masked-fill", cost, |_| {
             let mask = mask.broadcast_as(x.shape())?;
             let fill = Tensor::new(on_true, x.device())?
                 .to_dtype(x.dtype())?
                 .broadcast_as(x.shape())?;
-            Ok(mask.where_cond(&fill, x)?)
+            mask.where_cond(&fill, x)
         })
     }
 
-    /// The `n × n` u8 mask that is 1 above the diagonal.
+    /// The `n × n` u8 mask that is 1 above the diagonal (built in a `Vec`
+    /// of the same size first).
     pub fn causal_mask(&mut self, n: u32) -> Result<Tensor, KernelError> {
         let n = n as usize;
-        self.precheck(n.saturating_mul(n), DType::U8)?;
-        self.timed("causal-mask", |k| {
+        let cost = || {
+            let mask = Cost::elementwise(vec![n, n], DType::U8, SIMPLE);
+            let vec = mask.out_bytes();
+            Ok(mask.with_scratch(vec))
+        };
+        self.kernel("causal-mask", cost, |k| {
             let mask: Vec<u8> = (0..n)
                 .flat_map(|i| (0..n).map(move |j| u8::from(j > i)))
                 .collect();
-            Ok(Tensor::from_slice(&mask, (n, n), k.device())?)
+            Tensor::from_slice(&mask, (n, n), k.device())
         })
     }
+}
+
+/// A result of `x`'s shape and dtype, `per_elem` FLOPs per element.
+fn same_as(x: &Tensor, per_elem: u128) -> Cost {
+    Cost::elementwise(x.dims().to_vec(), x.dtype(), per_elem)
+}
+
+/// Rotary embeddings: one result of `x`'s shape (candle checks `cos`/`sin`).
+fn rope_cost(x: &Tensor) -> Result<Cost, KernelError> {
+    cost::last_dim(x)?;
+    Ok(same_as(x, 4 * SIMPLE))
+}
+
+/// Bytes of `t`'s values as `dtype` (saturating).
+fn tensor_bytes_as(t: &Tensor, dtype: DType) -> u64 {
+    let b = cost::bytes(cost::count(t.dims()), dtype);
+    u64::try_from(b).unwrap_or(u64::MAX)
 }
 
 /// The tensor's values as little-endian bytes of its own dtype.

@@ -79,6 +79,7 @@ pub fn verify_advert(
         }
     })?;
     let a: &Advert = &signed.payload;
+    check_sizes(a).map_err(AdvertRejection::Malformed)?;
     if !KNOWN_PROTOCOL_VERSIONS.contains(&a.protocol_version) {
         return Err(AdvertRejection::UnknownProtocol(a.protocol_version));
     }
@@ -87,6 +88,37 @@ pub fn verify_advert(
         return Err(AdvertRejection::Stale { skew_ms });
     }
     Ok(peer)
+}
+
+/// Most addresses, models and proof entries one advert may list.
+pub const MAX_ADVERT_ITEMS: usize = 32;
+/// Longest string in an advert, in bytes.
+pub const MAX_ADVERT_STRING: usize = 256;
+
+/// What no advert may exceed, whatever the gossip size cap lets through.
+fn check_sizes(a: &Advert) -> Result<(), String> {
+    let lists = [
+        ("addrs", a.addrs.len()),
+        ("models", a.models.len()),
+        ("proofs", a.proofs.len()),
+    ];
+    for (what, n) in lists {
+        if n > MAX_ADVERT_ITEMS {
+            return Err(format!("{n} {what}, at most {MAX_ADVERT_ITEMS}"));
+        }
+    }
+    let strings = a
+        .addrs
+        .iter()
+        .chain(&a.models)
+        .chain([&a.wit_version, &a.quote.currency]);
+    if let Some(s) = strings.into_iter().find(|s| s.len() > MAX_ADVERT_STRING) {
+        return Err(format!(
+            "a {}-byte string, at most {MAX_ADVERT_STRING}",
+            s.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Counters kept by the network loop (lock-free; read with
@@ -102,6 +134,7 @@ pub struct NetworkMetrics {
     job_requests_served: AtomicU64,
     job_requests_rejected: AtomicU64,
     job_inbound_failures: AtomicU64,
+    gossip_rate_limited: AtomicU64,
 }
 
 /// A point-in-time copy of [`NetworkMetrics`].
@@ -125,6 +158,8 @@ pub struct MetricsSnapshot {
     pub job_requests_rejected: u64,
     /// Inbound job streams closed on a failure (malformed, oversized, timeout...).
     pub job_inbound_failures: u64,
+    /// Gossip messages ignored unread: their source was over its rate.
+    pub gossip_rate_limited: u64,
 }
 
 impl MetricsSnapshot {
@@ -164,6 +199,10 @@ impl NetworkMetrics {
         self.job_inbound_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn gossip_rate_limited(&self) {
+        self.gossip_rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -177,6 +216,7 @@ impl NetworkMetrics {
             job_requests_served: l(&self.job_requests_served),
             job_requests_rejected: l(&self.job_requests_rejected),
             job_inbound_failures: l(&self.job_inbound_failures),
+            gossip_rate_limited: l(&self.gossip_rate_limited),
         }
     }
 }

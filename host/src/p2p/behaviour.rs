@@ -6,7 +6,9 @@ use super::{NetworkConfig, NetworkError};
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, kad, mdns, ping, request_response, StreamProtocol};
+use libp2p::{
+    connection_limits, gossipsub, identify, kad, mdns, ping, request_response, StreamProtocol,
+};
 
 /// Kademlia protocol name: a DHT of Infernet nodes only, not the IPFS one.
 pub const KAD_PROTOCOL: &str = "/infernet/kad/1";
@@ -16,6 +18,9 @@ pub const IDENTIFY_PROTOCOL: &str = "/infernet/id/1";
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Connection limits (total, per peer, pending): denied before any
+    /// other behaviour sees the connection.
+    pub limits: connection_limits::Behaviour,
     /// Exchange listen addresses and protocols.
     pub identify: identify::Behaviour,
     /// Liveness and round-trip time.
@@ -58,11 +63,34 @@ impl Behaviour {
             .max_transmit_size(64 * 1024)
             .build()
             .map_err(|e| NetworkError::Transport(format!("gossipsub config: {e}")))?;
-        let gossipsub = gossipsub::Behaviour::new(
+        let mut gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_cfg,
         )
         .map_err(|e| NetworkError::Transport(format!("gossipsub: {e}")))?;
+        // Peer scoring: a peer whose adverts fail validation (rejected:
+        // bad signature, wrong key, malformed) loses score and, past the
+        // graylist threshold, is ignored entirely.
+        let mut score = gossipsub::PeerScoreParams::default();
+        score.topics.insert(
+            gossipsub::IdentTopic::new(super::protocol::ADVERT_TOPIC).hash(),
+            gossipsub::TopicScoreParams {
+                invalid_message_deliveries_weight: -10.0,
+                invalid_message_deliveries_decay: 0.9,
+                ..gossipsub::TopicScoreParams::default()
+            },
+        );
+        gossipsub
+            .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
+            .map_err(|e| NetworkError::Transport(format!("gossipsub scoring: {e}")))?;
+
+        let b = &cfg.bounds;
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(b.max_connections))
+                .with_max_established_per_peer(Some(b.max_connections_per_peer))
+                .with_max_pending_incoming(Some(b.max_pending_incoming)),
+        );
 
         let job = request_response::Behaviour::with_codec(
             JobCodec {
@@ -73,7 +101,9 @@ impl Behaviour {
                 StreamProtocol::new(JOB_PROTOCOL),
                 request_response::ProtocolSupport::Full,
             )],
-            request_response::Config::default().with_request_timeout(cfg.request_timeout),
+            request_response::Config::default()
+                .with_request_timeout(cfg.request_timeout)
+                .with_max_concurrent_streams(cfg.bounds.max_streams_per_connection),
         );
 
         let mdns = if cfg.mdns {
@@ -86,6 +116,7 @@ impl Behaviour {
         };
 
         Ok(Behaviour {
+            limits,
             identify,
             ping,
             kad,

@@ -108,7 +108,8 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(
     if len == 0 {
         return Err(invalid("malformed frame: zero-length message"));
     }
-    let mut buf = Vec::with_capacity(len);
+    // Grown as bytes arrive: a declared length reserves nothing.
+    let mut buf = Vec::new();
     io.take(len as u64).read_to_end(&mut buf).await?;
     if buf.len() < len {
         return Err(invalid(format!(

@@ -4,7 +4,6 @@
 
 use super::NetworkError;
 use libp2p::identity::Keypair;
-use std::io::Write;
 use std::path::Path;
 
 /// File name of the identity key inside the data dir.
@@ -21,25 +20,12 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<Keypair, NetworkError>
             NetworkError::Identity(format!("{}: not a libp2p keypair: {e}", path.display()))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(io_err)?;
+            crate::private::private_dir(data_dir).map_err(io_err)?;
             let key = Keypair::generate_ed25519();
             let bytes = key
                 .to_protobuf_encoding()
                 .map_err(|e| NetworkError::Identity(e.to_string()))?;
-            let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-            {
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                let mut f = opts.open(&tmp).map_err(io_err)?;
-                f.write_all(&bytes).map_err(io_err)?;
-                f.sync_all().map_err(io_err)?;
-            }
-            std::fs::rename(&tmp, &path).map_err(io_err)?;
+            crate::private::write_private(&path, &bytes).map_err(io_err)?;
             tracing::info!(peer_id = %key.public().to_peer_id(), path = %path.display(), "created node identity");
             Ok(key)
         }

@@ -83,6 +83,47 @@ pub struct NetworkConfig {
     pub idle_connection_timeout: Duration,
     /// Gossipsub heartbeat.
     pub gossip_heartbeat: Duration,
+    /// Bounds that keep one peer, or a flood of cheap identities, from
+    /// exhausting the node (PROTOCOL.md §9).
+    pub bounds: PeerBounds,
+}
+
+/// What any peer, or all of them together, may hold of this node.
+#[derive(Debug, Clone)]
+pub struct PeerBounds {
+    /// Established connections, all peers.
+    pub max_connections: u32,
+    /// Established connections per peer.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still handshaking.
+    pub max_pending_incoming: u32,
+    /// Concurrent job streams on one connection (request-response).
+    pub max_streams_per_connection: usize,
+    /// Job requests being handled at once, all peers; past it: `Busy`.
+    pub max_inflight_requests: usize,
+    /// Job requests being handled at once for one peer; past it: `Busy`.
+    pub max_inflight_per_peer: usize,
+    /// Peers remembered (addresses, adverts, latency); the stalest are
+    /// forgotten first.
+    pub max_known_peers: usize,
+    /// Gossip messages accepted from one propagation source per second;
+    /// more are ignored unread.
+    pub max_gossip_per_peer_per_sec: u32,
+}
+
+impl Default for PeerBounds {
+    fn default() -> Self {
+        PeerBounds {
+            max_connections: 512,
+            max_connections_per_peer: 4,
+            max_pending_incoming: 64,
+            max_streams_per_connection: 16,
+            max_inflight_requests: 64,
+            max_inflight_per_peer: 8,
+            max_known_peers: 1024,
+            max_gossip_per_peer_per_sec: 20,
+        }
+    }
 }
 
 impl NetworkConfig {
@@ -109,6 +150,7 @@ impl NetworkConfig {
             max_response_bytes: protocol::MAX_RESPONSE_BYTES,
             idle_connection_timeout: Duration::from_secs(120),
             gossip_heartbeat: Duration::from_secs(1),
+            bounds: PeerBounds::default(),
         }
     }
 

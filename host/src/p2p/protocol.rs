@@ -179,9 +179,90 @@ impl JobMessage {
         })
     }
 
+    /// Checks what no request may carry, whatever the handler: ids, names
+    /// and texts within [`limits`], job ids of printable ASCII, at most
+    /// [`limits::MAX_PARAMS`] parameters and no key twice (a gate reading
+    /// the last `max_tokens` and a plugin reading the first would disagree).
+    pub fn validate(&self) -> Result<(), String> {
+        use limits::*;
+        let bounded = |what: &str, v: &str, max: usize| {
+            if v.len() > max {
+                Err(format!("{what} is {} bytes, at most {max}", v.len()))
+            } else {
+                Ok(())
+            }
+        };
+        let id = |what: &str, v: &str| {
+            bounded(what, v, MAX_ID_BYTES)?;
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "{what} must be 1 to {MAX_ID_BYTES} printable ASCII characters"
+                ));
+            }
+            Ok(())
+        };
+        let params = |params: &[(String, String)]| {
+            if params.len() > MAX_PARAMS {
+                return Err(format!("{} parameters, at most {MAX_PARAMS}", params.len()));
+            }
+            for (i, (k, v)) in params.iter().enumerate() {
+                bounded("a parameter key", k, MAX_PARAM_KEY_BYTES)?;
+                bounded(&format!("parameter `{k}`"), v, MAX_PARAM_VALUE_BYTES)?;
+                if params[..i].iter().any(|(other, _)| other == k) {
+                    return Err(format!("duplicate parameter `{k}`: give each key once"));
+                }
+            }
+            Ok(())
+        };
+        if let Some(job) = self.job_id() {
+            id("job_id", job)?;
+        }
+        match &self.body {
+            JobBody::QuoteRequest {
+                model, params: p, ..
+            } => {
+                bounded("model", model, MAX_NAME_BYTES)?;
+                params(p)
+            }
+            JobBody::Run {
+                model,
+                params: p,
+                proof,
+                ..
+            } => {
+                bounded("model", model, MAX_NAME_BYTES)?;
+                bounded("proof", proof.as_deref().unwrap_or(""), MAX_NAME_BYTES)?;
+                params(p)
+            }
+            JobBody::Accept {
+                quote_id, escrow, ..
+            } => {
+                id("quote_id", quote_id)?;
+                if let Some(e) = escrow {
+                    bounded("escrow.adapter", &e.adapter, MAX_NAME_BYTES)?;
+                    id("escrow.escrow_id", &e.escrow_id)?;
+                    bounded("escrow.amount.currency", &e.amount.currency, MAX_NAME_BYTES)?;
+                    bounded("escrow.depositor", &e.depositor, MAX_TEXT_BYTES)?;
+                    bounded("escrow.beneficiary", &e.beneficiary, MAX_TEXT_BYTES)?;
+                }
+                Ok(())
+            }
+            JobBody::Cancel { reason, .. } => bounded("reason", reason, MAX_TEXT_BYTES),
+            JobBody::Error(e) => bounded("message", &e.message, MAX_TEXT_BYTES),
+            _ => Ok(()),
+        }
+    }
+
     /// The job this message is about, when it names one.
     pub fn job_id(&self) -> Option<&str> {
-        match &self.body {
+        self.body.job_id()
+    }
+}
+
+impl JobBody {
+    /// The job this body is about, when it names one.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
             JobBody::QuoteRequest { job_id, .. }
             | JobBody::QuoteOffer { job_id, .. }
             | JobBody::Accept { job_id, .. }
@@ -197,6 +278,23 @@ impl JobMessage {
     }
 }
 
+/// Bounds on what a peer may put in a job message, checked by
+/// [`JobMessage::validate`] before anything is stored, logged or run.
+pub mod limits {
+    /// A job, quote or escrow id, in bytes.
+    pub const MAX_ID_BYTES: usize = 128;
+    /// A model id or currency code, in bytes.
+    pub const MAX_NAME_BYTES: usize = 128;
+    /// Parameters per request.
+    pub const MAX_PARAMS: usize = 32;
+    /// A parameter key, in bytes.
+    pub const MAX_PARAM_KEY_BYTES: usize = 64;
+    /// A parameter value, in bytes.
+    pub const MAX_PARAM_VALUE_BYTES: usize = 1024;
+    /// A free-text field (cancel reason, error message), in bytes.
+    pub const MAX_TEXT_BYTES: usize = 1024;
+}
+
 /// The content of a [`JobMessage`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobBody {
@@ -206,12 +304,18 @@ pub enum JobBody {
         job_id: String,
         /// Model id.
         model: String,
-        /// Input size in tokens (client's estimate).
+        /// Input size in tokens (client's estimate; a provider that gets
+        /// `input` counts it itself).
         input_tokens: u32,
         /// Upper bound on output tokens.
         max_output_tokens: u32,
         /// Generation parameters.
         params: Vec<(String, String)>,
+        /// The input itself, so the provider prices what it will run rather
+        /// than the client's count. Optional: without it the quote holds for
+        /// at most `input_tokens`, checked at `Run`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<WireInput>,
     },
     /// Provider → client: an offer.
     QuoteOffer {

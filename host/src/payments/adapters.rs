@@ -11,6 +11,7 @@ use crate::p2p::protocol::PayTo;
 use crate::runtime::{Package, PluginError, PluginKind, Runtime};
 use crate::store::Store;
 use crate::worlds::payment::{PaymentGrants, PaymentPlugin};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// How a provider makes sure a client's escrow holds the price.
@@ -54,6 +55,9 @@ pub enum PaymentError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// An adapter could not be set up (its key for data at rest).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// One configured adapter.
@@ -89,6 +93,30 @@ pub struct PayPlan {
     pub depositor: String,
 }
 
+/// The secret an adapter encrypts what it keeps at rest with (CoinPay's
+/// release tokens), `token_key`, when the config names none: derived from
+/// the node-local secret (`<data_dir>/secret.key`) and the adapter's name,
+/// so tokens are never stored in clear and survive restarts.
+fn at_rest_key(
+    config: &Config,
+    adapter: &str,
+    configured: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, PaymentError> {
+    let mut generated = BTreeMap::new();
+    if !configured.contains_key(AT_REST_SECRET) {
+        let secret = crate::private::node_secret(&config.node.data_dir).map_err(|e| {
+            PaymentError::Setup(format!("node secret for {adapter}'s data at rest: {e}"))
+        })?;
+        let key =
+            crate::private::derive_key(&secret, &format!("payment/{adapter}/{AT_REST_SECRET}"));
+        generated.insert(AT_REST_SECRET.to_string(), hex::encode(key));
+    }
+    Ok(generated)
+}
+
+/// The secret name adapters encrypt their data at rest with.
+pub const AT_REST_SECRET: &str = "token_key";
+
 impl Payments {
     /// Loads every `[[payment]]` plugin; `peer_id` is the default account.
     /// `None` when none is configured.
@@ -111,6 +139,7 @@ impl Payments {
                 allowed_hosts: p.allowed_hosts.clone(),
                 config: crate::config::flatten_table(&p.config),
                 secrets: p.secrets.clone(),
+                generated: at_rest_key(config, &loaded.name, &p.secrets)?,
                 kv: store.plugin_kv(&loaded.name),
             };
             let plugin = PaymentPlugin::new(runtime, &loaded, p.limits.limits(), grants)?;

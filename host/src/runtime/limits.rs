@@ -1,5 +1,7 @@
 //! Per-plugin resource limits: defaults in code (config overrides them:
-//! `config::LimitsConfig::limits`), and the linear-memory limiter.
+//! `config::LimitsConfig::limits`), the linear-memory limiter, the
+//! per-call budget of streamed tokens, and the trap a limit raises where
+//! the WIT has no error to return.
 
 use crate::kernels::KernelLimits;
 use std::time::Duration;
@@ -17,6 +19,16 @@ pub struct Limits {
     pub tensor_bytes: u64,
     /// Cap on bytes copied from host tensors into guest memory within one call.
     pub copy_out_bytes: u64,
+    /// Cap on the estimated FLOPs of one host kernel call; `None` derives it
+    /// from `kernel_time` ([`KernelLimits::work_for`]).
+    pub kernel_work: Option<u64>,
+    /// Cap on live tensor and sampler handles of one instance (empty tensors
+    /// and model weights included).
+    pub tensor_handles: u64,
+    /// Cap on tokens streamed through `progress.emit-token` within one call.
+    pub stream_tokens: u64,
+    /// Cap on bytes streamed through `progress.emit-token` within one call.
+    pub stream_bytes: u64,
     /// Fuel per call (pricing plugins; others run unmetered).
     pub fuel: u64,
 }
@@ -32,6 +44,15 @@ impl Default for Limits {
             kernel_time: Duration::from_secs(300),
             tensor_bytes: 8192 * MIB,
             copy_out_bytes: 256 * MIB,
+            kernel_work: None,
+            // A llama-style model holds a few hundred weight and cache
+            // handles; 50k leaves room, and leaves wasmtime's own cap on all
+            // component handles of a store (100k) to borrows and the rest.
+            tensor_handles: 50_000,
+            // Far beyond one generation (a token is a few bytes), within
+            // what a provider buffers for `Poll` without noticing.
+            stream_tokens: 100_000,
+            stream_bytes: 8 * MIB,
             fuel: 50_000_000,
         }
     }
@@ -44,7 +65,77 @@ impl Limits {
             tensor_bytes: self.tensor_bytes,
             copy_out_bytes: self.copy_out_bytes,
             kernel_time: self.kernel_time,
+            kernel_work: self
+                .kernel_work
+                .unwrap_or_else(|| KernelLimits::work_for(self.kernel_time)),
+            handles: self.tensor_handles,
         }
+    }
+
+    /// The store-wide cap on component-model handles wasmtime enforces
+    /// (its default, 100k, counts every handle of every kind): raised past
+    /// `tensor_handles` so that the host's own, named limit is hit first.
+    pub fn component_handles(&self) -> usize {
+        const WASMTIME_DEFAULT: u64 = 100_000;
+        const OTHER_HANDLES: u64 = 16_384;
+        let wanted = self.tensor_handles.saturating_add(OTHER_HANDLES);
+        usize::try_from(wanted.max(WASMTIME_DEFAULT)).unwrap_or(usize::MAX)
+    }
+}
+
+/// A host limit hit in a WIT function that has no error value to return
+/// (`progress.emit-token`, the `sampler` constructor): the call traps with
+/// this, and [`classify_trap`](super::classify_trap) reports it as a
+/// `limit-exceeded` error with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitTrap(pub String);
+
+/// What one call has streamed through `progress.emit-token`, against the
+/// per-call caps (`stream_tokens`, `stream_mb`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamBudget {
+    max_tokens: u64,
+    max_bytes: u64,
+    tokens: u64,
+    bytes: u64,
+}
+
+impl StreamBudget {
+    /// Nothing streamed yet, under `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        StreamBudget {
+            max_tokens: limits.stream_tokens,
+            max_bytes: limits.stream_bytes,
+            tokens: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Starts a new call's count.
+    pub fn reset(&mut self) {
+        self.tokens = 0;
+        self.bytes = 0;
+    }
+
+    /// Counts one token of `len` bytes, refusing it when it would pass a cap.
+    pub fn charge(&mut self, len: usize) -> Result<(), LimitTrap> {
+        let bytes = self.bytes.saturating_add(len as u64);
+        if self.tokens >= self.max_tokens {
+            return Err(LimitTrap(format!(
+                "progress.emit-token: more than {} tokens in one call (`stream_tokens` in the plugin's limits)",
+                self.max_tokens
+            )));
+        }
+        if bytes > self.max_bytes {
+            return Err(LimitTrap(format!(
+                "progress.emit-token: {bytes} bytes in one call would exceed the limit of {} bytes (`stream_mb` in the plugin's limits)",
+                self.max_bytes
+            )));
+        }
+        self.tokens += 1;
+        self.bytes = bytes;
+        Ok(())
     }
 }
 

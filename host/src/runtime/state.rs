@@ -1,6 +1,8 @@
 //! The data every plugin `Store` carries, whatever its world: the resource
 //! table, an empty WASI context (no files, env, args or sockets; stderr
-//! captured for crash reports), the limits and the memory limiter. A world
+//! captured for crash reports), the limits, the memory limiter and the
+//! per-call count of streamed tokens (which only a backend's `progress`
+//! spends, reset here with the other per-call budgets). A world
 //! adds its own capabilities as `W` (its kernels and models, its config
 //! grants, its kv namespace...), so a pricing store never holds a kernel
 //! context and a backend store never holds an HTTP client.
@@ -9,7 +11,7 @@
 //! budgets armed ([`new_store`]) and turning a failed call into the most
 //! specific [`PluginError`] ([`classify_trap`]).
 
-use super::limits::{Limits, MemoryLimiter};
+use super::limits::{LimitTrap, Limits, MemoryLimiter, StreamBudget};
 use super::{ticks, PluginError};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store};
@@ -30,6 +32,8 @@ pub struct PluginState<W> {
     pub limits: Limits,
     /// Linear-memory limiter.
     pub memory: MemoryLimiter,
+    /// Tokens streamed in the current call (`progress`; backends only).
+    pub stream: StreamBudget,
     /// What this world's config granted.
     pub world: W,
 }
@@ -50,6 +54,7 @@ impl<W> PluginState<W> {
                 max_bytes: limits.memory_bytes,
                 refused: None,
             },
+            stream: StreamBudget::new(&limits),
             limits,
             world,
         }
@@ -81,6 +86,8 @@ pub fn new_store<W: 'static>(
     let wall_time = state.limits.wall_time;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
+    let handles = store.data().limits.component_handles();
+    store.set_max_component_handles(handles);
     // Fuel is only unavailable when the engine was built without it; ours always has it.
     let _ = store.set_fuel(fuel);
     store.set_epoch_deadline(ticks(wall_time));
@@ -88,15 +95,19 @@ pub fn new_store<W: 'static>(
     store
 }
 
-/// Re-arms the per-call budgets of a long-lived store before its next call.
+/// Re-arms the per-call budgets of a long-lived store before its next call
+/// (wall time, the memory-refusal flag, streamed tokens).
 pub fn begin_call<W>(store: &mut Store<PluginState<W>>) {
     let wall_time = store.data().limits.wall_time;
     store.set_epoch_deadline(ticks(wall_time));
     store.data_mut().memory.refused = None;
+    store.data_mut().stream.reset();
 }
 
 /// Turns a failed call into the most specific [`PluginError`]: timeout,
-/// memory limit, fuel, or a trap with the plugin's stderr attached.
+/// fuel, a host limit raised as a trap ([`LimitTrap`], reported as a
+/// `limit-exceeded` error), memory limit, or a trap with the plugin's
+/// stderr attached.
 pub fn classify_trap<W>(store: &Store<PluginState<W>>, err: wasmtime::Error) -> PluginError {
     let state = store.data();
     let name = state.plugin.clone();
@@ -116,6 +127,15 @@ pub fn classify_trap<W>(store: &Store<PluginState<W>>, err: wasmtime::Error) -> 
             }
             _ => {}
         }
+    }
+    if let Some(limit) = err.downcast_ref::<LimitTrap>() {
+        // The WIT function had no error value to return: the plugin hears
+        // of the limit as a trap, the caller as what it is.
+        return PluginError::Guest {
+            name,
+            error: format!("limit-exceeded: {limit}"),
+            kind: "limit-exceeded",
+        };
     }
     if let Some(requested) = state.memory.refused {
         return PluginError::MemoryLimit {

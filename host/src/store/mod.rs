@@ -115,16 +115,42 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) `data_dir/node.db` and migrates it.
     pub fn open_in_dir(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        crate::private::private_dir(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
         Store::open(&data_dir.join(DB_FILE))
     }
 
-    /// Opens (creating if needed) the database file at `path` and migrates it.
+    /// Opens (creating if needed) the database file at `path` and migrates
+    /// it. The file and its WAL/SHM siblings are 0600: they hold escrow
+    /// records and adapters' key-value state.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let private = |source| StoreError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        };
+        if !path.exists() {
+            // Created 0600 before SQLite opens it: SQLite gives the WAL and
+            // SHM files the database file's mode.
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            opts.open(path).map_err(private)?;
+        }
         let conn = Connection::open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(suffix);
+            let file = PathBuf::from(name);
+            if file.exists() {
+                crate::private::restrict(&file).map_err(private)?;
+            }
+        }
         Store::init(conn, Some(path.to_path_buf()))
     }
 

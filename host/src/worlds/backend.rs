@@ -143,6 +143,20 @@ impl BackendInstance {
         job: &JobRequest,
         sink: Option<ProgressSink>,
     ) -> Result<JobResult, PluginError> {
+        self.execute_bounded(job, sink, None)
+    }
+
+    /// [`execute`](Self::execute), stopping the plugin if it emits more
+    /// than `max_tokens` tokens (a paid job's output bound).
+    pub fn execute_bounded(
+        &mut self,
+        job: &JobRequest,
+        sink: Option<ProgressSink>,
+        max_tokens: Option<u32>,
+    ) -> Result<JobResult, PluginError> {
+        let progress = &mut self.store.data_mut().world.progress;
+        progress.max_tokens = max_tokens;
+        progress.tokens = 0;
         self.call(sink, |b, store| match b {
             Bindings::V0_1(b) => b
                 .infernet_plugin_backend_api()

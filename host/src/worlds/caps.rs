@@ -7,6 +7,7 @@
 
 use crate::kernels::KernelCtx;
 use crate::models::ModelGrants;
+use crate::runtime::limits::StreamBudget;
 use crate::runtime::PluginState;
 use crate::store::PluginKv;
 use std::collections::BTreeMap;
@@ -39,6 +40,25 @@ pub struct ProgressCtx {
     pub sink: Option<ProgressSink>,
     /// Set by the caller to ask the plugin to stop early.
     pub cancel: Arc<AtomicBool>,
+    /// The most tokens the current call may emit (the job's paid output),
+    /// enforced by the host whatever the plugin read from its parameters.
+    pub max_tokens: Option<u32>,
+    /// Tokens emitted in the current call.
+    pub tokens: u32,
+}
+
+impl ProgressCtx {
+    /// Counts one emitted token; past [`ProgressCtx::max_tokens`] the
+    /// call is stopped (the error traps the plugin).
+    pub fn count_token(&mut self) -> Result<(), String> {
+        self.tokens = self.tokens.saturating_add(1);
+        match self.max_tokens {
+            Some(max) if self.tokens > max => Err(format!(
+                "the job is paid for {max} output tokens and the backend emitted more; it was stopped"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The `config` capability: plain values and secret names a provider granted.
@@ -48,6 +68,9 @@ pub struct ConfigGrant {
     pub values: BTreeMap<String, String>,
     /// Secret name → the environment variable holding its value.
     pub secrets: BTreeMap<String, String>,
+    /// Secrets the host made itself (name → value), for names the config
+    /// does not set: e.g. a payment adapter's key for tokens at rest.
+    pub generated: BTreeMap<String, String>,
 }
 
 /// A backend store's capabilities: kernels, models, progress.
@@ -126,6 +149,8 @@ pub struct LogView<'a> {
 pub struct ProgressView<'a> {
     /// Sink and cancel flag.
     pub ctx: &'a mut ProgressCtx,
+    /// What this call has streamed, against its caps.
+    pub stream: &'a mut StreamBudget,
 }
 
 /// `config`.
@@ -203,6 +228,7 @@ pub mod view {
     pub fn progress(s: &mut BackendState) -> ProgressView<'_> {
         ProgressView {
             ctx: &mut s.world.progress,
+            stream: &mut s.stream,
         }
     }
 

@@ -56,6 +56,7 @@ impl PricingPlugin {
             config: ConfigGrant {
                 values: self.config.clone(),
                 secrets: BTreeMap::new(),
+                generated: BTreeMap::new(),
             },
         };
         let state = PricingState::new(&self.name, self.limits, caps);

@@ -12,7 +12,7 @@ use crate::{config, Error, Money, Quote, QuoteRequest};
 /// | `per_input_token` | charge per prompt token | 0 |
 /// | `per_output_token` | charge per output token the client may receive | 0 |
 /// | `per_second` | charge per second of estimated run time (rounded up) | 0 |
-/// | `minimum` | the least a job costs | 0 |
+/// | `minimum` | the least a job costs | one input plus one output token |
 /// | `currency` | the quote's currency code | `USD` |
 /// | `valid_for_secs` | how long the quote holds | 60 |
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +48,16 @@ impl RateCard {
         if currency.is_empty() {
             return Err(Error::invalid("config key `currency` is empty"));
         }
+        let per_input_token: u64 = config::parse("per_input_token")?.unwrap_or(0);
+        let per_output_token: u64 = config::parse("per_output_token")?.unwrap_or(0);
+        // A provider that set any per-token price never quotes less than
+        // the smallest job costs, unless it says so with `minimum = 0`.
+        let smallest = per_input_token.saturating_add(per_output_token);
         Ok(RateCard {
-            per_input_token: config::parse("per_input_token")?.unwrap_or(0),
-            per_output_token: config::parse("per_output_token")?.unwrap_or(0),
+            per_input_token,
+            per_output_token,
             per_second: config::parse("per_second")?.unwrap_or(0),
-            minimum: config::parse("minimum")?.unwrap_or(0),
+            minimum: config::parse("minimum")?.unwrap_or(smallest),
             currency,
             valid_for_secs: config::parse("valid_for_secs")?.unwrap_or(60),
         })

@@ -1,6 +1,9 @@
 //! A deliberately misbehaving backend for the host's security tests.
 //! The job parameter `attack` picks the misbehaviour; `attack=none` echoes
 //! the input so tests can check the host still serves after an attack.
+//! The attacks on kernel and streaming budgets are in [`budgets`].
+
+mod budgets;
 
 use infernet_plugin_api::*;
 
@@ -80,6 +83,13 @@ impl Backend for Hostile {
                     let _ = a.matmul(&a)?;
                 }
             }
+            // Budget attacks, see `budgets`.
+            "matmul-batch" => budgets::matmul_batch(&job),
+            "alloc-first" => budgets::alloc_first(&job),
+            "big-kernel" => budgets::big_kernel(&job),
+            "handles" => budgets::handles(&job),
+            "weight-work" => budgets::weight_work(&job),
+            "tokens" => budgets::tokens(&job),
             // Not an attack: `n` trivial host calls, for the overhead benchmark.
             "calls" => {
                 let n: u32 = job.param_or("n", 0)?;

@@ -68,8 +68,11 @@ pub fn call_raw(
         http::request(method, &url, &headers, body.as_deref().map(str::as_bytes)).map_err(|e| {
             match e {
                 http::HttpError::Denied { host } => Error::unsupported(format!(
-                    "capability denied: host `{host}` is not in this adapter's allowed_hosts \
-                 (add it to the payment plugin's allowed_hosts, or fix `base_url`)"
+                    "capability denied: host `{host}` (base_url `{}`) is not in this adapter's \
+                     allowed_hosts with that scheme and port (a bare host allows https on 443 \
+                     only, `host:port` https on that port, `http://host:port` plain HTTP): \
+                     add the origin to the payment plugin's allowed_hosts, or fix `base_url`",
+                    base_url()
                 )),
                 other => {
                     let mut err: Error = other.into();

@@ -1,13 +1,22 @@
 //! CoinPay Portal payment adapter: non-custodial crypto escrow through
 //! CoinPay's token-based escrow API (<https://coinpayportal.com/docs>).
 //!
-//! Config keys: `base_url` (default `https://coinpayportal.com/api`; its host
-//! must be in the plugin's `allowed_hosts`).
+//! Config keys:
+//! * `base_url` (default `https://coinpayportal.com/api`); its scheme, host
+//!   and port must be granted by the plugin's `allowed_hosts` (a bare host
+//!   grants `https` on port 443 only);
+//! * `business_id` — the CoinPay business (a UUID) escrows are created
+//!   under. CoinPay sends escrow webhooks only for escrows created with a
+//!   `business_id`, to that business's webhook endpoint, so it is required
+//!   when the `webhook_secret` secret is configured (a create without it is
+//!   refused as `unsupported`); without webhooks it is optional.
+//!
 //! Secrets (names the node config maps to environment variables):
 //! * `api_key` — sent as `Authorization: Bearer <key>` when configured;
-//! * `webhook_secret` — the endpoint's signing secret, required by
+//! * `webhook_secret` — the business's webhook signing secret, required by
 //!   `handle-webhook`;
 //! * `token_key` — encrypts the escrow's release/beneficiary tokens at rest
+//!   (optional: a node derives one from its node-local secret otherwise)
 //!   (see [`record`]); without it they are stored in clear in the node's database.
 //!
 //! Calls: `POST /escrow` (amount as an exact decimal JSON number of whole
@@ -15,6 +24,19 @@
 //! with `{release_token}`, `POST /escrow/{id}/dispute` with `{token, reason}`.
 //! Webhooks are verified as `X-CoinPay-Signature: t=<unix>,v1=<hex>` =
 //! HMAC-SHA256 over `<t>.<raw body>`, within five minutes.
+//!
+//! What the service allows, and so what this adapter asks for: release of
+//! a `funded` or `disputed` escrow; refund of a `funded` one only; a
+//! dispute of a `funded` one, with a reason of at least 10 characters; an
+//! escrow never funded is expired by the service at `expires_at`, so
+//! `refund` of a `pending` escrow sends nothing and answers it as it is
+//! (`pending`, not final: a deposit arriving before expiry makes it
+//! `funded`, and the next `refund` returns it). A funded escrow does not
+//! expire: it is held until released or refunded. State errors come back
+//! as HTTP 400. Amounts come back as JSON numbers printed from a double
+//! (`3.3e-7`): read exactly ([`money::parse_amount`]), and an amount a
+//! double cannot carry (more than 15 significant digits) is refused before
+//! the create; expiry is at most 720 hours.
 //!
 //! Every escrow is kept in the plugin's `kv` namespace (see [`record`]);
 //! `create-escrow` is idempotent per job id, `release` and `refund` are
@@ -87,6 +109,59 @@ fn check_id(id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Longest expiry CoinPay accepts, hours.
+const MAX_EXPIRY_HOURS: u64 = 720;
+
+/// Shortest dispute reason CoinPay accepts, in UTF-16 code units of the
+/// trimmed reason (JavaScript's `reason.trim().length`).
+const MIN_DISPUTE_REASON: usize = 10;
+
+/// Whether `s` is a UUID (`8-4-4-4-12` hex digits), as CoinPay's
+/// `business_id` must be.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Config `business_id`, checked; `None` when not configured. Required
+/// when webhooks are configured: CoinPay sends escrow webhooks only for
+/// escrows created with one.
+fn business_id() -> Result<Option<String>, Error> {
+    let id = config::get("business_id")
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty());
+    match id {
+        Some(id) if is_uuid(&id) => Ok(Some(id)),
+        Some(id) => Err(Error::invalid(format!(
+            "config `business_id` = `{id}` is not a UUID (CoinPay business ids are UUIDs)"
+        ))),
+        None if config::secret("webhook_secret").is_some_and(|s| !s.is_empty()) => {
+            Err(Error::unsupported(
+                "webhooks are configured (secret `webhook_secret`) but config `business_id` \
+                 is not: CoinPay sends escrow webhooks only for escrows created with the \
+                 business_id whose endpoint and secret are configured; set `business_id` \
+                 in the payment plugin's config",
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The exact amount of an escrow answer in `raw`, in minor units of a
+/// currency with `decimals`; `None` when the answer carries no amount.
+fn answer_amount(raw: &[u8], decimals: u8, what: &str) -> Result<Option<u64>, Error> {
+    let Some(text) = api::raw_amount(raw) else {
+        return Ok(None);
+    };
+    money::parse_amount(&text, decimals)
+        .map(Some)
+        .map_err(|e| Error::internal(format!("{what}: amount `{text}` {e}")))
+}
+
 /// Applies the server's view of an escrow (`json`) to `record`.
 fn apply(record: &mut Record, json: &Value) -> Result<(), Error> {
     if let Some(s) = api::str_field(json, "status") {
@@ -125,8 +200,9 @@ fn refresh(record: &mut Record) -> Result<(), Error> {
     record::save(record)
 }
 
-/// `POST /escrow/{id}/{action}` with `body`; on a 409 (state moved under
-/// us) refreshes and lets the caller re-check. Saves the new state.
+/// `POST /escrow/{id}/{action}` with `body`; on an error (a 400 when the
+/// state moved under us) refreshes so the local copy is current, and
+/// returns the error. Saves the new state.
 fn act(record: &mut Record, action: &str, body: Value) -> Result<(), Error> {
     let path = format!("/escrow/{}/{action}", record.id);
     match api::call(
@@ -155,6 +231,7 @@ impl CoinPay {
         if req.amount.amount == 0 {
             return Err(Error::invalid("escrow amount must be greater than zero"));
         }
+        money::check_representable(req.amount.amount, &currency, decimals)?;
         if req.job_id.trim().is_empty() {
             return Err(Error::invalid("escrow request has an empty job id"));
         }
@@ -181,6 +258,12 @@ impl CoinPay {
         }
         metadata.insert("job_id".into(), Value::String(req.job_id.clone()));
         let hours = req.expires_in_secs.div_ceil(3600).max(1);
+        if hours > MAX_EXPIRY_HOURS {
+            return Err(Error::invalid(format!(
+                "an escrow expiring in {hours} hours: CoinPay allows at most {MAX_EXPIRY_HOURS}"
+            )));
+        }
+        let business = business_id()?;
         let mut body = json!({
             "chain": currency,
             "depositor_address": req.depositor,
@@ -191,6 +274,9 @@ impl CoinPay {
         if let Some(arbiter) = &req.arbiter {
             body["arbiter_address"] = Value::String(arbiter.clone());
         }
+        if let Some(b) = business {
+            body["business_id"] = Value::String(b);
+        }
         // The amount is a JSON number in whole units, written from its exact
         // decimal string (serde_json would go through f64).
         let rest = body.to_string();
@@ -200,7 +286,8 @@ impl CoinPay {
             &rest[1..]
         );
 
-        let json = api::call(http::Method::Post, "/escrow", Some(body), &redact_for_new())?;
+        let (json, raw) =
+            api::call_raw(http::Method::Post, "/escrow", Some(body), &redact_for_new())?;
         let id = api::str_field(&json, "id")
             .ok_or_else(|| Error::internal("CoinPay's create-escrow answer has no `id`"))?
             .to_string();
@@ -229,6 +316,21 @@ impl CoinPay {
         record::save(&rec)?;
         apply(&mut rec, &json)?;
         record::save(&rec)?;
+        // The service holds what it answers: anything but the amount asked
+        // for is an escrow this adapter must not hand out to be funded.
+        let what = format!("CoinPay's create-escrow answer for `{id}`");
+        match answer_amount(&raw, decimals, &what)? {
+            Some(held) if held == rec.amount => {}
+            Some(held) => {
+                return Err(Error::internal(format!(
+                    "{what} holds {} {currency}, not the {} {currency} asked for",
+                    money::to_decimal(u128::from(held), decimals),
+                    money::to_decimal(u128::from(rec.amount), decimals),
+                    currency = rec.currency
+                )))
+            }
+            None => return Err(Error::internal(format!("{what} has no amount"))),
+        }
         log::info(&format!(
             "created CoinPay escrow {id} for job {} ({})",
             rec.job_id, rec.status
@@ -256,16 +358,21 @@ fn foreign_status(id: &str) -> Result<Escrow, Error> {
         .trim()
         .to_ascii_uppercase();
     let decimals = money::decimals(&currency)?;
-    let amount = api::raw_amount(&raw)
-        .and_then(|a| money::from_decimal(&a, decimals))
-        .ok_or_else(|| bad("the answer has no readable amount"))?;
+    let text = api::raw_amount(&raw).ok_or_else(|| bad("the answer has no amount"))?;
+    let amount = money::parse_amount(&text, decimals)
+        .map_err(|e| bad(&format!("its amount `{text}` {e}")))?;
     let s = api::str_field(&json, "status").ok_or_else(|| bad("the answer has no status"))?;
     let status = parse_status(s).ok_or_else(|| bad(&format!("unknown status `{s}`")))?;
     let beneficiary = api::str_field(&json, "beneficiary_address")
         .filter(|b| !b.trim().is_empty())
         .ok_or_else(|| bad("the answer names no beneficiary_address"))?;
+    // The service's own spelling of the id (its ids are UUIDs, matched in
+    // any letter case): the host compares escrows by it.
+    let canonical = api::str_field(&json, "id")
+        .filter(|i| i.eq_ignore_ascii_case(id))
+        .unwrap_or(id);
     Ok(Escrow {
-        id: id.to_string(),
+        id: canonical.to_string(),
         status,
         amount: Money { amount, currency },
         deposit_address: api::str_field(&json, "escrow_address").map(str::to_string),
@@ -315,7 +422,8 @@ impl Payment for CoinPay {
         refresh(&mut rec)?;
         match rec.status() {
             EscrowStatus::Released | EscrowStatus::Settled => return Ok(rec.to_wit()),
-            EscrowStatus::Funded => {}
+            // CoinPay releases a disputed escrow too (the depositor gives in).
+            EscrowStatus::Funded | EscrowStatus::Disputed => {}
             other => return Err(wrong_state(&id, "released", other)),
         }
         let token = record::open(&id, &rec.release_token)?;
@@ -330,7 +438,18 @@ impl Payment for CoinPay {
         refresh(&mut rec)?;
         match rec.status() {
             EscrowStatus::Refunded | EscrowStatus::Expired => return Ok(rec.to_wit()),
-            EscrowStatus::Pending | EscrowStatus::Funded => {}
+            // Nothing was deposited, so nothing can go back: CoinPay refunds
+            // funded escrows only and expires unfunded ones at `expires_at`.
+            // Answered as it is, not final: the caller asks again later (a
+            // late deposit makes it funded and refundable).
+            EscrowStatus::Pending => {
+                log::info(&format!(
+                    "CoinPay escrow {id} was never funded: nothing to refund, it expires at {}",
+                    rec.expires_at
+                ));
+                return Ok(rec.to_wit());
+            }
+            EscrowStatus::Funded => {}
             other => return Err(wrong_state(&id, "refunded", other)),
         }
         let token = record::open(&id, &rec.release_token)?;
@@ -341,14 +460,17 @@ impl Payment for CoinPay {
 
     fn dispute(&mut self, id: String, reason: String) -> Result<Escrow, Error> {
         check_id(&id)?;
-        if reason.trim().is_empty() {
-            return Err(Error::invalid("a dispute needs a reason"));
+        if reason.trim().encode_utf16().count() < MIN_DISPUTE_REASON {
+            return Err(Error::invalid(format!(
+                "a dispute needs a reason of at least {MIN_DISPUTE_REASON} characters"
+            )));
         }
         let mut rec = record::load(&id)?;
         refresh(&mut rec)?;
         match rec.status() {
             EscrowStatus::Disputed => return Ok(rec.to_wit()),
-            EscrowStatus::Pending | EscrowStatus::Funded | EscrowStatus::Released => {}
+            // CoinPay opens disputes on funded escrows only.
+            EscrowStatus::Funded => {}
             other => return Err(wrong_state(&id, "disputed", other)),
         }
         let token = record::open(&id, &rec.release_token)?;
@@ -391,6 +513,17 @@ impl Payment for CoinPay {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::invalid("webhook body names no event (`type`)"))?
             .to_string();
+        // A delivery names the business it is for: never another one's.
+        if let (Some(theirs), Some(ours)) = (
+            json.get("business_id").and_then(Value::as_str),
+            business_id().ok().flatten(),
+        ) {
+            if !theirs.eq_ignore_ascii_case(&ours) {
+                return Err(Error::invalid(format!(
+                    "webhook is for CoinPay business `{theirs}`, not this adapter's `{ours}`"
+                )));
+            }
+        }
         let data = json.get("data").filter(|d| d.is_object()).unwrap_or(&json);
         let data = data.get("escrow").filter(|d| d.is_object()).unwrap_or(data);
         let id = ["escrow_id", "id"]
@@ -431,3 +564,25 @@ impl Payment for CoinPay {
 }
 
 export_payment!(CoinPay);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn business_ids_are_uuids() {
+        assert!(is_uuid("2f1c9a8e-7b3d-4c5e-9f01-23456789abcd"));
+        assert!(is_uuid("2F1C9A8E-7B3D-4C5E-9F01-23456789ABCD"));
+        for bad in [
+            "",
+            "biz_1",
+            "2f1c9a8e7b3d4c5e9f0123456789abcd",
+            "2f1c9a8e-7b3d-4c5e-9f01-23456789abc",
+            "2f1c9a8e-7b3d-4c5e-9f01-23456789abcde",
+            "2f1c9a8e-7b3d-4c5e-9f01-23456789abcg",
+            "2f1c9a8e-7b3d-4c5e-9f01-2345-6789abcd",
+        ] {
+            assert!(!is_uuid(bad), "{bad}");
+        }
+    }
+}

@@ -8,8 +8,9 @@
 //! configured they are sealed with ChaCha20-Poly1305 under
 //! `HMAC-SHA256(token_key, "infernet-coinpay-token")`, a fresh random 96-bit
 //! nonce each, the escrow id as associated data (`enc1:<hex nonce‖ciphertext>`).
-//! Without `token_key` they are stored as-is (`plain:<token>`), readable by
-//! anyone who can read the node's database: configure `token_key` in production.
+//! A node always grants `token_key`: the configured secret, or one it
+//! derives from its node-local secret. Only an adapter run without one (a
+//! bare test) stores them as-is (`plain:<token>`).
 
 use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};

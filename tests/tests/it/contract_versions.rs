@@ -144,6 +144,7 @@ fn legacy_pay(dir: &std::path::Path, account: &str) -> PaymentPlugin {
         allowed_hosts: vec![],
         config: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        generated: Default::default(),
         kv: store.plugin_kv("legacy-pay"),
     };
     PaymentPlugin::new(&rt, &loaded, Limits::default(), grants).unwrap()

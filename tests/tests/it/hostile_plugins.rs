@@ -2,16 +2,31 @@
 //! keeps serving the next job with the same backend.
 
 use infernet_host::config::Config;
+use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
 use infernet_host::node::{Node, NodeError};
 use infernet_host::runtime::manifest::{Manifest, Package, PluginKind};
 use infernet_host::runtime::{PluginError, Runtime};
-use infernet_host::worlds::backend::{JobInput, JobOutput, JobRequest};
+use infernet_host::worlds::backend::{
+    JobInput, JobOutput, JobRequest, ProgressEvent, ProgressSink,
+};
 use infernet_tests::*;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn hostile_node(dir: &std::path::Path, limits: &str) -> Node {
+    hostile_node_with(dir, &[], limits)
+}
+
+/// The hostile backend serving `echo` plus `models` (id, dir) under `limits`.
+fn hostile_node_with(
+    dir: &std::path::Path,
+    models: &[(&str, &std::path::Path)],
+    limits: &str,
+) -> Node {
     let pkg = pack_plugin("hostile", PluginKind::Backend, dir);
-    let cfg = write_backend_config(dir, &pkg, &[("echo", dir)], limits);
+    let mut all = vec![("echo", dir)];
+    all.extend_from_slice(models);
+    let cfg = write_backend_config(dir, &pkg, &all, limits);
     // `echo` points at a directory with no weights; the hostile backend never opens it.
     infernet_tests::net::empty_model_dir(dir);
     Node::from_config(&Config::load(&cfg).unwrap()).unwrap()
@@ -169,6 +184,187 @@ fn opening_an_ungranted_model_is_refused() {
     );
     assert!(err.to_string().contains("forbidden-model"), "{err}");
     assert!(err.to_string().contains("not granted"), "{err}");
+    still_serves(&node);
+}
+
+/// A job running `attack` with extra `params`.
+fn attack(attack: &str, params: &[(&str, &str)]) -> JobRequest {
+    let mut job = job(attack);
+    job.params
+        .extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    job
+}
+
+/// The message of a `limit-exceeded` error, failing on anything else.
+fn limit_exceeded(r: Result<impl std::fmt::Debug, NodeError>) -> String {
+    match plugin_err(r) {
+        err @ PluginError::Guest {
+            kind: "limit-exceeded",
+            ..
+        } => err.to_string(),
+        other => panic!("expected a limit-exceeded error, got {other}"),
+    }
+}
+
+/// The tiny llama fixture in `<dir>/tiny`.
+fn tiny_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let model = dir.join("tiny");
+    write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
+    model
+}
+
+#[test]
+fn broadcast_matmul_is_charged_for_its_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "tensor_mb = 64");
+    // [1, 2048, 1] x [64, 1, 2048]: 16 MiB if the batch were taken from the
+    // left operand only; the product is [64, 2048, 2048], 1 GiB.
+    let msg = limit_exceeded(node.run(&attack("matmul-batch", &[]), None));
+    assert!(
+        msg.contains("matmul:") && msg.contains("[64, 2048, 2048]"),
+        "the refusal names the kernel and the broadcast result: {msg}"
+    );
+    assert!(
+        msg.contains("1073741824") && msg.contains("tensor_mb"),
+        "{msg}"
+    );
+    still_serves(&node);
+}
+
+#[test]
+fn kernels_refuse_their_output_before_allocating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "tensor_mb = 64");
+    // The plugin holds 48 to 64 MiB; each kernel's result is 16 MiB more.
+    let kernels = [
+        ("unary", "unary"),
+        ("affine", "affine"),
+        ("clamp", "clamp"),
+        ("softmax", "softmax-last-dim"),
+        ("rms-norm", "rms-norm"),
+        ("layer-norm", "layer-norm"),
+        ("rope", "rope"),
+        ("rope-interleaved", "rope-interleaved"),
+        ("masked-fill", "masked-fill"),
+        ("reshape", "reshape"),
+    ];
+    for (param, name) in kernels {
+        let msg = limit_exceeded(node.run(&attack("alloc-first", &[("kernel", param)]), None));
+        assert!(
+            msg.contains(&format!("{name}: a result of shape")) && msg.contains("tensor_mb"),
+            "{param} must be refused by its own precheck: {msg}"
+        );
+    }
+    still_serves(&node);
+}
+
+#[test]
+fn one_kernel_cannot_run_past_the_kernel_time_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 ms of kernel time allows 300 MFLOP per kernel by default; one
+    // 2048^3 matmul is 17180 MFLOP and must not start.
+    let node = hostile_node(dir.path(), "kernel_time_ms = 300");
+    let msg = limit_exceeded(node.run(&attack("big-kernel", &[]), None));
+    assert!(
+        msg.contains("matmul:") && msg.contains("kernel_work_mflop") && msg.contains("300 MFLOP"),
+        "{msg}"
+    );
+    still_serves(&node);
+
+    // An explicit limit replaces the derived one: 512^3 (268 MFLOP) is
+    // refused at 100, 256^3 (34 MFLOP) runs.
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "kernel_work_mflop = 100");
+    let msg = limit_exceeded(node.run(&attack("big-kernel", &[("n", "512")]), None));
+    assert!(msg.contains("100 MFLOP"), "{msg}");
+    node.run(&attack("big-kernel", &[("n", "256")]), None)
+        .expect("a kernel under the limit runs");
+}
+
+#[test]
+fn live_handles_are_capped_even_when_they_hold_no_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let node = hostile_node_with(dir.path(), &[("tiny", &model)], "tensor_handles = 1000");
+    // Empty tensors, samplers and model weights cost no tensor bytes; the
+    // plugin tries to hold 200000 of each.
+    for what in ["tensors", "samplers", "weights"] {
+        let job = attack("handles", &[("what", what), ("target", "tiny")]);
+        let msg = limit_exceeded(node.run(&job, None));
+        assert!(
+            msg.contains("tensor_handles") && msg.contains("1000 live handles"),
+            "{what}: {msg}"
+        );
+        still_serves(&node);
+    }
+    // Past wasmtime's own cap on a store's handles (100k), the host's
+    // named limit still comes first.
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "tensor_handles = 120000");
+    let msg = limit_exceeded(node.run(&attack("handles", &[("what", "tensors")]), None));
+    assert!(msg.contains("120000 live handles"), "{msg}");
+    still_serves(&node);
+}
+
+#[test]
+fn work_on_model_weights_counts_although_their_bytes_are_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let node = hostile_node_with(dir.path(), &[("tiny", &model)], "kernel_work_mflop = 1");
+    // The [512, 64] head times its transpose: 34 MFLOP reading only weights.
+    let job = attack("weight-work", &[("target", "tiny")]);
+    let msg = limit_exceeded(node.run(&job, None));
+    assert!(
+        msg.contains("matmul:") && msg.contains("kernel_work_mflop"),
+        "{msg}"
+    );
+    still_serves(&node);
+}
+
+/// A sink counting the tokens and bytes it receives.
+fn counting_sink() -> (ProgressSink, Arc<Mutex<(usize, usize)>>) {
+    let seen = Arc::new(Mutex::new((0usize, 0usize)));
+    let counter = seen.clone();
+    let sink = Box::new(move |e: ProgressEvent| {
+        if let ProgressEvent::Token(t) = e {
+            let mut c = counter.lock().unwrap();
+            c.0 += 1;
+            c.1 += t.len();
+        }
+    });
+    (sink, seen)
+}
+
+#[test]
+fn streamed_tokens_are_capped_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "stream_tokens = 1000\nstream_mb = 1");
+    // 100000 one-byte tokens: the 1001st is refused.
+    let (sink, seen) = counting_sink();
+    let job = attack("tokens", &[("n", "100000")]);
+    let msg = limit_exceeded(node.run(&job, Some(sink)));
+    assert!(
+        msg.contains("stream_tokens") && msg.contains("1000"),
+        "{msg}"
+    );
+    assert_eq!(*seen.lock().unwrap(), (1000, 1000), "tokens delivered");
+    // 64 tokens of 64 KiB: the 17th would pass 1 MiB.
+    let (sink, seen) = counting_sink();
+    let job = attack("tokens", &[("n", "64"), ("size", "65536")]);
+    let msg = limit_exceeded(node.run(&job, Some(sink)));
+    assert!(
+        msg.contains("stream_mb") && msg.contains("1048576"),
+        "{msg}"
+    );
+    assert_eq!(*seen.lock().unwrap(), (16, 16 * 65536), "tokens delivered");
+    // The budget is per call: the same instance streams its full 1000
+    // tokens in each of two calls.
+    for call in 0..2 {
+        let (sink, seen) = counting_sink();
+        let r = node.run(&attack("tokens", &[("n", "1000")]), Some(sink));
+        assert!(r.is_ok(), "call {call}: {r:?}");
+        assert_eq!(*seen.lock().unwrap(), (1000, 1000), "call {call}");
+    }
     still_serves(&node);
 }
 

@@ -48,6 +48,7 @@ fn quote(job_id: &str, model: &str) -> JobMessage {
         input_tokens: 2,
         max_output_tokens: 8,
         params: params(),
+        input: None,
     })
 }
 

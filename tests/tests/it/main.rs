@@ -24,6 +24,8 @@ mod mlp_bit_identical;
 mod store_jobs;
 
 // The network: swarms, the job protocol, the lifecycle, faults, proofs.
+mod adversarial;
+mod fuzz;
 mod jobs_provider;
 mod js_interop;
 mod network_faults;

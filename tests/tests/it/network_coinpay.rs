@@ -5,13 +5,17 @@
 //! creates and funds the escrow, the provider confirms it with its own
 //! adapter (`confirm = "status"`, the default), the client releases it.
 //! Amounts in another currency than the quote's follow each node's rate
-//! source (a fixed table on one side, a rates file on the other).
+//! source (a fixed table on one side, a rates file on the other). The
+//! server is as strict as CoinPay: an escrow never funded is not refunded
+//! but expires, and webhooks need the business id both adapters send.
 
 use infernet_host::config::Config;
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{InferOptions, Infernet, StreamEvent};
 use infernet_host::store::{EscrowKind, JobState};
-use infernet_tests::coinpay_server::{CoinPayOptions, CoinPayServer};
+use infernet_tests::coinpay_server::{
+    stored_amount, CoinPayOptions, CoinPayServer, TEST_BUSINESS_ID,
+};
 use infernet_tests::net::{client_toml, echo_provider_toml, infernet_bin, wait_for_providers};
 use infernet_tests::pack_plugin;
 use infernet_tests::secrets::{contains, files_under, secret_env, LogCapture};
@@ -30,7 +34,9 @@ async fn start(config: &Path) -> Infernet {
         .unwrap()
 }
 
-/// A `[[payment]]` table for payment-coinpay at `base_url`.
+/// A `[[payment]]` table for payment-coinpay at `base_url`
+/// (`http://127.0.0.1:PORT/api`), granted exactly that origin and sending
+/// the test business id.
 fn coinpay_table(root: &Path, account: &str, base_url: &str, secrets: &[(&str, &str)]) -> String {
     let plugin = root.join("plugins/payment-coinpay");
     if !plugin.join("infernet-plugin.toml").exists() {
@@ -44,9 +50,10 @@ fn coinpay_table(root: &Path, account: &str, base_url: &str, secrets: &[(&str, &
         .iter()
         .map(|(k, env)| format!("{k} = {env:?}"))
         .collect();
+    let origin = base_url.trim_end_matches("/api");
     format!(
-        "\n[[payment]]\nplugin = {plugin:?}\naccount = {account:?}\nallowed_hosts = [\"127.0.0.1\"]\n\
-         [payment.secrets]\n{}\n[payment.config]\nbase_url = {base_url:?}\n",
+        "\n[[payment]]\nplugin = {plugin:?}\naccount = {account:?}\nallowed_hosts = [{origin:?}]\n\
+         [payment.secrets]\n{}\n[payment.config]\nbase_url = {base_url:?}\nbusiness_id = {TEST_BUSINESS_ID:?}\n",
         secrets.join("\n")
     )
 }
@@ -100,6 +107,25 @@ fn to_decimal(amount: u128, decimals: usize) -> String {
     } else {
         format!("{int}.{frac}")
     }
+}
+
+/// Checks that escrow `id` was created for exactly `decimal` (the amount
+/// the adapter sent) and that the server holds it (as it prints it).
+fn assert_created_for(server: &CoinPayServer, id: &str, decimal: &str) {
+    let creates: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/escrow")
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        creates
+            .iter()
+            .any(|b| b.contains(&format!("\"amount\":{decimal},"))),
+        "no create for {decimal}: {creates:?}"
+    );
+    let held = stored_amount(decimal).unwrap().1;
+    assert_eq!(server.escrow(id).unwrap().amount, held, "{decimal}");
 }
 
 /// Polls `f` until it is true, or panics naming `what`.
@@ -188,7 +214,7 @@ async fn paid_job_keeping_secrets(logs: &LogCapture) {
     let s = server.escrow(&ids[0]).unwrap();
     let wei = (u128::from(out.price.amount) * 1_000_000_000_000).div_ceil(3000);
     assert_eq!(s.chain, "ETH");
-    assert_eq!(s.amount, to_decimal(wei, 18), "quote {:?}", out.price);
+    assert_created_for(&server, &ids[0], &to_decimal(wei, 18));
     assert_eq!(s.depositor_address, CLIENT_ACCOUNT);
     assert_eq!(s.beneficiary_address, PROVIDER_ACCOUNT);
     assert_eq!(s.status, "settled");
@@ -318,12 +344,17 @@ async fn paid_job_keeping_secrets(logs: &LogCapture) {
 }
 
 /// Test 2: the deposit never arrives; the job fails naming the escrow and
-/// where to deposit, the escrow is refunded, the provider ran nothing.
+/// where to deposit, the provider ran nothing. CoinPay refunds funded
+/// escrows only: nothing is refunded, the job stays `failed` with its
+/// escrow `pending` until the service expires it, and then the sweep moves
+/// the job to `refunded` (the money never left the client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unfunded_escrow_times_out_fails_the_job_and_is_refunded() {
+async fn unfunded_escrow_times_out_fails_the_job_and_expires() {
     let hook_env = secret_env("whsec_NETCOINPAY_second_1234");
     let server = CoinPayServer::start(CoinPayOptions {
         webhook_secret: "whsec_NETCOINPAY_second_1234".into(),
+        // the client's one-hour escrow expires 4 s after its creation
+        hour: Duration::from_secs(4),
         ..CoinPayOptions::default()
     });
     let root = tempfile::tempdir().unwrap();
@@ -332,13 +363,18 @@ async fn unfunded_escrow_times_out_fails_the_job_and_is_refunded() {
     let (provider, client) = provider_and_client(
         &paid_provider_toml(root, &server.base_url(), &secrets),
         |boot| {
-            paying_client_toml(
+            let path = paying_client_toml(
                 root,
                 boot,
                 &server.base_url(),
                 "pay_currency = \"USDC_POL\"\nfunding_timeout_ms = 1500\n",
                 &secrets,
-            )
+            );
+            // sweep every second, to see the expiry settle the job
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.replacen("[node]\n", "[node]\nescrow_sweep_secs = 1\n", 1);
+            std::fs::write(&path, text).unwrap();
+            path
         },
     )
     .await;
@@ -359,16 +395,37 @@ async fn unfunded_escrow_times_out_fails_the_job_and_is_refunded() {
     assert_eq!(s.chain, "USDC_POL");
     assert_eq!(s.beneficiary_address, PROVIDER_ACCOUNT);
 
-    // Refunded on the server (never funded), and so on the client.
-    assert_eq!(s.status, "refunded");
+    // Never funded: nothing to refund (the service would refuse), so
+    // nothing asked; the job failed, its escrow pending.
+    assert_eq!(s.status, "created");
     let c = server.counters();
-    assert_eq!((c.refunds, c.releases, c.release_calls), (1, 0, 0), "{c:?}");
+    assert_eq!(
+        (c.refund_calls, c.refunds, c.releases, c.release_calls),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
     let jobs = client.store().jobs().list(10).unwrap();
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].state, JobState::Refunded);
+    assert_eq!(jobs[0].state, JobState::Failed);
     let rows = client.store().escrows().by_job(&jobs[0].id).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].status, "refunded");
+    assert_eq!(rows[0].status, "pending");
+
+    // The service expires it; the client's sweep sees that and settles
+    // the job as refunded (its money never left).
+    let (store, job_id) = (client.store().clone(), jobs[0].id.clone());
+    eventually("the job to be refunded after the escrow expired", || {
+        store
+            .jobs()
+            .get(&job_id)
+            .unwrap()
+            .is_some_and(|j| j.state == JobState::Refunded)
+    })
+    .await;
+    assert_eq!(server.escrow(&ids[0]).unwrap().status, "expired");
+    let rows = client.store().escrows().by_job(&job_id).unwrap();
+    assert_eq!(rows[0].status, "expired");
+    assert_eq!(server.counters().refund_calls, 0);
 
     // The provider never saw an accept: no escrow, nothing run.
     assert!(provider.store().escrows().list(10).unwrap().is_empty());
@@ -386,7 +443,7 @@ async fn unfunded_escrow_times_out_fails_the_job_and_is_refunded() {
 /// Creates an escrow directly on `server` over HTTP; returns its id.
 fn create_on(server: &CoinPayServer, beneficiary: &str) -> String {
     let body = format!(
-        r#"{{"chain":"USDC_POL","amount":5,"depositor_address":"x","beneficiary_address":"{beneficiary}"}}"#
+        r#"{{"chain":"USDC_POL","amount":5,"depositor_address":"0xf0123000000000000000000000000000000000f0","beneficiary_address":"{beneficiary}"}}"#
     );
     let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
     write!(
@@ -643,10 +700,65 @@ async fn escrow_amounts_follow_each_nodes_rate_source() {
         .find(|s| s.status == "settled")
         .expect("the second job's escrow settled");
     assert_eq!(second.chain, "ETH");
-    assert_eq!(second.amount, to_decimal(wei(out.price.amount, 2500), 18));
+    assert_created_for(
+        &server,
+        &second.id,
+        &to_decimal(wei(out.price.amount, 2500), 18),
+    );
     // the refused one was the same conversion, short of 2,000 USD/ETH
     assert_eq!(first.amount, second.amount);
     assert!(wei(out.price.amount, 2500) < wei(out.price.amount, 2000));
     provider.shutdown().await;
+    // No `token_key` configured: the node still stores the escrows'
+    // release tokens encrypted (a key derived from its node secret), never
+    // in clear (issue 12, hole 7).
+    let dir = client.config().node.data_dir.clone();
+    let mut db = std::fs::read(dir.join("node.db")).unwrap();
+    db.extend(std::fs::read(dir.join("node.db-wal")).unwrap_or_default());
+    let has = |needle: &[u8]| db.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"enc1:"), "no encrypted token in the client's store");
+    assert!(!has(b"plain:"), "a release token is stored in clear");
     client.shutdown().await;
+}
+
+/// Attack (issue 12, hole 8): CoinPay escrow ids are UUIDs, so `ABC…` and
+/// `abc…` name one escrow. A client funds one escrow and offers it, in two
+/// letter cases, for two jobs: the second is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_escrow_in_two_letter_cases_pays_one_job() {
+    use infernet_host::p2p::Money;
+    use infernet_tests::raw_peer::{is_ack, refused, Peer};
+    let hook_env = secret_env("whsec_NETCOINPAY_case_5678");
+    let server = CoinPayServer::start(CoinPayOptions {
+        webhook_secret: "whsec_NETCOINPAY_case_5678".into(),
+        ..CoinPayOptions::default()
+    });
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let secrets = [("webhook_secret", hook_env.as_str())];
+    let provider = start(&paid_provider_toml(root, &server.base_url(), &secrets)).await;
+    let addr = provider.dialable_addrs().await.unwrap()[0].to_string();
+    let mallory = Peer::to(root, "mallory", &addr, provider.peer_id()).await;
+    let escrow = create_on(&server, PROVIDER_ACCOUNT);
+    assert!(server.fund(&escrow));
+    let held = Money {
+        amount: 5_000_000,
+        currency: "USDC_POL".into(),
+    };
+    let (qa, _, pay_to) = mallory.quote("job-a", "echo", 4).await;
+    is_ack(
+        &mallory
+            .accept("job-a.1", &qa, &held, &pay_to, &escrow)
+            .await,
+    );
+    let (qb, _, _) = mallory.quote("job-b", "echo", 4).await;
+    let shouted = escrow.to_ascii_uppercase();
+    assert_ne!(shouted, escrow);
+    refused(
+        &mallory
+            .accept("job-b.1", &qb, &held, &pay_to, &shouted)
+            .await,
+        "already pays job-a.1",
+    );
+    provider.shutdown().await;
 }

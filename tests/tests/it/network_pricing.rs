@@ -22,6 +22,7 @@ async fn quote(client: &Infernet, provider: infernet_host::p2p::PeerId) -> u64 {
                 input_tokens: 4,
                 max_output_tokens: 10,
                 params: vec![],
+                input: None,
             }),
         )
         .await

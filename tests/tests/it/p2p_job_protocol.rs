@@ -3,21 +3,16 @@
 //! only their own stream while the node keeps serving.
 
 use infernet_host::p2p::codec::{frame, varint};
-use infernet_host::p2p::libp2p::futures::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
-};
-use infernet_host::p2p::libp2p::request_response::{self, ProtocolSupport};
+use infernet_host::p2p::libp2p::futures::StreamExt;
+use infernet_host::p2p::libp2p::identity::Keypair;
 use infernet_host::p2p::libp2p::swarm::SwarmEvent;
-use infernet_host::p2p::libp2p::{
-    identity::Keypair, noise, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
-};
-use infernet_host::p2p::protocol::{decode, encode, now_ms, Encoded, JOB_PROTOCOL};
+use infernet_host::p2p::protocol::{decode, encode, now_ms, Encoded};
 use infernet_host::p2p::{
     load_or_create_identity, start, BackendRef, ErrorCode, JobBody, JobHandler, JobMessage,
     NetworkConfig, NetworkError, NetworkEvent, NetworkHandle, PeerId, ResultBody, SharedHandler,
     SignedResult, Usage, WireInput, WireOutput,
 };
-use std::io;
+use infernet_tests::raw_swarm::{raw_request, raw_swarm};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -235,110 +230,6 @@ async fn slow_handler_times_out_with_an_error_reply() {
     assert!(matches!(r.body, JobBody::Result { .. }));
     p.shutdown().await;
     client.shutdown().await;
-}
-
-// ---------------------------------------------------------------------------
-// A raw peer that writes arbitrary bytes on /infernet/job/2.
-
-#[derive(Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        io.take(16 << 20).read_to_end(&mut v).await?;
-        Ok(v)
-    }
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        io.take(16 << 20).read_to_end(&mut v).await?;
-        Ok(v)
-    }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&req).await
-    }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&res).await
-    }
-}
-
-type RawSwarm = Swarm<request_response::Behaviour<RawCodec>>;
-
-fn raw_swarm() -> RawSwarm {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(StreamProtocol::new(JOB_PROTOCOL), ProtocolSupport::Outbound)],
-                // The provider stops reading an oversized request and closes its side
-                // without a reset, so the raw writer only learns at its own timeout.
-                request_response::Config::default().with_request_timeout(Duration::from_secs(3)),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
-}
-
-/// Sends `bytes` and drives the raw swarm until the exchange ends:
-/// `Ok(response bytes)` or `Err(failure text)`.
-async fn raw_request(
-    swarm: &mut RawSwarm,
-    peer: PeerId,
-    bytes: Vec<u8>,
-) -> Result<Vec<u8>, String> {
-    let id = swarm.behaviour_mut().send_request(&peer, bytes);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let ev = tokio::time::timeout_at(deadline, swarm.select_next_some())
-            .await
-            .expect("raw exchange timed out");
-        match ev {
-            SwarmEvent::Behaviour(request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            }) if request_id == id => return Ok(response),
-            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                request_id,
-                error,
-                ..
-            }) if request_id == id => return Err(error.to_string()),
-            _ => {}
-        }
-    }
 }
 
 async fn next_inbound_failure(

@@ -2,16 +2,22 @@
 //! both `payment-ledger` (balances in the node's SQLite) and
 //! `payment-coinpay` (against the local CoinPay-compatible server in
 //! `infernet_tests::coinpay_server`), plus CoinPay-only checks: signed
-//! webhooks, the `allowed_hosts` capability, exact amounts and secrets
-//! staying out of the database, errors and logs.
+//! webhooks (sent for business escrows only), the `allowed_hosts`
+//! capability (scheme, host and port matched exactly), exact amounts (JSON
+//! numbers in exponent form too), what the service refuses (refunds of
+//! unfunded escrows, short dispute reasons) and secrets staying out of the
+//! database, errors and logs.
 
 use infernet_host::runtime::manifest::{Package, PluginKind};
 use infernet_host::runtime::{Limits, PluginError, Runtime};
 use infernet_host::store::Store;
 use infernet_host::worlds::payment::{
-    Escrow, EscrowRequest, EscrowState, Money, PaymentGrants, PaymentPlugin,
+    AllowedHost, AllowedScheme, Escrow, EscrowRequest, EscrowState, HostFilter, Money,
+    PaymentGrants, PaymentPlugin,
 };
-use infernet_tests::coinpay_server::{sign, unix_now, CoinPayOptions, CoinPayServer, Webhook};
+use infernet_tests::coinpay_server::{
+    sign, unix_now, CoinPayOptions, CoinPayServer, Webhook, TEST_BUSINESS_ID,
+};
 use infernet_tests::secrets::{contains, files_under, secret_env, LogCapture};
 use infernet_tests::*;
 use std::collections::BTreeMap;
@@ -50,8 +56,8 @@ fn request(job: &str, amount: u64, currency: &str, expires_in_secs: u64) -> Escr
             amount,
             currency: currency.into(),
         },
-        depositor: format!("{job}-client"),
-        beneficiary: format!("{job}-provider"),
+        depositor: format!("{job}-client-wallet"),
+        beneficiary: format!("{job}-provider-wallet"),
         arbiter: None,
         expires_in_secs,
         metadata: vec![("model".into(), "tiny".into())],
@@ -103,6 +109,7 @@ impl Ledger {
                 allowed_hosts: vec![],
                 config: BTreeMap::new(),
                 secrets: BTreeMap::new(),
+                generated: Default::default(),
                 kv: store.plugin_kv("payment-ledger"),
             },
         );
@@ -189,11 +196,13 @@ impl CoinPay {
         let store = Arc::new(Store::open_in_dir(&dir.path().join("data")).unwrap());
         let webhook_secret = opts.webhook_secret.clone();
         let server = CoinPayServer::start(opts);
+        let business = server.options().business_id.clone();
         let mut grants = PaymentGrants {
             account: "coinpay-node".into(),
-            allowed_hosts: vec!["127.0.0.1".into()],
-            config: map(&[("base_url", &server.base_url())]),
+            allowed_hosts: vec![server.origin()],
+            config: map(&[("base_url", &server.base_url()), ("business_id", &business)]),
             secrets: map(&[("webhook_secret", &secret_env(&webhook_secret))]),
+            generated: Default::default(),
             kv: store.plugin_kv("payment-coinpay"),
         };
         tweak(&mut grants);
@@ -256,10 +265,7 @@ impl Harness for CoinPay {
             .server
             .deliveries()
             .iter()
-            .filter(|w| {
-                w.event() == "escrow.released"
-                    && String::from_utf8_lossy(&w.body).contains(&escrow.id)
-            })
+            .filter(|w| w.event() == "escrow.released" && w.escrow_id() == escrow.id)
             .count();
         assert_eq!(released, 1, "released more than once");
     }
@@ -274,10 +280,7 @@ impl Harness for CoinPay {
             .server
             .deliveries()
             .iter()
-            .filter(|w| {
-                w.event() == "escrow.refunded"
-                    && String::from_utf8_lossy(&w.body).contains(&escrow.id)
-            })
+            .filter(|w| w.event() == "escrow.refunded" && w.escrow_id() == escrow.id)
             .count();
         assert!(refunds <= 1, "refunded more than once");
     }
@@ -361,11 +364,13 @@ fn dispute_path(h: &dyn Harness) {
     );
 }
 
+/// An escrow left as created past its expiry: expired, its money (if any
+/// was taken) back. (The ledger takes it at creation; CoinPay expires only
+/// escrows never funded: see `coinpay_funded_escrows_do_not_expire`.)
 fn expiry_path(h: &dyn Harness) {
     let req = request("job-expiry", 42_000, h.currency(), 1);
     h.prepare_depositor(&req.depositor, req.amount.amount);
     let e = h.plugin().create_escrow(&req).unwrap();
-    let e = h.make_funded(&e);
     std::thread::sleep(Duration::from_millis(2600));
     let s = h.plugin().status(&e.id).unwrap();
     assert_eq!(s.status, EscrowState::Expired, "{}", h.name());
@@ -444,23 +449,40 @@ fn settlement_suite_ledger() {
 #[test]
 fn coinpay_amounts_are_exact_decimals() {
     let cp = CoinPay::new();
-    for (job, amount, cur, want) in [
-        ("a1", 150_000_000u64, "BTC", "1.5"),
-        ("a2", 1, "ETH", "0.000000000000000001"),
-        ("a3", u64::MAX, "POL", "18.446744073709551615"),
-        ("a4", 2_000_000, "USDC_SOL", "2"),
-        ("a5", 123_456_789, "SOL", "0.123456789"),
+    // The service answers amounts as JavaScript numbers: exponent form
+    // below 1e-6. What went out was the plain decimal.
+    for (job, amount, cur, sent, want) in [
+        ("a1", 150_000_000u64, "BTC", "1.5", "1.5"),
+        ("a2", 1, "ETH", "0.000000000000000001", "1e-18"),
+        ("a3", 33, "BTC", "0.00000033", "3.3e-7"),
+        ("a4", 2_000_000, "USDC_SOL", "2", "2"),
+        ("a5", 123_456_789, "SOL", "0.123456789", "0.123456789"),
+        (
+            "a7",
+            123_456_789_012_345_000,
+            "ETH",
+            "0.123456789012345",
+            "0.123456789012345",
+        ),
     ] {
         let e = cp
             .plugin
             .create_escrow(&request(job, amount, cur, 5400))
             .unwrap();
+        assert_eq!(e.amount.amount, amount, "{job}");
         let s = cp.server.escrow(&e.id).unwrap();
         assert_eq!(s.amount, want);
         assert_eq!(s.chain, cur);
-        assert_eq!(s.expires_in_hours, 2, "ceil(5400 s / 3600)");
-        assert_eq!(s.depositor_address, format!("{job}-client"));
-        assert_eq!(s.beneficiary_address, format!("{job}-provider"));
+        let seen = cp.server.requests();
+        let body = String::from_utf8_lossy(&seen.last().unwrap().body);
+        assert!(
+            body.contains(&format!("\"amount\":{sent},")),
+            "{job}: {body}"
+        );
+        assert_eq!(s.expires_in_hours, 2.0, "ceil(5400 s / 3600)");
+        assert_eq!(s.depositor_address, format!("{job}-client-wallet"));
+        assert_eq!(s.beneficiary_address, format!("{job}-provider-wallet"));
+        assert_eq!(s.business_id.as_deref(), Some(TEST_BUSINESS_ID));
         assert_eq!(s.metadata["job_id"], job);
         assert_eq!(s.metadata["model"], "tiny");
         assert_eq!(
@@ -474,7 +496,32 @@ fn coinpay_amounts_are_exact_decimals() {
         .plugin
         .create_escrow(&request("a6", 1, "BCH", 1))
         .unwrap();
-    assert_eq!(cp.server.escrow(&e.id).unwrap().expires_in_hours, 1);
+    assert_eq!(cp.server.escrow(&e.id).unwrap().expires_in_hours, 1.0);
+
+    // Amounts a double cannot carry would be changed by the service
+    // (u64::MAX wei of POL is held as 18.446744073709553): refused before
+    // anything is sent, as are expiries past the service's 720 hours.
+    let before = cp.server.counters().requests;
+    for (job, amount, cur, secs, says) in [
+        ("big", u64::MAX, "POL", DAY, "significant digits"),
+        (
+            "16",
+            1_234_567_890_123_456,
+            "ETH",
+            DAY,
+            "significant digits",
+        ),
+        ("long", 10, "BTC", 721 * 3600, "720"),
+    ] {
+        let (kind, msg) = guest_err(
+            cp.plugin
+                .create_escrow(&request(job, amount, cur, secs))
+                .unwrap_err(),
+        );
+        assert_eq!(kind, "invalid-input", "{job}: {msg}");
+        assert!(msg.contains(says), "{job}: {msg}");
+    }
+    assert_eq!(cp.server.counters().requests, before, "nothing was sent");
 }
 
 #[test]
@@ -575,15 +622,18 @@ fn coinpay_bad_webhooks_are_rejected_and_change_nothing() {
     // X-CoinPay-Event header.
     let untyped = body_text.replace("\"type\":\"escrow.funded\",", "");
     assert_ne!(untyped, body_text);
-    let relabelled: Vec<(String, String)> = hook
+    let mut relabelled: Vec<(String, String)> = hook
         .headers
         .iter()
         .map(|(k, v)| match k.as_str() {
             "x-coinpay-signature" => (k.clone(), sign("whsec_suite", now, untyped.as_bytes())),
-            "x-coinpay-event" => (k.clone(), "escrow.settled".to_string()),
             _ => (k.clone(), v.clone()),
         })
         .collect();
+    relabelled.push(("x-coinpay-event".into(), "escrow.settled".into()));
+    // Correctly signed, but for another CoinPay business.
+    let foreign = body_text.replace(TEST_BUSINESS_ID, "00000000-0000-4000-8000-000000000000");
+    assert_ne!(foreign, body_text);
     type Case = (&'static str, Vec<(String, String)>, Vec<u8>);
     let cases: Vec<Case> = vec![
         ("tampered body", hook.headers.clone(), tampered.into_bytes()),
@@ -606,6 +656,11 @@ fn coinpay_bad_webhooks_are_rejected_and_change_nothing() {
             "future timestamp",
             with_sig(&sign("whsec_suite", now + 400, &hook.body)),
             hook.body.clone(),
+        ),
+        (
+            "another business",
+            with_sig(&sign("whsec_suite", now, foreign.as_bytes())),
+            foreign.clone().into_bytes(),
         ),
         ("malformed header", with_sig("garbage"), hook.body.clone()),
         (
@@ -648,6 +703,159 @@ fn coinpay_bad_webhooks_are_rejected_and_change_nothing() {
     cp.plugin.handle_webhook(&upper, &hook.body).unwrap();
 }
 
+/// `(kind, message)` of a create through an adapter granted `allowed` and
+/// pointed at `base_url`, and how many requests `cp`'s server saw.
+fn create_with_grant(allowed: &[String], base_url: &str) -> (&'static str, String, u64) {
+    let cp = CoinPay::with(fast_options("whsec_cap"), |g| {
+        g.allowed_hosts = allowed.to_vec();
+        g.config.insert("base_url".into(), base_url.to_string());
+    });
+    let (kind, msg) = guest_err(
+        cp.plugin
+            .create_escrow(&request("cap-rule", 10, "BTC", DAY))
+            .unwrap_err(),
+    );
+    (kind, msg, cp.server.counters().requests)
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A bare host grants https on port 443 only: a request to the right host
+/// on another port is a capability error, not a connection attempt.
+#[test]
+fn allowed_host_without_a_port_is_the_default_port_only() {
+    let port = closed_port();
+    let (kind, msg, _) = create_with_grant(
+        &["127.0.0.1".into()],
+        &format!("https://127.0.0.1:{port}/api"),
+    );
+    assert_eq!(kind, "unsupported", "{msg}");
+    assert!(msg.contains("allowed_hosts"), "{msg}");
+    // the same with an explicit scheme: http://host is port 80 only
+    let (kind, msg, _) = create_with_grant(
+        &["http://127.0.0.1".into()],
+        &format!("http://127.0.0.1:{port}/api"),
+    );
+    assert_eq!(kind, "unsupported", "{msg}");
+    assert!(msg.contains("allowed_hosts"), "{msg}");
+}
+
+/// An entry without `http://` grants https only: plain HTTP to the same
+/// host and port is a capability error, and the server sees nothing.
+#[test]
+fn allowed_host_without_http_scheme_is_https_only() {
+    let server = CoinPayServer::start(fast_options("whsec_cap"));
+    let port = server.addr().port();
+    for entry in [
+        format!("127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    ] {
+        let (kind, msg, _) = create_with_grant(std::slice::from_ref(&entry), &server.base_url());
+        assert_eq!(kind, "unsupported", "{entry}: {msg}");
+        assert!(msg.contains("allowed_hosts"), "{entry}: {msg}");
+    }
+    // and `http://host:port` grants plain HTTP, not https
+    let (kind, msg, _) = create_with_grant(
+        &[format!("http://127.0.0.1:{port}")],
+        &format!("https://127.0.0.1:{port}/api"),
+    );
+    assert_eq!(kind, "unsupported", "{msg}");
+    assert_eq!(server.counters().requests, 0, "the server saw a request");
+}
+
+/// `http://host:port` grants exactly that origin: the adapter reaches the
+/// server through it.
+#[test]
+fn allowed_http_origin_with_its_port_is_reachable() {
+    let cp = CoinPay::with(fast_options("whsec_cap"), |g| {
+        g.allowed_hosts = vec![g.allowed_hosts[0].to_uppercase()];
+    });
+    let e = cp
+        .plugin
+        .create_escrow(&request("cap-ok", 10, "BTC", DAY))
+        .unwrap();
+    assert_eq!(e.status, EscrowState::Pending);
+    assert_eq!(cp.server.counters().creates, 1);
+}
+
+/// The matching rules on the filter itself.
+#[test]
+fn host_filter_matches_scheme_host_and_port_exactly() {
+    let f = HostFilter::new(
+        "p",
+        vec![
+            "api.example.com".into(),
+            "pay.example.com:8443".into(),
+            "http://127.0.0.1:8080".into(),
+            "http://plain.example.com".into(),
+            "[::1]:9000".into(),
+            "not a host/".into(),
+        ],
+    );
+    let allowed = [
+        ("https", "api.example.com", None),
+        ("https", "API.Example.com", Some(443)),
+        ("https", "pay.example.com", Some(8443)),
+        ("http", "127.0.0.1", Some(8080)),
+        ("http", "plain.example.com", None),
+        ("http", "plain.example.com", Some(80)),
+        ("https", "[::1]", Some(9000)),
+    ];
+    for (scheme, host, port) in allowed {
+        assert!(f.allows(scheme, host, port), "{scheme}://{host}:{port:?}");
+    }
+    let refused = [
+        ("https", "api.example.com", Some(8443)),
+        ("http", "api.example.com", None),
+        ("http", "api.example.com", Some(443)),
+        ("https", "pay.example.com", None),
+        ("http", "pay.example.com", Some(8443)),
+        ("https", "127.0.0.1", Some(8080)),
+        ("http", "127.0.0.1", None),
+        ("http", "127.0.0.1", Some(8081)),
+        ("https", "plain.example.com", None),
+        ("http", "plain.example.com", Some(8080)),
+        ("https", "[::1]", None),
+        ("ftp", "api.example.com", None),
+        ("https", "evil.example.com", None),
+        ("https", "api.example.com.evil.net", None),
+        ("https", "not a host", None),
+    ];
+    for (scheme, host, port) in refused {
+        assert!(!f.allows(scheme, host, port), "{scheme}://{host}:{port:?}");
+    }
+    let parsed = AllowedHost::parse("HTTP://LocalHost:8080").unwrap();
+    assert_eq!(
+        (parsed.scheme, parsed.host.as_str(), parsed.port),
+        (AllowedScheme::Http, "localhost", 8080)
+    );
+    for bad in [
+        "",
+        "https://",
+        "https://x.io/api",
+        "ftp://x.io",
+        "x.io:0",
+        "x.io:65536",
+        "x.io:+80",
+        "x.io:080",
+        "x.io:",
+        "user@x.io",
+        "*.x.io",
+        "x.io?a=1",
+        "[::1",
+        "[::1]x",
+    ] {
+        assert!(AllowedHost::parse(bad).is_err(), "{bad:?} parsed");
+    }
+}
+
 #[test]
 fn coinpay_host_outside_allowed_hosts_is_a_capability_error() {
     let cp = CoinPay::with(fast_options("whsec_cap"), |g| {
@@ -674,33 +882,192 @@ fn coinpay_wrong_state_and_server_errors_are_clear() {
         .plugin
         .create_escrow(&request("ws-1", 10, "BTC", DAY))
         .unwrap();
-    // pending: cannot release yet, and the server was not asked to
+    // pending: cannot release or dispute yet, and the server was not asked to
     let (kind, msg) = guest_err(cp.plugin.release(&e.id).unwrap_err());
     assert_eq!(kind, "invalid-input");
     assert!(msg.contains("pending"), "{msg}");
-    assert_eq!(cp.server.counters().release_calls, 0);
-    // refund straight from pending works (funds never arrived)
-    assert_eq!(
-        cp.plugin.refund(&e.id).unwrap().status,
-        EscrowState::Refunded
+    let (kind, msg) = guest_err(
+        cp.plugin
+            .dispute(&e.id, "the deposit never came")
+            .unwrap_err(),
     );
-    // empty dispute reason
+    assert_eq!(kind, "invalid-input");
+    assert!(msg.contains("pending"), "{msg}");
+    let c = cp.server.counters();
+    assert_eq!((c.release_calls, c.dispute_calls), (0, 0));
+    // dispute reasons shorter than the service's 10 characters: refused here
     let e2 = cp
         .plugin
         .create_escrow(&request("ws-2", 10, "BTC", DAY))
         .unwrap();
-    let (kind, _) = guest_err(cp.plugin.dispute(&e2.id, " ").unwrap_err());
-    assert_eq!(kind, "invalid-input");
-    // the server moved on its own (released elsewhere): refund is refused
-    // with the state, not retried blindly
     assert!(cp.server.fund(&e2.id));
+    for short in [
+        " ",
+        "late",
+        "  too short  ",
+        "\u{1F600}\u{1F600}\u{1F600}\u{1F600}",
+    ] {
+        let (kind, msg) = guest_err(cp.plugin.dispute(&e2.id, short).unwrap_err());
+        assert_eq!(kind, "invalid-input", "{short:?}");
+        assert!(msg.contains("10"), "{msg}");
+    }
+    assert_eq!(cp.server.counters().dispute_calls, 0);
+    // the service releases a disputed escrow (the depositor gives in)
+    assert_eq!(
+        cp.plugin
+            .dispute(&e2.id, "five emoji \u{1F600}")
+            .unwrap()
+            .status,
+        EscrowState::Disputed
+    );
+    let (kind, msg) = guest_err(cp.plugin.refund(&e2.id).unwrap_err());
+    assert_eq!(kind, "invalid-input");
+    assert!(msg.contains("disputed"), "{msg}");
+    assert_eq!(cp.server.counters().refund_calls, 0);
     assert_eq!(
         cp.plugin.release(&e2.id).unwrap().status,
         EscrowState::Settled
     );
-    let (kind, msg) = guest_err(cp.plugin.dispute(&e2.id, "late").unwrap_err());
+    // settled: a dispute is refused with the state, not retried blindly
+    let (kind, msg) = guest_err(
+        cp.plugin
+            .dispute(&e2.id, "the output was garbage")
+            .unwrap_err(),
+    );
     assert_eq!(kind, "invalid-input");
     assert!(msg.contains("settled"), "{msg}");
+    assert_eq!(cp.server.counters().dispute_calls, 1);
+}
+
+/// The service refunds funded escrows only and expires unfunded ones: a
+/// refund of an escrow never funded sends nothing and answers it pending
+/// (not final, so the caller asks again); once the service has expired it,
+/// the refund answers expired. A deposit arriving in between makes the
+/// next refund a real one.
+#[test]
+fn coinpay_never_funded_escrow_is_left_to_expire_not_refunded() {
+    let cp = CoinPay::new(); // one hour is one second
+    let e = cp
+        .plugin
+        .create_escrow(&request("nf-1", 10, "BTC", 1))
+        .unwrap();
+    let r = cp.plugin.refund(&e.id).unwrap();
+    assert_eq!(r.status, EscrowState::Pending);
+    assert_eq!(cp.server.counters().refund_calls, 0, "nothing to refund");
+    assert_eq!(cp.server.escrow(&e.id).unwrap().status, "created");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(
+        cp.plugin.refund(&e.id).unwrap().status,
+        EscrowState::Expired
+    );
+    assert_eq!(cp.server.counters().refund_calls, 0);
+    assert_eq!(cp.stored_status(&e.id), "expired");
+
+    // refunded once the deposit arrived
+    let late = cp
+        .plugin
+        .create_escrow(&request("nf-2", 10, "BTC", DAY))
+        .unwrap();
+    assert_eq!(
+        cp.plugin.refund(&late.id).unwrap().status,
+        EscrowState::Pending
+    );
+    assert!(cp.server.fund(&late.id));
+    assert_eq!(
+        cp.plugin.refund(&late.id).unwrap().status,
+        EscrowState::Refunded
+    );
+    let c = cp.server.counters();
+    assert_eq!((c.refund_calls, c.refunds), (1, 1));
+}
+
+/// A funded escrow is held past its `expires_at` (the service expires
+/// unfunded escrows only): still funded, and refundable.
+#[test]
+fn coinpay_funded_escrows_do_not_expire() {
+    let cp = CoinPay::new(); // one hour is one second
+    let e = cp
+        .plugin
+        .create_escrow(&request("held", 10, "ETH", 1))
+        .unwrap();
+    assert!(cp.server.fund(&e.id));
+    std::thread::sleep(Duration::from_millis(1300));
+    let s = cp.plugin.status(&e.id).unwrap();
+    assert_eq!(s.status, EscrowState::Funded);
+    assert!(s.expires_at <= unix_now(), "past its expiry");
+    assert_eq!(
+        cp.plugin.refund(&e.id).unwrap().status,
+        EscrowState::Refunded
+    );
+}
+
+/// CoinPay sends escrow webhooks only for escrows created with a
+/// `business_id`: with webhooks configured the adapter refuses to create
+/// without one (nothing sent), refuses one that is no UUID, and sends the
+/// configured one (whose escrows then produce deliveries). Without
+/// webhooks it creates anonymous escrows, which produce none.
+#[test]
+fn coinpay_business_id_is_sent_and_required_for_webhooks() {
+    let no_business = CoinPay::with(fast_options("whsec_biz"), |g| {
+        g.config.remove("business_id");
+    });
+    let (kind, msg) = guest_err(
+        no_business
+            .plugin
+            .create_escrow(&request("biz-1", 10, "BTC", DAY))
+            .unwrap_err(),
+    );
+    assert_eq!(kind, "unsupported", "{msg}");
+    assert!(
+        msg.contains("business_id") && msg.contains("webhook"),
+        "{msg}"
+    );
+    assert_eq!(no_business.server.counters().requests, 0);
+
+    let malformed = CoinPay::with(fast_options("whsec_biz"), |g| {
+        g.config.insert("business_id".into(), "biz_123".into());
+    });
+    let (kind, msg) = guest_err(
+        malformed
+            .plugin
+            .create_escrow(&request("biz-2", 10, "BTC", DAY))
+            .unwrap_err(),
+    );
+    assert_eq!(kind, "invalid-input", "{msg}");
+    assert!(msg.contains("biz_123") && msg.contains("UUID"), "{msg}");
+    assert_eq!(malformed.server.counters().requests, 0);
+
+    let cp = CoinPay::new();
+    let e = cp
+        .plugin
+        .create_escrow(&request("biz-3", 10, "BTC", DAY))
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&cp.server.requests()[0].body).unwrap();
+    assert_eq!(sent["business_id"], TEST_BUSINESS_ID);
+    assert!(cp.server.fund(&e.id));
+    let hook = cp.last_delivery("escrow.funded");
+    assert_eq!(hook.escrow_id(), e.id);
+    assert_eq!(
+        cp.plugin
+            .handle_webhook(&hook.headers, &hook.body)
+            .unwrap()
+            .status,
+        EscrowState::Funded
+    );
+
+    let anonymous = CoinPay::with(fast_options("whsec_biz"), |g| {
+        g.config.remove("business_id");
+        g.secrets.remove("webhook_secret");
+    });
+    let e = anonymous
+        .plugin
+        .create_escrow(&request("biz-4", 10, "BTC", DAY))
+        .unwrap();
+    let sent: serde_json::Value =
+        serde_json::from_slice(&anonymous.server.requests()[0].body).unwrap();
+    assert!(sent.get("business_id").is_none(), "{sent}");
+    assert!(anonymous.server.fund(&e.id));
+    assert!(anonymous.server.deliveries().is_empty());
 }
 
 #[test]
@@ -714,6 +1081,7 @@ fn coinpay_unreachable_server_is_an_internal_error() {
             .port();
         g.config
             .insert("base_url".into(), format!("http://127.0.0.1:{port}/api"));
+        g.allowed_hosts = vec![format!("http://127.0.0.1:{port}")];
     });
     let (kind, msg) = guest_err(
         cp.plugin
@@ -765,10 +1133,16 @@ fn coinpay_secrets_stay_out_of_db_errors_and_logs() {
         let hook = cp.last_delivery("escrow.funded");
         cp.plugin.handle_webhook(&hook.headers, &hook.body).unwrap();
         cp.plugin.release(&e.id).unwrap();
-        cp.plugin.dispute(&e.id, "x").unwrap_err();
+        errors.push(cp.plugin.dispute(&e.id, "x").unwrap_err().to_string());
+        errors.push(
+            cp.plugin
+                .dispute(&e.id, "a reason long enough")
+                .unwrap_err()
+                .to_string(),
+        );
         errors.push(cp.plugin.refund(&e.id).unwrap_err().to_string());
 
-        // a second escrow refunded, a third disputed
+        // a second escrow funded, then refunded
         let e2 = cp
             .plugin
             .create_escrow(&request("sec-2", 10_000, "USDC_POL", DAY))
@@ -776,7 +1150,11 @@ fn coinpay_secrets_stay_out_of_db_errors_and_logs() {
         let s2 = cp.server.escrow(&e2.id).unwrap();
         tokens.push(s2.release_token.clone());
         tokens.push(s2.beneficiary_token.clone());
-        cp.plugin.refund(&e2.id).unwrap();
+        assert!(cp.server.fund(&e2.id));
+        assert_eq!(
+            cp.plugin.refund(&e2.id).unwrap().status,
+            EscrowState::Refunded
+        );
         errors.push(cp.plugin.release(&e2.id).unwrap_err().to_string());
     });
     // tokens are sealed at rest
@@ -879,13 +1257,15 @@ fn coinpay_status_of_an_escrow_made_elsewhere_is_read_exactly() {
         "payment-coinpay",
         PaymentGrants {
             account: "elsewhere-provider".into(),
-            allowed_hosts: vec!["127.0.0.1".into()],
+            allowed_hosts: vec![cp.server.origin()],
             config: map(&[("base_url", &cp.server.base_url())]),
             secrets: BTreeMap::new(),
+            generated: Default::default(),
             kv: other_store.plugin_kv("payment-coinpay"),
         },
     );
-    let wei = 1_234_567_890_123_456_789u64;
+    // 15 significant digits: what a double carries exactly
+    let wei = 1_234_567_890_123_450_000u64;
     let made = cp
         .plugin
         .create_escrow(&request("elsewhere", wei, "ETH", DAY))
@@ -924,7 +1304,7 @@ fn coinpay_status_of_an_escrow_made_elsewhere_is_read_exactly() {
         .unwrap();
     assert!(cp.server.fund(&other.id));
     let seen = provider.status(&other.id).unwrap();
-    assert_eq!(seen.beneficiary.as_deref(), Some("other-provider"));
+    assert_eq!(seen.beneficiary.as_deref(), Some("other-provider-wallet"));
     assert_eq!(seen.status, EscrowState::Funded);
 
     let before = cp.server.counters().requests;
@@ -936,4 +1316,37 @@ fn coinpay_status_of_an_escrow_made_elsewhere_is_read_exactly() {
     // An id the server does not know: an error naming it.
     let err = provider.status("esc_unknown").unwrap_err().to_string();
     assert!(err.contains("esc_unknown"), "{err}");
+
+    // Escrows made by anyone: amounts as the service prints them (exponent
+    // form below 1e-6) read exactly; one finer than its chain's decimals
+    // is refused, not rounded down.
+    let made_by_anyone = |chain: &str, amount: &str| {
+        let (status, answer) = cp.server.create_raw(&format!(
+            r#"{{"chain":"{chain}","amount":{amount},"depositor_address":"0xsomeone-else-000001","beneficiary_address":"elsewhere-provider"}}"#
+        ));
+        assert_eq!(status, 201, "{answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    for (chain, amount, printed, minor) in [
+        ("BTC", "0.00000033", "3.3e-7", 33u64),
+        ("ETH", "0.000000000000000001", "1e-18", 1),
+        ("ETH", "0.0000005", "5e-7", 500_000_000_000),
+        ("USDC_POL", "12.5", "12.5", 12_500_000),
+    ] {
+        let id = made_by_anyone(chain, amount);
+        assert_eq!(cp.server.escrow(&id).unwrap().amount, printed);
+        let seen = provider.status(&id).unwrap();
+        assert_eq!(
+            (seen.amount.amount, seen.amount.currency.as_str()),
+            (minor, chain),
+            "{printed}"
+        );
+    }
+    for (chain, amount) in [("BTC", "0.123456789"), ("USDC_SOL", "3.3e-7")] {
+        let id = made_by_anyone(chain, amount);
+        let (kind, msg) = guest_err(provider.status(&id).unwrap_err());
+        assert_eq!(kind, "internal", "{msg}");
+        assert!(msg.contains("more precision"), "{msg}");
+    }
 }

@@ -42,6 +42,7 @@ fn open_with(dir: &Path, config: &[(&str, &str)]) -> Ledger {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         secrets: BTreeMap::new(),
+        generated: Default::default(),
         kv: kv.clone(),
     };
     let plugin = PaymentPlugin::new(&rt, &loaded, Limits::default(), grants).unwrap();

@@ -179,6 +179,7 @@ fn frames() -> Vec<(&'static str, JobMessage)> {
                 input_tokens: 2,
                 max_output_tokens: 16,
                 params: vec![("max_tokens".into(), "16".into())],
+                input: None,
             }),
         ),
         (

@@ -54,6 +54,7 @@ fn same_bytes_under_a_different_version_are_a_different_cache_entry() {
     let names: Vec<String> = std::fs::read_dir(dir.path().join("c"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cwasm"))
         .collect();
     assert_eq!(names.len(), 1);
     assert!(names[0].starts_with(&package.manifest.sha256), "{names:?}");

@@ -590,6 +590,9 @@ use proof::add_proof;
 pub use proof::verify_proof;
 
 const BUSY_PREFIX: &str = "busy: ";
+/// In a `Busy` answer: the request was not taken, send it again later
+/// (`p2p` in-flight bounds, `node.capacity`'s queue).
+const RETRY_LATER: &str = "retry later";
 
 /// A provider's `Error` reply, sorted by fault.
 fn classify(peer: PeerId, e: WireError) -> StepError {

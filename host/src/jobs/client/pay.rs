@@ -330,8 +330,14 @@ impl Inner {
                     self.db(move |s| Ok(s.escrows().update(&id, escrow_id.as_deref(), &st)?))
                         .await?;
                     crash_at("escrow-refunded");
-                    tracing::info!(job = %job_id, escrow = %row.id, %status, "escrow refunded");
-                    refunded += 1;
+                    if status == "refunded" {
+                        tracing::info!(job = %job_id, escrow = %row.id, "escrow refunded");
+                        refunded += 1;
+                    } else {
+                        // A never-funded escrow is not refunded: the
+                        // service expires it (the sweep records that).
+                        tracing::info!(job = %job_id, escrow = %row.id, %status, "escrow not refunded (not funded); it expires");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(job = %job_id, escrow = %row.id, error = %e, "refund failed; the sweep retries it")

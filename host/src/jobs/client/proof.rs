@@ -67,10 +67,7 @@ pub(super) fn add_proof(
     if proof.is_none() && expect.is_none() {
         return Ok(());
     }
-    let attachment = match proof {
-        Some(p) => Some(hex::encode(p.bytes())),
-        None => None,
-    };
+    let attachment = proof.map(|p| hex::encode(p.bytes()));
     stored["proof"] = serde_json::json!({
         "attachment_cbor": attachment,
         "expected": expect,

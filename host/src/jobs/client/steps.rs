@@ -64,6 +64,7 @@ impl Inner {
                 input_tokens,
                 max_output_tokens: req.max_output_tokens,
                 params: req.params.clone(),
+                input: Some(req.input.clone()),
             });
             async move { (i, self.exchange(peer, msg, quote_timeout).await) }
         });
@@ -325,8 +326,26 @@ impl Inner {
         });
         let left = deadline.saturating_duration_since(Instant::now());
         let mut after_seq = 0;
-        let mut reply = self.exchange(provider, msg, left).await;
+        let mut reply = self.exchange(provider, msg.clone(), left).await;
+        let mut backoff = BUSY_POLL;
         loop {
+            // The provider is at its in-flight bound or capacity: the Run
+            // was not taken. Send it again (same wire id: never run twice).
+            if let Err(StepError::Provider(m)) = &reply {
+                if m.starts_with(BUSY_PREFIX) && m.contains(RETRY_LATER) {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(StepError::Provider(format!(
+                            "provider stayed busy for client.run_timeout_ms = {}",
+                            self.cfg.run_timeout_ms
+                        )));
+                    }
+                    reply = self.exchange(provider, msg.clone(), left).await;
+                    continue;
+                }
+            }
             match reply {
                 Ok(JobBody::Result {
                     output,

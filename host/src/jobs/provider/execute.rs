@@ -195,9 +195,20 @@ impl Inner {
             .and_then(|()| {
                 crate::jobs::crash_at("provider-running");
                 self.running.fetch_add(1, Ordering::Relaxed);
-                let result = self.node.run(&job, sink);
+                let started = std::time::Instant::now();
+                let result = self
+                    .node
+                    .run_bounded(&job, sink, self.output_bound(&job.id));
                 self.running.fetch_sub(1, Ordering::Relaxed);
-                result.map_err(|e| ProviderError::Backend(e.to_string()))
+                if let Ok(r) = &result {
+                    let tokens = u64::from(r.usage.input_tokens) + u64::from(r.usage.output_tokens);
+                    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.speed.record(&job.model, ms, tokens);
+                }
+                result.map_err(|e| match e {
+                    crate::node::NodeError::Busy { .. } => ProviderError::Busy(e.to_string()),
+                    e => ProviderError::Backend(e.to_string()),
+                })
             })
             .and_then(|result| {
                 let output = Encoded::new(to_wire_output(result.output))?;

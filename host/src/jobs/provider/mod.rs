@@ -14,6 +14,7 @@
 //! (`InvalidRequest`) before running anything.
 
 mod execute;
+mod meter;
 mod pay;
 mod stream;
 
@@ -96,6 +97,9 @@ pub enum ProviderError {
     /// Signing the result failed.
     #[error("cannot sign the result: {0}")]
     Sign(#[from] SignatureError),
+    /// Every capacity slot is taken and the queue is full.
+    #[error("{0}")]
+    Busy(String),
     /// The output or proof could not be encoded.
     #[error("cannot encode the result: {0}")]
     Encode(#[from] CodecError),
@@ -122,7 +126,7 @@ impl ProviderError {
             ProviderError::IdReused(_)
             | ProviderError::Unsupported(_)
             | ProviderError::ProofUnavailable(_) => ErrorCode::InvalidRequest,
-            ProviderError::InProgress(_) => ErrorCode::Busy,
+            ProviderError::InProgress(_) | ProviderError::Busy(_) => ErrorCode::Busy,
             ProviderError::BadReceipt(_) => ErrorCode::BadSignature,
             ProviderError::PaymentRequired(_) => ErrorCode::PaymentRequired,
             ProviderError::FailedEarlier { .. }
@@ -162,6 +166,18 @@ struct Inner {
     quotes: Mutex<HashMap<String, pay::QuotedTerms>>,
     /// What each accepted job (by wire id) may run as.
     accepted: Mutex<HashMap<String, pay::AcceptedTerms>>,
+    /// Measured run speed per model, for quotes' time estimates.
+    speed: meter::Speed,
+}
+
+/// What a quote request asks to be priced.
+struct QuoteSize {
+    /// The client's count (used only without `input`).
+    claimed_input_tokens: u32,
+    /// The input, when the client sent it.
+    input: Option<JobInput>,
+    /// Output tokens asked for.
+    max_output_tokens: u32,
 }
 
 /// What the store says about a `Run`.
@@ -198,6 +214,7 @@ impl ProviderHandler {
                 tamper_proofs: std::sync::atomic::AtomicBool::new(false),
                 payments,
                 quotes: Mutex::new(HashMap::new()),
+                speed: meter::Speed::default(),
                 accepted: Mutex::new(HashMap::new()),
             }),
         }
@@ -276,16 +293,22 @@ impl ProviderHandler {
     }
 
     async fn answer(&self, from: PeerId, body: JobBody) -> Result<JobMessage, ProviderError> {
+        self.authorize(from, &body).await?;
         match body {
             JobBody::QuoteRequest {
                 job_id,
                 model,
                 input_tokens,
                 max_output_tokens,
+                input,
                 ..
             } => {
-                self.quote(from, job_id, model, input_tokens, max_output_tokens)
-                    .await
+                let size = QuoteSize {
+                    claimed_input_tokens: input_tokens,
+                    input: input.map(to_job_input),
+                    max_output_tokens,
+                };
+                self.quote(from, job_id, model, size).await
             }
             JobBody::Run {
                 job_id,
@@ -344,22 +367,57 @@ impl ProviderHandler {
         }
     }
 
+    /// Requests about an existing job are answered only to that job's
+    /// client: one check for every message that names a job (`Run`,
+    /// `Poll`, `Cancel`, `Receipt`, and whatever comes later), before any
+    /// handler sees it. To anyone else the job does not exist.
+    async fn authorize(&self, from: PeerId, body: &JobBody) -> Result<(), ProviderError> {
+        let job_id = match body {
+            JobBody::QuoteRequest { .. } | JobBody::Accept { .. } => return Ok(()),
+            JobBody::Receipt(r) => r.payload.job_id.clone(),
+            other => match other.job_id() {
+                Some(id) => id.to_string(),
+                None => return Ok(()),
+            },
+        };
+        let inner = self.inner.clone();
+        let from = from.to_string();
+        blocking(move || match inner.store.jobs().get(&job_id)? {
+            Some(r) if r.role == JobRole::Provider && r.client_peer.as_deref() != Some(&from) => {
+                Err(ProviderError::UnknownJob(job_id))
+            }
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Prices a job on what this provider measures, not the client's
+    /// word: the input counted with the model's tokenizer (or, without the
+    /// input, the client's claim, which `Run` is then held to), at least
+    /// one token in and out (no priced provider runs anything for nothing),
+    /// and the time its measured speed predicts.
     async fn quote(
         &self,
         client: PeerId,
         job_id: String,
         model: String,
-        input_tokens: u32,
-        max_output_tokens: u32,
+        size: QuoteSize,
     ) -> Result<JobMessage, ProviderError> {
         self.inner.check_model(&model)?;
         let inner = self.inner.clone();
         let running = inner.running.load(Ordering::Relaxed);
+        let input_tokens = match &size.input {
+            Some(input) => meter::input_tokens(inner.node.model(&model).map(|m| &**m), input),
+            None => size.claimed_input_tokens.max(1),
+        };
+        let max_output_tokens = size.max_output_tokens;
         let request = QuoteRequest {
             model: model.clone(),
             input_tokens,
-            max_output_tokens,
-            estimated_ms: 0,
+            max_output_tokens: max_output_tokens.max(1),
+            estimated_ms: inner
+                .speed
+                .estimate_ms(&model, input_tokens, max_output_tokens.max(1)),
             queue_depth: running,
             load_permille: load_permille(running),
         };
@@ -397,6 +455,7 @@ impl ProviderHandler {
                 client,
                 job_id: job_id.clone(),
                 model,
+                input_tokens,
                 max_output_tokens,
                 price: price.clone(),
                 valid_until_ms,

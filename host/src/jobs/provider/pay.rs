@@ -17,6 +17,10 @@ use crate::worlds::payment::EscrowState;
 
 /// Escrows must outlive the accept by at least this long.
 const MIN_ESCROW_LEFT_MS: u64 = 10_000;
+/// Live quotes one client may hold here.
+const MAX_QUOTES_PER_CLIENT: usize = 64;
+/// Live quotes held here in all.
+const MAX_QUOTES: usize = 16_384;
 /// How long a free job's accepted terms wait for its `Run`.
 const FREE_RUN_WINDOW_MS: u64 = 10 * 60 * 1000;
 
@@ -29,6 +33,8 @@ pub(super) struct QuotedTerms {
     pub job_id: String,
     /// Model priced.
     pub model: String,
+    /// Input tokens priced (counted here, or the client's claim).
+    pub input_tokens: u32,
     /// Output tokens priced.
     pub max_output_tokens: u32,
     /// The price.
@@ -41,8 +47,12 @@ pub(super) struct QuotedTerms {
 #[derive(Debug, Clone)]
 pub(super) struct AcceptedTerms {
     client: PeerId,
+    /// The accepted quote; with an escrow, the only one this job runs as.
+    quote_id: String,
     model: String,
+    input_tokens: u32,
     max_output_tokens: u32,
+    price: Money,
     /// A paid quote: the job runs only while its earn row is confirmed.
     paid: bool,
     /// Forgotten after this (ms since epoch).
@@ -55,16 +65,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// Remembers a quote so its accept can be checked against it.
+    /// Remembers a quote so its accept can be checked against it. Bounded:
+    /// a client keeps at most [`MAX_QUOTES_PER_CLIENT`] live quotes (its
+    /// oldest goes), everyone together [`MAX_QUOTES`] (the oldest goes).
     pub(super) fn remember_quote(&self, quote_id: &str, terms: QuotedTerms) {
         let mut quotes = lock(&self.quotes);
         let now = now_ms();
         quotes.retain(|_, q| q.valid_until_ms > now);
+        let oldest = |quotes: &HashMap<String, QuotedTerms>, of: Option<PeerId>| {
+            quotes
+                .iter()
+                .filter(|(_, q)| of.is_none_or(|c| q.client == c))
+                .min_by_key(|(_, q)| q.valid_until_ms)
+                .map(|(id, _)| id.clone())
+        };
+        let mine = quotes.values().filter(|q| q.client == terms.client).count();
+        if mine >= MAX_QUOTES_PER_CLIENT {
+            if let Some(id) = oldest(&quotes, Some(terms.client)) {
+                quotes.remove(&id);
+            }
+        }
+        if quotes.len() >= MAX_QUOTES {
+            if let Some(id) = oldest(&quotes, None) {
+                quotes.remove(&id);
+            }
+        }
         quotes.insert(quote_id.to_string(), terms);
     }
 
     /// Remembers what an accepted job may run as.
-    fn remember_accepted(&self, job_id: &str, quote: &QuotedTerms, until_ms: u64) {
+    fn remember_accepted(&self, job_id: &str, quote_id: &str, quote: &QuotedTerms, until_ms: u64) {
         let mut accepted = lock(&self.accepted);
         let now = now_ms();
         accepted.retain(|_, a| a.until_ms > now);
@@ -72,8 +102,11 @@ impl Inner {
             job_id.to_string(),
             AcceptedTerms {
                 client: quote.client,
+                quote_id: quote_id.to_string(),
                 model: quote.model.clone(),
+                input_tokens: quote.input_tokens,
                 max_output_tokens: quote.max_output_tokens,
+                price: quote.price.clone(),
                 paid: quote.price.amount > 0,
                 until_ms,
             },
@@ -110,9 +143,32 @@ impl Inner {
                 "quote {quote_id} expired: ask for a new quote"
             )));
         }
+        // Terms, once accepted, are immutable: an accept for a job already
+        // accepted here must name the same quote, or one with exactly the
+        // same terms (a client that lost the quote id re-quotes).
+        let prior = lock(&self.accepted).get(&job_id).cloned();
+        if let Some(prior) = prior {
+            let same = prior.client == client
+                && (prior.quote_id == quote_id
+                    || (prior.model == quote.model
+                        && prior.input_tokens >= quote.input_tokens
+                        && prior.max_output_tokens == quote.max_output_tokens
+                        && prior.price == quote.price));
+            if !same {
+                return Err(refuse(format!(
+                    "job {job_id} was accepted with quote {} (model `{}`, {} input and {} output tokens, {}); accepted terms cannot change: use a new job id",
+                    prior.quote_id,
+                    prior.model,
+                    prior.input_tokens,
+                    prior.max_output_tokens,
+                    display(prior.price.amount, &prior.price.currency)
+                )));
+            }
+            return Ok(JobMessage::ack(job_id));
+        }
         let price = &quote.price;
         if price.amount == 0 {
-            self.remember_accepted(&job_id, &quote, now_ms() + FREE_RUN_WINDOW_MS);
+            self.remember_accepted(&job_id, quote_id, &quote, now_ms() + FREE_RUN_WINDOW_MS);
             return Ok(JobMessage::ack(job_id));
         }
         let Some(escrow) = escrow else {
@@ -126,8 +182,21 @@ impl Inner {
                 && existing.client_peer.as_deref() == Some(client.to_string().as_str())
                 && existing.escrow_id.as_deref() == Some(escrow.escrow_id.as_str())
             {
+                // Paid here before, its terms forgotten (a restart): the
+                // escrow must still cover this quote.
+                let required = payments
+                    .convert(price.amount, &price.currency, &existing.currency)
+                    .map_err(|e| refuse(e.to_string()))?;
+                if existing.amount < required {
+                    return Err(refuse(format!(
+                        "escrow {} holds {}, this quote needs {}",
+                        escrow.escrow_id,
+                        display(existing.amount, &existing.currency),
+                        display(required, &existing.currency)
+                    )));
+                }
                 let until = u64::try_from(existing.expires_at_ms).unwrap_or(0);
-                self.remember_accepted(&job_id, &quote, until);
+                self.remember_accepted(&job_id, quote_id, &quote, until);
                 return Ok(JobMessage::ack(job_id));
             }
             return Err(refuse(format!(
@@ -146,6 +215,18 @@ impl Inner {
                     .join(", ")
             ))
         })?;
+        if !adapter
+            .currencies
+            .iter()
+            .any(|c| c == &escrow.amount.currency)
+        {
+            return Err(refuse(format!(
+                "escrow is in `{}`; this provider takes {} through `{}`",
+                escrow.amount.currency,
+                adapter.currencies.join(", "),
+                escrow.adapter
+            )));
+        }
         if escrow.beneficiary != adapter.account {
             return Err(refuse(format!(
                 "escrow pays `{}`, not this provider's account `{}`",
@@ -166,6 +247,9 @@ impl Inner {
         if escrow.expires_at_ms < min_expiry {
             return Err(refuse("escrow expires too soon to run the job".into()));
         }
+        // The escrow id as the adapter names it: two spellings of one escrow
+        // (CoinPay's UUIDs in another letter case) are one escrow.
+        let mut escrow_id = escrow.escrow_id.clone();
         if adapter.confirm == Confirm::Status {
             // Beneficiary, status, amount and expiry are the adapter's own
             // reading of the service, not the client's word.
@@ -208,6 +292,9 @@ impl Inner {
                     escrow.escrow_id
                 )));
             }
+            if !seen.id.is_empty() {
+                escrow_id = seen.id.clone();
+            }
         }
         let now = crate::store::now_ms();
         let record = EscrowRecord {
@@ -215,7 +302,7 @@ impl Inner {
             kind: EscrowKind::Earn,
             job_id: Some(job_of_wire.to_string()),
             adapter: escrow.adapter.clone(),
-            escrow_id: Some(escrow.escrow_id.clone()),
+            escrow_id: Some(escrow_id.clone()),
             amount: escrow.amount.amount,
             currency: escrow.amount.currency.clone(),
             depositor: escrow.depositor.clone(),
@@ -250,10 +337,19 @@ impl Inner {
                 )))
             }
         }
-        self.remember_accepted(&job_id, &quote, escrow.expires_at_ms);
+        self.remember_accepted(&job_id, quote_id, &quote, escrow.expires_at_ms);
         crate::jobs::crash_at("provider-escrow-confirmed");
         tracing::info!(job = %job_id, escrow = %escrow.escrow_id, amount = %crate::payments::display(escrow.amount.amount, &escrow.amount.currency), "escrow confirmed");
         Ok(JobMessage::ack(job_id))
+    }
+
+    /// The output bound the host holds an accepted job to (a paid
+    /// provider's quoted `max_output_tokens`); `None` for a free provider.
+    pub(super) fn output_bound(&self, job_id: &str) -> Option<u32> {
+        self.payments.as_ref()?;
+        lock(&self.accepted)
+            .get(job_id)
+            .map(|t| t.max_output_tokens)
     }
 
     /// Whether a new job may run: a paid provider runs only what `client`
@@ -275,6 +371,14 @@ impl Inner {
             return Err(refuse(format!(
                 "job {id} was quoted for model `{}`, not `{}`",
                 terms.model, job.model
+            )));
+        }
+        let entry = self.node.model(&job.model).map(|m| &**m);
+        let input_tokens = super::meter::input_tokens(entry, &job.input);
+        if input_tokens > terms.input_tokens {
+            return Err(refuse(format!(
+                "job {id} was quoted for {} input tokens, its input has {input_tokens}: ask for a quote with the input",
+                terms.input_tokens
             )));
         }
         let max_tokens = job

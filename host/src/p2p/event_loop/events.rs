@@ -56,6 +56,8 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer_id, cause = ?cause, "disconnected");
+                self.latency.remove(&peer_id);
+                self.gossip_rate.remove(&peer_id);
                 self.emit(NetworkEvent::PeerDisconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError {
@@ -104,6 +106,7 @@ impl EventLoop {
                 });
             }
             BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
@@ -210,6 +213,20 @@ impl EventLoop {
                 );
             return;
         }
+        if !self.gossip_allowed(source) {
+            // Over its rate: not even read (verifying costs a signature check).
+            self.metrics.gossip_rate_limited();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &id,
+                    &source,
+                    gossipsub::MessageAcceptance::Ignore,
+                );
+            return;
+        }
         let max_skew = self.config.advert_max_skew.as_millis() as u64;
         let verdict = verify_advert_bytes(&message.data, now_ms(), max_skew);
         let acceptance = match &verdict {
@@ -240,6 +257,7 @@ impl EventLoop {
                         self.remember(peer, addr);
                     }
                 }
+                self.bound_known_peers(&peer);
                 self.adverts.insert(peer, advert.clone());
                 self.emit(NetworkEvent::AdvertReceived(advert));
             }
@@ -288,6 +306,14 @@ impl EventLoop {
                 ..
             } => {
                 let request = *request;
+                // Bounded before anything is logged, echoed or run.
+                if let Err(reason) = request.validate() {
+                    self.metrics.job_rejected();
+                    tracing::warn!(%peer, %reason, "job request refused at the edge");
+                    let reply = JobMessage::error(None, ErrorCode::InvalidRequest, reason);
+                    let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
+                    return;
+                }
                 if let JobBody::Receipt(receipt) = &request.body {
                     let check = match receipt.verify() {
                         Ok(signer) if signer == peer => Ok(()),
@@ -329,10 +355,21 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
                     return;
                 };
+                let Some(permit) = self.admit_request(peer) else {
+                    self.metrics.job_rejected();
+                    let reply = JobMessage::error(
+                        request.job_id().map(String::from),
+                        ErrorCode::Busy,
+                        "too many requests in flight here (from you or everyone): retry later",
+                    );
+                    let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
+                    return;
+                };
                 let tx = self.response_tx.clone();
                 let limit = self.config.handler_timeout;
                 let metrics = self.metrics.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let job_id = request.job_id().map(String::from);
                     let reply = match tokio::time::timeout(limit, (handler.0)(peer, request)).await
                     {
@@ -347,7 +384,7 @@ impl EventLoop {
                         }
                     };
                     metrics.job_served();
-                    let _ = tx.send((channel, reply));
+                    let _ = tx.send((channel, reply)).await;
                 });
             }
             Event::Message {
@@ -362,6 +399,7 @@ impl EventLoop {
                 let Some((_, reply)) = self.pending_requests.remove(&request_id) else {
                     return;
                 };
+                self.send_queued(peer);
                 let checked = match &response.body {
                     JobBody::Result { output, signed, .. } => match signed.verify_output(output) {
                         Ok(signer) if signer == peer => Ok(response),
@@ -388,6 +426,7 @@ impl EventLoop {
                 ..
             } => {
                 if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                    self.send_queued(peer);
                     let _ = reply.send(Err(NetworkError::Request {
                         peer: peer.to_string(),
                         reason: error.to_string(),

@@ -61,7 +61,9 @@ pub async fn start(
 
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(1024);
-    let (resp_tx, resp_rx) = mpsc::unbounded_channel();
+    // Every sender holds an in-flight permit, so this never fills past
+    // `max_inflight_requests`.
+    let (resp_tx, resp_rx) = mpsc::channel(config.bounds.max_inflight_requests.max(1));
     let metrics = Arc::new(NetworkMetrics::default());
     let mut el = EventLoop {
         swarm,
@@ -77,10 +79,16 @@ pub async fn start(
         listen_addrs: Vec::new(),
         pending_dials: HashMap::new(),
         pending_requests: HashMap::new(),
+        outbound_queue: HashMap::new(),
         pending_providers: HashMap::new(),
         adverts: HashMap::new(),
         addr_book: HashMap::new(),
         latency: HashMap::new(),
+        inflight: Arc::new(tokio::sync::Semaphore::new(
+            config.bounds.max_inflight_requests,
+        )),
+        inflight_per_peer: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        gossip_rate: HashMap::new(),
         my_advert: None,
         provided: HashSet::new(),
         provide_dirty: false,
@@ -180,6 +188,30 @@ fn websocket(
         .boxed())
 }
 
+/// One of our job requests waiting its turn, and where its answer goes.
+type Outbound = (Box<JobMessage>, Reply<JobMessage>);
+
+/// One in-flight job request: releases its global and per-peer slots
+/// when the handler task ends, however it ends.
+struct InflightPermit {
+    _global: tokio::sync::OwnedSemaphorePermit,
+    peer: PeerId,
+    per_peer: Arc<std::sync::Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Drop for InflightPermit {
+    fn drop(&mut self) {
+        if let Ok(mut per) = self.per_peer.lock() {
+            if let Some(n) = per.get_mut(&self.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per.remove(&self.peer);
+                }
+            }
+        }
+    }
+}
+
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
         Protocol::P2p(id) => Some(id),
@@ -206,17 +238,27 @@ struct EventLoop {
     topic: gossipsub::IdentTopic,
     handler: Option<SharedHandler>,
     commands: mpsc::Receiver<Command>,
-    responses: mpsc::UnboundedReceiver<(ResponseChannel<JobMessage>, JobMessage)>,
-    response_tx: mpsc::UnboundedSender<(ResponseChannel<JobMessage>, JobMessage)>,
+    responses: mpsc::Receiver<(ResponseChannel<JobMessage>, JobMessage)>,
+    response_tx: mpsc::Sender<(ResponseChannel<JobMessage>, JobMessage)>,
     events: broadcast::Sender<NetworkEvent>,
     metrics: Arc<NetworkMetrics>,
     listen_addrs: Vec<Multiaddr>,
     pending_dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
     pending_requests: HashMap<OutboundRequestId, (PeerId, Reply<JobMessage>)>,
+    /// Our own job requests waiting their turn: at most
+    /// `max_inflight_per_peer` go to one peer at once, the bound a provider
+    /// with default settings serves one peer with.
+    outbound_queue: HashMap<PeerId, std::collections::VecDeque<Outbound>>,
     pending_providers: HashMap<kad::QueryId, ProvidersQuery>,
     adverts: HashMap<PeerId, Advert>,
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
     latency: HashMap<PeerId, Duration>,
+    /// Job requests being handled (all peers).
+    inflight: Arc<tokio::sync::Semaphore>,
+    /// Job requests being handled, per peer (entries removed at zero).
+    inflight_per_peer: Arc<std::sync::Mutex<HashMap<PeerId, usize>>>,
+    /// Gossip messages per propagation source in the current second.
+    gossip_rate: HashMap<PeerId, (Instant, u32)>,
     my_advert: Option<AdvertSpec>,
     provided: HashSet<String>,
     provide_dirty: bool,
@@ -255,7 +297,104 @@ impl EventLoop {
         let _ = self.events.send(ev);
     }
 
+    /// A permit to handle one more job request from `peer`, or `None` when
+    /// it (or everyone together) is at the in-flight bound.
+    fn admit_request(&self, peer: PeerId) -> Option<InflightPermit> {
+        let global = self.inflight.clone().try_acquire_owned().ok()?;
+        let mut per = self.inflight_per_peer.lock().ok()?;
+        let n = per.entry(peer).or_insert(0);
+        if *n >= self.config.bounds.max_inflight_per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(InflightPermit {
+            _global: global,
+            peer,
+            per_peer: self.inflight_per_peer.clone(),
+        })
+    }
+
+    /// Sends queued requests to `peer` while it has fewer than
+    /// `max_inflight_per_peer` of ours in flight.
+    pub(super) fn send_queued(&mut self, peer: PeerId) {
+        let b = &self.config.bounds;
+        let limit = b
+            .max_inflight_per_peer
+            .min(b.max_streams_per_connection)
+            .max(1);
+        loop {
+            let inflight = self
+                .pending_requests
+                .values()
+                .filter(|(p, _)| *p == peer)
+                .count();
+            if inflight >= limit {
+                return;
+            }
+            let Some(queue) = self.outbound_queue.get_mut(&peer) else {
+                return;
+            };
+            let Some((msg, reply)) = queue.pop_front() else {
+                self.outbound_queue.remove(&peer);
+                return;
+            };
+            if reply.is_closed() {
+                continue;
+            }
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .job
+                .send_request(&peer, Frame::Message(msg));
+            self.pending_requests.insert(id, (peer, reply));
+        }
+    }
+
+    /// Whether one more gossip message from `source` fits its rate.
+    fn gossip_allowed(&mut self, source: PeerId) -> bool {
+        let now = Instant::now();
+        if self.gossip_rate.len() >= self.config.bounds.max_known_peers {
+            self.gossip_rate
+                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+        }
+        let entry = self.gossip_rate.entry(source).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(1) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.config.bounds.max_gossip_per_peer_per_sec
+    }
+
+    /// Makes room for `peer` in the peer maps: past `max_known_peers`,
+    /// forgets the peer with the oldest advert that is not connected (or,
+    /// with no advert, any unconnected peer).
+    fn bound_known_peers(&mut self, peer: &PeerId) {
+        let max = self.config.bounds.max_known_peers;
+        while self.addr_book.len() >= max || self.adverts.len() >= max {
+            if self.addr_book.contains_key(peer) && self.adverts.len() < max {
+                return;
+            }
+            let victim = self
+                .adverts
+                .iter()
+                .filter(|(p, _)| *p != peer && !self.swarm.is_connected(p))
+                .min_by_key(|(_, a)| a.timestamp_ms)
+                .map(|(p, _)| *p)
+                .or_else(|| {
+                    self.addr_book
+                        .keys()
+                        .find(|p| *p != peer && !self.swarm.is_connected(p))
+                        .copied()
+                });
+            let Some(victim) = victim else { return };
+            self.adverts.remove(&victim);
+            self.addr_book.remove(&victim);
+            self.latency.remove(&victim);
+        }
+    }
+
     fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
+        self.bound_known_peers(&peer);
         let addr = strip_p2p(&addr);
         let list = self.addr_book.entry(peer).or_default();
         if !list.contains(&addr) {
@@ -361,12 +500,11 @@ impl EventLoop {
                         }
                     }
                 }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .job
-                    .send_request(&peer, Frame::Message(msg));
-                self.pending_requests.insert(id, (peer, reply));
+                self.outbound_queue
+                    .entry(peer)
+                    .or_default()
+                    .push_back((msg, reply));
+                self.send_queued(peer);
             }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.listen_addrs.clone());

@@ -1,5 +1,6 @@
-//! The small shared interfaces of 0.2.0: `log`, `progress`, `config`,
-//! `kv`, and the type-only `types`.
+//! The small shared interfaces of 0.2.0: `log` (lines cut at 4 KiB),
+//! `progress` (streamed tokens capped per call), `config`, `kv`, and the
+//! type-only `types`.
 
 use super::infernet::plugin::{config, kv, log, progress, types};
 use super::Error;
@@ -44,7 +45,12 @@ impl ProgressView<'_> {
 }
 
 impl progress::Host for ProgressView<'_> {
+    /// Streams one token; past the call's `stream_tokens` / `stream_mb`
+    /// the call traps with a [`LimitTrap`](crate::runtime::limits::LimitTrap)
+    /// (this function has no error value), reported as `limit-exceeded`.
     fn emit_token(&mut self, text: String) -> wasmtime::Result<()> {
+        self.stream.charge(text.len())?;
+        self.ctx.count_token().map_err(wasmtime::Error::msg)?;
         self.emit(ProgressEvent::Token(text));
         Ok(())
     }
@@ -69,11 +75,10 @@ impl config::Host for ConfigView<'_> {
     }
 
     fn secret(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .grant
-            .secrets
-            .get(&name)
-            .and_then(|var| std::env::var(var).ok()))
+        Ok(match self.grant.secrets.get(&name) {
+            Some(var) => std::env::var(var).ok(),
+            None => self.grant.generated.get(&name).cloned(),
+        })
     }
 }
 

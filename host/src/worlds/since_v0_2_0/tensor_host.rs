@@ -1,11 +1,13 @@
 //! `infernet:plugin/tensor@0.2.0` on the host kernels: handles are looked
 //! up in the store's table (a bad handle traps), WIT enums become kernel
 //! enums, kernel errors become error values, and results are adopted into
-//! the table against the tensor budget.
+//! the table against the tensor budget and the handle cap (samplers count
+//! as handles too; their constructor, with no error value, traps at the cap).
 
 use super::infernet::plugin::tensor::{self as wit, BinaryOp, Dtype, ReduceOp, Sampling, UnaryOp};
 use super::Out;
 use crate::kernels::{self, KernelError, SamplerRes, SamplingSpec, TensorRes};
+use crate::runtime::limits::LimitTrap;
 use crate::worlds::caps::KernelView;
 use candle_core::{DType, Tensor};
 use wasmtime::component::Resource;
@@ -156,13 +158,19 @@ impl wit::HostTensor for KernelView<'_> {
 }
 
 impl wit::HostSampler for KernelView<'_> {
+    /// A sampler is a handle like a tensor: past `tensor_handles` the
+    /// constructor, which has no error value, traps with a [`LimitTrap`].
     fn new(&mut self, c: Sampling) -> wasmtime::Result<Resource<SamplerRes>> {
-        let sampler = self.ctx.sampler(SamplingSpec {
+        let spec = SamplingSpec {
             temperature: c.temperature,
             top_k: c.top_k,
             top_p: c.top_p,
             seed: c.seed,
-        });
+        };
+        let sampler = self
+            .ctx
+            .sampler(spec)
+            .map_err(|e| LimitTrap(e.to_string()))?;
         Ok(self.table.push(sampler)?)
     }
 
@@ -174,6 +182,7 @@ impl wit::HostSampler for KernelView<'_> {
 
     fn drop(&mut self, s: Resource<SamplerRes>) -> wasmtime::Result<()> {
         self.table.delete(s)?;
+        self.ctx.release_sampler();
         Ok(())
     }
 }

@@ -1,0 +1,255 @@
+//! What a kernel call will cost, worked out from shapes alone before candle
+//! runs: the result it allocates (with broadcasting), the temporaries
+//! candle allocates next to it, and an estimate of its work in FLOPs.
+//! [`KernelCtx::admit`](super::KernelCtx::admit) checks a [`Cost`] against
+//! the tensor budget and the per-kernel work cap. Element counts are
+//! `u128`s that saturate, so no plugin-chosen shape can overflow them (and
+//! candle's own `elem_count`, which can, is only reached after a check).
+
+use super::KernelError;
+use candle_core::{DType, Shape, Tensor};
+
+/// FLOPs charged per element for arithmetic, comparisons and copies.
+pub const SIMPLE: u128 = 1;
+/// FLOPs charged per element for `exp`, `log`, `tanh`, `erf`, `sin`...
+pub const TRANSCENDENTAL: u128 = 10;
+
+/// The result, temporaries and work of one kernel call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    /// Shape of the result.
+    pub dims: Vec<usize>,
+    /// Dtype of the result.
+    pub dtype: DType,
+    /// Bytes of temporaries alive while the kernel runs.
+    pub scratch: u128,
+    /// Estimated FLOPs (element reads and writes count as one).
+    pub work: u128,
+}
+
+impl Cost {
+    /// A result of `dims` and `dtype`, `per_elem` FLOPs for each of its elements.
+    pub fn elementwise(dims: Vec<usize>, dtype: DType, per_elem: u128) -> Cost {
+        let work = count(&dims).saturating_mul(per_elem);
+        Cost {
+            dims,
+            dtype,
+            scratch: 0,
+            work,
+        }
+    }
+
+    /// A view or a result that costs next to nothing to compute.
+    pub fn view(dims: Vec<usize>, dtype: DType) -> Cost {
+        Cost {
+            dims,
+            dtype,
+            scratch: 0,
+            work: 1,
+        }
+    }
+
+    /// The same with `bytes` of temporaries.
+    pub fn with_scratch(mut self, bytes: u128) -> Cost {
+        self.scratch = self.scratch.saturating_add(bytes);
+        self
+    }
+
+    /// The same with `flops` more work.
+    pub fn with_work(mut self, flops: u128) -> Cost {
+        self.work = self.work.saturating_add(flops);
+        self
+    }
+
+    /// Elements of the result.
+    pub fn elems(&self) -> u128 {
+        count(&self.dims)
+    }
+
+    /// Bytes of the result.
+    pub fn out_bytes(&self) -> u128 {
+        bytes(self.elems(), self.dtype)
+    }
+}
+
+/// Elements of a shape, saturating at `u128::MAX`.
+pub fn count(dims: &[usize]) -> u128 {
+    dims.iter()
+        .try_fold(1u128, |acc, &d| acc.checked_mul(d as u128))
+        .unwrap_or(u128::MAX)
+}
+
+/// Bytes of `elems` values of `dtype`, saturating.
+pub fn bytes(elems: u128, dtype: DType) -> u128 {
+    elems.saturating_mul(dtype.size_in_bytes() as u128)
+}
+
+/// Bytes of `t` if materialised.
+pub fn tensor_bytes(t: &Tensor) -> u128 {
+    bytes(count(t.dims()), t.dtype())
+}
+
+/// Numpy-style broadcast of two shapes (candle's rules and message).
+pub fn broadcast(a: &[usize], b: &[usize], op: &'static str) -> Result<Vec<usize>, KernelError> {
+    let s = Shape::from(a.to_vec()).broadcast_shape_binary_op(&Shape::from(b.to_vec()), op)?;
+    Ok(s.dims().to_vec())
+}
+
+/// `dim` as an index of `dims`, or an error naming both.
+pub fn axis(dims: &[usize], dim: u32) -> Result<usize, KernelError> {
+    let d = dim as usize;
+    if d >= dims.len() {
+        return Err(KernelError::Invalid(format!(
+            "dimension {dim} out of range for shape {dims:?}"
+        )));
+    }
+    Ok(d)
+}
+
+/// `x`'s last dimension, refusing a missing or empty one (candle's
+/// row-wise kernels split rows by it and would panic on 0).
+pub fn last_dim(x: &Tensor) -> Result<usize, KernelError> {
+    match x.dims().last() {
+        Some(&d) if d > 0 => Ok(d),
+        _ => Err(KernelError::Invalid(format!(
+            "needs a non-empty last dimension, got shape {:?}",
+            x.dims()
+        ))),
+    }
+}
+
+/// A matmul: the broadcast batch, the result, the copies candle makes of
+/// broadcast operands, and 2·batch·m·k·n FLOPs. The flag says whether the
+/// operands need `broadcast_matmul` (their batch dimensions differ).
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<(Cost, bool), KernelError> {
+    let (ad, bd) = (a.dims(), b.dims());
+    let (ar, br) = (ad.len(), bd.len());
+    if ar < 2 || br < 2 {
+        return Err(KernelError::Invalid(format!(
+            "matmul needs rank >= 2, got {ad:?} x {bd:?}"
+        )));
+    }
+    let (m, k, k2, n) = (ad[ar - 2], ad[ar - 1], bd[br - 2], bd[br - 1]);
+    if k != k2 {
+        return Err(KernelError::Invalid(format!(
+            "inner dimensions differ: {ad:?} x {bd:?}"
+        )));
+    }
+    let batch = broadcast(&ad[..ar - 2], &bd[..br - 2], "matmul")?;
+    let with = |tail: [usize; 2]| [batch.as_slice(), &tail].concat();
+    let (l_shape, r_shape) = (with([m, k]), with([k, n]));
+    let broadcasting = ar != br || ad[..ar - 2] != bd[..br - 2];
+    // What `Tensor::broadcast_matmul` copies: each operand whose shape
+    // changes under the broadcast, except a rank-2 rhs against a contiguous
+    // lhs (folded into one 2-D product).
+    let (l_copy, r_copy) = (l_shape != ad, r_shape != bd);
+    let copies = match (broadcasting, l_copy, r_copy) {
+        (false, _, _) => 0,
+        (true, false, true) if br == 2 && a.is_contiguous() => 0,
+        (true, l, r) => {
+            let elems = |copy: bool, s: &[usize]| if copy { count(s) } else { 0 };
+            elems(l, &l_shape).saturating_add(elems(r, &r_shape))
+        }
+    };
+    let flops = count(&batch)
+        .saturating_mul(2)
+        .saturating_mul(count(&[m, k, n]));
+    let cost = Cost::elementwise(with([m, n]), a.dtype(), SIMPLE)
+        .with_scratch(bytes(copies, a.dtype()))
+        .with_work(flops.saturating_add(copies));
+    Ok((cost, broadcasting))
+}
+
+/// `candle_nn::Linear`: `x · wᵀ` (`w` is `[out, in]`), plus the bias added
+/// as a second full-size result.
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Cost, KernelError> {
+    let (xd, wd) = (x.dims(), w.dims());
+    let [out, inp] = *wd else {
+        return Err(KernelError::Invalid(format!(
+            "weight must be 2-D [out, in], got {wd:?}"
+        )));
+    };
+    let Some((&features, rows)) = xd.split_last() else {
+        return Err(KernelError::Invalid("input is a scalar".into()));
+    };
+    if features != inp {
+        return Err(KernelError::Invalid(format!(
+            "input has {features} features but the weight {wd:?} takes {inp}"
+        )));
+    }
+    let product = [rows, &[out]].concat();
+    let flops = count(rows)
+        .saturating_mul(2)
+        .saturating_mul(count(&[inp, out]));
+    let cost = match bias {
+        None => Cost::elementwise(product, x.dtype(), SIMPLE),
+        Some(b) => {
+            let first = bytes(count(&product), x.dtype());
+            let dims = broadcast(&product, b.dims(), "linear")?;
+            Cost::elementwise(dims, x.dtype(), SIMPLE).with_scratch(first)
+        }
+    };
+    Ok(cost.with_work(flops))
+}
+
+/// RMS or layer norm of `x` with `params` (weight, and bias): fused when
+/// `x` is contiguous; otherwise candle's step-by-step path keeps about
+/// `steps` f32 copies of `x` alive.
+pub fn norm(x: &Tensor, params: &[&Tensor], steps: u128) -> Result<Cost, KernelError> {
+    last_dim(x)?;
+    let mut dims = x.dims().to_vec();
+    for p in params {
+        dims = broadcast(&dims, p.dims(), "norm")?;
+    }
+    let cost = Cost::elementwise(dims, x.dtype(), 2 * TRANSCENDENTAL);
+    if x.is_contiguous() {
+        Ok(cost)
+    } else {
+        let f32s = bytes(count(x.dims()), DType::F32);
+        Ok(cost.with_scratch(f32s.saturating_mul(steps)))
+    }
+}
+
+/// A reduction of `x` along `dim`: reads all of `x`.
+pub fn reduce(x: &Tensor, dim: u32, keepdim: bool, dtype: DType) -> Result<Cost, KernelError> {
+    let d = axis(x.dims(), dim)?;
+    let mut dims = x.dims().to_vec();
+    if keepdim {
+        dims[d] = 1;
+    } else {
+        dims.remove(d);
+    }
+    Ok(Cost::view(dims, dtype).with_work(count(x.dims())))
+}
+
+/// `x` with dimension `dim` resized to `len`.
+pub fn resized(x: &Tensor, dim: u32, len: usize) -> Result<Vec<usize>, KernelError> {
+    let d = axis(x.dims(), dim)?;
+    let mut dims = x.dims().to_vec();
+    dims[d] = len;
+    Ok(dims)
+}
+
+/// Concatenation of `xs` along `dim`: the first's shape with `dim` summed.
+pub fn cat(xs: &[Tensor], dim: u32) -> Result<Cost, KernelError> {
+    let Some(first) = xs.first() else {
+        return Err(KernelError::Invalid("cat of no tensors".into()));
+    };
+    let d = axis(first.dims(), dim)?;
+    let len = xs
+        .iter()
+        .map(|t| t.dims().get(d).copied().unwrap_or(0))
+        .fold(0usize, usize::saturating_add);
+    let dims = resized(first, dim, len)?;
+    Ok(Cost::elementwise(dims, first.dtype(), SIMPLE))
+}
+
+/// Sampling one token from `n` logits: f32 copies, softmax, the
+/// probabilities as a `Vec` and, for top-k/top-p, a sorted index.
+pub fn sample(n: usize) -> Cost {
+    let n = n as u128;
+    let log2 = (128 - n.leading_zeros()) as u128;
+    Cost::view(Vec::new(), DType::U32)
+        .with_scratch(n.saturating_mul(24))
+        .with_work(n.saturating_mul(TRANSCENDENTAL + log2))
+}
