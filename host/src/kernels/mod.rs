@@ -204,8 +204,9 @@ impl KernelCtx {
         })
     }
 
-    /// Counts one more live handle, refusing past the handle cap.
-    fn take_handle(&mut self) -> Result<(), KernelError> {
+    /// Counts one more live handle (a tensor, sampler, model or
+    /// tokenizer), refusing past the handle cap.
+    pub fn take_handle(&mut self) -> Result<(), KernelError> {
         if self.handles >= self.limits.handles {
             return Err(limit(
                 format!(
@@ -252,6 +253,11 @@ impl KernelCtx {
 
     /// Gives back the handle of a dropped sampler.
     pub fn release_sampler(&mut self) {
+        self.release_handle();
+    }
+
+    /// Gives back a handle taken with [`KernelCtx::take_handle`].
+    pub fn release_handle(&mut self) {
         self.handles = self.handles.saturating_sub(1);
     }
 

@@ -50,9 +50,7 @@ impl RateCard {
         }
         let per_input_token: u64 = config::parse("per_input_token")?.unwrap_or(0);
         let per_output_token: u64 = config::parse("per_output_token")?.unwrap_or(0);
-        // A provider that set any per-token price never quotes less than
-        // the smallest job costs, unless it says so with `minimum = 0`.
-        let smallest = per_input_token.saturating_add(per_output_token);
+        let smallest = default_minimum(per_input_token, per_output_token);
         Ok(RateCard {
             per_input_token,
             per_output_token,
@@ -111,6 +109,14 @@ impl Charge {
     }
 }
 
+/// The `minimum` of a card that configures none: what the smallest job
+/// (one input and one output token) costs. A provider that set any
+/// per-token price never quotes a job for nothing, unless it says so with
+/// `minimum = 0`.
+pub fn default_minimum(per_input_token: u64, per_output_token: u64) -> u64 {
+    per_input_token.saturating_add(per_output_token)
+}
+
 /// `a * b`, or an error naming what overflowed.
 fn mul(a: u64, b: u64, what: &str) -> Result<u64, Error> {
     a.checked_mul(b)
@@ -121,4 +127,39 @@ fn mul(a: u64, b: u64, what: &str) -> Result<u64, Error> {
 fn add(a: u64, b: u64, what: &str) -> Result<u64, Error> {
     a.checked_add(b)
         .ok_or_else(|| Error::invalid(format!("price overflow adding the {what} charge")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(input_tokens: u32, max_output_tokens: u32) -> QuoteRequest {
+        QuoteRequest {
+            model: "m".into(),
+            input_tokens,
+            max_output_tokens,
+            estimated_ms: 0,
+            queue_depth: 0,
+            load_permille: 0,
+        }
+    }
+
+    #[test]
+    fn a_priced_card_without_a_minimum_never_charges_nothing() {
+        let card = RateCard {
+            per_input_token: 1,
+            per_output_token: 5,
+            per_second: 0,
+            minimum: default_minimum(1, 5),
+            currency: "USD".into(),
+            valid_for_secs: 60,
+        };
+        let empty = card.charge(&request(0, 0)).unwrap();
+        assert_eq!(empty.total, 6);
+        assert_eq!(empty.minimum_top_up, 6);
+        // Above the minimum it is the plain sum.
+        assert_eq!(card.charge(&request(10, 10)).unwrap().total, 60);
+        // A free card stays free.
+        assert_eq!(default_minimum(0, 0), 0);
+    }
 }

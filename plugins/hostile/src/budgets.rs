@@ -61,15 +61,19 @@ pub fn big_kernel(job: &JobRequest) -> Result<JobResult> {
 }
 
 /// Up to `n` live handles that cost no tensor bytes: empty tensors
-/// (`what=tensors`), samplers (`what=samplers`) or model weights
-/// (`what=weights`, from model param `target`).
+/// (`what=tensors`), samplers (`what=samplers`), model weights
+/// (`what=weights`), opened models (`what=models`) or tokenizers
+/// (`what=tokenizers`), the last three of model param `target`.
 pub fn handles(job: &JobRequest) -> Result<JobResult> {
     let n: u32 = job.param_or("n", 200_000)?;
     let what = job.param_str("what").unwrap_or("tensors").to_string();
     let mut tensors = Vec::new();
     let mut samplers = Vec::new();
+    let mut opened = Vec::new();
+    let mut tokenizers = Vec::new();
+    let target = job.param_str("target").unwrap_or(&job.model).to_string();
     let weights = match what.as_str() {
-        "weights" => Some(models::open(job.param_str("target").unwrap_or(&job.model))?),
+        "weights" | "tokenizers" => Some(models::open(&target)?),
         _ => None,
     };
     let first = weights.as_ref().and_then(|w| w.names().into_iter().next());
@@ -83,10 +87,12 @@ pub fn handles(job: &JobRequest) -> Result<JobResult> {
                 seed: 0,
             })),
             ("weights", Some(w), Some(name)) => tensors.push(w.get(name)?),
+            ("models", _, _) => opened.push(models::open(&target)?),
+            ("tokenizers", Some(w), _) => tokenizers.push(w.tokenizer()?),
             _ => return Err(Error::invalid(format!("cannot hold `{what}` handles"))),
         }
     }
-    let held = tensors.len() + samplers.len();
+    let held = tensors.len() + samplers.len() + opened.len() + tokenizers.len();
     Ok(JobResult::text(format!("held {held} {what}"), 0, 0))
 }
 

@@ -286,9 +286,9 @@ fn live_handles_are_capped_even_when_they_hold_no_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let node = hostile_node_with(dir.path(), &[("tiny", &model)], "tensor_handles = 1000");
-    // Empty tensors, samplers and model weights cost no tensor bytes; the
-    // plugin tries to hold 200000 of each.
-    for what in ["tensors", "samplers", "weights"] {
+    // Empty tensors, samplers, model weights, opened models and tokenizers
+    // cost no tensor bytes; the plugin tries to hold 200000 of each.
+    for what in ["tensors", "samplers", "weights", "models", "tokenizers"] {
         let job = attack("handles", &[("what", what), ("target", "tiny")]);
         let msg = limit_exceeded(node.run(&job, None));
         assert!(

@@ -1,6 +1,7 @@
 //! `infernet:plugin/models@0.2.0` on the host's model registry: a plugin
 //! opens only models granted to it; weights come back as tensor handles
 //! (shared, not charged to its budget) and never cross into guest memory.
+//! Every handle (model, tokenizer, weight) counts against `tensor_handles`.
 
 use super::infernet::plugin::models as wit;
 use super::{Error, Out};
@@ -11,10 +12,14 @@ use wasmtime::component::Resource;
 
 impl wit::Host for ModelView<'_> {
     fn open(&mut self, model_id: String) -> Out<Resource<WeightsRes>> {
-        match self.grants.open(self.plugin, &model_id) {
-            Ok(entry) => Ok(Ok(self.table.push(WeightsRes(entry))?)),
-            Err(e) => Ok(Err(Error::Unsupported(e))),
+        let entry = match self.grants.open(self.plugin, &model_id) {
+            Ok(entry) => entry,
+            Err(e) => return Ok(Err(Error::Unsupported(e))),
+        };
+        if let Err(e) = self.kernels.take_handle() {
+            return Ok(Err(e.into()));
         }
+        Ok(Ok(self.table.push(WeightsRes(entry))?))
     }
 }
 
@@ -45,14 +50,19 @@ impl wit::HostWeights for ModelView<'_> {
 
     fn tokenizer(&mut self, w: Resource<WeightsRes>) -> Out<Resource<TokenizerRes>> {
         let entry = self.table.get(&w)?.0.clone();
-        match entry.tokenizer() {
-            Ok(t) => Ok(Ok(self.table.push(TokenizerRes(t))?)),
-            Err(e) => Ok(Err(Error::Unsupported(e))),
+        let t = match entry.tokenizer() {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(Error::Unsupported(e))),
+        };
+        if let Err(e) = self.kernels.take_handle() {
+            return Ok(Err(e.into()));
         }
+        Ok(Ok(self.table.push(TokenizerRes(t))?))
     }
 
     fn drop(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<()> {
         self.table.delete(w)?;
+        self.kernels.release_handle();
         Ok(())
     }
 }
@@ -98,6 +108,7 @@ impl wit::HostTokenizer for ModelView<'_> {
 
     fn drop(&mut self, t: Resource<TokenizerRes>) -> wasmtime::Result<()> {
         self.table.delete(t)?;
+        self.kernels.release_handle();
         Ok(())
     }
 }
