@@ -406,29 +406,36 @@ impl ProviderHandler {
         self.inner.check_model(&model)?;
         let inner = self.inner.clone();
         let running = inner.running.load(Ordering::Relaxed);
-        let input_tokens = match &size.input {
-            Some(input) => meter::input_tokens(inner.node.model(&model).map(|m| &**m), input),
-            None => size.claimed_input_tokens.max(1),
-        };
-        let max_output_tokens = size.max_output_tokens;
-        let request = QuoteRequest {
-            model: model.clone(),
-            input_tokens,
-            max_output_tokens: max_output_tokens.max(1),
-            estimated_ms: inner
-                .speed
-                .estimate_ms(&model, input_tokens, max_output_tokens.max(1)),
-            queue_depth: running,
-            load_permille: load_permille(running),
-        };
-        let quote = blocking(move || match inner.node.pricing() {
-            Some(p) => p
-                .quote(&request)
-                .map(Some)
-                .map_err(|e| ProviderError::Pricing(e.to_string())),
-            None => Ok(None),
+        let priced_model = model.clone();
+        // Counting may parse the tokenizer and encode a long input: off the
+        // async threads, with the pricing call.
+        let (input_tokens, quote) = blocking(move || {
+            let input_tokens = match &size.input {
+                Some(input) => {
+                    meter::input_tokens(inner.node.model(&priced_model).map(|m| &**m), input)
+                }
+                None => size.claimed_input_tokens.max(1),
+            };
+            let out = size.max_output_tokens.max(1);
+            let request = QuoteRequest {
+                model: priced_model.clone(),
+                input_tokens,
+                max_output_tokens: out,
+                estimated_ms: inner.speed.estimate_ms(&priced_model, input_tokens, out),
+                queue_depth: running,
+                load_permille: load_permille(running),
+            };
+            let quote = match inner.node.pricing() {
+                Some(p) => p
+                    .quote(&request)
+                    .map(Some)
+                    .map_err(|e| ProviderError::Pricing(e.to_string()))?,
+                None => None,
+            };
+            Ok((input_tokens, quote))
         })
         .await?;
+        let max_output_tokens = size.max_output_tokens;
         let (price, breakdown, valid_secs) = match quote {
             Some(q) => (
                 Money {
