@@ -13,6 +13,13 @@ use infernet_host::p2p::PeerId;
 use std::io;
 use std::time::Duration;
 
+/// Everything until the other side closes (16 MiB at most).
+async fn read_all<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    io.take(16 << 20).read_to_end(&mut v).await?;
+    Ok(v)
+}
+
 /// Bytes in, bytes out.
 #[derive(Clone, Default)]
 pub struct RawCodec;
@@ -27,18 +34,14 @@ impl request_response::Codec for RawCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        io.take(16 << 20).read_to_end(&mut v).await?;
-        Ok(v)
+        read_all(io).await
     }
     async fn read_response<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        io.take(16 << 20).read_to_end(&mut v).await?;
-        Ok(v)
+        read_all(io).await
     }
     async fn write_request<T: AsyncWrite + Unpin + Send>(
         &mut self,

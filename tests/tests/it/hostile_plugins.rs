@@ -114,18 +114,8 @@ fn memory_growth_past_limit_is_refused() {
 fn tensor_bytes_past_limit_are_refused_and_freed() {
     let dir = tempfile::tempdir().unwrap();
     let node = hostile_node(dir.path(), "tensor_mb = 200");
-    let err = plugin_err(node.run(&job("tensors"), None));
-    assert!(
-        matches!(
-            &err,
-            PluginError::Guest {
-                kind: "limit-exceeded",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains("tensor"), "{err}");
+    let err = limit_exceeded(node.run(&job("tensors"), None));
+    assert!(err.contains("tensor"), "{err}");
     still_serves(&node);
 }
 
@@ -133,18 +123,8 @@ fn tensor_bytes_past_limit_are_refused_and_freed() {
 fn copy_out_past_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = hostile_node(dir.path(), "copy_out_mb = 100");
-    let err = plugin_err(node.run(&job("copy"), None));
-    assert!(
-        matches!(
-            &err,
-            PluginError::Guest {
-                kind: "limit-exceeded",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains("copy-out limit"), "{err}");
+    let err = limit_exceeded(node.run(&job("copy"), None));
+    assert!(err.contains("copy-out limit"), "{err}");
     still_serves(&node);
 }
 
@@ -152,18 +132,8 @@ fn copy_out_past_limit_is_refused() {
 fn kernel_time_past_limit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = hostile_node(dir.path(), "kernel_time_ms = 300");
-    let err = plugin_err(node.run(&job("kernels"), None));
-    assert!(
-        matches!(
-            &err,
-            PluginError::Guest {
-                kind: "limit-exceeded",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains("kernel time"), "{err}");
+    let err = limit_exceeded(node.run(&job("kernels"), None));
+    assert!(err.contains("kernel time"), "{err}");
     still_serves(&node);
 }
 

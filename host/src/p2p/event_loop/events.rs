@@ -201,21 +201,16 @@ impl EventLoop {
         id: gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
-        if message.topic != self.topic.hash() {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(
-                    &id,
-                    &source,
-                    gossipsub::MessageAcceptance::Ignore,
-                );
-            return;
-        }
-        if !self.gossip_allowed(source) {
+        let unread = if message.topic != self.topic.hash() {
+            true
+        } else if !self.gossip_allowed(source) {
             // Over its rate: not even read (verifying costs a signature check).
             self.metrics.gossip_rate_limited();
+            true
+        } else {
+            false
+        };
+        if unread {
             let _ = self
                 .swarm
                 .behaviour_mut()
