@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::models::{ModelEntry, ModelError, ModelGrants};
 use crate::p2p::protocol::ProofAdvert;
 use crate::runtime::{Package, PluginError, PluginKind, Runtime};
-use crate::worlds::backend::{BackendInfo, JobInput, JobRequest, JobResult, ProgressSink};
+use crate::worlds::backend::{
+    BackendInfo, JobInput, JobOutput, JobRequest, JobResult, ProgressSink,
+};
 use crate::worlds::{BackendInstance, BackendPlugin, PricingPlugin};
 use infernet_verifier::{Groth16Prover, InputMode, KeyCache, Prover, QuantizedMlp};
 use std::collections::HashMap;
@@ -342,10 +344,21 @@ impl Node {
         }
         let result = result?;
         if let Some(max) = max_tokens {
-            if result.usage.output_tokens > max {
+            // The plugin's own count, and the host's count of a text it
+            // returned without streaming (re-encoding generated text can
+            // shift a count a little: a quarter and 2 tokens of slack).
+            let text = match &result.output {
+                JobOutput::Text(t) => {
+                    crate::models::count_tokens(self.model(&job.model).map(|m| &**m), t)
+                }
+                _ => 0,
+            };
+            let slack = max as usize / 4 + 2;
+            if result.usage.output_tokens > max || text > max as usize + slack {
+                let produced = (result.usage.output_tokens as usize).max(text);
                 return Err(NodeError::OutputBound {
                     paid: max,
-                    produced: result.usage.output_tokens,
+                    produced: u32::try_from(produced).unwrap_or(u32::MAX),
                 });
             }
         }

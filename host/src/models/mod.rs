@@ -160,6 +160,22 @@ impl ModelEntry {
             })
             .clone()
     }
+
+    /// Tokens in `text` as this model counts them: its tokenizer (special
+    /// tokens included, as a backend encodes a prompt), or whitespace-
+    /// separated words for a model without `tokenizer.json`.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        count_tokens(Some(self), text)
+    }
+}
+
+/// [`ModelEntry::count_tokens`], or words when there is no model.
+pub fn count_tokens(entry: Option<&ModelEntry>, text: &str) -> usize {
+    entry
+        .and_then(|e| e.tokenizer().ok())
+        .and_then(|tok| tok.encode(text, true).ok())
+        .map(|enc| enc.get_ids().len())
+        .unwrap_or_else(|| text.split_whitespace().count())
 }
 
 /// The models one plugin may open, by id (its model capability).

@@ -129,3 +129,14 @@ pub fn tokens(job: &JobRequest) -> Result<JobResult> {
 fn dims(shape: &[usize]) -> Vec<u32> {
     shape.iter().map(|&d| d as u32).collect()
 }
+
+/// `n` words of output returned at once, none streamed, claiming zero
+/// output tokens: a backend that ignores `max_tokens` and under-reports.
+pub fn quiet_output(job: &JobRequest) -> Result<JobResult> {
+    let n: usize = job.param_or("n", 1000)?;
+    Ok(JobResult::text(
+        "word ".repeat(n).trim_end().to_string(),
+        0,
+        0,
+    ))
+}

@@ -90,6 +90,7 @@ impl Backend for Hostile {
             "handles" => budgets::handles(&job),
             "weight-work" => budgets::weight_work(&job),
             "tokens" => budgets::tokens(&job),
+            "quiet-output" => budgets::quiet_output(&job),
             // Not an attack: `n` trivial host calls, for the overhead benchmark.
             "calls" => {
                 let n: u32 = job.param_or("n", 0)?;

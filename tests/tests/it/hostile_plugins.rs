@@ -458,3 +458,24 @@ fn signature_mismatch_is_refused() {
     let err = Package::open(&pkg, Some(&pinned)).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
 }
+
+/// A paid job's output bound holds even for a backend that streams
+/// nothing and under-reports its output: the host counts the text itself.
+#[test]
+fn a_paid_output_bound_holds_against_a_quiet_under_reporting_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "");
+    let job = attack("quiet-output", &[("n", "1000")]);
+    let err = node
+        .run_bounded(&job, None, Some(16))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("paid for 16 output tokens") && err.contains("produced 1000"),
+        "{err}"
+    );
+    // Within the bound it is delivered.
+    let small = attack("quiet-output", &[("n", "16")]);
+    node.run_bounded(&small, None, Some(16)).unwrap();
+    still_serves(&node);
+}

@@ -18,14 +18,7 @@ const DEFAULT_MS_PER_TOKEN: u64 = 20;
 /// input, one per element or byte otherwise. At least 1: a job always
 /// reads something.
 pub(super) fn input_tokens(entry: Option<&ModelEntry>, input: &JobInput) -> u32 {
-    let tokenizer = entry.and_then(|e| e.tokenizer().ok());
-    let text = |t: &str| -> usize {
-        tokenizer
-            .as_ref()
-            .and_then(|tok| tok.encode(t, true).ok())
-            .map(|enc| enc.get_ids().len())
-            .unwrap_or_else(|| t.split_whitespace().count())
-    };
+    let text = |t: &str| crate::models::count_tokens(entry, t);
     let n = match input {
         JobInput::Text(t) => text(t),
         JobInput::Texts(ts) => ts.iter().map(|t| text(t)).sum(),
