@@ -48,6 +48,19 @@ fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error 
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// The longest reason an invalid frame is logged or answered with: decode
+/// errors quote what the peer sent (an unknown variant, say), which may be
+/// as long as the frame.
+pub const MAX_REASON_CHARS: usize = 256;
+
+/// `reason` cut to [`MAX_REASON_CHARS`] characters.
+fn clip(reason: &str) -> String {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((at, _)) => format!("{}… ({} bytes in all)", &reason[..at], reason.len()),
+        None => reason.to_string(),
+    }
+}
+
 /// Longest varint accepted: 4 bytes hold lengths up to 256 MiB, far above
 /// any cap; more is malformed.
 const MAX_VARINT_BYTES: usize = 4;
@@ -155,7 +168,9 @@ impl libp2p::request_response::Codec for JobCodec {
     {
         match read_message(io, self.max_request_bytes).await {
             Ok(msg) => Ok(Frame::Message(Box::new(msg))),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Frame::Invalid(e.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Ok(Frame::Invalid(clip(&e.to_string())))
+            }
             Err(e) => Err(e),
         }
     }
@@ -164,7 +179,12 @@ impl libp2p::request_response::Codec for JobCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_message(io, self.max_response_bytes).await
+        read_message(io, self.max_response_bytes)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => invalid(clip(&e.to_string())),
+                _ => e,
+            })
     }
 
     async fn write_request<T>(
@@ -196,5 +216,51 @@ impl libp2p::request_response::Codec for JobCodec {
     {
         write_message(io, &res, self.max_response_bytes).await?;
         io.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::p2p::protocol::encode;
+    use libp2p::request_response::Codec;
+
+    #[test]
+    fn an_invalid_frame_quoting_the_peer_is_clipped_before_it_is_logged() {
+        use std::collections::BTreeMap;
+        // {"version": 2, "body": {"xxx…10 KB": {}}}: serde's error quotes
+        // the unknown variant in full.
+        #[derive(serde::Serialize)]
+        struct Msg {
+            version: u16,
+            body: BTreeMap<String, BTreeMap<String, u8>>,
+        }
+        let long = "x".repeat(10_000);
+        let body = encode(&Msg {
+            version: 2,
+            body: BTreeMap::from([(long.clone(), BTreeMap::new())]),
+        })
+        .unwrap();
+        let raw = crate::p2p::protocol::decode::<crate::p2p::JobMessage>(&body)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            raw.contains(&long),
+            "the decoder quotes the variant: {}",
+            raw.len()
+        );
+        let mut io = futures::io::Cursor::new(frame(&body));
+        let got = futures::executor::block_on(
+            JobCodec::default().read_request(&StreamProtocol::new("/t"), &mut io),
+        )
+        .unwrap();
+        let Frame::Invalid(reason) = got else {
+            panic!("expected an invalid frame")
+        };
+        assert!(
+            reason.chars().count() < MAX_REASON_CHARS + 40,
+            "{} chars",
+            reason.chars().count()
+        );
     }
 }

@@ -165,10 +165,20 @@ impl JobMessage {
         code: ErrorCode,
         message: impl Into<String>,
     ) -> JobMessage {
+        let mut message: String = message.into();
+        if message.len() > limits::MAX_TEXT_BYTES {
+            // Cut on a character boundary, within the bound receivers check.
+            let mut at = limits::MAX_TEXT_BYTES - 3;
+            while !message.is_char_boundary(at) {
+                at -= 1;
+            }
+            message.truncate(at);
+            message.push('…');
+        }
         JobMessage::new(JobBody::Error(WireError {
             job_id,
             code,
-            message: message.into(),
+            message,
         }))
     }
 

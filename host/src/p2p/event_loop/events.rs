@@ -395,6 +395,15 @@ impl EventLoop {
                     return;
                 };
                 self.send_queued(peer);
+                // A provider's answer is bounded like a request before the
+                // client logs or stores any of it.
+                if let Err(reason) = response.validate() {
+                    let _ = reply.send(Err(NetworkError::Request {
+                        peer: peer.to_string(),
+                        reason: format!("invalid answer: {reason}"),
+                    }));
+                    return;
+                }
                 let checked = match &response.body {
                     JobBody::Result { output, signed, .. } => match signed.verify_output(output) {
                         Ok(signer) if signer == peer => Ok(response),
