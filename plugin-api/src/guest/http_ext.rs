@@ -22,9 +22,11 @@
 //! * Response bodies are capped ([`DEFAULT_MAX_RESPONSE_BYTES`], 4 MiB, or
 //!   [`Options::max_response_bytes`]); a larger body is
 //!   [`HttpError::TooLarge`], never a silently truncated body.
-//! * The node only lets a plugin reach the hosts its config lists in
-//!   `allowed_hosts`. Any other host is refused by the host before a byte is
-//!   sent, and surfaces here as [`HttpError::Denied`]; converted into the WIT
+//! * The node only lets a plugin reach the origins its config lists in
+//!   `allowed_hosts`, matching scheme, host and port exactly (`host` is https
+//!   on 443 only; `host:port` https on that port; plain HTTP only as
+//!   `http://host[:port]`). Any other origin is refused by the host before a
+//!   byte is sent, and surfaces here as [`HttpError::Denied`]; converted into the WIT
 //!   [`Error`](crate::Error) it becomes `unsupported("capability denied: host
 //!   `X` is not in this plugin's allowed_hosts")`, which tells the node
 //!   operator exactly what to change.
