@@ -85,10 +85,20 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Creates `path` empty with mode 0600 if it does not exist; an existing
+/// file is left as it is (a database SQLite then opens).
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    open_private(path, false).map(drop)
+}
+
 /// Opens (creating, truncating) `path` for writing with mode 0600.
 pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    open_private(path, true)
+}
+
+fn open_private(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create(true).truncate(truncate);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -130,18 +130,9 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        if !path.exists() {
-            // Created 0600 before SQLite opens it: SQLite gives the WAL and
-            // SHM files the database file's mode.
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(false);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            opts.open(path).map_err(private)?;
-        }
+        // Created 0600 before SQLite opens it: SQLite gives the WAL and SHM
+        // files the database file's mode.
+        crate::private::create_private(path).map_err(private)?;
         let conn = Connection::open(path)?;
         for suffix in ["", "-wal", "-shm"] {
             let mut name = path.as_os_str().to_os_string();

@@ -11,7 +11,7 @@ use crate::p2p::protocol::{
     now_ms, ErrorCode, JobBody, JobMessage, KNOWN_PROTOCOL_VERSIONS, PROTOCOL_VERSION,
 };
 use crate::p2p::NetworkError;
-use libp2p::request_response::{self};
+use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{gossipsub, identify, kad, mdns, ping, Multiaddr, PeerId, StreamProtocol};
@@ -266,6 +266,18 @@ impl EventLoop {
         }
     }
 
+    /// Answers a request with an `Error` instead of running it.
+    fn refuse(
+        &mut self,
+        channel: ResponseChannel<JobMessage>,
+        job_id: Option<&str>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
+        let reply = JobMessage::error(job_id.map(String::from), code, message);
+        let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
+    }
+
     /// Logs, counts and announces a job stream closed on `reason`.
     fn inbound_failure(&mut self, peer: PeerId, reason: String) {
         tracing::warn!(%peer, %reason, "job stream closed");
@@ -287,8 +299,7 @@ impl EventLoop {
                 ..
             } => {
                 self.inbound_failure(peer, reason.clone());
-                let reply = JobMessage::error(None, ErrorCode::InvalidRequest, reason);
-                let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
+                self.refuse(channel, None, ErrorCode::InvalidRequest, reason);
             }
             Event::Message {
                 peer,
@@ -305,8 +316,7 @@ impl EventLoop {
                 if let Err(reason) = request.validate() {
                     self.metrics.job_rejected();
                     tracing::warn!(%peer, %reason, "job request refused at the edge");
-                    let reply = JobMessage::error(None, ErrorCode::InvalidRequest, reason);
-                    let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
+                    self.refuse(channel, None, ErrorCode::InvalidRequest, reason);
                     return;
                 }
                 if let JobBody::Receipt(receipt) = &request.body {
@@ -317,47 +327,42 @@ impl EventLoop {
                     };
                     if let Err(reason) = check {
                         self.inbound_failure(peer, reason.clone());
-                        let reply = JobMessage::error(
-                            request.job_id().map(String::from),
-                            ErrorCode::BadSignature,
-                            reason,
-                        );
-                        let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
+                        self.refuse(channel, request.job_id(), ErrorCode::BadSignature, reason);
                         return;
                     }
                 }
                 if !KNOWN_PROTOCOL_VERSIONS.contains(&request.version) {
                     tracing::warn!(%peer, version = request.version, "job request with unsupported version");
                     self.metrics.job_rejected();
-                    let reply = JobMessage::error(
-                        request.job_id().map(String::from),
+                    self.refuse(
+                        channel,
+                        request.job_id(),
                         ErrorCode::UnsupportedVersion,
                         format!(
                             "protocol version {} not supported; this node speaks {PROTOCOL_VERSION}",
                             request.version
                         ),
                     );
-                    let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
                     return;
                 }
                 let Some(handler) = self.handler.clone() else {
                     self.metrics.job_rejected();
-                    let reply = JobMessage::error(
-                        request.job_id().map(String::from),
+                    self.refuse(
+                        channel,
+                        request.job_id(),
                         ErrorCode::NotAProvider,
                         "this node does not serve jobs",
                     );
-                    let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
                     return;
                 };
                 let Some(permit) = self.admit_request(peer) else {
                     self.metrics.job_rejected();
-                    let reply = JobMessage::error(
-                        request.job_id().map(String::from),
+                    self.refuse(
+                        channel,
+                        request.job_id(),
                         ErrorCode::Busy,
                         "too many requests in flight here (from you or everyone): retry later",
                     );
-                    let _ = self.swarm.behaviour_mut().job.send_response(channel, reply);
                     return;
                 };
                 let tx = self.response_tx.clone();
