@@ -20,6 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // A node's plugins, and its payment adapters.
     &["node", "payments"],
+    // Verification: the referee, disputes, evidence.
+    &["verify"],
     // The job lifecycle.
     &["jobs"],
     // The embeddable node.

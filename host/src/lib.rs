@@ -21,6 +21,7 @@ pub mod private;
 pub mod runtime;
 pub mod sdk;
 pub mod store;
+pub mod verify;
 pub mod worlds;
 
 #[cfg(test)]

@@ -105,7 +105,9 @@ pub struct Node {
     data_dir: PathBuf,
     provers: HashMap<String, ProvedModel>,
     models: HashMap<String, Arc<ModelEntry>>,
+    device: candle_core::Device,
     gate: CapacityGate,
+    untraced: std::sync::atomic::AtomicBool,
 }
 
 /// At most `capacity` jobs run at once; up to [`GATE_QUEUE`] wait for a
@@ -232,7 +234,9 @@ impl Node {
             data_dir,
             provers,
             models,
+            device: device.clone(),
             gate: CapacityGate::new(config.node.capacity()),
+            untraced: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -260,6 +264,41 @@ impl Node {
         }
     }
 
+    /// Re-runs `job` on a fresh instance as a replay for a dispute: traced
+    /// up to `stop_after` calls (the rest is refused, so the job itself
+    /// usually fails there: that is expected), keeping the values of the
+    /// tensors `capture` wants. Returns the trace, what was captured, and
+    /// the job's own result when it ran to the end.
+    pub fn replay(
+        &self,
+        job: &JobRequest,
+        capture: crate::kernels::trace::Capture,
+        stop_after: Option<usize>,
+    ) -> Result<Replayed, NodeError> {
+        let slot = self.slot(&job.model)?;
+        let _running = self.gate.enter()?;
+        self.make_room();
+        let mut instance = slot.plugin.instantiate()?;
+        instance.set_replay(crate::worlds::backend::Replay {
+            capture,
+            stop_after,
+        });
+        let result = instance.execute(job, None).map_err(NodeError::from);
+        Ok(Replayed {
+            trace: instance.take_trace().unwrap_or_default(),
+            capture: instance.take_replay().unwrap_or_default(),
+            result,
+        })
+    }
+
+    /// Turns kernel tracing off (`false`) or back on. Only for measuring
+    /// what tracing costs (`infernet bench`): an untraced job's result has
+    /// an empty trace, which no client accepts as verified.
+    pub fn set_tracing(&self, on: bool) {
+        self.untraced
+            .store(!on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Jobs run at once (`node.capacity`).
     pub fn capacity(&self) -> u32 {
         self.gate.capacity
@@ -268,6 +307,22 @@ impl Node {
     /// The files of a served model (its tokenizer, config, weights).
     pub fn model(&self, id: &str) -> Option<&Arc<ModelEntry>> {
         self.models.get(id)
+    }
+
+    /// The compute device.
+    pub fn device(&self) -> candle_core::Device {
+        self.device.clone()
+    }
+
+    /// A served model whose weights hash is `hash`.
+    pub fn model_by_weights(&self, hash: &str) -> Option<&Arc<ModelEntry>> {
+        self.models.values().find(|m| m.weights_hash() == hash)
+    }
+
+    /// sha256 of the plugin that serves `model`.
+    pub fn backend_sha256(&self, model: &str) -> Option<String> {
+        let slot = self.slot(model).ok()?;
+        Some(slot.plugin.loaded.manifest.sha256.clone())
     }
 
     /// The prover of `model`, if it is configured with `proof`.
@@ -309,8 +364,8 @@ impl Node {
         m
     }
 
-    /// Runs a job on the backend that serves its model, on an idle instance
-    /// (or a fresh one when all are busy); the instance goes back to the pool.
+    /// Runs a job on the backend that serves its model, on a fresh
+    /// instance (see [`run_traced`](Self::run_traced)).
     pub fn run(
         &self,
         job: &JobRequest,
@@ -328,6 +383,22 @@ impl Node {
         sink: Option<ProgressSink>,
         max_tokens: Option<u32>,
     ) -> Result<JobResult, NodeError> {
+        self.run_traced(job, sink, max_tokens).map(|(r, _)| r)
+    }
+
+    /// [`run_bounded`](Self::run_bounded), also handing back the job's
+    /// kernel trace. Every job runs on an instance that has run no other
+    /// job (a pre-made idle one, else a new one) and is dropped after it:
+    /// a plugin's caches (weights opened, tables computed) then start
+    /// empty each time, so a job's trace depends only on the plugin, the
+    /// weights, the input and the parameters, and two honest providers'
+    /// traces of one job line up call for call.
+    pub fn run_traced(
+        &self,
+        job: &JobRequest,
+        sink: Option<ProgressSink>,
+        max_tokens: Option<u32>,
+    ) -> Result<(JobResult, crate::kernels::trace::Trace), NodeError> {
         let slot = self.slot(&job.model)?;
         let _running = self.gate.enter()?;
         let idle = slot.idle.lock().ok().and_then(|mut v| v.pop());
@@ -338,10 +409,10 @@ impl Node {
                 slot.plugin.instantiate()?
             }
         };
+        instance.set_tracing(!self.untraced.load(std::sync::atomic::Ordering::Relaxed));
         let result = instance.execute_bounded(job, sink, max_tokens);
-        if let Ok(mut v) = slot.idle.lock() {
-            v.push(instance);
-        }
+        let trace = instance.take_trace().unwrap_or_default();
+        drop(instance);
         let result = result?;
         if let Some(max) = max_tokens {
             // The plugin's own count, and the host's count of a text it
@@ -362,7 +433,7 @@ impl Node {
                 });
             }
         }
-        Ok(result)
+        Ok((result, trace))
     }
 
     /// Text generation convenience: `params` as key/values.
@@ -405,6 +476,17 @@ impl Node {
                 available: self.models(),
             })
     }
+}
+
+/// What [`Node::replay`] found.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The replay's trace (up to its stopping point).
+    pub trace: crate::kernels::trace::Trace,
+    /// The wanted tensors it met.
+    pub capture: crate::kernels::trace::Capture,
+    /// The job's result, when the replay ran to its end.
+    pub result: Result<JobResult, NodeError>,
 }
 
 /// A fresh random job id.

@@ -133,3 +133,53 @@ pub fn write_backend_config(
     std::fs::write(&path, text).unwrap();
     path
 }
+
+static CHEATS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The cheating llama backend built with cheat `mode` (`perturb`,
+/// `skip-layers`, `replay`, `early-stop`: `plugins/cheat-llama`), packed
+/// into `<root>/cheat-<mode>/` under the name `llama`: a liar's package.
+pub fn pack_cheat(mode: &str, root: &Path) -> PathBuf {
+    ensure_plugins_built();
+    let out = repo_root().join(format!(
+        "plugins/target/wasm32-wasip2/release/cheat-{mode}.wasm"
+    ));
+    {
+        let mut built = CHEATS.lock().unwrap_or_else(|p| p.into_inner());
+        if !built.iter().any(|m| m == mode) {
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--manifest-path",
+                ])
+                .arg(repo_root().join("plugins/Cargo.toml"))
+                .args([
+                    "-p",
+                    "infernet-plugin-cheat-llama",
+                    "--no-default-features",
+                    "--features",
+                    mode,
+                ])
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_TARGET_DIR")
+                .status()
+                .expect("running cargo to build the cheating plugin");
+            assert!(
+                status.success(),
+                "building cheat-llama --features {mode} failed"
+            );
+            std::fs::copy(wasm_path("cheat-llama"), &out).unwrap();
+            built.push(mode.to_string());
+        }
+    }
+    let bytes = std::fs::read(&out).unwrap();
+    pack_bytes(
+        &bytes,
+        "llama",
+        PluginKind::Backend,
+        &root.join(format!("cheat-{mode}")),
+    )
+}

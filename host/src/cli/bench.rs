@@ -126,31 +126,50 @@ fn bench_llama(a: &BenchArgs, plugins: &Path, dir: &Path) -> Result<()> {
         },
         None,
     )?;
-    let (mut nat, mut plug) = (Vec::new(), Vec::new());
+    let (mut nat, mut plug, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    let mut leaves = 0;
     for _ in 0..a.rounds {
         let t = Instant::now();
         native.generate_greedy(&prompt, n)?;
         nat.push(n as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let r = node.run(&job, None)?;
-        anyhow::ensure!(
-            r.usage.output_tokens as usize == n,
-            "plugin stopped early ({} tokens)",
-            r.usage.output_tokens
-        );
-        plug.push(n as f64 / t.elapsed().as_secs_f64());
+        // Interleaved, so drift on the box hits both the same.
+        for traced in [true, false] {
+            node.set_tracing(traced);
+            let t = Instant::now();
+            let (r, trace) = node.run_traced(&job, None, None)?;
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                r.usage.output_tokens as usize == n,
+                "plugin stopped early ({} tokens)",
+                r.usage.output_tokens
+            );
+            if traced {
+                leaves = trace.leaves.len();
+                plug.push(rate);
+            } else {
+                bare.push(rate);
+            }
+        }
     }
-    let (nat, plug) = (median(nat), median(plug));
+    node.set_tracing(true);
+    let (nat, plug, bare) = (median(nat), median(plug), median(bare));
     println!(
         "\n## llama: {name}, prompt {} tokens + {n} generated, greedy, median of {}",
         prompt.len(),
         a.rounds
     );
     println!("native candle-transformers: {nat:8.2} tok/s");
-    println!("llama plugin (wasm):        {plug:8.2} tok/s");
+    println!(
+        "llama plugin (wasm):        {plug:8.2} tok/s  (kernel trace on: {leaves} calls committed)"
+    );
+    println!("  untraced, for reference:  {bare:8.2} tok/s");
     println!(
         "plugin / native:            {:8.3}  (target >= 0.90)",
         plug / nat
+    );
+    println!(
+        "trace overhead:             {:8.2} %  (target <= 3)",
+        (1.0 - plug / bare) * 100.0
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ mod bench_net;
 mod net;
 mod pay;
 mod plugin;
+mod verify;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -95,6 +96,9 @@ enum Command {
     /// Provider stake: post, show, withdraw.
     #[command(subcommand)]
     Stake(pay::StakeCommand),
+    /// Verification: check a dispute's evidence bundle offline.
+    #[command(subcommand)]
+    Verify(verify::VerifyCommand),
 }
 
 #[derive(clap::Args)]
@@ -206,6 +210,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wallet(cmd) => pay::wallet(cmd),
         Command::Escrow(cmd) => pay::escrow(cmd),
         Command::Stake(cmd) => pay::stake(cmd),
+        Command::Verify(cmd) => verify::run(cmd),
         Command::Demo {
             plugins,
             dir,

@@ -14,8 +14,10 @@
 //! `worlds`. The device is CPU unless the node is built with the `cuda`
 //! feature and configured with `device = "cuda"`.
 
+pub mod call;
 pub mod cost;
 pub mod ops;
+pub mod trace;
 
 pub use cost::Cost;
 pub use ops::{BinaryOp, ReduceOp, SamplingSpec, UnaryOp};
@@ -31,10 +33,21 @@ pub struct TensorRes {
     /// Bytes charged to the plugin's tensor budget (0 for model weights,
     /// which the host owns and shares).
     pub charged: u64,
+    /// Its trace digest (all zeros when made outside a traced job).
+    pub digest: trace::Digest,
 }
 
-/// A seeded sampler (candle-transformers' `LogitsProcessor`), a table resource.
-pub struct SamplerRes(pub candle_transformers::generation::LogitsProcessor);
+/// A seeded sampler (candle-transformers' `LogitsProcessor`), a table
+/// resource, with what a trace needs to replay a draw: its spec and how
+/// many tokens it has drawn.
+pub struct SamplerRes {
+    /// The sampler.
+    pub processor: candle_transformers::generation::LogitsProcessor,
+    /// How it was made.
+    pub spec: SamplingSpec,
+    /// Tokens drawn so far.
+    pub draws: u64,
+}
 
 /// Why a kernel refused: the plugin gets these back as error values.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -100,6 +113,8 @@ pub struct KernelCtx {
     copied: u64,
     kernel_time: Duration,
     calls: u64,
+    trace: Option<trace::Trace>,
+    capture: Option<trace::Capture>,
 }
 
 impl KernelCtx {
@@ -113,7 +128,126 @@ impl KernelCtx {
             copied: 0,
             kernel_time: Duration::ZERO,
             calls: 0,
+            trace: None,
+            capture: None,
         }
+    }
+
+    /// Asks a traced job to keep the values of the tensors with these
+    /// digests (a replay revealing a dispute's inputs and outputs), and of
+    /// the first `leaves` calls' outputs when `Some`.
+    pub fn start_capture(&mut self, capture: trace::Capture) {
+        self.capture = Some(capture);
+    }
+
+    /// The values captured so far, ending the capture.
+    pub fn take_capture(&mut self) -> Option<trace::Capture> {
+        self.capture.take()
+    }
+
+    /// Starts a job's kernel trace: every call from now on is recorded
+    /// until [`take_trace`](Self::take_trace).
+    pub fn start_trace(&mut self) {
+        self.trace = Some(trace::Trace::default());
+    }
+
+    /// [`start_trace`](Self::start_trace) for a replay that stops after
+    /// `calls` calls (the one under dispute).
+    pub fn start_trace_until(&mut self, calls: Option<usize>) {
+        self.trace = Some(trace::Trace {
+            leaves: Vec::new(),
+            stop_after: calls,
+        });
+    }
+
+    /// Ends the job's trace and hands it over.
+    pub fn take_trace(&mut self) -> Option<trace::Trace> {
+        self.trace.take()
+    }
+
+    /// Whether a trace is being recorded.
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    /// Records one call in the trace, when one is being kept.
+    pub fn record(&mut self, leaf: impl FnOnce() -> trace::Leaf) -> Result<(), KernelError> {
+        match &mut self.trace {
+            Some(t) => t.push(leaf()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`adopt`](Self::adopt)s the result of kernel `op` on `inputs` (their
+    /// digests) and records the call. While tracing, the output's digest
+    /// is its content digest for calls that commit values and the call's
+    /// own hash for the others ([`call::Op::commits_values`]).
+    pub fn adopt_call(
+        &mut self,
+        tensor: Tensor,
+        op: &call::Op,
+        inputs: Vec<trace::Digest>,
+    ) -> Result<TensorRes, KernelError> {
+        let mut res = self.adopt(tensor, true)?;
+        if self.tracing() {
+            let mut leaf = trace::Leaf {
+                op: op.name().into(),
+                params: op.params(),
+                inputs,
+                dtype: trace::dtype_name(res.tensor.dtype()).into(),
+                dims: res.tensor.dims().iter().map(|&d| d as u64).collect(),
+                output: [0; 32],
+            };
+            let digest = match op.commits_values() {
+                true => trace::tensor_digest(&res.tensor),
+                false => Ok(leaf.derived_digest()),
+            };
+            leaf.output = match digest {
+                Ok(d) => d,
+                Err(e) => {
+                    self.release(&res);
+                    return Err(e);
+                }
+            };
+            res.digest = leaf.output;
+            if let Err(e) = self.record(|| leaf) {
+                self.release(&res);
+                return Err(e);
+            }
+            if let Some(c) = &mut self.capture {
+                c.offer(&res.digest, &res.tensor)?;
+                let index = self.trace.as_ref().map_or(0, |t| t.leaves.len());
+                if c.at.is_some() && c.at == index.checked_sub(1) {
+                    c.at_value = Some(trace::Revealed::of(&res.tensor)?);
+                }
+            }
+        }
+        Ok(res)
+    }
+
+    /// Adopts model weight `name` (uncharged) with its weight digest, and
+    /// records it in the trace.
+    pub fn adopt_weight(
+        &mut self,
+        tensor: Tensor,
+        weights_hash: &str,
+        name: &str,
+    ) -> Result<TensorRes, KernelError> {
+        let mut res = self.adopt(tensor, false)?;
+        res.digest = trace::weight_digest(weights_hash, name);
+        let leaf = || trace::Leaf {
+            op: "weight".into(),
+            params: name.to_string(),
+            inputs: vec![],
+            dtype: trace::dtype_name(res.tensor.dtype()).into(),
+            dims: res.tensor.dims().iter().map(|&d| d as u64).collect(),
+            output: res.digest,
+        };
+        if let Err(e) = self.record(leaf) {
+            self.release(&res);
+            return Err(e);
+        }
+        Ok(res)
     }
 
     /// The compute device.
@@ -236,7 +370,11 @@ impl KernelCtx {
         }
         self.take_handle()?;
         self.live_bytes += charged;
-        Ok(TensorRes { tensor, charged })
+        Ok(TensorRes {
+            tensor,
+            charged,
+            digest: [0; 32],
+        })
     }
 
     /// Gives back the budget and the handle of a dropped tensor.

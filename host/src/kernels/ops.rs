@@ -14,7 +14,8 @@ use candle_core::{DType, Shape, Tensor};
 use candle_nn::Module;
 
 /// Element-wise functions of one tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[allow(missing_docs)]
 pub enum UnaryOp {
     Exp,
@@ -36,7 +37,8 @@ pub enum UnaryOp {
 }
 
 /// Broadcasting element-wise functions of two tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[allow(missing_docs)]
 pub enum BinaryOp {
     Add,
@@ -48,7 +50,8 @@ pub enum BinaryOp {
 }
 
 /// Reductions along one dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[allow(missing_docs)]
 pub enum ReduceOp {
     Sum,
@@ -103,9 +106,24 @@ fn invalid(m: String) -> KernelError {
 
 /// A seeded sampler.
 pub(super) fn sampler(spec: SamplingSpec) -> super::SamplerRes {
-    super::SamplerRes(
-        candle_transformers::generation::LogitsProcessor::from_sampling(spec.seed, sampling(&spec)),
-    )
+    super::SamplerRes {
+        processor: candle_transformers::generation::LogitsProcessor::from_sampling(
+            spec.seed,
+            sampling(&spec),
+        ),
+        spec,
+        draws: 0,
+    }
+}
+
+impl SamplingSpec {
+    /// The spec as a trace writes it.
+    pub fn trace_params(&self) -> String {
+        format!(
+            "temperature={:?} top_k={} top_p={:?} seed={}",
+            self.temperature, self.top_k, self.top_p, self.seed
+        )
+    }
 }
 
 impl KernelCtx {
@@ -209,11 +227,13 @@ impl KernelCtx {
         raw_bytes(t).map_err(|e| invalid(format!("to-bytes: {e}")))
     }
 
-    /// One token from 1-D `logits`.
+    /// One token from 1-D `logits` (whose trace digest is `digest`),
+    /// recorded in the trace with the sampler's spec and draw number.
     pub fn sample(
         &mut self,
         sampler: &mut super::SamplerRes,
         logits: &Tensor,
+        digest: super::trace::Digest,
     ) -> Result<u32, KernelError> {
         let n = match logits.dims() {
             [n] if *n > 0 => *n,
@@ -223,11 +243,22 @@ impl KernelCtx {
                 )))
             }
         };
-        self.kernel(
+        let token = self.kernel(
             "sample",
             || Ok(cost::sample(n)),
-            |_| sampler.0.sample(logits),
-        )
+            |_| sampler.processor.sample(logits),
+        )?;
+        let draw = sampler.draws;
+        sampler.draws += 1;
+        self.record(|| super::trace::Leaf {
+            op: "sample".into(),
+            params: format!("{} draw={draw}", sampler.spec.trace_params()),
+            inputs: vec![digest],
+            dtype: "token".into(),
+            dims: vec![],
+            output: super::trace::token_digest(token),
+        })?;
+        Ok(token)
     }
 
     /// Matrix product, batched, broadcasting batch dims.
@@ -545,7 +576,7 @@ fn tensor_bytes_as(t: &Tensor, dtype: DType) -> u64 {
 }
 
 /// The tensor's values as little-endian bytes of its own dtype.
-fn raw_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
+pub(crate) fn raw_bytes(t: &Tensor) -> candle_core::Result<Vec<u8>> {
     fn le<T: Copy, const N: usize>(v: Vec<T>, f: fn(T) -> [u8; N]) -> Vec<u8> {
         v.into_iter().flat_map(f).collect()
     }

@@ -305,7 +305,7 @@ fn shapes_that_overflow_are_refused_without_panicking() {
         .unwrap();
     let none = k.zeros(&[0], DType::F32).unwrap();
     assert!(matches!(
-        k.sample(&mut s, &none),
+        k.sample(&mut s, &none, [0; 32]),
         Err(KernelError::Invalid(_))
     ));
 }

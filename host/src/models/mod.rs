@@ -44,6 +44,8 @@ pub struct ModelEntry {
     config_json: String,
     safetensors: MmapedSafetensors,
     names: Vec<String>,
+    files: Vec<PathBuf>,
+    weights_hash: OnceLock<String>,
     tokenizer: OnceLock<Result<Arc<tokenizers::Tokenizer>, String>>,
     loaded: Mutex<HashMap<String, Tensor>>,
     device: Device,
@@ -93,6 +95,8 @@ impl ModelEntry {
             config_json,
             safetensors,
             names,
+            files,
+            weights_hash: OnceLock::new(),
             tokenizer: OnceLock::new(),
             loaded: Mutex::new(HashMap::new()),
             device: device.clone(),
@@ -112,6 +116,39 @@ impl ModelEntry {
     /// `config.json` text.
     pub fn config_json(&self) -> &str {
         &self.config_json
+    }
+
+    /// Hex sha256 of every file that decides what the model computes:
+    /// `config.json`, `tokenizer.json` (when present) and the safetensors
+    /// files in name order, each as its name, length and bytes. Computed
+    /// once (a streaming read of the weights) and then shared: a signed
+    /// result names it, and a trace's weight digests are derived from it.
+    pub fn weights_hash(&self) -> &str {
+        self.weights_hash.get_or_init(|| {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            let tokenizer = self.dir.join("tokenizer.json");
+            let mut paths = vec![self.dir.join("config.json")];
+            paths.extend(tokenizer.exists().then_some(tokenizer));
+            paths.extend(self.files.iter().cloned());
+            for path in paths {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let name = name.unwrap_or_default();
+                h.update((name.len() as u64).to_le_bytes());
+                h.update(name.as_bytes());
+                // A file that cannot be read makes a hash no honest peer
+                // shares: the job's result is then refused by comparison.
+                match std::fs::File::open(&path) {
+                    Ok(mut f) => {
+                        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                        h.update(len.to_le_bytes());
+                        let _ = std::io::copy(&mut f, &mut h);
+                    }
+                    Err(e) => h.update(format!("unreadable: {e}").as_bytes()),
+                }
+            }
+            hex::encode(h.finalize())
+        })
     }
 
     /// Tensor names, sorted.

@@ -482,13 +482,77 @@ pub struct ResultBody {
     pub client: Option<String>,
     /// When it was signed, ms since epoch.
     pub timestamp_ms: u64,
-    /// Root of the kernel execution trace (verifier seam).
+    /// Root of the job's kernel trace, `<calls>:<hex root>` (see
+    /// `kernels::trace`): what disputes bisect.
     pub trace_root: Option<String>,
     /// [`hash_proof`] of the attached proof, when one was asked for (so the
     /// signature covers it). Not encoded when `None`: results without proofs
     /// sign the same bytes as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_hash: Option<String>,
+    /// What else decided the output (weights, input, parameters) and the
+    /// terms it was run on: two results with equal [`ResultBody::execution`]
+    /// must have equal outputs. Not encoded when `None` (results signed
+    /// before it existed verify unchanged); a client that verifies
+    /// requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binds: Option<ResultBinds>,
+}
+
+/// The inputs and terms a signed result binds besides its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultBinds {
+    /// The model's weights hash (`ModelEntry::weights_hash`: config,
+    /// tokenizer and safetensors files).
+    pub weights_hash: String,
+    /// [`hash_value`] of the job's [`WireInput`].
+    pub input_hash: String,
+    /// The job's parameters as run (sampler, seed, max tokens, …).
+    pub params: Vec<(String, String)>,
+    /// The accepted quote (none for a free job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<QuoteRef>,
+}
+
+/// An accepted quote, as a result names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteRef {
+    /// Quote id.
+    pub id: String,
+    /// Its price.
+    pub price: Money,
+}
+
+/// What must agree for two results to be comparable: one model's weights
+/// run by one plugin on one input with one set of parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Execution {
+    /// Model id.
+    pub model_id: String,
+    /// Weights hash.
+    pub weights_hash: String,
+    /// Backend plugin sha256.
+    pub backend_sha256: String,
+    /// Input hash.
+    pub input_hash: String,
+    /// Parameters, sorted by key.
+    pub params: Vec<(String, String)>,
+}
+
+impl ResultBody {
+    /// The execution this result claims (`None` without [`ResultBinds`]).
+    pub fn execution(&self) -> Option<Execution> {
+        let b = self.binds.as_ref()?;
+        let mut params = b.params.clone();
+        params.sort();
+        Some(Execution {
+            model_id: self.model_id.clone(),
+            weights_hash: b.weights_hash.clone(),
+            backend_sha256: self.backend.sha256.clone(),
+            input_hash: b.input_hash.clone(),
+            params,
+        })
+    }
 }
 
 /// A zk proof attached to a [`JobBody::Result`].
@@ -833,6 +897,7 @@ mod tests {
             timestamp_ms: now_ms(),
             trace_root: None,
             proof_hash: None,
+            binds: None,
         };
         assert_eq!(output.hash(), hash_output(output.value()));
         let signed = SignedResult::sign(body, &key).unwrap();

@@ -112,6 +112,9 @@ impl BackendPlugin {
             store,
             bindings,
             poisoned: false,
+            trace: None,
+            untraced: false,
+            replay: None,
         })
     }
 }
@@ -122,6 +125,18 @@ pub struct BackendInstance {
     store: Store<BackendState>,
     bindings: Bindings,
     poisoned: bool,
+    trace: Option<crate::kernels::trace::Trace>,
+    untraced: bool,
+    replay: Option<Replay>,
+}
+
+/// What a replay of a job keeps and where it stops.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Tensors whose values are wanted.
+    pub capture: crate::kernels::trace::Capture,
+    /// Stop after this many kernel calls.
+    pub stop_after: Option<usize>,
 }
 
 impl BackendInstance {
@@ -154,16 +169,57 @@ impl BackendInstance {
         sink: Option<ProgressSink>,
         max_tokens: Option<u32>,
     ) -> Result<JobResult, PluginError> {
-        let progress = &mut self.store.data_mut().world.progress;
-        progress.max_tokens = max_tokens;
-        progress.tokens = 0;
-        self.call(sink, |b, store| match b {
+        let world = &mut self.store.data_mut().world;
+        world.progress.max_tokens = max_tokens;
+        world.progress.tokens = 0;
+        match self.replay.take() {
+            Some(r) => {
+                world.kernels.start_trace_until(r.stop_after);
+                world.kernels.start_capture(r.capture);
+            }
+            None if !self.untraced => world.kernels.start_trace(),
+            None => {}
+        }
+        let result = self.call(sink, |b, store| match b {
             Bindings::V0_1(b) => b
                 .infernet_plugin_backend_api()
                 .call_execute(store, &job.clone().into())
                 .map(|r| r.map(Into::into).map_err(Into::into)),
             Bindings::V0_2(b) => b.infernet_plugin_backend_api().call_execute(store, job),
-        })
+        });
+        let kernels = &mut self.store.data_mut().world.kernels;
+        self.trace = kernels.take_trace();
+        if let Some(capture) = kernels.take_capture() {
+            self.replay = Some(Replay {
+                capture,
+                stop_after: None,
+            });
+        }
+        result
+    }
+
+    /// Makes the next job a replay: traced up to `replay.stop_after` calls,
+    /// keeping the wanted tensors' values; [`take_replay`](Self::take_replay)
+    /// hands them back after it.
+    pub fn set_replay(&mut self, replay: Replay) {
+        self.replay = Some(replay);
+    }
+
+    /// What the last replay captured.
+    pub fn take_replay(&mut self) -> Option<crate::kernels::trace::Capture> {
+        self.replay.take().map(|r| r.capture)
+    }
+
+    /// Whether the next jobs are traced (they are unless a benchmark says
+    /// otherwise, [`crate::node::Node::set_tracing`]).
+    pub fn set_tracing(&mut self, on: bool) {
+        self.untraced = !on;
+    }
+
+    /// The kernel trace of the last job this instance ran (every host
+    /// kernel call it made, `kernels::trace`), taken once.
+    pub fn take_trace(&mut self) -> Option<crate::kernels::trace::Trace> {
+        self.trace.take()
     }
 
     /// The flag a caller sets to cancel the running job.

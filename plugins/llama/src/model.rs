@@ -9,6 +9,27 @@ use infernet_plugin_api::models::Weights;
 use infernet_plugin_api::tensor::causal_mask;
 use infernet_plugin_api::{DType, Error, Tensor};
 
+/// A deliberate deviation from the forward pass, read from the crate root's
+/// `TAMPER`. The llama plugin's is [`Tamper::NONE`], which changes no kernel
+/// call; only the test-only `plugins/cheat-llama` (which includes this file by
+/// path) sets a field, to prove that the verifier catches cheaters.
+#[derive(Clone, Copy)]
+pub struct Tamper {
+    /// Scales the MLP output (after `down_proj`, before the residual add) of
+    /// block `num_hidden_layers / 2` by `1 + 1e-3`: one extra `affine` kernel.
+    pub perturb_middle_block: bool,
+    /// Runs only blocks `0..num_hidden_layers / 2`.
+    pub skip_second_half: bool,
+}
+
+impl Tamper {
+    /// The honest forward pass.
+    pub const NONE: Tamper = Tamper {
+        perturb_middle_block: false,
+        skip_second_half: false,
+    };
+}
+
 /// One decoder block's weights.
 struct Block {
     input_layernorm: Tensor,
@@ -165,7 +186,12 @@ impl Llama {
         let seq_len = ids.len();
         let input = Tensor::new_u32(ids, &[1, seq_len])?;
         let mut x = self.embed_tokens.embedding(&input)?;
-        for (block_idx, block) in self.blocks.iter().enumerate() {
+        let blocks = if crate::TAMPER.skip_second_half {
+            &self.blocks[..self.blocks.len() / 2]
+        } else {
+            &self.blocks[..]
+        };
+        for (block_idx, block) in blocks.iter().enumerate() {
             x = self.block(&x, block, index_pos, block_idx, cache)?;
         }
         let hidden = self.cfg.hidden_size;
@@ -202,7 +228,13 @@ impl Llama {
             .linear(&block.gate_proj, None)?
             .silu()?
             .mul(&h.linear(&block.up_proj, None)?)?;
-        h.linear(&block.down_proj, None)?.add(residual)
+        let h = h.linear(&block.down_proj, None)?;
+        let h = if crate::TAMPER.perturb_middle_block && block_idx == self.blocks.len() / 2 {
+            h.affine(1.0 + 1e-3, 0.0)?
+        } else {
+            h
+        };
+        h.add(residual)
     }
 
     fn attention(

@@ -340,6 +340,7 @@ mod wire {
                         timestamp_ms,
                         trace_root: None,
                         proof_hash: proof.as_ref().map(|p| p.hash()),
+                        binds: None,
                     };
                     JobBody::Result {
                         output,

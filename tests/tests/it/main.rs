@@ -35,6 +35,9 @@ mod p2p_job_protocol;
 mod p2p_network;
 mod protocol_vectors;
 
+// The verifier: traces, disputes, evidence.
+mod verifier;
+
 // Pricing and payments (and the local CoinPay server they run against).
 mod coinpay_fake;
 mod escrow_sweep;

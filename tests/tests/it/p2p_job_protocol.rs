@@ -49,6 +49,7 @@ impl JobHandler for EchoHandler {
                     timestamp_ms: now_ms(),
                     trace_root: None,
                     proof_hash: None,
+                    binds: None,
                 };
                 let signed = SignedResult::sign(body, &self.key).expect("sign");
                 JobMessage::new(JobBody::Result {
@@ -92,6 +93,7 @@ impl JobHandler for ImpostorHandler {
             timestamp_ms: now_ms(),
             trace_root: None,
             proof_hash: None,
+            binds: None,
         };
         JobMessage::new(JobBody::Result {
             output,

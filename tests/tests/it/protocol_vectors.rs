@@ -151,6 +151,7 @@ fn result() -> SignedResult {
         timestamp_ms: TIMESTAMP_MS,
         trace_root: None,
         proof_hash: None,
+        binds: None,
     };
     SignedResult::sign(body, &key).unwrap()
 }

@@ -196,11 +196,9 @@ impl Inner {
                 crate::jobs::crash_at("provider-running");
                 self.running.fetch_add(1, Ordering::Relaxed);
                 let started = std::time::Instant::now();
-                let result = self
-                    .node
-                    .run_bounded(&job, sink, self.output_bound(&job.id));
+                let result = self.node.run_traced(&job, sink, self.output_bound(&job.id));
                 self.running.fetch_sub(1, Ordering::Relaxed);
-                if let Ok(r) = &result {
+                if let Ok((r, _)) = &result {
                     let tokens = u64::from(r.usage.input_tokens) + u64::from(r.usage.output_tokens);
                     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     self.speed.record(&job.model, ms, tokens);
@@ -210,7 +208,8 @@ impl Inner {
                     e => ProviderError::Backend(e.to_string()),
                 })
             })
-            .and_then(|result| {
+            .and_then(|(result, trace)| {
+                let root = self.traces.keep(&id, &trace);
                 let output = Encoded::new(to_wire_output(result.output))?;
                 let usage = Usage {
                     input_tokens: result.usage.input_tokens,
@@ -222,7 +221,7 @@ impl Inner {
                     }
                     None => None,
                 };
-                let signed = self.sign(client, &job, &output, usage, proof.as_deref())?;
+                let signed = self.sign(client, &job, &output, usage, proof.as_deref(), root)?;
                 let reply = JobMessage::new(JobBody::Result {
                     output,
                     signed,
@@ -268,33 +267,20 @@ impl Inner {
         output: &Encoded<WireOutput>,
         usage: Usage,
         proof: Option<&Encoded<ProofAttachment>>,
+        trace: TraceRoot,
     ) -> Result<SignedResult, ProviderError> {
-        let manifest = self
-            .node
-            .backends()
-            .iter()
-            .find(|b| b.plugin.model_ids().contains(&job.model))
-            .map(|b| &b.plugin.loaded.manifest)
-            .ok_or_else(|| ProviderError::UnknownModel {
-                model: job.model.clone(),
-                available: self.node.models(),
-            })?;
-        let body = ResultBody {
-            job_id: job.id.clone(),
-            model_id: job.model.clone(),
-            output_hash: output.hash(),
-            usage,
-            backend: BackendRef {
-                name: manifest.name.clone(),
-                version: manifest.version.to_string(),
-                sha256: manifest.sha256.clone(),
-            },
-            provider: self.key.public().to_peer_id().to_string(),
-            client: Some(client.to_string()),
-            timestamp_ms: now_ms(),
-            trace_root: None,
-            proof_hash: proof.map(|p| p.hash()),
-        };
+        let provider = self.key.public().to_peer_id().to_string();
+        let mut body =
+            crate::verify::result_body(&self.node, job, output.hash(), usage, trace, provider)
+                .ok_or_else(|| ProviderError::UnknownModel {
+                    model: job.model.clone(),
+                    available: self.node.models(),
+                })?;
+        body.client = Some(client.to_string());
+        body.proof_hash = proof.map(|p| p.hash());
+        if let Some(b) = &mut body.binds {
+            b.quote = self.accepted_quote(&job.id);
+        }
         Ok(SignedResult::sign(body, &self.key)?)
     }
 }
@@ -342,16 +328,7 @@ pub(super) fn load_result(
 /// The idempotency key of a run: model, input and params (and the proof
 /// system, when one is asked for).
 pub(super) fn request_hash(job: &JobRequest, proof: Option<&str>) -> String {
-    let input = match &job.input {
-        JobInput::Text(t) => WireInput::Text(t.clone()),
-        JobInput::Texts(t) => WireInput::Texts(t.clone()),
-        JobInput::Tokens(t) => WireInput::Tokens(t.clone()),
-        JobInput::Tensor(t) => WireInput::Tensor(crate::p2p::protocol::Tensor {
-            shape: t.shape.clone(),
-            data: t.data.clone(),
-        }),
-        JobInput::Bytes(b) => WireInput::Bytes(b.clone()),
-    };
+    let input = wire_input(&job.input);
     match proof {
         None => hash_value(&(&job.model, &input, &job.params)),
         Some(p) => hash_value(&(&job.model, &input, &job.params, p)),

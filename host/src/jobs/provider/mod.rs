@@ -17,18 +17,21 @@ mod execute;
 mod meter;
 mod pay;
 mod stream;
+pub mod traces;
 
+use crate::kernels::trace::TraceRoot;
 use crate::node::Node;
 use crate::p2p::libp2p::identity::Keypair;
+use crate::p2p::protocol::QuoteRef;
 use crate::p2p::protocol::{
     decode, encode, hash_value, now_ms, CodecError, Encoded, ProofAttachment, SignatureError,
 };
 use crate::p2p::{
-    BackendRef, ErrorCode, JobBody, JobHandler, JobMessage, Money, PeerId, ResultBody,
-    SignedReceipt, SignedResult, Usage, WireInput, WireOutput,
+    ErrorCode, JobBody, JobHandler, JobMessage, Money, PeerId, SignedReceipt, SignedResult, Usage,
+    WireOutput,
 };
 use crate::store::{JobRecord, JobRole, JobState, JobUpdate, NewJob, Store, StoreError};
-use crate::worlds::backend::{F32Tensor, JobInput, JobOutput, JobRequest};
+use crate::worlds::backend::{JobInput, JobOutput, JobRequest};
 use crate::worlds::backend::{ProgressEvent, ProgressSink};
 use crate::worlds::pricing::QuoteRequest;
 use execute::stored_outcome;
@@ -168,6 +171,8 @@ struct Inner {
     accepted: Mutex<HashMap<String, pay::AcceptedTerms>>,
     /// Measured run speed per model, for quotes' time estimates.
     speed: meter::Speed,
+    /// Kernel traces of delivered jobs, for disputes.
+    traces: traces::TraceStore,
 }
 
 /// What a quote request asks to be priced.
@@ -203,8 +208,10 @@ impl ProviderHandler {
         store: Arc<Store>,
         payments: Option<Arc<crate::payments::Payments>>,
     ) -> ProviderHandler {
+        let traces = traces::TraceStore::new(node.data_dir(), traces::DEFAULT_KEEP);
         ProviderHandler {
             inner: Arc::new(Inner {
+                traces,
                 node,
                 key,
                 store,
@@ -528,19 +535,7 @@ pub fn decode_logits(bytes: &[u8]) -> Option<Vec<i64>> {
     )
 }
 
-/// Wire input → the WIT `job-input`.
-pub fn to_job_input(input: WireInput) -> JobInput {
-    match input {
-        WireInput::Text(t) => JobInput::Text(t),
-        WireInput::Texts(t) => JobInput::Texts(t),
-        WireInput::Tokens(t) => JobInput::Tokens(t),
-        WireInput::Tensor(t) => JobInput::Tensor(F32Tensor {
-            shape: t.shape,
-            data: t.data,
-        }),
-        WireInput::Bytes(b) => JobInput::Bytes(b),
-    }
-}
+pub use crate::verify::{job_input as to_job_input, wire_input};
 
 /// The WIT `job-output` → wire output.
 pub fn to_wire_output(output: JobOutput) -> WireOutput {

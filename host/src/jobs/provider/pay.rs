@@ -345,6 +345,14 @@ impl Inner {
 
     /// The output bound the host holds an accepted job to (a paid
     /// provider's quoted `max_output_tokens`); `None` for a free provider.
+    /// The quote `job_id` was accepted on, as its result names it.
+    pub(super) fn accepted_quote(&self, job_id: &str) -> Option<QuoteRef> {
+        lock(&self.accepted).get(job_id).map(|t| QuoteRef {
+            id: t.quote_id.clone(),
+            price: t.price.clone(),
+        })
+    }
+
     pub(super) fn output_bound(&self, job_id: &str) -> Option<u32> {
         self.payments.as_ref()?;
         lock(&self.accepted)

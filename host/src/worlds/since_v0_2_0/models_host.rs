@@ -41,7 +41,11 @@ impl wit::HostWeights for ModelView<'_> {
         let adopted = entry
             .tensor(&name)
             .map_err(Error::InvalidInput)
-            .and_then(|t| self.kernels.adopt(t, false).map_err(Error::from));
+            .and_then(|t| {
+                self.kernels
+                    .adopt_weight(t, entry.weights_hash(), &name)
+                    .map_err(Error::from)
+            });
         match adopted {
             Ok(res) => Ok(Ok(self.table.push(res)?)),
             Err(e) => Ok(Err(e)),

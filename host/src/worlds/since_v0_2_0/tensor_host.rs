@@ -1,11 +1,14 @@
 //! `infernet:plugin/tensor@0.2.0` on the host kernels: handles are looked
-//! up in the store's table (a bad handle traps), WIT enums become kernel
-//! enums, kernel errors become error values, and results are adopted into
-//! the table against the tensor budget and the handle cap (samplers count
-//! as handles too; their constructor, with no error value, traps at the cap).
+//! up in the store's table (a bad handle traps), each call becomes a
+//! kernel [`Op`] (WIT enums become kernel enums) run on the inputs and
+//! recorded in the job's trace, kernel errors become error values, and
+//! results are adopted into the table against the tensor budget and the
+//! handle cap (samplers count as handles too; their constructor, with no
+//! error value, traps at the cap).
 
 use super::infernet::plugin::tensor::{self as wit, BinaryOp, Dtype, ReduceOp, Sampling, UnaryOp};
 use super::Out;
+use crate::kernels::call::{self, Op};
 use crate::kernels::{self, KernelError, SamplerRes, SamplingSpec, TensorRes};
 use crate::runtime::limits::LimitTrap;
 use crate::worlds::caps::KernelView;
@@ -19,13 +22,32 @@ impl KernelView<'_> {
         Ok(self.table.get(h)?.tensor.clone())
     }
 
-    /// Adopts a kernel's result into the table, charged to the budget.
-    fn put(&mut self, result: Result<Tensor, KernelError>) -> Out<Handle> {
-        let adopted = result.and_then(|t| self.ctx.adopt(t, true));
+    /// Adopts the result of `op` on inputs with `digests` into the table,
+    /// charged to the budget, and records the call.
+    fn put(
+        &mut self,
+        op: &Op,
+        digests: Vec<kernels::trace::Digest>,
+        result: Result<Tensor, KernelError>,
+    ) -> Out<Handle> {
+        let adopted = result.and_then(|t| self.ctx.adopt_call(t, op, digests));
         match adopted {
             Ok(res) => Ok(Ok(self.table.push(res)?)),
             Err(e) => Ok(Err(e.into())),
         }
+    }
+
+    /// Runs `op` on the tensors behind `args`.
+    fn apply(&mut self, op: Op, args: &[&Handle]) -> Out<Handle> {
+        let mut tensors = Vec::with_capacity(args.len());
+        let mut digests = Vec::with_capacity(args.len());
+        for h in args {
+            let res = self.table.get(*h)?;
+            tensors.push(res.tensor.clone());
+            digests.push(res.digest);
+        }
+        let r = op.run(self.ctx, &tensors);
+        self.put(&op, digests, r)
     }
 }
 
@@ -104,27 +126,26 @@ fn reduce(op: ReduceOp) -> kernels::ReduceOp {
 impl wit::HostTensor for KernelView<'_> {
     fn from_f32(&mut self, data: Vec<f32>, shape: Vec<u32>) -> Out<Handle> {
         let r = self.ctx.from_f32(data, &shape);
-        self.put(r)
+        self.put(&call::from_data(DType::F32, &shape), vec![], r)
     }
 
     fn from_u32(&mut self, data: Vec<u32>, shape: Vec<u32>) -> Out<Handle> {
         let r = self.ctx.from_u32(data, &shape);
-        self.put(r)
+        self.put(&call::from_data(DType::U32, &shape), vec![], r)
     }
 
     fn from_bytes(&mut self, data: Vec<u8>, dt: Dtype, shape: Vec<u32>) -> Out<Handle> {
         let r = self.ctx.from_bytes(&data, dtype(dt), &shape);
-        self.put(r)
+        self.put(&call::from_data(dtype(dt), &shape), vec![], r)
     }
 
     fn arange(&mut self, end: u32) -> Out<Handle> {
-        let r = self.ctx.arange(end);
-        self.put(r)
+        self.apply(Op::Arange { end }, &[])
     }
 
     fn zeros(&mut self, shape: Vec<u32>, dt: Dtype) -> Out<Handle> {
-        let r = self.ctx.zeros(&shape, dtype(dt));
-        self.put(r)
+        let dtype = kernels::trace::dtype_name(dtype(dt)).into();
+        self.apply(Op::Zeros { dtype, shape }, &[])
     }
 
     fn shape(&mut self, h: Handle) -> wasmtime::Result<Vec<u32>> {
@@ -175,9 +196,13 @@ impl wit::HostSampler for KernelView<'_> {
     }
 
     fn sample(&mut self, s: Resource<SamplerRes>, logits: Handle) -> Out<u32> {
-        let logits = self.get(&logits)?;
+        let res = self.table.get(&logits)?;
+        let (logits, digest) = (res.tensor.clone(), res.digest);
         let sampler = self.table.get_mut(&s)?;
-        Ok(self.ctx.sample(sampler, &logits).map_err(Into::into))
+        Ok(self
+            .ctx
+            .sample(sampler, &logits, digest)
+            .map_err(Into::into))
     }
 
     fn drop(&mut self, s: Resource<SamplerRes>) -> wasmtime::Result<()> {
@@ -189,143 +214,103 @@ impl wit::HostSampler for KernelView<'_> {
 
 impl wit::Host for KernelView<'_> {
     fn matmul(&mut self, a: Handle, b: Handle) -> Out<Handle> {
-        let (a, b) = (self.get(&a)?, self.get(&b)?);
-        let r = self.ctx.matmul(&a, &b);
-        self.put(r)
+        self.apply(Op::Matmul, &[&a, &b])
     }
 
     fn linear(&mut self, x: Handle, w: Handle, bias: Option<Handle>) -> Out<Handle> {
-        let (x, w) = (self.get(&x)?, self.get(&w)?);
-        let bias = bias.map(|b| self.get(&b)).transpose()?;
-        let r = self.ctx.linear(&x, &w, bias.as_ref());
-        self.put(r)
+        let op = Op::Linear {
+            bias: bias.is_some(),
+        };
+        match &bias {
+            Some(b) => self.apply(op, &[&x, &w, b]),
+            None => self.apply(op, &[&x, &w]),
+        }
     }
 
     fn binary(&mut self, op: BinaryOp, a: Handle, b: Handle) -> Out<Handle> {
-        let (a, b) = (self.get(&a)?, self.get(&b)?);
-        let r = self.ctx.binary(binary(op), &a, &b);
-        self.put(r)
+        self.apply(Op::Binary { f: binary(op) }, &[&a, &b])
     }
 
     fn unary(&mut self, op: UnaryOp, x: Handle) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.unary(unary(op), &x);
-        self.put(r)
+        self.apply(Op::Unary { f: unary(op) }, &[&x])
     }
 
     fn affine(&mut self, x: Handle, mul: f64, add: f64) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.affine(&x, mul, add);
-        self.put(r)
+        self.apply(Op::Affine { mul, add }, &[&x])
     }
 
     fn clamp(&mut self, x: Handle, lo: f64, hi: f64) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.clamp(&x, lo, hi);
-        self.put(r)
+        self.apply(Op::Clamp { lo, hi }, &[&x])
     }
 
     fn softmax_last_dim(&mut self, x: Handle) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.softmax_last_dim(&x);
-        self.put(r)
+        self.apply(Op::SoftmaxLastDim, &[&x])
     }
 
     fn rms_norm(&mut self, x: Handle, w: Handle, eps: f32) -> Out<Handle> {
-        let (x, w) = (self.get(&x)?, self.get(&w)?);
-        let r = self.ctx.rms_norm(&x, &w, eps);
-        self.put(r)
+        self.apply(Op::RmsNorm { eps }, &[&x, &w])
     }
 
     fn layer_norm(&mut self, x: Handle, w: Handle, b: Handle, eps: f32) -> Out<Handle> {
-        let (x, w, b) = (self.get(&x)?, self.get(&w)?, self.get(&b)?);
-        let r = self.ctx.layer_norm(&x, &w, &b, eps);
-        self.put(r)
+        self.apply(Op::LayerNorm { eps }, &[&x, &w, &b])
     }
 
     fn rope(&mut self, x: Handle, cos: Handle, sin: Handle) -> Out<Handle> {
-        let (x, cos, sin) = (self.get(&x)?, self.get(&cos)?, self.get(&sin)?);
-        let r = self.ctx.rope(&x, &cos, &sin);
-        self.put(r)
+        self.apply(Op::Rope, &[&x, &cos, &sin])
     }
 
     fn rope_interleaved(&mut self, x: Handle, cos: Handle, sin: Handle) -> Out<Handle> {
-        let (x, cos, sin) = (self.get(&x)?, self.get(&cos)?, self.get(&sin)?);
-        let r = self.ctx.rope_interleaved(&x, &cos, &sin);
-        self.put(r)
+        self.apply(Op::RopeInterleaved, &[&x, &cos, &sin])
     }
 
     fn embedding(&mut self, ids: Handle, table: Handle) -> Out<Handle> {
-        let (ids, table) = (self.get(&ids)?, self.get(&table)?);
-        let r = self.ctx.embedding(&ids, &table);
-        self.put(r)
+        self.apply(Op::Embedding, &[&ids, &table])
     }
 
     fn index_select(&mut self, x: Handle, ids: Handle, dim: u32) -> Out<Handle> {
-        let (x, ids) = (self.get(&x)?, self.get(&ids)?);
-        let r = self.ctx.index_select(&x, &ids, dim);
-        self.put(r)
+        self.apply(Op::IndexSelect { dim }, &[&x, &ids])
     }
 
     fn narrow(&mut self, x: Handle, dim: u32, start: u32, len: u32) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.narrow(&x, dim, start, len);
-        self.put(r)
+        self.apply(Op::Narrow { dim, start, len }, &[&x])
     }
 
     fn cat(&mut self, xs: Vec<Handle>, dim: u32) -> Out<Handle> {
-        let ts = xs
-            .iter()
-            .map(|h| self.get(h))
-            .collect::<wasmtime::Result<Vec<_>>>()?;
-        let r = self.ctx.cat(&ts, dim);
-        self.put(r)
+        let args: Vec<&Handle> = xs.iter().collect();
+        self.apply(Op::Cat { dim }, &args)
     }
 
     fn reshape(&mut self, x: Handle, shape: Vec<u32>) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.reshape(&x, &shape);
-        self.put(r)
+        self.apply(Op::Reshape { shape }, &[&x])
     }
 
     fn transpose(&mut self, x: Handle, d0: u32, d1: u32) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.transpose(&x, d0, d1);
-        self.put(r)
+        self.apply(Op::Transpose { d0, d1 }, &[&x])
     }
 
     fn contiguous(&mut self, x: Handle) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.contiguous(&x);
-        self.put(r)
+        self.apply(Op::Contiguous, &[&x])
     }
 
     fn broadcast_as(&mut self, x: Handle, shape: Vec<u32>) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.broadcast_as(&x, &shape);
-        self.put(r)
+        self.apply(Op::BroadcastAs { shape }, &[&x])
     }
 
     fn reduce(&mut self, op: ReduceOp, x: Handle, dim: u32, keepdim: bool) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.reduce(reduce(op), &x, dim, keepdim);
-        self.put(r)
+        let f = reduce(op);
+        self.apply(Op::Reduce { f, dim, keepdim }, &[&x])
     }
 
     fn to_dtype(&mut self, x: Handle, dt: Dtype) -> Out<Handle> {
-        let x = self.get(&x)?;
-        let r = self.ctx.to_dtype(&x, dtype(dt));
-        self.put(r)
+        let dtype = kernels::trace::dtype_name(dtype(dt)).into();
+        self.apply(Op::ToDtype { dtype }, &[&x])
     }
 
     fn masked_fill(&mut self, x: Handle, mask: Handle, on_true: f32) -> Out<Handle> {
-        let (x, mask) = (self.get(&x)?, self.get(&mask)?);
-        let r = self.ctx.masked_fill(&x, &mask, on_true);
-        self.put(r)
+        self.apply(Op::MaskedFill { value: on_true }, &[&x, &mask])
     }
 
     fn causal_mask(&mut self, n: u32) -> Out<Handle> {
-        let r = self.ctx.causal_mask(n);
-        self.put(r)
+        self.apply(Op::CausalMask { n }, &[])
     }
 }

@@ -1,0 +1,432 @@
+//! The verifier's core on real plugins: a job's kernel trace reproduces
+//! call for call across nodes; a cheating backend's trace is bisected down
+//! to its first diverging call and a referee (party to neither result)
+//! rules; the evidence checks offline, and tampered evidence does not. A
+//! provider whose host lies about one op's values is caught by
+//! re-executing that one op, and honest float noise is never a fault.
+
+use infernet_host::config::Config;
+use infernet_host::kernels::trace::{tensor_digest, Digest, Leaf, Revealed, Trace};
+use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
+use infernet_host::node::Node;
+use infernet_host::p2p::libp2p::identity::Keypair;
+use infernet_host::p2p::protocol::{hash_output, SignedResult, Usage, WireInput, WireOutput};
+use infernet_host::runtime::PluginKind;
+use infernet_host::verify::dispute::{self, LocalParty, Party, Reveal};
+use infernet_host::verify::evidence::{Evidence, EvidenceError, JobSpec, Method};
+use infernet_host::verify::referee::Finding;
+use infernet_host::verify::result_body;
+use infernet_host::worlds::backend::JobOutput;
+use infernet_tests::*;
+use std::path::{Path, PathBuf};
+
+fn node(dir: &Path, name: &str, plugin: &Path, model: &Path) -> Node {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = write_backend_config(&d, plugin, &[("tiny", model)], "");
+    Node::from_config(&Config::load(&cfg).unwrap()).unwrap()
+}
+
+fn spec(prompt: &str, params: &[(&str, &str)]) -> JobSpec {
+    JobSpec {
+        model: "tiny".into(),
+        input: WireInput::Text(prompt.into()),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn wire(out: JobOutput) -> WireOutput {
+    match out {
+        JobOutput::Text(t) => WireOutput::Text(t),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Runs `job` on `node` and signs its result as provider `key` would;
+/// `claim` replaces the plugin sha256 the result names (a liar's claim).
+fn run(
+    node: &Node,
+    key: &Keypair,
+    job: &JobSpec,
+    claim: Option<&str>,
+) -> (SignedResult, Trace, WireOutput) {
+    let req = job.request("job-1");
+    let (r, trace) = node.run_traced(&req, None, None).unwrap();
+    let output = wire(r.output);
+    let usage = Usage {
+        input_tokens: r.usage.input_tokens,
+        output_tokens: r.usage.output_tokens,
+    };
+    let peer = key.public().to_peer_id().to_string();
+    let mut body =
+        result_body(node, &req, hash_output(&output), usage, trace.root(), peer).unwrap();
+    if let Some(sha) = claim {
+        body.backend.sha256 = sha.into();
+    }
+    (SignedResult::sign(body, key).unwrap(), trace, output)
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    model: PathBuf,
+    llama: PathBuf,
+    honest: Node,
+    referee: Node,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-llama");
+    write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
+    let llama = pack_plugin("llama", PluginKind::Backend, dir.path());
+    let honest = node(dir.path(), "honest", &llama, &model);
+    let referee = node(dir.path(), "referee", &llama, &model);
+    World {
+        model,
+        llama,
+        honest,
+        referee,
+        _dir: dir,
+    }
+}
+
+const GREEDY: &[(&str, &str)] = &[("max_tokens", "8")];
+
+#[test]
+fn traces_reproduce_across_nodes_and_bind_input_and_sampling() {
+    let w = world();
+    let other = node(w._dir.path(), "other", &w.llama, &w.model);
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    for params in [
+        GREEDY,
+        &[("max_tokens", "8"), ("temperature", "0.9"), ("seed", "7")][..],
+    ] {
+        let job = spec("the quick brown fox", params);
+        let (ra, ta, oa) = run(&w.honest, &ka, &job, None);
+        let (rb, tb, ob) = run(&other, &kb, &job, None);
+        assert!(
+            ta.leaves.len() > 100,
+            "a generation makes many kernel calls: {}",
+            ta.leaves.len()
+        );
+        assert_eq!(oa, ob, "{params:?}");
+        assert_eq!(
+            ta.root(),
+            tb.root(),
+            "{params:?}: two honest nodes commit to the same trace"
+        );
+        assert_eq!(ra.payload.execution(), rb.payload.execution());
+        assert_eq!(ra.payload.trace_root, Some(ta.root().to_text()));
+        // The same node again (a fresh instance): the same trace.
+        let (_, again, _) = run(&w.honest, &ka, &job, None);
+        assert_eq!(again.root(), ta.root());
+    }
+    // Another prompt, another seed: other traces.
+    let base = run(&w.honest, &ka, &spec("the quick brown fox", GREEDY), None)
+        .1
+        .root();
+    let prompt = run(&w.honest, &ka, &spec("the quick brown cat", GREEDY), None)
+        .1
+        .root();
+    assert_ne!(base, prompt);
+    let s7 = run(
+        &w.honest,
+        &ka,
+        &spec(
+            "a",
+            &[("max_tokens", "8"), ("temperature", "0.9"), ("seed", "7")],
+        ),
+        None,
+    );
+    let s8 = run(
+        &w.honest,
+        &ka,
+        &spec(
+            "a",
+            &[("max_tokens", "8"), ("temperature", "0.9"), ("seed", "8")],
+        ),
+        None,
+    );
+    assert_ne!(s7.1.root(), s8.1.root());
+    assert_ne!(
+        s7.0.payload.execution(),
+        s8.0.payload.execution(),
+        "the seed is bound"
+    );
+}
+
+/// Disputes honest `w.honest` against a cheating node running `mode`
+/// (which claims the honest plugin's sha256) and checks the evidence.
+fn dispute_with_cheat(w: &World, mode: &str, job: &JobSpec) -> (Evidence, String) {
+    let cheat_pkg = pack_cheat(mode, w._dir.path());
+    let cheat = node(
+        w._dir.path(),
+        &format!("cheat-{mode}"),
+        &cheat_pkg,
+        &w.model,
+    );
+    let honest_sha = w.honest.backend_sha256("tiny").unwrap();
+    assert_ne!(cheat.backend_sha256("tiny").unwrap(), honest_sha);
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (ra, ta, _) = run(&w.honest, &ka, job, None);
+    let (rb, tb, _) = run(&cheat, &kb, job, Some(&honest_sha));
+    assert_ne!(ta.root(), tb.root(), "{mode}: the cheat's trace differs");
+    let req = job.request("job-1");
+    let mut a = LocalParty::new(ra, ta, &w.honest, req.clone());
+    let mut b = LocalParty::new(rb, tb, &cheat, req);
+    let evidence = dispute::run(job, &mut a, &mut b, &w.referee, "referee").unwrap();
+    let cheater = kb.public().to_peer_id().to_string();
+    assert_eq!(
+        evidence.ruling.cheated,
+        vec![cheater.clone()],
+        "{mode}: {:?}",
+        evidence.ruling
+    );
+    assert!(
+        evidence.ruling.findings[0].honest(),
+        "{mode}: {:?}",
+        evidence.ruling.findings
+    );
+    // Within the tree's depth: one round trip per level.
+    assert!(evidence.steps.len() <= infernet_host::kernels::trace::DEPTH as usize);
+    // The bundle checks offline, through JSON, and says the same.
+    let json = serde_json::to_string(&evidence).unwrap();
+    let back: Evidence = serde_json::from_str(&json).unwrap();
+    let c = back.check(Some(&w.referee)).unwrap();
+    assert_eq!(c.cheated, vec![cheater.clone()]);
+    (evidence, cheater)
+}
+
+#[test]
+fn a_perturbed_layer_is_bisected_and_ruled_and_tampered_evidence_fails() {
+    let w = world();
+    let job = spec("the quick brown fox", GREEDY);
+    let (evidence, cheater) = dispute_with_cheat(&w, "perturb", &job);
+    let d = evidence.divergence.as_ref().unwrap();
+    // The cheat made an extra `affine` where the plugin adds the residual:
+    // different calls, judged by replaying the plugin up to there.
+    assert_eq!(evidence.ruling.method, Method::Replay);
+    let ops: Vec<&str> = d.leaves.iter().flatten().map(|l| l.op.as_str()).collect();
+    assert_eq!(ops, ["binary", "affine"], "{ops:?}");
+    // Without the plugin and weights, that cannot be checked (and says so).
+    assert!(matches!(evidence.check(None), Err(EvidenceError::Needs(_))));
+
+    // Tampered bundles.
+    let mut wrong = evidence.clone();
+    wrong.ruling.cheated = vec![];
+    assert!(matches!(
+        wrong.check(Some(&w.referee)),
+        Err(EvidenceError::WrongRuling { .. })
+    ));
+    let mut framed = evidence.clone();
+    framed.ruling.cheated = vec![framed.ruling.cheated[0].clone(), "12D3KooWframed".into()];
+    assert!(framed.check(Some(&w.referee)).is_err());
+    let mut step = evidence.clone();
+    let mid = step.steps.len() / 2;
+    step.steps[mid].a.as_mut().unwrap().left[0] ^= 1;
+    step.steps[mid].a.as_mut().unwrap().right[0] ^= 1;
+    assert!(
+        matches!(step.check(Some(&w.referee)), Err(EvidenceError::Invalid(_))),
+        "a forged step"
+    );
+    let mut swapped = evidence.clone();
+    let dv = swapped.divergence.as_mut().unwrap();
+    dv.leaves[1] = dv.leaves[0].clone();
+    assert!(
+        matches!(
+            swapped.check(Some(&w.referee)),
+            Err(EvidenceError::Invalid(_))
+        ),
+        "a leaf the trace does not commit to"
+    );
+    let mut forged = evidence.clone();
+    let mut bytes = hex::decode(&forged.results[1]).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 1;
+    forged.results[1] = hex::encode(bytes);
+    assert!(
+        forged.check(Some(&w.referee)).is_err(),
+        "a result whose signature breaks"
+    );
+    let mut other_job = evidence.clone();
+    other_job.job.input = WireInput::Text("something else".into());
+    assert!(other_job.check(Some(&w.referee)).is_err());
+
+    // The CLI says the same, and refuses the tampered bundle.
+    let file = w._dir.path().join("evidence.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&evidence).unwrap()).unwrap();
+    let out = std::process::Command::new(infernet_tests::net::infernet_bin())
+        .args(["verify", "evidence"])
+        .arg(&file)
+        .arg("--plugin")
+        .arg(&w.llama)
+        .arg("--model")
+        .arg(&w.model)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("cheated: {cheater}")), "{stdout}");
+    let bad = w._dir.path().join("wrong.json");
+    std::fs::write(&bad, serde_json::to_string(&wrong).unwrap()).unwrap();
+    let out = std::process::Command::new(infernet_tests::net::infernet_bin())
+        .args(["verify", "evidence"])
+        .arg(&bad)
+        .arg("--plugin")
+        .arg(&w.llama)
+        .arg("--model")
+        .arg(&w.model)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ruling is wrong"));
+}
+
+#[test]
+fn skipped_layers_and_an_early_stop_are_caught() {
+    let w = world();
+    let job = spec("the quick brown fox", GREEDY);
+    let (skip, _) = dispute_with_cheat(&w, "skip-layers", &job);
+    assert_eq!(skip.ruling.method, Method::Replay);
+    let (early, _) = dispute_with_cheat(&w, "early-stop", &job);
+    // The cheat's trace ends where the honest one goes on.
+    let d = early.divergence.as_ref().unwrap();
+    assert!(d.leaves[1].is_none(), "{:?}", d.leaves[1]);
+    assert_eq!(early.ruling.findings[1], Finding::Differs);
+}
+
+/// A provider whose host lies about one arithmetic op's values: its trace
+/// is honest but for leaf `at`, whose output digest is that of `values`.
+struct LyingHost<'a> {
+    inner: LocalParty<'a>,
+    trace: Trace,
+    tree: infernet_host::kernels::trace::Tree,
+    at: usize,
+    values: Revealed,
+}
+
+impl Party for LyingHost<'_> {
+    fn result(&self) -> &SignedResult {
+        self.inner.result()
+    }
+    fn top(&mut self) -> Option<Digest> {
+        Some(self.tree.node(infernet_host::kernels::trace::DEPTH, 0))
+    }
+    fn children(&mut self, level: u32, index: u64) -> Option<(Digest, Digest)> {
+        Some((
+            self.tree.node(level - 1, index * 2),
+            self.tree.node(level - 1, index * 2 + 1),
+        ))
+    }
+    fn leaf(&mut self, index: u64) -> Option<Option<Leaf>> {
+        Some(self.trace.leaves.get(index as usize).cloned())
+    }
+    fn reveal(&mut self, digests: &[Digest], until: u64) -> Reveal {
+        let mut r = self.inner.reveal(digests, until);
+        if digests.contains(&self.values.digest()) {
+            r.values.push(self.values.clone());
+        }
+        r
+    }
+}
+
+/// The honest trace with leaf `at`'s output scaled by `factor` (as a host
+/// that lies about that op would commit to), signed as `key`.
+fn lie<'a>(w: &'a World, key: &Keypair, job: &JobSpec, factor: f64) -> (LyingHost<'a>, usize) {
+    let req = job.request("job-1");
+    let (r, mut trace) = w.honest.run_traced(&req, None, None).unwrap();
+    // The first matmul-like call on an intermediate value.
+    let at = trace
+        .leaves
+        .iter()
+        .position(|l| l.op == "linear" || l.op == "matmul")
+        .unwrap();
+    let leaf = &trace.leaves[at];
+    let capture = infernet_host::kernels::trace::Capture {
+        wanted: [leaf.output].into(),
+        ..Default::default()
+    };
+    let replayed = w.honest.replay(&req, capture, Some(at + 1)).unwrap();
+    let honest_values = replayed.capture.found[&leaf.output]
+        .to_tensor(&candle_core::Device::Cpu)
+        .unwrap();
+    let lied = (honest_values * factor).unwrap();
+    let values = Revealed::of(&lied).unwrap();
+    trace.leaves[at].output = tensor_digest(&lied).unwrap();
+    let output = wire(r.output);
+    let peer = key.public().to_peer_id().to_string();
+    let usage = Usage {
+        input_tokens: r.usage.input_tokens,
+        output_tokens: r.usage.output_tokens,
+    };
+    let body = result_body(
+        &w.honest,
+        &req,
+        hash_output(&output),
+        usage,
+        trace.root(),
+        peer,
+    )
+    .unwrap();
+    let signed = SignedResult::sign(body, key).unwrap();
+    let tree = trace.tree();
+    let inner = LocalParty::new(signed, trace.clone(), &w.honest, req);
+    (
+        LyingHost {
+            inner,
+            trace,
+            tree,
+            at,
+            values,
+        },
+        at,
+    )
+}
+
+#[test]
+fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
+    let w = world();
+    let job = spec("the quick brown fox", GREEDY);
+    let ka = Keypair::generate_ed25519();
+    let (ra, ta, _) = run(&w.honest, &ka, &job, None);
+    let req = job.request("job-1");
+    for (factor, cheats) in [(1.01, true), (1.0 + 1e-6, false)] {
+        let kb = Keypair::generate_ed25519();
+        let (mut liar, at) = lie(&w, &kb, &job, factor);
+        assert!(liar.at == at);
+        let mut a = LocalParty::new(ra.clone(), ta.clone(), &w.honest, req.clone());
+        let evidence = dispute::run(&job, &mut a, &mut liar, &w.referee, "referee").unwrap();
+        assert_eq!(
+            evidence.ruling.method,
+            Method::OneOp,
+            "same call, other values"
+        );
+        assert_eq!(evidence.divergence.as_ref().unwrap().index, at as u64);
+        let expected: Vec<String> = if cheats {
+            vec![kb.public().to_peer_id().to_string()]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            evidence.ruling.cheated, expected,
+            "factor {factor}: {:?}",
+            evidence.ruling.findings
+        );
+        assert_eq!(evidence.ruling.findings[0], Finding::Identical);
+        let c = evidence.check(Some(&w.referee)).unwrap();
+        assert_eq!(c.cheated, expected);
+        // A revealed value that is not what the leaf commits to.
+        let mut bad = evidence.clone();
+        if let Some(v) = bad.divergence.as_mut().unwrap().outputs[1].as_mut() {
+            v.bytes[0] ^= 1;
+        }
+        assert!(bad.check(Some(&w.referee)).is_err());
+    }
+}
