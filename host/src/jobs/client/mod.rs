@@ -179,6 +179,10 @@ pub enum StreamEvent {
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// A verification step failed (a dispute could not be run or its
+    /// evidence does not hold).
+    #[error("verification: {0}")]
+    Verification(String),
     /// Nobody on the network serves the model.
     #[error("no provider serves model `{model}` (searched {waited_ms} ms); models on the network: {}", if .available.is_empty() { "none seen yet — check [node] bootstrap".to_string() } else { .available.join(", ") })]
     NoProviders {
@@ -581,6 +585,7 @@ fn provider_failures(events: &[crate::store::JobEvent]) -> impl Iterator<Item = 
         .filter_map(|e| e.detail.as_deref()?.strip_prefix(PROVIDER_FAILED))
 }
 
+mod dispute;
 mod lifecycle;
 mod pay;
 mod proof;
