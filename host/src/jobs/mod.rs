@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod provider;
+pub mod referee;
 pub mod select;
 
 pub use client::{ClientError, InferOptions, JobClient, JobOutcome, JobStream, StreamEvent};

@@ -31,6 +31,7 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     /// `/infernet/job/2`.
     pub job: request_response::Behaviour<JobCodec>,
+    pub verify: request_response::Behaviour<JobCodec>,
     /// LAN discovery, when enabled.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -105,6 +106,19 @@ impl Behaviour {
                 .with_request_timeout(cfg.request_timeout)
                 .with_max_concurrent_streams(cfg.bounds.max_streams_per_connection),
         );
+        let verify = request_response::Behaviour::with_codec(
+            JobCodec {
+                max_request_bytes: cfg.max_request_bytes,
+                max_response_bytes: cfg.max_response_bytes,
+            },
+            [(
+                StreamProtocol::new(super::verification::VERIFY_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(cfg.request_timeout)
+                .with_max_concurrent_streams(cfg.bounds.max_streams_per_connection),
+        );
 
         let mdns = if cfg.mdns {
             Some(
@@ -122,6 +136,7 @@ impl Behaviour {
             kad,
             gossipsub,
             job,
+            verify,
             mdns: Toggle::from(mdns),
         })
     }

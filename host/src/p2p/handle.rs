@@ -118,6 +118,8 @@ pub(super) enum Command {
         peer: PeerId,
         msg: Box<JobMessage>,
         reply: Reply<JobMessage>,
+        /// On `/infernet/verify/1` rather than the job protocol.
+        verify: bool,
     },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
@@ -251,6 +253,23 @@ impl NetworkHandle {
             peer,
             msg: Box::new(msg),
             reply,
+            verify: false,
+        })
+        .await
+    }
+
+    /// Sends a `/infernet/verify/1` message (a trace question, a dispute)
+    /// to `peer` and waits for the answer.
+    pub async fn verify_request(
+        &self,
+        peer: PeerId,
+        msg: JobMessage,
+    ) -> Result<JobMessage, NetworkError> {
+        self.call(|reply| Command::SendJob {
+            peer,
+            msg: Box::new(msg),
+            reply,
+            verify: true,
         })
         .await
     }

@@ -22,6 +22,7 @@ mod handle;
 pub mod identity;
 pub mod protocol;
 pub mod signed;
+pub mod verification;
 
 pub use advert::{AdvertRejection, AdvertSpec, MetricsSnapshot, NetworkMetrics};
 pub use event_loop::start;

@@ -259,6 +259,30 @@ impl JobMessage {
             }
             JobBody::Cancel { reason, .. } => bounded("reason", reason, MAX_TEXT_BYTES),
             JobBody::Error(e) => bounded("message", &e.message, MAX_TEXT_BYTES),
+            JobBody::Trace { query, ticket, .. } => {
+                use super::verification::{TraceQuery, MAX_REVEAL_DIGESTS};
+                if let TraceQuery::Reveal { digests, .. } = query {
+                    if digests.len() > MAX_REVEAL_DIGESTS {
+                        return Err(format!(
+                            "{} digests in one reveal, at most {MAX_REVEAL_DIGESTS}",
+                            digests.len()
+                        ));
+                    }
+                }
+                if let Some(t) = ticket {
+                    id("ticket.job_id", &t.payload.job_id)?;
+                    bounded("ticket.client", &t.payload.client, MAX_NAME_BYTES)?;
+                    bounded("ticket.referee", &t.payload.referee, MAX_NAME_BYTES)?;
+                }
+                Ok(())
+            }
+            JobBody::Dispute { dispute, .. } => {
+                if dispute.results.len() != 2 || dispute.tickets.len() != 2 {
+                    return Err("a dispute carries exactly two results and two tickets".into());
+                }
+                bounded("job.model", &dispute.job.model, MAX_NAME_BYTES)?;
+                params(&dispute.job.params)
+            }
             _ => Ok(()),
         }
     }
@@ -284,7 +308,23 @@ impl JobBody {
             JobBody::Result { signed, .. } => Some(&signed.payload.job_id),
             JobBody::Receipt(r) => Some(&r.payload.job_id),
             JobBody::Error(e) => e.job_id.as_deref(),
+            JobBody::Trace { job_id, .. }
+            | JobBody::TraceAnswer { job_id, .. }
+            | JobBody::Dispute { job_id, .. }
+            | JobBody::Ruling { job_id, .. } => Some(job_id),
         }
+    }
+
+    /// Whether the body belongs on `/infernet/verify/1` (else on the job
+    /// protocol); a body on the other protocol is refused.
+    pub fn is_verification(&self) -> bool {
+        matches!(
+            self,
+            JobBody::Trace { .. }
+                | JobBody::TraceAnswer { .. }
+                | JobBody::Dispute { .. }
+                | JobBody::Ruling { .. }
+        )
     }
 }
 
@@ -418,6 +458,40 @@ pub enum JobBody {
     },
     /// Either way: refused.
     Error(WireError),
+    /// `/infernet/verify/1`, verifier → provider: a question about a
+    /// delivered job's trace, from its client or a referee with the
+    /// client's ticket.
+    Trace {
+        /// The provider's job id.
+        job_id: String,
+        /// The question.
+        query: super::verification::TraceQuery,
+        /// The client's permission, when the asker is not the client.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<Box<super::verification::SignedTicket>>,
+    },
+    /// `/infernet/verify/1`, provider → verifier: the answer.
+    TraceAnswer {
+        /// Job.
+        job_id: String,
+        /// The answer.
+        answer: super::verification::TraceAnswer,
+    },
+    /// `/infernet/verify/1`, client → referee: rule on two results.
+    Dispute {
+        /// The client's job id.
+        job_id: String,
+        /// The results, the job, the tickets.
+        dispute: Box<super::verification::DisputeRequest>,
+    },
+    /// `/infernet/verify/1`, referee → client: the evidence (JSON).
+    Ruling {
+        /// Job.
+        job_id: String,
+        /// The evidence bundle, JSON.
+        #[serde(with = "bytes")]
+        evidence: Vec<u8>,
+    },
 }
 
 /// A refusal with a machine-readable code.

@@ -46,56 +46,55 @@ pub struct Reveal {
     pub derivations: Vec<Leaf>,
 }
 
-/// A provider answering from its own trace, revealing values by replaying
-/// the job on its node.
-pub struct LocalParty<'a> {
-    result: SignedResult,
-    trace: Trace,
-    tree: Tree,
+/// A provider's side of its own trace: the tree's nodes, its calls, and
+/// values revealed by replaying the job on its node. What [`LocalParty`]
+/// answers with, and what a provider answers `/infernet/verify/1` with.
+pub struct TraceOwner<'a> {
+    trace: &'a Trace,
+    tree: &'a Tree,
     node: &'a Node,
-    job: JobRequest,
+    job: &'a JobRequest,
 }
 
-impl<'a> LocalParty<'a> {
-    /// The party that produced `result` with `trace` by running `job` on `node`.
-    pub fn new(result: SignedResult, trace: Trace, node: &'a Node, job: JobRequest) -> Self {
-        let tree = trace.tree();
-        LocalParty {
-            result,
+impl<'a> TraceOwner<'a> {
+    /// `trace` (with its `tree`) of `job` run on `node`.
+    pub fn new(trace: &'a Trace, tree: &'a Tree, node: &'a Node, job: &'a JobRequest) -> Self {
+        TraceOwner {
             trace,
             tree,
             node,
             job,
         }
     }
-}
 
-impl Party for LocalParty<'_> {
-    fn result(&self) -> &SignedResult {
-        &self.result
+    /// The top node.
+    pub fn top(&self) -> Digest {
+        self.tree.node(crate::kernels::trace::DEPTH, 0)
     }
 
-    fn top(&mut self) -> Option<Digest> {
-        Some(self.tree.node(crate::kernels::trace::DEPTH, 0))
-    }
-
-    fn children(&mut self, level: u32, index: u64) -> Option<(Digest, Digest)> {
+    /// The children of node (`level`, `index`); `None` at the leaves.
+    pub fn children(&self, level: u32, index: u64) -> Option<(Digest, Digest)> {
         let below = level.checked_sub(1)?;
+        if level > crate::kernels::trace::DEPTH {
+            return None;
+        }
         Some((
-            self.tree.node(below, index * 2),
-            self.tree.node(below, index * 2 + 1),
+            self.tree.node(below, index.checked_mul(2)?),
+            self.tree.node(below, index.checked_mul(2)?.checked_add(1)?),
         ))
     }
 
-    fn leaf(&mut self, index: u64) -> Option<Option<Leaf>> {
-        Some(
-            usize::try_from(index)
-                .ok()
-                .and_then(|i| self.trace.leaves.get(i).cloned()),
-        )
+    /// The call at `index`, `None` past the end.
+    pub fn leaf(&self, index: u64) -> Option<Leaf> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.trace.leaves.get(i).cloned())
     }
 
-    fn reveal(&mut self, digests: &[Digest], until: u64) -> Reveal {
+    /// Values of the tensors with `digests` made at or before call
+    /// `until`: derived ones as the calls that made them (and what those
+    /// take, recursively), content ones by replaying the job to `until`.
+    pub fn reveal(&self, digests: &[Digest], until: u64) -> Reveal {
         let until = usize::try_from(until).unwrap_or(usize::MAX);
         let made: std::collections::HashMap<Digest, &Leaf> = self
             .trace
@@ -118,9 +117,10 @@ impl Party for LocalParty<'_> {
                     out.derivations.push((*l).clone());
                     todo.extend(l.inputs.iter().copied());
                 }
-                _ => {
+                Some(_) => {
                     content.insert(d);
                 }
+                None => {}
             }
         }
         if content.is_empty() {
@@ -132,12 +132,62 @@ impl Party for LocalParty<'_> {
         };
         match self
             .node
-            .replay(&self.job, capture, Some(until.saturating_add(1)))
+            .replay(self.job, capture, Some(until.saturating_add(1)))
         {
             Ok(r) => out.values = r.capture.found.into_values().collect(),
             Err(e) => tracing::warn!(error = %e, "replay for a dispute failed"),
         }
         out
+    }
+}
+
+/// A provider answering from its own trace, revealing values by replaying
+/// the job on its node (in-process).
+pub struct LocalParty<'a> {
+    result: SignedResult,
+    trace: Trace,
+    tree: Tree,
+    node: &'a Node,
+    job: JobRequest,
+}
+
+impl<'a> LocalParty<'a> {
+    /// The party that produced `result` with `trace` by running `job` on `node`.
+    pub fn new(result: SignedResult, trace: Trace, node: &'a Node, job: JobRequest) -> Self {
+        let tree = trace.tree();
+        LocalParty {
+            result,
+            trace,
+            tree,
+            node,
+            job,
+        }
+    }
+
+    fn owner(&self) -> TraceOwner<'_> {
+        TraceOwner::new(&self.trace, &self.tree, self.node, &self.job)
+    }
+}
+
+impl Party for LocalParty<'_> {
+    fn result(&self) -> &SignedResult {
+        &self.result
+    }
+
+    fn top(&mut self) -> Option<Digest> {
+        Some(self.owner().top())
+    }
+
+    fn children(&mut self, level: u32, index: u64) -> Option<(Digest, Digest)> {
+        self.owner().children(level, index)
+    }
+
+    fn leaf(&mut self, index: u64) -> Option<Option<Leaf>> {
+        Some(self.owner().leaf(index))
+    }
+
+    fn reveal(&mut self, digests: &[Digest], until: u64) -> Reveal {
+        self.owner().reveal(digests, until)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::kernels::trace::{
     self, digest, weight_digest, Capture, Cursor, Digest, Leaf, Revealed, TraceRoot,
 };
 use crate::node::Node;
-use crate::p2p::protocol::{decode, encode, hash_value, SignedResult, WireInput};
+use crate::p2p::protocol::{decode, encode, hash_value, SignedResult};
 use crate::worlds::backend::JobRequest;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -48,16 +48,7 @@ fn invalid(m: impl Into<String>) -> EvidenceError {
     EvidenceError::Invalid(m.into())
 }
 
-/// The job both results claim to have run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// Model id.
-    pub model: String,
-    /// Input, as the wire carries it.
-    pub input: WireInput,
-    /// Parameters.
-    pub params: Vec<(String, String)>,
-}
+pub use crate::p2p::verification::JobSpec;
 
 impl JobSpec {
     /// The job as a backend runs it (under `id`).

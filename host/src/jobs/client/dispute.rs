@@ -2,14 +2,23 @@
 //! job over `/infernet/verify/1`, and checking the evidence it returns.
 
 use super::{ClientError, JobClient};
-use crate::p2p::protocol::SignedResult;
+use crate::p2p::protocol::{now_ms, JobBody, JobMessage, SignedResult};
+use crate::p2p::verification::{DisputeRequest, JobSpec, SignedTicket, Ticket};
 use crate::p2p::PeerId;
-use crate::verify::evidence::{Evidence, JobSpec};
+use crate::verify::evidence::{decode_result, Evidence, EvidenceError};
+
+/// How long a referee's tickets are valid.
+const TICKET_MS: u64 = 15 * 60 * 1000;
 
 impl JobClient {
-    /// Sends both results of `job` to `referee`, which bisects the two
-    /// providers' traces and rules; the evidence it returns is checked here
-    /// before it is believed.
+    /// Sends both results of `job` to `referee` with a ticket per result
+    /// (the providers answer its questions on them), and checks the
+    /// evidence it returns before believing it: the bundle must be about
+    /// these two results, its bisection must hold against their signed
+    /// roots, and a one-op ruling is re-executed here. A ruling that only
+    /// a replay of the plugin can check is taken on the referee's word
+    /// (this client may not hold the model); anyone with the plugin and
+    /// weights can check it later with `infernet verify evidence`.
     pub async fn dispute(
         &self,
         referee: PeerId,
@@ -17,9 +26,65 @@ impl JobClient {
         a: SignedResult,
         b: SignedResult,
     ) -> Result<Evidence, ClientError> {
-        let _ = (referee, job, a, b);
-        Err(ClientError::Verification(
-            "disputes over /infernet/verify/1 are being wired in".into(),
-        ))
+        let err = |m: String| ClientError::Verification(m);
+        let me = self.inner.net.peer_id().to_string();
+        let ticket = |r: &SignedResult| {
+            let t = Ticket {
+                job_id: r.payload.job_id.clone(),
+                client: me.clone(),
+                referee: referee.to_string(),
+                expires_ms: now_ms() + TICKET_MS,
+            };
+            SignedTicket::sign(t, &self.inner.key)
+                .map_err(|e| err(format!("signing a ticket: {e}")))
+        };
+        let tickets = vec![ticket(&a)?, ticket(&b)?];
+        let job_id = a.payload.job_id.clone();
+        let msg = JobMessage::new(JobBody::Dispute {
+            job_id: job_id.clone(),
+            dispute: Box::new(DisputeRequest {
+                job,
+                results: vec![a.clone(), b.clone()],
+                tickets,
+            }),
+        });
+        let reply = self
+            .inner
+            .net
+            .verify_request(referee, msg)
+            .await
+            .map_err(|e| err(format!("referee {referee}: {e}")))?;
+        let evidence = match reply.body {
+            JobBody::Ruling { evidence, .. } => serde_json::from_slice::<Evidence>(&evidence)
+                .map_err(|e| {
+                    err(format!(
+                        "referee {referee} sent evidence that does not parse: {e}"
+                    ))
+                })?,
+            JobBody::Error(e) => {
+                return Err(err(format!("referee {referee} refused: {}", e.message)))
+            }
+            other => {
+                return Err(err(format!(
+                    "referee {referee} answered a dispute with {:?}",
+                    other.job_id()
+                )))
+            }
+        };
+        for (i, r) in [&a, &b].into_iter().enumerate() {
+            let theirs = decode_result(&evidence.results[i])
+                .map_err(|e| err(format!("referee {referee}: {e}")))?;
+            if theirs.payload.job_id != r.payload.job_id || theirs.signature != r.signature {
+                return Err(err(format!(
+                    "referee {referee} ruled on other results than the ones sent"
+                )));
+            }
+        }
+        match evidence.check(None) {
+            Ok(_) | Err(EvidenceError::Needs(_)) => Ok(evidence),
+            Err(e) => Err(err(format!(
+                "referee {referee}'s evidence does not hold: {e}"
+            ))),
+        }
     }
 }

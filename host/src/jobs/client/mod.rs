@@ -627,6 +627,10 @@ fn body_name(body: &JobBody) -> &'static str {
         JobBody::Ack { .. } => "Ack",
         JobBody::Cancel { .. } => "Cancel",
         JobBody::Error(_) => "Error",
+        JobBody::Trace { .. } => "Trace",
+        JobBody::TraceAnswer { .. } => "TraceAnswer",
+        JobBody::Dispute { .. } => "Dispute",
+        JobBody::Ruling { .. } => "Ruling",
     }
 }
 

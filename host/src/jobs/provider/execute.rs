@@ -138,7 +138,11 @@ impl Inner {
             role: JobRole::Provider,
             model: job.model.clone(),
             request_hash: request_hash.clone(),
-            request: Some(serde_json::json!({ "params": job.params })),
+            // The input too: a dispute replays the job from it.
+            request: Some(serde_json::json!({
+                "params": job.params,
+                "input": wire_input(&job.input),
+            })),
             client_peer: Some(client.to_string()),
             provider_peer: Some(self.key.public().to_peer_id().to_string()),
         };

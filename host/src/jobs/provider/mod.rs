@@ -18,6 +18,7 @@ mod meter;
 mod pay;
 mod stream;
 pub mod traces;
+mod verify;
 
 use crate::kernels::trace::TraceRoot;
 use crate::node::Node;
@@ -26,6 +27,7 @@ use crate::p2p::protocol::QuoteRef;
 use crate::p2p::protocol::{
     decode, encode, hash_value, now_ms, CodecError, Encoded, ProofAttachment, SignatureError,
 };
+use crate::p2p::WireInput;
 use crate::p2p::{
     ErrorCode, JobBody, JobHandler, JobMessage, Money, PeerId, SignedReceipt, SignedResult, Usage,
     WireOutput,
@@ -173,6 +175,10 @@ struct Inner {
     speed: meter::Speed,
     /// Kernel traces of delivered jobs, for disputes.
     traces: traces::TraceStore,
+    /// The last trace questioned over `/infernet/verify/1`.
+    trace_cache: verify::TraceCache,
+    /// Set on a node that serves as a referee.
+    referee: std::sync::OnceLock<Arc<crate::jobs::referee::Referee>>,
 }
 
 /// What a quote request asks to be priced.
@@ -212,6 +218,8 @@ impl ProviderHandler {
         ProviderHandler {
             inner: Arc::new(Inner {
                 traces,
+                trace_cache: Mutex::new(None),
+                referee: std::sync::OnceLock::new(),
                 node,
                 key,
                 store,
@@ -364,10 +372,17 @@ impl ProviderHandler {
                 let inner = self.inner.clone();
                 blocking(move || inner.cancel(from, job_id, reason)).await
             }
+            JobBody::Trace { job_id, query, .. } => {
+                let inner = self.inner.clone();
+                blocking(move || inner.trace_answer(job_id, query)).await
+            }
+            JobBody::Dispute { job_id, dispute } => self.referee(from, job_id, *dispute).await,
             JobBody::QuoteOffer { .. }
             | JobBody::Progress { .. }
             | JobBody::Result { .. }
             | JobBody::Ack { .. }
+            | JobBody::TraceAnswer { .. }
+            | JobBody::Ruling { .. }
             | JobBody::Error(_) => Err(ProviderError::Unsupported(
                 "a provider answers requests only (quote request, accept, run, poll, receipt, cancel)".into(),
             )),
@@ -380,7 +395,18 @@ impl ProviderHandler {
     /// handler sees it. To anyone else the job does not exist.
     async fn authorize(&self, from: PeerId, body: &JobBody) -> Result<(), ProviderError> {
         let job_id = match body {
-            JobBody::QuoteRequest { .. } | JobBody::Accept { .. } => return Ok(()),
+            JobBody::QuoteRequest { .. } | JobBody::Accept { .. } | JobBody::Dispute { .. } => {
+                return Ok(())
+            }
+            JobBody::Trace {
+                job_id,
+                ticket: Some(ticket),
+                ..
+            } => {
+                let inner = self.inner.clone();
+                let (job_id, ticket) = (job_id.clone(), ticket.clone());
+                return blocking(move || inner.check_ticket(from, &job_id, &ticket)).await;
+            }
             JobBody::Receipt(r) => r.payload.job_id.clone(),
             other => match other.job_id() {
                 Some(id) => id.to_string(),

@@ -123,7 +123,8 @@ impl EventLoop {
                 message,
             }) => self.on_gossip_message(propagation_source, message_id, message),
             BehaviourEvent::Gossipsub(_) => {}
-            BehaviourEvent::Job(ev) => self.on_job_event(ev),
+            BehaviourEvent::Job(ev) => self.on_job_event(false, ev),
+            BehaviourEvent::Verify(ev) => self.on_job_event(true, ev),
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
                     self.swarm
@@ -285,7 +286,10 @@ impl EventLoop {
         self.emit(NetworkEvent::InboundJobFailure { peer, reason });
     }
 
-    fn on_job_event(&mut self, ev: request_response::Event<Frame, JobMessage>) {
+    /// Events of `/infernet/job/2`, or of `/infernet/verify/1` when
+    /// `verify`: the same messages, bounds and handler; each body kind is
+    /// accepted on its own protocol only.
+    fn on_job_event(&mut self, verify: bool, ev: request_response::Event<Frame, JobMessage>) {
         use request_response::{Event, Message};
         match ev {
             Event::Message {
@@ -317,6 +321,15 @@ impl EventLoop {
                     self.metrics.job_rejected();
                     tracing::warn!(%peer, %reason, "job request refused at the edge");
                     self.refuse(channel, None, ErrorCode::InvalidRequest, reason);
+                    return;
+                }
+                if request.body.is_verification() != verify {
+                    let reason = match verify {
+                        true => "this message belongs on /infernet/job/2",
+                        false => "this message belongs on /infernet/verify/1",
+                    };
+                    self.metrics.job_rejected();
+                    self.refuse(channel, request.job_id(), ErrorCode::InvalidRequest, reason);
                     return;
                 }
                 if let JobBody::Receipt(receipt) = &request.body {
@@ -396,7 +409,11 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let Some((_, reply)) = self.pending_requests.remove(&request_id) else {
+                let key = super::RequestKey {
+                    verify,
+                    id: request_id,
+                };
+                let Some((_, reply)) = self.pending_requests.remove(&key) else {
                     return;
                 };
                 self.send_queued(peer);
@@ -434,7 +451,11 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                let key = super::RequestKey {
+                    verify,
+                    id: request_id,
+                };
+                if let Some((_, reply)) = self.pending_requests.remove(&key) {
                     self.send_queued(peer);
                     let _ = reply.send(Err(NetworkError::Request {
                         peer: peer.to_string(),

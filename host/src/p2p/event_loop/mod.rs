@@ -188,8 +188,17 @@ fn websocket(
         .boxed())
 }
 
-/// One of our job requests waiting its turn, and where its answer goes.
-type Outbound = (Box<JobMessage>, Reply<JobMessage>);
+/// One of our job requests waiting its turn, where its answer goes, and
+/// whether it goes on `/infernet/verify/1`.
+type Outbound = (Box<JobMessage>, Reply<JobMessage>, bool);
+
+/// An outbound request, by the behaviour that sent it (each numbers its
+/// own requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct RequestKey {
+    pub verify: bool,
+    pub id: OutboundRequestId,
+}
 
 /// One in-flight job request: releases its global and per-peer slots
 /// when the handler task ends, however it ends.
@@ -244,7 +253,7 @@ struct EventLoop {
     metrics: Arc<NetworkMetrics>,
     listen_addrs: Vec<Multiaddr>,
     pending_dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
-    pending_requests: HashMap<OutboundRequestId, (PeerId, Reply<JobMessage>)>,
+    pending_requests: HashMap<RequestKey, (PeerId, Reply<JobMessage>)>,
     /// Our own job requests waiting their turn: at most
     /// `max_inflight_per_peer` go to one peer at once, the bound a provider
     /// with default settings serves one peer with.
@@ -334,19 +343,22 @@ impl EventLoop {
             let Some(queue) = self.outbound_queue.get_mut(&peer) else {
                 return;
             };
-            let Some((msg, reply)) = queue.pop_front() else {
+            let Some((msg, reply, verify)) = queue.pop_front() else {
                 self.outbound_queue.remove(&peer);
                 return;
             };
             if reply.is_closed() {
                 continue;
             }
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .job
-                .send_request(&peer, Frame::Message(msg));
-            self.pending_requests.insert(id, (peer, reply));
+            let behaviour = self.swarm.behaviour_mut();
+            let rr = if verify {
+                &mut behaviour.verify
+            } else {
+                &mut behaviour.job
+            };
+            let id = rr.send_request(&peer, Frame::Message(msg));
+            self.pending_requests
+                .insert(RequestKey { verify, id }, (peer, reply));
         }
     }
 
@@ -481,7 +493,12 @@ impl EventLoop {
                     },
                 );
             }
-            Command::SendJob { peer, msg, reply } => {
+            Command::SendJob {
+                peer,
+                msg,
+                reply,
+                verify,
+            } => {
                 if peer == *self.swarm.local_peer_id() {
                     let _ = reply.send(Err(NetworkError::Request {
                         peer: peer.to_string(),
@@ -503,7 +520,7 @@ impl EventLoop {
                 self.outbound_queue
                     .entry(peer)
                     .or_default()
-                    .push_back((msg, reply));
+                    .push_back((msg, reply, verify));
                 self.send_queued(peer);
             }
             Command::ListenAddrs { reply } => {
