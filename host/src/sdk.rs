@@ -34,6 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+pub use crate::config::VerifyPolicy;
+pub use crate::jobs::client::{spot_check, Replica, Verdict, Verification};
 pub use crate::jobs::{ClientError, InferOptions, JobOutcome, JobStream, StreamEvent};
 
 /// Why a node could not start.
@@ -145,6 +147,16 @@ impl InfernetBuilder {
         }
         let net = p2p::start(net_cfg, provider.clone().map(SharedHandler::new)).await?;
 
+        if let (Some(node), Some(handler)) = (&node, &provider) {
+            if config.verify.referee {
+                let referee = Arc::new(crate::jobs::referee::Referee::new(
+                    node.clone(),
+                    net.peer_id(),
+                ));
+                referee.set_network(net.clone());
+                handler.set_referee(referee);
+            }
+        }
         restore_addresses(&net, &store).await;
         let mut tasks = vec![tokio::spawn(record_peers(net.clone(), store.clone()))];
         if let Some(node) = &node {
@@ -155,12 +167,13 @@ impl InfernetBuilder {
             Some(p) => p.payments(),
             None => load_payments(&config, None, &store, &key).await?,
         };
-        let client = JobClient::with_payments(
+        let client = JobClient::with_verify(
             net.clone(),
             store.clone(),
             key,
             config.client.clone(),
             payments.clone(),
+            Some((config.verify.clone(), data_dir.clone())),
         );
         let sweep_every = config.node.escrow_sweep_secs;
         if payments.is_some() && sweep_every > 0 {

@@ -46,6 +46,13 @@ pub struct BenchArgs {
     /// Requests per network measurement.
     #[arg(long, default_value_t = 300)]
     requests: usize,
+    /// Run only the verification simulation (cheaters caught, honest
+    /// providers never slashed, what disputes cost).
+    #[arg(long)]
+    verify: bool,
+    /// Jobs per provider kind in the verification simulation.
+    #[arg(long, default_value_t = 1000)]
+    jobs: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -83,6 +90,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     if a.network {
         return super::bench_net::run(&plugins, &dir.join("network"), a.requests);
+    }
+    if a.verify {
+        return super::bench_verify::run(&plugins, &dir.join("verify"), a.jobs);
     }
     bench_llama(&a, &plugins, &dir)?;
     match &a.minilm {

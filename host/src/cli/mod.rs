@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_net;
+mod bench_verify;
 mod net;
 mod pay;
 mod plugin;
@@ -140,6 +141,11 @@ struct InferArgs {
     /// accepted (`--network`; only providers that advertise it are used).
     #[arg(long)]
     proof: Option<String>,
+    /// Verification policy (`--network`): `none`, `replicate(K)`,
+    /// `spot-check(P)` or `proof(groth16)`; default: the config's
+    /// `[verify] policy`.
+    #[arg(long, value_parser = parse_policy)]
+    verify: Option<infernet_host::sdk::VerifyPolicy>,
     /// Print the outcome as JSON (`--network`).
     #[arg(long)]
     json: bool,
@@ -227,6 +233,10 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_policy(s: &str) -> Result<infernet_host::sdk::VerifyPolicy, String> {
+    s.parse()
+}
+
 fn load_node(config: &Path) -> Result<Node> {
     let config = Config::load(config)?;
     Node::from_config(&config).context("starting the node from its config")
@@ -249,6 +259,7 @@ fn infer(a: InferArgs) -> Result<()> {
             ]
             .concat(),
             proof: a.proof.clone(),
+            verify: a.verify.clone(),
         };
         return net::infer(net::NetworkInfer {
             config: &a.config,
@@ -258,8 +269,15 @@ fn infer(a: InferArgs) -> Result<()> {
             json: a.json,
         });
     }
-    if a.max_budget.is_some() || a.currency.is_some() || a.json || a.proof.is_some() {
-        bail!("--max-budget, --currency, --proof and --json apply to --network jobs only");
+    if a.max_budget.is_some()
+        || a.currency.is_some()
+        || a.json
+        || a.proof.is_some()
+        || a.verify.is_some()
+    {
+        bail!(
+            "--max-budget, --currency, --proof, --verify and --json apply to --network jobs only"
+        );
     }
     let node = load_node(&a.config)?;
     let mut params = vec![

@@ -6,7 +6,7 @@ use infernet_host::config::Config;
 use infernet_host::p2p::WireOutput;
 use infernet_host::payments::display;
 use infernet_host::payments::ledger::{self, LEDGER};
-use infernet_host::sdk::{InferOptions, Infernet, JobOutcome, StreamEvent};
+use infernet_host::sdk::{InferOptions, Infernet, JobOutcome, StreamEvent, Verdict, Verification};
 use infernet_host::store::{JobRecord, PeerRecord, Store};
 use std::io::Write;
 use std::path::Path;
@@ -102,6 +102,9 @@ pub fn infer(a: NetworkInfer<'_>) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&outcome_json(&outcome))?);
         } else {
             println!();
+            if let Some(v) = &outcome.verification {
+                println!("{}", verification_line(v));
+            }
             print_outcome(&outcome, started.elapsed());
         }
         node.shutdown().await;
@@ -126,6 +129,45 @@ fn print_outcome(o: &JobOutcome, took: std::time::Duration) {
     );
 }
 
+/// `verification: <policy>: …`, what `infer --network` prints after the output.
+fn verification_line(v: &Verification) -> String {
+    let policy = &v.policy;
+    match &v.verdict {
+        Verdict::Agreed => {
+            let mut extra: std::collections::BTreeMap<&str, u64> = Default::default();
+            for m in &v.cost {
+                let e = extra.entry(m.currency.as_str()).or_default();
+                *e = e.saturating_add(m.amount);
+            }
+            let cost = if extra.is_empty() {
+                "no extra cost".to_string()
+            } else {
+                let sums: Vec<String> = extra.iter().map(|(c, a)| display(*a, c)).collect();
+                format!("extra cost {}", sums.join(" + "))
+            };
+            format!(
+                "verification: {policy}: agreed by {} providers ({cost})",
+                v.replicas.len()
+            )
+        }
+        Verdict::Cheated {
+            providers,
+            evidence,
+        } => format!(
+            "verification: {policy}: cheated: {} (refunded); evidence: {}",
+            providers.join(", "),
+            evidence.display()
+        ),
+        Verdict::NoFault { evidence } => format!(
+            "verification: {policy}: the replicas differed by float noise, ruled honest; evidence: {}",
+            evidence.display()
+        ),
+        Verdict::Unchecked => {
+            format!("verification: {policy}: not drawn this time (one provider)")
+        }
+    }
+}
+
 fn outcome_json(o: &JobOutcome) -> serde_json::Value {
     serde_json::json!({
         "job_id": o.job_id,
@@ -134,6 +176,7 @@ fn outcome_json(o: &JobOutcome) -> serde_json::Value {
         "price": { "amount": o.price.amount, "currency": o.price.currency },
         "output": match &o.output { WireOutput::Text(t) => serde_json::json!(t), other => serde_json::json!(format!("{other:?}")) },
         "signed_result": o.signed.payload.value(),
+        "verification": serde_json::to_value(&o.verification).unwrap_or_default(),
     })
 }
 

@@ -5,7 +5,10 @@
 //! fix without reading code. Unknown keys are errors too: a typo never
 //! silently falls back to a default.
 
+pub mod policy;
 mod validate;
+
+pub use policy::VerifyPolicy;
 
 use crate::runtime::limits::MIB;
 use crate::runtime::Limits;
@@ -70,6 +73,25 @@ pub struct Config {
     /// How this node behaves as a client of the network.
     #[serde(default)]
     pub client: ClientConfig,
+    /// How this node checks results, and whether it referees disputes.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: the default verification policy of this node's jobs, the
+/// referees its disputes go to, and whether it referees others'.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Policy of a job whose options name none: `none` (default),
+    /// `replicate(K)`, `spot-check(P)` or `proof(groth16)`.
+    #[serde(deserialize_with = "verify_policy")]
+    pub policy: VerifyPolicy,
+    /// Peer ids of the referees a disagreement between replicas is taken
+    /// to, in order of preference (one that ran a replica is skipped).
+    pub referees: Vec<String>,
+    /// Whether this node serves as a referee for other nodes' disputes.
+    pub referee: bool,
 }
 
 /// What a node does on the network. One binary, chosen in config.
@@ -122,6 +144,13 @@ pub struct ClientConfig {
     /// With `rate_source = "file"`: a file last written longer ago than
     /// this is refused (0 = no limit).
     pub rates_max_age_secs: u64,
+}
+
+/// `[verify] policy`, with the key named when it does not parse.
+fn verify_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<VerifyPolicy, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(|e| serde::de::Error::custom(format!("verify.policy: {e}")))
 }
 
 /// `[client] rate_source`.

@@ -155,3 +155,41 @@ fn rate_source_keys_are_checked_and_named() {
     );
     assert_eq!(c.client.rates_max_age_secs, 600);
 }
+
+#[test]
+fn verify_section_parses_and_names_bad_keys() {
+    let parse = |t: &str| Config::parse(t, Path::new(".")).unwrap_err().to_string();
+    let c = Config::parse("", Path::new(".")).unwrap();
+    assert_eq!(c.verify.policy, VerifyPolicy::None);
+    assert!(c.verify.referees.is_empty() && !c.verify.referee);
+    let peer = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
+    let c = Config::parse(
+        &format!("[verify]\npolicy = 'replicate(3)'\nreferees = ['{peer}']\nreferee = true\n"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(c.verify.policy, VerifyPolicy::Replicate(3));
+    assert_eq!(c.verify.referees, vec![peer.clone()]);
+    assert!(c.verify.referee);
+    let c = Config::parse("[verify]\npolicy = 'spot-check(0.25)'\n", Path::new(".")).unwrap();
+    assert_eq!(c.verify.policy, VerifyPolicy::SpotCheck(0.25));
+
+    for bad in ["replicate(1)", "spot-check(2)", "trust-me"] {
+        let err = parse(&format!("[verify]\npolicy = '{bad}'\n"));
+        assert!(err.contains("verify.policy") && err.contains(bad), "{err}");
+    }
+    let err = parse("[verify]\nreferees = ['not-a-peer']\n");
+    assert!(
+        err.contains("verify.referees[0]") && err.contains("not-a-peer"),
+        "{err}"
+    );
+    let err = parse(&format!("[verify]\nreferees = ['{peer}', '{peer}']\n"));
+    assert!(err.contains("verify.referees[1]"), "{err}");
+    let err = parse("[verify]\nreferee = 'yes'\n");
+    assert!(err.contains("referee"), "{err}");
+    let err = parse("[verify]\nsample_seed = 7\n");
+    assert!(err.contains("sample_seed"), "{err}");
+}

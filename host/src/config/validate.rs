@@ -3,7 +3,8 @@
 
 use super::{
     invalid, BackendConfig, ClientConfig, Config, ConfigError, LimitsConfig, NodeConfig,
-    PaymentConfig, PluginConfig, RateSourceKind, Role, ACCOUNT_CONFIG_KEY, PROOF_SYSTEMS,
+    PaymentConfig, PluginConfig, RateSourceKind, Role, VerifyConfig, ACCOUNT_CONFIG_KEY,
+    PROOF_SYSTEMS,
 };
 use infernet_plugin_api::money;
 use std::collections::HashSet;
@@ -19,6 +20,7 @@ impl Config {
             ));
         }
         self.client.validate()?;
+        self.verify.validate()?;
         let mut model_ids = HashSet::new();
         for (i, b) in self.backend.iter().enumerate() {
             b.validate(&format!("backend[{i}]"), &mut model_ids)?;
@@ -134,6 +136,27 @@ impl ClientConfig {
         }
         if self.escrow_secs == 0 {
             return Err(invalid("client.escrow_secs", "must be at least 1 second"));
+        }
+        Ok(())
+    }
+}
+
+impl VerifyConfig {
+    /// `policy` is checked as it parses (serde names the key); here the
+    /// referees, which must be peer ids, once each.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, r) in self.referees.iter().enumerate() {
+            let key = format!("verify.referees[{i}]");
+            r.parse::<libp2p::PeerId>().map_err(|e| {
+                invalid(
+                    key.clone(),
+                    format!("`{r}` is not a peer id ({e}); write the referee's id as `infernet node start` prints it (`12D3KooW…`)"),
+                )
+            })?;
+            if !seen.insert(r.as_str()) {
+                return Err(invalid(key, format!("referee `{r}` is listed twice")));
+            }
         }
         Ok(())
     }

@@ -3,12 +3,16 @@
 //! down to the first diverging call ([`dispute`]), and the evidence bundle
 //! anyone can check offline ([`evidence`]). Traces themselves are kept by
 //! the kernels (`kernels::trace`); a job's policy (`none`, `replicate(k)`,
-//! `spot-check(p)`, `proof`) is [`policy`].
+//! `spot-check(p)`, `proof`) is [`policy`] (in `config`, which parses it);
+//! [`sim`] is the cheating simulation behind `infernet bench --verify`.
 
 pub mod dispute;
 pub mod evidence;
-pub mod policy;
 pub mod referee;
+pub mod sim;
+
+/// A job's verification policy (parsed with the config, so it lives there).
+pub use crate::config::policy;
 
 use crate::kernels::trace::TraceRoot;
 use crate::node::Node;

@@ -35,8 +35,9 @@ mod p2p_job_protocol;
 mod p2p_network;
 mod protocol_vectors;
 
-// The verifier: traces, disputes, evidence.
+// The verifier: traces, disputes, evidence; the client's verification policies.
 mod verifier;
+mod verify_policies;
 
 // Pricing and payments (and the local CoinPay server they run against).
 mod coinpay_fake;

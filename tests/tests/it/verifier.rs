@@ -430,3 +430,45 @@ fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
         assert!(bad.check(Some(&w.referee)).is_err());
     }
 }
+
+/// The short version of `infernet bench --verify`: every cheat mode caught
+/// in every job under replicate(2), honest providers on different thread
+/// counts never disputed, every piece of evidence checked again offline.
+#[test]
+fn simulation_catches_every_cheat_and_slashes_no_honest_provider() {
+    use infernet_host::verify::sim::{simulate, SimNodes};
+    let w = world();
+    let second = node(w._dir.path(), "second", &w.llama, &w.model);
+    let modes = ["perturb", "skip-layers", "replay", "early-stop"];
+    let cheats: Vec<(String, Node)> = modes
+        .iter()
+        .map(|m| {
+            let pkg = pack_cheat(m, w._dir.path());
+            (
+                m.to_string(),
+                node(w._dir.path(), &format!("sim-{m}"), &pkg, &w.model),
+            )
+        })
+        .collect();
+    let nodes = SimNodes {
+        honest: &w.honest,
+        second: &second,
+        referee: &w.referee,
+        cheats: cheats.iter().map(|(m, n)| (m.clone(), n)).collect(),
+    };
+    let jobs = 6;
+    let r = simulate(&nodes, jobs, &[0.5], 1, |_| {}).unwrap();
+    for m in &r.modes {
+        assert_eq!(m.jobs, jobs, "{m:?}");
+        assert_eq!(m.false_slashes, 0, "{m:?}");
+        if m.mode == "honest" {
+            assert_eq!(m.diverged, 0, "honest providers agree call for call: {m:?}");
+        } else {
+            assert_eq!(m.caught, jobs, "{} caught in every job: {m:?}", m.mode);
+        }
+    }
+    let spot = &r.spot[0];
+    for (mode, caught) in &spot.caught {
+        assert_eq!(*caught, spot.checked, "{mode}: every checked job is caught");
+    }
+}

@@ -300,6 +300,9 @@ impl Inner {
                         }
                     }
                 }
+                // A replica of a verified job waits here, its payment held,
+                // until the replicas are compared (`verify.rs`).
+                JobState::Delivered if req.hold => return self.outcome(&rec).await,
                 JobState::Delivered if req.proof.is_some() => {
                     slot = None;
                     let outcome = self.outcome(&rec).await?;
@@ -345,10 +348,10 @@ impl Inner {
                     let peer = outcome.provider.to_string();
                     self.db(move |s| Ok(s.peers().record_outcome(&peer, true)?))
                         .await?;
-                    let verification = if rec.state == JobState::Verified {
-                        "verification: proof checked"
-                    } else {
-                        "verification: none"
+                    let verification = match (rec.state, &req.proof) {
+                        (JobState::Verified, Some(_)) => "verification: proof checked",
+                        (JobState::Verified, None) => "verification: replicas compared",
+                        _ => "verification: none",
                     };
                     self.advance(
                         id,

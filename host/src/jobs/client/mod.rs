@@ -10,9 +10,15 @@
 //! escrowed  (payments issue: confirm the escrow)                      -> assigned
 //! assigned  about to send Run                                         -> running
 //! running   Run, stream / poll until the signed Result                -> delivered
-//! delivered (proof asked for: verify it)                             -> verified
+//! delivered (a held replica: wait here for the comparison)
+//! delivered (proof asked for: verify it; replicas agreed)             -> verified
 //! delivered | verified  Receipt, reputation +1                        -> settled
 //! ```
+//!
+//! A job's verification policy ([`InferOptions::verify`], else the
+//! config's `[verify] policy`) decides how many providers run it:
+//! `replicate(k)` and a drawn `spot-check(p)` run it as k held jobs and
+//! compare them (`verify.rs`); `proof(groth16)` is [`InferOptions::proof`].
 //!
 //! A job with [`InferOptions::proof`] (`"groth16"`) only goes to providers
 //! whose advert lists a verifying key for the model in that system; the
@@ -33,7 +39,7 @@
 
 use super::crash_at;
 use super::select::{rank, Candidate};
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, VerifyConfig};
 use crate::p2p::protocol::{
     decode, encode, hash_value, now_ms, Encoded, Money, ProofAdvert, ProofAttachment, ReceiptBody,
     SignedReceipt, SignedResult, Usage, WireError,
@@ -48,6 +54,7 @@ use crate::store::{
 use libp2p::identity::Keypair;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -83,6 +90,10 @@ pub struct InferOptions {
     /// if the proof does not verify.
     #[serde(default)]
     pub proof: Option<String>,
+    /// How the result is checked (`replicate(2)`, `spot-check(0.1)`, …);
+    /// `None`: the config's `[verify] policy`.
+    #[serde(default)]
+    pub verify: Option<VerifyPolicy>,
 }
 
 impl InferOptions {
@@ -116,6 +127,20 @@ struct StoredRequest {
     max_output_tokens: u32,
     #[serde(default)]
     proof: Option<String>,
+    /// A replica of a verified job: the lifecycle stops at `delivered`,
+    /// payment held, until the replicas are compared.
+    #[serde(default)]
+    hold: bool,
+    /// Peer ids this job must not use (the providers of earlier replicas).
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+impl StoredRequest {
+    /// The providers this job must not use, parsed (we wrote them).
+    fn excluded(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.exclude.iter().filter_map(|p| p.parse().ok())
+    }
 }
 
 /// A finished job: the output, the provider's signed result and the price.
@@ -135,6 +160,10 @@ pub struct JobOutcome {
     pub attempts: u32,
     /// The proof that was asked for, verified before the job settled.
     pub proof: Option<Encoded<ProofAttachment>>,
+    /// How the result was checked against other providers'
+    /// (`replicate`/`spot-check`); `None` for the policies `none` and
+    /// `proof` (see [`JobOutcome::proof`]).
+    pub verification: Option<Verification>,
 }
 
 impl JobOutcome {
@@ -353,6 +382,11 @@ struct Inner {
     providers: Mutex<HashMap<String, (Instant, Vec<ProviderInfo>)>>,
     /// Payment adapters; `None`: this client pays nobody (unpaid providers only).
     payments: Option<Arc<crate::payments::Payments>>,
+    /// `[verify]`: the default policy and the referees.
+    verify: VerifyConfig,
+    /// Where dispute evidence is saved (`<data_dir>/evidence`); `None`:
+    /// next to the store's file.
+    data_dir: Option<PathBuf>,
 }
 
 type Events = mpsc::UnboundedSender<StreamEvent>;
@@ -399,6 +433,24 @@ impl JobClient {
         cfg: ClientConfig,
         payments: Option<Arc<crate::payments::Payments>>,
     ) -> JobClient {
+        Self::with_verify(net, store, key, cfg, payments, None)
+    }
+
+    /// A paying client with `[verify]` settings, saving dispute evidence
+    /// under `<data_dir>/evidence` (`verify`: the settings and the data
+    /// dir; `None`: policy `none`, no referees).
+    pub fn with_verify(
+        net: NetworkHandle,
+        store: Arc<Store>,
+        key: Keypair,
+        cfg: ClientConfig,
+        payments: Option<Arc<crate::payments::Payments>>,
+        verify: Option<(VerifyConfig, PathBuf)>,
+    ) -> JobClient {
+        let (verify, data_dir) = match verify {
+            Some((v, dir)) => (v, Some(dir)),
+            None => (VerifyConfig::default(), None),
+        };
         JobClient {
             inner: Arc::new(Inner {
                 net,
@@ -408,34 +460,78 @@ impl JobClient {
                 in_flight: Arc::new(Mutex::new(HashMap::new())),
                 providers: Mutex::new(HashMap::new()),
                 payments,
+                verify,
+                data_dir,
             }),
         }
     }
 
-    /// Runs a job on the network and returns its outcome.
+    /// Runs a job on the network under its verification policy (see
+    /// [`InferOptions::verify`]) and returns its outcome.
     pub async fn submit(
         &self,
         model: &str,
         input: WireInput,
         opts: &InferOptions,
     ) -> Result<JobOutcome, ClientError> {
-        let id = self.create(model, input, opts).await?;
-        self.inner.drive(&id, None).await
+        match self.plan(opts)? {
+            Plan::Single(opts) => {
+                let id = self.create(model, input, &opts, Hold::No).await?;
+                self.inner.drive(&id, None).await
+            }
+            Plan::Unchecked(opts, policy) => {
+                let id = self.create(model, input, &opts, Hold::No).await?;
+                let outcome = self.inner.drive(&id, None).await?;
+                Ok(verify::unchecked(outcome, policy))
+            }
+            Plan::Replicate(opts, policy) => {
+                let first = self
+                    .create(model, input.clone(), &opts, Hold::Replica(vec![]))
+                    .await?;
+                self.replicate(first, (model.into(), input, opts), policy, None)
+                    .await
+            }
+        }
     }
 
     /// Like [`JobClient::submit`], reporting tokens and provider changes
-    /// as they happen.
+    /// as they happen. Under `replicate`/`spot-check` the first replica is
+    /// streamed; the others run after it, then the results are compared
+    /// before the outcome is returned.
     pub async fn submit_streaming(
         &self,
         model: &str,
         input: WireInput,
         opts: &InferOptions,
     ) -> Result<JobStream, ClientError> {
-        let job_id = self.create(model, input, opts).await?;
+        let plan = self.plan(opts)?;
         let (tx, events) = mpsc::unbounded_channel();
-        let inner = self.inner.clone();
-        let id = job_id.clone();
-        let outcome = tokio::spawn(async move { inner.drive(&id, Some(&tx)).await });
+        let (job_id, outcome) = match plan {
+            Plan::Single(opts) => {
+                let job_id = self.create(model, input, &opts, Hold::No).await?;
+                let (inner, id) = (self.inner.clone(), job_id.clone());
+                let run = tokio::spawn(async move { inner.drive(&id, Some(&tx)).await });
+                (job_id, run)
+            }
+            Plan::Unchecked(opts, policy) => {
+                let job_id = self.create(model, input, &opts, Hold::No).await?;
+                let (inner, id) = (self.inner.clone(), job_id.clone());
+                let run = tokio::spawn(async move {
+                    let outcome = inner.drive(&id, Some(&tx)).await?;
+                    Ok(verify::unchecked(outcome, policy))
+                });
+                (job_id, run)
+            }
+            Plan::Replicate(opts, policy) => {
+                let job_id = self
+                    .create(model, input.clone(), &opts, Hold::Replica(vec![]))
+                    .await?;
+                let (client, id, job) = (self.clone(), job_id.clone(), (model.into(), input, opts));
+                let run =
+                    tokio::spawn(async move { client.replicate(id, job, policy, Some(&tx)).await });
+                (job_id, run)
+            }
+        };
         Ok(JobStream {
             job_id,
             events,
@@ -443,9 +539,21 @@ impl JobClient {
         })
     }
 
-    /// Drives an existing job (a resumed one) to its end.
+    /// Drives an existing job (a resumed one) to its end. A held replica
+    /// of a verified job is refunded once delivered: the comparison it
+    /// waited for ended with the process that started it.
     pub async fn resume(&self, job_id: &str) -> Result<JobOutcome, ClientError> {
-        self.inner.drive(job_id, None).await
+        let outcome = self.inner.drive(job_id, None).await?;
+        let rec = self.inner.record(job_id).await?;
+        if rec.state == JobState::Delivered && stored_request(&rec)?.hold {
+            let message = "a held replica whose comparison did not survive a restart".to_string();
+            self.refund_held(job_id, &message).await?;
+            return Err(ClientError::Failed {
+                job_id: job_id.into(),
+                message,
+            });
+        }
+        Ok(outcome)
     }
 
     /// Every unfinished client job in the store, oldest first: what a
@@ -508,11 +616,14 @@ impl JobClient {
         Ok(())
     }
 
+    /// Stores a new job (`hold`: a replica of a verified job) and returns
+    /// its id.
     async fn create(
         &self,
         model: &str,
         input: WireInput,
         opts: &InferOptions,
+        hold: Hold,
     ) -> Result<String, ClientError> {
         let mut params = opts.backend_params();
         // The quote covers this many output tokens, and paid providers run
@@ -537,6 +648,17 @@ impl JobClient {
             max_budget: opts.max_budget,
             currency: opts.currency.clone(),
             proof: opts.proof.clone(),
+            hold: matches!(hold, Hold::Replica(_)),
+            // A replica avoids the earlier replicas' providers and this
+            // client's referees: a referee must be party to neither result.
+            exclude: match hold {
+                Hold::Replica(peers) => peers
+                    .iter()
+                    .map(|p| p.to_string())
+                    .chain(self.inner.verify.referees.iter().cloned())
+                    .collect(),
+                Hold::No => Vec::new(),
+            },
         };
         let job = NewJob {
             id: crate::node::new_job_id(),
@@ -590,6 +712,11 @@ mod lifecycle;
 mod pay;
 mod proof;
 mod steps;
+mod verify;
+
+use crate::config::VerifyPolicy;
+pub use verify::{spot_check, Replica, Verdict, Verification};
+use verify::{Hold, Plan};
 
 use proof::add_proof;
 pub use proof::verify_proof;

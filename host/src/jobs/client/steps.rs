@@ -25,8 +25,12 @@ impl Inner {
                 ),
             });
         }
+        // Providers that failed this job, and those it must not use (the
+        // other replicas' providers), which are no failure of theirs.
+        let mut avoid = excluded.clone();
+        avoid.extend(req.excluded());
         let providers = self
-            .discover(&req.model, req.proof.as_deref(), excluded)
+            .discover(&req.model, req.proof.as_deref(), &avoid)
             .await?;
         let peers: Vec<PeerId> = providers.iter().map(|p| p.peer_id).collect();
         let reputations = self
@@ -464,6 +468,7 @@ impl Inner {
             price: self.price_of(rec).await?,
             attempts: rec.attempts.max(0) as u32,
             proof,
+            verification: None,
         })
     }
 

@@ -281,6 +281,15 @@ impl Inner {
                     available: self.node.models(),
                 })?;
         body.client = Some(client.to_string());
+        #[cfg(feature = "test-hooks")]
+        if let Some(sha) = self
+            .claimed_sha256
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            body.backend.sha256 = sha;
+        }
         body.proof_hash = proof.map(|p| p.hash());
         if let Some(b) = &mut body.binds {
             b.quote = self.accepted_quote(&job.id);

@@ -165,6 +165,11 @@ struct Inner {
     /// provider whose signature is fine but whose proof is not).
     #[cfg(feature = "test-hooks")]
     tamper_proofs: std::sync::atomic::AtomicBool,
+    /// Test hook: name this plugin sha256 in results instead of the real
+    /// one (a provider that runs a cheating plugin and claims the honest
+    /// one's hash).
+    #[cfg(feature = "test-hooks")]
+    claimed_sha256: Mutex<Option<String>>,
     /// Payment adapters; `None`: this provider runs jobs unpaid.
     payments: Option<Arc<crate::payments::Payments>>,
     /// Recent quotes by quote id, until they expire.
@@ -227,6 +232,8 @@ impl ProviderHandler {
                 running: AtomicU32::new(0),
                 #[cfg(feature = "test-hooks")]
                 tamper_proofs: std::sync::atomic::AtomicBool::new(false),
+                #[cfg(feature = "test-hooks")]
+                claimed_sha256: Mutex::new(None),
                 payments,
                 quotes: Mutex::new(HashMap::new()),
                 speed: meter::Speed::default(),
@@ -300,6 +307,22 @@ impl ProviderHandler {
     #[cfg(feature = "test-hooks")]
     pub fn tamper_proofs_for_tests(&self, on: bool) {
         self.inner.tamper_proofs.store(on, Ordering::Relaxed);
+    }
+
+    /// Test hook: sign results naming plugin `sha256` instead of the one
+    /// that ran (a lying provider).
+    #[cfg(feature = "test-hooks")]
+    pub fn claim_backend_sha256_for_tests(&self, sha256: &str) {
+        *self
+            .inner
+            .claimed_sha256
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(sha256.into());
+    }
+
+    /// sha256 of the plugin that serves `model` here.
+    pub fn backend_sha256(&self, model: &str) -> Option<String> {
+        self.inner.node.backend_sha256(model)
     }
 
     /// Jobs executing now.
