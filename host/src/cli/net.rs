@@ -318,6 +318,11 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
                 node_dir = abs_dir(&node_dir)?,
                 boot = toml_list(bootstrap.as_slice()),
             );
+            // The dearest provider also serves as the client's referee.
+            let text = match i {
+                2 => format!("{text}\n# Rules on the client's disputes (it runs no replica of them).\n[verify]\nreferee = true\n"),
+                _ => text,
+            };
             let path = dir.join(format!("provider-{i}.toml"));
             std::fs::write(&path, text)?;
             let node = Infernet::new(Config::load(&path)?)
@@ -332,9 +337,10 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         let client_dir = dir.join("client");
         let _ = std::fs::remove_file(client_dir.join(infernet_host::store::DB_FILE));
         let text = format!(
-            "# Written by `infernet demo`.\n[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {}\n\n[[payment]]\nplugin = {ledger:?}\n",
+            "# Written by `infernet demo`.\n[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {}\n\n[[payment]]\nplugin = {ledger:?}\n\n# Every job on two providers, compared call for call; provider-2 referees.\n[verify]\npolicy = \"replicate(2)\"\nreferees = [\"{}\"]\n",
             abs_dir(&client_dir)?,
-            toml_list(bootstrap.as_slice())
+            toml_list(bootstrap.as_slice()),
+            providers[2].peer_id()
         );
         let path = dir.join("client.toml");
         std::fs::write(&path, text)?;
@@ -388,15 +394,31 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         }
         print_outcome(&outcome, started.elapsed());
         println!("served by {} ({})", name(&outcome.provider.to_string()), outcome.provider);
-        for e in client.store().escrows().by_job(&outcome.job_id)? {
-            println!(
-                "payment: {} held in escrow {} via {}, {} to {}",
-                display(e.amount, &e.currency),
-                e.escrow_id.as_deref().unwrap_or("-"),
-                e.adapter,
-                e.status,
-                name(e.provider_peer.as_deref().unwrap_or_default())
-            );
+        let replicas: Vec<String> = match &outcome.verification {
+            Some(v) => {
+                for r in &v.replicas {
+                    println!(
+                        "replica: {} ran it, trace root {}",
+                        name(&r.provider.to_string()),
+                        r.trace_root.as_deref().unwrap_or("-")
+                    );
+                }
+                println!("{}", verification_line(v));
+                v.replicas.iter().map(|r| r.job_id.clone()).collect()
+            }
+            None => vec![outcome.job_id.clone()],
+        };
+        for job in &replicas {
+            for e in client.store().escrows().by_job(job)? {
+                println!(
+                    "payment: {} held in escrow {} via {}, {} to {}",
+                    display(e.amount, &e.currency),
+                    e.escrow_id.as_deref().unwrap_or("-"),
+                    e.adapter,
+                    e.status,
+                    name(e.provider_peer.as_deref().unwrap_or_default())
+                );
+            }
         }
         let left = ledger::balance(wallet.plugin.kv(), &me, "USD")?;
         println!("client wallet: {} -> {}", display(funded, "USD"), display(left, "USD"));
@@ -418,8 +440,126 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         for p in providers {
             p.shutdown().await;
         }
+        demo_cheat(plugins, dir, &llama, &model_dir, prompt)?;
         Ok(())
     })
+}
+
+/// The demo's second job: the same prompt on an honest node and on one
+/// running a cheating build of the llama plugin (one extra op in one
+/// layer) that claims the honest plugin's sha256, disputed before a
+/// referee: bisection to the first diverging kernel call, the referee's
+/// ruling, and the evidence checked again offline. In-process: a release
+/// node cannot be made to lie about its plugin, so the liar is built here.
+fn demo_cheat(plugins: &Path, dir: &Path, llama: &Path, model: &Path, prompt: &str) -> Result<()> {
+    use infernet_host::p2p::libp2p::identity::Keypair;
+    use infernet_host::p2p::protocol::{hash_output, SignedResult, Usage, WireInput};
+    use infernet_host::verify::dispute::{self, LocalParty};
+    use infernet_host::verify::evidence::JobSpec;
+    let cheat = plugins.join("cheat-perturb");
+    if !cheat.join("infernet-plugin.toml").exists() {
+        eprintln!(
+            "\n(no {}: build the plugins with scripts/build-plugins.sh to see a cheat caught)",
+            cheat.display()
+        );
+        return Ok(());
+    }
+    let node = |name: &str, plugin: &Path| -> Result<infernet_host::node::Node> {
+        let d = abs_dir(&dir.join(name))?;
+        let text = format!(
+            "[node]\ndata_dir = {d:?}\n[[backend]]\nplugin = {plugin:?}\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model:?}\n"
+        );
+        Ok(infernet_host::node::Node::from_config(&Config::parse(
+            &text, dir,
+        )?)?)
+    };
+    let (honest, liar, referee) = (
+        node("honest", llama)?,
+        node("liar", &abs_dir(&cheat)?)?,
+        node("referee", llama)?,
+    );
+    let spec = JobSpec {
+        model: "tiny-llama".into(),
+        input: WireInput::Text(prompt.into()),
+        params: vec![("max_tokens".into(), "24".into())],
+    };
+    let honest_sha = honest
+        .backend_sha256("tiny-llama")
+        .context("honest plugin")?;
+    let sign = |n: &infernet_host::node::Node,
+                key: &Keypair|
+     -> Result<(SignedResult, infernet_host::kernels::trace::Trace, String)> {
+        let req = spec.request("demo-2");
+        let (r, trace) = n.run_traced(&req, None, None)?;
+        let text = match r.output {
+            infernet_host::worlds::backend::JobOutput::Text(t) => t,
+            other => bail!("unexpected output {other:?}"),
+        };
+        let output = infernet_host::p2p::WireOutput::Text(text.clone());
+        let usage = Usage {
+            input_tokens: r.usage.input_tokens,
+            output_tokens: r.usage.output_tokens,
+        };
+        let peer = key.public().to_peer_id().to_string();
+        let mut body = infernet_host::verify::result_body(
+            n,
+            &req,
+            hash_output(&output),
+            usage,
+            trace.root(),
+            peer,
+        )
+        .context("result")?;
+        body.backend.sha256 = honest_sha.clone();
+        Ok((SignedResult::sign(body, key)?, trace, text))
+    };
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (ra, ta, text_a) = sign(&honest, &ka)?;
+    let (rb, tb, text_b) = sign(&liar, &kb)?;
+    eprintln!("\n--- second job: provider-L runs a cheating build of llama and claims the honest plugin's sha256 ---");
+    println!(
+        "honest    {}: {text_a:?}\n          trace root {}",
+        ka.public().to_peer_id(),
+        ta.root().to_text()
+    );
+    println!(
+        "provider-L {}: {text_b:?}\n          trace root {}",
+        kb.public().to_peer_id(),
+        tb.root().to_text()
+    );
+    let req = spec.request("demo-2");
+    let started = std::time::Instant::now();
+    let mut a = LocalParty::new(ra, ta, &honest, req.clone());
+    let mut b = LocalParty::new(rb, tb, &liar, req);
+    let evidence = dispute::run(&spec, &mut a, &mut b, &referee, "referee")?;
+    let d = evidence.divergence.as_ref().context("no diverging call")?;
+    let ops: Vec<String> = d
+        .leaves
+        .iter()
+        .map(|l| l.as_ref().map_or("(none)".into(), |l| l.op.clone()))
+        .collect();
+    println!(
+        "dispute: {} bisection steps to kernel call #{} (honest `{}`, provider-L `{}`), judged by {:?} in {:.0} ms",
+        evidence.steps.len(),
+        d.index,
+        ops[0],
+        ops[1],
+        evidence.ruling.method,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let checked = evidence.check(Some(&referee))?;
+    let path = dir.join("evidence.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&evidence)?)?;
+    println!(
+        "verdict: cheated: {} (evidence {}, checked offline; check it again with `infernet verify evidence {} --plugin {} --model {}`)",
+        checked.cheated.join(", "),
+        path.display(),
+        path.display(),
+        llama.display(),
+        model.display()
+    );
+    println!("on the network the client pays the honest replica and not the cheat; slashing its stake is the next step");
+    Ok(())
 }
 
 fn abs_dir(p: &Path) -> Result<std::path::PathBuf> {

@@ -114,6 +114,8 @@ pub struct KernelCtx {
     kernel_time: Duration,
     calls: u64,
     trace: Option<trace::Trace>,
+    /// Bytes the trace holds, charged to the tensor budget.
+    trace_bytes: u64,
     capture: Option<trace::Capture>,
 }
 
@@ -129,6 +131,7 @@ impl KernelCtx {
             kernel_time: Duration::ZERO,
             calls: 0,
             trace: None,
+            trace_bytes: 0,
             capture: None,
         }
     }
@@ -162,6 +165,7 @@ impl KernelCtx {
 
     /// Ends the job's trace and hands it over.
     pub fn take_trace(&mut self) -> Option<trace::Trace> {
+        self.trace_bytes = 0;
         self.trace.take()
     }
 
@@ -170,12 +174,30 @@ impl KernelCtx {
         self.trace.is_some()
     }
 
-    /// Records one call in the trace, when one is being kept.
+    /// Records one call in the trace, when one is being kept. The trace's
+    /// memory is held to the plugin's tensor budget (counted on its own,
+    /// beside its tensors), so a plugin making millions of cheap calls
+    /// cannot grow the host's memory past what its limits allow.
     pub fn record(&mut self, leaf: impl FnOnce() -> trace::Leaf) -> Result<(), KernelError> {
-        match &mut self.trace {
-            Some(t) => t.push(leaf()),
-            None => Ok(()),
+        let Some(t) = &mut self.trace else {
+            return Ok(());
+        };
+        let leaf = leaf();
+        let bytes = leaf.held_bytes();
+        if self.trace_bytes.saturating_add(bytes) > self.limits.tensor_bytes {
+            return Err(limit(
+                format!(
+                    "this job's kernel trace ({} calls, {} bytes) would exceed this plugin's tensor budget of {} bytes",
+                    t.leaves.len(),
+                    self.trace_bytes,
+                    self.limits.tensor_bytes
+                ),
+                "tensor_mb",
+            ));
         }
+        t.push(leaf)?;
+        self.trace_bytes += bytes;
+        Ok(())
     }
 
     /// [`adopt`](Self::adopt)s the result of kernel `op` on `inputs` (their

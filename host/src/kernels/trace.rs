@@ -39,9 +39,10 @@ const DERIVED: &[u8] = b"infernet/trace/derived/1";
 const NODE: &[u8] = b"infernet/trace/node/1";
 const ROOT: &[u8] = b"infernet/trace/root/1";
 
-/// Leaves one trace may hold: far past any real job (a 64-token SmolLM-135M
-/// generation makes about 40,000 calls), a bound on memory all the same.
-pub const MAX_LEAVES: usize = 1 << 24;
+/// Leaves one trace may hold (4 Mi): far past any real job here (a
+/// 32-token SmolLM-135M generation makes about 40,000 calls). Memory is
+/// bounded before that: each leaf is charged to the plugin's tensor budget.
+pub const MAX_LEAVES: usize = 1 << 22;
 
 /// The trace tree's height: leaves sit at level 0 and the tree is padded
 /// to 2^[`DEPTH`] leaves, so every trace has the same shape and any two can
@@ -276,6 +277,17 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// Memory the leaf holds (its fields and their heap parts), what a
+    /// traced plugin is charged per call.
+    pub fn held_bytes(&self) -> u64 {
+        let heap = self.op.len()
+            + self.params.len()
+            + self.dtype.len()
+            + 32 * self.inputs.len()
+            + 8 * self.dims.len();
+        (std::mem::size_of::<Leaf>() + heap) as u64
+    }
+
     /// The leaf's hash: what the Merkle tree is built over.
     pub fn hash(&self) -> Digest {
         let mut h = self.fields(LEAF);

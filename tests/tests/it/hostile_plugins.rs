@@ -479,3 +479,28 @@ fn a_paid_output_bound_holds_against_a_quiet_under_reporting_backend() {
     node.run_bounded(&small, None, Some(16)).unwrap();
     still_serves(&node);
 }
+
+/// Every kernel call of a job is kept in its trace: a plugin making a
+/// flood of cheap calls would grow the host's memory by the trace alone.
+/// The trace is charged to the tensor budget, so the flood is refused
+/// like a tensor past it.
+#[test]
+fn a_flood_of_cheap_calls_cannot_grow_the_trace_past_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "tensor_mb = 2");
+    let mut flood = job("calls");
+    flood.params.push(("kernel".into(), "affine".into()));
+    flood.params.push(("n".into(), "200000".into()));
+    let err = limit_exceeded(node.run(&flood, None));
+    assert!(
+        err.contains("kernel trace") && err.contains("tensor_mb"),
+        "{err}"
+    );
+    still_serves(&node);
+    // Within the budget the same calls run, and are all in the trace.
+    let mut fewer = job("calls");
+    fewer.params.push(("kernel".into(), "affine".into()));
+    fewer.params.push(("n".into(), "1000".into()));
+    let (_, trace) = node.run_traced(&fewer, None, None).unwrap();
+    assert!(trace.leaves.len() >= 1000, "{}", trace.leaves.len());
+}
