@@ -346,6 +346,10 @@ pub mod limits {
 }
 
 /// The content of a [`JobMessage`].
+// A `Result` (with its signed, bound result) is the largest body; a message
+// is built and moved a few times per job, so its size costs nothing worth
+// a box in every match on it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobBody {
     /// Client → provider: price this job.

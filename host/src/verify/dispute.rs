@@ -209,7 +209,7 @@ pub fn run(
     let results = [encode_result(a.result()), encode_result(b.result())];
     let tops = [a.top(), b.top()];
     let mut faulty = [0, 1]
-        .map(|i| !tops[i].is_some_and(|t| seal(checked.roots[i].len, &t) == checked.roots[i].root));
+        .map(|i| tops[i].is_none_or(|t| seal(checked.roots[i].len, &t) != checked.roots[i].root));
     let mut parents = tops.map(|t| t.unwrap_or([0; 32]));
     let mut steps = Vec::new();
     let mut at = Cursor::TOP;
