@@ -16,7 +16,7 @@ pub const MODES: [&str; 4] = ["perturb", "skip-layers", "replay", "early-stop"];
 
 fn node(dir: &Path, name: &str, plugin: &Path, model: &Path) -> Result<Node> {
     let text = format!(
-        "[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"tiny\"\npath = {:?}\n",
+        "[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"tiny\"\npath = {:?}\n\n[backend.limits]\nwall_time_ms = 600000\nkernel_time_ms = 600000\n",
         dir.join(name),
         plugin,
         model
@@ -25,8 +25,11 @@ fn node(dir: &Path, name: &str, plugin: &Path, model: &Path) -> Result<Node> {
     Node::from_config(&config).with_context(|| format!("loading {}", plugin.display()))
 }
 
-pub fn run(plugins: &Path, dir: &Path, jobs: usize) -> Result<()> {
+pub fn run(plugins: &Path, dir: &Path, jobs: usize, big: Option<&Path>) -> Result<()> {
     std::fs::create_dir_all(dir)?;
+    if let Some(model) = big {
+        dispute_on(plugins, dir, model)?;
+    }
     let model = dir.join("tiny-llama");
     if !model.join("model.safetensors").exists() {
         write_llama_fixture(&LlamaFixtureSpec::tiny(), &model)?;
@@ -106,5 +109,40 @@ pub fn run(plugins: &Path, dir: &Path, jobs: usize) -> Result<()> {
             caught.join(", ")
         );
     }
+    Ok(())
+}
+
+/// One dispute on a bigger checkpoint (the SmolLM-135M shape): the perturb
+/// cheat against the honest plugin, 32 greedy tokens.
+fn dispute_on(plugins: &Path, dir: &Path, model: &Path) -> Result<()> {
+    use infernet_host::p2p::protocol::WireInput;
+    use infernet_host::verify::evidence::JobSpec;
+    let honest = node(dir, "big-honest", &plugins.join("llama"), model)?;
+    let cheat = node(dir, "big-cheat", &plugins.join("cheat-perturb"), model)?;
+    let referee = node(dir, "big-referee", &plugins.join("llama"), model)?;
+    let spec = JobSpec {
+        model: "tiny".into(),
+        input: WireInput::Text("the quick brown fox jumps over the lazy dog".into()),
+        params: vec![("max_tokens".into(), "32".into())],
+    };
+    eprintln!(
+        "one dispute on {} (two generations, then the dispute)...",
+        model.display()
+    );
+    let (evidence, took, calls) =
+        infernet_host::verify::sim::one_dispute(&honest, &cheat, &referee, &spec)
+            .map_err(anyhow::Error::msg)?;
+    let bytes = serde_json::to_vec(&evidence)?.len();
+    let d = evidence.divergence.as_ref();
+    println!("\n## one dispute on {}: 32 greedy tokens", model.display());
+    println!(
+        "honest trace {calls} calls; first diverging call #{} ({:?}); {} round trips; dispute {:.0} ms; evidence {:.1} KiB; cheated: {:?}",
+        d.map_or(0, |d| d.index),
+        evidence.ruling.method,
+        evidence.steps.len() + 2,
+        took.as_secs_f64() * 1000.0,
+        bytes as f64 / 1024.0,
+        evidence.ruling.cheated
+    );
     Ok(())
 }

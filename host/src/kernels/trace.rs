@@ -578,23 +578,7 @@ pub mod digest {
 
     /// Deserializes one digest.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let bytes = if d.is_human_readable() {
-            let s = String::deserialize(d)?;
-            hex::decode(&s).map_err(serde::de::Error::custom)?
-        } else {
-            struct V;
-            impl serde::de::Visitor<'_> for V {
-                type Value = Vec<u8>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("32 bytes")
-                }
-                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                    Ok(v.to_vec())
-                }
-            }
-            d.deserialize_bytes(V)?
-        };
-        bytes
+        super::hexbytes::deserialize(d)?
             .try_into()
             .map_err(|_| serde::de::Error::custom("a digest is 32 bytes"))
     }

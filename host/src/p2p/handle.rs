@@ -249,13 +249,7 @@ impl NetworkHandle {
         peer: PeerId,
         msg: JobMessage,
     ) -> Result<JobMessage, NetworkError> {
-        self.call(|reply| Command::SendJob {
-            peer,
-            msg: Box::new(msg),
-            reply,
-            verify: false,
-        })
-        .await
+        self.send(peer, msg, false).await
     }
 
     /// Sends a `/infernet/verify/1` message (a trace question, a dispute)
@@ -265,11 +259,20 @@ impl NetworkHandle {
         peer: PeerId,
         msg: JobMessage,
     ) -> Result<JobMessage, NetworkError> {
+        self.send(peer, msg, true).await
+    }
+
+    async fn send(
+        &self,
+        peer: PeerId,
+        msg: JobMessage,
+        verify: bool,
+    ) -> Result<JobMessage, NetworkError> {
         self.call(|reply| Command::SendJob {
             peer,
             msg: Box::new(msg),
             reply,
-            verify: true,
+            verify,
         })
         .await
     }

@@ -10,8 +10,8 @@
 //! to answer `/infernet/verify/1`).
 
 use super::evidence::{
-    check_results, encode_result, rule, same_call, Children, Divergence, Evidence, EvidenceError,
-    JobSpec, Method, Ruling, Step, WeightRef, EVIDENCE_VERSION,
+    check_results, encode_result, rule, same_call, unanswered, Children, Divergence, Evidence,
+    EvidenceError, JobSpec, Method, Ruling, Step, WeightRef, EVIDENCE_VERSION,
 };
 use super::referee::Finding;
 use crate::kernels::trace::{
@@ -264,16 +264,9 @@ pub fn run(
         ruling,
     };
     if faulty.iter().any(|f| *f) {
-        let f = |bad: bool| {
-            if bad {
-                Finding::NotRevealed
-            } else {
-                Finding::Identical
-            }
-        };
         return Ok(evidence(
             None,
-            ruling(Method::Unanswered, None, [f(faulty[0]), f(faulty[1])]),
+            ruling(Method::Unanswered, None, unanswered(faulty)),
         ));
     }
     let index = at.index;
@@ -284,18 +277,11 @@ pub fn run(
     };
     let bad = [0, 1].map(|i| !committed(i, &leaves[i]));
     if bad.iter().any(|b| *b) {
-        let f = |bad: bool| {
-            if bad {
-                Finding::NotRevealed
-            } else {
-                Finding::Identical
-            }
-        };
         // The leaf is the last step of the transcript: record the steps
         // only, the ruling says who did not show its committed call.
         return Ok(evidence(
             None,
-            ruling(Method::Unanswered, None, [f(bad[0]), f(bad[1])]),
+            ruling(Method::Unanswered, None, unanswered(bad)),
         ));
     }
     // The weights among the inputs, by name (from the referee's copy).

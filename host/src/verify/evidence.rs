@@ -265,6 +265,15 @@ pub(super) fn check_results(
     })
 }
 
+/// The findings of a dispute some party did not see through: not
+/// answering (or answering against its own root) is losing.
+pub(super) fn unanswered(bad: [bool; 2]) -> [Finding; 2] {
+    bad.map(|b| match b {
+        true => Finding::NotRevealed,
+        false => Finding::Identical,
+    })
+}
+
 /// Whether a leaf describes the same call as another (all but its output).
 pub fn same_call(a: &Leaf, b: &Leaf) -> bool {
     a.op == b.op
@@ -527,14 +536,7 @@ impl Evidence {
             at = next;
         }
         let (method, reference, findings) = if faulty[0] || faulty[1] {
-            let f = |bad: bool| {
-                if bad {
-                    Finding::NotRevealed
-                } else {
-                    Finding::Identical
-                }
-            };
-            (Method::Unanswered, None, [f(faulty[0]), f(faulty[1])])
+            (Method::Unanswered, None, unanswered(faulty))
         } else {
             if at.level != 0 {
                 return Err(invalid(format!(

@@ -152,6 +152,33 @@ fn run(
     })
 }
 
+/// One dispute on `spec` between honest `honest` and `cheat` (which claims
+/// the honest plugin), before `referee`: the evidence (checked offline
+/// too), the dispute's wall time, and the honest trace's call count.
+pub fn one_dispute(
+    honest: &Node,
+    cheat: &Node,
+    referee: &Node,
+    spec: &JobSpec,
+) -> Result<(super::evidence::Evidence, std::time::Duration, usize), String> {
+    let sha = honest
+        .backend_sha256(&spec.model)
+        .ok_or("the honest node does not serve the model")?;
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let a = run(honest, &ka, spec, &sha, false)?;
+    let b = run(cheat, &kb, spec, &sha, false)?;
+    let calls = a.trace.leaves.len();
+    let req = spec.request("sim");
+    let mut pa = LocalParty::new(a.signed, a.trace, honest, req.clone());
+    let mut pb = LocalParty::new(b.signed, b.trace, cheat, req);
+    let t = Instant::now();
+    let evidence =
+        dispute::run(spec, &mut pa, &mut pb, referee, "referee").map_err(|e| e.to_string())?;
+    let took = t.elapsed();
+    evidence.check(Some(referee)).map_err(|e| e.to_string())?;
+    Ok((evidence, took, calls))
+}
+
 /// Runs `jobs` jobs on every pairing and `spot_ps` draws; `progress` is
 /// told each finished job.
 pub fn simulate(
