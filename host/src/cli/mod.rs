@@ -2,6 +2,7 @@
 //! node itself, what it knows (peers, jobs), plugin packaging and signing,
 //! test-checkpoint generation, the demo and the benchmarks.
 
+mod audit;
 mod bench;
 mod bench_net;
 mod bench_verify;
@@ -97,6 +98,18 @@ enum Command {
     /// Provider stake: post, show, withdraw.
     #[command(subcommand)]
     Stake(pay::StakeCommand),
+    /// Everything this node knows about one job: parties, quotes, escrows,
+    /// the signed result and what it binds, transitions, dispute evidence.
+    Audit {
+        /// The job id (`infernet jobs` lists them).
+        job: String,
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verification: check a dispute's evidence bundle offline.
     #[command(subcommand)]
     Verify(verify::VerifyCommand),
@@ -217,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Escrow(cmd) => pay::escrow(cmd),
         Command::Stake(cmd) => pay::stake(cmd),
         Command::Verify(cmd) => verify::run(cmd),
+        Command::Audit { job, config, json } => audit::audit(&config, &job, json),
         Command::Demo {
             plugins,
             dir,

@@ -471,7 +471,8 @@ async fn a_lying_provider_is_disputed_before_the_referee_and_not_paid() {
     std::fs::write(&referee_cfg, text).unwrap();
     let referee = start(referee_cfg).await;
     let extra = format!("[verify]\nreferees = [\"{}\"]\n", referee.peer_id());
-    let client = start(client_toml(root, "client", &boot, &extra)).await;
+    let client_cfg = client_toml(root, "client", &boot, &extra);
+    let client = start(client_cfg.clone()).await;
     wait_for_providers(&client, "tiny-llama", 3).await;
 
     let opts = InferOptions {
@@ -534,7 +535,40 @@ async fn a_lying_provider_is_disputed_before_the_referee_and_not_paid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains(&format!("cheated: {cheater}")), "{stdout}");
+    let cheat_job = v
+        .replicas
+        .iter()
+        .find(|r| r.provider == p1.peer_id())
+        .unwrap()
+        .job_id
+        .clone();
     for n in [client, referee, p1, p0] {
         n.shutdown().await;
     }
+    // The audit of the cheat's replica names the parties, the bound result
+    // and the evidence, checked again.
+    let audit: serde_json::Value =
+        serde_json::from_str(&cli(&client_cfg, &["audit", &cheat_job, "--json"])).unwrap();
+    assert_eq!(audit["job"]["provider"], cheater.as_str(), "{audit}");
+    assert_eq!(
+        audit["result"]["backend"]["sha256"],
+        honest_sha.as_str(),
+        "the lie is on record"
+    );
+    assert!(audit["result"]["trace_root"].is_string(), "{audit}");
+    assert!(
+        audit["result"]["binds"]["weights_hash"].is_string(),
+        "{audit}"
+    );
+    assert_eq!(audit["evidence"]["cheated"][0], cheater.as_str(), "{audit}");
+    let check = audit["evidence"]["check"].as_str().unwrap_or_default();
+    assert!(
+        check.starts_with("holds") || check.contains("cannot check"),
+        "{check}"
+    );
+    let text = cli(&client_cfg, &["audit", &cheat_job]);
+    assert!(
+        text.contains("dispute evidence") && text.contains(&cheater),
+        "{text}"
+    );
 }
