@@ -73,7 +73,8 @@ pub enum NodeError {
     },
 }
 
-/// A loaded backend with its idle instances.
+/// A loaded backend with its unused pre-made instances (each job runs on
+/// one that ran no other job).
 pub struct BackendSlot {
     /// The plugin.
     pub plugin: BackendPlugin,
