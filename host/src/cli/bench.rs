@@ -200,28 +200,42 @@ fn bench_bert(a: &BenchArgs, plugins: &Path, dir: &Path, minilm: &Path) -> Resul
         .collect();
     native.embed(&sentences[0])?;
     node.embed("minilm", &sentences[..1])?;
-    let (mut nat, mut plug) = (Vec::new(), Vec::new());
+    let (mut nat, mut plug, mut bare) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..a.rounds {
         let t = Instant::now();
         for s in &sentences {
             native.embed(s)?;
         }
         nat.push(sentences.len() as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        node.embed("minilm", &sentences)?;
-        plug.push(sentences.len() as f64 / t.elapsed().as_secs_f64());
+        for traced in [true, false] {
+            node.set_tracing(traced);
+            let t = Instant::now();
+            node.embed("minilm", &sentences)?;
+            let rate = sentences.len() as f64 / t.elapsed().as_secs_f64();
+            if traced {
+                plug.push(rate)
+            } else {
+                bare.push(rate)
+            }
+        }
     }
-    let (nat, plug) = (median(nat), median(plug));
+    node.set_tracing(true);
+    let (nat, plug, bare) = (median(nat), median(plug), median(bare));
     println!(
         "\n## bert: all-MiniLM-L6-v2, {} sentences one at a time, median of {}",
         sentences.len(),
         a.rounds
     );
     println!("native candle-transformers: {nat:8.1} sentences/s");
-    println!("bert plugin (wasm):         {plug:8.1} sentences/s");
+    println!("bert plugin (wasm):         {plug:8.1} sentences/s  (kernel trace on)");
+    println!("  untraced, for reference:  {bare:8.1} sentences/s");
     println!(
         "plugin / native:            {:8.3}  (target >= 0.90)",
         plug / nat
+    );
+    println!(
+        "trace overhead:             {:8.2} %",
+        (1.0 - plug / bare) * 100.0
     );
     Ok(())
 }
