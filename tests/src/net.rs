@@ -253,3 +253,17 @@ pub async fn wait_for_providers(client: &Infernet, model: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `infernet verify evidence FILE --plugin PLUGIN --model MODEL`: the
+/// offline check of a dispute's evidence bundle, as a user runs it.
+pub fn verify_evidence_cli(file: &Path, plugin: &Path, model: &Path) -> std::process::Output {
+    Command::new(infernet_bin())
+        .args(["verify", "evidence"])
+        .arg(file)
+        .arg("--plugin")
+        .arg(plugin)
+        .arg("--model")
+        .arg(model)
+        .output()
+        .expect("running infernet verify evidence")
+}

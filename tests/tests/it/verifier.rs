@@ -258,15 +258,7 @@ fn a_perturbed_layer_is_bisected_and_ruled_and_tampered_evidence_fails() {
     // The CLI says the same, and refuses the tampered bundle.
     let file = w._dir.path().join("evidence.json");
     std::fs::write(&file, serde_json::to_string_pretty(&evidence).unwrap()).unwrap();
-    let out = std::process::Command::new(infernet_tests::net::infernet_bin())
-        .args(["verify", "evidence"])
-        .arg(&file)
-        .arg("--plugin")
-        .arg(&w.llama)
-        .arg("--model")
-        .arg(&w.model)
-        .output()
-        .unwrap();
+    let out = infernet_tests::net::verify_evidence_cli(&file, &w.llama, &w.model);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -276,15 +268,7 @@ fn a_perturbed_layer_is_bisected_and_ruled_and_tampered_evidence_fails() {
     assert!(stdout.contains(&format!("cheated: {cheater}")), "{stdout}");
     let bad = w._dir.path().join("wrong.json");
     std::fs::write(&bad, serde_json::to_string(&wrong).unwrap()).unwrap();
-    let out = std::process::Command::new(infernet_tests::net::infernet_bin())
-        .args(["verify", "evidence"])
-        .arg(&bad)
-        .arg("--plugin")
-        .arg(&w.llama)
-        .arg("--model")
-        .arg(&w.model)
-        .output()
-        .unwrap();
+    let out = infernet_tests::net::verify_evidence_cli(&bad, &w.llama, &w.model);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ruling is wrong"));
 }

@@ -16,7 +16,8 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{spot_check, InferOptions, Infernet, Verdict, VerifyPolicy};
 use infernet_host::store::{EscrowKind, JobRecord, JobState, Store};
 use infernet_tests::net::{
-    client_toml, echo_provider_toml, infernet_bin, wait_for_providers, with_ledger, NodeProc,
+    client_toml, echo_provider_toml, infernet_bin, verify_evidence_cli, wait_for_providers,
+    with_ledger, NodeProc,
 };
 use infernet_tests::{pack_cheat, pack_plugin};
 use rand::SeedableRng;
@@ -317,6 +318,14 @@ async fn replicate_2_with_one_provider_fails_clearly_and_refunds_the_held_replic
 }
 
 /// `<root>/<name>.toml`: an unpaid provider of `tiny-llama` with `plugin`.
+/// A node started in-process from `config`.
+async fn start(config: PathBuf) -> Infernet {
+    Infernet::new(Config::load(&config).unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
 fn llama_provider(root: &Path, name: &str, plugin: &Path, boot: &[String]) -> PathBuf {
     let model = root.join("tiny-llama");
     if !model.join("model.safetensors").exists() {
@@ -341,12 +350,6 @@ async fn replicas_of_different_plugins_are_not_compared_and_not_paid_for() {
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
     // Another build under the same name: its results name its own sha256.
     let other = pack_cheat("perturb", root);
-    let start = |config: PathBuf| async move {
-        Infernet::new(Config::load(&config).unwrap())
-            .start()
-            .await
-            .unwrap()
-    };
     let p0 = start(llama_provider(root, "p0", &honest, &[])).await;
     let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
     let p1 = start(llama_provider(root, "p1", &other, &boot)).await;
@@ -452,12 +455,6 @@ async fn a_lying_provider_is_disputed_before_the_referee_and_not_paid() {
     let root = root.path();
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
     let cheat = pack_cheat("perturb", root);
-    let start = |config: PathBuf| async move {
-        Infernet::new(Config::load(&config).unwrap())
-            .start()
-            .await
-            .unwrap()
-    };
     let p0 = start(llama_provider(root, "p0", &honest, &[])).await;
     let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
     let p1 = start(llama_provider(root, "p1", &cheat, &boot)).await;
@@ -519,15 +516,7 @@ async fn a_lying_provider_is_disputed_before_the_referee_and_not_paid() {
         }
     }
     // The saved evidence proves it offline, with the plugin and weights.
-    let out = Command::new(infernet_bin())
-        .args(["verify", "evidence"])
-        .arg(evidence)
-        .arg("--plugin")
-        .arg(&honest)
-        .arg("--model")
-        .arg(root.join("tiny-llama"))
-        .output()
-        .unwrap();
+    let out = verify_evidence_cli(evidence, &honest, &root.join("tiny-llama"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
