@@ -28,7 +28,8 @@ use crate::p2p::{
     SharedHandler, WireInput,
 };
 use crate::store::{
-    Earnings, EscrowRecord, JobRecord, NodeLock, NodeLockError, PeerRecord, Store, StoreError,
+    now_ms, Earnings, EscrowRecord, JobRecord, NodeLock, NodeLockError, PeerRecord, Store,
+    StoreError,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,13 +156,62 @@ impl InfernetBuilder {
                 ));
                 referee.set_network(net.clone());
                 handler.set_referee(referee);
+                if let Some(payments) = handler.payments() {
+                    let arbiter = Arc::new(crate::jobs::arbiter::Arbiter::new(
+                        store.clone(),
+                        payments,
+                        key.clone(),
+                        config.verify.clone(),
+                    ));
+                    let a = arbiter.clone();
+                    match blocking(move || Ok::<_, StartError>(a.resume())).await? {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(paid = n, "unfinished slashes paid"),
+                        Err(e) => tracing::warn!(error = %e, "unfinished slashes not finished"),
+                    }
+                    arbiter.set_network(net.clone());
+                    handler.set_arbiter(arbiter);
+                }
             }
         }
         restore_addresses(&net, &store).await;
-        let mut tasks = vec![tokio::spawn(record_peers(net.clone(), store.clone()))];
+        let params = crate::verify::reputation::Params::from_config(&config.client.reputation);
+        let arbiters = config.verify.referees.clone();
+        let mut tasks = vec![tokio::spawn(record_peers(
+            net.clone(),
+            store.clone(),
+            params,
+            arbiters,
+        ))];
         if let Some(node) = &node {
-            let spec = advert_spec(node.clone(), store.clone()).await?;
+            let spec = advert_spec(node.clone(), store.clone(), None).await?;
             net.publish_advert(spec).await?;
+            if let Some(stake) = config.stake.clone() {
+                let (tx, mut rx) = tokio::sync::watch::channel(None);
+                tasks.push(tokio::spawn(crate::jobs::stake::keep_stake(
+                    net.clone(),
+                    stake,
+                    tx,
+                )));
+                let (net, node, store) = (net.clone(), node.clone(), store.clone());
+                let handler = provider.clone();
+                tasks.push(tokio::spawn(async move {
+                    while rx.changed().await.is_ok() {
+                        let cert = rx.borrow_and_update().clone();
+                        if let Some(h) = &handler {
+                            h.set_stake_cert(cert.clone());
+                        }
+                        match advert_spec(node.clone(), store.clone(), cert).await {
+                            Ok(spec) => {
+                                if let Err(e) = net.publish_advert(spec).await {
+                                    tracing::warn!(error = %e, "cannot re-advertise the stake");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot re-advertise the stake"),
+                        }
+                    }
+                }));
+            }
         }
         let payments = match provider.as_ref() {
             Some(p) => p.payments(),
@@ -335,6 +385,26 @@ impl Infernet {
         self.store.peers().list()
     }
 
+    /// `peer`'s reputation in this node's view now: verified outcomes,
+    /// first-hand and attested by others, weighed (`verify::reputation`).
+    pub fn reputation(
+        &self,
+        peer: &PeerId,
+    ) -> Result<crate::verify::reputation::Score, StoreError> {
+        let params = crate::verify::reputation::Params::from_config(&self.config.client.reputation);
+        let scores = crate::verify::reputation::scores(
+            &self.store,
+            &self.net.peer_id().to_string(),
+            &[peer.to_string()],
+            &params,
+            now_ms(),
+        )?;
+        Ok(scores
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| crate::verify::reputation::Score::stranger(&params)))
+    }
+
     /// The newest jobs, as stored.
     pub fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         self.store.jobs().list(limit)
@@ -385,9 +455,19 @@ pub fn network_config(config: &Config) -> NetworkConfig {
 
 /// What a provider advertises: its models, a reference quote from its
 /// pricing plugin (16 tokens in, 64 out), and how many jobs it runs at once.
-async fn advert_spec(node: Arc<Node>, store: Arc<Store>) -> Result<AdvertSpec, StartError> {
+/// With an arbiter's certificate, the stake advertised is the one it
+/// holds; without, what the node locked itself (`infernet stake post`).
+async fn advert_spec(
+    node: Arc<Node>,
+    store: Arc<Store>,
+    stake_cert: Option<crate::p2p::verification::SignedStakeCert>,
+) -> Result<AdvertSpec, StartError> {
+    let stake_cert = stake_cert.map(Box::new);
     blocking(move || {
-        let stake = posted_stake(&store)?;
+        let stake = match &stake_cert {
+            Some(c) => Some(c.payload.amount.clone()),
+            None => posted_stake(&store)?,
+        };
         let models = node.models();
         let quote = match (node.pricing(), models.first()) {
             (Some(p), Some(model)) => {
@@ -418,6 +498,7 @@ async fn advert_spec(node: Arc<Node>, store: Arc<Store>) -> Result<AdvertSpec, S
             capacity,
             wit_version: crate::runtime::version::host_wit_version().to_string(),
             stake,
+            stake_cert,
             proofs: node.proof_adverts(),
         })
     })
@@ -461,9 +542,22 @@ async fn restore_addresses(net: &NetworkHandle, store: &Arc<Store>) {
     }
 }
 
-/// Keeps the `peers` table current from what the network sees.
-async fn record_peers(net: NetworkHandle, store: Arc<Store>) {
+/// Attestations kept that are not this node's own; past it, the oldest go.
+const MAX_KEPT_ATTESTATIONS: usize = 200_000;
+
+/// Keeps the `peers` table current from what the network sees, and the
+/// `attestations` table from the gossip that passed the gate (with the
+/// stakes adverts claim, certified when an arbiter in `arbiters` vouches
+/// for them), pruned as their weight decays away.
+async fn record_peers(
+    net: NetworkHandle,
+    store: Arc<Store>,
+    params: crate::verify::reputation::Params,
+    arbiters: Vec<String>,
+) {
     let mut events = net.subscribe();
+    let me = net.peer_id().to_string();
+    let mut received = 0u64;
     loop {
         let event = match events.recv().await {
             Ok(e) => e,
@@ -474,6 +568,11 @@ async fn record_peers(net: NetworkHandle, store: Arc<Store>) {
             Err(_) => return,
         };
         let store = store.clone();
+        if matches!(event, NetworkEvent::AttestationReceived(_)) {
+            received += 1;
+        }
+        let prune = (received % 256 == 1).then(|| (me.clone(), params.horizon(now_ms())));
+        let arbiters = arbiters.clone();
         let write = move || match event {
             NetworkEvent::PeerIdentified {
                 peer, listen_addrs, ..
@@ -485,7 +584,28 @@ async fn record_peers(net: NetworkHandle, store: Arc<Store>) {
                 .peers()
                 .record_latency(&peer.to_string(), rtt.as_millis() as i64),
             NetworkEvent::AdvertReceived(a) => {
-                store.peers().seen(&a.peer_id, &a.addrs, Some(&a.models))
+                store.peers().seen(&a.peer_id, &a.addrs, Some(&a.models))?;
+                // The reputation counts only stake a trusted arbiter
+                // certified; a bare claim is recorded as such.
+                let now = u64::try_from(now_ms()).unwrap_or(0);
+                let stake = match crate::verify::reputation::certified_stake(&a, &arbiters, now) {
+                    Some(m) => Some((m.amount, m.currency, true)),
+                    None => a.stake.clone().map(|m| (m.amount, m.currency, false)),
+                };
+                let stake = stake.as_ref().map(|(n, c, ok)| (*n, c.as_str(), *ok));
+                store.attestations().set_stake(&a.peer_id, stake)
+            }
+            NetworkEvent::AttestationReceived(signed) => {
+                if let Err(e) = crate::verify::reputation::record(&store, &signed, now_ms()) {
+                    tracing::warn!(error = %e, "cannot keep attestation");
+                }
+                match prune {
+                    Some((me, horizon)) => store
+                        .attestations()
+                        .prune(&me, horizon, MAX_KEPT_ATTESTATIONS)
+                        .map(|_| ()),
+                    None => Ok(()),
+                }
             }
             _ => Ok(()),
         };
@@ -542,6 +662,14 @@ async fn sweep_escrows(client: JobClient, provider: Option<ProviderHandler>, eve
             Ok(0) => {}
             Ok(n) => tracing::info!(changed = n, "escrow sweep"),
             Err(e) => tracing::warn!(error = %e, "escrow sweep failed"),
+        }
+        if let Some(a) = provider.as_ref().and_then(|p| p.arbiter()) {
+            match tokio::task::spawn_blocking(move || a.resume()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(paid = n, "slash sweep"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "slash sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "slash sweep panicked"),
+            }
         }
         if let Some(p) = provider.clone() {
             match tokio::task::spawn_blocking(move || p.sweep_earnings()).await {

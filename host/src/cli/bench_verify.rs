@@ -2,7 +2,10 @@
 //! the tiny llama checkpoint — detection under `replicate(2)` per cheat
 //! mode, `spot-check(p)` catch rates against p with their binomial bounds,
 //! false slashes among honest providers on different thread counts, and
-//! what a dispute costs (round trips, time, evidence bytes).
+//! what a dispute costs (round trips, time, evidence bytes); then the
+//! reputation simulation (`jobs::reputation_sim`): how fast selection on
+//! verified outcomes starves cheaters, and that lying identities change
+//! nothing.
 
 use anyhow::{Context, Result};
 use infernet_host::config::Config;
@@ -109,7 +112,14 @@ pub fn run(plugins: &Path, dir: &Path, jobs: usize, big: Option<&Path>) -> Resul
             caught.join(", ")
         );
     }
+    reputation(jobs.max(2000));
     Ok(())
+}
+
+/// The reputation simulation (`jobs::reputation_sim`), 20 seeds.
+pub fn reputation(jobs: usize) {
+    println!("\n## reputation: selection on verified outcomes, cheaters among the providers");
+    println!("{}", infernet_host::jobs::reputation_sim::table(jobs, 20));
 }
 
 /// One dispute on a bigger checkpoint (the SmolLM-135M shape): the perturb

@@ -8,6 +8,7 @@ use infernet_host::payments::display;
 use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::sdk::{InferOptions, Infernet, JobOutcome, StreamEvent, Verdict, Verification};
 use infernet_host::store::{JobRecord, PeerRecord, Store};
+use infernet_host::verify::reputation::{self, Params, Score};
 use std::io::Write;
 use std::path::Path;
 
@@ -192,25 +193,38 @@ fn open_store(config: &Path) -> Result<Store> {
     Store::open_in_dir(dir).with_context(|| format!("opening the store in {}", dir.display()))
 }
 
-/// `infernet peers`.
+/// `infernet peers`: REP and OK/KO are the service record (results
+/// delivered or not); VERIFIED is the reputation selection reads (verified
+/// outcomes only, `verify::reputation`), `!` when barred.
 pub fn peers(config: &Path, json: bool) -> Result<()> {
-    let peers = open_store(config)?.peers().list()?;
+    let cfg = Config::load(config)?;
+    let store = open_store(config)?;
+    let peers = store.peers().list()?;
+    let me = infernet_host::p2p::load_or_create_identity(&cfg.node.data_dir)?
+        .public()
+        .to_peer_id()
+        .to_string();
+    let ids: Vec<String> = peers.iter().map(|p| p.peer_id.clone()).collect();
+    let params = Params::from_config(&cfg.client.reputation);
+    let scores = reputation::scores(&store, &me, &ids, &params, infernet_host::store::now_ms())?;
     if json {
-        let rows: Vec<_> = peers.iter().map(peer_json).collect();
+        let rows: Vec<_> = peers.iter().zip(&scores).map(peer_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "{:<54} {:>8} {:>6} {:>5} {:<24} ADDRS",
-        "PEER", "RTT(ms)", "REP", "OK/KO", "MODELS"
+        "{:<54} {:>8} {:>6} {:>5} {:>9} {:<24} ADDRS",
+        "PEER", "RTT(ms)", "REP", "OK/KO", "VERIFIED", "MODELS"
     );
-    for p in &peers {
+    for (p, s) in peers.iter().zip(&scores) {
         println!(
-            "{:<54} {:>8} {:>6.2} {:>5} {:<24} {}",
+            "{:<54} {:>8} {:>6.2} {:>5} {:>8.2}{} {:<24} {}",
             p.peer_id,
             p.latency_ms.map_or("-".into(), |l| l.to_string()),
             p.reputation,
             format!("{}/{}", p.successes, p.failures),
+            s.lower,
+            if s.barred { "!" } else { " " },
             p.models.join(","),
             p.addrs.join(" ")
         );
@@ -218,11 +232,17 @@ pub fn peers(config: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn peer_json(p: &PeerRecord) -> serde_json::Value {
+fn peer_json((p, s): (&PeerRecord, &Score)) -> serde_json::Value {
     serde_json::json!({
         "peer_id": p.peer_id, "addrs": p.addrs, "models": p.models,
         "last_seen_ms": p.last_seen_ms, "latency_ms": p.latency_ms,
         "reputation": p.reputation, "successes": p.successes, "failures": p.failures,
+        "verified": {
+            "score": s.lower, "mean": s.mean, "barred": s.barred,
+            // Decayed masses; `bad` counts a cheat `cheat_weight` times.
+            "first_hand": { "ok": s.first_hand.ok, "bad": s.first_hand.bad },
+            "attested": { "ok": s.third_party.ok, "bad": s.third_party.bad },
+        },
     })
 }
 
@@ -440,7 +460,7 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         for p in providers {
             p.shutdown().await;
         }
-        demo_cheat(plugins, dir, &llama, &model_dir, prompt)?;
+        demo_cheat(plugins, dir, &llama, &model_dir, &ledger, prompt).await?;
         Ok(())
     })
 }
@@ -449,9 +469,18 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
 /// running a cheating build of the llama plugin (one extra op in one
 /// layer) that claims the honest plugin's sha256, disputed before a
 /// referee: bisection to the first diverging kernel call, the referee's
-/// ruling, and the evidence checked again offline. In-process: a release
-/// node cannot be made to lie about its plugin, so the liar is built here.
-fn demo_cheat(plugins: &Path, dir: &Path, llama: &Path, model: &Path, prompt: &str) -> Result<()> {
+/// ruling, and the evidence checked again offline; then the liar's stake,
+/// held by an arbiter node on its ledger, is slashed to the client and the
+/// referee. In-process: a release node cannot be made to lie about its
+/// plugin, so the liar is built here.
+async fn demo_cheat(
+    plugins: &Path,
+    dir: &Path,
+    llama: &Path,
+    model: &Path,
+    ledger_plugin: &Path,
+    prompt: &str,
+) -> Result<()> {
     use infernet_host::p2p::libp2p::identity::Keypair;
     use infernet_host::p2p::protocol::{hash_output, SignedResult, Usage, WireInput};
     use infernet_host::verify::dispute::{self, LocalParty};
@@ -558,7 +587,99 @@ fn demo_cheat(plugins: &Path, dir: &Path, llama: &Path, model: &Path, prompt: &s
         llama.display(),
         model.display()
     );
-    println!("on the network the client pays the honest replica and not the cheat; slashing its stake is the next step");
+    demo_slash(
+        dir,
+        llama,
+        model,
+        ledger_plugin,
+        &kb,
+        &checked.cheated,
+        &evidence,
+    )
+    .await
+}
+
+/// The liar had locked 0.50 USD with an arbiter (a referee node holding
+/// stakes on its ledger): the ruling forfeits it, 80 % to the client and
+/// 20 % to the referee, and the balances in the arbiter's books show it.
+async fn demo_slash(
+    dir: &Path,
+    llama: &Path,
+    model: &Path,
+    ledger_plugin: &Path,
+    liar: &infernet_host::p2p::libp2p::identity::Keypair,
+    cheated: &[String],
+    evidence: &infernet_host::verify::evidence::Evidence,
+) -> Result<()> {
+    use infernet_host::p2p::protocol::Money as WireMoney;
+    use infernet_host::p2p::verification::StakeRequest;
+    let arbiter_dir = abs_dir(&dir.join("arbiter"))?;
+    let _ = std::fs::remove_file(arbiter_dir.join(infernet_host::store::DB_FILE));
+    let text = format!(
+        "[node]\ndata_dir = {arbiter_dir:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[[backend]]\nplugin = {llama:?}\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model:?}\n\n[[payment]]\nplugin = {ledger_plugin:?}\n\n[verify]\nreferee = true\n"
+    );
+    let path = dir.join("arbiter.toml");
+    std::fs::write(&path, text)?;
+    let node = Infernet::new(Config::load(&path)?)
+        .start()
+        .await
+        .context("starting the arbiter")?;
+    let arbiter = node
+        .provider()
+        .and_then(|p| p.arbiter())
+        .context("the arbiter node holds no stakes")?;
+    let books = node
+        .payments()
+        .and_then(|p| p.adapter(LEDGER))
+        .context("the arbiter has no ledger")?;
+    let liar_id = liar.public().to_peer_id();
+    let client = infernet_host::p2p::libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
+    ledger::fund(books.plugin.kv(), &liar_id.to_string(), "USD", 500_000)?;
+    let held = arbiter.stake(
+        liar_id,
+        StakeRequest {
+            adapter: LEDGER.into(),
+            amount: WireMoney {
+                amount: 500_000,
+                currency: "USD".into(),
+            },
+            depositor: String::new(),
+            withdraw: false,
+        },
+    )?;
+    println!(
+        "stake: provider-L had locked {} with the arbiter {} (escrow {}, {}; certificate valid until {})",
+        display(held.amount.amount, "USD"),
+        node.peer_id(),
+        held.escrow_id,
+        held.status,
+        held.cert.as_ref().map_or(0, |c| c.payload.valid_until_ms)
+    );
+    let bundle = serde_json::to_vec(evidence)?;
+    for s in arbiter.slash(cheated, &client, "demo-2", &bundle, None) {
+        println!(
+            "slashed: {} forfeits its stake: {} to the client, {} to the referee ({})",
+            if s.provider == liar_id.to_string() {
+                "provider-L"
+            } else {
+                &s.provider
+            },
+            display(s.to_client.amount, &s.to_client.currency),
+            display(s.to_referee.amount, &s.to_referee.currency),
+            s.status
+        );
+    }
+    let balance = |who: &str| ledger::balance(books.plugin.kv(), who, "USD");
+    println!(
+        "arbiter's books: provider-L {}, client {}, referee {}",
+        display(balance(&liar_id.to_string())?, "USD"),
+        display(balance(&client)?, "USD"),
+        display(balance(&books.account)?, "USD")
+    );
+    node.shutdown().await;
     Ok(())
 }
 

@@ -76,11 +76,48 @@ pub struct Config {
     /// How this node checks results, and whether it referees disputes.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// The stake this provider keeps with an arbiter (none by default).
+    pub stake: Option<StakeConfig>,
+}
+
+/// `[stake]`: a provider's stake, held by an arbiter (a referee node with
+/// a payment adapter) that slashes it when a referee proves the provider
+/// cheated. The node asks for it at start, advertises the arbiter's
+/// certificate, and renews it before it expires.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StakeConfig {
+    /// The arbiter's peer id (reachable through the node's peers).
+    pub arbiter: String,
+    /// The arbiter's adapter to hold it through.
+    #[serde(default = "default_stake_adapter")]
+    pub adapter: String,
+    /// Amount, exact decimal in whole units (`"0.5"`).
+    pub amount: String,
+    /// Currency code.
+    #[serde(default = "default_stake_currency")]
+    pub currency: String,
+    /// Where the deposit comes from and a withdrawal returns to (a chain
+    /// address; unused with the ledger).
+    #[serde(default)]
+    pub depositor: String,
+    /// Ask for it back: no longer advertised; the arbiter refunds it once
+    /// its last certificate expired (and the grace after it).
+    #[serde(default)]
+    pub withdraw: bool,
+}
+
+fn default_stake_adapter() -> String {
+    "payment-ledger".into()
+}
+
+fn default_stake_currency() -> String {
+    "USD".into()
 }
 
 /// `[verify]`: the default verification policy of this node's jobs, the
 /// referees its disputes go to, and whether it referees others'.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifyConfig {
     /// Policy of a job whose options name none: `none` (default),
@@ -90,8 +127,32 @@ pub struct VerifyConfig {
     /// Peer ids of the referees a disagreement between replicas is taken
     /// to, in order of preference (one that ran a replica is skipped).
     pub referees: Vec<String>,
-    /// Whether this node serves as a referee for other nodes' disputes.
+    /// Whether this node serves as a referee for other nodes' disputes
+    /// (and, with a `[[payment]]` adapter, as an arbiter holding
+    /// providers' stake, which its rulings slash).
     pub referee: bool,
+    /// An arbiter's stake certificates are valid this long, seconds.
+    pub cert_secs: u64,
+    /// After a certificate expired, the arbiter keeps the stake this much
+    /// longer before a withdrawal is refunded, seconds: disputes about jobs
+    /// run under it can still be ruled.
+    pub unbond_grace_secs: u64,
+    /// The wronged client's share of a forfeited stake, per mille; the
+    /// referee keeps the rest.
+    pub slash_client_permille: u32,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            policy: VerifyPolicy::default(),
+            referees: Vec::new(),
+            referee: false,
+            cert_secs: 86_400,
+            unbond_grace_secs: 3_600,
+            slash_client_permille: 800,
+        }
+    }
 }
 
 /// What a node does on the network. One binary, chosen in config.
@@ -124,6 +185,8 @@ pub struct ClientConfig {
     pub quote_fanout: u32,
     /// Selection weights: price, reputation, latency, load.
     pub weights: SelectionWeights,
+    /// How verified outcomes become the reputation selection reads.
+    pub reputation: ReputationConfig,
     /// Currency this client pays in (must be one its adapter moves).
     /// Default: the quote's currency when the adapter moves it, else the
     /// first currency both sides' adapters share.
@@ -174,6 +237,7 @@ impl Default for ClientConfig {
             max_attempts: 3,
             quote_fanout: 4,
             weights: SelectionWeights::default(),
+            reputation: ReputationConfig::default(),
             pay_currency: None,
             escrow_secs: 3600,
             funding_timeout_ms: 60_000,
@@ -181,6 +245,31 @@ impl Default for ClientConfig {
             rates: BTreeMap::new(),
             rates_file: None,
             rates_max_age_secs: 3600,
+        }
+    }
+}
+
+/// `[client.reputation]`: how verified outcomes (this node's own and other
+/// verifiers' gossiped attestations) become a provider's reputation
+/// (`verify::reputation`, which says why these defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReputationConfig {
+    /// An observation's weight halves every this many days.
+    pub half_life_days: f64,
+    /// What one proven cheat weighs, in verified successes.
+    pub cheat_weight: f64,
+    /// The most an arbiter-certified stake adds to an attester's weight
+    /// (0 to 0.5; 0: stake counts for nothing).
+    pub stake_weight: f64,
+}
+
+impl Default for ReputationConfig {
+    fn default() -> Self {
+        ReputationConfig {
+            half_life_days: 7.0,
+            cheat_weight: 20.0,
+            stake_weight: 0.25,
         }
     }
 }
@@ -539,3 +628,18 @@ pub fn flatten_table(table: &BTreeMap<String, toml::Value>) -> BTreeMap<String, 
 
 #[cfg(test)]
 mod tests;
+
+impl StakeConfig {
+    /// `amount` in minor units of `currency`, or why it is not one.
+    pub fn minor_amount(&self) -> Result<u64, String> {
+        infernet_plugin_api::money::Amount::parse(&self.amount, &self.currency)
+            .map_err(|e| {
+                format!(
+                    "`{}` is not an amount of {}: {e}",
+                    self.amount, self.currency
+                )
+            })?
+            .to_u64()
+            .map_err(|e| format!("`{}` {}: {e}", self.amount, self.currency))
+    }
+}

@@ -21,6 +21,9 @@ impl Config {
         }
         self.client.validate()?;
         self.verify.validate()?;
+        if let Some(stake) = &self.stake {
+            stake.validate()?;
+        }
         let mut model_ids = HashSet::new();
         for (i, b) in self.backend.iter().enumerate() {
             b.validate(&format!("backend[{i}]"), &mut model_ids)?;
@@ -106,6 +109,19 @@ impl ClientConfig {
                 ));
             }
         }
+        let r = &self.reputation;
+        for (name, v, lo, hi) in [
+            ("half_life_days", r.half_life_days, 1e-3, 3650.0),
+            ("cheat_weight", r.cheat_weight, 1.0, 1000.0),
+            ("stake_weight", r.stake_weight, 0.0, 0.5),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(invalid(
+                    format!("client.reputation.{name}"),
+                    format!("must be a number from {lo} to {hi}"),
+                ));
+            }
+        }
         for code in self.rates.keys() {
             money::currency(code)
                 .map_err(|e| invalid(format!("client.rates.{code}"), e.to_string()))?;
@@ -158,7 +174,38 @@ impl VerifyConfig {
                 return Err(invalid(key, format!("referee `{r}` is listed twice")));
             }
         }
+        if self.cert_secs == 0 {
+            return Err(invalid("verify.cert_secs", "must be at least 1 second"));
+        }
+        if self.slash_client_permille > 1000 {
+            return Err(invalid(
+                "verify.slash_client_permille",
+                format!(
+                    "{} is more than 1000 (all of it)",
+                    self.slash_client_permille
+                ),
+            ));
+        }
         Ok(())
+    }
+}
+
+impl super::StakeConfig {
+    /// The arbiter is a peer id; the amount a positive decimal of a known
+    /// currency.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.arbiter.parse::<libp2p::PeerId>().map_err(|e| {
+            invalid(
+                "stake.arbiter",
+                format!("`{}` is not a peer id ({e}); write the arbiter's id as `infernet node start` prints it", self.arbiter),
+            )
+        })?;
+        self.minor_amount()
+            .map_err(|m| invalid("stake.amount", m))
+            .and_then(|a| match a {
+                0 => Err(invalid("stake.amount", "must be more than zero")),
+                _ => Ok(()),
+            })
     }
 }
 

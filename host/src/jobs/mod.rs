@@ -13,11 +13,16 @@
 //!   them ([`select`]), and walks each job through quote, accept, run,
 //!   result and receipt, failing over to another provider when one dies and
 //!   resuming from the store after a restart.
+//! - [`reputation_sim`]: the reputation simulation (ranking on verified
+//!   outcomes, cheaters among the providers) `infernet bench --verify` prints.
 
+pub mod arbiter;
 pub mod client;
 pub mod provider;
 pub mod referee;
+pub mod reputation_sim;
 pub mod select;
+pub mod stake;
 
 pub use client::{ClientError, InferOptions, JobClient, JobOutcome, JobStream, StreamEvent};
 pub use provider::{ProviderError, ProviderHandler};

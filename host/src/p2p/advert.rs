@@ -25,6 +25,8 @@ pub struct AdvertSpec {
     pub wit_version: String,
     /// Stake posted, if any.
     pub stake: Option<Money>,
+    /// The arbiter's certificate for it, when an arbiter holds it.
+    pub stake_cert: Option<Box<crate::p2p::verification::SignedStakeCert>>,
     /// Models proved on request, with their verifying-key ids.
     pub proofs: Vec<ProofAdvert>,
 }
@@ -135,6 +137,9 @@ pub struct NetworkMetrics {
     job_requests_rejected: AtomicU64,
     job_inbound_failures: AtomicU64,
     gossip_rate_limited: AtomicU64,
+    attestations_accepted: AtomicU64,
+    attestations_invalid: AtomicU64,
+    attestations_ignored: AtomicU64,
 }
 
 /// A point-in-time copy of [`NetworkMetrics`].
@@ -160,6 +165,15 @@ pub struct MetricsSnapshot {
     pub job_inbound_failures: u64,
     /// Gossip messages ignored unread: their source was over its rate.
     pub gossip_rate_limited: u64,
+    /// Attestations that passed the gate (signature, author, bounds, time,
+    /// first of their (attester, job)).
+    pub attestations_accepted: u64,
+    /// Attestations dropped as invalid: oversized, malformed, forged,
+    /// another attester's, self-attestations.
+    pub attestations_invalid: u64,
+    /// Attestations ignored: stale, from the future, duplicates, over
+    /// their attester's rate.
+    pub attestations_ignored: u64,
 }
 
 impl MetricsSnapshot {
@@ -203,6 +217,19 @@ impl NetworkMetrics {
         self.gossip_rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one attestation outcome.
+    pub fn count_attestation(
+        &self,
+        outcome: Result<(), &super::attestation::AttestationRejection>,
+    ) {
+        let c = match outcome {
+            Ok(()) => &self.attestations_accepted,
+            Err(e) if e.is_invalid() => &self.attestations_invalid,
+            Err(_) => &self.attestations_ignored,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Copies the counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -217,6 +244,9 @@ impl NetworkMetrics {
             job_requests_rejected: l(&self.job_requests_rejected),
             job_inbound_failures: l(&self.job_inbound_failures),
             gossip_rate_limited: l(&self.gossip_rate_limited),
+            attestations_accepted: l(&self.attestations_accepted),
+            attestations_invalid: l(&self.attestations_invalid),
+            attestations_ignored: l(&self.attestations_ignored),
         }
     }
 }
@@ -240,6 +270,7 @@ mod tests {
             wit_version: "0.2.0".into(),
             protocol_version: version,
             stake: None,
+            stake_cert: None,
             timestamp_ms: ts,
             proofs: vec![],
         };

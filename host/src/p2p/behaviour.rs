@@ -27,7 +27,7 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// DHT: provider records per model id.
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
-    /// Provider adverts.
+    /// Provider adverts and verifier attestations.
     pub gossipsub: gossipsub::Behaviour,
     /// `/infernet/job/2`.
     pub job: request_response::Behaviour<JobCodec>,
@@ -72,15 +72,22 @@ impl Behaviour {
         // Peer scoring: a peer whose adverts fail validation (rejected:
         // bad signature, wrong key, malformed) loses score and, past the
         // graylist threshold, is ignored entirely.
+        // The same on the attestation topic: forged, oversized or relayed
+        // attestations cost their forwarder score.
         let mut score = gossipsub::PeerScoreParams::default();
-        score.topics.insert(
-            gossipsub::IdentTopic::new(super::protocol::ADVERT_TOPIC).hash(),
-            gossipsub::TopicScoreParams {
-                invalid_message_deliveries_weight: -10.0,
-                invalid_message_deliveries_decay: 0.9,
-                ..gossipsub::TopicScoreParams::default()
-            },
-        );
+        for topic in [
+            super::protocol::ADVERT_TOPIC,
+            super::attestation::ATTESTATION_TOPIC,
+        ] {
+            score.topics.insert(
+                gossipsub::IdentTopic::new(topic).hash(),
+                gossipsub::TopicScoreParams {
+                    invalid_message_deliveries_weight: -10.0,
+                    invalid_message_deliveries_decay: 0.9,
+                    ..gossipsub::TopicScoreParams::default()
+                },
+            );
+        }
         gossipsub
             .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
             .map_err(|e| NetworkError::Transport(format!("gossipsub scoring: {e}")))?;

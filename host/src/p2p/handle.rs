@@ -3,6 +3,7 @@
 //! oneshots, events go out on a broadcast.
 
 use super::advert::{AdvertRejection, AdvertSpec, MetricsSnapshot, NetworkMetrics};
+use super::attestation::{AttestationRejection, SignedAttestation};
 use super::protocol::{Advert, JobMessage, SignedAdvert};
 use super::{JobHandler, NetworkError};
 use futures::future::BoxFuture;
@@ -63,6 +64,17 @@ pub enum NetworkEvent {
         /// Why.
         reason: AdvertRejection,
     },
+    /// An attestation passed the gate (`p2p::attestation`): signed by its
+    /// attester, who published it, fresh, the first of its (attester, job).
+    /// What it is worth is the reputation's business.
+    AttestationReceived(Box<SignedAttestation>),
+    /// An attestation was dropped.
+    AttestationRejected {
+        /// The gossip peer that forwarded it.
+        from: PeerId,
+        /// Why.
+        reason: AttestationRejection,
+    },
     /// An inbound job stream was closed on a failure (malformed, oversized,
     /// timeout...).
     InboundJobFailure {
@@ -108,6 +120,10 @@ pub(super) enum Command {
     },
     PublishSigned {
         advert: Box<SignedAdvert>,
+        reply: Reply<()>,
+    },
+    PublishAttestation {
+        attestation: Box<SignedAttestation>,
         reply: Reply<()>,
     },
     ProvidersOf {
@@ -226,6 +242,21 @@ impl NetworkHandle {
     pub async fn publish_signed_advert(&self, advert: SignedAdvert) -> Result<(), NetworkError> {
         self.call(|reply| Command::PublishSigned {
             advert: Box::new(advert),
+            reply,
+        })
+        .await
+    }
+
+    /// Gossips `attestation` on `infernet/attestations/1` as it is (its
+    /// attester should be this node: receivers refuse one published by
+    /// anyone else; tests use that to inject bad ones). Succeeds when no
+    /// peer is subscribed (nothing is sent then).
+    pub async fn publish_attestation(
+        &self,
+        attestation: SignedAttestation,
+    ) -> Result<(), NetworkError> {
+        self.call(|reply| Command::PublishAttestation {
+            attestation: Box::new(attestation),
             reply,
         })
         .await

@@ -4,7 +4,9 @@
 //! [`NetworkHandle`] (commands in over an mpsc channel, replies on oneshots)
 //! and watch it through a broadcast of [`NetworkEvent`]s. Providers announce
 //! themselves with signed adverts on gossipsub topic `infernet/providers/2`
-//! and a Kademlia provider record per model id; clients find them with
+//! and a Kademlia provider record per model id; verifiers gossip signed
+//! attestations of checked results on `infernet/attestations/1`
+//! ([`attestation`]); clients find them with
 //! [`NetworkHandle::providers_of`] and exchange [`JobMessage`]s on
 //! `/infernet/job/2`, whose inbound side is answered by a [`JobHandler`]
 //! spawned per request so the loop never blocks. Wire types are in
@@ -14,6 +16,7 @@
 //! in and drives the lifecycle.
 
 pub mod advert;
+pub mod attestation;
 pub mod behaviour;
 pub mod cbor;
 pub mod codec;
@@ -25,6 +28,10 @@ pub mod signed;
 pub mod verification;
 
 pub use advert::{AdvertRejection, AdvertSpec, MetricsSnapshot, NetworkMetrics};
+pub use attestation::{
+    Attestation, AttestationRejection, Outcome as AttestedOutcome, SignedAttestation,
+    ATTESTATION_TOPIC,
+};
 pub use event_loop::start;
 pub use handle::{
     model_key, model_multihash, NetworkEvent, NetworkHandle, ProviderInfo, SharedHandler,

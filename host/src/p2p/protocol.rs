@@ -62,6 +62,17 @@ pub struct PayTo {
     pub beneficiary: String,
     /// Currency codes it accepts there.
     pub currencies: Vec<String>,
+    /// Pay before the run: the provider answers `Accept` with a signed
+    /// [`JobBody::Committed`], and runs only once the escrow is released.
+    /// Asked by a provider whose stake an arbiter holds (its advert's
+    /// certificate): the stake is the collateral that it delivers
+    /// (PROTOCOL §13, fair exchange).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prepay: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// The escrow a client holds for a job, as it tells the provider.
@@ -281,7 +292,40 @@ impl JobMessage {
                     return Err("a dispute carries exactly two results and two tickets".into());
                 }
                 bounded("job.model", &dispute.job.model, MAX_NAME_BYTES)?;
+                if let Some(p) = &dispute.payout {
+                    bounded("payout.adapter", &p.adapter, MAX_NAME_BYTES)?;
+                    bounded("payout.account", &p.account, MAX_NAME_BYTES)?;
+                }
                 params(&dispute.job.params)
+            }
+            JobBody::Claim(c) | JobBody::Deliver { claim: c, .. } => {
+                let c = &c.payload;
+                for (what, v) in [
+                    ("claim.client", &c.client),
+                    ("claim.provider", &c.provider),
+                    ("claim.arbiter", &c.arbiter),
+                    ("claim.escrow.adapter", &c.escrow.adapter),
+                    ("claim.escrow.amount.currency", &c.escrow.amount.currency),
+                ] {
+                    bounded(what, v, MAX_NAME_BYTES)?;
+                }
+                id("claim.job_id", &c.job_id)?;
+                id("claim.escrow.escrow_id", &c.escrow.escrow_id)?;
+                bounded(
+                    "claim.escrow.depositor",
+                    &c.escrow.depositor,
+                    MAX_TEXT_BYTES,
+                )?;
+                bounded(
+                    "claim.escrow.beneficiary",
+                    &c.escrow.beneficiary,
+                    MAX_TEXT_BYTES,
+                )
+            }
+            JobBody::Stake(s) => {
+                bounded("adapter", &s.adapter, MAX_NAME_BYTES)?;
+                bounded("amount.currency", &s.amount.currency, MAX_NAME_BYTES)?;
+                bounded("depositor", &s.depositor, MAX_NAME_BYTES)
             }
             _ => Ok(()),
         }
@@ -304,6 +348,7 @@ impl JobBody {
             | JobBody::Poll { job_id, .. }
             | JobBody::Progress { job_id, .. }
             | JobBody::Ack { job_id }
+            | JobBody::Committed { job_id, .. }
             | JobBody::Cancel { job_id, .. } => Some(job_id),
             JobBody::Result { signed, .. } => Some(&signed.payload.job_id),
             JobBody::Receipt(r) => Some(&r.payload.job_id),
@@ -312,6 +357,9 @@ impl JobBody {
             | JobBody::TraceAnswer { job_id, .. }
             | JobBody::Dispute { job_id, .. }
             | JobBody::Ruling { job_id, .. } => Some(job_id),
+            JobBody::Claim(c) => Some(&c.payload.job_id),
+            JobBody::Deliver { job_id, .. } => Some(job_id),
+            JobBody::Stake(_) | JobBody::StakeState(_) => None,
         }
     }
 
@@ -324,6 +372,10 @@ impl JobBody {
                 | JobBody::TraceAnswer { .. }
                 | JobBody::Dispute { .. }
                 | JobBody::Ruling { .. }
+                | JobBody::Stake(_)
+                | JobBody::StakeState(_)
+                | JobBody::Claim(_)
+                | JobBody::Deliver { .. }
         )
     }
 }
@@ -448,6 +500,15 @@ pub enum JobBody {
     },
     /// Client → provider: proof of delivery.
     Receipt(SignedReceipt),
+    /// Provider → client, answering `Accept` of a prepaid offer: its
+    /// signed commitment to deliver this job once the escrow is released
+    /// (what the client's claim rests on if it does not).
+    Committed {
+        /// Job (wire id).
+        job_id: String,
+        /// The signed commitment.
+        commitment: Box<super::verification::SignedCommitment>,
+    },
     /// Either way: understood.
     Ack {
         /// Job.
@@ -495,6 +556,28 @@ pub enum JobBody {
         /// The evidence bundle, JSON.
         #[serde(with = "bytes")]
         evidence: Vec<u8>,
+        /// What the ruling did to the cheaters' stakes held by this
+        /// referee (empty: none cheated, or it holds none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        slashes: Vec<super::verification::SlashReport>,
+    },
+    /// `/infernet/verify/1`, provider → arbiter: hold, report on or
+    /// release this provider's stake.
+    Stake(super::verification::StakeRequest),
+    /// `/infernet/verify/1`, arbiter → provider: the stake as held.
+    StakeState(Box<super::verification::StakeState>),
+    /// `/infernet/verify/1`, client → arbiter: a prepaid job was not
+    /// delivered. Answered with the `Result` (the arbiter obtained it from
+    /// the provider) or a `Ruling` whose `slashes` say what the provider
+    /// forfeited.
+    Claim(Box<super::verification::SignedClaim>),
+    /// `/infernet/verify/1`, arbiter → provider: deliver the claimed job's
+    /// result (answered with the `Result`).
+    Deliver {
+        /// The provider's job id.
+        job_id: String,
+        /// The client's claim.
+        claim: Box<super::verification::SignedClaim>,
     },
 }
 
@@ -738,8 +821,13 @@ pub struct Advert {
     pub wit_version: String,
     /// Job protocol version ([`PROTOCOL_VERSION`]).
     pub protocol_version: u16,
-    /// Stake posted, if any (slashing seam).
+    /// Stake posted, if any: with `stake_cert`, held by an arbiter that
+    /// can slash it; without, only the provider's word.
     pub stake: Option<Money>,
+    /// The arbiter's signed certificate for `stake`. Absent from older
+    /// adverts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stake_cert: Option<Box<super::verification::SignedStakeCert>>,
     /// When it was signed, ms since epoch.
     pub timestamp_ms: u64,
     /// Models it proves results for, with the verifying key's id. Absent
@@ -808,6 +896,7 @@ mod tests {
             wit_version: "0.2.0".into(),
             protocol_version: PROTOCOL_VERSION,
             stake: None,
+            stake_cert: None,
             timestamp_ms: now_ms(),
             proofs: vec![],
         }

@@ -91,6 +91,8 @@ pub struct PayPlan {
     pub beneficiary: String,
     /// This node's account there.
     pub depositor: String,
+    /// The provider asks to be paid before the run (its stake is held).
+    pub prepay: bool,
 }
 
 /// The secret an adapter encrypts what it keeps at rest with (CoinPay's
@@ -183,6 +185,7 @@ impl Payments {
                 adapter: a.plugin.name().to_string(),
                 beneficiary: a.account.clone(),
                 currencies: a.currencies.clone(),
+                prepay: false,
             })
             .collect()
     }
@@ -242,6 +245,7 @@ impl Payments {
                     currency,
                     beneficiary: theirs.beneficiary.clone(),
                     depositor: ours.account.clone(),
+                    prepay: theirs.prepay,
                 });
             }
         }

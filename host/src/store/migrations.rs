@@ -116,6 +116,71 @@ CREATE INDEX escrows_status ON escrows(status);
 ALTER TABLE quotes ADD COLUMN pay_to TEXT NOT NULL DEFAULT '[]';
 "#,
     },
+    Migration {
+        version: 3,
+        name: "attestations, advertised_stakes",
+        sql: r#"
+CREATE TABLE attestations (
+    attester    TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('verified', 'cheated')),
+    evidence    TEXT,
+    at_ms       INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    signed      BLOB NOT NULL,
+    PRIMARY KEY (attester, job_id)
+) WITHOUT ROWID;
+CREATE INDEX attestations_subject ON attestations(subject, at_ms);
+CREATE INDEX attestations_at ON attestations(at_ms);
+
+CREATE TABLE advertised_stakes (
+    peer_id  TEXT PRIMARY KEY NOT NULL,
+    amount   TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    seen_ms  INTEGER NOT NULL,
+    certified INTEGER NOT NULL DEFAULT 0
+);
+"#,
+    },
+    Migration {
+        version: 4,
+        name: "custody, slashes",
+        sql: r#"
+CREATE TABLE custody (
+    provider_peer TEXT PRIMARY KEY NOT NULL,
+    stake_job     TEXT NOT NULL,
+    adapter       TEXT NOT NULL,
+    escrow_id     TEXT,
+    amount        TEXT NOT NULL,
+    currency      TEXT NOT NULL,
+    depositor     TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('creating', 'pending', 'funded',
+                  'withdrawing', 'refunded', 'slashed', 'abandoned')),
+    cert_until_ms INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+
+CREATE TABLE slashes (
+    stake_escrow   TEXT PRIMARY KEY NOT NULL,
+    provider_peer  TEXT NOT NULL,
+    client_peer    TEXT NOT NULL,
+    job_id         TEXT NOT NULL,
+    adapter        TEXT NOT NULL,
+    currency       TEXT NOT NULL,
+    to_client      TEXT NOT NULL,
+    to_referee     TEXT NOT NULL,
+    payout_account TEXT,
+    payout_escrow  TEXT,
+    evidence       BLOB NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('ruled', 'forfeited', 'paying', 'paid')),
+    created_at_ms  INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL
+);
+CREATE INDEX slashes_status ON slashes(status);
+"#,
+    },
 ];
 
 /// The newest schema version this build knows.

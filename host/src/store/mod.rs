@@ -1,6 +1,7 @@
 //! Durable node state in one SQLite file (`node.db` in the data dir):
 //! schema migrations, the job state machine ([`JobState`]) and repositories
-//! for jobs and their append-only event log, peers and quotes. The file is
+//! for jobs and their append-only event log, peers, quotes, escrows and
+//! verifier attestations. The file is
 //! opened in WAL mode with foreign keys on and a busy timeout, so several
 //! connections (threads or processes) can share it. Every job transition is
 //! one `IMMEDIATE` transaction that updates the row only if it is still in
@@ -8,6 +9,8 @@
 //! exactly one wins and the other gets [`StoreError::StateConflict`].
 //! rusqlite is blocking: async callers use `tokio::task::spawn_blocking`.
 
+mod attestations;
+mod custody;
 mod escrows;
 mod jobs;
 mod kv;
@@ -18,6 +21,8 @@ mod quotes;
 mod rows;
 mod state;
 
+pub use attestations::{AdvertisedStake, AttestationRecord, AttestationsRepo};
+pub use custody::{CustodyRepo, SlashRecord, StakeHeld};
 pub use escrows::{EarnInsert, Earnings, EscrowKind, EscrowRecord, EscrowsRepo};
 pub use jobs::{JobEvent, JobRecord, JobUpdate, JobsRepo, NewJob};
 pub use kv::{KvError, KvLock, PluginKv};
@@ -214,6 +219,18 @@ impl Store {
     /// Quotes received or issued.
     pub fn quotes(&self) -> QuotesRepo<'_> {
         QuotesRepo { store: self }
+    }
+
+    /// Verified outcomes (this node's and gossiped ones) and advertised
+    /// stakes.
+    pub fn attestations(&self) -> AttestationsRepo<'_> {
+        AttestationsRepo { store: self }
+    }
+
+    /// Stakes this node holds for providers, as an arbiter, and the
+    /// slashes of them.
+    pub fn custody(&self) -> CustodyRepo<'_> {
+        CustodyRepo { store: self }
     }
 
     /// Escrows this node paid into, earns from, or staked.

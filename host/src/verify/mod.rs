@@ -4,11 +4,14 @@
 //! anyone can check offline ([`evidence`]). Traces themselves are kept by
 //! the kernels (`kernels::trace`); a job's policy (`none`, `replicate(k)`,
 //! `spot-check(p)`, `proof`) is [`policy`] (in `config`, which parses it);
+//! [`reputation`] turns verified outcomes (this node's and other verifiers'
+//! signed attestations) into the score selection reads;
 //! [`sim`] is the cheating simulation behind `infernet bench --verify`.
 
 pub mod dispute;
 pub mod evidence;
 pub mod referee;
+pub mod reputation;
 pub mod sim;
 
 /// A job's verification policy (parsed with the config, so it lives there).

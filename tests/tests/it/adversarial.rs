@@ -462,6 +462,7 @@ async fn a_stream_flood_and_an_identity_flood_leave_memory_bounded_and_honest_jo
                 wit_version: "0.2.0".into(),
                 protocol_version: PROTOCOL_VERSION,
                 stake: None,
+                stake_cert: None,
                 timestamp_ms: now_ms(),
                 proofs: vec![],
             };

@@ -277,6 +277,7 @@ mod wire {
                 adapter,
                 beneficiary,
                 currencies,
+                prepay: false,
             },
         )
     }
@@ -804,6 +805,7 @@ mod wire {
                 wit_version: "0.2.0".into(),
                 protocol_version: PROTOCOL_VERSION,
                 stake: None,
+                stake_cert: None,
                 timestamp_ms: now_ms(),
                 proofs: vec![],
             };

@@ -35,7 +35,10 @@ mod p2p_job_protocol;
 mod p2p_network;
 mod protocol_vectors;
 
-// The verifier: traces, disputes, evidence; the client's verification policies.
+// The verifier: traces, disputes, evidence; the client's verification
+// policies; reputation from gossiped attestations.
+mod reputation;
+mod slashing;
 mod verifier;
 mod verify_policies;
 

@@ -37,6 +37,7 @@ fn spec(models: &[&str]) -> AdvertSpec {
         capacity: 4,
         wit_version: "0.1.0".into(),
         stake: None,
+        stake_cert: None,
         proofs: vec![],
     }
 }
@@ -185,6 +186,7 @@ fn advert_of(key_peer: PeerId, ts: u64, version: u16, models: &[&str]) -> Advert
         wit_version: "0.1.0".into(),
         protocol_version: version,
         stake: None,
+        stake_cert: None,
         timestamp_ms: ts,
         proofs: vec![],
     }

@@ -125,6 +125,7 @@ fn advert() -> SignedAdvert {
         wit_version: "0.2.0".into(),
         protocol_version: PROTOCOL_VERSION,
         stake: None,
+        stake_cert: None,
         timestamp_ms: TIMESTAMP_MS,
         proofs: vec![],
     };

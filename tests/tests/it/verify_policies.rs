@@ -15,6 +15,7 @@ use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{spot_check, InferOptions, Infernet, Verdict, VerifyPolicy};
 use infernet_host::store::{EscrowKind, JobRecord, JobState, Store};
+use infernet_host::verify::reputation::{self, Params, Score};
 use infernet_tests::net::{
     client_toml, echo_provider_toml, infernet_bin, verify_evidence_cli, wait_for_providers,
     with_ledger, NodeProc,
@@ -162,6 +163,25 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
         assert!(
             verified.contains("replicate(2): agreed by 2 providers"),
             "{events:?}"
+        );
+    }
+    // Both replicas are verified outcomes: attested first-hand (and
+    // gossiped), so both providers now score above a stranger.
+    for r in &v.replicas {
+        let mine = store
+            .attestations()
+            .by(&client.peer_id().to_string(), 0, 100)
+            .unwrap();
+        let row = mine
+            .iter()
+            .find(|a| a.job_id == r.job_id)
+            .unwrap_or_else(|| panic!("no attestation of {}: {mine:?}", r.job_id));
+        assert_eq!(row.subject, r.provider.to_string());
+        assert_eq!(row.outcome, "verified");
+        let score = client.reputation(&r.provider).unwrap();
+        assert!(
+            score.lower > Score::stranger(&Params::default()).lower,
+            "{score:?}"
         );
     }
     // The second replica stayed away from the first one's provider.
@@ -515,6 +535,27 @@ async fn a_lying_provider_is_disputed_before_the_referee_and_not_paid() {
             assert_eq!(rec.state, JobState::Settled, "{rec:?}");
         }
     }
+    // The ruling is a verified outcome: the cheat is attested `cheated`
+    // with the evidence file's sha256 and barred from this client's
+    // selection; the honest replica is attested `verified`.
+    let attested = client
+        .store()
+        .attestations()
+        .by(&client.peer_id().to_string(), 0, 100)
+        .unwrap();
+    let against = attested.iter().find(|a| a.subject == cheater).unwrap();
+    assert_eq!(against.outcome, "cheated");
+    let bytes = std::fs::read(evidence).unwrap();
+    assert_eq!(
+        against.evidence.as_deref(),
+        Some(reputation::evidence_hash(&bytes).as_str())
+    );
+    assert!(client.reputation(&p1.peer_id()).unwrap().barred);
+    let cleared = attested
+        .iter()
+        .find(|a| a.subject == p0.peer_id().to_string())
+        .unwrap();
+    assert_eq!(cleared.outcome, "verified");
     // The saved evidence proves it offline, with the plugin and weights.
     let out = verify_evidence_cli(evidence, &honest, &root.join("tiny-llama"));
     let stdout = String::from_utf8_lossy(&out.stdout);

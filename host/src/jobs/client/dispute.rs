@@ -3,7 +3,9 @@
 
 use super::{ClientError, JobClient};
 use crate::p2p::protocol::{now_ms, JobBody, JobMessage, SignedResult};
-use crate::p2p::verification::{DisputeRequest, JobSpec, SignedTicket, Ticket};
+use crate::p2p::verification::{
+    DisputeRequest, JobSpec, PayoutTo, SignedTicket, SlashReport, Ticket,
+};
 use crate::p2p::PeerId;
 use crate::verify::evidence::{decode_result, Evidence, EvidenceError};
 
@@ -19,13 +21,17 @@ impl JobClient {
     /// a replay of the plugin can check is taken on the referee's word
     /// (this client may not hold the model); anyone with the plugin and
     /// weights can check it later with `infernet verify evidence`.
+    /// Also returns what the ruling did to the cheaters' stakes, when the
+    /// referee holds them (the client's share is paid to its account at
+    /// the referee's adapter: the first of this client's adapters other
+    /// than the ledger, or the ledger account named by this client's peer id).
     pub async fn dispute(
         &self,
         referee: PeerId,
         job: JobSpec,
         a: SignedResult,
         b: SignedResult,
-    ) -> Result<Evidence, ClientError> {
+    ) -> Result<(Evidence, Vec<SlashReport>), ClientError> {
         let err = |m: String| ClientError::Verification(m);
         let me = self.inner.net.peer_id().to_string();
         let ticket = |r: &SignedResult| {
@@ -46,6 +52,15 @@ impl JobClient {
                 job,
                 results: vec![a.clone(), b.clone()],
                 tickets,
+                payout: self.inner.payments.as_ref().and_then(|p| {
+                    p.adapters()
+                        .iter()
+                        .find(|x| x.plugin.name() != crate::payments::ledger::LEDGER)
+                        .map(|x| PayoutTo {
+                            adapter: x.plugin.name().to_string(),
+                            account: x.account.clone(),
+                        })
+                }),
             }),
         });
         let reply = self
@@ -54,13 +69,17 @@ impl JobClient {
             .verify_request(referee, msg)
             .await
             .map_err(|e| err(format!("referee {referee}: {e}")))?;
-        let evidence = match reply.body {
-            JobBody::Ruling { evidence, .. } => serde_json::from_slice::<Evidence>(&evidence)
-                .map_err(|e| {
+        let (evidence, slashes) = match reply.body {
+            JobBody::Ruling {
+                evidence, slashes, ..
+            } => (
+                serde_json::from_slice::<Evidence>(&evidence).map_err(|e| {
                     err(format!(
                         "referee {referee} sent evidence that does not parse: {e}"
                     ))
                 })?,
+                slashes,
+            ),
             JobBody::Error(e) => {
                 return Err(err(format!("referee {referee} refused: {}", e.message)))
             }
@@ -81,7 +100,7 @@ impl JobClient {
             }
         }
         match evidence.check(None) {
-            Ok(_) | Err(EvidenceError::Needs(_)) => Ok(evidence),
+            Ok(_) | Err(EvidenceError::Needs(_)) => Ok((evidence, slashes)),
             Err(e) => Err(err(format!(
                 "referee {referee}'s evidence does not hold: {e}"
             ))),

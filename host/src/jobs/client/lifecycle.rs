@@ -2,6 +2,7 @@
 //! one persisted step per turn, failover back to `quoted`.
 
 use super::*;
+use crate::p2p::AttestedOutcome;
 
 impl Inner {
     pub(super) fn step_timeout(&self) -> Duration {
@@ -173,7 +174,16 @@ impl Inner {
                         quote_id: rec.quote_id.clone().unwrap_or_default(),
                         escrow,
                     });
-                    match self.exchange(provider, accept, self.step_timeout()).await {
+                    // A prepaid offer: the provider's commitment, then the
+                    // escrow released before the run (`exchange.rs`).
+                    let reply = match self.exchange(provider, accept, self.step_timeout()).await {
+                        Ok(JobBody::Committed { job_id, commitment }) => self
+                            .prepay(&rec, provider, *commitment)
+                            .await
+                            .map(|()| JobBody::Ack { job_id }),
+                        other => other,
+                    };
+                    match reply {
                         Ok(JobBody::Ack { .. }) => {
                             // escrowed -> assigned -> running commit together.
                             let run = format!("run sent as {}", wire_id(&rec));
@@ -251,7 +261,22 @@ impl Inner {
                             reason: "running without a provider".into(),
                         });
                     };
-                    match self.run(&rec, &req, provider, events).await {
+                    // A prepaid job that did not come: the arbiter holding the
+                    // provider's stake gets it, or slashes the stake.
+                    let ran = match self.run(&rec, &req, provider, events).await {
+                        Err(
+                            e @ (StepError::Provider(_)
+                            | StepError::Fatal(ClientError::Rejected { .. })),
+                        ) if !self.moved_on(&rec).await? => {
+                            match self.claim_undelivered(&rec, provider).await? {
+                                Some(Ok(result)) => Ok(result),
+                                Some(Err(note)) => Err(super::exchange::with_note(e, &note)),
+                                None => Err(e),
+                            }
+                        }
+                        other => other,
+                    };
+                    match ran {
                         Ok((output, signed, proof)) => {
                             let expect = match &req.proof {
                                 Some(system) => {
@@ -314,6 +339,8 @@ impl Inner {
                                 p["verified_vk_id"] = serde_json::Value::String(vk_id.clone());
                             }
                             let system = req.proof.clone().unwrap_or_default();
+                            self.attest(outcome.provider, id, AttestedOutcome::Verified, None)
+                                .await;
                             self.advance(
                                 id,
                                 JobState::Delivered,
@@ -331,6 +358,10 @@ impl Inner {
                             let peer = outcome.provider.to_string();
                             self.db(move |s| Ok(s.peers().record_outcome(&peer, false)?))
                                 .await?;
+                            // The signed result whose proof fails is the evidence.
+                            let evidence = Some(outcome.signed.payload.hash());
+                            self.attest(outcome.provider, id, AttestedOutcome::Cheated, evidence)
+                                .await;
                             let e = ClientError::ProofRejected {
                                 job_id: id.into(),
                                 provider: outcome.provider.to_string(),

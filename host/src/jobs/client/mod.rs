@@ -29,6 +29,12 @@
 //! fails any check fails the job (`proof rejected: …`, one reputation
 //! failure) without trying another provider.
 //!
+//! A provider that asks to be paid before the run (its stake is held by an
+//! arbiter this client trusts) gets its escrow released in `quoted`,
+//! before `Accept`; when such a prepaid run then fails, the client claims
+//! the result from the arbiter, which relays it or slashes the stake,
+//! before the job fails over (`exchange.rs`).
+//!
 //! Every step is persisted before it is acted on, and every provider
 //! request is idempotent on the provider (the wire job id `<id>.<attempt>`
 //! names one execution), so a restarted client resumes any job from its
@@ -708,6 +714,7 @@ fn provider_failures(events: &[crate::store::JobEvent]) -> impl Iterator<Item = 
 }
 
 mod dispute;
+mod exchange;
 mod lifecycle;
 mod pay;
 mod proof;
@@ -752,12 +759,17 @@ fn body_name(body: &JobBody) -> &'static str {
         JobBody::Result { .. } => "Result",
         JobBody::Receipt(_) => "Receipt",
         JobBody::Ack { .. } => "Ack",
+        JobBody::Committed { .. } => "Committed",
         JobBody::Cancel { .. } => "Cancel",
         JobBody::Error(_) => "Error",
         JobBody::Trace { .. } => "Trace",
         JobBody::TraceAnswer { .. } => "TraceAnswer",
         JobBody::Dispute { .. } => "Dispute",
         JobBody::Ruling { .. } => "Ruling",
+        JobBody::Stake(_) => "Stake",
+        JobBody::StakeState(_) => "StakeState",
+        JobBody::Claim(_) => "Claim",
+        JobBody::Deliver { .. } => "Deliver",
     }
 }
 

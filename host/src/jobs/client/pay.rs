@@ -152,6 +152,7 @@ impl Inner {
             currency: row.currency.clone(),
             beneficiary: row.beneficiary.clone(),
             depositor: row.depositor.clone(),
+            prepay: plan.prepay,
         };
         let left_secs = u64::try_from((row.expires_at_ms - now).max(1000) / 1000).unwrap_or(1);
         let request = EscrowRequest {

@@ -3,6 +3,7 @@
 //! polling, the stored outcome, and the receipt.
 
 use super::*;
+use crate::verify::reputation;
 
 impl Inner {
     /// Finds providers, asks the best-ranked for quotes, and picks one
@@ -32,18 +33,31 @@ impl Inner {
         let providers = self
             .discover(&req.model, req.proof.as_deref(), &avoid)
             .await?;
-        let peers: Vec<PeerId> = providers.iter().map(|p| p.peer_id).collect();
-        let reputations = self
+        // Reputation from verified outcomes only (`verify::reputation`):
+        // the decayed score's lower bound; a provider proven to cheat is
+        // not asked while any other is available.
+        let peers: Vec<String> = providers.iter().map(|p| p.peer_id.to_string()).collect();
+        let (me, params) = (
+            self.net.peer_id().to_string(),
+            reputation::Params::from_config(&self.cfg.reputation),
+        );
+        let scores = self
             .db(move |s| {
-                peers
-                    .iter()
-                    .map(|p| Ok(s.peers().get(&p.to_string())?.map_or(0.5, |r| r.reputation)))
-                    .collect::<Result<Vec<f64>, ClientError>>()
+                Ok(reputation::scores(
+                    s,
+                    &me,
+                    &peers,
+                    &params,
+                    crate::store::now_ms(),
+                )?)
             })
             .await?;
+        let reputations: Vec<f64> = scores.iter().map(|s| s.lower).collect();
+        let bar = scores.iter().any(|s| !s.barred);
         let candidates: Vec<Candidate> = providers
             .iter()
             .enumerate()
+            .filter(|(i, _)| !(bar && scores[*i].barred))
             .map(|(i, p)| Candidate {
                 index: i,
                 price: p.advert.as_ref().map_or(0, |a| a.quote.amount),

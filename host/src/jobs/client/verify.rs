@@ -6,9 +6,13 @@
 //! released (`delivered -> verified -> settled`) or, proven to cheat,
 //! refunded (`delivered -> failed -> refunded`). `spot-check(p)` is
 //! `replicate(2)` with probability p ([`spot_check`]), else one job.
+//! Every compared replica is a verified outcome: [`Inner::attest`] records
+//! it first-hand and gossips it as a signed attestation.
 
 use super::*;
+use crate::p2p::AttestedOutcome;
 use crate::verify::evidence::{Evidence, JobSpec};
+use crate::verify::reputation;
 use rand::Rng;
 use serde::Serializer;
 use std::path::Path;
@@ -27,6 +31,9 @@ pub struct Verification {
     pub cost: Vec<Money>,
     /// What the comparison found.
     pub verdict: Verdict,
+    /// What the referee's rulings did to the cheaters' stakes it holds
+    /// (empty: no cheat, or no stake held there).
+    pub slashes: Vec<crate::p2p::verification::SlashReport>,
 }
 
 /// One execution of a verified job.
@@ -97,6 +104,7 @@ pub(super) enum Hold {
 /// An outcome run without a check (a spot check not drawn).
 pub(super) fn unchecked(mut outcome: JobOutcome, policy: VerifyPolicy) -> JobOutcome {
     outcome.verification = Some(Verification {
+        slashes: Vec::new(),
         policy,
         checked: false,
         replicas: vec![replica(&outcome)],
@@ -294,13 +302,17 @@ impl JobClient {
         let mut cheaters: Vec<String> = Vec::new();
         let mut proof: Option<PathBuf> = None;
         let mut first_evidence: Option<PathBuf> = None;
+        let mut slashes = Vec::new();
         for c in 1..classes.len() {
             let (a, b) = (&held[classes[0]], &held[classes[c]]);
             let evidence = match self
                 .dispute(referee, spec.clone(), a.signed.clone(), b.signed.clone())
                 .await
             {
-                Ok(e) => e,
+                Ok((e, s)) => {
+                    slashes.extend(s);
+                    e
+                }
                 Err(e) => {
                     let refunded = self
                         .refund_all(&held, &format!("{policy}: dispute failed"))
@@ -353,8 +365,30 @@ impl JobClient {
                 (Verdict::NoFault { evidence }, note)
             }
         };
-        self.finish(held, &cheaters, policy, verdict, replicas, &note)
-            .await
+        let note = match slashes.iter().filter(|s| s.to_client.amount > 0).count() {
+            0 => note,
+            _ => format!(
+                "{note}; stake slashed: {}",
+                slashes
+                    .iter()
+                    .map(|s| format!(
+                        "{} forfeits {} {} to this client ({})",
+                        s.provider,
+                        crate::payments::display(s.to_client.amount, &s.to_client.currency),
+                        s.to_client.currency,
+                        s.status
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut out = self
+            .finish(held, &cheaters, policy, verdict, replicas, &note)
+            .await?;
+        if let Some(v) = out.verification.as_mut() {
+            v.slashes = slashes;
+        }
+        Ok(out)
     }
 
     /// Refunds the cheaters' replicas (one reputation failure each) and
@@ -368,9 +402,33 @@ impl JobClient {
         replicas: Vec<Replica>,
         note: &str,
     ) -> Result<JobOutcome, ClientError> {
+        // What the cheats' attestations name: the evidence file's sha256.
+        let evidence = match &verdict {
+            Verdict::Cheated { evidence, .. } => {
+                let path = evidence.clone();
+                tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|bytes| reputation::evidence_hash(&bytes))
+            }
+            _ => None,
+        };
         let mut honest: Vec<JobOutcome> = Vec::new();
         for o in held {
             let peer = o.provider.to_string();
+            // Every replica was checked against the others (and, on a
+            // disagreement, before a referee): a verified outcome either way.
+            let (outcome, hash) = match cheaters.contains(&peer) {
+                true => (
+                    AttestedOutcome::Cheated,
+                    Some(evidence.clone().unwrap_or_else(|| o.signed.payload.hash())),
+                ),
+                false => (AttestedOutcome::Verified, None),
+            };
+            self.inner
+                .attest(o.provider, &o.job_id, outcome, hash)
+                .await;
             if cheaters.contains(&peer) {
                 let reason = match &verdict {
                     Verdict::Cheated { evidence, .. } => format!(
@@ -398,6 +456,7 @@ impl JobClient {
             )));
         };
         outcome.verification = Some(Verification {
+            slashes: Vec::new(),
             policy,
             checked: true,
             replicas,
@@ -490,6 +549,45 @@ impl JobClient {
             ClientError::Verification(format!("cannot save evidence {}: {e}", path.display()))
         })?;
         Ok(path)
+    }
+}
+
+impl Inner {
+    /// Records a verified outcome of `subject`'s result of `job_id`
+    /// first-hand (what selection reads) and gossips it as this node's
+    /// signed attestation (`infernet/attestations/1`), with the evidence's
+    /// sha256 for a cheat. Never fails the job: a failure is logged.
+    pub(super) async fn attest(
+        &self,
+        subject: PeerId,
+        job_id: &str,
+        outcome: AttestedOutcome,
+        evidence: Option<String>,
+    ) {
+        let signed = match reputation::sign(
+            &self.key,
+            &subject.to_string(),
+            job_id,
+            outcome,
+            evidence,
+            now_ms(),
+        ) {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(job = job_id, error = %e, "attestation not made"),
+        };
+        let kept = signed.clone();
+        let recorded = self
+            .db(move |s| {
+                reputation::record(s, &kept, crate::store::now_ms())
+                    .map_err(|e| ClientError::Verification(e.to_string()))
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(job = job_id, error = %e, "attestation not recorded");
+        }
+        if let Err(e) = self.net.publish_attestation(signed).await {
+            tracing::debug!(job = job_id, error = %e, "attestation not gossiped");
+        }
     }
 }
 

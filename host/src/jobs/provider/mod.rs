@@ -13,6 +13,7 @@
 //! the result body; asked for a proof it cannot make, the provider refuses
 //! (`InvalidRequest`) before running anything.
 
+mod exchange;
 mod execute;
 mod meter;
 mod pay;
@@ -184,6 +185,14 @@ struct Inner {
     trace_cache: verify::TraceCache,
     /// Set on a node that serves as a referee.
     referee: std::sync::OnceLock<Arc<crate::jobs::referee::Referee>>,
+    /// Set on a referee that holds providers' stakes.
+    arbiter: std::sync::OnceLock<Arc<crate::jobs::arbiter::Arbiter>>,
+    /// This provider's stake certificate, while an arbiter holds its
+    /// stake: paid jobs are then prepaid (released before the run).
+    stake_cert: Mutex<Option<crate::p2p::verification::SignedStakeCert>>,
+    /// Test hook: take prepaid jobs' money and deliver nothing.
+    #[cfg(feature = "test-hooks")]
+    withhold: std::sync::atomic::AtomicBool,
 }
 
 /// What a quote request asks to be priced.
@@ -225,6 +234,10 @@ impl ProviderHandler {
                 traces,
                 trace_cache: Mutex::new(None),
                 referee: std::sync::OnceLock::new(),
+                arbiter: std::sync::OnceLock::new(),
+                stake_cert: Mutex::new(None),
+                #[cfg(feature = "test-hooks")]
+                withhold: std::sync::atomic::AtomicBool::new(false),
                 node,
                 key,
                 store,
@@ -357,6 +370,7 @@ impl ProviderHandler {
                 proof,
             } => {
                 self.inner.check_model(&model)?;
+                self.inner.withheld()?;
                 if let Some(system) = &proof {
                     self.inner.check_proof(&model, system)?;
                 }
@@ -400,12 +414,20 @@ impl ProviderHandler {
                 blocking(move || inner.trace_answer(job_id, query)).await
             }
             JobBody::Dispute { job_id, dispute } => self.referee(from, job_id, *dispute).await,
+            JobBody::Stake(request) => self.stake(from, request).await,
+            JobBody::Claim(claim) => self.claim(from, *claim).await,
+            JobBody::Deliver { job_id, .. } => {
+                let inner = self.inner.clone();
+                blocking(move || inner.deliver(&job_id)).await
+            }
             JobBody::QuoteOffer { .. }
             | JobBody::Progress { .. }
             | JobBody::Result { .. }
             | JobBody::Ack { .. }
+            | JobBody::Committed { .. }
             | JobBody::TraceAnswer { .. }
             | JobBody::Ruling { .. }
+            | JobBody::StakeState(_)
             | JobBody::Error(_) => Err(ProviderError::Unsupported(
                 "a provider answers requests only (quote request, accept, run, poll, receipt, cancel)".into(),
             )),
@@ -431,6 +453,12 @@ impl ProviderHandler {
                 return blocking(move || inner.check_ticket(from, &job_id, &ticket)).await;
             }
             JobBody::Receipt(r) => r.payload.job_id.clone(),
+            JobBody::Claim(_) => return Ok(()),
+            JobBody::Deliver { job_id, claim } => {
+                let inner = self.inner.clone();
+                let (job_id, claim) = (job_id.clone(), claim.clone());
+                return blocking(move || inner.check_claim(from, &job_id, &claim)).await;
+            }
             other => match other.job_id() {
                 Some(id) => id.to_string(),
                 None => return Ok(()),
@@ -512,6 +540,8 @@ impl ProviderHandler {
         };
         let quote_id = format!("{job_id}-{}", crate::node::new_job_id());
         let valid_until_ms = now_ms().saturating_add(valid_secs.saturating_mul(1000));
+        // Staked (a certificate valid past the quote): paid before the run.
+        let prepay = price.amount > 0 && self.inner.staked(valid_until_ms);
         self.inner.remember_quote(
             &quote_id,
             pay::QuotedTerms {
@@ -522,6 +552,7 @@ impl ProviderHandler {
                 max_output_tokens,
                 price: price.clone(),
                 valid_until_ms,
+                prepay,
             },
         );
         let pay_to = self
@@ -529,7 +560,10 @@ impl ProviderHandler {
             .payments
             .as_ref()
             .map(|p| p.pay_to())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| crate::p2p::protocol::PayTo { prepay, ..p })
+            .collect();
         Ok(JobMessage::new(JobBody::QuoteOffer {
             quote_id,
             job_id,

@@ -41,6 +41,8 @@ pub(super) struct QuotedTerms {
     pub price: Money,
     /// Offer expiry, ms since epoch.
     pub valid_until_ms: u64,
+    /// Paid before the run (this provider's stake is certified).
+    pub prepay: bool,
 }
 
 /// What an accepted job may run as, by wire id.
@@ -55,6 +57,8 @@ pub(super) struct AcceptedTerms {
     price: Money,
     /// A paid quote: the job runs only while its earn row is confirmed.
     paid: bool,
+    /// Prepaid: the job runs only once its escrow is released.
+    prepay: bool,
     /// Forgotten after this (ms since epoch).
     until_ms: u64,
 }
@@ -93,6 +97,36 @@ impl Inner {
         quotes.insert(quote_id.to_string(), terms);
     }
 
+    /// The answer to an accepted paid offer: `Ack`, or for a prepaid one
+    /// the signed commitment to deliver once `earn`'s escrow is released.
+    fn accepted_reply(
+        &self,
+        job_id: &str,
+        prepay: bool,
+        earn: &EscrowRecord,
+    ) -> Result<JobMessage, ProviderError> {
+        if !prepay {
+            return Ok(JobMessage::ack(job_id));
+        }
+        let commitment = crate::p2p::verification::Commitment {
+            job_id: job_id.to_string(),
+            client: earn.client_peer.clone().unwrap_or_default(),
+            provider: self.key.public().to_peer_id().to_string(),
+            adapter: earn.adapter.clone(),
+            escrow_id: earn.escrow_id.clone().unwrap_or_default(),
+            amount: Money {
+                amount: earn.amount,
+                currency: earn.currency.clone(),
+            },
+            timestamp_ms: now_ms(),
+        };
+        let signed = crate::p2p::verification::SignedCommitment::sign(commitment, &self.key)?;
+        Ok(JobMessage::new(JobBody::Committed {
+            job_id: job_id.to_string(),
+            commitment: Box::new(signed),
+        }))
+    }
+
     /// Remembers what an accepted job may run as.
     fn remember_accepted(&self, job_id: &str, quote_id: &str, quote: &QuotedTerms, until_ms: u64) {
         let mut accepted = lock(&self.accepted);
@@ -108,6 +142,7 @@ impl Inner {
                 max_output_tokens: quote.max_output_tokens,
                 price: quote.price.clone(),
                 paid: quote.price.amount > 0,
+                prepay: quote.prepay,
                 until_ms,
             },
         );
@@ -164,7 +199,12 @@ impl Inner {
                     display(prior.price.amount, &prior.price.currency)
                 )));
             }
-            return Ok(JobMessage::ack(job_id));
+            return match self.store.escrows().get(&job_id)? {
+                Some(earn) if prior.prepay && earn.kind == EscrowKind::Earn => {
+                    self.accepted_reply(&job_id, true, &earn)
+                }
+                _ => Ok(JobMessage::ack(job_id)),
+            };
         }
         let price = &quote.price;
         if price.amount == 0 {
@@ -197,7 +237,7 @@ impl Inner {
                 }
                 let until = u64::try_from(existing.expires_at_ms).unwrap_or(0);
                 self.remember_accepted(&job_id, quote_id, &quote, until);
-                return Ok(JobMessage::ack(job_id));
+                return self.accepted_reply(&job_id, quote.prepay, &existing);
             }
             return Err(refuse(format!(
                 "job id {job_id} is already paid here by another escrow"
@@ -340,7 +380,7 @@ impl Inner {
         self.remember_accepted(&job_id, quote_id, &quote, escrow.expires_at_ms);
         crate::jobs::crash_at("provider-escrow-confirmed");
         tracing::info!(job = %job_id, escrow = %escrow.escrow_id, amount = %crate::payments::display(escrow.amount.amount, &escrow.amount.currency), "escrow confirmed");
-        Ok(JobMessage::ack(job_id))
+        self.accepted_reply(&job_id, quote.prepay, &record)
     }
 
     /// The output bound the host holds an accepted job to (a paid
@@ -407,14 +447,33 @@ impl Inner {
         if !terms.paid {
             return Ok(());
         }
-        match self.store.escrows().get(id)? {
+        let paid_states: &[&str] = match terms.prepay {
+            true => &["released", "settled"],
+            false => &["funded", "released", "settled"],
+        };
+        let mut row = self.store.escrows().get(id)?;
+        // Prepaid, and the client says it released: ask the adapter
+        // where this provider can (the receipt carried the client's word).
+        if let Some(e) = row.as_ref().filter(|e| {
+            terms.prepay && e.status == "funded" && e.confirmed_by.as_deref() == Some("status")
+        }) {
+            if let Some(status) = self.adapter_status(e).filter(|s| *s != e.status) {
+                self.store.escrows().update(id, None, &status)?;
+                row = self.store.escrows().get(id)?;
+            }
+        }
+        match row {
             Some(e)
                 if e.kind == EscrowKind::Earn
                     && e.client_peer.as_deref() == Some(client.to_string().as_str())
-                    && matches!(e.status.as_str(), "funded" | "released" | "settled") =>
+                    && paid_states.contains(&e.status.as_str()) =>
             {
                 Ok(())
             }
+            Some(e) if e.kind == EscrowKind::Earn && terms.prepay => Err(refuse(format!(
+                "job {id} is prepaid and its escrow is {}, not released: release it and send the receipt, then run (this provider's stake is the collateral)",
+                e.status
+            ))),
             Some(e) if e.kind == EscrowKind::Earn => {
                 Err(refuse(format!("the escrow of job {id} is {}", e.status)))
             }

@@ -7,7 +7,7 @@
 use super::*;
 use crate::kernels::trace::{Digest, Trace, Tree};
 use crate::p2p::verification::{
-    ByteString, DisputeRequest, Hash32, SignedTicket, TraceAnswer, TraceQuery,
+    ByteString, DisputeRequest, Hash32, SignedTicket, StakeRequest, TraceAnswer, TraceQuery,
 };
 use crate::verify::dispute::TraceOwner;
 
@@ -129,13 +129,61 @@ impl ProviderHandler {
                 "this node is not a referee ([verify] referee = true)".into(),
             )
         })?;
+        let payout = dispute.payout.clone();
         let evidence = referee
             .rule(from, dispute)
             .await
             .map_err(ProviderError::Unsupported)?;
+        let cheated = evidence.ruling.cheated.clone();
         let evidence = serde_json::to_vec(&evidence)
             .map_err(|e| ProviderError::Unsupported(format!("evidence: {e}")))?;
-        Ok(JobMessage::new(JobBody::Ruling { job_id, evidence }))
+        let slashes = match self.inner.arbiter.get().cloned() {
+            Some(arbiter) if !cheated.is_empty() => {
+                let (client, job, bundle) = (from.to_string(), job_id.clone(), evidence.clone());
+                blocking(move || {
+                    Ok(arbiter.slash(&cheated, &client, &job, &bundle, payout.as_ref()))
+                })
+                .await?
+            }
+            _ => Vec::new(),
+        };
+        Ok(JobMessage::new(JobBody::Ruling {
+            job_id,
+            evidence,
+            slashes,
+        }))
+    }
+
+    /// Serves a provider's stake request, on a node that holds stakes.
+    pub(super) async fn stake(
+        &self,
+        from: PeerId,
+        request: StakeRequest,
+    ) -> Result<JobMessage, ProviderError> {
+        let arbiter = self.inner.arbiter.get().cloned().ok_or_else(|| {
+            ProviderError::Unsupported(
+                "this node holds no stakes (an arbiter is a referee with a [[payment]] adapter)"
+                    .into(),
+            )
+        })?;
+        blocking(move || {
+            arbiter
+                .stake(from, request)
+                .map(|s| JobMessage::new(JobBody::StakeState(Box::new(s))))
+                .map_err(|e| ProviderError::Unsupported(e.to_string()))
+        })
+        .await
+    }
+
+    /// Makes this node an arbiter: it holds stakes and its rulings slash
+    /// them.
+    pub fn set_arbiter(&self, arbiter: Arc<crate::jobs::arbiter::Arbiter>) {
+        let _ = self.inner.arbiter.set(arbiter);
+    }
+
+    /// The arbiter service, when this node is one.
+    pub fn arbiter(&self) -> Option<Arc<crate::jobs::arbiter::Arbiter>> {
+        self.inner.arbiter.get().cloned()
     }
 
     /// Makes this node a referee: it rules on disputes put to it.

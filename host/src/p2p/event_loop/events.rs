@@ -1,6 +1,6 @@
 //! The swarm's side of the event loop: connections, identify/ping/mDNS,
-//! Kademlia provider queries, gossiped adverts and `/infernet/job/2`
-//! requests and responses.
+//! Kademlia provider queries, gossiped adverts and attestations, and
+//! `/infernet/job/2` requests and responses.
 
 use super::EventLoop;
 use crate::p2p::advert::{verify_advert_bytes, AdvertRejection};
@@ -202,7 +202,8 @@ impl EventLoop {
         id: gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
-        let unread = if message.topic != self.topic.hash() {
+        let attestation = message.topic == self.attestation_topic.hash();
+        let unread = if message.topic != self.topic.hash() && !attestation {
             true
         } else if !self.gossip_allowed(source) {
             // Over its rate: not even read (verifying costs a signature check).
@@ -222,6 +223,9 @@ impl EventLoop {
                     gossipsub::MessageAcceptance::Ignore,
                 );
             return;
+        }
+        if attestation {
+            return self.on_attestation(source, id, message);
         }
         let max_skew = self.config.advert_max_skew.as_millis() as u64;
         let verdict = verify_advert_bytes(&message.data, now_ms(), max_skew);
@@ -260,6 +264,41 @@ impl EventLoop {
             Err(reason) => {
                 tracing::warn!(from = %source, %reason, "advert dropped");
                 self.emit(NetworkEvent::AdvertRejected {
+                    from: source,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// A message on the attestation topic (its forwarder within its gossip
+    /// rate): through the gate, then announced; the verdict goes back to
+    /// gossipsub so only accepted ones are forwarded.
+    fn on_attestation(
+        &mut self,
+        source: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let verdict = self
+            .attestations
+            .check(&message.data, message.source, now_ms());
+        let acceptance = match &verdict {
+            Ok(_) => gossipsub::MessageAcceptance::Accept,
+            Err(e) if e.is_invalid() => gossipsub::MessageAcceptance::Reject,
+            Err(_) => gossipsub::MessageAcceptance::Ignore,
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+        self.metrics.count_attestation(verdict.as_ref().map(|_| ()));
+        match verdict {
+            Ok(signed) => self.emit(NetworkEvent::AttestationReceived(Box::new(signed))),
+            Err(reason) => {
+                tracing::debug!(from = %source, %reason, "attestation dropped");
+                self.emit(NetworkEvent::AttestationRejected {
                     from: source,
                     reason,
                 });
@@ -427,8 +466,11 @@ impl EventLoop {
                     return;
                 }
                 let checked = match &response.body {
+                    // On `/infernet/verify/1` an arbiter hands over a
+                    // provider's result: signed by that provider, whom the
+                    // asker checks.
                     JobBody::Result { output, signed, .. } => match signed.verify_output(output) {
-                        Ok(signer) if signer == peer => Ok(response),
+                        Ok(signer) if signer == peer || verify => Ok(response),
                         Ok(signer) => Err(NetworkError::BadSignature {
                             peer: peer.to_string(),
                             reason: format!("result signed by {signer}, not by the provider"),

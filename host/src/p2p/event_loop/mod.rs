@@ -1,10 +1,12 @@
 //! The one task that owns the swarm: how it starts ([`start`]), and how it
 //! answers commands from [`NetworkHandle`]s, swarm and behaviour events,
-//! and its advert/provider-record timer (swarm events: [`events`]).
+//! and its advert/provider-record timer (swarm events: [`events`];
+//! gossiped adverts and attestations are checked there).
 
 mod events;
 
 use super::advert::{AdvertSpec, NetworkMetrics};
+use super::attestation::{AttestationGate, ATTESTATION_TOPIC};
 use super::behaviour::Behaviour;
 use super::codec::Frame;
 use super::handle::{
@@ -47,6 +49,12 @@ pub async fn start(
         .gossipsub
         .subscribe(&topic)
         .map_err(|e| NetworkError::Transport(format!("subscribe {ADVERT_TOPIC}: {e}")))?;
+    let attestation_topic = gossipsub::IdentTopic::new(ATTESTATION_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&attestation_topic)
+        .map_err(|e| NetworkError::Transport(format!("subscribe {ATTESTATION_TOPIC}: {e}")))?;
 
     let mut listeners = HashSet::new();
     for addr in &config.listen {
@@ -70,6 +78,8 @@ pub async fn start(
         key,
         config: config.clone(),
         topic,
+        attestation_topic,
+        attestations: AttestationGate::new(),
         handler,
         commands: cmd_rx,
         responses: resp_rx,
@@ -245,6 +255,9 @@ struct EventLoop {
     key: Keypair,
     config: NetworkConfig,
     topic: gossipsub::IdentTopic,
+    /// `infernet/attestations/1`, and its gate (rate, dedup).
+    attestation_topic: gossipsub::IdentTopic,
+    attestations: AttestationGate,
     handler: Option<SharedHandler>,
     commands: mpsc::Receiver<Command>,
     responses: mpsc::Receiver<(ResponseChannel<JobMessage>, JobMessage)>,
@@ -478,6 +491,13 @@ impl EventLoop {
                     .and_then(|b| self.publish(b));
                 let _ = reply.send(r);
             }
+            Command::PublishAttestation { attestation, reply } => {
+                let topic = self.attestation_topic.clone();
+                let r = encode(&*attestation)
+                    .map_err(|e| NetworkError::Publish(e.to_string()))
+                    .and_then(|b| self.publish_on(topic, b));
+                let _ = reply.send(r);
+            }
             Command::ProvidersOf { model, reply } => {
                 let qid = self
                     .swarm
@@ -587,6 +607,7 @@ impl EventLoop {
             wit_version: spec.wit_version.clone(),
             protocol_version: PROTOCOL_VERSION,
             stake: spec.stake.clone(),
+            stake_cert: spec.stake_cert.clone(),
             timestamp_ms: now_ms(),
             proofs: spec.proofs.clone(),
         };
@@ -597,15 +618,23 @@ impl EventLoop {
     }
 
     fn publish(&mut self, bytes: Vec<u8>) -> Result<(), NetworkError> {
+        self.publish_on(self.topic.clone(), bytes)
+    }
+
+    fn publish_on(
+        &mut self,
+        topic: gossipsub::IdentTopic,
+        bytes: Vec<u8>,
+    ) -> Result<(), NetworkError> {
         match self
             .swarm
             .behaviour_mut()
             .gossipsub
-            .publish(self.topic.clone(), bytes)
+            .publish(topic.clone(), bytes)
         {
             Ok(_) => Ok(()),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                tracing::debug!("advert not sent: no peer subscribed yet");
+                tracing::debug!(%topic, "not sent: no peer subscribed yet");
                 Ok(())
             }
             Err(gossipsub::PublishError::Duplicate) => Ok(()),
