@@ -2,8 +2,11 @@
 # The main job: builds the plugins and the node, generates a tiny llama
 # checkpoint, brings up three providers and a client on 127.0.0.1 (each its
 # own swarm and SQLite file), and streams a paid job across the network:
-# the client funds its local ledger, escrows the cheapest quote, and
-# releases the escrow to the provider after delivery.
+# the client funds its local ledger, escrows the cheapest quote, runs it
+# on two providers (replicate(2)), compares their kernel traces, and
+# releases the escrows after the verdict. Then a cheating build of the
+# llama plugin is disputed before a referee, and the stake an arbiter
+# holds for it is slashed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-plugins.sh

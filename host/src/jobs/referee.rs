@@ -148,6 +148,11 @@ impl Referee {
         let _ = self.net.set(net);
     }
 
+    /// That network, once set.
+    pub fn network(&self) -> Option<NetworkHandle> {
+        self.net.get().cloned()
+    }
+
     /// Rules on `req` from client `from`: both results are the client's,
     /// signed by two other providers; each ticket is the client's, names
     /// this referee and one of the results' jobs.

@@ -125,6 +125,31 @@ impl CustodyRepo<'_> {
         query(&conn, "custody ORDER BY created_at_ms DESC", [])
     }
 
+    /// How many stakes are waiting for their deposit (`creating`,
+    /// `pending`).
+    pub fn waiting(&self) -> Result<usize, StoreError> {
+        let conn = self.store.conn();
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM custody WHERE status IN ('creating', 'pending')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// Forgets a stake whose escrow could not be created (nothing is held:
+    /// a refused request leaves no row behind).
+    pub fn forget_unopened(&self, provider: &str) -> Result<(), StoreError> {
+        self.store.write(|tx| {
+            tx.execute(
+                "DELETE FROM custody WHERE provider_peer = ?1 AND status = 'creating' \
+                 AND escrow_id IS NULL",
+                [provider],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Records `stake` unless a row for its provider exists that is still
     /// open (not `refunded`/`abandoned`); returns the row that stands.
     pub fn open_stake(&self, stake: &StakeHeld) -> Result<StakeHeld, StoreError> {

@@ -479,6 +479,16 @@ fn replay_call(
 }
 
 impl Evidence {
+    /// Each result's signer and job id, as the bundle carries them (a
+    /// result that does not decode is left out).
+    pub fn parties(&self) -> Vec<(String, String)> {
+        self.results
+            .iter()
+            .filter_map(|r| decode_result(r).ok())
+            .map(|r| (r.payload.provider.clone(), r.payload.job_id.clone()))
+            .collect()
+    }
+
     /// Checks the bundle and says who cheated. `replayer` is a node serving
     /// the job's model with the results' plugin and weights: needed for
     /// weights inputs and for calls only a replay can judge.

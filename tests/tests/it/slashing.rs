@@ -8,9 +8,12 @@
 //! before its certificate and the grace after it have run out.
 
 use infernet_host::config::Config;
+use infernet_host::jobs::arbiter::MAX_WAITING_STAKES;
 use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
 use infernet_host::p2p::load_or_create_identity;
-use infernet_host::p2p::ErrorCode;
+use infernet_host::p2p::protocol::Money as WireMoney;
+use infernet_host::p2p::verification::StakeRequest;
+use infernet_host::p2p::{ErrorCode, PeerId};
 use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{InferOptions, Infernet, Verdict, VerifyPolicy};
@@ -168,6 +171,38 @@ async fn a_proven_cheat_forfeits_its_stake_to_the_client_and_the_referee_once() 
     wait_certified(&referee_dir, &cheater);
     // The arbiter holds it: debited from the cheater's account at once.
     assert_eq!(ledger_balance(&referee_dir, &cheater), FUNDED - STAKE);
+    // A stranger's stake request that its balance cannot cover leaves
+    // nothing behind.
+    let arb = referee.provider().unwrap().arbiter().unwrap();
+    let stranger = PeerId::random();
+    let asked = tokio::task::spawn_blocking(move || {
+        arb.stake(
+            stranger,
+            StakeRequest {
+                adapter: LEDGER.into(),
+                amount: WireMoney {
+                    amount: STAKE,
+                    currency: "USD".into(),
+                },
+                depositor: String::new(),
+                withdraw: false,
+            },
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        asked
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("insufficient")),
+        "{asked:?}"
+    );
+    assert!(Store::open_in_dir(&referee_dir)
+        .unwrap()
+        .custody()
+        .stake(&stranger.to_string())
+        .unwrap()
+        .is_none());
     wait_for_providers(&client, "tiny-llama", 3).await;
 
     let out = client
@@ -194,6 +229,15 @@ async fn a_proven_cheat_forfeits_its_stake_to_the_client_and_the_referee_once() 
     assert_eq!(ledger_balance(&referee_dir, &client_id), 400_000);
     assert_eq!(ledger_balance(&referee_dir, &arbiter), 100_000);
     assert_eq!(ledger_balance(&referee_dir, &cheater), FUNDED - STAKE);
+
+    // The referee's ruling is a first-hand verified outcome: it attests
+    // the cheat (naming the evidence) and gossips it; the client keeps it.
+    let seen = wait_for("the referee's attestation", Duration::from_secs(20), || {
+        let rows = client.store().attestations().about(&cheater, 0, 10).ok()?;
+        rows.into_iter().find(|a| a.attester == arbiter)
+    });
+    assert_eq!(seen.outcome, "cheated");
+    assert!(seen.evidence.is_some());
 
     // Caught again: the stake is gone, nothing more moves.
     let again = client
@@ -432,6 +476,39 @@ async fn a_coinpay_stake_is_held_by_the_arbiter_and_paid_out_to_the_client() {
     assert_eq!(payout.beneficiary_address, CLIENT);
     assert!(matches!(payout.status.as_str(), "released" | "settled"));
     assert_eq!(rec.to_client, rec.to_referee * 4, "80/20");
+
+    // Any identity may ask for a stake, and each is an escrow created at
+    // the service: those waiting for their deposit are bounded.
+    let arb = referee.provider().unwrap().arbiter().unwrap();
+    let (opened, refusal) = tokio::task::spawn_blocking(move || {
+        let mut opened = 0;
+        for _ in 0..=MAX_WAITING_STAKES {
+            let asked = arb.stake(
+                PeerId::random(),
+                StakeRequest {
+                    adapter: "payment-coinpay".into(),
+                    amount: WireMoney {
+                        amount: 10_000_000_000_000_000,
+                        currency: "ETH".into(),
+                    },
+                    depositor: PROVIDER.into(),
+                    withdraw: false,
+                },
+            );
+            match asked {
+                Ok(s) => {
+                    assert_eq!(s.status, "pending", "{s:?}");
+                    opened += 1;
+                }
+                Err(e) => return (opened, e.to_string()),
+            }
+        }
+        (opened, String::new())
+    })
+    .await
+    .unwrap();
+    assert_eq!(opened, MAX_WAITING_STAKES);
+    assert!(refusal.contains("waiting for their deposit"), "{refusal}");
     for n in [client, p1, referee, p0] {
         n.shutdown().await;
     }

@@ -135,8 +135,13 @@ impl ProviderHandler {
             .await
             .map_err(ProviderError::Unsupported)?;
         let cheated = evidence.ruling.cheated.clone();
+        let parties = evidence.parties();
         let evidence = serde_json::to_vec(&evidence)
             .map_err(|e| ProviderError::Unsupported(format!("evidence: {e}")))?;
+        if let Some(net) = referee.network() {
+            self.attest_ruling(&net, &parties, &cheated, &evidence)
+                .await;
+        }
         let slashes = match self.inner.arbiter.get().cloned() {
             Some(arbiter) if !cheated.is_empty() => {
                 let (client, job, bundle) = (from.to_string(), job_id.clone(), evidence.clone());
@@ -152,6 +157,53 @@ impl ProviderHandler {
             evidence,
             slashes,
         }))
+    }
+
+    /// A referee's first-hand verified outcomes: for each party of its
+    /// ruling, `cheated` (naming the evidence's hash) or `verified`, signed,
+    /// kept and gossiped like a client's.
+    async fn attest_ruling(
+        &self,
+        net: &crate::p2p::NetworkHandle,
+        parties: &[(String, String)],
+        cheated: &[String],
+        evidence: &[u8],
+    ) {
+        use crate::p2p::attestation::Outcome;
+        use crate::verify::reputation;
+        let hash = reputation::evidence_hash(evidence);
+        for (provider, job) in parties {
+            let outcome = match cheated.contains(provider) {
+                true => Outcome::Cheated,
+                false => Outcome::Verified,
+            };
+            let signed = match reputation::sign(
+                &self.inner.key,
+                provider,
+                job,
+                outcome,
+                Some(hash.clone()),
+                now_ms(),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(job, error = %e, "ruling attestation not made");
+                    continue;
+                }
+            };
+            let (store, kept) = (self.inner.store.clone(), signed.clone());
+            let recorded = blocking(move || {
+                reputation::record(&store, &kept, crate::store::now_ms())
+                    .map_err(|e| ProviderError::Unsupported(e.to_string()))
+            })
+            .await;
+            if let Err(e) = recorded {
+                tracing::warn!(job, error = %e, "ruling attestation not recorded");
+            }
+            if let Err(e) = net.publish_attestation(signed).await {
+                tracing::debug!(job, error = %e, "ruling attestation not gossiped");
+            }
+        }
     }
 
     /// Serves a provider's stake request, on a node that holds stakes.
