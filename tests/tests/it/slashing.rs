@@ -1,12 +1,18 @@
-//! Slashing over real nodes: a referee that is also an arbiter holds a
-//! cheating provider's stake (the arbiter created the escrow through its
-//! own adapter, the real ledger or the CoinPay adapter against the local
-//! CoinPay server), a replicate(2) job catches the cheat, and the ruling
-//! forfeits the stake — the client's share paid to the client, the rest to
-//! the referee — exactly once, also when the arbiter is killed at any step
-//! of the slash and restarted. A provider cannot take a held stake back
-//! before its certificate and the grace after it have run out.
-
+//! Stakes over real nodes: slashing, fair exchange, and who may question
+//! a provider's trace.
+//!
+//! A referee that is also an arbiter holds a cheating provider's stake (the
+//! arbiter created the escrow through its own adapter, the real ledger or
+//! the CoinPay adapter against the local CoinPay server), a replicate(2)
+//! job catches the cheat, and the ruling forfeits the stake — the client's
+//! share to the client, the rest to the referee — exactly once, also when
+//! the arbiter is killed at any step of the slash and restarted. A provider
+//! cannot take a held stake back before its certificate and the grace
+//! after it have run out. A staked provider is paid before the run and a
+//! client cannot refund after delivery; a staked provider that withholds
+//! a paid result loses its stake (both on the ledger and on CoinPay); a
+//! claim without the provider's commitment moves nothing. Trace questions
+//! are answered to the job's client and its ticketed referee only.
 use infernet_host::config::Config;
 use infernet_host::jobs::arbiter::MAX_WAITING_STAKES;
 use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
@@ -963,4 +969,103 @@ async fn coinpay_prepaid_jobs_cannot_be_refunded_and_withholding_forfeits_the_st
     for n in [client, p1, arbiter] {
         n.shutdown().await;
     }
+}
+
+// ------------------------------------------- who may ask about a trace
+
+/// `/infernet/verify/1` answers trace questions about a delivered job to
+/// its client, or to the referee named in the client's unexpired ticket —
+/// to nobody else: a stranger, a stranger with a ticket it signed itself,
+/// the named referee with an expired ticket, and the right peer with a
+/// ticket naming someone else all get `UnknownJob`; a verification body
+/// sent on the job protocol is refused; a reveal of more digests than the
+/// protocol allows is refused before the provider sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trace_questions_are_answered_to_the_client_and_its_ticketed_referee_only() {
+    use infernet_host::p2p::protocol::now_ms;
+    use infernet_host::p2p::verification::{
+        Hash32, SignedTicket, Ticket, TraceAnswer, TraceQuery, MAX_REVEAL_DIGESTS,
+    };
+    use infernet_host::p2p::{JobBody, JobMessage};
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
+    let provider = start(&llama_node(root, "p0", &honest, &[], "")).await;
+    let addr = provider.dialable_addrs().await.unwrap()[0].to_string();
+    let client = Peer::to(root, "client", &addr, provider.peer_id()).await;
+    let stranger = Peer::to(root, "stranger", &addr, provider.peer_id()).await;
+    let referee = Peer::to(root, "referee", &addr, provider.peer_id()).await;
+    let reply = client
+        .run_with(
+            "job-1.1",
+            "tiny-llama",
+            "hello",
+            vec![("max_tokens".into(), "4".into())],
+        )
+        .await;
+    assert!(matches!(reply.body, JobBody::Result { .. }), "{reply:?}");
+
+    let ask = |peer: &Peer, ticket: Option<SignedTicket>, query: TraceQuery| {
+        let msg = JobMessage::new(JobBody::Trace {
+            job_id: "job-1.1".into(),
+            query,
+            ticket: ticket.map(Box::new),
+        });
+        let (net, to) = (peer.net.clone(), peer.provider);
+        async move { net.verify_request(to, msg).await.unwrap() }
+    };
+    let ticket = |signer: &Peer, client: String, referee: String, expires_ms: u64| {
+        SignedTicket::sign(
+            Ticket {
+                job_id: "job-1.1".into(),
+                client,
+                referee,
+                expires_ms,
+            },
+            &signer.key,
+        )
+        .unwrap()
+    };
+    let unknown = |reply: &JobMessage| {
+        refused_with(reply, ErrorCode::UnknownJob, "job-1.1");
+    };
+    // The client gets the top of its trace.
+    let top = ask(&client, None, TraceQuery::Top).await;
+    assert!(
+        matches!(&top.body, JobBody::TraceAnswer { answer: TraceAnswer::Nodes(n), .. } if n.len() == 1),
+        "{top:?}"
+    );
+    // The referee with the client's ticket too.
+    let good = ticket(&client, client.id(), referee.id(), now_ms() + 60_000);
+    let reply = ask(&referee, Some(good.clone()), TraceQuery::Top).await;
+    assert_eq!(reply.body, top.body);
+    // Nobody else.
+    unknown(&ask(&stranger, None, TraceQuery::Top).await);
+    let forged = ticket(&stranger, client.id(), stranger.id(), now_ms() + 60_000);
+    unknown(&ask(&stranger, Some(forged), TraceQuery::Top).await);
+    let expired = ticket(&client, client.id(), referee.id(), now_ms() - 1);
+    unknown(&ask(&referee, Some(expired), TraceQuery::Top).await);
+    unknown(&ask(&stranger, Some(good), TraceQuery::Top).await);
+    // A verification body on the job protocol.
+    let on_job = stranger
+        .send(JobBody::Trace {
+            job_id: "job-1.1".into(),
+            query: TraceQuery::Top,
+            ticket: None,
+        })
+        .await;
+    refused_with(&on_job, ErrorCode::InvalidRequest, "verify");
+    // A reveal past the bound, from the client itself.
+    let digests = vec![Hash32([0; 32]); MAX_REVEAL_DIGESTS + 1];
+    let msg = JobMessage::new(JobBody::Trace {
+        job_id: "job-1.1".into(),
+        query: TraceQuery::Reveal { digests, until: 0 },
+        ticket: None,
+    });
+    let too_many = client.net.verify_request(client.provider, msg).await;
+    match too_many {
+        Ok(reply) => refused_with(&reply, ErrorCode::InvalidRequest, "digests"),
+        Err(e) => assert!(e.to_string().contains("digests"), "{e}"),
+    }
+    provider.shutdown().await;
 }
