@@ -47,6 +47,32 @@ pub fn echo_provider_toml(root: &Path, name: &str, rate: u64, bootstrap: &[Strin
     path
 }
 
+/// Writes `<root>/<name>.toml`: an unpaid provider of `tiny-llama` (the
+/// tiny fixture, written to `<root>/tiny-llama` once) with `plugin`,
+/// bootstrapping from `bootstrap`, with `extra` TOML appended.
+pub fn llama_node_toml(
+    root: &Path,
+    name: &str,
+    plugin: &Path,
+    bootstrap: &[String],
+    extra: &str,
+) -> PathBuf {
+    use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
+    let model = root.join("tiny-llama");
+    if !model.join("model.safetensors").exists() {
+        write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
+    }
+    let text = format!(
+        "[node]\ndata_dir = {data:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\nadvert_interval_secs = 1\n\n\
+         [[backend]]\nplugin = {plugin:?}\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model:?}\n{extra}\n",
+        data = root.join(name),
+        boot = toml_list(bootstrap),
+    );
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// Writes `<root>/<name>.toml`: a client-only node bootstrapping from
 /// `bootstrap`, with `extra` TOML appended (e.g. a `[client]` table).
 pub fn client_toml(root: &Path, name: &str, bootstrap: &[String], extra: &str) -> PathBuf {

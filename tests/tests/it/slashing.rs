@@ -15,7 +15,6 @@
 //! are answered to the job's client and its ticketed referee only.
 use infernet_host::config::Config;
 use infernet_host::jobs::arbiter::MAX_WAITING_STAKES;
-use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
 use infernet_host::p2p::load_or_create_identity;
 use infernet_host::p2p::protocol::Money as WireMoney;
 use infernet_host::p2p::verification::StakeRequest;
@@ -26,8 +25,8 @@ use infernet_host::sdk::{InferOptions, Infernet, Verdict, VerifyPolicy};
 use infernet_host::store::Store;
 use infernet_tests::coinpay_server::{CoinPayOptions, CoinPayServer, TEST_BUSINESS_ID};
 use infernet_tests::net::{
-    client_toml, echo_provider_toml, infernet_bin, wait_for, wait_for_providers, with_ledger,
-    NodeProc,
+    client_toml, echo_provider_toml, infernet_bin, llama_node_toml, wait_for, wait_for_providers,
+    with_ledger, NodeProc,
 };
 use infernet_tests::raw_peer::{refused, refused_with, Peer};
 use infernet_tests::{pack_cheat, pack_plugin};
@@ -46,25 +45,6 @@ async fn start(config: &Path) -> Infernet {
         .start()
         .await
         .unwrap()
-}
-
-/// `<root>/<name>.toml`: an unpaid provider of `tiny-llama` with `plugin`
-/// and `extra` appended.
-fn llama_node(root: &Path, name: &str, plugin: &Path, boot: &[String], extra: &str) -> PathBuf {
-    let model = root.join("tiny-llama");
-    if !model.join("model.safetensors").exists() {
-        write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
-    }
-    let boot: Vec<String> = boot.iter().map(|b| format!("{b:?}")).collect();
-    let text = format!(
-        "[node]\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{}]\nadvert_interval_secs = 1\n\n\
-         [[backend]]\nplugin = {plugin:?}\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model:?}\n{extra}\n",
-        root.join(name),
-        boot.join(", "),
-    );
-    let path = root.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn ledger_table(root: &Path) -> String {
@@ -120,6 +100,46 @@ fn fund(config: &Path, account: &str, whole: &str) {
     );
 }
 
+/// Chain addresses of the CoinPay tests' parties.
+const ARBITER: &str = "0xArb1ter000000000000000000000000000000003";
+const PROVIDER: &str = "0xPr0v1der00000000000000000000000000000001";
+const CLIENT: &str = "0xC113nt0000000000000000000000000000000002";
+
+/// The local CoinPay server, funding every escrow 200 ms after it is made.
+fn coinpay_server() -> CoinPayServer {
+    CoinPayServer::start(CoinPayOptions {
+        auto_fund_after: Some(Duration::from_millis(200)),
+        ..CoinPayOptions::default()
+    })
+}
+
+/// A `[[payment]]` table for payment-coinpay at `server` as `account`.
+fn coinpay_table(root: &Path, server: &CoinPayServer, account: &str) -> String {
+    let plugin = root.join("plugins/payment-coinpay");
+    if !plugin.join("infernet-plugin.toml").exists() {
+        pack_plugin(
+            "payment-coinpay",
+            PluginKind::Payment,
+            &root.join("plugins"),
+        );
+    }
+    let base = server.base_url();
+    let origin = base.trim_end_matches("/api").to_string();
+    format!(
+        "\n[[payment]]\nplugin = {plugin:?}\naccount = {account:?}\nallowed_hosts = [{origin:?}]\n\
+         [payment.config]\nbase_url = {base:?}\nbusiness_id = {TEST_BUSINESS_ID:?}\n"
+    )
+}
+
+/// Waits until the arbiter at `dir` has paid its one slash.
+fn wait_slash_paid(dir: &Path) -> infernet_host::store::SlashRecord {
+    wait_for("the slash paid", Duration::from_secs(60), || {
+        let store = Store::open_in_dir(dir).ok()?;
+        let s = store.custody().slashes().ok()?;
+        (s.len() == 1 && s[0].status == "paid").then(|| s[0].clone())
+    })
+}
+
 /// Waits until the arbiter at `dir` holds a certified stake for `provider`.
 fn wait_certified(dir: &Path, provider: &str) {
     wait_for("the stake certified", Duration::from_secs(60), || {
@@ -139,9 +159,9 @@ async fn a_proven_cheat_forfeits_its_stake_to_the_client_and_the_referee_once() 
     let root = root.path();
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
     let cheat = pack_cheat("perturb", root);
-    let p0 = start(&llama_node(root, "p0", &honest, &[], "")).await;
+    let p0 = start(&llama_node_toml(root, "p0", &honest, &[], "")).await;
     let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
-    let referee_cfg = llama_node(
+    let referee_cfg = llama_node_toml(
         root,
         "referee",
         &honest,
@@ -152,7 +172,7 @@ async fn a_proven_cheat_forfeits_its_stake_to_the_client_and_the_referee_once() 
     fund(&referee_cfg, &cheater, "2");
     let referee = start(&referee_cfg).await;
     let arbiter = referee.peer_id().to_string();
-    let p1 = start(&llama_node(
+    let p1 = start(&llama_node_toml(
         root,
         "p1",
         &cheat,
@@ -287,7 +307,7 @@ async fn a_slash_interrupted_at_any_step_finishes_once_after_a_restart() {
     let root = root.path();
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
     let cheat = pack_cheat("perturb", root);
-    let p0 = start(&llama_node(root, "p0", &honest, &[], "")).await;
+    let p0 = start(&llama_node_toml(root, "p0", &honest, &[], "")).await;
     let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
     let honest_sha = p0.provider().unwrap().backend_sha256("tiny-llama").unwrap();
     for point in [
@@ -298,7 +318,7 @@ async fn a_slash_interrupted_at_any_step_finishes_once_after_a_restart() {
     ] {
         let case = root.join(point);
         std::fs::create_dir_all(&case).unwrap();
-        let referee_cfg = llama_node(
+        let referee_cfg = llama_node_toml(
             &case,
             "referee",
             &honest,
@@ -310,7 +330,7 @@ async fn a_slash_interrupted_at_any_step_finishes_once_after_a_restart() {
         let mut referee =
             NodeProc::start_with_env(&referee_cfg, &[("INFERNET_CRASH_AFTER", point)]);
         let arbiter = referee.peer.clone();
-        let p1 = start(&llama_node(
+        let p1 = start(&llama_node_toml(
             &case,
             "p1",
             &cheat,
@@ -372,36 +392,15 @@ async fn a_slash_interrupted_at_any_step_finishes_once_after_a_restart() {
 /// the arbiter and a payout escrow pays the client's address its share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_coinpay_stake_is_held_by_the_arbiter_and_paid_out_to_the_client() {
-    const ARBITER: &str = "0xArb1ter000000000000000000000000000000003";
-    const PROVIDER: &str = "0xPr0v1der00000000000000000000000000000001";
-    const CLIENT: &str = "0xC113nt0000000000000000000000000000000002";
-    let server = CoinPayServer::start(CoinPayOptions {
-        auto_fund_after: Some(Duration::from_millis(200)),
-        ..CoinPayOptions::default()
-    });
+    let server = coinpay_server();
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let coinpay = |account: &str| {
-        let plugin = root.join("plugins/payment-coinpay");
-        if !plugin.join("infernet-plugin.toml").exists() {
-            pack_plugin(
-                "payment-coinpay",
-                PluginKind::Payment,
-                &root.join("plugins"),
-            );
-        }
-        let base = server.base_url();
-        let origin = base.trim_end_matches("/api").to_string();
-        format!(
-            "\n[[payment]]\nplugin = {plugin:?}\naccount = {account:?}\nallowed_hosts = [{origin:?}]\n\
-             [payment.config]\nbase_url = {base:?}\nbusiness_id = {TEST_BUSINESS_ID:?}\n"
-        )
-    };
+    let coinpay = |account: &str| coinpay_table(root, &server, account);
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
     let cheat = pack_cheat("perturb", root);
-    let p0 = start(&llama_node(root, "p0", &honest, &[], "")).await;
+    let p0 = start(&llama_node_toml(root, "p0", &honest, &[], "")).await;
     let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
-    let referee = start(&llama_node(
+    let referee = start(&llama_node_toml(
         root,
         "referee",
         &honest,
@@ -410,7 +409,7 @@ async fn a_coinpay_stake_is_held_by_the_arbiter_and_paid_out_to_the_client() {
     ))
     .await;
     let arbiter = referee.peer_id().to_string();
-    let p1 = start(&llama_node(
+    let p1 = start(&llama_node_toml(
         root,
         "p1",
         &cheat,
@@ -458,11 +457,7 @@ async fn a_coinpay_stake_is_held_by_the_arbiter_and_paid_out_to_the_client() {
     let v = out.verification.unwrap();
     assert_eq!(v.slashes.len(), 1, "{:?}", v.slashes);
     // The payout may wait for its deposit; the sweep finishes it.
-    wait_for("the payout released", Duration::from_secs(60), || {
-        let store = Store::open_in_dir(&referee_dir).ok()?;
-        let s = store.custody().slashes().ok()?;
-        (s.len() == 1 && s[0].status == "paid").then(|| s[0].clone())
-    });
+    wait_slash_paid(&referee_dir);
     let stake = server.escrow(&stake_id).unwrap();
     assert!(
         matches!(stake.status.as_str(), "released" | "settled"),
@@ -528,7 +523,7 @@ async fn a_held_stake_is_refunded_only_after_its_certificate_and_grace() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
-    let referee_cfg = llama_node(
+    let referee_cfg = llama_node_toml(
         root,
         "referee",
         &honest,
@@ -544,7 +539,7 @@ async fn a_held_stake_is_refunded_only_after_its_certificate_and_grace() {
     let arbiter = referee.peer_id().to_string();
     let boot = vec![referee.dialable_addrs().await.unwrap()[0].to_string()];
     let stake = format!("[stake]\narbiter = {arbiter:?}\namount = \"0.5\"\n");
-    let p1 = start(&llama_node(root, "p1", &honest, &boot, &stake)).await;
+    let p1 = start(&llama_node_toml(root, "p1", &honest, &boot, &stake)).await;
     let referee_dir = root.join("referee");
     wait_certified(&referee_dir, &provider);
     p1.shutdown().await;
@@ -556,7 +551,7 @@ async fn a_held_stake_is_refunded_only_after_its_certificate_and_grace() {
         .unwrap()
         .cert_until_ms;
 
-    let p1 = start(&llama_node(
+    let p1 = start(&llama_node_toml(
         root,
         "p1",
         &honest,
@@ -631,7 +626,7 @@ async fn prepaid_jobs_cannot_be_refunded_and_withholding_forfeits_the_stake() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
-    let arbiter_cfg = llama_node(
+    let arbiter_cfg = llama_node_toml(
         root,
         "arbiter",
         &honest,
@@ -803,33 +798,12 @@ async fn prepaid_jobs_cannot_be_refunded_and_withholding_forfeits_the_stake() {
 /// created, is paid out to the client's address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coinpay_prepaid_jobs_cannot_be_refunded_and_withholding_forfeits_the_stake() {
-    const ARBITER: &str = "0xArb1ter000000000000000000000000000000003";
-    const PROVIDER: &str = "0xPr0v1der00000000000000000000000000000001";
-    const CLIENT: &str = "0xC113nt0000000000000000000000000000000002";
-    let server = CoinPayServer::start(CoinPayOptions {
-        auto_fund_after: Some(Duration::from_millis(200)),
-        ..CoinPayOptions::default()
-    });
+    let server = coinpay_server();
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let coinpay = |account: &str| {
-        let plugin = root.join("plugins/payment-coinpay");
-        if !plugin.join("infernet-plugin.toml").exists() {
-            pack_plugin(
-                "payment-coinpay",
-                PluginKind::Payment,
-                &root.join("plugins"),
-            );
-        }
-        let base = server.base_url();
-        let origin = base.trim_end_matches("/api").to_string();
-        format!(
-            "\n[[payment]]\nplugin = {plugin:?}\naccount = {account:?}\nallowed_hosts = [{origin:?}]\n\
-             [payment.config]\nbase_url = {base:?}\nbusiness_id = {TEST_BUSINESS_ID:?}\n"
-        )
-    };
+    let coinpay = |account: &str| coinpay_table(root, &server, account);
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
-    let arbiter = start(&llama_node(
+    let arbiter = start(&llama_node_toml(
         root,
         "arbiter",
         &honest,
@@ -954,11 +928,7 @@ async fn coinpay_prepaid_jobs_cannot_be_refunded_and_withholding_forfeits_the_st
         .expect_err("withheld");
     assert!(err.to_string().contains("forfeits its stake"), "{err}");
     let arbiter_dir = root.join("arbiter");
-    let rec = wait_for("the payout released", Duration::from_secs(60), || {
-        let store = Store::open_in_dir(&arbiter_dir).ok()?;
-        let s = store.custody().slashes().ok()?;
-        (s.len() == 1 && s[0].status == "paid").then(|| s[0].clone())
-    });
+    let rec = wait_slash_paid(&arbiter_dir);
     let payout = server
         .escrow(rec.payout_escrow.as_deref().unwrap())
         .unwrap();
@@ -990,7 +960,7 @@ async fn trace_questions_are_answered_to_the_client_and_its_ticketed_referee_onl
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let honest = pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
-    let provider = start(&llama_node(root, "p0", &honest, &[], "")).await;
+    let provider = start(&llama_node_toml(root, "p0", &honest, &[], "")).await;
     let addr = provider.dialable_addrs().await.unwrap()[0].to_string();
     let client = Peer::to(root, "client", &addr, provider.peer_id()).await;
     let stranger = Peer::to(root, "stranger", &addr, provider.peer_id()).await;

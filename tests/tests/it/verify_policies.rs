@@ -9,7 +9,6 @@
 //! providers are in `verifier.rs`.)
 
 use infernet_host::config::Config;
-use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
 use infernet_host::p2p::WireOutput;
 use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::runtime::PluginKind;
@@ -17,8 +16,8 @@ use infernet_host::sdk::{spot_check, InferOptions, Infernet, Verdict, VerifyPoli
 use infernet_host::store::{EscrowKind, JobRecord, JobState, Store};
 use infernet_host::verify::reputation::{self, Params, Score};
 use infernet_tests::net::{
-    client_toml, echo_provider_toml, infernet_bin, verify_evidence_cli, wait_for_providers,
-    with_ledger, NodeProc,
+    client_toml, echo_provider_toml, infernet_bin, llama_node_toml, verify_evidence_cli,
+    wait_for_providers, with_ledger, NodeProc,
 };
 use infernet_tests::{pack_cheat, pack_plugin};
 use rand::SeedableRng;
@@ -337,7 +336,6 @@ async fn replicate_2_with_one_provider_fails_clearly_and_refunds_the_held_replic
     drop(providers);
 }
 
-/// `<root>/<name>.toml`: an unpaid provider of `tiny-llama` with `plugin`.
 /// A node started in-process from `config`.
 async fn start(config: PathBuf) -> Infernet {
     Infernet::new(Config::load(&config).unwrap())
@@ -346,21 +344,9 @@ async fn start(config: PathBuf) -> Infernet {
         .unwrap()
 }
 
+/// `<root>/<name>.toml`: an unpaid provider of `tiny-llama` with `plugin`.
 fn llama_provider(root: &Path, name: &str, plugin: &Path, boot: &[String]) -> PathBuf {
-    let model = root.join("tiny-llama");
-    if !model.join("model.safetensors").exists() {
-        write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
-    }
-    let boot: Vec<String> = boot.iter().map(|b| format!("{b:?}")).collect();
-    let text = format!(
-        "[node]\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{}]\nadvert_interval_secs = 1\n\n\
-         [[backend]]\nplugin = {plugin:?}\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model:?}\n",
-        root.join(name),
-        boot.join(", "),
-    );
-    let path = root.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    llama_node_toml(root, name, plugin, boot, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

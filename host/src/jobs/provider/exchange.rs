@@ -85,6 +85,18 @@ impl ProviderHandler {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The arbiter service, or why this node has none.
+    pub(super) fn arbiter_service(
+        &self,
+    ) -> Result<Arc<crate::jobs::arbiter::Arbiter>, ProviderError> {
+        self.inner.arbiter.get().cloned().ok_or_else(|| {
+            ProviderError::Unsupported(
+                "this node holds no stakes (an arbiter is a referee with a [[payment]] adapter)"
+                    .into(),
+            )
+        })
+    }
+
     /// On an arbiter: a client's claim that a prepaid job was not
     /// delivered (see [`crate::jobs::arbiter::Arbiter::claim`]).
     pub(super) async fn claim(
@@ -92,13 +104,7 @@ impl ProviderHandler {
         from: PeerId,
         claim: SignedClaim,
     ) -> Result<JobMessage, ProviderError> {
-        let arbiter = self.inner.arbiter.get().cloned().ok_or_else(|| {
-            ProviderError::Unsupported(
-                "this node holds no stakes (an arbiter is a referee with a [[payment]] adapter)"
-                    .into(),
-            )
-        })?;
-        arbiter
+        self.arbiter_service()?
             .claim(from, claim)
             .await
             .map_err(|e| ProviderError::Unsupported(e.to_string()))

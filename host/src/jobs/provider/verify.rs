@@ -212,12 +212,7 @@ impl ProviderHandler {
         from: PeerId,
         request: StakeRequest,
     ) -> Result<JobMessage, ProviderError> {
-        let arbiter = self.inner.arbiter.get().cloned().ok_or_else(|| {
-            ProviderError::Unsupported(
-                "this node holds no stakes (an arbiter is a referee with a [[payment]] adapter)"
-                    .into(),
-            )
-        })?;
+        let arbiter = self.arbiter_service()?;
         blocking(move || {
             arbiter
                 .stake(from, request)
