@@ -140,6 +140,10 @@ pub struct VerifyConfig {
     /// The wronged client's share of a forfeited stake, per mille; the
     /// referee keeps the rest.
     pub slash_client_permille: u32,
+    /// How long an arbiter's stake escrows live at the adapter, seconds
+    /// (at most 30 days: CoinPay's limit). No certificate outlives its
+    /// escrow's expiry less `unbond_grace_secs`.
+    pub stake_escrow_secs: u64,
 }
 
 impl Default for VerifyConfig {
@@ -151,6 +155,7 @@ impl Default for VerifyConfig {
             cert_secs: 86_400,
             unbond_grace_secs: 3_600,
             slash_client_permille: 800,
+            stake_escrow_secs: 30 * 24 * 3600,
         }
     }
 }

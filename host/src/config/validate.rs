@@ -177,6 +177,21 @@ impl VerifyConfig {
         if self.cert_secs == 0 {
             return Err(invalid("verify.cert_secs", "must be at least 1 second"));
         }
+        if self.stake_escrow_secs == 0 || self.stake_escrow_secs > 30 * 24 * 3600 {
+            return Err(invalid(
+                "verify.stake_escrow_secs",
+                format!(
+                    "{} is not 1 to 2592000 seconds (30 days, CoinPay's longest escrow)",
+                    self.stake_escrow_secs
+                ),
+            ));
+        }
+        if self.stake_escrow_secs <= self.unbond_grace_secs {
+            return Err(invalid(
+                "verify.stake_escrow_secs",
+                "must be longer than verify.unbond_grace_secs, or no certificate could be issued",
+            ));
+        }
         if self.slash_client_permille > 1000 {
             return Err(invalid(
                 "verify.slash_client_permille",

@@ -518,6 +518,7 @@ async fn a_coinpay_stake_is_held_by_the_arbiter_and_paid_out_to_the_client() {
 /// A stake held by the arbiter cannot be withdrawn while a certificate
 /// for it is valid (and the grace after it): the provider asking for it
 /// back gets it only once they ran out, and it is refunded to its account.
+/// No certificate outlives the stake's escrow (less the grace).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_held_stake_is_refunded_only_after_its_certificate_and_grace() {
     let root = tempfile::tempdir().unwrap();
@@ -529,7 +530,7 @@ async fn a_held_stake_is_refunded_only_after_its_certificate_and_grace() {
         &honest,
         &[],
         &format!(
-            "{}\n[verify]\nreferee = true\ncert_secs = 3\nunbond_grace_secs = 2\n",
+            "{}\n[verify]\nreferee = true\ncert_secs = 3600\nunbond_grace_secs = 2\nstake_escrow_secs = 12\n",
             ledger_table(root)
         ),
     );
@@ -543,13 +544,20 @@ async fn a_held_stake_is_refunded_only_after_its_certificate_and_grace() {
     let referee_dir = root.join("referee");
     wait_certified(&referee_dir, &provider);
     p1.shutdown().await;
-    let certified_until = Store::open_in_dir(&referee_dir)
+    let held = Store::open_in_dir(&referee_dir)
         .unwrap()
         .custody()
         .stake(&provider)
         .unwrap()
-        .unwrap()
-        .cert_until_ms;
+        .unwrap();
+    let certified_until = held.cert_until_ms;
+    // An hour asked for, but no certificate outlives the escrow (12 s)
+    // less the grace for disputes (2 s).
+    assert!(
+        certified_until <= held.created_at_ms + 10_000,
+        "certified until {certified_until}, the escrow made at {} lives 12 s",
+        held.created_at_ms
+    );
 
     let p1 = start(&llama_node_toml(
         root,

@@ -440,6 +440,31 @@ fn bad_verify_settings_name_their_key() {
         ),
         ("[verify]\nreferee = 1\n", "referee"),
         ("[verify]\nstake = 5\n", "stake"),
+        ("[verify]\ncert_secs = 0\n", "verify.cert_secs"),
+        (
+            "[verify]\nslash_client_permille = 1001\n",
+            "verify.slash_client_permille",
+        ),
+        (
+            "[verify]\nstake_escrow_secs = 2592001\n",
+            "verify.stake_escrow_secs",
+        ),
+        (
+            "[verify]\nstake_escrow_secs = 60\nunbond_grace_secs = 60\n",
+            "verify.stake_escrow_secs",
+        ),
+        (
+            "[stake]\narbiter = \"arbiter-1\"\namount = \"1\"\n",
+            "stake.arbiter",
+        ),
+        (
+            "[stake]\narbiter = \"12D3KooWCjt4j2MazWpXBdyu22UatNChNwtLGCSsDpZ6awgvrhQD\"\namount = \"0\"\n",
+            "stake.amount",
+        ),
+        (
+            "[stake]\narbiter = \"12D3KooWCjt4j2MazWpXBdyu22UatNChNwtLGCSsDpZ6awgvrhQD\"\namount = \"lots\"\n",
+            "stake.amount",
+        ),
     ] {
         let err = load(text).expect_err(text);
         assert!(err.contains(key), "{text}: {err}");

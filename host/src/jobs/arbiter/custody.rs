@@ -11,7 +11,7 @@
 //! advertise; a withdrawal is refunded only once the last certificate
 //! expired and `unbond_grace_secs` passed, so a provider cannot withdraw
 //! between cheating and the ruling.
-use super::{Arbiter, ArbiterError, ESCROW_SECS};
+use super::{Arbiter, ArbiterError};
 
 /// Most stakes waiting for their deposit at once (each is an escrow at the
 /// payment service that any peer identity can ask for).
@@ -132,7 +132,7 @@ impl Arbiter {
             depositor: row.depositor.clone(),
             beneficiary: a.account.clone(),
             arbiter: Some(a.account.clone()),
-            expires_in_secs: ESCROW_SECS,
+            expires_in_secs: self.cfg.stake_escrow_secs,
             metadata: vec![
                 ("kind".into(), "stake".into()),
                 ("provider".into(), provider.to_string()),
@@ -165,14 +165,16 @@ impl Arbiter {
         let Some(id) = held.escrow_id.clone() else {
             return Ok(held);
         };
-        if matches!(held.status.as_str(), "slashed" | "refunded" | "withdrawing") {
+        if matches!(held.status.as_str(), "slashed" | "refunded") {
             return Ok(held);
         }
+        let withdrawing = held.status == "withdrawing";
         let e = a.plugin.status(&id).map_err(|e| ArbiterError::Adapter {
             adapter: held.adapter.clone(),
             message: e.to_string(),
         })?;
         let status = match e.status {
+            EscrowState::Pending | EscrowState::Funded if withdrawing => "withdrawing",
             EscrowState::Pending => "pending",
             EscrowState::Funded => "funded",
             // Released or refunded outside this arbiter, or expired: not
@@ -241,6 +243,18 @@ impl Arbiter {
         })
     }
 
+    /// The expiry of a certificate issued now: `cert_secs` from now, but
+    /// never past the escrow's own expiry less the grace for disputes (the
+    /// ledger returns an expired escrow to its depositor).
+    fn cert_until(&self, held: &StakeHeld) -> i64 {
+        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let last = held
+            .created_at_ms
+            .saturating_add(ms(self.cfg.stake_escrow_secs))
+            .saturating_sub(ms(self.cfg.unbond_grace_secs));
+        now_ms().saturating_add(ms(self.cfg.cert_secs)).min(last)
+    }
+
     /// What the provider is told, with a certificate while the stake is
     /// funded.
     fn state(&self, held: StakeHeld) -> Result<StakeState, ArbiterError> {
@@ -255,10 +269,12 @@ impl Arbiter {
             currency: held.currency.clone(),
         };
         let (cert, note) = match held.status.as_str() {
+            "funded" if self.cert_until(&held) <= now_ms() => (
+                None,
+                "the stake's escrow expires soon: withdraw it and stake again".to_string(),
+            ),
             "funded" => {
-                let until = now_ms().saturating_add(
-                    i64::try_from(self.cfg.cert_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-                );
+                let until = self.cert_until(&held);
                 self.store.custody().certified(&held.provider_peer, until)?;
                 let cert = StakeCert {
                     provider: held.provider_peer.clone(),

@@ -21,8 +21,8 @@ use crate::store::{Store, StoreError};
 use libp2p::identity::Keypair;
 use std::sync::{Arc, OnceLock};
 
-/// Stake and payout escrows live this long at the adapter, seconds (CoinPay
-/// takes at most 720 hours).
+/// Payout escrows live this long at the adapter, seconds (CoinPay takes
+/// at most 720 hours); stake escrows live `[verify] stake_escrow_secs`.
 const ESCROW_SECS: u64 = 30 * 24 * 3600;
 /// Why a stake request or a slash step failed.
 #[derive(Debug, thiserror::Error)]
