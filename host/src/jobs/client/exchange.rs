@@ -17,6 +17,14 @@ use crate::p2p::verification::{Claim, PayoutTo, SignedClaim, SignedCommitment, S
 /// id (what a claim needs, also after a restart).
 const COMMITMENTS: &str = "infernet/commitments";
 
+/// A prepaid job's provider commitment, with the arbiter whose
+/// certificate the client paid against.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    commitment: SignedCommitment,
+    arbiter: String,
+}
+
 /// What a prepaid job's claim got: the result, or why not (with what the
 /// arbiter slashed).
 pub(super) type Claimed = Result<
@@ -92,7 +100,7 @@ impl Inner {
                 "asks to be paid before the run {why}; this client prepays only against a stake certified by one of its [verify] referees"
             ))
         };
-        let Some((_, cert)) = self.trusted_stake(&rec.model, provider).await else {
+        let Some((arbiter, cert)) = self.trusted_stake(&rec.model, provider).await else {
             return Err(refuse("without a valid stake certificate".into()));
         };
         let stake = &cert.payload.amount;
@@ -117,7 +125,13 @@ impl Inner {
                 row.currency
             )));
         }
-        let bytes = crate::p2p::protocol::encode(&commitment)
+        // Kept with the arbiter that certified the stake now: a provider
+        // that withholds and then stops advertising is still claimed against.
+        let kept = Kept {
+            commitment,
+            arbiter: arbiter.to_string(),
+        };
+        let bytes = crate::p2p::protocol::encode(&kept)
             .map_err(|e| StepError::Provider(format!("the commitment does not encode: {e}")))?;
         let kv = self.store.plugin_kv(COMMITMENTS);
         let key = wire.clone();
@@ -188,14 +202,20 @@ impl Inner {
                 })
             })
             .await?;
-        let commitment =
-            stored.and_then(|b| crate::p2p::protocol::decode::<SignedCommitment>(&b).ok());
-        let (true, Some(commitment)) = (prepaid, commitment) else {
+        let kept = stored.and_then(|b| crate::p2p::protocol::decode::<Kept>(&b).ok());
+        let (
+            true,
+            Some(Kept {
+                commitment,
+                arbiter,
+            }),
+        ) = (prepaid, kept)
+        else {
             return Ok(None);
         };
-        let Some((arbiter, _)) = self.trusted_stake(&rec.model, provider).await else {
+        let Ok(arbiter) = arbiter.parse::<PeerId>() else {
             return Ok(Some(Err(format!(
-                "prepaid, and {provider} no longer advertises a certified stake to claim against"
+                "the kept arbiter `{arbiter}` is not a peer id"
             ))));
         };
         let claim = Claim {
