@@ -281,19 +281,7 @@ impl Inner {
                 if slashes.is_empty() {
                     "nothing slashed".to_string()
                 } else {
-                    slashes
-                        .iter()
-                        .map(|s| {
-                            format!(
-                                "{} forfeits its stake, {} {} to this client ({})",
-                                s.provider,
-                                crate::payments::display(s.to_client.amount, &s.to_client.currency),
-                                s.to_client.currency,
-                                s.status
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    slashed(&slashes)
                 }
             )),
             Ok(JobBody::Error(e)) => Err(format!(
@@ -324,4 +312,21 @@ pub(super) fn with_note(e: StepError, note: &str) -> StepError {
         }),
         other => other,
     }
+}
+
+/// What the arbiter's slashes gave this client, for the job's log.
+pub(super) fn slashed(slashes: &[crate::p2p::verification::SlashReport]) -> String {
+    slashes
+        .iter()
+        .map(|s| {
+            format!(
+                "{} forfeits its stake, {} {} to this client ({})",
+                s.provider,
+                crate::payments::display(s.to_client.amount, &s.to_client.currency),
+                s.to_client.currency,
+                s.status
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

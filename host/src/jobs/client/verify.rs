@@ -369,17 +369,7 @@ impl JobClient {
             0 => note,
             _ => format!(
                 "{note}; stake slashed: {}",
-                slashes
-                    .iter()
-                    .map(|s| format!(
-                        "{} forfeits {} {} to this client ({})",
-                        s.provider,
-                        crate::payments::display(s.to_client.amount, &s.to_client.currency),
-                        s.to_client.currency,
-                        s.status
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                super::exchange::slashed(&slashes)
             ),
         };
         let mut out = self
