@@ -4,7 +4,9 @@
 # own swarm and SQLite file), and streams a paid job across the network:
 # the client funds its local ledger, escrows the cheapest quote, runs it
 # on two providers (replicate(2)), compares their kernel traces, and
-# releases the escrows after the verdict. Then a cheating build of the
+# releases the escrows after the verdict; a spot check is re-run by a
+# verifier node, paid like a replica, which attests the provider. Then a
+# cheating build of the
 # llama plugin is disputed before a referee, and the stake an arbiter
 # holds for it is slashed.
 set -euo pipefail

@@ -127,7 +127,10 @@ impl InfernetBuilder {
         };
         let key = p2p::load_or_create_identity(&data_dir)?;
 
-        let (node, provider) = if roles.contains(&Role::Provider) {
+        // A verifier runs jobs like a provider (the spot checks it is paid
+        // for), and referees.
+        let verifier = roles.contains(&Role::Verifier);
+        let (node, provider) = if roles.contains(&Role::Provider) || verifier {
             let cfg = config.clone();
             let node = Arc::new(
                 blocking(move || Node::from_config(&cfg).map_err(StartError::from)).await?,
@@ -149,7 +152,10 @@ impl InfernetBuilder {
         let net = p2p::start(net_cfg, provider.clone().map(SharedHandler::new)).await?;
 
         if let (Some(node), Some(handler)) = (&node, &provider) {
-            if config.verify.referee {
+            if verifier {
+                handler.set_verifier();
+            }
+            if config.verify.referee || verifier {
                 let referee = Arc::new(crate::jobs::referee::Referee::new(
                     node.clone(),
                     net.peer_id(),
@@ -184,7 +190,7 @@ impl InfernetBuilder {
             arbiters,
         ))];
         if let Some(node) = &node {
-            let spec = advert_spec(node.clone(), store.clone(), None).await?;
+            let spec = advert_spec(node.clone(), store.clone(), None, verifier).await?;
             net.publish_advert(spec).await?;
             if let Some(stake) = config.stake.clone() {
                 let (tx, mut rx) = tokio::sync::watch::channel(None);
@@ -201,7 +207,7 @@ impl InfernetBuilder {
                         if let Some(h) = &handler {
                             h.set_stake_cert(cert.clone());
                         }
-                        match advert_spec(node.clone(), store.clone(), cert).await {
+                        match advert_spec(node.clone(), store.clone(), cert, verifier).await {
                             Ok(spec) => {
                                 if let Err(e) = net.publish_advert(spec).await {
                                     tracing::warn!(error = %e, "cannot re-advertise the stake");
@@ -461,6 +467,7 @@ async fn advert_spec(
     node: Arc<Node>,
     store: Arc<Store>,
     stake_cert: Option<crate::p2p::verification::SignedStakeCert>,
+    verifier: bool,
 ) -> Result<AdvertSpec, StartError> {
     let stake_cert = stake_cert.map(Box::new);
     blocking(move || {
@@ -500,6 +507,7 @@ async fn advert_spec(
             stake,
             stake_cert,
             proofs: node.proof_adverts(),
+            verifier,
         })
     })
     .await

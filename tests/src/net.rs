@@ -156,15 +156,25 @@ impl NodeProc {
     /// [`NodeProc::start`] with extra environment variables (e.g.
     /// `INFERNET_CRASH_AFTER`).
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> NodeProc {
+        Self::spawn(&["node", "start"], config, env)
+    }
+
+    /// `infernet verifier start` as a child process.
+    pub fn start_verifier(config: &Path) -> NodeProc {
+        Self::spawn(&["verifier", "start"], config, &[])
+    }
+
+    fn spawn(command: &[&str], config: &Path, env: &[(&str, &str)]) -> NodeProc {
         let mut child = Command::new(infernet_bin())
-            .args(["node", "start", "--config"])
+            .args(command)
+            .arg("--config")
             .arg(config)
             .envs(env.iter().copied())
             .env("INFERNET_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawning infernet node start");
+            .unwrap_or_else(|e| panic!("spawning infernet {command:?}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -292,4 +302,61 @@ pub fn verify_evidence_cli(file: &Path, plugin: &Path, model: &Path) -> std::pro
         .arg(model)
         .output()
         .expect("running infernet verify evidence")
+}
+
+/// `infernet <args> --config <config>`, asserting success; its stdout.
+pub fn cli(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(infernet_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("INFERNET_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "infernet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What `wallet fund ... 1` credits, in micro-USD.
+pub const FUNDED: u64 = 1_000_000;
+
+/// Echo providers `p0..` (`infernet node start`), one per rate, paid
+/// through the ledger.
+pub fn paid_providers(root: &Path, rates: &[u64]) -> Vec<NodeProc> {
+    let mut all: Vec<NodeProc> = Vec::new();
+    for (i, rate) in rates.iter().enumerate() {
+        let boot: Vec<String> = all.first().map(|p| p.addr.clone()).into_iter().collect();
+        let config = echo_provider_toml(root, &format!("p{i}"), *rate, &boot);
+        with_ledger(&config, root, "confirm = \"client\"");
+        all.push(NodeProc::start(&config));
+    }
+    all
+}
+
+/// `<root>/client.toml`, paying through its own ledger funded with 1 USD
+/// ([`FUNDED`]).
+pub fn funded_client(root: &Path, boot: &[String], extra: &str) -> PathBuf {
+    let config = with_ledger(&client_toml(root, "client", boot, extra), root, "");
+    cli(&config, &["wallet", "fund", "1"]);
+    config
+}
+
+/// The client's balance in its own ledger.
+pub fn ledger_balance(client: &Infernet) -> u64 {
+    use infernet_host::payments::ledger::{self, LEDGER};
+    let me = client.peer_id().to_string();
+    ledger::balance(&client.store().plugin_kv(LEDGER), &me, "USD").unwrap()
+}
+
+/// The one pay escrow of client job `id`: its status and amount.
+pub fn pay_escrow(store: &Store, id: &str) -> (String, u64) {
+    use infernet_host::store::EscrowKind;
+    let rows = store.escrows().by_job(id).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].kind, EscrowKind::Pay);
+    (rows[0].status.clone(), rows[0].amount)
 }

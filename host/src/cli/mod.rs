@@ -36,6 +36,11 @@ enum Command {
     /// Run a node (provider, client, verifier: roles from the config).
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Run a verifier: re-runs the spot checks of clients that trust it
+    /// (paid like jobs), audits providers' results against them, attests
+    /// what it finds, and referees disputes.
+    #[command(subcommand)]
+    Verifier(VerifierCommand),
     /// Peers this node knows (from its store).
     Peers {
         /// Node config file.
@@ -177,6 +182,17 @@ enum NodeCommand {
 }
 
 #[derive(Subcommand)]
+enum VerifierCommand {
+    /// Start the verifier and run until killed: the config's backends and
+    /// payment adapters, role `verifier` (which referees too).
+    Start {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum ModelCommand {
     /// Write a deterministic random-weight llama checkpoint (safetensors + config.json + tokenizer.json).
     GenTiny {
@@ -212,7 +228,8 @@ pub fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Infer(args) => infer(args),
-        Command::Node(NodeCommand::Start { config }) => net::node_start(&config),
+        Command::Node(NodeCommand::Start { config }) => net::node_start(&config, false),
+        Command::Verifier(VerifierCommand::Start { config }) => net::node_start(&config, true),
         Command::Peers { config, json } => net::peers(&config, json),
         Command::Jobs {
             config,

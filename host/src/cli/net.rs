@@ -2,7 +2,7 @@
 //! the README's main job (`demo`: three providers and a client on loopback).
 
 use anyhow::{bail, Context, Result};
-use infernet_host::config::Config;
+use infernet_host::config::{Config, Role};
 use infernet_host::p2p::WireOutput;
 use infernet_host::payments::display;
 use infernet_host::payments::ledger::{self, LEDGER};
@@ -23,8 +23,21 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `infernet node start`: runs until killed. Prints `peer <id>` and one
 /// `listen <multiaddr>` line per address on stdout (scripts read these).
 /// State is persisted before every step, so killing it is always safe.
-pub fn node_start(config: &Path) -> Result<()> {
-    let config = Config::load(config)?;
+/// `verifier`: `infernet verifier start`, the same node in role `verifier`.
+pub fn node_start(config: &Path, verifier: bool) -> Result<()> {
+    let mut config = Config::load(config)?;
+    if verifier {
+        // `verifier start`: the verifier role, and nothing else of a
+        // provider's (a verifier takes no ordinary jobs).
+        if config.backend.is_empty() {
+            anyhow::bail!(
+                "a verifier re-runs jobs: add the [[backend]] (and [[payment]]) it runs them with"
+            );
+        }
+        if !config.node.roles.contains(&Role::Verifier) {
+            config.node.roles = vec![Role::Verifier];
+        }
+    }
     runtime()?.block_on(async move {
         let node = Infernet::new(config)
             .start()
@@ -146,8 +159,17 @@ fn verification_line(v: &Verification) -> String {
                 let sums: Vec<String> = extra.iter().map(|(c, a)| display(*a, c)).collect();
                 format!("extra cost {}", sums.join(" + "))
             };
+            let audit = match &v.audit {
+                Some(a) if a.attested => format!("; verifier {} attested it", a.verifier),
+                Some(a) => format!(
+                    "; verifier {} did not attest it: {}",
+                    a.verifier,
+                    a.error.as_deref().unwrap_or("it found another result")
+                ),
+                None => String::new(),
+            };
             format!(
-                "verification: {policy}: agreed by {} providers ({cost})",
+                "verification: {policy}: agreed by {} providers ({cost}){audit}",
                 v.replicas.len()
             )
         }
@@ -330,14 +352,18 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
     runtime()?.block_on(async move {
         let mut providers = Vec::new();
         let mut bootstrap: Option<String> = None;
-        for (i, rate) in rates.iter().enumerate() {
-            let node_dir = dir.join(format!("provider-{i}"));
+        // A node serving tiny-llama at `rate`, paid through the ledger.
+        let node_text = |name: &str, rate: u64, roles: &str, boot: &[String]| -> Result<String> {
+            let node_dir = dir.join(name);
             let _ = std::fs::remove_file(node_dir.join(infernet_host::store::DB_FILE));
-            let text = format!(
-                "# Written by `infernet demo`.\n[node]\ndata_dir = {node_dir:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\nadvert_interval_secs = 1\n\n[[backend]]\nplugin = {llama:?}\n\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model_dir:?}\n\n[pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = {rate}\nminimum = 100\n\n# Paid through the local ledger; the provider cannot see the client's\n# ledger, so it takes the client's escrow statement.\n[[payment]]\nplugin = {ledger:?}\nconfirm = \"client\"\n",
+            Ok(format!(
+                "# Written by `infernet demo`.\n[node]\ndata_dir = {node_dir:?}\n{roles}listen = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot}\nadvert_interval_secs = 1\n\n[[backend]]\nplugin = {llama:?}\n\n[[backend.models]]\nid = \"tiny-llama\"\npath = {model_dir:?}\n\n[pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = {rate}\nminimum = 100\n\n# Paid through the local ledger; the provider cannot see the client's\n# ledger, so it takes the client's escrow statement.\n[[payment]]\nplugin = {ledger:?}\nconfirm = \"client\"\n",
                 node_dir = abs_dir(&node_dir)?,
-                boot = toml_list(bootstrap.as_slice()),
-            );
+                boot = toml_list(boot),
+            ))
+        };
+        for (i, rate) in rates.iter().enumerate() {
+            let text = node_text(&format!("provider-{i}"), *rate, "", bootstrap.as_slice())?;
             // The dearest provider also serves as the client's referee.
             let text = match i {
                 2 => format!("{text}\n# Rules on the client's disputes (it runs no replica of them).\n[verify]\nreferee = true\n"),
@@ -354,13 +380,20 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
             bootstrap.get_or_insert(addr.to_string());
             providers.push(node);
         }
+        // A verifier: re-runs the client's drawn spot checks, paid like a
+        // replica, and attests what it finds.
+        let path = dir.join("verifier.toml");
+        std::fs::write(&path, node_text("verifier", 11, "roles = [\"verifier\"]\n", bootstrap.as_slice())?)?;
+        let verifier = Infernet::new(Config::load(&path)?).start().await.context("starting the verifier")?;
+        eprintln!("verifier    {}  (infernet verifier start): re-runs spot checks, attests", verifier.peer_id());
         let client_dir = dir.join("client");
         let _ = std::fs::remove_file(client_dir.join(infernet_host::store::DB_FILE));
         let text = format!(
-            "# Written by `infernet demo`.\n[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {}\n\n[[payment]]\nplugin = {ledger:?}\n\n# Every job on two providers, compared call for call; provider-2 referees.\n[verify]\npolicy = \"replicate(2)\"\nreferees = [\"{}\"]\n",
+            "# Written by `infernet demo`.\n[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {}\n\n[[payment]]\nplugin = {ledger:?}\n\n# Every job on two providers, compared call for call; provider-2 referees;\n# a drawn spot check is re-run by the verifier.\n[verify]\npolicy = \"replicate(2)\"\nreferees = [\"{}\"]\nverifiers = [\"{}\"]\n",
             abs_dir(&client_dir)?,
             toml_list(bootstrap.as_slice()),
-            providers[2].peer_id()
+            providers[2].peer_id(),
+            verifier.peer_id()
         );
         let path = dir.join("client.toml");
         std::fs::write(&path, text)?;
@@ -370,19 +403,21 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
         let me = wallet.account.clone();
         let funded = ledger::fund(wallet.plugin.kv(), &me, "USD", 1_000_000)?;
         eprintln!("client wallet funded on its local ledger: {}", display(funded, "USD"));
-        let names: Vec<(String, String)> = providers
+        let mut names: Vec<(String, String)> = providers
             .iter()
             .enumerate()
             .map(|(i, p)| (p.peer_id().to_string(), format!("provider-{i}")))
             .collect();
+        names.push((verifier.peer_id().to_string(), "verifier".into()));
         let name = |peer: &str| {
             names.iter().find(|(p, _)| p == peer).map_or(peer.to_string(), |(_, n)| n.clone())
         };
-        // Wait until every provider is known, so the choice is among all three.
+        // Wait until every provider (and the verifier) is known, so the
+        // choice is among all three.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
             let n = client.network().providers_of("tiny-llama").await?.len();
-            if n >= providers.len() || std::time::Instant::now() > deadline {
+            if n > providers.len() || std::time::Instant::now() > deadline {
                 eprintln!("client discovered {n} providers of tiny-llama");
                 break;
             }
@@ -456,13 +491,68 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        demo_spot_check(&client, &verifier, prompt, &name).await?;
         client.shutdown().await;
+        verifier.shutdown().await;
         for p in providers {
             p.shutdown().await;
         }
         demo_cheat(plugins, dir, &llama, &model_dir, &ledger, prompt).await?;
         Ok(())
     })
+}
+
+/// The demo's spot check: drawn (p = 1), its second execution re-run by
+/// the verifier, paid like a replica; the verifier's signed attestation of
+/// the provider reaches the client by gossip.
+async fn demo_spot_check(
+    client: &Infernet,
+    verifier: &Infernet,
+    prompt: &str,
+    name: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    use infernet_host::sdk::VerifyPolicy;
+    eprintln!("\n--- a spot check, re-run by the verifier ---");
+    let opts = InferOptions {
+        max_tokens: Some(24),
+        max_budget: Some(1_000),
+        verify: Some(VerifyPolicy::SpotCheck(1.0)),
+        ..Default::default()
+    };
+    let out = client
+        .infer("tiny-llama", prompt, opts)
+        .await
+        .context("running the spot-checked job")?;
+    let v = out.verification.as_ref().context("no verification")?;
+    for r in &v.replicas {
+        println!(
+            "replica: {} ran it for {}, trace root {}",
+            name(&r.provider.to_string()),
+            display(r.price.amount, &r.price.currency),
+            r.trace_root.as_deref().unwrap_or("-")
+        );
+    }
+    println!("{}", verification_line(v));
+    let attester = verifier.peer_id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let rows = client.store().attestations().by(&attester, 0, 10)?;
+        if let Some(a) = rows.first() {
+            println!(
+                "attestation: the verifier signed `{}` for {} (job {}), gossiped on infernet/attestations/1",
+                a.outcome,
+                name(&a.subject),
+                a.job_id
+            );
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            println!("attestation: none from the verifier reached the client yet");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// The demo's second job: the same prompt on an honest node and on one
@@ -545,7 +635,7 @@ async fn demo_cheat(
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let (ra, ta, text_a) = sign(&honest, &ka)?;
     let (rb, tb, text_b) = sign(&liar, &kb)?;
-    eprintln!("\n--- second job: provider-L runs a cheating build of llama and claims the honest plugin's sha256 ---");
+    eprintln!("\n--- a cheating provider: provider-L runs a cheating build of llama and claims the honest plugin's sha256 ---");
     println!(
         "honest    {}: {text_a:?}\n          trace root {}",
         ka.public().to_peer_id(),

@@ -127,6 +127,10 @@ pub struct VerifyConfig {
     /// Peer ids of the referees a disagreement between replicas is taken
     /// to, in order of preference (one that ran a replica is skipped).
     pub referees: Vec<String>,
+    /// Peer ids of the verifiers (`infernet verifier start`) this client's
+    /// drawn spot checks are re-run on, instead of on another provider;
+    /// empty: another provider re-runs them.
+    pub verifiers: Vec<String>,
     /// Whether this node serves as a referee for other nodes' disputes
     /// (and, with a `[[payment]]` adapter, as an arbiter holding
     /// providers' stake, which its rulings slash).
@@ -151,6 +155,7 @@ impl Default for VerifyConfig {
         VerifyConfig {
             policy: VerifyPolicy::default(),
             referees: Vec::new(),
+            verifiers: Vec::new(),
             referee: false,
             cert_secs: 86_400,
             unbond_grace_secs: 3_600,
@@ -168,7 +173,9 @@ pub enum Role {
     Provider,
     /// Submits jobs to providers.
     Client,
-    /// Audits jobs (the verifier issue fills this in).
+    /// Re-runs jobs for the spot checks of clients that trust it, compares
+    /// them with the audited provider's result and attests what it found;
+    /// referees disputes (`infernet verifier start`). Needs backends.
     Verifier,
 }
 

@@ -188,6 +188,27 @@ fn verify_section_parses_and_names_bad_keys() {
     );
     let err = parse(&format!("[verify]\nreferees = ['{peer}', '{peer}']\n"));
     assert!(err.contains("verify.referees[1]"), "{err}");
+    let c = Config::parse(
+        &format!("[verify]\nverifiers = ['{peer}']\n"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(c.verify.verifiers, vec![peer.clone()]);
+    let err = parse("[verify]\nverifiers = ['nobody']\n");
+    assert!(
+        err.contains("verify.verifiers[0]") && err.contains("verifier's id"),
+        "{err}"
+    );
+    let err = parse(&format!("[verify]\nverifiers = ['{peer}', '{peer}']\n"));
+    assert!(
+        err.contains("verify.verifiers[1]") && err.contains("twice"),
+        "{err}"
+    );
+    let err = parse("[node]\nroles = ['verifier']\n");
+    assert!(
+        err.contains("node.roles") && err.contains("role `verifier` needs"),
+        "{err}"
+    );
     let err = parse("[verify]\nreferee = 'yes'\n");
     assert!(err.contains("referee"), "{err}");
     let err = parse("[verify]\nsample_seed = 7\n");

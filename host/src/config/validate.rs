@@ -13,11 +13,14 @@ impl Config {
     /// Checks every section, then what spans sections.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.node.validate()?;
-        if self.node.roles.contains(&Role::Provider) && self.backend.is_empty() {
-            return Err(invalid(
-                "node.roles",
-                "role `provider` needs at least one [[backend]] to serve",
-            ));
+        for role in [Role::Provider, Role::Verifier] {
+            if self.node.roles.contains(&role) && self.backend.is_empty() {
+                let name = format!("{role:?}").to_lowercase();
+                return Err(invalid(
+                    "node.roles",
+                    format!("role `{name}` needs at least one [[backend]] to run jobs on"),
+                ));
+            }
         }
         self.client.validate()?;
         self.verify.validate()?;
@@ -161,17 +164,22 @@ impl VerifyConfig {
     /// `policy` is checked as it parses (serde names the key); here the
     /// referees, which must be peer ids, once each.
     fn validate(&self) -> Result<(), ConfigError> {
-        let mut seen = HashSet::new();
-        for (i, r) in self.referees.iter().enumerate() {
-            let key = format!("verify.referees[{i}]");
-            r.parse::<libp2p::PeerId>().map_err(|e| {
-                invalid(
-                    key.clone(),
-                    format!("`{r}` is not a peer id ({e}); write the referee's id as `infernet node start` prints it (`12D3KooW…`)"),
-                )
-            })?;
-            if !seen.insert(r.as_str()) {
-                return Err(invalid(key, format!("referee `{r}` is listed twice")));
+        for (list, what, peers) in [
+            ("referees", "referee", &self.referees),
+            ("verifiers", "verifier", &self.verifiers),
+        ] {
+            let mut seen = HashSet::new();
+            for (i, r) in peers.iter().enumerate() {
+                let key = format!("verify.{list}[{i}]");
+                r.parse::<libp2p::PeerId>().map_err(|e| {
+                    invalid(
+                        key.clone(),
+                        format!("`{r}` is not a peer id ({e}); write the {what}'s id as `infernet node start` prints it (`12D3KooW…`)"),
+                    )
+                })?;
+                if !seen.insert(r.as_str()) {
+                    return Err(invalid(key, format!("{what} `{r}` is listed twice")));
+                }
             }
         }
         if self.cert_secs == 0 {

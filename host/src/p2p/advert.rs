@@ -29,6 +29,8 @@ pub struct AdvertSpec {
     pub stake_cert: Option<Box<crate::p2p::verification::SignedStakeCert>>,
     /// Models proved on request, with their verifying-key ids.
     pub proofs: Vec<ProofAdvert>,
+    /// Whether this node is a verifier (see [`Advert::verifier`]).
+    pub verifier: bool,
 }
 
 /// Why an advert was dropped.
@@ -273,6 +275,7 @@ mod tests {
             stake_cert: None,
             timestamp_ms: ts,
             proofs: vec![],
+            verifier: false,
         };
         SignedAdvert::sign(advert, key).unwrap()
     }

@@ -358,7 +358,9 @@ impl JobBody {
             | JobBody::Dispute { job_id, .. }
             | JobBody::Ruling { job_id, .. } => Some(job_id),
             JobBody::Claim(c) => Some(&c.payload.job_id),
-            JobBody::Deliver { job_id, .. } => Some(job_id),
+            JobBody::Deliver { job_id, .. }
+            | JobBody::Audit { job_id, .. }
+            | JobBody::Audited { job_id, .. } => Some(job_id),
             JobBody::Stake(_) | JobBody::StakeState(_) => None,
         }
     }
@@ -376,6 +378,8 @@ impl JobBody {
                 | JobBody::StakeState(_)
                 | JobBody::Claim(_)
                 | JobBody::Deliver { .. }
+                | JobBody::Audit { .. }
+                | JobBody::Audited { .. }
         )
     }
 }
@@ -579,6 +583,27 @@ pub enum JobBody {
         /// The client's claim.
         claim: Box<super::verification::SignedClaim>,
     },
+    /// `/infernet/verify/1`, client → verifier: the verifier re-ran job
+    /// `job_id` (a spot check's replica, paid like any job); compare it
+    /// with another provider's result of the same job.
+    Audit {
+        /// The verifier's job id (its replica).
+        job_id: String,
+        /// The audited provider's signed result.
+        result: Box<SignedResult>,
+    },
+    /// `/infernet/verify/1`, verifier → client: what the comparison found,
+    /// with the attestation it signed and gossiped when they agreed (a
+    /// disagreement is the referee's to rule on and attest).
+    Audited {
+        /// The verifier's job id.
+        job_id: String,
+        /// Same output and same trace.
+        agreed: bool,
+        /// The verifier's `verified` attestation of the audited provider.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attestation: Option<Box<super::attestation::SignedAttestation>>,
+    },
 }
 
 /// A refusal with a machine-readable code.
@@ -701,6 +726,12 @@ pub struct Execution {
 }
 
 impl ResultBody {
+    /// Whether `other` signed the same output and the same kernel trace:
+    /// what makes two executions of one job agree.
+    pub fn agrees_with(&self, other: &ResultBody) -> bool {
+        self.output_hash == other.output_hash && self.trace_root == other.trace_root
+    }
+
     /// The execution this result claims (`None` without [`ResultBinds`]).
     pub fn execution(&self) -> Option<Execution> {
         let b = self.binds.as_ref()?;
@@ -834,6 +865,11 @@ pub struct Advert {
     /// from older adverts (decodes as empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proofs: Vec<ProofAdvert>,
+    /// A verifier (`infernet verifier start`): it re-runs jobs for the
+    /// spot checks of clients that trust it, and clients do not send it
+    /// ordinary work. Absent from other adverts.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub verifier: bool,
 }
 
 impl Advert {
@@ -899,6 +935,7 @@ mod tests {
             stake_cert: None,
             timestamp_ms: now_ms(),
             proofs: vec![],
+            verifier: false,
         }
     }
 

@@ -892,6 +892,7 @@ mod tests {
             stake_cert: c.map(Box::new),
             timestamp_ms: now,
             proofs: vec![],
+            verifier: false,
         };
         let trusted = vec![id(&arbiter)];
         let good = advert(Some(cert(&arbiter, &provider, now + 1000)));

@@ -808,6 +808,7 @@ mod wire {
                 stake_cert: None,
                 timestamp_ms: now_ms(),
                 proofs: vec![],
+                verifier: false,
             };
             let bytes = encode(&SignedAdvert::sign(advert, &KEY).unwrap()).unwrap();
             let (_, signer) = verify_advert_bytes(&bytes, now_ms(), 60_000).unwrap();

@@ -40,6 +40,7 @@ mod protocol_vectors;
 mod reputation;
 mod slashing;
 mod verifier;
+mod verifier_role;
 mod verify_policies;
 
 // Pricing and payments (and the local CoinPay server they run against).

@@ -39,6 +39,7 @@ fn spec(models: &[&str]) -> AdvertSpec {
         stake: None,
         stake_cert: None,
         proofs: vec![],
+        verifier: false,
     }
 }
 
@@ -189,6 +190,7 @@ fn advert_of(key_peer: PeerId, ts: u64, version: u16, models: &[&str]) -> Advert
         stake_cert: None,
         timestamp_ms: ts,
         proofs: vec![],
+        verifier: false,
     }
 }
 

@@ -128,6 +128,7 @@ fn advert() -> SignedAdvert {
         stake_cert: None,
         timestamp_ms: TIMESTAMP_MS,
         proofs: vec![],
+        verifier: false,
     };
     SignedAdvert::sign(a, &key).unwrap()
 }

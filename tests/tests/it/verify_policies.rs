@@ -10,61 +10,21 @@
 
 use infernet_host::config::Config;
 use infernet_host::p2p::WireOutput;
-use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{spot_check, InferOptions, Infernet, Verdict, VerifyPolicy};
-use infernet_host::store::{EscrowKind, JobRecord, JobState, Store};
+use infernet_host::store::{JobRecord, JobState, Store};
 use infernet_host::verify::reputation::{self, Params, Score};
 use infernet_tests::net::{
-    client_toml, echo_provider_toml, infernet_bin, llama_node_toml, verify_evidence_cli,
-    wait_for_providers, with_ledger, NodeProc,
+    cli, client_toml, funded_client, ledger_balance, llama_node_toml, paid_providers, pay_escrow,
+    verify_evidence_cli, wait_for_providers, FUNDED,
 };
 use infernet_tests::{pack_cheat, pack_plugin};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const PROMPT: &str = "one two three four five six seven eight";
-/// What `wallet fund ... 1` credits, in micro-USD.
-const FUNDED: u64 = 1_000_000;
 
 // ---------------------------------------------------------------- helpers
-
-/// `infernet <args> --config <config>`, asserting success; its stdout.
-fn cli(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(infernet_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("INFERNET_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "infernet {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Echo providers `p0..`, one per rate, paid through the ledger.
-fn paid_providers(root: &Path, rates: &[u64]) -> Vec<NodeProc> {
-    let mut all: Vec<NodeProc> = Vec::new();
-    for (i, rate) in rates.iter().enumerate() {
-        let boot: Vec<String> = all.first().map(|p| p.addr.clone()).into_iter().collect();
-        let config = echo_provider_toml(root, &format!("p{i}"), *rate, &boot);
-        with_ledger(&config, root, "confirm = \"client\"");
-        all.push(NodeProc::start(&config));
-    }
-    all
-}
-
-/// `<root>/client.toml`, paying through its own ledger funded with 1 USD.
-fn funded_client(root: &Path, boot: &[String], extra: &str) -> PathBuf {
-    let config = with_ledger(&client_toml(root, "client", boot, extra), root, "");
-    cli(&config, &["wallet", "fund", "1"]);
-    config
-}
 
 async fn start_client(config: &Path, providers: usize) -> Infernet {
     let client = Infernet::new(Config::load(config).unwrap())
@@ -84,20 +44,6 @@ fn replicate(k: u32) -> InferOptions {
 
 fn job(store: &Store, id: &str) -> JobRecord {
     store.jobs().get(id).unwrap().unwrap()
-}
-
-/// The client's balance in its own ledger.
-fn balance(client: &Infernet) -> u64 {
-    let me = client.peer_id().to_string();
-    ledger::balance(&client.store().plugin_kv(LEDGER), &me, "USD").unwrap()
-}
-
-/// The one pay escrow of client job `id`.
-fn escrow_status(store: &Store, id: &str) -> (String, u64) {
-    let rows = store.escrows().by_job(id).unwrap();
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0].kind, EscrowKind::Pay);
-    (rows[0].status.clone(), rows[0].amount)
 }
 
 /// A stored job's parameters as it sent them.
@@ -148,7 +94,7 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
             rec.provider_peer.as_deref(),
             Some(r.provider.to_string().as_str())
         );
-        let (status, amount) = escrow_status(&store, &r.job_id);
+        let (status, amount) = pay_escrow(&store, &r.job_id);
         assert_eq!(status, "settled", "both escrows are released");
         assert_eq!(amount, r.price.amount);
         assert!(amount > 0);
@@ -189,7 +135,7 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
         second.request.as_ref().unwrap()["exclude"],
         serde_json::json!([a.provider.to_string()])
     );
-    assert_eq!(balance(&client), FUNDED - paid);
+    assert_eq!(ledger_balance(&client), FUNDED - paid);
 
     // 2. Random sampling without a seed: the client picks one, the same
     //    for both replicas, and they still agree.
@@ -215,7 +161,7 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
         .expect("the result binds its params");
     assert!(binds.params.iter().any(|(k, _)| k == "seed"), "{binds:?}");
     for r in &v.replicas {
-        paid += escrow_status(&store, &r.job_id).1;
+        paid += pay_escrow(&store, &r.job_id).1;
     }
 
     // 3. No policy in the options: the config's spot-check(1.0) checks.
@@ -229,9 +175,9 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
     assert_eq!(v.verdict, Verdict::Agreed);
     assert_eq!(v.replicas.len(), 2);
     for r in &v.replicas {
-        paid += escrow_status(&store, &r.job_id).1;
+        paid += pay_escrow(&store, &r.job_id).1;
     }
-    assert_eq!(balance(&client), FUNDED - paid);
+    assert_eq!(ledger_balance(&client), FUNDED - paid);
     assert!(store.escrows().open().unwrap().is_empty());
     client.shutdown().await;
 
@@ -320,7 +266,7 @@ async fn replicate_2_with_one_provider_fails_clearly_and_refunds_the_held_replic
             .contains("replicate(2)"),
         "{ran:?}"
     );
-    assert_eq!(escrow_status(&store, &ran.id).0, "refunded");
+    assert_eq!(pay_escrow(&store, &ran.id).0, "refunded");
     let other = jobs.iter().find(|j| j.id != ran.id).unwrap();
     assert!(
         matches!(other.state, JobState::Failed | JobState::Refunded),
@@ -331,7 +277,7 @@ async fn replicate_2_with_one_provider_fails_clearly_and_refunds_the_held_replic
         "nothing held"
     );
     assert!(store.escrows().open().unwrap().is_empty());
-    assert_eq!(balance(&client), FUNDED, "nothing was paid");
+    assert_eq!(ledger_balance(&client), FUNDED, "nothing was paid");
     client.shutdown().await;
     drop(providers);
 }

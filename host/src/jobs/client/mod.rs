@@ -140,6 +140,10 @@ struct StoredRequest {
     /// Peer ids this job must not use (the providers of earlier replicas).
     #[serde(default)]
     exclude: Vec<String>,
+    /// A spot check re-run by a verifier: the only peers it may use (the
+    /// trusted verifiers). Empty: any provider that is not a verifier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    only: Vec<String>,
 }
 
 impl StoredRequest {
@@ -654,16 +658,22 @@ impl JobClient {
             max_budget: opts.max_budget,
             currency: opts.currency.clone(),
             proof: opts.proof.clone(),
-            hold: matches!(hold, Hold::Replica(_)),
+            hold: !matches!(hold, Hold::No),
             // A replica avoids the earlier replicas' providers and this
-            // client's referees: a referee must be party to neither result.
-            exclude: match hold {
+            // client's referees: a referee must be party to neither result
+            // (a verifier that also referees is skipped as the referee).
+            exclude: match &hold {
                 Hold::Replica(peers) => peers
                     .iter()
                     .map(|p| p.to_string())
                     .chain(self.inner.verify.referees.iter().cloned())
                     .collect(),
+                Hold::Audit(peers) => peers.iter().map(|p| p.to_string()).collect(),
                 Hold::No => Vec::new(),
+            },
+            only: match &hold {
+                Hold::Audit(_) => self.inner.verify.verifiers.clone(),
+                _ => Vec::new(),
             },
         };
         let job = NewJob {
@@ -713,6 +723,7 @@ fn provider_failures(events: &[crate::store::JobEvent]) -> impl Iterator<Item = 
         .filter_map(|e| e.detail.as_deref()?.strip_prefix(PROVIDER_FAILED))
 }
 
+mod audit;
 mod dispute;
 mod exchange;
 mod lifecycle;
@@ -722,6 +733,7 @@ mod steps;
 mod verify;
 
 use crate::config::VerifyPolicy;
+pub use audit::AuditNote;
 pub use verify::{spot_check, Replica, Verdict, Verification};
 use verify::{Hold, Plan};
 
@@ -770,6 +782,8 @@ fn body_name(body: &JobBody) -> &'static str {
         JobBody::StakeState(_) => "StakeState",
         JobBody::Claim(_) => "Claim",
         JobBody::Deliver { .. } => "Deliver",
+        JobBody::Audit { .. } => "Audit",
+        JobBody::Audited { .. } => "Audited",
     }
 }
 

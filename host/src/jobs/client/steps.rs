@@ -31,7 +31,7 @@ impl Inner {
         let mut avoid = excluded.clone();
         avoid.extend(req.excluded());
         let providers = self
-            .discover(&req.model, req.proof.as_deref(), &avoid)
+            .discover(&req.model, req.proof.as_deref(), &avoid, &req.only)
             .await?;
         // Reputation from verified outcomes only (`verify::reputation`):
         // the decayed score's lower bound; a provider proven to cheat is
@@ -228,7 +228,22 @@ impl Inner {
         model: &str,
         proof: Option<&str>,
         excluded: &HashSet<PeerId>,
+        only: &[String],
     ) -> Result<Vec<ProviderInfo>, ClientError> {
+        // A verifier gets no ordinary job from a client that knows it is
+        // one (its advert says so, or it is one of this client's
+        // verifiers: a peer found before its advert is known by id only);
+        // a spot check re-run by a verifier goes only to those listed.
+        let pool = |p: &ProviderInfo| {
+            let id = p.peer_id.to_string();
+            match only.is_empty() {
+                true => {
+                    !(p.advert.as_ref().is_some_and(|a| a.verifier)
+                        || self.verify.verifiers.contains(&id))
+                }
+                false => only.contains(&id),
+            }
+        };
         let proves = |p: &ProviderInfo| {
             proof.is_none_or(|system| {
                 p.advert
@@ -238,7 +253,7 @@ impl Inner {
         };
         let usable = |all: &[ProviderInfo]| -> Vec<ProviderInfo> {
             all.iter()
-                .filter(|p| !excluded.contains(&p.peer_id) && proves(p))
+                .filter(|p| !excluded.contains(&p.peer_id) && pool(p) && proves(p))
                 .cloned()
                 .collect()
         };

@@ -34,6 +34,9 @@ pub struct Verification {
     /// What the referee's rulings did to the cheaters' stakes it holds
     /// (empty: no cheat, or no stake held there).
     pub slashes: Vec<crate::p2p::verification::SlashReport>,
+    /// The verifier's audit, when a verifier re-ran the spot check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::AuditNote>,
 }
 
 /// One execution of a verified job.
@@ -99,6 +102,9 @@ pub(super) enum Hold {
     No,
     /// A replica, avoiding the earlier replicas' providers.
     Replica(Vec<PeerId>),
+    /// A spot check's replica on one of the trusted verifiers, avoiding
+    /// the earlier replicas' providers.
+    Audit(Vec<PeerId>),
 }
 
 /// An outcome run without a check (a spot check not drawn).
@@ -110,6 +116,7 @@ pub(super) fn unchecked(mut outcome: JobOutcome, policy: VerifyPolicy) -> JobOut
         replicas: vec![replica(&outcome)],
         cost: Vec::new(),
         verdict: Verdict::Unchecked,
+        audit: None,
     });
     outcome
 }
@@ -193,10 +200,30 @@ impl JobClient {
         let k = policy.replicas() as usize;
         let mut held: Vec<JobOutcome> = Vec::with_capacity(k);
         let mut id = first;
+        // A drawn spot check goes to a trusted verifier when there are any
+        // (`audit`), else to another provider.
+        let mut audit =
+            matches!(policy, VerifyPolicy::SpotCheck(_)) && !self.verifiers().is_empty();
         loop {
             let events = if held.is_empty() { events } else { None };
             match self.inner.drive(&id, events).await {
                 Ok(o) => held.push(o),
+                Err(e) if audit && !held.is_empty() && super::audit::verifier_unavailable(&e) => {
+                    tracing::warn!(error = %e, "{policy}: no verifier answered: re-running on another provider");
+                    audit = false;
+                    let used = held.iter().map(|o| o.provider).collect();
+                    id = match self
+                        .create(&model, input.clone(), &opts, Hold::Replica(used))
+                        .await
+                    {
+                        Ok(id) => id,
+                        Err(e) => {
+                            self.refund_all(&held, &format!("{policy}: {e}")).await?;
+                            return Err(e);
+                        }
+                    };
+                    continue;
+                }
                 Err(e) => {
                     let why = format!("{policy}: replica {} of {k} failed", held.len() + 1);
                     let refunded = self.refund_all(&held, &why).await?;
@@ -207,10 +234,11 @@ impl JobClient {
                 break;
             }
             let used = held.iter().map(|o| o.provider).collect();
-            id = match self
-                .create(&model, input.clone(), &opts, Hold::Replica(used))
-                .await
-            {
+            let hold = match audit {
+                true => Hold::Audit(used),
+                false => Hold::Replica(used),
+            };
+            id = match self.create(&model, input.clone(), &opts, hold).await {
                 Ok(id) => id,
                 Err(e) => {
                     self.refund_all(&held, &format!("{policy}: {e}")).await?;
@@ -224,7 +252,14 @@ impl JobClient {
             input,
             params: req.params,
         };
-        self.compare(held, spec, policy).await
+        let (audited, check) = (held[0].signed.clone(), held.last().cloned());
+        let mut outcome = self.compare(held, spec, policy).await?;
+        if let (Some(check), Some(v)) = (check, outcome.verification.as_mut()) {
+            v.audit = self
+                .audit(&check, &audited, v.verdict == Verdict::Agreed)
+                .await;
+        }
+        Ok(outcome)
     }
 
     /// Compares delivered replicas and settles each one; returns an honest
@@ -452,6 +487,7 @@ impl JobClient {
             replicas,
             cost: honest.map(|o| o.price).collect(),
             verdict,
+            audit: None,
         });
         Ok(outcome)
     }

@@ -13,6 +13,7 @@
 //! the result body; asked for a proof it cannot make, the provider refuses
 //! (`InvalidRequest`) before running anything.
 
+mod audit;
 mod exchange;
 mod execute;
 mod meter;
@@ -100,6 +101,14 @@ pub enum ProviderError {
     /// A receipt's signature did not verify.
     #[error("receipt: {0}")]
     BadReceipt(SignatureError),
+    /// A signed payload a peer sent (other than a receipt) did not verify.
+    #[error("{what}: {error}")]
+    BadSignature {
+        /// What was signed.
+        what: &'static str,
+        /// Why it did not verify.
+        error: SignatureError,
+    },
     /// Signing the result failed.
     #[error("cannot sign the result: {0}")]
     Sign(#[from] SignatureError),
@@ -133,7 +142,9 @@ impl ProviderError {
             | ProviderError::Unsupported(_)
             | ProviderError::ProofUnavailable(_) => ErrorCode::InvalidRequest,
             ProviderError::InProgress(_) | ProviderError::Busy(_) => ErrorCode::Busy,
-            ProviderError::BadReceipt(_) => ErrorCode::BadSignature,
+            ProviderError::BadReceipt(_) | ProviderError::BadSignature { .. } => {
+                ErrorCode::BadSignature
+            }
             ProviderError::PaymentRequired(_) => ErrorCode::PaymentRequired,
             ProviderError::FailedEarlier { .. }
             | ProviderError::Backend(_)
@@ -193,6 +204,8 @@ struct Inner {
     /// Test hook: take prepaid jobs' money and deliver nothing.
     #[cfg(feature = "test-hooks")]
     withhold: std::sync::atomic::AtomicBool,
+    /// Set on a verifier: it answers audits.
+    verifier: std::sync::atomic::AtomicBool,
 }
 
 /// What a quote request asks to be priced.
@@ -238,6 +251,7 @@ impl ProviderHandler {
                 stake_cert: Mutex::new(None),
                 #[cfg(feature = "test-hooks")]
                 withhold: std::sync::atomic::AtomicBool::new(false),
+                verifier: std::sync::atomic::AtomicBool::new(false),
                 node,
                 key,
                 store,
@@ -420,6 +434,7 @@ impl ProviderHandler {
                 let inner = self.inner.clone();
                 blocking(move || inner.deliver(&job_id)).await
             }
+            JobBody::Audit { job_id, result } => self.audit(from, job_id, *result).await,
             JobBody::QuoteOffer { .. }
             | JobBody::Progress { .. }
             | JobBody::Result { .. }
@@ -428,6 +443,7 @@ impl ProviderHandler {
             | JobBody::TraceAnswer { .. }
             | JobBody::Ruling { .. }
             | JobBody::StakeState(_)
+            | JobBody::Audited { .. }
             | JobBody::Error(_) => Err(ProviderError::Unsupported(
                 "a provider answers requests only (quote request, accept, run, poll, receipt, cancel)".into(),
             )),

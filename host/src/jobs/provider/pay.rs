@@ -519,7 +519,7 @@ impl Inner {
 
     /// The adapter's current status of an earn row's escrow; `None` when
     /// it cannot be asked (logged).
-    fn adapter_status(&self, rec: &EscrowRecord) -> Option<String> {
+    pub(super) fn adapter_status(&self, rec: &EscrowRecord) -> Option<String> {
         let adapter = self.payments.as_ref()?.adapter(&rec.adapter)?;
         let id = rec.escrow_id.as_deref()?;
         match adapter.plugin.status(id) {

@@ -170,39 +170,14 @@ impl ProviderHandler {
         evidence: &[u8],
     ) {
         use crate::p2p::attestation::Outcome;
-        use crate::verify::reputation;
-        let hash = reputation::evidence_hash(evidence);
+        let hash = crate::verify::reputation::evidence_hash(evidence);
         for (provider, job) in parties {
             let outcome = match cheated.contains(provider) {
                 true => Outcome::Cheated,
                 false => Outcome::Verified,
             };
-            let signed = match reputation::sign(
-                &self.inner.key,
-                provider,
-                job,
-                outcome,
-                Some(hash.clone()),
-                now_ms(),
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(job, error = %e, "ruling attestation not made");
-                    continue;
-                }
-            };
-            let (store, kept) = (self.inner.store.clone(), signed.clone());
-            let recorded = blocking(move || {
-                reputation::record(&store, &kept, crate::store::now_ms())
-                    .map_err(|e| ProviderError::Unsupported(e.to_string()))
-            })
-            .await;
-            if let Err(e) = recorded {
-                tracing::warn!(job, error = %e, "ruling attestation not recorded");
-            }
-            if let Err(e) = net.publish_attestation(signed).await {
-                tracing::debug!(job, error = %e, "ruling attestation not gossiped");
-            }
+            self.attest(net, provider, job, outcome, Some(hash.clone()))
+                .await;
         }
     }
 

@@ -610,6 +610,7 @@ impl EventLoop {
             stake_cert: spec.stake_cert.clone(),
             timestamp_ms: now_ms(),
             proofs: spec.proofs.clone(),
+            verifier: spec.verifier,
         };
         let signed = SignedAdvert::sign(advert, &self.key)
             .map_err(|e| NetworkError::Publish(e.to_string()))?;
