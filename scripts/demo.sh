@@ -6,9 +6,8 @@
 # on two providers (replicate(2)), compares their kernel traces, and
 # releases the escrows after the verdict; a spot check is re-run by a
 # verifier node, paid like a replica, which attests the provider. Then a
-# cheating build of the
-# llama plugin is disputed before a referee, and the stake an arbiter
-# holds for it is slashed.
+# cheating build of the llama plugin is disputed before a referee, and the
+# stake an arbiter holds for it is slashed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-plugins.sh

@@ -5,11 +5,13 @@
 //! against its own run and gossips a signed attestation; with no verifier
 //! left, the check falls back to another provider. A cheat the verifier
 //! re-ran goes to the client's referee. Each audit edge is refused: a
-//! stranger's audit, the verifier's own result, a forged result, a node
-//! that is no verifier.
+//! stranger's audit, an unpaid one, the verifier's own result, a forged
+//! result, a node that is no verifier.
 
 use infernet_host::config::{Config, Role};
-use infernet_host::p2p::protocol::{Encoded, ErrorCode, JobBody, JobMessage, SignedResult};
+use infernet_host::p2p::protocol::{
+    now_ms, Encoded, ErrorCode, JobBody, JobMessage, ReceiptBody, SignedReceipt, SignedResult,
+};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{InferOptions, Infernet, Verdict, VerifyPolicy};
 use infernet_host::store::Store;
@@ -18,6 +20,7 @@ use infernet_tests::net::{
     echo_provider_toml, funded_client, ledger_balance, llama_node_toml, paid_providers, pay_escrow,
     wait_for_providers, with_ledger, NodeProc, FUNDED,
 };
+use infernet_tests::raw_peer::Peer;
 use infernet_tests::{pack_cheat, pack_plugin};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -94,10 +97,10 @@ async fn a_verifier_reruns_drawn_spot_checks_for_its_price_attests_and_takes_no_
     assert_ne!(first.provider.to_string(), verifier.peer);
     assert_eq!(check.provider.to_string(), verifier.peer, "{v:?}");
     assert_eq!(v.cost, vec![check.price.clone()], "the verifier's price");
-    let audit = v.audit.clone().expect("the verifier audited");
-    assert_eq!(audit.verifier, verifier.peer);
-    assert_eq!(audit.agreed, Some(true), "{audit:?}");
-    assert!(audit.attested && audit.error.is_none(), "{audit:?}");
+    let note = v.audit.clone().expect("the verifier audited");
+    assert_eq!(note.verifier, verifier.peer);
+    assert_eq!(note.agreed, Some(true), "{note:?}");
+    assert!(note.attested && note.error.is_none(), "{note:?}");
     for r in &v.replicas {
         let (status, amount) = pay_escrow(&store, &r.job_id);
         assert_eq!(status, "settled", "{r:?}");
@@ -108,6 +111,53 @@ async fn a_verifier_reruns_drawn_spot_checks_for_its_price_attests_and_takes_no_
     // The verifier's signed attestation reaches the client by gossip.
     let outcome = attested(&store, &verifier.peer, &first.provider.to_string()).await;
     assert_eq!(outcome, "verified");
+
+    // 2b. The verifier audits only paid work: a bare client that took a
+    //     run from it without releasing the escrow gets nothing; once it
+    //     says released, the audit goes on to check the result (here the
+    //     verifier's own, refused as such).
+    let raw = Peer::to(root, "raw", &verifier.addr, verifier.peer.parse().unwrap()).await;
+    let (quote, price, pay_to) = raw.quote("raw-1", "echo", 8).await;
+    raw.accept("raw-1.1", &quote, &price, &pay_to, "ledger-raw-1")
+        .await;
+    let own = match raw.run("raw-1.1", "echo", Some(8)).await.body {
+        JobBody::Result { signed, .. } => signed,
+        other => panic!("{other:?}"),
+    };
+    let ask_raw = |result: SignedResult| {
+        let net = raw.net.clone();
+        let to = raw.provider;
+        async move {
+            net.verify_request(to, JobMessage::new(audit("raw-1.1", &result)))
+                .await
+                .unwrap()
+                .body
+        }
+    };
+    refused(
+        ask_raw(own.clone()).await,
+        ErrorCode::PaymentRequired,
+        "not paid",
+    );
+    let receipt = SignedReceipt::sign(
+        ReceiptBody {
+            job_id: "raw-1.1".into(),
+            output_hash: own.payload.output_hash.clone(),
+            client: raw.id(),
+            provider: verifier.peer.clone(),
+            accepted: true,
+            timestamp_ms: now_ms(),
+            escrow_status: Some("released".into()),
+        },
+        &raw.key,
+    )
+    .unwrap();
+    raw.send(JobBody::Receipt(receipt)).await;
+    refused(
+        ask_raw(own).await,
+        ErrorCode::InvalidRequest,
+        "this verifier's own",
+    );
 
     // 3. With the verifier gone, a check falls back to another provider.
     verifier.kill();
