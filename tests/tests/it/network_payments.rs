@@ -12,7 +12,7 @@ use infernet_host::payments::ledger::{self, LEDGER};
 use infernet_host::sdk::{InferOptions, Infernet};
 use infernet_host::store::{EscrowKind, JobRecord, JobRole, JobState, Store};
 use infernet_tests::net::{
-    client_toml, echo_provider_toml, escrow_rows, infernet_bin, job_rows, wait_for,
+    client_toml, echo_provider_toml, escrow_rows, infernet_bin, job_rows, paid_providers, wait_for,
     wait_for_providers, with_ledger, NodeProc,
 };
 use std::path::{Path, PathBuf};
@@ -97,19 +97,6 @@ fn peer_of(dir: &Path) -> String {
         .public()
         .to_peer_id()
         .to_string()
-}
-
-/// Echo providers `p0..`, one per rate, paid through the ledger and taking
-/// the client's escrow statement.
-fn paid_providers(root: &Path, rates: &[u64]) -> Vec<NodeProc> {
-    let mut all: Vec<NodeProc> = Vec::new();
-    for (i, rate) in rates.iter().enumerate() {
-        let boot: Vec<String> = all.first().map(|p| p.addr.clone()).into_iter().collect();
-        let config = echo_provider_toml(root, &format!("p{i}"), *rate, &boot);
-        with_ledger(&config, root, "confirm = \"client\"");
-        all.push(NodeProc::start(&config));
-    }
-    all
 }
 
 fn provider_dir(root: &Path, providers: &[NodeProc], peer: &str) -> PathBuf {

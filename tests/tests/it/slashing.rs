@@ -25,13 +25,12 @@ use infernet_host::sdk::{InferOptions, Infernet, Verdict, VerifyPolicy};
 use infernet_host::store::Store;
 use infernet_tests::coinpay_server::{CoinPayOptions, CoinPayServer, TEST_BUSINESS_ID};
 use infernet_tests::net::{
-    client_toml, echo_provider_toml, infernet_bin, llama_node_toml, wait_for, wait_for_providers,
+    cli, client_toml, echo_provider_toml, llama_node_toml, wait_for, wait_for_providers,
     with_ledger, NodeProc,
 };
 use infernet_tests::raw_peer::{refused, refused_with, Peer};
 use infernet_tests::{pack_cheat, pack_plugin};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// The stake, in micro-USD (0.5 USD).
@@ -87,17 +86,7 @@ fn ledger_balance(dir: &Path, account: &str) -> u64 {
 
 /// `infernet wallet fund` into `account` of the ledger of `config`.
 fn fund(config: &Path, account: &str, whole: &str) {
-    let out = Command::new(infernet_bin())
-        .args(["wallet", "fund", whole, "--account", account, "--config"])
-        .arg(config)
-        .env("INFERNET_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(config, &["wallet", "fund", whole, "--account", account]);
 }
 
 /// Chain addresses of the CoinPay tests' parties.
