@@ -521,13 +521,23 @@ fn proved_model(
         ))
     })?;
     let started = Instant::now();
-    let cache = KeyCache::new(data_dir.join(ZK_DIR));
-    let keys = cache
-        .get_or_setup(&mlp, InputMode::Public, &mut rand::rngs::OsRng)
-        .map_err(|e| err(format!("key setup: {e}")))?;
-    let generated = keys.generated;
-    let prover = Groth16Prover::new(mlp, InputMode::Public, keys.pk)
-        .map_err(|e| err(format!("prover: {e}")))?;
+    // The publisher's keys when the config names a bundle, else this
+    // node's own setup (cached in the data dir).
+    let (pk, generated, bundle) = match &m.proof_keys {
+        Some(path) => {
+            let loaded = infernet_verifier::KeyBundle::load(path, None)
+                .map_err(|e| err(format!("key bundle: {e}")))?;
+            (loaded.pk, false, Some(loaded.bundle))
+        }
+        None => {
+            let keys = KeyCache::new(data_dir.join(ZK_DIR))
+                .get_or_setup(&mlp, InputMode::Public, &mut rand::rngs::OsRng)
+                .map_err(|e| err(format!("key setup: {e}")))?;
+            (keys.pk, keys.generated, None)
+        }
+    };
+    let prover =
+        Groth16Prover::new(mlp, InputMode::Public, pk).map_err(|e| err(format!("prover: {e}")))?;
     let setup_ms = started.elapsed().as_millis() as u64;
     tracing::info!(model = %m.id, vk_id = %prover.vk_id(), generated, setup_ms, "groth16 keys ready");
     let shape = prover.shape();
@@ -538,7 +548,21 @@ fn proved_model(
         model_commitment: prover.model_commitment().to_string(),
         dims: shape.dims.iter().map(|&d| d as u32).collect(),
         shifts: shape.shifts.clone(),
+        publisher: bundle.as_ref().map(|b| b.publisher.clone()),
+        key_signature: bundle.as_ref().map(|b| b.signature.clone()),
     };
+    if let Some(b) = &bundle {
+        let s = &b.statement;
+        if !s.model_commitment.eq_ignore_ascii_case(&advert.model_commitment)
+            || s.dims != advert.dims
+            || s.shifts != advert.shifts
+        {
+            return Err(err(format!(
+                "the key bundle is for model commitment {} (dims {:?}), this model is {} (dims {:?}): run `infernet zk setup` for this model",
+                s.model_commitment, s.dims, advert.model_commitment, advert.dims
+            )));
+        }
+    }
     Ok(ProvedModel {
         system: system.to_string(),
         prover: Arc::new(prover),

@@ -49,6 +49,9 @@ pub enum VerifierError {
     /// ezkl: Halo2's constraint or opening checks).
     #[error("proof rejected: it does not verify under the verifying key")]
     ProofRejected,
+    /// A key bundle whose signature, publisher or contents do not check.
+    #[error("untrusted key: {0}")]
+    Untrusted(String),
     /// Constraint synthesis, setup or proving failed.
     #[error("synthesis error: {0}")]
     Synthesis(String),

@@ -7,12 +7,15 @@
 //! * [`commit`]: Poseidon commitments to models and inputs.
 //! * [`circuit`]: the R1CS circuit proving `y = f(x; W)`.
 //! * [`groth16`]: Groth16/BN254 keys, key cache, prover and verifier.
+//! * [`bundle`]: keys from a publisher the client trusts: a signed
+//!   statement of the verifying key, and the bundle providers load.
 //! * [`ezkl`]: the same traits for ONNX models through the `ezkl` Python
 //!   package (Halo2/KZG over BN254).
 //!
 //! Redundant execution, reputation and slashing (DESIGN.md §6) live here too,
 //! later.
 
+pub mod bundle;
 pub mod circuit;
 pub mod commit;
 pub mod envelope;
@@ -21,6 +24,7 @@ pub mod ezkl;
 pub mod groth16;
 pub mod quant;
 
+pub use bundle::{KeyBundle, KeyStatement, LoadedKeys};
 pub use circuit::{InputMode, MlpCircuit, MlpShape, PublicValues, CIRCUIT_VERSION};
 pub use envelope::{InputClaim, ProofEnvelope, ProofVerifier, ProvedOutput, Prover, Statement};
 pub use error::{Result, VerifierError};

@@ -10,6 +10,7 @@ mod net;
 mod pay;
 mod plugin;
 mod verify;
+mod zk;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -118,6 +119,10 @@ enum Command {
     /// Verification: check a dispute's evidence bundle offline.
     #[command(subcommand)]
     Verify(verify::VerifyCommand),
+    /// Groth16 keys from a model publisher: `setup` (signed key bundle),
+    /// `check`.
+    #[command(subcommand)]
+    Zk(zk::ZkCommand),
 }
 
 #[derive(clap::Args)]
@@ -247,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Escrow(cmd) => pay::escrow(cmd),
         Command::Stake(cmd) => pay::stake(cmd),
         Command::Verify(cmd) => verify::run(cmd),
+        Command::Zk(cmd) => zk::run(cmd),
         Command::Audit { job, config, json } => audit::audit(&config, &job, json),
         Command::Demo {
             plugins,

@@ -107,7 +107,7 @@ pub fn run(cmd: PluginCommand) -> Result<()> {
     }
 }
 
-fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
+pub(crate) fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
     parse_secret_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))

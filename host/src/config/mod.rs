@@ -219,6 +219,21 @@ pub struct ClientConfig {
     /// With `rate_source = "file"`: a file last written longer ago than
     /// this is refused (0 = no limit).
     pub rates_max_age_secs: u64,
+    /// `[client.proof_pins]`: per model id, whose Groth16 keys this client
+    /// accepts proofs under (a publisher's key, or one verifying key).
+    /// A model with no pin trusts the key each provider advertises.
+    pub proof_pins: BTreeMap<String, ProofPin>,
+}
+
+/// `[client.proof_pins.<model>]`: the keys a model's proofs must be under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofPin {
+    /// Hex ed25519 public key of the model publisher whose signed key
+    /// bundle (`infernet zk setup`) the prover's verifying key must be in.
+    pub publisher: Option<String>,
+    /// Hex sha256 of the one verifying key accepted.
+    pub vk_id: Option<String>,
 }
 
 /// `[verify] policy`, with the key named when it does not parse.
@@ -257,6 +272,7 @@ impl Default for ClientConfig {
             rates: BTreeMap::new(),
             rates_file: None,
             rates_max_age_secs: 3600,
+            proof_pins: BTreeMap::new(),
         }
     }
 }
@@ -444,6 +460,12 @@ pub struct ModelConfig {
     /// only `"groth16"` (quantized-MLP model dirs only; checked at start).
     #[serde(default)]
     pub proof: Option<String>,
+    /// The model publisher's key bundle (`<stem>.keys.json` from `infernet
+    /// zk setup`, its `.pk` beside it) to prove with. Without it the node
+    /// runs the setup itself, and only clients that trust this provider's
+    /// setup accept its proofs.
+    #[serde(default)]
+    pub proof_keys: Option<PathBuf>,
 }
 
 /// The proof systems `[[backend.models]] proof` accepts.
@@ -550,6 +572,9 @@ impl Config {
             fix(&mut b.plugin);
             for m in &mut b.models {
                 fix(&mut m.path);
+                if let Some(k) = &mut m.proof_keys {
+                    fix(k);
+                }
             }
         }
         if let Some(p) = &mut self.pricing {

@@ -86,6 +86,23 @@ impl NodeConfig {
 
 impl ClientConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        for (model, pin) in &self.proof_pins {
+            let key = format!("client.proof_pins.{model}");
+            if pin.publisher.is_none() && pin.vk_id.is_none() {
+                return Err(invalid(key, "pin a `publisher` (hex ed25519 key) or a `vk_id`"));
+            }
+            if let Some(p) = &pin.publisher {
+                validate_key_hex(p).map_err(|m| invalid(format!("{key}.publisher"), m))?;
+            }
+            if let Some(v) = &pin.vk_id {
+                if !(v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())) {
+                    return Err(invalid(
+                        format!("{key}.vk_id"),
+                        "must be the 64-character hex sha256 of the verifying key",
+                    ));
+                }
+            }
+        }
         for (name, v) in [
             ("discovery_timeout_ms", self.discovery_timeout_ms),
             ("quote_timeout_ms", self.quote_timeout_ms),
@@ -243,6 +260,12 @@ impl BackendConfig {
             let mkey = format!("{key}.models[{j}]");
             if m.id.trim().is_empty() {
                 return Err(invalid(format!("{mkey}.id"), "must not be empty"));
+            }
+            if m.proof_keys.is_some() && m.proof.is_none() {
+                return Err(invalid(
+                    format!("{mkey}.proof_keys"),
+                    "a key bundle is for proofs: set `proof = \"groth16\"` too",
+                ));
             }
             if let Some(p) = &m.proof {
                 if !PROOF_SYSTEMS.contains(&p.as_str()) {

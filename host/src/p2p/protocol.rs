@@ -779,6 +779,14 @@ pub struct ProofAdvert {
     pub dims: Vec<u32>,
     /// Requantisation shift per layer (the circuit shape).
     pub shifts: Vec<u32>,
+    /// Hex ed25519 key of the model publisher whose key bundle the
+    /// verifying key comes from; absent: the provider ran its own setup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// The publisher's hex signature over the key statement (system,
+    /// model commitment, dims, shifts, vk id; `infernet_verifier::bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_signature: Option<String>,
 }
 
 impl SignedPayload for ResultBody {
@@ -965,6 +973,8 @@ mod tests {
             model_commitment: "bb".into(),
             dims: vec![2, 1],
             shifts: vec![0],
+            publisher: None,
+            key_signature: None,
         });
         let signed = SignedAdvert::sign(a, &key).unwrap();
         let back: SignedAdvert = decode(&encode(&signed).unwrap()).unwrap();

@@ -6,9 +6,10 @@
 //! errors, and keys generated once then read from the data dir's cache.
 
 use infernet_host::config::Config;
-use infernet_host::jobs::client::verify_proof;
+use infernet_host::config::ProofPin;
+use infernet_host::jobs::client::{check_pin, verify_proof};
 use infernet_host::node::{Node, NodeError, ZK_DIR};
-use infernet_host::p2p::protocol::{Encoded, Signed};
+use infernet_host::p2p::protocol::{Encoded, ProofAdvert, Signed};
 use infernet_host::p2p::{ErrorCode, JobBody, JobMessage, WireInput, WireOutput};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{ClientError, InferOptions, Infernet};
@@ -36,17 +37,30 @@ fn digits() -> (DigitsModel, QuantizedDigits) {
 /// A provider serving `digits` (with `proof = "groth16"`) and
 /// `digits-plain` (same model, no proof) through the `mlp` plugin.
 fn mlp_provider_toml(root: &Path, q: &QuantizedDigits, proof: &str) -> PathBuf {
+    mlp_node_toml(root, "provider", q, proof, &[])
+}
+
+/// [`mlp_provider_toml`] as `<root>/<name>.toml`, bootstrapping from `boot`.
+fn mlp_node_toml(
+    root: &Path,
+    name: &str,
+    q: &QuantizedDigits,
+    proof: &str,
+    boot: &[String],
+) -> PathBuf {
     let model = q.mlp.write_model_dir(root.join("digits-model")).unwrap();
-    pack_plugin("mlp", PluginKind::Backend, &root.join("plugins"));
+    if !root.join("plugins/mlp").exists() {
+        pack_plugin("mlp", PluginKind::Backend, &root.join("plugins"));
+    }
     let text = format!(
-        "[node]\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nadvert_interval_secs = 1\n\n\
+        "[node]\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = {boot:?}\nadvert_interval_secs = 1\n\n\
          [[backend]]\nplugin = {:?}\n\
          [[backend.models]]\nid = \"digits\"\npath = {model:?}\n{proof}\n\
          [[backend.models]]\nid = \"digits-plain\"\npath = {model:?}\n",
-        root.join("provider"),
+        root.join(name),
         root.join("plugins/mlp"),
     );
-    let path = root.join("provider.toml");
+    let path = root.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -499,4 +513,147 @@ async fn paid_proved_jobs_release_after_verification_and_refund_a_rejected_proof
 
     client.shutdown().await;
     p.shutdown().await;
+}
+
+/// `infernet <args>`, asserting success; its stdout.
+fn infernet(args: &[&str]) -> String {
+    let out = std::process::Command::new(infernet_tests::net::infernet_bin())
+        .args(args)
+        .env("INFERNET_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "infernet {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Waits until `client` holds `n` adverts proving `digits`; them.
+async fn provers(client: &Infernet, n: usize) -> Vec<ProofAdvert> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found: Vec<ProofAdvert> = client
+            .network()
+            .adverts()
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.proof_for("digits", "groth16").cloned())
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} provers", found.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (model, q) = digits();
+    // The publisher: a key, and the setup for the model, signed.
+    let key = root.join("publisher.key");
+    infernet(&["plugin", "keygen", "--out", key.to_str().unwrap()]);
+    let publisher = std::fs::read_to_string(root.join("publisher.key.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let model_dir = q.mlp.write_model_dir(root.join("digits-model")).unwrap();
+    let out = infernet(&[
+        "zk",
+        "setup",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        root.join("keys").to_str().unwrap(),
+    ]);
+    let line = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("no `{k}` in {out}"))
+            .to_string()
+    };
+    let (bundle, vk_id) = (line("bundle"), line("vk_id"));
+    assert_eq!(line("publisher"), publisher);
+    let checked = infernet(&["zk", "check", &bundle, "--publisher", &publisher]);
+    assert!(checked.contains(&vk_id), "{checked}");
+
+    // A provider proving with the publisher's keys, one with its own setup.
+    let vouched = start(&mlp_node_toml(
+        root,
+        "vouched",
+        &q,
+        &format!("proof = \"groth16\"\nproof_keys = {bundle:?}"),
+        &[],
+    ))
+    .await;
+    let boot = vec![vouched.dialable_addrs().await.unwrap()[0].to_string()];
+    let own = start(&mlp_node_toml(root, "own", &q, "proof = \"groth16\"", &boot)).await;
+    let own_vk = own.node().unwrap().prover("digits").unwrap().advert.vk_id.clone();
+    assert_ne!(own_vk, vk_id);
+    let client = start(&client_toml(
+        root,
+        "client",
+        &boot,
+        &format!(
+            "[client]\ndiscovery_timeout_ms = 1500\n[client.proof_pins.digits]\npublisher = {publisher:?}\n"
+        ),
+    ))
+    .await;
+    let adverts = provers(&client, 2).await;
+    let theirs = adverts.iter().find(|a| a.vk_id == own_vk).unwrap();
+    let vouched_advert = adverts.iter().find(|a| a.vk_id == vk_id).unwrap();
+    assert_eq!(vouched_advert.publisher.as_deref(), Some(publisher.as_str()));
+
+    // Every proved job goes to the provider under the publisher's key.
+    let x = q.input_from_pixels(&model.test.x[1]);
+    for _ in 0..3 {
+        let out = client
+            .submit("digits", input_bytes(&x), groth16())
+            .await
+            .unwrap();
+        assert_eq!(out.provider, vouched.peer_id());
+        assert_eq!(logits(&out.output), q.mlp.forward(&x).unwrap());
+        let rec = client.store().jobs().get(&out.job_id).unwrap().unwrap();
+        assert_eq!(rec.state, JobState::Settled);
+    }
+    // The pin, checked on an advert: names both keys.
+    let pin = ProofPin {
+        publisher: Some(publisher.clone()),
+        vk_id: None,
+    };
+    check_pin("digits", vouched_advert, &pin).unwrap();
+    let e = check_pin("digits", theirs, &pin).unwrap_err();
+    assert!(e.contains(&own_vk) && e.contains(&publisher), "{e}");
+    let mut forged = theirs.clone();
+    forged.publisher = Some(publisher.clone());
+    forged.key_signature = vouched_advert.key_signature.clone();
+    let e = check_pin("digits", &forged, &pin).unwrap_err();
+    assert!(e.contains("not vouched for"), "{e}");
+    let by_vk = ProofPin {
+        publisher: None,
+        vk_id: Some(vk_id.clone()),
+    };
+    check_pin("digits", vouched_advert, &by_vk).unwrap();
+    let e = check_pin("digits", theirs, &by_vk).unwrap_err();
+    assert!(e.contains(&own_vk) && e.contains(&vk_id), "{e}");
+
+    // With only the self-setup provider left, the client refuses it,
+    // naming its key and the pinned publisher.
+    vouched.shutdown().await;
+    let e = client
+        .submit("digits", input_bytes(&x), groth16())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::UntrustedProvers { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&own_vk) && msg.contains(&publisher), "{msg}");
+    client.shutdown().await;
+    own.shutdown().await;
 }

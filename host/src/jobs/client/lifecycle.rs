@@ -353,15 +353,23 @@ impl Inner {
                             )
                             .await?;
                         }
-                        Err(reason) => {
+                        Err(refusal) => {
+                            let reason = refusal.reason().to_string();
                             tracing::warn!(job = %id, provider = %outcome.provider, %reason, "proof rejected");
-                            let peer = outcome.provider.to_string();
-                            self.db(move |s| Ok(s.peers().record_outcome(&peer, false)?))
-                                .await?;
-                            // The signed result whose proof fails is the evidence.
-                            let evidence = Some(outcome.signed.payload.hash());
-                            self.attest(outcome.provider, id, AttestedOutcome::Cheated, evidence)
+                            if let ProofRefusal::Invalid(_) = refusal {
+                                let peer = outcome.provider.to_string();
+                                self.db(move |s| Ok(s.peers().record_outcome(&peer, false)?))
+                                    .await?;
+                                // The signed result whose proof fails is the evidence.
+                                let evidence = Some(outcome.signed.payload.hash());
+                                self.attest(
+                                    outcome.provider,
+                                    id,
+                                    AttestedOutcome::Cheated,
+                                    evidence,
+                                )
                                 .await;
+                            }
                             let e = ClientError::ProofRejected {
                                 job_id: id.into(),
                                 provider: outcome.provider.to_string(),

@@ -286,6 +286,15 @@ pub enum ClientError {
         /// How many providers serve the model without that proof.
         others: usize,
     },
+    /// Providers prove the model, but none under a key this client's
+    /// `[client.proof_pins]` accepts.
+    #[error("no provider proves `{model}` under a key you pinned: {}", .refusals.join("; "))]
+    UntrustedProvers {
+        /// The model asked for.
+        model: String,
+        /// Each prover and why its key is refused (naming both keys).
+        refusals: Vec<String>,
+    },
     /// The provider's proof did not verify; the job failed.
     #[error("job {job_id}: proof rejected: {reason} (provider {provider})")]
     ProofRejected {
@@ -738,7 +747,8 @@ pub use verify::{spot_check, Replica, Verdict, Verification};
 use verify::{Hold, Plan};
 
 use proof::add_proof;
-pub use proof::verify_proof;
+pub use proof::{check_pin, verify_proof};
+use proof::ProofRefusal;
 
 const BUSY_PREFIX: &str = "busy: ";
 /// In a `Busy` answer: the request was not taken, send it again later

@@ -21,13 +21,14 @@ impl Inner {
     }
 
     /// Checks the stored proof of a delivered job (on a blocking worker):
-    /// `Ok(Ok(vk id))` when it verifies, `Ok(Err(reason))` when it does not.
+    /// `Ok(Ok(vk id))` when it verifies, `Ok(Err(refusal))` when it does
+    /// not, or is under a key this client's pin for the model refuses.
     pub(super) async fn check_proof(
         &self,
         rec: &JobRecord,
         req: &StoredRequest,
         outcome: &JobOutcome,
-    ) -> Result<Result<String, String>, ClientError> {
+    ) -> Result<Result<String, ProofRefusal>, ClientError> {
         let system = req.proof.clone().unwrap_or_default();
         let expect: Option<ProofAdvert> = rec
             .result
@@ -36,13 +37,20 @@ impl Inner {
             .and_then(|p| p.get("expected"))
             .and_then(|e| serde_json::from_value(e.clone()).ok());
         let Some(expect) = expect else {
-            return Ok(Err(format!(
+            return Ok(Err(ProofRefusal::Invalid(format!(
                 "provider's advert lists no `{system}` verifying key for model `{}`",
                 req.model
-            )));
+            ))));
         };
+        if let Some(pin) = self.cfg.proof_pins.get(&req.model) {
+            if let Err(why) = check_pin(&req.model, &expect, pin) {
+                return Ok(Err(ProofRefusal::Untrusted(why)));
+            }
+        }
         let Some(proof) = outcome.proof.clone() else {
-            return Ok(Err(format!("no `{system}` proof attached to the result")));
+            return Ok(Err(ProofRefusal::Invalid(format!(
+                "no `{system}` proof attached to the result"
+            ))));
         };
         let (input, output, signed) = (
             req.input.clone(),
@@ -51,10 +59,76 @@ impl Inner {
         );
         tokio::task::spawn_blocking(move || {
             verify_proof(&system, &expect, &input, &output, &signed, &proof)
+                .map_err(ProofRefusal::Invalid)
         })
         .await
         .map_err(|e| ClientError::Worker(e.to_string()))
     }
+}
+
+/// Why a delivered proof is not accepted.
+#[derive(Debug)]
+pub(super) enum ProofRefusal {
+    /// It does not prove the result (the provider's fault: a cheat).
+    Invalid(String),
+    /// It may be sound, but under a key this client does not trust for
+    /// the model (`[client.proof_pins]`): refused, no cheat attested.
+    Untrusted(String),
+}
+
+impl ProofRefusal {
+    /// The reason, as said to the user.
+    pub(super) fn reason(&self) -> &str {
+        match self {
+            ProofRefusal::Invalid(r) | ProofRefusal::Untrusted(r) => r,
+        }
+    }
+}
+
+/// Whether `advert`'s verifying key for `model` is one `pin` accepts: the
+/// pinned key id, or a key statement signed by the pinned publisher.
+/// Errors name both the advertised and the pinned key.
+pub fn check_pin(
+    model: &str,
+    advert: &ProofAdvert,
+    pin: &crate::config::ProofPin,
+) -> Result<(), String> {
+    if let Some(vk) = &pin.vk_id {
+        if !vk.eq_ignore_ascii_case(&advert.vk_id) {
+            return Err(format!(
+                "model `{model}`: the proof is under verifying key {}, but client.proof_pins.{model}.vk_id pins {vk}",
+                advert.vk_id
+            ));
+        }
+    }
+    if let Some(publisher) = &pin.publisher {
+        let (Some(by), Some(signature)) = (&advert.publisher, &advert.key_signature) else {
+            return Err(format!(
+                "model `{model}`: verifying key {} comes from the provider's own setup (no publisher signed it), but client.proof_pins.{model}.publisher pins publisher {publisher}",
+                advert.vk_id
+            ));
+        };
+        if !by.eq_ignore_ascii_case(publisher) {
+            return Err(format!(
+                "model `{model}`: verifying key {} is published by {by}, but client.proof_pins.{model}.publisher pins publisher {publisher}",
+                advert.vk_id
+            ));
+        }
+        let statement = infernet_verifier::KeyStatement {
+            system: infernet_verifier::GROTH16_SYSTEM.into(),
+            model_commitment: advert.model_commitment.to_ascii_lowercase(),
+            dims: advert.dims.clone(),
+            shifts: advert.shifts.clone(),
+            vk_id: advert.vk_id.clone(),
+        };
+        statement.verify(by, signature).map_err(|e| {
+            format!(
+                "model `{model}`: verifying key {} is not vouched for by the pinned publisher {publisher}: {e}",
+                advert.vk_id
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Adds the proof (CBOR hex) and the advert entry it must match to the

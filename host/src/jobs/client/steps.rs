@@ -244,11 +244,15 @@ impl Inner {
                 false => only.contains(&id),
             }
         };
+        // A prover of the model, under a key this client's pin accepts.
+        let pin = self.cfg.proof_pins.get(model);
         let proves = |p: &ProviderInfo| {
             proof.is_none_or(|system| {
-                p.advert
-                    .as_ref()
-                    .is_some_and(|a| a.proof_for(model, system).is_some())
+                p.advert.as_ref().is_some_and(|a| {
+                    a.proof_for(model, system).is_some_and(|pa| {
+                        pin.is_none_or(|pin| super::check_pin(model, pa, pin).is_ok())
+                    })
+                })
             })
         };
         let usable = |all: &[ProviderInfo]| -> Vec<ProviderInfo> {
@@ -281,6 +285,23 @@ impl Inner {
                 return Ok(found);
             }
             if Instant::now() >= deadline {
+                if let (Some(system), Some(pin)) = (proof, pin) {
+                    let refusals: Vec<String> = all
+                        .iter()
+                        .filter(|p| !excluded.contains(&p.peer_id))
+                        .filter_map(|p| {
+                            let pa = p.advert.as_ref()?.proof_for(model, system)?;
+                            let why = super::check_pin(model, pa, pin).err()?;
+                            Some(format!("provider {}: {why}", p.peer_id))
+                        })
+                        .collect();
+                    if !refusals.is_empty() {
+                        return Err(ClientError::UntrustedProvers {
+                            model: model.into(),
+                            refusals,
+                        });
+                    }
+                }
                 if let (Some(system), false) = (proof, all.is_empty()) {
                     return Err(ClientError::NoProvers {
                         model: model.into(),
