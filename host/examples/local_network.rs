@@ -23,6 +23,7 @@ fn echo_backend(root: &Path) -> std::io::Result<BackendConfig> {
             id: "echo".into(),
             path: model,
             proof: None,
+            proof_keys: None,
         }],
         limits: Default::default(),
     })

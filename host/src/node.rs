@@ -553,7 +553,9 @@ fn proved_model(
     };
     if let Some(b) = &bundle {
         let s = &b.statement;
-        if !s.model_commitment.eq_ignore_ascii_case(&advert.model_commitment)
+        if !s
+            .model_commitment
+            .eq_ignore_ascii_case(&advert.model_commitment)
             || s.dims != advert.dims
             || s.shifts != advert.shifts
         {

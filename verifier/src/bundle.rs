@@ -164,8 +164,8 @@ impl KeyBundle {
             path: path.to_path_buf(),
             source,
         })?;
-        let bundle: KeyBundle = serde_json::from_slice(&text)
-            .map_err(|e| bad(format!("not a key bundle: {e}")))?;
+        let bundle: KeyBundle =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("not a key bundle: {e}")))?;
         bundle
             .statement
             .verify(&bundle.publisher, &bundle.signature)
@@ -185,7 +185,9 @@ impl KeyBundle {
         let vk_raw = hex::decode(&bundle.vk).map_err(|e| bad(format!("vk: {e}")))?;
         let vk = vk_from_bytes(&vk_raw)?;
         if vk_id(&vk)? != bundle.statement.vk_id {
-            return Err(bad("the verifying key is not the one the statement names".into()));
+            return Err(bad(
+                "the verifying key is not the one the statement names".into()
+            ));
         }
         let name = Path::new(&bundle.pk_file);
         if name.components().count() != 1 || name.file_name().is_none() {
@@ -207,7 +209,9 @@ impl KeyBundle {
         }
         let pk = Pk::deserialize_uncompressed_unchecked(&pk_bytes[..])?;
         if pk.vk != vk {
-            return Err(bad("the proving key does not match the verifying key".into()));
+            return Err(bad(
+                "the proving key does not match the verifying key".into()
+            ));
         }
         Ok(LoadedKeys { bundle, pk })
     }

@@ -15,6 +15,53 @@ fn proof_system_is_checked() {
     assert_eq!(c.backend[0].models[0].proof.as_deref(), Some("groth16"));
     let c = Config::parse(base, Path::new(".")).unwrap();
     assert_eq!(c.backend[0].models[0].proof, None);
+    // A key bundle: resolved against the config dir, only with `proof`.
+    let c = Config::parse(
+        &format!("{base}proof = 'groth16'\nproof_keys = 'keys/a.keys.json'\n"),
+        Path::new("/etc/infernet"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.backend[0].models[0].proof_keys.as_deref(),
+        Some(Path::new("/etc/infernet/keys/a.keys.json"))
+    );
+    let err = Config::parse(&format!("{base}proof_keys = 'k.json'\n"), Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("backend[0].models[0].proof_keys"), "{err}");
+}
+
+#[test]
+fn proof_pins_are_checked_and_named() {
+    let key = "ab".repeat(32);
+    let c = Config::parse(
+        &format!("[client.proof_pins.digits]\npublisher = '{key}'\n[client.proof_pins.other]\nvk_id = '{key}'\n"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(
+        c.client.proof_pins["digits"].publisher.as_deref(),
+        Some(key.as_str())
+    );
+    assert_eq!(
+        c.client.proof_pins["other"].vk_id.as_deref(),
+        Some(key.as_str())
+    );
+    for (text, needle) in [
+        ("[client.proof_pins.digits]\n", "client.proof_pins.digits"),
+        (
+            "[client.proof_pins.digits]\npublisher = 'zz'\n",
+            "client.proof_pins.digits.publisher",
+        ),
+        (
+            "[client.proof_pins.digits]\nvk_id = 'abc'\n",
+            "client.proof_pins.digits.vk_id",
+        ),
+        ("[client.proof_pins.digits]\nkey = 'abc'\n", "key"),
+    ] {
+        let err = Config::parse(text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text}: {err}");
+    }
 }
 
 #[test]

@@ -89,7 +89,10 @@ impl ClientConfig {
         for (model, pin) in &self.proof_pins {
             let key = format!("client.proof_pins.{model}");
             if pin.publisher.is_none() && pin.vk_id.is_none() {
-                return Err(invalid(key, "pin a `publisher` (hex ed25519 key) or a `vk_id`"));
+                return Err(invalid(
+                    key,
+                    "pin a `publisher` (hex ed25519 key) or a `vk_id`",
+                ));
             }
             if let Some(p) = &pin.publisher {
                 validate_key_hex(p).map_err(|m| invalid(format!("{key}.publisher"), m))?;

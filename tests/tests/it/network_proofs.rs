@@ -594,8 +594,22 @@ async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
     ))
     .await;
     let boot = vec![vouched.dialable_addrs().await.unwrap()[0].to_string()];
-    let own = start(&mlp_node_toml(root, "own", &q, "proof = \"groth16\"", &boot)).await;
-    let own_vk = own.node().unwrap().prover("digits").unwrap().advert.vk_id.clone();
+    let own = start(&mlp_node_toml(
+        root,
+        "own",
+        &q,
+        "proof = \"groth16\"",
+        &boot,
+    ))
+    .await;
+    let own_vk = own
+        .node()
+        .unwrap()
+        .prover("digits")
+        .unwrap()
+        .advert
+        .vk_id
+        .clone();
     assert_ne!(own_vk, vk_id);
     let client = start(&client_toml(
         root,
@@ -609,7 +623,10 @@ async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
     let adverts = provers(&client, 2).await;
     let theirs = adverts.iter().find(|a| a.vk_id == own_vk).unwrap();
     let vouched_advert = adverts.iter().find(|a| a.vk_id == vk_id).unwrap();
-    assert_eq!(vouched_advert.publisher.as_deref(), Some(publisher.as_str()));
+    assert_eq!(
+        vouched_advert.publisher.as_deref(),
+        Some(publisher.as_str())
+    );
 
     // Every proved job goes to the provider under the publisher's key.
     let x = q.input_from_pixels(&model.test.x[1]);
@@ -644,16 +661,28 @@ async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
     let e = check_pin("digits", theirs, &by_vk).unwrap_err();
     assert!(e.contains(&own_vk) && e.contains(&vk_id), "{e}");
 
-    // With only the self-setup provider left, the client refuses it,
+    // A pinned client that finds only the self-setup provider refuses it,
     // naming its key and the pinned publisher.
     vouched.shutdown().await;
-    let e = client
+    client.shutdown().await;
+    let own_addr = vec![own.dialable_addrs().await.unwrap()[0].to_string()];
+    let late = start(&client_toml(
+        root,
+        "late",
+        &own_addr,
+        &format!(
+            "[client]\ndiscovery_timeout_ms = 1500\n[client.proof_pins.digits]\npublisher = {publisher:?}\n"
+        ),
+    ))
+    .await;
+    provers(&late, 1).await;
+    let e = late
         .submit("digits", input_bytes(&x), groth16())
         .await
         .unwrap_err();
     assert!(matches!(e, ClientError::UntrustedProvers { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains(&own_vk) && msg.contains(&publisher), "{msg}");
-    client.shutdown().await;
+    late.shutdown().await;
     own.shutdown().await;
 }

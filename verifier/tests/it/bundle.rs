@@ -121,7 +121,10 @@ fn a_key_bundle_loads_intact_and_is_refused_when_anything_is_swapped() {
         edit(&mut v);
         let p = dir.path().join("edited.keys.json");
         std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-        let e = KeyBundle::load(&p, None).err().expect("refused").to_string();
+        let e = KeyBundle::load(&p, None)
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains(needle), "`{needle}` not in: {e}");
     };
     // The statement names another key, or another model.
@@ -153,12 +156,18 @@ fn a_key_bundle_loads_intact_and_is_refused_when_anything_is_swapped() {
     let (pk2, _) = setup(&shape, &mut StdRng::seed_from_u64(43)).unwrap();
     let mut vk2 = Vec::new();
     ark_serialize::CanonicalSerialize::serialize_compressed(&pk2.vk, &mut vk2).unwrap();
-    refused(&|v| v["vk"] = hex::encode(&vk2).into(), "not the one the statement names");
+    refused(
+        &|v| v["vk"] = hex::encode(&vk2).into(),
+        "not the one the statement names",
+    );
     let pk_path = dir.path().join(&bundle.pk_file);
     let mut bytes = std::fs::read(&pk_path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(dir.path().join("flipped.pk"), &bytes).unwrap();
     refused(&|v| v["pk_file"] = "flipped.pk".into(), "sha256 differs");
-    refused(&|v| v["pk_file"] = "../x.pk".into(), "file name beside the bundle");
+    refused(
+        &|v| v["pk_file"] = "../x.pk".into(),
+        "file name beside the bundle",
+    );
 }

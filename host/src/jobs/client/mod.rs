@@ -747,8 +747,8 @@ pub use verify::{spot_check, Replica, Verdict, Verification};
 use verify::{Hold, Plan};
 
 use proof::add_proof;
-pub use proof::{check_pin, verify_proof};
 use proof::ProofRefusal;
+pub use proof::{check_pin, verify_proof};
 
 const BUSY_PREFIX: &str = "busy: ";
 /// In a `Busy` answer: the request was not taken, send it again later
