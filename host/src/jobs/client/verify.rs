@@ -208,21 +208,11 @@ impl JobClient {
             let events = if held.is_empty() { events } else { None };
             match self.inner.drive(&id, events).await {
                 Ok(o) => held.push(o),
+                // No verifier ran the check: it is created again below,
+                // on another provider.
                 Err(e) if audit && !held.is_empty() && super::audit::verifier_unavailable(&e) => {
                     tracing::warn!(error = %e, "{policy}: no verifier answered: re-running on another provider");
                     audit = false;
-                    let used = held.iter().map(|o| o.provider).collect();
-                    id = match self
-                        .create(&model, input.clone(), &opts, Hold::Replica(used))
-                        .await
-                    {
-                        Ok(id) => id,
-                        Err(e) => {
-                            self.refund_all(&held, &format!("{policy}: {e}")).await?;
-                            return Err(e);
-                        }
-                    };
-                    continue;
                 }
                 Err(e) => {
                     let why = format!("{policy}: replica {} of {k} failed", held.len() + 1);
