@@ -6,7 +6,7 @@
 //! left, the check falls back to another provider. A cheat the verifier
 //! re-ran goes to the client's referee. Each audit edge is refused: a
 //! stranger's audit, an unpaid one, the verifier's own result, a forged
-//! result, a node that is no verifier.
+//! result, a result of another job, a node that is no verifier.
 
 use infernet_host::config::{Config, Role};
 use infernet_host::p2p::protocol::{
@@ -343,6 +343,13 @@ async fn a_cheat_the_verifier_reran_goes_to_the_referee_and_every_audit_edge_is_
         .await
         .unwrap();
     assert_ne!(plain.provider, verifier.peer_id());
+    // Another provider's result for this client, but of another job: the
+    // verifier's run does not vouch for it.
+    refused(
+        ask(&client, &verifier, audit(&job, &plain.signed)).await,
+        ErrorCode::InvalidRequest,
+        "not of the job",
+    );
     for n in [client, referee, verifier, liar] {
         n.shutdown().await;
     }
