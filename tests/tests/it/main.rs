@@ -55,6 +55,9 @@ mod pricing_flat;
 mod pricing_surge;
 mod provider_payment_gate;
 
+// The bootstrap registry (Supabase): the database, the REST client, discovery.
+mod registry_rest;
+
 // The `infernet` binary.
 mod cli;
 
