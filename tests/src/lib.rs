@@ -8,6 +8,7 @@ use std::sync::Once;
 
 pub mod coinpay_server;
 pub mod net;
+pub mod postgres;
 pub mod postgrest;
 pub mod raw_peer;
 pub mod raw_swarm;

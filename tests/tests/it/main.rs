@@ -56,6 +56,7 @@ mod pricing_surge;
 mod provider_payment_gate;
 
 // The bootstrap registry (Supabase): the database, the REST client, discovery.
+mod registry_db;
 mod registry_rest;
 
 // The `infernet` binary.
