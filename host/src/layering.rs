@@ -22,8 +22,8 @@ const LAYERS: &[&[&str]] = &[
     &["node", "payments"],
     // Verification: the referee, disputes, evidence.
     &["verify"],
-    // The job lifecycle.
-    &["jobs"],
+    // The job lifecycle; the bootstrap registry.
+    &["jobs", "registry"],
     // The embeddable node.
     &["sdk"],
 ];

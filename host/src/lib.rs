@@ -18,6 +18,7 @@ pub mod node;
 pub mod p2p;
 pub mod payments;
 pub mod private;
+pub mod registry;
 pub mod runtime;
 pub mod sdk;
 pub mod store;

@@ -74,6 +74,9 @@ pub enum StartError {
     /// A blocking worker panicked.
     #[error("worker task: {0}")]
     Worker(String),
+    /// `[registry]` cannot be used (its anon key is not in the environment).
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// A change to the network settings, applied before the swarm starts.
@@ -126,6 +129,12 @@ impl InfernetBuilder {
             Arc::new(blocking(move || Store::open_in_dir(&dir).map_err(StartError::from)).await?)
         };
         let key = p2p::load_or_create_identity(&data_dir)?;
+        // Checked before anything starts: a registry named in the config
+        // but without its key is a config error, not a silent no-op.
+        let registry = match &config.registry {
+            Some(r) => Some(crate::registry::Registry::from_config(r)?),
+            None => None,
+        };
 
         // A verifier runs jobs like a provider (the spot checks it is paid
         // for), and referees.
@@ -219,6 +228,26 @@ impl InfernetBuilder {
                 }));
             }
         }
+        if let Some(registry) = &registry {
+            let providing = node.is_some();
+            let register = config
+                .registry
+                .as_ref()
+                .and_then(|r| r.register)
+                .unwrap_or(providing);
+            if register {
+                let models = node.as_ref().map(|n| n.models()).unwrap_or_default();
+                tasks.push(tokio::spawn(registry.clone().heartbeat(
+                    net.clone(),
+                    key.clone(),
+                    models,
+                )));
+            }
+            // Static peers win; the registry is for a node that has none.
+            if config.node.bootstrap.is_empty() {
+                tasks.push(tokio::spawn(registry.clone().bootstrap(net.clone())));
+            }
+        }
         let payments = match provider.as_ref() {
             Some(p) => p.payments(),
             None => load_payments(&config, None, &store, &key).await?,
@@ -268,6 +297,7 @@ impl InfernetBuilder {
             provider,
             node,
             payments,
+            registry,
             tasks,
             _lock: lock,
         })
@@ -285,6 +315,7 @@ pub struct Infernet {
     provider: Option<ProviderHandler>,
     node: Option<Arc<Node>>,
     payments: Option<Arc<crate::payments::Payments>>,
+    registry: Option<crate::registry::Registry>,
     tasks: Vec<JoinHandle<()>>,
     /// Held while the node lives: one node per data dir.
     _lock: NodeLock,
@@ -374,6 +405,12 @@ impl Infernet {
     /// The provider handler, when this node is a provider.
     pub fn provider(&self) -> Option<&ProviderHandler> {
         self.provider.as_ref()
+    }
+
+    /// What the bootstrap registry did (`None` without `[registry]`):
+    /// registrations, rows accepted, rows ignored by why.
+    pub fn registry_stats(&self) -> Option<crate::registry::RegistryStats> {
+        self.registry.as_ref().map(|r| r.stats())
     }
 
     /// The roles in effect.

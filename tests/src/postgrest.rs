@@ -391,16 +391,14 @@ fn verify_jwt(secret: &str, token: &str) -> Result<Map<String, Value>, (&'static
 // ---------------------------------------------------------------------------
 // A blocking HTTP client for tests.
 
+/// An HTTP answer: status, headers (lower-case names), body.
+pub type Answer = (u16, Vec<(String, String)>, String);
+
 /// One HTTP/1.1 request to `url` (`http://host:port/path?query`) with
 /// `headers` and an optional body (sent with `Content-Length`);
 /// `(status, headers with lower-case names, body)`. Panics when no answer
 /// comes (see [`try_request`]).
-pub fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> (u16, Vec<(String, String)>, String) {
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
     try_request(method, url, headers, body)
         .unwrap_or_else(|e| panic!("{method} {url}: no HTTP answer: {e}"))
 }
@@ -412,7 +410,7 @@ pub fn try_request(
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
-) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+) -> std::io::Result<Answer> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let rest = url
         .strip_prefix("http://")
@@ -1152,7 +1150,7 @@ impl Postgrest<'_> {
             _ => Err(Reply::pgrst(
                 404,
                 "PGRST125",
-                &format!("Invalid path specified in request URL"),
+                "Invalid path specified in request URL",
                 None,
                 None,
             )
@@ -1782,7 +1780,7 @@ impl Postgrest<'_> {
                 let all_known = keys.iter().all(|k| f.args.iter().any(|a| a == *k));
                 let required_given = f.args[..f.required.min(f.args.len())]
                     .iter()
-                    .all(|a| !a.is_empty() && keys.iter().any(|k| *k == a));
+                    .all(|a| !a.is_empty() && keys.contains(&a));
                 if all_known && required_given {
                     found.push(f);
                 }

@@ -9,6 +9,7 @@ mod bench_verify;
 mod net;
 mod pay;
 mod plugin;
+mod registry;
 mod verify;
 mod zk;
 
@@ -123,6 +124,23 @@ enum Command {
     /// `check`.
     #[command(subcommand)]
     Zk(zk::ZkCommand),
+    /// The Supabase bootstrap registry: `list` its verified rows.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// The active rows whose signed record verifies, and how many were
+    /// ignored and why (`[registry]` in the config, anon key from its env var).
+    List {
+        /// Node config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -236,6 +254,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Node(NodeCommand::Start { config }) => net::node_start(&config, false),
         Command::Verifier(VerifierCommand::Start { config }) => net::node_start(&config, true),
         Command::Peers { config, json } => net::peers(&config, json),
+        Command::Registry(RegistryCommand::List { config, json }) => registry::list(&config, json),
         Command::Jobs {
             config,
             json,

@@ -78,6 +78,47 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// The stake this provider keeps with an arbiter (none by default).
     pub stake: Option<StakeConfig>,
+    /// The Supabase bootstrap registry (none by default).
+    pub registry: Option<RegistryConfig>,
+}
+
+/// `[registry]`: a Supabase project whose `bootstrap_nodes` table lists
+/// nodes by signed, self-certifying records (DESIGN §8, `supabase/`). A
+/// node with no static bootstrap peers dials peers from it; providers and
+/// verifiers register there and heartbeat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The project URL, e.g. `https://abcd.supabase.co` (REST under `/rest/v1`).
+    pub url: String,
+    /// The environment variable holding the project's anon key (the key is
+    /// public, but it is still never written to config or logs).
+    pub anon_key_env: String,
+    /// Register this node: default yes for providers and verifiers, no for
+    /// a client only (its addresses help nobody find a model).
+    pub register: Option<bool>,
+    /// How often the record is re-signed and registered, seconds.
+    #[serde(default = "default_registry_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// How long a record stays valid after its timestamp, seconds (the
+    /// database clamps it to its own maximum).
+    #[serde(default = "default_registry_ttl")]
+    pub ttl_secs: u64,
+    /// At most this many registry peers are dialed when bootstrapping.
+    #[serde(default = "default_registry_dial")]
+    pub max_dial: usize,
+}
+
+fn default_registry_heartbeat() -> u64 {
+    60
+}
+
+fn default_registry_ttl() -> u64 {
+    300
+}
+
+fn default_registry_dial() -> usize {
+    8
 }
 
 /// `[stake]`: a provider's stake, held by an arbiter (a referee node with

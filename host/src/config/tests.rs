@@ -261,3 +261,55 @@ fn verify_section_parses_and_names_bad_keys() {
     let err = parse("[verify]\nsample_seed = 7\n");
     assert!(err.contains("sample_seed"), "{err}");
 }
+
+#[test]
+fn registry_is_checked_and_named() {
+    let parse = |t: &str| Config::parse(&format!("[registry]\n{t}"), Path::new("."));
+    let ok =
+        parse("url = 'https://abcd.supabase.co'\nanon_key_env = 'SUPABASE_ANON_KEY'\n").unwrap();
+    let r = ok.registry.unwrap();
+    assert_eq!(
+        (r.heartbeat_secs, r.ttl_secs, r.max_dial, r.register),
+        (60, 300, 8, None)
+    );
+    assert!(Config::parse("", Path::new("."))
+        .unwrap()
+        .registry
+        .is_none());
+    for (text, key) in [
+        ("url = 'ftp://x'\nanon_key_env = 'K'", "registry.url"),
+        (
+            "url = 'https://x.supabase.co/rest/v1'\nanon_key_env = 'K'",
+            "registry.url",
+        ),
+        ("url = 'not a url'\nanon_key_env = 'K'", "registry.url"),
+        (
+            "url = 'https://x'\nanon_key_env = 'eyJhbGciOi.key.itself'",
+            "registry.anon_key_env",
+        ),
+        (
+            "url = 'https://x'\nanon_key_env = ''",
+            "registry.anon_key_env",
+        ),
+        (
+            "url = 'https://x'\nanon_key_env = 'K'\nheartbeat_secs = 1",
+            "registry.heartbeat_secs",
+        ),
+        (
+            "url = 'https://x'\nanon_key_env = 'K'\nheartbeat_secs = 60\nttl_secs = 60",
+            "registry.ttl_secs",
+        ),
+        (
+            "url = 'https://x'\nanon_key_env = 'K'\nmax_dial = 0",
+            "registry.max_dial",
+        ),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    // The key itself has no place in the file.
+    let err = parse("url = 'https://x'\nanon_key = 'eyJ'")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("anon_key"), "{err}");
+}

@@ -3,8 +3,8 @@
 
 use super::{
     invalid, BackendConfig, ClientConfig, Config, ConfigError, LimitsConfig, NodeConfig,
-    PaymentConfig, PluginConfig, RateSourceKind, Role, VerifyConfig, ACCOUNT_CONFIG_KEY,
-    PROOF_SYSTEMS,
+    PaymentConfig, PluginConfig, RateSourceKind, RegistryConfig, Role, VerifyConfig,
+    ACCOUNT_CONFIG_KEY, PROOF_SYSTEMS,
 };
 use infernet_plugin_api::money;
 use std::collections::HashSet;
@@ -26,6 +26,9 @@ impl Config {
         self.verify.validate()?;
         if let Some(stake) = &self.stake {
             stake.validate()?;
+        }
+        if let Some(registry) = &self.registry {
+            registry.validate()?;
         }
         let mut model_ids = HashSet::new();
         for (i, b) in self.backend.iter().enumerate() {
@@ -378,5 +381,61 @@ fn validate_key_hex(k: &str) -> Result<(), String> {
         _ => Err(
             "must be a 64-character hex ed25519 public key (see `infernet plugin keygen`)".into(),
         ),
+    }
+}
+
+impl RegistryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let uri: http::Uri = self.url.parse().map_err(|e| {
+            invalid(
+                "registry.url",
+                format!(
+                    "`{}` is not a URL ({e}); write e.g. `https://abcd.supabase.co`",
+                    self.url
+                ),
+            )
+        })?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(invalid(
+                "registry.url",
+                format!(
+                    "`{}` must be an http(s) URL with a host, e.g. `https://abcd.supabase.co`",
+                    self.url
+                ),
+            ));
+        }
+        if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+            return Err(invalid(
+                "registry.url",
+                format!(
+                    "`{}`: give the project URL only; `/rest/v1/...` is added by the node",
+                    self.url
+                ),
+            ));
+        }
+        let env_ok = !self.anon_key_env.is_empty()
+            && self
+                .anon_key_env
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !env_ok {
+            return Err(invalid(
+                "registry.anon_key_env",
+                "the name of an environment variable (letters, digits, `_`), e.g. `SUPABASE_ANON_KEY`; the key itself never goes in the config",
+            ));
+        }
+        if !(5..=86_400).contains(&self.heartbeat_secs) {
+            return Err(invalid("registry.heartbeat_secs", "must be 5..=86400"));
+        }
+        if !(30..=86_400).contains(&self.ttl_secs) || self.ttl_secs <= self.heartbeat_secs {
+            return Err(invalid(
+                "registry.ttl_secs",
+                "must be 30..=86400 and longer than heartbeat_secs (a record must outlive the next heartbeat)",
+            ));
+        }
+        if !(1..=64).contains(&self.max_dial) {
+            return Err(invalid("registry.max_dial", "must be 1..=64"));
+        }
+        Ok(())
     }
 }

@@ -57,6 +57,7 @@ mod provider_payment_gate;
 
 // The bootstrap registry (Supabase): the database, the REST client, discovery.
 mod registry_db;
+mod registry_network;
 mod registry_rest;
 
 // The `infernet` binary.

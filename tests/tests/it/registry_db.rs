@@ -57,12 +57,16 @@ impl Node {
         format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", self.peer_id)
     }
 
+    fn addr_quic(&self, port: u16) -> String {
+        format!("/ip6/::1/udp/{port}/quic-v1/p2p/{}", self.peer_id)
+    }
+
     fn record_with(&self, models: &str, timestamp: i64, ttl: i64) -> String {
         format!(
             r#"{{"v":1,"peer_id":"{p}","addrs":["{a1}","{a2}"],"models":[{models}],"contract":"0.2.0","protocol":"/infernet/job/1","timestamp":{timestamp},"ttl":{ttl}}}"#,
             p = self.peer_id,
             a1 = self.addr(4001),
-            a2 = format!("/ip6/::1/udp/4001/quic-v1/p2p/{}", self.peer_id),
+            a2 = self.addr_quic(4001),
         )
     }
 
