@@ -127,18 +127,27 @@ impl Registry {
         let now = unix_now();
         let mut good = Vec::new();
         let mut stats = RegistryStats::default();
+        let own = own.to_string();
         for row in rows? {
-            match check_row(&row, now) {
-                Ok(r) if r.peer_id == own.to_string() => {}
+            let checked = match row {
+                Ok(row) => check_row(&row, now).inspect_err(|why| {
+                    tracing::debug!(peer = %clip(&row.peer_id), reason = %why, "ignoring registry row");
+                }),
+                Err(e) => Err(Rejection::Malformed(e)),
+            };
+            match checked {
+                Ok(r) if r.peer_id == own => {}
                 Ok(r) => {
                     stats.accepted += 1;
                     good.push(r);
                 }
-                Err(why) => {
-                    tracing::warn!(peer = %clip(&row.peer_id), reason = %why, "ignoring registry row");
-                    *stats.rejected.entry(why.kind().to_string()).or_default() += 1;
-                }
+                Err(why) => *stats.rejected.entry(why.kind().to_string()).or_default() += 1,
             }
+        }
+        let ignored: u64 = stats.rejected.values().sum();
+        if ignored > 0 {
+            // One line per fetch: a registry full of junk cannot flood the log.
+            tracing::warn!(url = %self.config.url, ignored, why = ?stats.rejected, "ignored registry rows that do not verify");
         }
         if let Ok(mut s) = self.stats.lock() {
             s.fetches += 1;

@@ -146,18 +146,19 @@ impl Rest {
         })
     }
 
-    /// The active rows, newest heartbeat first, at most [`FETCH_LIMIT`].
-    pub async fn active_rows(&self) -> Result<Vec<Row>, RegistryError> {
+    /// The active rows, newest heartbeat first, at most [`FETCH_LIMIT`]; a
+    /// row of the wrong shape is one bad row (`Err` with why), not a bad
+    /// answer.
+    pub async fn active_rows(&self) -> Result<Vec<Result<Row, String>>, RegistryError> {
         let path =
             format!("/rest/v1/{VIEW}?select={COLUMNS}&order=last_seen.desc&limit={FETCH_LIMIT}");
         let body = self.call(Method::GET, &path, None).await?;
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::BadAnswer(format!("rows are not a JSON array: {e}")))?;
-        // A row of the wrong shape is one bad row, not a bad answer.
         Ok(rows
             .into_iter()
             .take(FETCH_LIMIT)
-            .filter_map(|r| serde_json::from_value(r).ok())
+            .map(|r| serde_json::from_value(r).map_err(|e| format!("row: {e}")))
             .collect())
     }
 

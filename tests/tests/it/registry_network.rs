@@ -289,6 +289,11 @@ async fn rows_forged_in_the_database_are_ignored_and_counted() {
     // A record signed by a key that is not its peer id's.
     let (r5, s5) = forge("foreign-key");
     insert_row(&db, &r5, &s5);
+    // Not a record at all.
+    let (r6, mut s6) = forge("ok");
+    s6.record = "{\"v\":1}".into();
+    insert_row(&db, &r6, &s6);
+
     let found = registry.fetch(&me.public().to_peer_id()).await.unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].peer_id, good.peer_id);
@@ -298,6 +303,7 @@ async fn rows_forged_in_the_database_are_ignored_and_counted() {
     assert_eq!(stats.rejected.get("edited"), Some(&2), "{stats:?}");
     assert_eq!(stats.rejected.get("bad_signature"), Some(&2), "{stats:?}");
     assert_eq!(stats.rejected.get("stale"), Some(&1), "{stats:?}");
+    assert_eq!(stats.rejected.get("malformed"), Some(&1), "{stats:?}");
 
     // Now edit the honest row's address: it is dropped too.
     db.run(|c| {
