@@ -248,19 +248,12 @@ impl CoinPayServer {
             }),
             stop: AtomicBool::new(false),
         });
-        let server = Arc::clone(&inner);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if server.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let server = Arc::clone(&server);
-                std::thread::spawn(move || {
-                    let _ = serve(&server, conn);
-                });
-            }
-        });
+        crate::accept_loop(
+            listener,
+            Arc::clone(&inner),
+            |s| s.stop.load(Ordering::SeqCst),
+            serve,
+        );
         CoinPayServer { inner, addr }
     }
 

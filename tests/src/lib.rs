@@ -185,3 +185,25 @@ pub fn pack_cheat(mode: &str, root: &Path) -> PathBuf {
         &root.join(format!("cheat-{mode}")),
     )
 }
+
+/// Serves `listener` for a local fake service: each connection on its own
+/// thread with `serve`, until `stopped` says so (checked at each accept).
+pub fn accept_loop<S: Send + Sync + 'static>(
+    listener: std::net::TcpListener,
+    state: std::sync::Arc<S>,
+    stopped: fn(&S) -> bool,
+    serve: fn(&S, std::net::TcpStream) -> std::io::Result<()>,
+) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stopped(&state) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let state = std::sync::Arc::clone(&state);
+            std::thread::spawn(move || {
+                let _ = serve(&state, conn);
+            });
+        }
+    });
+}
