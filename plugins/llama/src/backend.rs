@@ -240,7 +240,7 @@ impl Backend for LlamaBackend {
             "llama",
             env!("CARGO_PKG_VERSION"),
             &["text-generation"],
-            &["llama"],
+            &crate::config::Arch::MODEL_TYPES,
         )
     }
 

@@ -1,6 +1,16 @@
 //! Parsing of a llama-family `config.json`, with errors that name the key.
 //!
-//! Field meanings and defaults follow `candle_transformers::models::llama::LlamaConfig`.
+//! Three architectures share the forward pass, told apart by `model_type`:
+//! * `llama` (also assumed when `model_type` is absent): field meanings and
+//!   defaults follow `candle_transformers::models::llama::LlamaConfig`;
+//!   Llama 3.x `rope_scaling` and tied embeddings included;
+//! * `qwen2`: llama plus biases on the q/k/v projections
+//!   (`candle_transformers::models::qwen2`, Hugging Face `Qwen2ForCausalLM`);
+//! * `mistral`: llama plus sliding-window attention
+//!   (`candle_transformers::models::mistral`); see [`LlamaConfig::sliding_window`].
+//!
+//! Any other `model_type` is refused before any other key is read, with the
+//! type named.
 
 use infernet_plugin_api::Error;
 use serde_json::Value;
@@ -14,9 +24,52 @@ pub struct Llama3Rope {
     pub original_max_position_embeddings: usize,
 }
 
+/// The architectures this plugin runs, by `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    /// Biases on q/k/v (none on o_proj).
+    Qwen2,
+    /// Sliding-window attention.
+    Mistral,
+}
+
+impl Arch {
+    /// The `model_type` values accepted, in the order errors list them.
+    pub const MODEL_TYPES: [&'static str; 3] = ["llama", "qwen2", "mistral"];
+
+    /// The `model_type` naming this architecture.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Mistral => "mistral",
+        }
+    }
+
+    /// The architecture of `config.json`'s `model_type` (absent = `llama`,
+    /// as older llama checkpoints omit it).
+    fn from_config(root: &Value) -> Result<Self, Error> {
+        match root.get("model_type") {
+            None | Some(Value::Null) => Ok(Arch::Llama),
+            Some(Value::String(t)) => match t.as_str() {
+                "llama" => Ok(Arch::Llama),
+                "qwen2" => Ok(Arch::Qwen2),
+                "mistral" => Ok(Arch::Mistral),
+                other => Err(Error::unsupported(format!(
+                    "model_type {other:?} is not supported; this plugin runs {}",
+                    Self::MODEL_TYPES.join(", ")
+                ))),
+            },
+            Some(_) => Err(Error::invalid("config key `model_type` must be a string")),
+        }
+    }
+}
+
 /// The parts of `config.json` the model needs.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
+    pub arch: Arch,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -29,6 +82,25 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     pub eos_token_ids: Vec<u32>,
     pub rope_scaling: Option<Llama3Rope>,
+    /// Size of one attention head: `head_dim` when given (Mistral-Nemo has
+    /// one that is not `hidden_size / num_attention_heads`), else that quotient.
+    pub head_dim: usize,
+    /// Mistral's `sliding_window`, with candle-transformers 0.11.1's
+    /// semantics (the reference the tests hold the plugin to), which are NOT
+    /// Hugging Face's:
+    /// * a query at position `i` sees keys `j` with `i - window <= j <= i`,
+    ///   that is `window + 1` keys (HF's `sliding_window_overlay`,
+    ///   transformers >= 4.53, keeps `i - j < window`: `window` keys);
+    /// * the window is applied only when several tokens go through at once
+    ///   (the prompt); a single-token decode step attends to the whole KV
+    ///   cache, which is neither truncated nor rotated (HF applies the
+    ///   window at every step).
+    ///
+    /// Both differences only show once a sequence outgrows the window (4096
+    /// for Mistral-7B-v0.1; later Mistral releases set no window).
+    /// `None` for llama and qwen2 (a qwen2 `sliding_window` is inert unless
+    /// `use_sliding_window` is true, which is refused).
+    pub sliding_window: Option<usize>,
 }
 
 impl LlamaConfig {
@@ -39,9 +111,12 @@ impl LlamaConfig {
         if !root.is_object() {
             return Err(Error::invalid("config.json is not a JSON object"));
         }
+        let arch = Arch::from_config(&root)?;
         let num_attention_heads = req_usize(&root, "num_attention_heads")?;
+        let hidden_size = req_usize(&root, "hidden_size")?;
         let cfg = LlamaConfig {
-            hidden_size: req_usize(&root, "hidden_size")?,
+            arch,
+            hidden_size,
             intermediate_size: req_usize(&root, "intermediate_size")?,
             num_hidden_layers: req_usize(&root, "num_hidden_layers")?,
             num_attention_heads,
@@ -54,7 +129,26 @@ impl LlamaConfig {
             tie_word_embeddings: opt_bool(&root, "tie_word_embeddings")?.unwrap_or(false),
             eos_token_ids: token_ids(&root, "eos_token_id")?,
             rope_scaling: rope_scaling(&root)?,
+            head_dim: match opt_usize(&root, "head_dim")? {
+                Some(d) => d,
+                None if num_attention_heads > 0
+                    && hidden_size.is_multiple_of(num_attention_heads) =>
+                {
+                    hidden_size / num_attention_heads
+                }
+                None if num_attention_heads > 0 => {
+                    return Err(Error::invalid(
+                        "config key `hidden_size` must be a multiple of `num_attention_heads`",
+                    ))
+                }
+                None => 0,
+            },
+            sliding_window: match arch {
+                Arch::Mistral => opt_usize(&root, "sliding_window")?,
+                Arch::Llama | Arch::Qwen2 => None,
+            },
         };
+        unsupported_features(&root, arch)?;
         // bos_token_id is not used by the model (the tokenizer adds it), but
         // a malformed value is still reported.
         token_ids(&root, "bos_token_id")?;
@@ -64,7 +158,7 @@ impl LlamaConfig {
 
     /// Size of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -76,6 +170,8 @@ impl LlamaConfig {
             ("num_key_value_heads", self.num_key_value_heads),
             ("vocab_size", self.vocab_size),
             ("max_position_embeddings", self.max_position_embeddings),
+            ("head_dim", self.head_dim),
+            ("sliding_window", self.sliding_window.unwrap_or(1)),
         ] {
             if value == 0 {
                 return Err(Error::invalid(format!(
@@ -83,11 +179,9 @@ impl LlamaConfig {
                 )));
             }
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads)
-            || !self.head_dim().is_multiple_of(2)
-        {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(Error::invalid(
-                "config key `hidden_size` must be an even multiple of `num_attention_heads`",
+                "the head size (`head_dim`, or `hidden_size / num_attention_heads`) must be a positive even number",
             ));
         }
         if !self
@@ -117,6 +211,34 @@ impl LlamaConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses config switches that would change the forward pass in ways this
+/// plugin does not implement, naming the key (better than wrong logits).
+fn unsupported_features(root: &Value, arch: Arch) -> Result<(), Error> {
+    if let Some(act) = lookup(root, "hidden_act") {
+        if act.as_str() != Some("silu") {
+            return Err(Error::unsupported(format!(
+                "config key `hidden_act` is {act}; only \"silu\" is supported"
+            )));
+        }
+    }
+    let flags: &[&str] = match arch {
+        Arch::Llama => &["attention_bias", "mlp_bias"],
+        // HF Qwen2 windows layers >= `max_window_layers` when this is true;
+        // candle-transformers windows every layer whatever it says.
+        Arch::Qwen2 => &["use_sliding_window"],
+        Arch::Mistral => &[],
+    };
+    for key in flags {
+        if opt_bool(root, key)?.unwrap_or(false) {
+            return Err(Error::unsupported(format!(
+                "config key `{key}` is true; not supported for model_type {:?}",
+                arch.model_type()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `rope_scaling`: absent, null, `default` or `llama3`.
@@ -264,6 +386,59 @@ mod tests {
         let mut v: Value = serde_json::from_str(BASE).unwrap();
         v.as_object_mut().unwrap().remove("num_hidden_layers");
         assert!(invalid(&v.to_string()).contains("num_hidden_layers"));
+    }
+
+    fn unsupported(text: &str) -> String {
+        match LlamaConfig::parse(text) {
+            Err(Error::Unsupported(m)) => m,
+            other => panic!("expected unsupported, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn model_type_picks_the_architecture() {
+        assert_eq!(LlamaConfig::parse(BASE).unwrap().arch, Arch::Llama);
+        let c = LlamaConfig::parse(&with("model_type", "\"qwen2\"")).unwrap();
+        assert_eq!((c.arch, c.sliding_window), (Arch::Qwen2, None));
+        let qwen = with("model_type", "\"qwen2\"");
+        let c = LlamaConfig::parse(&with_in(&qwen, "sliding_window", "4")).unwrap();
+        assert_eq!(c.sliding_window, None, "inert without use_sliding_window");
+        let mistral = with("model_type", "\"mistral\"");
+        let c = LlamaConfig::parse(&with_in(&mistral, "sliding_window", "6")).unwrap();
+        assert_eq!((c.arch, c.sliding_window), (Arch::Mistral, Some(6)));
+        let c = LlamaConfig::parse(&with_in(&mistral, "sliding_window", "null")).unwrap();
+        assert_eq!(c.sliding_window, None);
+        let c = LlamaConfig::parse(&with("head_dim", "32")).unwrap();
+        assert_eq!(c.head_dim(), 32, "an explicit head_dim wins");
+    }
+
+    #[test]
+    fn other_architectures_are_refused_by_name() {
+        // A GPT-2 config has none of the llama keys: the model_type is what
+        // the error is about.
+        let m = unsupported(r#"{"model_type": "gpt2", "n_embd": 64, "n_layer": 2}"#);
+        assert_eq!(
+            m,
+            "model_type \"gpt2\" is not supported; this plugin runs llama, qwen2, mistral"
+        );
+        assert!(invalid(&with("model_type", "3")).contains("model_type"));
+        assert!(unsupported(&with("hidden_act", "\"gelu\"")).contains("hidden_act"));
+        assert!(unsupported(&with("attention_bias", "true")).contains("attention_bias"));
+        let qwen = with("model_type", "\"qwen2\"");
+        assert!(unsupported(&with_in(&qwen, "use_sliding_window", "true"))
+            .contains("use_sliding_window"));
+        assert!(invalid(&with_in(
+            &with("model_type", "\"mistral\""),
+            "sliding_window",
+            "0"
+        ))
+        .contains("sliding_window"));
+    }
+
+    fn with_in(base: &str, key: &str, value: &str) -> String {
+        let mut v: Value = serde_json::from_str(base).unwrap();
+        v[key] = serde_json::from_str(value).unwrap();
+        v.to_string()
     }
 
     #[test]

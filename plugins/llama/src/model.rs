@@ -1,10 +1,13 @@
 //! The llama forward pass, written against the host tensor kernels.
 //!
 //! The order of operations mirrors `candle_transformers::models::llama`
-//! (0.11.1) step for step, so that logits match it to float rounding.
+//! (0.11.1) step for step, so that logits match it to float rounding; the
+//! `qwen2` and `mistral` architectures differ from it only where
+//! candle-transformers' `qwen2` and `mistral` modules do (q/k/v biases, the
+//! rotary frequencies' precision, the sliding-window prompt mask).
 //! Weights stay on the host; this module only holds tensor handles.
 
-use crate::config::LlamaConfig;
+use crate::config::{Arch, LlamaConfig};
 use infernet_plugin_api::models::Weights;
 use infernet_plugin_api::tensor::causal_mask;
 use infernet_plugin_api::{DType, Error, Tensor};
@@ -37,6 +40,10 @@ struct Block {
     k_proj: Tensor,
     v_proj: Tensor,
     o_proj: Tensor,
+    /// q/k/v biases (qwen2 only).
+    q_bias: Option<Tensor>,
+    k_bias: Option<Tensor>,
+    v_bias: Option<Tensor>,
     post_attention_layernorm: Tensor,
     gate_proj: Tensor,
     up_proj: Tensor,
@@ -96,12 +103,16 @@ fn cast_ref(x: &Tensor, dtype: DType) -> Result<Option<Tensor>, Error> {
     }
 }
 
-/// Inverse rotary frequencies, as candle's `Cache::new` computes them.
+/// Inverse rotary frequencies, as candle's `Cache::new` computes them (its
+/// qwen2 raises the base in f64, its llama and mistral in f32).
 fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
     let head_dim = cfg.head_dim();
     let base: Vec<f32> = (0..head_dim)
         .step_by(2)
-        .map(|i| 1f32 / cfg.rope_theta.powf(i as f32 / head_dim as f32))
+        .map(|i| match cfg.arch {
+            Arch::Qwen2 => 1f32 / f64::from(cfg.rope_theta).powf(i as f64 / head_dim as f64) as f32,
+            Arch::Llama | Arch::Mistral => 1f32 / cfg.rope_theta.powf(i as f32 / head_dim as f32),
+        })
         .collect();
     let Some(rs) = &cfg.rope_scaling else {
         return base;
@@ -140,7 +151,16 @@ impl Llama {
             .map(|i| {
                 let w =
                     |suffix: &str| weight(weights, &format!("model.layers.{i}.{suffix}.weight"));
+                let bias = |suffix: &str| match cfg.arch {
+                    Arch::Qwen2 => {
+                        weight(weights, &format!("model.layers.{i}.{suffix}.bias")).map(Some)
+                    }
+                    Arch::Llama | Arch::Mistral => Ok(None),
+                };
                 Ok(Block {
+                    q_bias: bias("self_attn.q_proj")?,
+                    k_bias: bias("self_attn.k_proj")?,
+                    v_bias: bias("self_attn.v_proj")?,
                     input_layernorm: w("input_layernorm")?,
                     q_proj: w("self_attn.q_proj")?,
                     k_proj: w("self_attn.k_proj")?,
@@ -246,16 +266,16 @@ impl Llama {
         cache: &mut KvCache,
     ) -> Result<Tensor, Error> {
         let cfg = &self.cfg;
-        let (b, seq_len, hidden) = (1, x.dim(1), cfg.hidden_size);
+        let (b, seq_len) = (1, x.dim(1));
         let (n_heads, n_kv, head_dim) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.head_dim(),
         );
 
-        let q = x.linear(&block.q_proj, None)?;
-        let k = x.linear(&block.k_proj, None)?;
-        let v = x.linear(&block.v_proj, None)?;
+        let q = x.linear(&block.q_proj, block.q_bias.as_ref())?;
+        let k = x.linear(&block.k_proj, block.k_bias.as_ref())?;
+        let v = x.linear(&block.v_proj, block.v_bias.as_ref())?;
         let q = q
             .reshape(&[b, seq_len, n_heads, head_dim])?
             .transpose(1, 2)?
@@ -305,14 +325,35 @@ impl Llama {
                     "multi-token forward is only supported at position 0",
                 ));
             }
-            let mask = causal_mask(seq_len as u32)?.broadcast_as(&att.dims())?;
+            let mask = match cfg.sliding_window {
+                // The window cuts nothing from a prompt this short.
+                Some(window) if seq_len > window + 1 => sliding_window_mask(seq_len, window)?,
+                _ => causal_mask(seq_len as u32)?,
+            };
+            let mask = mask.broadcast_as(&att.dims())?;
             att.masked_fill(&mask, f32::NEG_INFINITY)?
         };
+        // A single-token step attends to the whole cache, even past a
+        // sliding window: candle-transformers 0.11.1's mistral does (the
+        // reference), Hugging Face does not (see `LlamaConfig::sliding_window`).
         let att = att.softmax_last_dim()?;
         let y = cast(att.matmul(&v.contiguous()?)?, in_dtype)?;
-        let y = y.transpose(1, 2)?.reshape(&[b, seq_len, hidden])?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape(&[b, seq_len, n_heads * head_dim])?;
         y.linear(&block.o_proj, None)
     }
+}
+
+/// The `[n, n]` u8 prompt mask of a sliding window, 1 where attention is
+/// cut: future keys (`j > i`) and keys more than `window` behind the query
+/// (`j + window < i`), exactly as candle-transformers 0.11.1's mistral
+/// `prepare_decoder_attention_mask` builds it (so `window + 1` keys remain).
+fn sliding_window_mask(n: usize, window: usize) -> Result<Tensor, Error> {
+    let cut: Vec<u8> = (0..n)
+        .flat_map(|i| (0..n).map(move |j| u8::from(j > i || j + window < i)))
+        .collect();
+    Tensor::from_bytes(&cut, DType::U8, &[n as u32, n as u32])
 }
 
 /// candle's `utils::repeat_kv`: `None` when `n_rep == 1` (use `x` as is).

@@ -1,16 +1,20 @@
-//! The llama plugin against candle-transformers' native llama on the same
-//! generated HF checkpoint: logits at every step of a 16-token greedy
-//! generation within 1e-4, identical tokens, identical text.
+//! The llama plugin against candle-transformers' native models on the same
+//! generated HF checkpoints: logits at every step of a 16-token greedy
+//! generation within 1e-4, identical tokens, identical text. Llama (plain, and
+//! Llama 3.x shaped: llama3 `rope_scaling` + tied embeddings), Qwen2 (q/k/v
+//! biases) and Mistral (sliding window) each against candle's own module;
+//! another `model_type` is refused by name.
 
 use candle_core::Device;
 use infernet_host::config::Config;
 use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
-use infernet_host::models::reference::NativeLlama;
+use infernet_host::models::reference::{NativeLlama, NativeMistral, NativeQwen2};
 use infernet_host::node::Node;
 use infernet_host::runtime::PluginKind;
 use infernet_host::worlds::backend::ProgressEvent;
 use infernet_host::worlds::backend::{JobInput, JobOutput, JobRequest};
 use infernet_tests::*;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 const STEPS: usize = 16;
@@ -25,6 +29,109 @@ fn setup(dir: &std::path::Path) -> (Node, std::path::PathBuf) {
         model,
     )
 }
+
+/// A node serving the llama plugin with one generated checkpoint per spec,
+/// under the given model ids; returns the checkpoint directories in order.
+fn serve(dir: &std::path::Path, models: &[(&str, LlamaFixtureSpec)]) -> (Node, Vec<PathBuf>) {
+    serve_edited(dir, models, |_| {})
+}
+
+/// [`serve`], with `edit` run on the checkpoint directories before the node
+/// starts (the node reads `config.json` when it starts).
+fn serve_edited(
+    dir: &std::path::Path,
+    models: &[(&str, LlamaFixtureSpec)],
+    edit: impl FnOnce(&[PathBuf]),
+) -> (Node, Vec<PathBuf>) {
+    let dirs: Vec<PathBuf> = models
+        .iter()
+        .map(|(id, spec)| {
+            let d = dir.join(id);
+            write_llama_fixture(spec, &d).unwrap();
+            d
+        })
+        .collect();
+    edit(&dirs);
+    let pkg = pack_plugin("llama", PluginKind::Backend, dir);
+    let ids: Vec<(&str, &std::path::Path)> = models
+        .iter()
+        .zip(&dirs)
+        .map(|((id, _), d)| (*id, d.as_path()))
+        .collect();
+    let cfg = write_backend_config(dir, &pkg, &ids, "");
+    (
+        Node::from_config(&Config::load(&cfg).unwrap()).unwrap(),
+        dirs,
+    )
+}
+
+/// The plugin's `[STEPS, vocab]` logits for greedy decoding from `prompt`.
+fn plugin_logits(node: &Node, model: &str, prompt: &[u32]) -> Vec<Vec<f32>> {
+    let job = JobRequest {
+        id: format!("ref-{model}"),
+        model: model.into(),
+        input: JobInput::Tokens(prompt.to_vec()),
+        params: vec![
+            ("max_tokens".into(), STEPS.to_string()),
+            ("emit_logits".into(), "true".into()),
+        ],
+    };
+    let result = node.run(&job, None).unwrap();
+    assert_eq!(result.usage.output_tokens as usize, STEPS);
+    assert_eq!(result.usage.input_tokens as usize, prompt.len());
+    let JobOutput::Logits(t) = result.output else {
+        panic!("expected logits")
+    };
+    let vocab = t.shape[1] as usize;
+    assert_eq!(t.shape, vec![STEPS as u32, vocab as u32]);
+    t.data.chunks(vocab).map(<[f32]>::to_vec).collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "vocab sizes differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// Holds the plugin's logits to the native ones: every step within 1e-4 and
+/// the same greedy token; also checks the native generation is not one token
+/// repeated. Returns the largest |Δlogit|.
+fn assert_matches_native(
+    what: &str,
+    plugin: &[Vec<f32>],
+    native_tokens: &[u32],
+    native_logits: &[Vec<f32>],
+) -> f32 {
+    assert_eq!(plugin.len(), STEPS, "{what}: plugin steps");
+    assert_eq!(native_logits.len(), STEPS, "{what}: native steps");
+    let mut distinct = native_tokens.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= 6,
+        "{what}: degenerate native generation {native_tokens:?}"
+    );
+    let mut worst = 0f32;
+    for (step, (row, native_row)) in plugin.iter().zip(native_logits).enumerate() {
+        let diff = max_abs_diff(row, native_row);
+        assert!(
+            diff <= 1e-4,
+            "{what} step {step}: max abs logit diff {diff}"
+        );
+        worst = worst.max(diff);
+        assert_eq!(
+            argmax(row),
+            native_tokens[step],
+            "{what}: greedy token differs at step {step}"
+        );
+    }
+    eprintln!("{what}: max abs logit diff over {STEPS} steps: {worst:e}");
+    worst
+}
+
+const PROMPT: &str = "the quick brown fox jumps over the lazy dog";
 
 fn argmax(row: &[f32]) -> u32 {
     row.iter()
@@ -174,4 +281,134 @@ fn malformed_params_get_a_clear_error() {
     // still serving
     node.generate("tiny", "hi", &[("max_tokens", "2".to_string())], None)
         .unwrap();
+}
+
+/// Llama 3.x shape: llama3 `rope_scaling` and tied embeddings (no `lm_head`).
+#[test]
+fn llama3_rope_scaling_and_tied_embeddings_match_native_llama() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = LlamaFixtureSpec::llama3_tiny();
+    assert!(spec.tie_word_embeddings && spec.rope_scaling.is_some());
+    let (node, dirs) = serve(dir.path(), &[("llama3", spec.clone())]);
+    let native = NativeLlama::load(&dirs[0], &Device::Cpu).unwrap();
+    assert!(native.config().tie_word_embeddings);
+    assert!(native.config().rope_scaling.is_some());
+    let prompt = native.encode(PROMPT).unwrap();
+    let (tokens, logits) = native.generate_greedy(&prompt, STEPS).unwrap();
+    let plugin = plugin_logits(&node, "llama3", &prompt);
+    assert_matches_native("llama3", &plugin, &tokens, &logits);
+
+    // The scaling is not a no-op at these positions: the same weights without
+    // it give other logits from the first step.
+    let unscaled_dir = dir.path().join("llama3-unscaled");
+    write_llama_fixture(
+        &LlamaFixtureSpec {
+            rope_scaling: None,
+            ..spec
+        },
+        &unscaled_dir,
+    )
+    .unwrap();
+    let unscaled = NativeLlama::load(&unscaled_dir, &Device::Cpu).unwrap();
+    let (_, unscaled_logits) = unscaled.generate_greedy(&prompt, 2).unwrap();
+    let effect = max_abs_diff(&unscaled_logits[1], &logits[1]);
+    assert!(
+        effect > 1e-2,
+        "rope_scaling changed logits by only {effect}"
+    );
+}
+
+/// Qwen2: biases on q/k/v.
+#[test]
+fn qwen2_matches_native_qwen2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, dirs) = serve(dir.path(), &[("qwen2", LlamaFixtureSpec::qwen2_tiny())]);
+    let native = NativeQwen2::load(&dirs[0], &Device::Cpu).unwrap();
+    let prompt = native.encode(PROMPT).unwrap();
+    let (tokens, logits) = native.generate_greedy(&prompt, STEPS).unwrap();
+    let plugin = plugin_logits(&node, "qwen2", &prompt);
+    assert_matches_native("qwen2", &plugin, &tokens, &logits);
+
+    // The biases matter: candle's llama reads the same file ignoring them.
+    let no_bias = NativeLlama::load(&dirs[0], &Device::Cpu).unwrap();
+    let effect = max_abs_diff(&no_bias.logits_no_cache(&prompt).unwrap(), &logits[0]);
+    assert!(
+        effect > 1e-2,
+        "q/k/v biases changed logits by only {effect}"
+    );
+}
+
+/// Mistral: a sliding window (6) shorter than the prompt.
+#[test]
+fn mistral_sliding_window_matches_native_mistral() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = LlamaFixtureSpec::mistral_tiny();
+    let window = spec.sliding_window.unwrap();
+    let (node, dirs) = serve(dir.path(), &[("mistral", spec)]);
+    let native = NativeMistral::load(&dirs[0], &Device::Cpu).unwrap();
+    let prompt = native
+        .encode("once upon a time the quick brown fox jumps over the lazy dog")
+        .unwrap();
+    assert!(
+        prompt.len() > window + 1,
+        "the prompt ({} tokens) must outgrow the window ({window} + 1 keys)",
+        prompt.len()
+    );
+    assert!(prompt.len() + STEPS > 2 * window);
+    let (tokens, logits) = native.generate_greedy(&prompt, STEPS).unwrap();
+    let plugin = plugin_logits(&node, "mistral", &prompt);
+    assert_matches_native("mistral", &plugin, &tokens, &logits);
+
+    // The window matters: candle's llama reads the same file with full attention.
+    let full = NativeLlama::load(&dirs[0], &Device::Cpu).unwrap();
+    let effect = max_abs_diff(&full.logits_no_cache(&prompt).unwrap(), &logits[0]);
+    assert!(
+        effect > 1e-2,
+        "the sliding window changed logits by only {effect}"
+    );
+}
+
+/// A checkpoint of another architecture is refused when the plugin loads it,
+/// with its `model_type` named, and the node keeps serving the others.
+#[test]
+fn unsupported_model_type_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _) = serve_edited(
+        dir.path(),
+        &[
+            ("tiny", LlamaFixtureSpec::tiny()),
+            ("gpt2", LlamaFixtureSpec::tiny()),
+        ],
+        |dirs| {
+            // A GPT-2 config.json beside weights and tokenizer.
+            std::fs::write(
+                dirs[1].join("config.json"),
+                r#"{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 64,
+                    "n_head": 4, "n_layer": 2, "n_positions": 256, "vocab_size": 512}"#,
+            )
+            .unwrap()
+        },
+    );
+    let err = node
+        .generate(
+            "gpt2",
+            "hello world",
+            &[("max_tokens", "2".to_string())],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            r#"model_type "gpt2" is not supported; this plugin runs llama, qwen2, mistral"#
+        ),
+        "{err}"
+    );
+    node.generate(
+        "tiny",
+        "hello world",
+        &[("max_tokens", "2".to_string())],
+        None,
+    )
+    .unwrap();
 }
