@@ -9,9 +9,13 @@
 //! the provider must not learn which of its jobs are checked.
 
 use super::{ClientError, JobClient, JobOutcome};
-use crate::p2p::protocol::{JobBody, JobMessage, SignedResult};
+use crate::p2p::protocol::{ErrorCode, JobBody, JobMessage, SignedResult};
 use crate::p2p::PeerId;
 use serde::Serialize;
+
+/// How many times an audit refused for want of payment is asked (the
+/// receipt that tells the verifier it was paid may still be in flight).
+const AUDIT_ATTEMPTS: u32 = 5;
 
 /// What the verifier that re-ran a spot check said of the audited result.
 #[derive(Debug, Clone, Serialize)]
@@ -64,11 +68,29 @@ impl JobClient {
             note.error = Some("the replicas disagreed: the referee ruled".into());
             return Some(note);
         }
-        let msg = JobMessage::new(JobBody::Audit {
-            job_id: check.signed.payload.job_id.clone(),
-            result: Box::new(audited.clone()),
-        });
-        match self.inner.net.verify_request(verifier, msg).await {
+        // The verifier answers only once it knows its run is paid, and it
+        // learns that from this client's receipt, which is sent in the
+        // background when the replica settles and may still be on its way
+        // (another protocol, another stream): a `PaymentRequired` refusal
+        // is asked again a few times, 0.2 s, 0.4 s, ... apart.
+        let mut answer = None;
+        for attempt in 1..=AUDIT_ATTEMPTS {
+            let msg = JobMessage::new(JobBody::Audit {
+                job_id: check.signed.payload.job_id.clone(),
+                result: Box::new(audited.clone()),
+            });
+            let reply = self.inner.net.verify_request(verifier, msg).await;
+            let unpaid = matches!(&reply, Ok(JobMessage { body: JobBody::Error(e), .. }) if e.code == ErrorCode::PaymentRequired);
+            answer = Some(reply);
+            if !unpaid || attempt == AUDIT_ATTEMPTS {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+        }
+        let Some(answer) = answer else {
+            return Some(note);
+        };
+        match answer {
             Ok(JobMessage {
                 body:
                     JobBody::Audited {
