@@ -55,6 +55,14 @@ pub enum NodeError {
     /// The engine could not start.
     #[error("cannot start the wasm engine: {0}")]
     Engine(String),
+    /// A model's architecture (`model_type`) is not one its backend runs.
+    #[error("{key}: {message}")]
+    Architecture {
+        /// Dotted config key, e.g. `backend[0].models[1]`.
+        key: String,
+        /// The model type and what the backend runs.
+        message: String,
+    },
     /// A model configured with `proof` cannot be proved (names the key).
     #[error("{key}: {message}")]
     Proof {
@@ -169,6 +177,39 @@ impl Drop for GateSlot<'_> {
     }
 }
 
+/// Refuses, at start, a model whose `config.json` names a `model_type` the
+/// backend does not list among its architectures (a backend listing none,
+/// or `any`, takes every model; a config without `model_type` is left to
+/// the plugin).
+fn check_architecture(
+    key: &str,
+    info: &crate::worlds::backend::BackendInfo,
+    entry: &ModelEntry,
+) -> Result<(), NodeError> {
+    let archs = &info.architectures;
+    if archs.is_empty() || archs.iter().any(|a| a == "any") {
+        return Ok(());
+    }
+    let model_type = serde_json::from_str::<serde_json::Value>(entry.config_json())
+        .ok()
+        .and_then(|v| {
+            v.get("model_type")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        });
+    match model_type {
+        Some(t) if !archs.contains(&t) => Err(NodeError::Architecture {
+            key: key.to_string(),
+            message: format!(
+                "model_type \"{t}\" is not supported by backend `{}` (it runs {})",
+                info.name,
+                archs.join(", ")
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Node {
     /// Loads every plugin and model the config names.
     pub fn from_config(config: &Config) -> Result<Node, NodeError> {
@@ -203,10 +244,13 @@ impl Node {
                 loaded,
                 b.limits.limits(),
                 device.clone(),
-                ModelGrants::new(entries),
+                ModelGrants::new(entries.clone()),
             )?;
             let mut instance = plugin.instantiate()?;
             let info = instance.describe()?;
+            for (j, entry) in entries.iter().enumerate() {
+                check_architecture(&format!("backend[{i}].models[{j}]"), &info, entry)?;
+            }
             tracing::info!(plugin = %info.name, version = %info.version, models = ?plugin.model_ids(), "backend ready");
             backends.push(BackendSlot {
                 plugin,

@@ -368,42 +368,41 @@ fn mistral_sliding_window_matches_native_mistral() {
     );
 }
 
-/// A checkpoint of another architecture is refused when the plugin loads it,
-/// with its `model_type` named, and the node keeps serving the others.
+/// A checkpoint of another architecture is refused when the node loads it,
+/// with its key and `model_type` named.
 #[test]
 fn unsupported_model_type_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (node, _) = serve_edited(
-        dir.path(),
-        &[
-            ("tiny", LlamaFixtureSpec::tiny()),
-            ("gpt2", LlamaFixtureSpec::tiny()),
-        ],
-        |dirs| {
-            // A GPT-2 config.json beside weights and tokenizer.
-            std::fs::write(
-                dirs[1].join("config.json"),
-                r#"{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 64,
-                    "n_head": 4, "n_layer": 2, "n_positions": 256, "vocab_size": 512}"#,
-            )
-            .unwrap()
-        },
-    );
-    let err = node
-        .generate(
-            "gpt2",
-            "hello world",
-            &[("max_tokens", "2".to_string())],
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+    let dir = dir.path();
+    let tiny = dir.join("tiny");
+    let gpt2 = dir.join("gpt2");
+    write_llama_fixture(&LlamaFixtureSpec::tiny(), &tiny).unwrap();
+    write_llama_fixture(&LlamaFixtureSpec::tiny(), &gpt2).unwrap();
+    // A GPT-2 config.json beside weights and tokenizer.
+    std::fs::write(
+        gpt2.join("config.json"),
+        r#"{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 64,
+            "n_head": 4, "n_layer": 2, "n_positions": 256, "vocab_size": 512}"#,
+    )
+    .unwrap();
+    let pkg = pack_plugin("llama", PluginKind::Backend, dir);
+    let cfg = write_backend_config(dir, &pkg, &[("tiny", &tiny), ("gpt2", &gpt2)], "");
+    // Refused when the node loads it, naming the model's key and type and
+    // what the backend runs (the plugin refuses it too, should a backend
+    // that lists no architectures hand it one: its unit tests).
+    let err = match Node::from_config(&Config::load(&cfg).unwrap()) {
+        Ok(_) => panic!("a node loaded a gpt2 checkpoint into the llama backend"),
+        Err(e) => e.to_string(),
+    };
     assert!(
-        err.contains(
-            r#"model_type "gpt2" is not supported; this plugin runs llama, qwen2, mistral"#
-        ),
+        err.contains("backend[0].models[1]")
+            && err.contains(r#"model_type "gpt2" is not supported"#)
+            && err.contains("llama, qwen2, mistral"),
         "{err}"
     );
+    // Without it the same node loads and serves.
+    let cfg = write_backend_config(dir, &pkg, &[("tiny", &tiny)], "");
+    let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();
     node.generate(
         "tiny",
         "hello world",
