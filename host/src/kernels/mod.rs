@@ -351,7 +351,21 @@ impl KernelCtx {
             ));
         }
         let started = Instant::now();
-        let result = f(self);
+        // candle panics on some inputs it does not support (`todo!()` for
+        // integer kernels, integer overflow in checked builds): a plugin
+        // must not be able to unwind through the host, so a panic is this
+        // kernel's error, carrying candle's message and no backtrace.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                Err(KernelError::Invalid(format!(
+                    "the tensor library cannot run this call ({message}); check the inputs' dtypes and values"
+                )))
+            });
         self.kernel_time += started.elapsed();
         self.calls += 1;
         result.map_err(|e| match e {

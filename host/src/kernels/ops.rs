@@ -300,6 +300,12 @@ impl KernelCtx {
             let dims = cost::broadcast(a.dims(), b.dims(), "binary")?;
             Ok(Cost::elementwise(dims, a.dtype(), SIMPLE))
         };
+        if op == BinaryOp::Div && !b.dtype().is_float() && has_zero(b)? {
+            return Err(KernelError::Invalid(format!(
+                "binary: integer division by zero ({:?} divisor holds a 0)",
+                b.dtype()
+            )));
+        }
         self.kernel("binary", cost, |_| match op {
             BinaryOp::Add => a.broadcast_add(b),
             BinaryOp::Sub => a.broadcast_sub(b),
@@ -323,6 +329,15 @@ impl KernelCtx {
             | UnaryOp::GeluErf => TRANSCENDENTAL,
             _ => SIMPLE,
         };
+        if !x.dtype().is_float() {
+            // candle has no integer version of most of these (it panics)
+            // and returns zeros for others (gelu, silu).
+            return Err(KernelError::Invalid(format!(
+                "unary: `{}` takes a float tensor (f32, f16, bf16 or f64), not {:?}; convert it with `to-dtype` first",
+                op.name(),
+                x.dtype()
+            )));
+        }
         let cost = || Ok(same_as(x, per_elem));
         self.kernel("unary", cost, |_| unary(op, x))
     }
@@ -611,6 +626,47 @@ fn sampling(c: &SamplingSpec) -> candle_transformers::generation::Sampling {
             temperature: t,
         }
     }
+}
+
+impl UnaryOp {
+    /// The op's name in the contract (`exp`, `gelu-erf`, ...).
+    pub fn name(self) -> &'static str {
+        use UnaryOp::*;
+        match self {
+            Exp => "exp",
+            Log => "log",
+            Sqrt => "sqrt",
+            Sqr => "sqr",
+            Cos => "cos",
+            Sin => "sin",
+            Neg => "neg",
+            Recip => "recip",
+            Abs => "abs",
+            Tanh => "tanh",
+            Silu => "silu",
+            Gelu => "gelu",
+            GeluErf => "gelu-erf",
+            Relu => "relu",
+            Round => "round",
+            Floor => "floor",
+        }
+    }
+}
+
+/// Whether an (integer) tensor holds a zero anywhere. It is a divisor the
+/// plugin already holds, so this reads no more than the division would.
+fn has_zero(t: &Tensor) -> Result<bool, KernelError> {
+    if t.elem_count() == 0 {
+        return Ok(false);
+    }
+    // A u8 mask (no larger than the divisor), then its largest element.
+    let any = t
+        .eq(0f64)
+        .and_then(|m| m.flatten_all())
+        .and_then(|m| m.max(0))
+        .and_then(|m| m.to_scalar::<u8>())
+        .map_err(|e| KernelError::Invalid(format!("binary: {e}")))?;
+    Ok(any > 0)
 }
 
 fn unary(op: UnaryOp, x: &Tensor) -> candle_core::Result<Tensor> {

@@ -309,3 +309,56 @@ fn shapes_that_overflow_are_refused_without_panicking() {
         Err(KernelError::Invalid(_))
     ));
 }
+
+/// Every unary op, on every integer dtype a plugin can make: candle has no
+/// integer kernel for most of them (`todo!()` on CPU, which panicked the
+/// node) and returns zeros for others (gelu, silu). Each is refused with
+/// the op's name, or, where it is defined on integers, computed.
+#[test]
+fn integer_tensors_in_float_only_kernels_are_refused_not_a_panic() {
+    use UnaryOp::*;
+    let mut k = ctx(1 << 20, 1 << 20);
+    let ops = [
+        Exp, Log, Sqrt, Sqr, Cos, Sin, Neg, Recip, Abs, Tanh, Silu, Gelu, GeluErf, Relu, Round,
+        Floor,
+    ];
+    for dtype in [DType::U8, DType::U32, DType::I64] {
+        let x = k.zeros(&[4], dtype).unwrap();
+        for op in ops {
+            let name = serde_json::to_value(op).unwrap();
+            match k.unary(op, &x) {
+                Err(KernelError::Invalid(m)) => assert!(
+                    m.contains(name.as_str().unwrap()) && m.contains("float"),
+                    "{op:?} on {dtype:?}: {m}"
+                ),
+                other => panic!("{op:?} on {dtype:?}: {other:?}"),
+            }
+        }
+    }
+    // Integer division by zero panics in candle's CPU kernel.
+    let a = k.from_u32(vec![7, 8], &[2]).unwrap();
+    let b = k.from_u32(vec![1, 0], &[2]).unwrap();
+    let err = k.binary(BinaryOp::Div, &a, &b).unwrap_err();
+    assert!(
+        matches!(&err, KernelError::Invalid(m) if m.contains("division by zero")),
+        "{err}"
+    );
+    let ok = k.from_u32(vec![2, 4], &[2]).unwrap();
+    let q = k.binary(BinaryOp::Div, &a, &ok).unwrap();
+    assert_eq!(q.to_vec1::<u32>().unwrap(), vec![3, 2]);
+}
+
+/// Whatever else candle panics on (here u32 overflow, which debug builds
+/// check) comes back as the kernel's error, not as a panic through the
+/// plugin call.
+#[test]
+fn a_panic_inside_a_kernel_is_an_error_naming_it() {
+    let mut k = ctx(1 << 20, 1 << 20);
+    let a = k.from_u32(vec![u32::MAX], &[1]).unwrap();
+    match k.binary(BinaryOp::Add, &a, &a) {
+        // Release builds wrap, as the CPU does.
+        Ok(t) => assert_eq!(t.to_vec1::<u32>().unwrap(), vec![u32::MAX - 1]),
+        Err(KernelError::Invalid(m)) => assert!(m.starts_with("binary:"), "{m}"),
+        Err(other) => panic!("{other}"),
+    }
+}
