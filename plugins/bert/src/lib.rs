@@ -1,12 +1,14 @@
-//! Sentence embeddings for BERT-family checkpoints (e.g. all-MiniLM-L6-v2).
-//!
-//! Each input text is tokenized with special tokens, truncated to
-//! `max_position_embeddings`, run through the encoder (see [`model`]) on its
-//! own, mean-pooled over tokens and L2-normalised. Weight handles are kept
-//! per model id between jobs.
+//! Sentence embeddings for BERT-family checkpoints (e.g. all-MiniLM-L6-v2),
+//! with sentence-transformers semantics when the model ships its files
+//! (see [`sentence`]): truncation at `max_seq_length` (special tokens
+//! kept), the pooling modes, and normalisation only when a Normalize module
+//! is listed. A model without them is mean-pooled and normalised, truncated
+//! as tokenizer.json says. Each input text is run through the encoder (see
+//! [`model`]) on its own. Weight handles are kept per model id between jobs.
 
 mod config;
 mod model;
+mod sentence;
 
 use config::BertConfig;
 use infernet_plugin_api::models::{Tokenizer, Weights};
@@ -15,11 +17,13 @@ use infernet_plugin_api::{
     ModelCache,
 };
 use model::Bert;
+use sentence::Semantics;
 
 /// A model built from its weights, kept for later jobs.
 struct Embedder {
     tokenizer: Tokenizer,
     model: Bert,
+    semantics: Semantics,
 }
 
 /// The backend: loaded models by id.
@@ -30,9 +34,48 @@ struct BertBackend {
 impl Embedder {
     fn build(weights: &Weights) -> Result<Self, Error> {
         let cfg = BertConfig::parse(&weights.config())?;
+        let shipped = weights.files();
+        let file = |path: &str| {
+            shipped
+                .iter()
+                .any(|f| f == path)
+                .then(|| weights.file(path).ok())
+                .flatten()
+        };
+        let semantics = Semantics::read(file, cfg.hidden_size)?;
         let tokenizer = weights.tokenizer()?;
         let model = Bert::load(weights, cfg)?;
-        Ok(Embedder { tokenizer, model })
+        Ok(Embedder {
+            tokenizer,
+            model,
+            semantics,
+        })
+    }
+
+    /// The token ids of one text, cut to what the model can take.
+    fn tokens(&self, text: &str) -> Result<Vec<u32>, Error> {
+        let max_positions = self.model.cfg.max_position_embeddings;
+        let lowered;
+        let text = if self.semantics.lower_case {
+            lowered = text.to_lowercase();
+            &lowered
+        } else {
+            text
+        };
+        match self.semantics.max_seq_length {
+            Some(max) => {
+                let max = max.min(max_positions) as u32;
+                self.tokenizer.encode_truncated(text, true, max)
+            }
+            None => {
+                let ids = self.tokenizer.encode(text, true)?;
+                if ids.len() <= max_positions {
+                    return Ok(ids);
+                }
+                self.tokenizer
+                    .encode_truncated(text, true, max_positions as u32)
+            }
+        }
     }
 
     fn embed_all(&self, texts: &[String]) -> Result<JobResult, Error> {
@@ -43,8 +86,7 @@ impl Embedder {
             if progress::cancelled() {
                 return Err(Error::internal("job cancelled"));
             }
-            let mut ids = self.tokenizer.encode(text, true)?;
-            ids.truncate(cfg.max_position_embeddings);
+            let ids = self.tokens(text)?;
             if ids.is_empty() {
                 return Err(Error::invalid(format!("input text {i} has no tokens")));
             }
@@ -55,7 +97,8 @@ impl Embedder {
                 )));
             }
             input_tokens = input_tokens.saturating_add(ids.len() as u32);
-            vectors.push(self.model.embed(&ids)?);
+            let pooling = self.semantics.pooling;
+            vectors.push(self.model.embed(&ids, pooling, self.semantics.normalize)?);
             progress::report(i as u64 + 1, texts.len() as u64);
         }
         Ok(JobResult::embeddings(vectors, input_tokens))

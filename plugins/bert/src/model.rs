@@ -5,8 +5,10 @@
 //! mean pooling and L2 normalisation as in candle's sentence-embedding example.
 
 use crate::config::{BertConfig, HiddenAct};
+use crate::sentence::Pooling;
 use infernet_plugin_api::models::Weights;
-use infernet_plugin_api::{DType, Error, Tensor, UnaryOp};
+use infernet_plugin_api::tensor::reduce;
+use infernet_plugin_api::{DType, Error, ReduceOp, Tensor, UnaryOp};
 
 /// A linear layer with bias.
 struct Linear {
@@ -113,8 +115,10 @@ impl Bert {
         x.layer_norm(&norm.weight, &norm.bias, self.cfg.layer_norm_eps as f32)
     }
 
-    /// The L2-normalised mean-pooled embedding of one sequence of token ids.
-    pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>, Error> {
+    /// The embedding of one sequence of token ids: the token states pooled
+    /// as `pooling` says (modes concatenated in sentence-transformers'
+    /// order: cls, max, mean, mean-sqrt-len), L2-normalised if `normalize`.
+    pub fn embed(&self, ids: &[u32], pooling: Pooling, normalize: bool) -> Result<Vec<f32>, Error> {
         let seq_len = ids.len();
         let input_ids = Tensor::new_u32(ids, &[1, seq_len])?;
         let token_type_ids = Tensor::zeros(&[1, seq_len as u32], DType::U32)?;
@@ -132,11 +136,37 @@ impl Bert {
             x = self.layer(&x, layer)?;
         }
 
-        // Mean pooling over tokens, then x / sqrt(sum(x^2)).
-        let pooled =
-            infernet_plugin_api::tensor::reduce(infernet_plugin_api::ReduceOp::Sum, &x, 1, false)?
-                .div_scalar(seq_len as f64)?;
-        let norm = pooled.unary(UnaryOp::Sqr)?.sum_keepdim(1)?.sqrt()?;
+        // No padding, so every token counts (the attention mask is all ones).
+        let mut parts = Vec::new();
+        if pooling.cls {
+            parts.push(x.narrow(1, 0, 1)?.reshape(&[1, self.cfg.hidden_size])?);
+        }
+        if pooling.max {
+            parts.push(reduce(ReduceOp::Max, &x, 1, false)?);
+        }
+        if pooling.mean || pooling.mean_sqrt_len {
+            let sum = reduce(ReduceOp::Sum, &x, 1, false)?;
+            if pooling.mean {
+                parts.push(sum.div_scalar(seq_len as f64)?);
+            }
+            if pooling.mean_sqrt_len {
+                parts.push(sum.div_scalar((seq_len as f64).sqrt())?);
+            }
+        }
+        let pooled = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Tensor::cat(&parts.iter().collect::<Vec<_>>(), 1)?
+        };
+        if !normalize {
+            return pooled.to_f32();
+        }
+        // x / max(||x||, 1e-12), as torch.nn.functional.normalize.
+        let norm = pooled
+            .unary(UnaryOp::Sqr)?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
         pooled.div(&norm)?.to_f32()
     }
 

@@ -1,7 +1,8 @@
 //! Contract versions: plugins built against the frozen `infernet:plugin@0.1.0`
 //! (`plugins/legacy-echo`, `plugins/legacy-pay`: raw wit-bindgen over
 //! `wit/since_v0.1.0`, no SDK) run on this host through its 0.1.0 module,
-//! which delegates to the newest; a 0.2.0 plugin on a host that implements
+//! which delegates to the newest; one built against the frozen 0.2.0
+//! (`plugins/legacy-echo-020`) runs on the 0.2.1 module; a 0.2.1 plugin on a host that implements
 //! only 0.1.0 is refused with both versions named; a 0.1.0 payment adapter
 //! still gets what 0.1.0 promised it (config key `account`) and reports no
 //! beneficiary, which 0.2.0 adds.
@@ -27,28 +28,42 @@ fn v(s: &str) -> Version {
 
 #[test]
 fn a_backend_built_against_0_1_runs_a_job_on_this_host() {
+    legacy_echo_runs_a_job("legacy-echo", "0.1.0", "0.1.0");
+}
+
+/// 0.2.1 only added functions: a 0.2.0 component links against the 0.2.1
+/// definitions (wasmtime's semver-compatible names) and runs unchanged.
+#[test]
+fn a_backend_built_against_0_2_0_runs_a_job_on_a_0_2_1_host() {
+    legacy_echo_runs_a_job("legacy-echo-020", "0.2.0", "0.2.1");
+}
+
+/// `plugin`, a build of `plugins/legacy-echo` against the frozen contract
+/// `built`, loads, is served by the host module for `served`, and computes
+/// what the host's own tokenizer and kernels say it must.
+fn legacy_echo_runs_a_job(plugin: &str, built: &str, served: &str) {
     let dir = tempfile::tempdir().unwrap();
     let spec = LlamaFixtureSpec::tiny();
     let model = dir.path().join("tiny");
     write_llama_fixture(&spec, &model).unwrap();
-    let pkg = pack_plugin("legacy-echo", PluginKind::Backend, dir.path());
+    let pkg = pack_plugin(plugin, PluginKind::Backend, dir.path());
     let cfg = write_backend_config(dir.path(), &pkg, &[("tiny", &model)], "");
     let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();
 
     let slot = &node.backends()[0];
-    assert_eq!(slot.plugin.loaded.facts.wit_versions, [v("0.1.0")]);
-    assert_eq!(slot.plugin.loaded.contract, v("0.1.0"));
+    assert_eq!(slot.plugin.loaded.facts.wit_versions, [v(built)]);
+    assert_eq!(slot.plugin.loaded.contract, v(served));
     assert!(
         slot.plugin
             .loaded
             .facts
             .imports
             .iter()
-            .any(|i| i == "infernet:plugin/tensor@0.1.0"),
+            .any(|i| *i == format!("infernet:plugin/tensor@{built}")),
         "{:?}",
         slot.plugin.loaded.facts.imports
     );
-    assert_eq!(slot.info.name, "legacy-echo");
+    assert_eq!(slot.info.name, plugin);
 
     let streamed = Arc::new(Mutex::new(String::new()));
     let sink = {
@@ -64,7 +79,7 @@ fn a_backend_built_against_0_1_runs_a_job_on_this_host() {
 
     // What it must have computed, from the model's own tokenizer on the host side.
     let entry = ModelEntry::open("tiny", &model, &candle_core::Device::Cpu).unwrap();
-    let tok = TokenizerRes(entry.tokenizer().unwrap());
+    let tok = TokenizerRes::of(entry.clone()).unwrap();
     let ids = tok.encode(prompt.to_string(), false).unwrap();
     assert!(!ids.is_empty());
     let sum: f32 = ids.iter().map(|&i| i as f32).sum();
@@ -108,7 +123,7 @@ fn a_0_2_plugin_on_a_host_that_implements_only_0_1_is_refused_naming_both() {
     assert!(matches!(err, PluginError::IncompatibleWit { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("targets infernet:plugin@0.2.0")
+        msg.contains("targets infernet:plugin@0.2.1")
             && msg.contains("this host implements infernet:plugin@0.1.0;"),
         "{msg}"
     );
@@ -123,7 +138,7 @@ fn a_0_2_plugin_on_a_host_that_implements_only_0_1_is_refused_naming_both() {
     let loaded = host
         .load(&Package::open(&echo, None).unwrap(), PluginKind::Backend)
         .unwrap();
-    assert_eq!(loaded.contract, v("0.2.0"));
+    assert_eq!(loaded.contract, v("0.2.1"));
     // A runtime cannot claim a contract it has no module for.
     let err = Runtime::with_contracts(&dir.path().join("c3"), &[v("0.3.0")])
         .err()

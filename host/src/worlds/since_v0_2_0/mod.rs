@@ -1,7 +1,10 @@
-//! Contract `infernet:plugin@0.2.0`, the newest: the bindings generated
-//! from `wit/` and the host side of every imported interface. Older
-//! contract versions (`since_v0_1_0`) delegate to the implementations
-//! here.
+//! Contract `infernet:plugin@0.2.1`, the newest: the bindings generated
+//! from `wit/` and the host side of every imported interface. It serves
+//! 0.2.0 components too: 0.2.1 only adds functions (`weights.files`,
+//! `weights.file`, `tokenizer.encode-truncated`), and wasmtime resolves a
+//! component's `@0.2.0` imports and exports to these semver-compatible
+//! `@0.2.1` ones. Older contract versions (`since_v0_1_0`) delegate to the
+//! implementations here.
 //!
 //! The shared interfaces (`types`, `tensor`, `models`, `log`, `progress`,
 //! `config`, `kv`) are generated once, in this module; each world's
@@ -16,13 +19,13 @@ mod tensor_host;
 wasmtime::component::bindgen!({
     path: "../wit",
     interfaces: "
-        import infernet:plugin/types@0.2.0;
-        import infernet:plugin/tensor@0.2.0;
-        import infernet:plugin/models@0.2.0;
-        import infernet:plugin/log@0.2.0;
-        import infernet:plugin/progress@0.2.0;
-        import infernet:plugin/config@0.2.0;
-        import infernet:plugin/kv@0.2.0;
+        import infernet:plugin/types@0.2.1;
+        import infernet:plugin/tensor@0.2.1;
+        import infernet:plugin/models@0.2.1;
+        import infernet:plugin/log@0.2.1;
+        import infernet:plugin/progress@0.2.1;
+        import infernet:plugin/config@0.2.1;
+        import infernet:plugin/kv@0.2.1;
     ",
     with: {
         "infernet:plugin/tensor.tensor": crate::kernels::TensorRes,

@@ -1,7 +1,9 @@
-//! `infernet:plugin/models@0.2.0` on the host's model registry: a plugin
+//! `infernet:plugin/models@0.2.1` on the host's model registry: a plugin
 //! opens only models granted to it; weights come back as tensor handles
 //! (shared, not charged to its budget) and never cross into guest memory.
 //! Every handle (model, tokenizer, weight) counts against `tensor_handles`.
+//! The small text files beside the weights are read at open and handed out
+//! by path (0.2.1).
 
 use super::infernet::plugin::models as wit;
 use super::{Error, Out};
@@ -54,14 +56,31 @@ impl wit::HostWeights for ModelView<'_> {
 
     fn tokenizer(&mut self, w: Resource<WeightsRes>) -> Out<Resource<TokenizerRes>> {
         let entry = self.table.get(&w)?.0.clone();
-        let t = match entry.tokenizer() {
+        let t = match TokenizerRes::of(entry) {
             Ok(t) => t,
             Err(e) => return Ok(Err(Error::Unsupported(e))),
         };
         if let Err(e) = self.kernels.take_handle() {
             return Ok(Err(e.into()));
         }
-        Ok(Ok(self.table.push(TokenizerRes(t))?))
+        Ok(Ok(self.table.push(t)?))
+    }
+
+    fn files(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table.get(&w)?.0.files().keys().cloned().collect())
+    }
+
+    fn file(&mut self, w: Resource<WeightsRes>, path: String) -> Out<String> {
+        let entry = &self.table.get(&w)?.0;
+        Ok(match entry.files().get(&path) {
+            Some(text) => Ok(text.clone()),
+            None => Err(Error::InvalidInput(format!(
+                "model `{}` has no file `{}` the host offers (it has: {})",
+                entry.id(),
+                path.chars().take(200).collect::<String>(),
+                entry.files().keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+        })
     }
 
     fn drop(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<()> {
@@ -82,6 +101,20 @@ impl wit::HostTokenizer for ModelView<'_> {
             .table
             .get(&t)?
             .encode(text, add_special)
+            .map_err(Error::InvalidInput))
+    }
+
+    fn encode_truncated(
+        &mut self,
+        t: Resource<TokenizerRes>,
+        text: String,
+        add_special: bool,
+        max_length: u32,
+    ) -> Out<Vec<u32>> {
+        Ok(self
+            .table
+            .get(&t)?
+            .encode_truncated(text, add_special, max_length)
             .map_err(Error::InvalidInput))
     }
 
