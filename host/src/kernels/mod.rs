@@ -62,8 +62,26 @@ pub enum KernelError {
 
 impl From<candle_core::Error> for KernelError {
     fn from(e: candle_core::Error) -> Self {
-        KernelError::Invalid(e.to_string())
+        KernelError::Invalid(plain_message(&e))
     }
+}
+
+/// What a candle error says, without what only the host should see: the
+/// backtrace candle captures when `RUST_BACKTRACE` is set (host frames and
+/// library paths) and the file paths it attaches. One line, at most 1 KiB.
+fn plain_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    let text = match e {
+        E::WithBacktrace { inner, .. } | E::WithPath { inner, .. } => return plain_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", plain_message(inner)),
+        other => other.to_string(),
+    };
+    let line = text.lines().next().unwrap_or_default();
+    let mut end = line.len().min(1024);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_string()
 }
 
 /// The throughput the default per-kernel work cap assumes: 1 GFLOP/s, i.e.

@@ -144,11 +144,28 @@ pub fn classify_trap<W>(store: &Store<PluginState<W>>, err: wasmtime::Error) -> 
             limit: state.memory.max_bytes,
         };
     }
-    let stderr = state.stderr_text();
-    let reason = if stderr.is_empty() {
-        format!("{err:#}")
-    } else {
-        format!("{err:#}; plugin stderr: {stderr}")
+    PluginError::Trap {
+        name,
+        reason: trap_reason(&err, &state.stderr_text()),
+    }
+}
+
+/// One line saying why a call trapped: the guest's panic message (what it
+/// wrote to stderr, without Rust's "run with `RUST_BACKTRACE=1`" hint),
+/// then the trap itself, without the wasm backtrace of function indices.
+fn trap_reason(err: &wasmtime::Error, stderr: &str) -> String {
+    let cause = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
     };
-    PluginError::Trap { name, reason }
+    let panic: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    if panic.is_empty() {
+        cause
+    } else {
+        format!("{} ({cause})", panic.join(" "))
+    }
 }

@@ -255,7 +255,8 @@ impl BackendInstance {
             Err(trap) => {
                 self.poisoned = true;
                 let err = classify_trap(&self.store, trap);
-                tracing::warn!(plugin = %self.plugin.name, error = %err, "plugin call failed; instance will be recreated");
+                // The error itself goes to the caller, who reports it (once).
+                tracing::warn!(plugin = %self.plugin.name, "plugin call trapped; instance will be recreated");
                 Err(err)
             }
         }

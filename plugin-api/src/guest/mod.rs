@@ -16,6 +16,7 @@ pub use exports::with_instance as __with_instance;
 pub use exports::{Backend, Payment, Pricing};
 pub use model_cache::{Loaded, ModelCache};
 pub use rates::{Charge, RateCard};
+pub use types_ext::Context;
 
 /// Shared WIT types.
 pub use bindings::backend::infernet::plugin::types::{

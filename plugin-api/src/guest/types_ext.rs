@@ -19,6 +19,36 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Self {
         Error::Internal(message.into())
     }
+
+    /// The same kind of error with `context` in front of its message:
+    /// `layer 3 attention: kernel matmul: shape mismatch ...`.
+    pub fn context(self, context: impl core::fmt::Display) -> Self {
+        let add = |m: String| format!("{context}: {m}");
+        match self {
+            Error::InvalidInput(m) => Error::InvalidInput(add(m)),
+            Error::Unsupported(m) => Error::Unsupported(add(m)),
+            Error::LimitExceeded(m) => Error::LimitExceeded(add(m)),
+            Error::Internal(m) => Error::Internal(add(m)),
+        }
+    }
+}
+
+/// Context on a failed call, as `anyhow`'s: `x.matmul(&w).context("layer 3 attention")?`.
+pub trait Context<T> {
+    /// Puts `context` in front of the error's message (its kind is kept).
+    fn context(self, context: impl core::fmt::Display) -> Result<T, Error>;
+    /// As [`Context::context`], built only when there is an error.
+    fn with_context<C: core::fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T, Error>;
+}
+
+impl<T> Context<T> for Result<T, Error> {
+    fn context(self, context: impl core::fmt::Display) -> Result<T, Error> {
+        self.map_err(|e| e.context(context))
+    }
+
+    fn with_context<C: core::fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T, Error> {
+        self.map_err(|e| e.context(context()))
+    }
 }
 
 impl BackendInfo {

@@ -8,7 +8,7 @@ use crate::config::{BertConfig, HiddenAct};
 use crate::sentence::Pooling;
 use infernet_plugin_api::models::Weights;
 use infernet_plugin_api::tensor::reduce;
-use infernet_plugin_api::{DType, Error, ReduceOp, Tensor, UnaryOp};
+use infernet_plugin_api::{Context, DType, Error, ReduceOp, Tensor, UnaryOp};
 
 /// A linear layer with bias.
 struct Linear {
@@ -132,8 +132,10 @@ impl Bert {
         let x = x.add(&self.position_embeddings.embedding(&positions)?)?;
         let mut x = self.layer_norm(&x, &self.embed_norm)?;
 
-        for layer in &self.layers {
-            x = self.layer(&x, layer)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self
+                .layer(&x, layer)
+                .with_context(|| format!("layer {i}"))?;
         }
 
         // No padding, so every token counts (the attention mask is all ones).

@@ -33,6 +33,20 @@ impl Backend for Hostile {
             }
             // A panic inside `execute` becomes a trap.
             "trap" => panic!("hostile plugin panics on purpose"),
+            // Kernels called wrongly: shapes that do not multiply, and a
+            // float-only op on an integer tensor (which once panicked the
+            // node inside candle).
+            "bad-kernel" => {
+                let a = Tensor::zeros(&[3], DType::F32)?;
+                let b = Tensor::zeros(&[3], DType::U32)?;
+                a.add(&b).context("hostile bad-kernel")?;
+                unreachable!("the host must refuse f32 + u32")
+            }
+            "int-unary" => {
+                let ids = Tensor::new_u32(&[1, 2, 3], &[3])?;
+                ids.unary(UnaryOp::Exp)?;
+                unreachable!("the host must refuse exp on u32")
+            }
             // Spins forever without calling the host: only epochs can stop it.
             "loop" => {
                 let mut x: u64 = 0;

@@ -10,7 +10,7 @@
 use crate::config::{Arch, LlamaConfig};
 use infernet_plugin_api::models::Weights;
 use infernet_plugin_api::tensor::causal_mask;
-use infernet_plugin_api::{DType, Error, Tensor};
+use infernet_plugin_api::{Context, DType, Error, Tensor};
 
 /// A deliberate deviation from the forward pass, read from the crate root's
 /// `TAMPER`. The llama plugin's is [`Tamper::NONE`], which changes no kernel
@@ -212,7 +212,9 @@ impl Llama {
             &self.blocks[..]
         };
         for (block_idx, block) in blocks.iter().enumerate() {
-            x = self.block(&x, block, index_pos, block_idx, cache)?;
+            x = self
+                .block(&x, block, index_pos, block_idx, cache)
+                .with_context(|| format!("layer {block_idx}"))?;
         }
         let hidden = self.cfg.hidden_size;
         // rms_norm is row-wise, so normalising only the last position is the

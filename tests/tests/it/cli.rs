@@ -193,3 +193,68 @@ fn a_second_node_on_the_same_data_dir_is_refused_naming_the_dir_and_the_holder()
     let again = infernet_tests::net::NodeProc::start(&cfg);
     drop(again);
 }
+
+/// What a plugin's mistakes look like to the person running the node, with
+/// `RUST_BACKTRACE=1` set: a kernel called wrongly is the plugin's fault
+/// (`internal`), names the kernel and the plugin's own context, and
+/// carries no host backtrace or paths (candle attaches one when the
+/// variable is set); exp on a u32 tensor is refused, not a crash; a guest
+/// panic is reported once, as its message, without wasm frame indices.
+#[test]
+fn plugin_mistakes_reach_the_user_once_and_without_host_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    ok(&["model", "gen-tiny", "--out", s(&model)]);
+    let pkg = dir.path().join("hostile");
+    ok(&[
+        "plugin",
+        "pack",
+        s(&plugin_wasm("hostile")),
+        "--out",
+        s(&pkg),
+    ]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {pkg:?}\n[[backend.models]]\nid = \"tiny\"\npath = {model:?}\n"),
+    )
+    .unwrap();
+    let attack = |name: &str| {
+        let out = Command::new(infernet_bin())
+            .args(["infer", "--config", s(&config), "--model", "tiny"])
+            .args(["--param", &format!("attack={name}"), "hi"])
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Frames of a host backtrace, library paths, wasm frame indices.
+    let host_internals = [
+        "candle_core::",
+        "infernet_host::kernels",
+        "/rustc/",
+        ".cargo/registry",
+        "wasm function",
+    ];
+
+    let kernel = attack("bad-kernel");
+    assert!(
+        kernel.contains("internal: hostile bad-kernel: kernel binary: dtype mismatch in add"),
+        "{kernel}"
+    );
+    let unary = attack("int-unary");
+    assert!(
+        unary.contains("internal: kernel unary: `exp` takes a float tensor"),
+        "{unary}"
+    );
+    let trap = attack("trap");
+    assert_eq!(trap.matches("panics on purpose").count(), 1, "{trap}");
+    assert!(trap.contains("`unreachable`"), "{trap}");
+    for out in [&kernel, &unary, &trap] {
+        for leak in host_internals {
+            assert!(!out.contains(leak), "`{leak}` reached the user:\n{out}");
+        }
+    }
+}

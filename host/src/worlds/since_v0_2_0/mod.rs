@@ -108,10 +108,12 @@ world_linkers!();
 /// `wasmtime::Result<Result<T, Error>>`: a trap, or a value for the plugin.
 pub(crate) type Out<T> = wasmtime::Result<Result<T, Error>>;
 
+/// A kernel the plugin called wrongly is the plugin's fault (`internal`,
+/// "kernel <op>: ..."), not its client's: the plugin chose the shapes.
 impl From<crate::kernels::KernelError> for Error {
     fn from(e: crate::kernels::KernelError) -> Self {
         match e {
-            crate::kernels::KernelError::Invalid(m) => Error::InvalidInput(m),
+            crate::kernels::KernelError::Invalid(m) => Error::Internal(format!("kernel {m}")),
             crate::kernels::KernelError::Limit(m) => Error::LimitExceeded(m),
         }
     }
