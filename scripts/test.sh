@@ -44,6 +44,10 @@ cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 # plugin-api builds in the plugins' target dir: they share its dependencies.
 step "plugin-api unit tests"
 CARGO_TARGET_DIR=plugins/target cargo test --manifest-path plugin-api/Cargo.toml
+# The crate as a registry would get it (`wit/` copied in through the link)
+# must build on its own.
+step "plugin-api packages with its WIT"
+CARGO_TARGET_DIR=plugins/target cargo package --quiet --allow-dirty --manifest-path plugin-api/Cargo.toml
 step "plugin unit tests"
 cargo test --manifest-path plugins/Cargo.toml --workspace
 # Most integration tests wait on sockets and timers, not the CPU: four at a

@@ -5,7 +5,7 @@
 pub mod backend {
     wit_bindgen::generate!({
         world: "backend",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_backend_world",
         default_bindings_module: "::infernet_plugin_api::bindings::backend",
@@ -17,7 +17,7 @@ pub mod backend {
 pub mod pricing {
     wit_bindgen::generate!({
         world: "pricing",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_pricing_world",
         default_bindings_module: "::infernet_plugin_api::bindings::pricing",
@@ -33,7 +33,7 @@ pub mod pricing {
 pub mod payment {
     wit_bindgen::generate!({
         world: "payment",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_payment_world",
         default_bindings_module: "::infernet_plugin_api::bindings::payment",
