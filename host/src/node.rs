@@ -183,6 +183,7 @@ impl Drop for GateSlot<'_> {
 /// the plugin).
 fn check_architecture(
     key: &str,
+    plugin: &str,
     info: &crate::worlds::backend::BackendInfo,
     entry: &ModelEntry,
 ) -> Result<(), NodeError> {
@@ -201,8 +202,7 @@ fn check_architecture(
         Some(t) if !archs.contains(&t) => Err(NodeError::Architecture {
             key: key.to_string(),
             message: format!(
-                "model_type \"{t}\" is not supported by backend `{}` (it runs {})",
-                info.name,
+                "model_type \"{t}\" is not supported by backend `{plugin}` (it runs {})",
                 archs.join(", ")
             ),
         }),
@@ -249,9 +249,15 @@ impl Node {
             let mut instance = plugin.instantiate()?;
             let info = instance.describe()?;
             for (j, entry) in entries.iter().enumerate() {
-                check_architecture(&format!("backend[{i}].models[{j}]"), &info, entry)?;
+                let key = format!("backend[{i}].models[{j}]");
+                check_architecture(&key, plugin.name(), &info, entry)?;
             }
-            tracing::info!(plugin = %info.name, version = %info.version, models = ?plugin.model_ids(), "backend ready");
+            // One name everywhere (logs, errors, `plugin inspect`): the
+            // signed manifest's, not what the component says of itself.
+            if info.name != plugin.name() {
+                tracing::warn!(plugin = %plugin.name(), reports = %info.name, "the plugin's describe() gives another name; the node uses its manifest's");
+            }
+            tracing::info!(plugin = %plugin.name(), version = %info.version, models = ?plugin.model_ids(), "backend ready");
             backends.push(BackendSlot {
                 plugin,
                 info,

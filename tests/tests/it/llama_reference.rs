@@ -385,7 +385,15 @@ fn unsupported_model_type_is_refused_by_name() {
             "n_head": 4, "n_layer": 2, "n_positions": 256, "vocab_size": 512}"#,
     )
     .unwrap();
-    let pkg = pack_plugin("llama", PluginKind::Backend, dir);
+    // The llama component under another manifest name: the node calls a
+    // plugin by its manifest's name, whatever its describe() says.
+    let bytes = std::fs::read(wasm_path("llama")).unwrap();
+    let pkg = pack_bytes(
+        &bytes,
+        "text-gen",
+        PluginKind::Backend,
+        &dir.join("text-gen"),
+    );
     let cfg = write_backend_config(dir, &pkg, &[("tiny", &tiny), ("gpt2", &gpt2)], "");
     // Refused when the node loads it, naming the model's key and type and
     // what the backend runs (the plugin refuses it too, should a backend
@@ -396,6 +404,7 @@ fn unsupported_model_type_is_refused_by_name() {
     };
     assert!(
         err.contains("backend[0].models[1]")
+            && err.contains("backend `text-gen`")
             && err.contains(r#"model_type "gpt2" is not supported"#)
             && err.contains("llama, qwen2, mistral"),
         "{err}"
