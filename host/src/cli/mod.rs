@@ -6,6 +6,7 @@ mod audit;
 mod bench;
 mod bench_net;
 mod bench_verify;
+mod local_json;
 mod net;
 mod pay;
 mod plugin;
@@ -187,9 +188,15 @@ struct InferArgs {
     /// `[verify] policy`.
     #[arg(long, value_parser = parse_policy)]
     verify: Option<infernet_host::sdk::VerifyPolicy>,
-    /// Print the outcome as JSON (`--network`).
+    /// Print the outcome as JSON: locally the text, each streamed piece
+    /// with its token ids, all ids and the usage (what to compare against
+    /// a reference); with `--network` the job's outcome.
     #[arg(long)]
     json: bool,
+    /// With `--json`, on a local backend: also the logits, from the
+    /// backend's `emit_logits=true` (greedy, `[steps, vocab]`).
+    #[arg(long, requires = "json")]
+    logits: bool,
     /// The prompt.
     prompt: String,
 }
@@ -300,6 +307,9 @@ fn load_node(config: &Path) -> Result<Node> {
 
 fn infer(a: InferArgs) -> Result<()> {
     if a.network {
+        if a.logits {
+            bail!("--logits applies to local runs only (a provider sends what its plugin returns)");
+        }
         let opts = infernet_host::sdk::InferOptions {
             max_budget: a.max_budget,
             currency: a.currency.clone(),
@@ -325,15 +335,8 @@ fn infer(a: InferArgs) -> Result<()> {
             json: a.json,
         });
     }
-    if a.max_budget.is_some()
-        || a.currency.is_some()
-        || a.json
-        || a.proof.is_some()
-        || a.verify.is_some()
-    {
-        bail!(
-            "--max-budget, --currency, --proof, --verify and --json apply to --network jobs only"
-        );
+    if a.max_budget.is_some() || a.currency.is_some() || a.proof.is_some() || a.verify.is_some() {
+        bail!("--max-budget, --currency, --proof and --verify apply to --network jobs only");
     }
     let node = load_node(&a.config)?;
     let mut params = vec![
@@ -344,6 +347,9 @@ fn infer(a: InferArgs) -> Result<()> {
         ("seed", a.seed.to_string()),
     ];
     params.extend(a.params.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    if a.json {
+        return local_json::run(&node, &a.model, &a.prompt, &params, a.logits);
+    }
     stream_generation(&node, &a.model, &a.prompt, &params)
 }
 

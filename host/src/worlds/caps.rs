@@ -18,6 +18,10 @@ use wasmtime::component::{HasData, ResourceTable};
 /// Partial output streamed by a backend during `execute`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProgressEvent {
+    /// The generated token ids the next [`ProgressEvent::Token`] was
+    /// decoded from (`emit-token-ids`, 0.2.1); sinks that want only text
+    /// ignore it.
+    TokenIds(Vec<u32>),
     /// A piece of generated output.
     Token(String),
     /// `done` of `total` steps.

@@ -9,6 +9,7 @@ mod http_ext;
 mod model_cache;
 mod rates;
 mod tensor_ext;
+mod text_stream;
 mod types_ext;
 
 #[doc(hidden)]
@@ -16,6 +17,7 @@ pub use exports::with_instance as __with_instance;
 pub use exports::{Backend, Payment, Pricing};
 pub use model_cache::{Loaded, ModelCache};
 pub use rates::{Charge, RateCard};
+pub use text_stream::TextStream;
 pub use types_ext::Context;
 
 /// Shared WIT types.
@@ -72,7 +74,7 @@ pub mod log {
 /// Streaming output and progress to the job's submitter (backends only).
 pub mod progress {
     pub use crate::guest::bindings::backend::infernet::plugin::progress::{
-        cancelled, emit_token, report,
+        cancelled, emit_token, emit_token_ids, report,
     };
 }
 

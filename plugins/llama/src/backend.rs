@@ -5,7 +5,7 @@ use crate::model::{KvCache, Llama};
 use infernet_plugin_api::models::{Tokenizer, Weights};
 use infernet_plugin_api::{
     log, progress, Backend, BackendInfo, Error, F32Tensor, JobInput, JobOutput, JobRequest,
-    JobResult, ModelCache, Sampler, Sampling, Usage,
+    JobResult, ModelCache, Sampler, Sampling, TextStream, Usage,
 };
 
 /// A model built from its weights, kept for later jobs.
@@ -171,6 +171,7 @@ impl Generator {
             input_tokens: prompt.len() as u32,
             output_tokens: generated.len() as u32,
         };
+        let text = stream.finish(&generated)?;
         let output = if params.emit_logits {
             let steps = all_logits.len() / vocab.max(1);
             JobOutput::Logits(F32Tensor {
@@ -178,53 +179,9 @@ impl Generator {
                 data: all_logits,
             })
         } else {
-            JobOutput::Text(stream.finish(&generated)?)
+            JobOutput::Text(text)
         };
         Ok(JobResult { output, usage })
-    }
-}
-
-/// Streams decoded text: decodes all generated ids each step and emits the
-/// new suffix once it is stable (a prefix extension without a partial character).
-struct TextStream<'a> {
-    tokenizer: Option<&'a Tokenizer>,
-    emitted: String,
-}
-
-impl<'a> TextStream<'a> {
-    fn new(tokenizer: Option<&'a Tokenizer>) -> Self {
-        TextStream {
-            tokenizer,
-            emitted: String::new(),
-        }
-    }
-
-    fn push(&mut self, ids: &[u32]) -> Result<(), Error> {
-        let Some(tok) = self.tokenizer else {
-            return Ok(());
-        };
-        let text = tok.decode(ids, true)?;
-        if !text.ends_with('\u{FFFD}') {
-            self.emit_suffix(&text);
-        }
-        Ok(())
-    }
-
-    fn emit_suffix(&mut self, text: &str) {
-        if text.len() > self.emitted.len() && text.starts_with(self.emitted.as_str()) {
-            progress::emit_token(&text[self.emitted.len()..]);
-            self.emitted = text.to_string();
-        }
-    }
-
-    /// The full text; emits whatever was held back.
-    fn finish(mut self, ids: &[u32]) -> Result<String, Error> {
-        let Some(tok) = self.tokenizer else {
-            return Ok(String::new());
-        };
-        let text = tok.decode(ids, true)?;
-        self.emit_suffix(&text);
-        Ok(text)
     }
 }
 

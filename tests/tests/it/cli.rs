@@ -258,3 +258,83 @@ fn plugin_mistakes_reach_the_user_once_and_without_host_internals() {
         }
     }
 }
+
+/// `infer --json` on a local backend gives what a plugin author compares
+/// against a reference: every generated token id (from the llama plugin's
+/// `emit-token-ids` pieces) and, with `--logits`, the logits; both match
+/// candle-transformers' own Llama on the same checkpoint.
+#[test]
+fn local_infer_json_gives_token_ids_and_logits_that_match_native() {
+    use infernet_host::models::reference::NativeLlama;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    ok(&["model", "gen-tiny", "--out", s(&model)]);
+    let pkg = dir.path().join("llama");
+    ok(&["plugin", "pack", s(&plugin_wasm("llama")), "--out", s(&pkg)]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {pkg:?}\n[[backend.models]]\nid = \"tiny\"\npath = {model:?}\n"),
+    )
+    .unwrap();
+    let prompt = "hello world";
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["infer", "--config", s(&config), "--model", "tiny"];
+        args.extend(["--max-tokens", "8", "--json"]);
+        args.extend(extra);
+        args.push(prompt);
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    let ids_of = |v: &serde_json::Value| -> Vec<u32> {
+        serde_json::from_value(v["token_ids"].clone()).unwrap()
+    };
+
+    let native = NativeLlama::load(&model, &candle_core::Device::Cpu).unwrap();
+    let prompt_ids = native.encode(prompt).unwrap();
+    let (native_ids, native_logits) = native.generate_greedy(&prompt_ids, 8).unwrap();
+
+    let v = run(&[]);
+    let ids = ids_of(&v);
+    assert!(!ids.is_empty(), "{v}");
+    assert_eq!(
+        ids.len() as u64,
+        v["usage"]["output_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(ids, native_ids[..ids.len()], "{v}");
+    let pieces: String = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(pieces, v["text"].as_str().unwrap());
+    assert_eq!(v["text"].as_str().unwrap(), native.decode(&ids).unwrap());
+
+    let v = run(&["--logits"]);
+    assert_eq!(ids_of(&v), ids, "the same greedy tokens");
+    let shape: Vec<usize> = serde_json::from_value(v["logits"]["shape"].clone()).unwrap();
+    let data: Vec<f32> = serde_json::from_value(v["logits"]["data"].clone()).unwrap();
+    assert_eq!(shape, [ids.len(), native.vocab_size()]);
+    for (step, row) in data.chunks(shape[1]).enumerate() {
+        let diff = row
+            .iter()
+            .zip(&native_logits[step])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "step {step}: max |logit diff| {diff}");
+    }
+
+    let out = infernet(&[
+        "infer",
+        "--config",
+        s(&config),
+        "--model",
+        "tiny",
+        "--network",
+        "--json",
+        "--logits",
+        prompt,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--logits applies to local runs"));
+}

@@ -55,6 +55,15 @@ impl progress::Host for ProgressView<'_> {
         Ok(())
     }
 
+    fn emit_token_ids(&mut self, ids: Vec<u32>, text: String) -> wasmtime::Result<()> {
+        self.stream
+            .charge(text.len().saturating_add(ids.len().saturating_mul(4)))?;
+        self.ctx.count_token().map_err(wasmtime::Error::msg)?;
+        self.emit(ProgressEvent::TokenIds(ids));
+        self.emit(ProgressEvent::Token(text));
+        Ok(())
+    }
+
     fn report(&mut self, done: u64, total: u64) -> wasmtime::Result<()> {
         self.emit(ProgressEvent::Progress { done, total });
         Ok(())
