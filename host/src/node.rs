@@ -63,6 +63,19 @@ pub enum NodeError {
         /// The model type and what the backend runs.
         message: String,
     },
+    /// The backend serving a model does not declare the task asked of it
+    /// (its `describe()` tasks).
+    #[error("model `{model}` is served by backend `{plugin}`, whose tasks are {tasks:?}; this needs a backend that declares `{task}`")]
+    Task {
+        /// The model asked for.
+        model: String,
+        /// The backend's manifest name.
+        plugin: String,
+        /// The task asked (`text-generation`, `embedding`).
+        task: String,
+        /// What the backend declares.
+        tasks: Vec<String>,
+    },
     /// A model configured with `proof` cannot be proved (names the key).
     #[error("{key}: {message}")]
     Proof {
@@ -487,7 +500,22 @@ impl Node {
         Ok((result, trace))
     }
 
-    /// Text generation convenience: `params` as key/values.
+    /// Refuses a job of `task` for a model whose backend does not declare it.
+    fn check_task(&self, model: &str, task: &str) -> Result<(), NodeError> {
+        let slot = self.slot(model)?;
+        if slot.info.tasks.iter().any(|t| t == task) {
+            return Ok(());
+        }
+        Err(NodeError::Task {
+            model: model.into(),
+            plugin: slot.plugin.name().into(),
+            task: task.into(),
+            tasks: slot.info.tasks.clone(),
+        })
+    }
+
+    /// Text generation convenience: `params` as key/values. Only for a
+    /// backend that declares `text-generation`.
     pub fn generate(
         &self,
         model: &str,
@@ -495,6 +523,7 @@ impl Node {
         params: &[(&str, String)],
         sink: Option<ProgressSink>,
     ) -> Result<JobResult, NodeError> {
+        self.check_task(model, "text-generation")?;
         let job = JobRequest {
             id: new_job_id(),
             model: model.into(),
@@ -507,8 +536,9 @@ impl Node {
         self.run(&job, sink)
     }
 
-    /// Embedding convenience.
+    /// Embedding convenience. Only for a backend that declares `embedding`.
     pub fn embed(&self, model: &str, texts: &[String]) -> Result<JobResult, NodeError> {
+        self.check_task(model, "embedding")?;
         let job = JobRequest {
             id: new_job_id(),
             model: model.into(),

@@ -10,6 +10,7 @@ mod local_json;
 mod net;
 mod pay;
 mod plugin;
+mod plugin_new;
 mod registry;
 mod verify;
 mod zk;

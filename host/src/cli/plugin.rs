@@ -10,6 +10,23 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
+    /// Make a new plugin crate that builds for wasm32-wasip2 and loads as it
+    /// comes (a backend that echoes tokens, flat pricing, or a payment
+    /// adapter skeleton), with a README saying how to build, pack and use it.
+    New {
+        /// The plugin's name (lower-case letters, digits, `-`).
+        name: String,
+        /// `backend`, `pricing` or `payment`.
+        #[arg(long, value_parser = parse_kind, default_value = "backend")]
+        kind: PluginKind,
+        /// Directory to create `<name>/` in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The plugin-api crate to depend on by path (default: the checkout
+        /// this binary was built from, else the registry's version).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Generate an ed25519 publisher key pair (secret to FILE, public to FILE.pub).
     Keygen {
         /// Where to write the secret key (hex).
@@ -104,6 +121,20 @@ pub fn run(cmd: PluginCommand) -> Result<()> {
             Ok(())
         }
         PluginCommand::Inspect { target } => inspect(&target),
+        PluginCommand::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => {
+            let root = super::plugin_new::new_plugin(&name, kind, &dir, sdk.as_deref())?;
+            println!(
+                "created {kind} plugin `{name}` in {}\nbuild:  cd {} && cargo build --release --target wasm32-wasip2\nthen see its README.md to pack it and name it in a node config",
+                root.display(),
+                root.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -220,4 +251,13 @@ fn inspect(target: &Path) -> Result<()> {
         println!("  {e}");
     }
     Ok(())
+}
+
+fn parse_kind(s: &str) -> Result<PluginKind, String> {
+    match s {
+        "backend" => Ok(PluginKind::Backend),
+        "pricing" => Ok(PluginKind::Pricing),
+        "payment" => Ok(PluginKind::Payment),
+        other => Err(format!("`{other}`: use backend, pricing or payment")),
+    }
 }

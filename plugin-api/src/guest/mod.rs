@@ -4,6 +4,8 @@
 
 #[doc(hidden)]
 pub mod bindings;
+mod config_json;
+pub mod decoder;
 mod exports;
 mod http_ext;
 mod model_cache;
@@ -12,6 +14,8 @@ mod tensor_ext;
 mod text_stream;
 mod types_ext;
 
+pub use config_json::ConfigJson;
+pub use decoder::KvCache;
 #[doc(hidden)]
 pub use exports::with_instance as __with_instance;
 pub use exports::{Backend, Payment, Pricing};

@@ -2,7 +2,7 @@
 //!
 //! Field meanings follow `candle_transformers::models::bert::Config`.
 
-use infernet_plugin_api::Error;
+use infernet_plugin_api::{ConfigJson, Error};
 use serde_json::Value;
 
 /// The intermediate (feed-forward) activation.
@@ -31,11 +31,7 @@ pub struct BertConfig {
 impl BertConfig {
     /// Parses and validates `config.json` text.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let root: Value = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(format!("config.json is not valid JSON: {e}")))?;
-        if !root.is_object() {
-            return Err(Error::invalid("config.json is not a JSON object"));
-        }
+        let root = ConfigJson::parse(text)?;
         let hidden_act = match root.get("hidden_act").and_then(Value::as_str) {
             None => return Err(Error::invalid("config key `hidden_act` is missing or not a string")),
             Some("gelu") => HiddenAct::GeluErf,
@@ -54,12 +50,12 @@ impl BertConfig {
             ));
         }
         let cfg = BertConfig {
-            vocab_size: req_usize(&root, "vocab_size")?,
-            hidden_size: req_usize(&root, "hidden_size")?,
-            num_hidden_layers: req_usize(&root, "num_hidden_layers")?,
-            num_attention_heads: req_usize(&root, "num_attention_heads")?,
-            max_position_embeddings: req_usize(&root, "max_position_embeddings")?,
-            layer_norm_eps: req_f64(&root, "layer_norm_eps")?,
+            vocab_size: root.usize("vocab_size")?,
+            hidden_size: root.usize("hidden_size")?,
+            num_hidden_layers: root.usize("num_hidden_layers")?,
+            num_attention_heads: root.usize("num_attention_heads")?,
+            max_position_embeddings: root.usize("max_position_embeddings")?,
+            layer_norm_eps: root.f64("layer_norm_eps")?,
             hidden_act,
         };
         for (key, value) in [
@@ -91,27 +87,6 @@ impl BertConfig {
     /// Size of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
-    }
-}
-
-fn req_usize(obj: &Value, key: &str) -> Result<usize, Error> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Err(Error::invalid(format!("config key `{key}` is missing"))),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| {
-                Error::invalid(format!("config key `{key}` must be a non-negative integer"))
-            }),
-    }
-}
-
-fn req_f64(obj: &Value, key: &str) -> Result<f64, Error> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Err(Error::invalid(format!("config key `{key}` is missing"))),
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| Error::invalid(format!("config key `{key}` must be a number"))),
     }
 }
 

@@ -1,11 +1,11 @@
 //! The backend: job parameters, the decoding loop and text streaming.
 
 use crate::config::LlamaConfig;
-use crate::model::{KvCache, Llama};
+use crate::model::Llama;
 use infernet_plugin_api::models::{Tokenizer, Weights};
 use infernet_plugin_api::{
     log, progress, Backend, BackendInfo, Error, F32Tensor, JobInput, JobOutput, JobRequest,
-    JobResult, ModelCache, Sampler, Sampling, TextStream, Usage,
+    JobResult, KvCache, ModelCache, Sampler, Sampling, TextStream, Usage,
 };
 
 /// A model built from its weights, kept for later jobs.
@@ -126,7 +126,7 @@ impl Generator {
         }
         let mut stream = TextStream::new(self.tokenizer.as_ref());
 
-        let mut cache = KvCache::new(cfg);
+        let mut cache = KvCache::new(cfg.num_hidden_layers, 2);
         let mut generated: Vec<u32> = Vec::new();
         let mut all_logits: Vec<f32> = Vec::new();
         let mut vocab = cfg.vocab_size;

@@ -12,7 +12,7 @@
 //! Any other `model_type` is refused before any other key is read, with the
 //! type named.
 
-use infernet_plugin_api::Error;
+use infernet_plugin_api::{ConfigJson, Error};
 use serde_json::Value;
 
 /// The llama3 rope frequency scaling (`rope_scaling` with `rope_type: llama3`).
@@ -49,9 +49,9 @@ impl Arch {
 
     /// The architecture of `config.json`'s `model_type` (absent = `llama`,
     /// as older llama checkpoints omit it).
-    fn from_config(root: &Value) -> Result<Self, Error> {
+    fn from_config(root: &ConfigJson) -> Result<Self, Error> {
         match root.get("model_type") {
-            None | Some(Value::Null) => Ok(Arch::Llama),
+            None => Ok(Arch::Llama),
             Some(Value::String(t)) => match t.as_str() {
                 "llama" => Ok(Arch::Llama),
                 "qwen2" => Ok(Arch::Qwen2),
@@ -106,30 +106,27 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     /// Parses and validates `config.json` text.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let root: Value = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(format!("config.json is not valid JSON: {e}")))?;
-        if !root.is_object() {
-            return Err(Error::invalid("config.json is not a JSON object"));
-        }
+        let root = ConfigJson::parse(text)?;
         let arch = Arch::from_config(&root)?;
-        let num_attention_heads = req_usize(&root, "num_attention_heads")?;
-        let hidden_size = req_usize(&root, "hidden_size")?;
+        let num_attention_heads = root.usize("num_attention_heads")?;
+        let hidden_size = root.usize("hidden_size")?;
         let cfg = LlamaConfig {
             arch,
             hidden_size,
-            intermediate_size: req_usize(&root, "intermediate_size")?,
-            num_hidden_layers: req_usize(&root, "num_hidden_layers")?,
+            intermediate_size: root.usize("intermediate_size")?,
+            num_hidden_layers: root.usize("num_hidden_layers")?,
             num_attention_heads,
-            num_key_value_heads: opt_usize(&root, "num_key_value_heads")?
+            num_key_value_heads: root
+                .opt_usize("num_key_value_heads")?
                 .unwrap_or(num_attention_heads),
-            vocab_size: req_usize(&root, "vocab_size")?,
-            rms_norm_eps: req_f64(&root, "rms_norm_eps")?,
-            rope_theta: opt_f64(&root, "rope_theta")?.unwrap_or(10_000.0) as f32,
-            max_position_embeddings: req_usize(&root, "max_position_embeddings")?,
-            tie_word_embeddings: opt_bool(&root, "tie_word_embeddings")?.unwrap_or(false),
-            eos_token_ids: token_ids(&root, "eos_token_id")?,
+            vocab_size: root.usize("vocab_size")?,
+            rms_norm_eps: root.f64("rms_norm_eps")?,
+            rope_theta: root.opt_f64("rope_theta")?.unwrap_or(10_000.0) as f32,
+            max_position_embeddings: root.usize("max_position_embeddings")?,
+            tie_word_embeddings: root.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+            eos_token_ids: root.token_ids("eos_token_id")?,
             rope_scaling: rope_scaling(&root)?,
-            head_dim: match opt_usize(&root, "head_dim")? {
+            head_dim: match root.opt_usize("head_dim")? {
                 Some(d) => d,
                 None if num_attention_heads > 0
                     && hidden_size.is_multiple_of(num_attention_heads) =>
@@ -144,14 +141,14 @@ impl LlamaConfig {
                 None => 0,
             },
             sliding_window: match arch {
-                Arch::Mistral => opt_usize(&root, "sliding_window")?,
+                Arch::Mistral => root.opt_usize("sliding_window")?,
                 Arch::Llama | Arch::Qwen2 => None,
             },
         };
         unsupported_features(&root, arch)?;
         // bos_token_id is not used by the model (the tokenizer adds it), but
         // a malformed value is still reported.
-        token_ids(&root, "bos_token_id")?;
+        root.token_ids("bos_token_id")?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -215,8 +212,8 @@ impl LlamaConfig {
 
 /// Refuses config switches that would change the forward pass in ways this
 /// plugin does not implement, naming the key (better than wrong logits).
-fn unsupported_features(root: &Value, arch: Arch) -> Result<(), Error> {
-    if let Some(act) = lookup(root, "hidden_act") {
+fn unsupported_features(root: &ConfigJson, arch: Arch) -> Result<(), Error> {
+    if let Some(act) = root.get("hidden_act") {
         if act.as_str() != Some("silu") {
             return Err(Error::unsupported(format!(
                 "config key `hidden_act` is {act}; only \"silu\" is supported"
@@ -231,7 +228,7 @@ fn unsupported_features(root: &Value, arch: Arch) -> Result<(), Error> {
         Arch::Mistral => &[],
     };
     for key in flags {
-        if opt_bool(root, key)?.unwrap_or(false) {
+        if root.opt_bool(key)?.unwrap_or(false) {
             return Err(Error::unsupported(format!(
                 "config key `{key}` is true; not supported for model_type {:?}",
                 arch.model_type()
@@ -242,15 +239,9 @@ fn unsupported_features(root: &Value, arch: Arch) -> Result<(), Error> {
 }
 
 /// `rope_scaling`: absent, null, `default` or `llama3`.
-fn rope_scaling(root: &Value) -> Result<Option<Llama3Rope>, Error> {
-    let scaling = match root.get("rope_scaling") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => {
-            return Err(Error::invalid(
-                "config key `rope_scaling` must be an object",
-            ))
-        }
+fn rope_scaling(root: &ConfigJson) -> Result<Option<Llama3Rope>, Error> {
+    let Some(scaling) = root.object("rope_scaling")? else {
+        return Ok(None);
     };
     let kind = scaling
         .get("rope_type")
@@ -260,87 +251,14 @@ fn rope_scaling(root: &Value) -> Result<Option<Llama3Rope>, Error> {
     match kind {
         "default" => Ok(None),
         "llama3" => Ok(Some(Llama3Rope {
-            factor: req_f64(scaling, "rope_scaling.factor")? as f32,
-            low_freq_factor: req_f64(scaling, "rope_scaling.low_freq_factor")? as f32,
-            high_freq_factor: req_f64(scaling, "rope_scaling.high_freq_factor")? as f32,
-            original_max_position_embeddings: req_usize(
-                scaling,
-                "rope_scaling.original_max_position_embeddings",
-            )?,
+            factor: scaling.f64("factor")? as f32,
+            low_freq_factor: scaling.f64("low_freq_factor")? as f32,
+            high_freq_factor: scaling.f64("high_freq_factor")? as f32,
+            original_max_position_embeddings: scaling.usize("original_max_position_embeddings")?,
         })),
         other => Err(Error::unsupported(format!(
             "config key `rope_scaling.rope_type` is `{other}`; only `default` and `llama3` are supported"
         ))),
-    }
-}
-
-/// The value under `key`; a dotted key looks up its last segment (the caller
-/// passes the parent object) but keeps the full path for error messages.
-fn lookup<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
-    let leaf = key.rsplit('.').next().unwrap_or(key);
-    match obj.get(leaf) {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v),
-    }
-}
-
-fn opt_usize(obj: &Value, key: &str) -> Result<Option<usize>, Error> {
-    match lookup(obj, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| {
-                Error::invalid(format!("config key `{key}` must be a non-negative integer"))
-            }),
-    }
-}
-
-fn req_usize(obj: &Value, key: &str) -> Result<usize, Error> {
-    opt_usize(obj, key)?.ok_or_else(|| Error::invalid(format!("config key `{key}` is missing")))
-}
-
-fn opt_f64(obj: &Value, key: &str) -> Result<Option<f64>, Error> {
-    match lookup(obj, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| Error::invalid(format!("config key `{key}` must be a number"))),
-    }
-}
-
-fn req_f64(obj: &Value, key: &str) -> Result<f64, Error> {
-    opt_f64(obj, key)?.ok_or_else(|| Error::invalid(format!("config key `{key}` is missing")))
-}
-
-fn opt_bool(obj: &Value, key: &str) -> Result<Option<bool>, Error> {
-    match lookup(obj, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_bool()
-            .map(Some)
-            .ok_or_else(|| Error::invalid(format!("config key `{key}` must be a boolean"))),
-    }
-}
-
-/// A token id given as an integer, a list of integers, or null.
-fn token_ids(obj: &Value, key: &str) -> Result<Vec<u32>, Error> {
-    let bad = || {
-        Error::invalid(format!(
-            "config key `{key}` must be a token id, a list of ids or null"
-        ))
-    };
-    let one = |v: &Value| {
-        v.as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(bad)
-    };
-    match lookup(obj, key) {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items.iter().map(one).collect(),
-        Some(v) => Ok(vec![one(v)?]),
     }
 }
 

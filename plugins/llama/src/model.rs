@@ -8,9 +8,10 @@
 //! Weights stay on the host; this module only holds tensor handles.
 
 use crate::config::{Arch, LlamaConfig};
+use infernet_plugin_api::decoder::last_position;
 use infernet_plugin_api::models::Weights;
 use infernet_plugin_api::tensor::causal_mask;
-use infernet_plugin_api::{Context, DType, Error, Tensor};
+use infernet_plugin_api::{Context, DType, Error, KvCache, Tensor};
 
 /// A deliberate deviation from the forward pass, read from the crate root's
 /// `TAMPER`. The llama plugin's is [`Tamper::NONE`], which changes no kernel
@@ -61,20 +62,6 @@ pub struct Llama {
     /// `[max_position_embeddings, head_dim / 2]`, in the weights' dtype.
     cos: Tensor,
     sin: Tensor,
-}
-
-/// Per-job key/value cache: one `(k, v)` pair of `[b, kv_heads, seq, head_dim]` per block.
-pub struct KvCache {
-    kvs: Vec<Option<(Tensor, Tensor)>>,
-}
-
-impl KvCache {
-    /// An empty cache for `cfg`.
-    pub fn new(cfg: &LlamaConfig) -> Self {
-        KvCache {
-            kvs: (0..cfg.num_hidden_layers).map(|_| None).collect(),
-        }
-    }
 }
 
 /// Fetches a named weight, with an error naming the tensor.
@@ -216,13 +203,11 @@ impl Llama {
                 .block(&x, block, index_pos, block_idx, cache)
                 .with_context(|| format!("layer {block_idx}"))?;
         }
-        let hidden = self.cfg.hidden_size;
         // rms_norm is row-wise, so normalising only the last position is the
         // same as candle's normalise-then-select.
-        let x = x
-            .narrow(1, seq_len - 1, 1)?
-            .rms_norm(&self.norm, self.eps())?;
-        let x = x.reshape(&[1, hidden])?.contiguous()?;
+        let x = last_position(&x)?
+            .rms_norm(&self.norm, self.eps())?
+            .contiguous()?;
         let lm_head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         cast(x.linear(lm_head, None)?, DType::F32)
     }
@@ -293,18 +278,7 @@ impl Llama {
         let q = q.rope(&cos, &sin)?;
         let k = k.rope(&cos, &sin)?;
 
-        let slot = cache
-            .kvs
-            .get_mut(block_idx)
-            .ok_or_else(|| Error::internal("kv cache has too few blocks"))?;
-        let (k, v) = match slot.take() {
-            Some((cache_k, cache_v)) => (
-                Tensor::cat(&[&cache_k, &k], 2)?.contiguous()?,
-                Tensor::cat(&[&cache_v, &v], 2)?.contiguous()?,
-            ),
-            None => (k, v),
-        };
-        let (k, v) = &*slot.insert((k, v));
+        let (k, v) = cache.append(block_idx, k, v)?;
 
         let n_rep = n_heads / n_kv;
         let k_rep = repeat_kv(k, n_rep)?;

@@ -46,6 +46,15 @@ fn minilm_embeddings_match_native_bert() {
         let c = cosine(v, &reference);
         assert!(c >= 0.99999, "{s:?}: cosine to native {c}");
     }
+    // The node routes by the tasks a backend declares: bert embeds only.
+    let err = node
+        .generate("minilm", "hello", &[], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("backend `bert`") && err.contains("`text-generation`"),
+        "{err}"
+    );
     let paraphrase = cosine(&vectors[0], &vectors[1]);
     let unrelated = cosine(&vectors[0], &vectors[2]);
     eprintln!("paraphrase {paraphrase:.4} vs unrelated {unrelated:.4}");

@@ -337,4 +337,13 @@ fn local_infer_json_gives_token_ids_and_logits_that_match_native() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--logits applies to local runs"));
+    // A generation backend is not asked for embeddings: the node routes
+    // by the tasks describe() declares.
+    let out = infernet(&["embed", "--config", s(&config), "--model", "tiny", prompt]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs a backend that declares `embedding`"),
+        "{err}"
+    );
 }

@@ -78,3 +78,158 @@ fn readme_walkthrough_builds_and_runs_a_plugin() {
     }
     assert_eq!(result.usage.input_tokens, 3);
 }
+
+/// `infernet plugin new` for each kind: the crate it writes builds for
+/// wasm32-wasip2 as it comes, packs with `infernet plugin pack`, and loads:
+/// the backend runs a job on a generated llama checkpoint (its echo of the
+/// prompt's tokens, with their ids), the pricing plugin quotes from its
+/// config table, and the payment skeleton answers (no currency yet).
+#[test]
+fn plugin_new_templates_build_pack_and_load() {
+    use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
+    use infernet_host::models::{ModelEntry, TokenizerRes};
+    use infernet_host::runtime::manifest::Package;
+    use infernet_host::runtime::{Limits, Runtime};
+    use infernet_host::store::Store;
+    use infernet_host::worlds::backend::ProgressEvent;
+    use infernet_host::worlds::payment::{PaymentGrants, PaymentPlugin};
+    use infernet_host::worlds::pricing::QuoteRequest;
+    use infernet_host::worlds::PricingPlugin;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = infernet_tests::net::infernet_bin();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = repo_root().join("target/sdk-newcomer");
+    let make = |name: &str, kind: &str| -> std::path::PathBuf {
+        let out = Command::new(&bin)
+            .args(["plugin", "new", name, "--kind", kind, "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let krate = dir.path().join(name);
+        let out = Command::new(&cargo)
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(&krate)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building the {kind} template failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let wasm = target.join(format!(
+            "wasm32-wasip2/release/{}.wasm",
+            name.replace('-', "_")
+        ));
+        let pkg = dir.path().join("dist").join(name);
+        let out = Command::new(&bin)
+            .args(["plugin", "pack"])
+            .arg(&wasm)
+            .arg("--out")
+            .arg(&pkg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pkg
+    };
+    // Names that cannot be a crate (or that walk out of --dir) are refused.
+    for bad in ["My_Plugin", "1st", "a-", "../x", "a b"] {
+        let out = Command::new(&bin)
+            .args(["plugin", "new", bad, "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("lower-case"),
+            "{bad:?}"
+        );
+    }
+
+    // Backend: a job on a generated checkpoint.
+    let backend = make("my-backend", "backend");
+    let out = Command::new(&bin)
+        .args(["plugin", "new", "my-backend", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let model = dir.path().join("tiny");
+    write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
+    let cfg = write_backend_config(dir.path(), &backend, &[("tiny", &model)], "");
+    let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();
+    assert_eq!(node.backends()[0].info.name, "my-backend");
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let ids = ids.clone();
+        Box::new(move |e: ProgressEvent| {
+            if let ProgressEvent::TokenIds(i) = e {
+                ids.lock().unwrap().extend(i);
+            }
+        })
+    };
+    let prompt = "the quick brown fox";
+    let result = node
+        .generate("tiny", prompt, &[("max_tokens", "3".into())], Some(sink))
+        .unwrap();
+    let entry = ModelEntry::open("tiny", &model, &candle_core::Device::Cpu).unwrap();
+    let tok = TokenizerRes::of(entry).unwrap();
+    let prompt_ids = tok.encode(prompt.into(), true).unwrap();
+    assert_eq!(*ids.lock().unwrap(), prompt_ids[..3]);
+    match result.output {
+        JobOutput::Text(t) => assert_eq!(t, tok.decode(&prompt_ids[..3], true).unwrap()),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Pricing: quotes from its config table.
+    let pricing = make("my-pricing", "pricing");
+    let rt = Runtime::new(&dir.path().join("cache")).unwrap();
+    let loaded = rt
+        .load(&Package::open(&pricing, None).unwrap(), PluginKind::Pricing)
+        .unwrap();
+    let config = BTreeMap::from([("per_output_token".to_string(), "7".to_string())]);
+    let p = PricingPlugin::new(&rt, &loaded, Limits::default(), config).unwrap();
+    let q = p
+        .quote(&QuoteRequest {
+            model: "m".into(),
+            input_tokens: 10,
+            max_output_tokens: 20,
+            estimated_ms: 0,
+            queue_depth: 0,
+            load_permille: 0,
+        })
+        .unwrap();
+    assert_eq!(q.price.amount, 140);
+
+    // Payment: the skeleton loads, offers nothing, refuses by name.
+    let payment = make("my-pay", "payment");
+    let loaded = rt
+        .load(&Package::open(&payment, None).unwrap(), PluginKind::Payment)
+        .unwrap();
+    let store = Arc::new(Store::open_in_dir(&dir.path().join("data")).unwrap());
+    let grants = PaymentGrants {
+        account: "acct".into(),
+        allowed_hosts: vec![],
+        config: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        generated: Default::default(),
+        kv: store.plugin_kv("my-pay"),
+    };
+    let pay = PaymentPlugin::new(&rt, &loaded, Limits::default(), grants).unwrap();
+    assert!(pay.currencies().unwrap().is_empty());
+    let err = pay.status("x").unwrap_err().to_string();
+    assert!(err.contains("my-pay: `status` is not written yet"), "{err}");
+}
