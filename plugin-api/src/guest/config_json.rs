@@ -65,16 +65,24 @@ impl ConfigJson {
         }
     }
 
-    /// A non-negative integer, if present.
-    pub fn opt_usize(&self, key: &str) -> Result<Option<usize>, Error> {
+    /// `key` read by `read`, if present; `what` says what it must be.
+    fn typed<'a, T>(
+        &'a self,
+        key: &str,
+        what: &str,
+        read: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| self.bad(key, "must be a non-negative integer")),
+            Some(v) => read(v).map(Some).ok_or_else(|| self.bad(key, what)),
         }
+    }
+
+    /// A non-negative integer, if present.
+    pub fn opt_usize(&self, key: &str) -> Result<Option<usize>, Error> {
+        self.typed(key, "must be a non-negative integer", |v| {
+            v.as_u64().and_then(|n| usize::try_from(n).ok())
+        })
     }
 
     /// A required non-negative integer.
@@ -85,13 +93,7 @@ impl ConfigJson {
 
     /// A number, if present.
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(key, "must be a number")),
-        }
+        self.typed(key, "must be a number", Value::as_f64)
     }
 
     /// A required number.
@@ -102,24 +104,12 @@ impl ConfigJson {
 
     /// A boolean, if present.
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.bad(key, "must be a boolean")),
-        }
+        self.typed(key, "must be a boolean", Value::as_bool)
     }
 
     /// A string, if present.
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, Error> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.bad(key, "must be a string")),
-        }
+        self.typed(key, "must be a string", Value::as_str)
     }
 
     /// Token ids given as one integer, a list of integers, or absent

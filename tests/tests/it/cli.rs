@@ -3,7 +3,7 @@
 
 use infernet_tests::net::infernet_bin;
 use infernet_tests::{minilm_dir, wasm_path as plugin_wasm};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn infernet(args: &[&str]) -> Output {
@@ -71,22 +71,30 @@ fn keygen_pack_sign_verify_inspect() {
     assert!(info.contains("kind:      pricing"), "{info}");
 }
 
+/// In `dir`: a generated tiny llama checkpoint and a node config serving
+/// it as `tiny` with the first-party `plugin`, packed by the CLI. Returns
+/// the config and the checkpoint's paths.
+fn tiny_node(dir: &Path, plugin: &str) -> (PathBuf, PathBuf) {
+    let model = dir.join("tiny");
+    ok(&["model", "gen-tiny", "--out", s(&model)]);
+    let pkg = dir.join(plugin);
+    ok(&["plugin", "pack", s(&plugin_wasm(plugin)), "--out", s(&pkg)]);
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {pkg:?}\n[[backend.models]]\nid = \"tiny\"\npath = {model:?}\n"),
+    )
+    .unwrap();
+    (config, model)
+}
+
 #[test]
 fn infer_streams_tokens_from_a_generated_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny");
-    ok(&["model", "gen-tiny", "--out", s(&model)]);
+    let (config, model) = tiny_node(dir.path(), "llama");
     for f in ["model.safetensors", "config.json", "tokenizer.json"] {
         assert!(model.join(f).exists(), "{f} missing");
     }
-    let pkg = dir.path().join("llama");
-    ok(&["plugin", "pack", s(&plugin_wasm("llama")), "--out", s(&pkg)]);
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = \"tiny\"\npath = {:?}\n", pkg, model),
-    )
-    .unwrap();
     let out = infernet(&[
         "infer",
         "--config",
@@ -203,22 +211,7 @@ fn a_second_node_on_the_same_data_dir_is_refused_naming_the_dir_and_the_holder()
 #[test]
 fn plugin_mistakes_reach_the_user_once_and_without_host_internals() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny");
-    ok(&["model", "gen-tiny", "--out", s(&model)]);
-    let pkg = dir.path().join("hostile");
-    ok(&[
-        "plugin",
-        "pack",
-        s(&plugin_wasm("hostile")),
-        "--out",
-        s(&pkg),
-    ]);
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {pkg:?}\n[[backend.models]]\nid = \"tiny\"\npath = {model:?}\n"),
-    )
-    .unwrap();
+    let (config, _) = tiny_node(dir.path(), "hostile");
     let attack = |name: &str| {
         let out = Command::new(infernet_bin())
             .args(["infer", "--config", s(&config), "--model", "tiny"])
@@ -267,16 +260,7 @@ fn plugin_mistakes_reach_the_user_once_and_without_host_internals() {
 fn local_infer_json_gives_token_ids_and_logits_that_match_native() {
     use infernet_host::models::reference::NativeLlama;
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny");
-    ok(&["model", "gen-tiny", "--out", s(&model)]);
-    let pkg = dir.path().join("llama");
-    ok(&["plugin", "pack", s(&plugin_wasm("llama")), "--out", s(&pkg)]);
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {pkg:?}\n[[backend.models]]\nid = \"tiny\"\npath = {model:?}\n"),
-    )
-    .unwrap();
+    let (config, model) = tiny_node(dir.path(), "llama");
     let prompt = "hello world";
     let run = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec!["infer", "--config", s(&config), "--model", "tiny"];

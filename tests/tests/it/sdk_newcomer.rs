@@ -17,6 +17,31 @@ fn readme_code() -> String {
     readme[start..end].to_string()
 }
 
+/// Builds the plugin crate at `krate` for wasm32-wasip2 as its author
+/// would, and returns the path of `name`'s component. A shared target dir
+/// keeps rebuilds of wit-bindgen cheap across runs.
+fn build_component(krate: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = repo_root().join("target/sdk-newcomer");
+    let out = Command::new(&cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(krate)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building {} failed:\n{}",
+        krate.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ))
+}
+
 #[test]
 fn readme_walkthrough_builds_and_runs_a_plugin() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,21 +63,7 @@ fn readme_walkthrough_builds_and_runs_a_plugin() {
     );
     std::fs::write(krate.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(krate.join("src/lib.rs"), readme_code()).unwrap();
-    // A shared target dir keeps rebuilds of wit-bindgen cheap across runs.
-    let target = repo_root().join("target/sdk-newcomer");
-    let out = Command::new(&cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .current_dir(&krate)
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "building the README plugin failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let wasm = std::fs::read(target.join("wasm32-wasip2/release/shout.wasm")).unwrap();
+    let wasm = std::fs::read(build_component(&krate, "shout")).unwrap();
 
     let pkg = pack_bytes(
         &wasm,
@@ -99,74 +110,53 @@ fn plugin_new_templates_build_pack_and_load() {
     use std::sync::{Arc, Mutex};
 
     let dir = tempfile::tempdir().unwrap();
-    let bin = infernet_tests::net::infernet_bin();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = repo_root().join("target/sdk-newcomer");
-    let make = |name: &str, kind: &str| -> std::path::PathBuf {
-        let out = Command::new(&bin)
-            .args(["plugin", "new", name, "--kind", kind, "--dir"])
-            .arg(dir.path())
+    // `infernet <args>` (paths as they are), with its output.
+    let cli = |args: &[&std::ffi::OsStr]| {
+        Command::new(infernet_tests::net::infernet_bin())
+            .args(args)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let krate = dir.path().join(name);
-        let out = Command::new(&cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .current_dir(&krate)
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "building the {kind} template failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let wasm = target.join(format!(
-            "wasm32-wasip2/release/{}.wasm",
-            name.replace('-', "_")
-        ));
+            .unwrap()
+    };
+    let cli_ok = |args: &[&std::ffi::OsStr]| {
+        let out = cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "infernet {args:?}: {err}");
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let make = |name: &'static str, kind: &'static str| -> std::path::PathBuf {
+        let new = [os("plugin"), os("new"), os(name), os("--kind"), os(kind)];
+        cli_ok(&[&new[..], &[os("--dir"), dir.path().as_os_str()]].concat());
+        let wasm = build_component(&dir.path().join(name), name);
         let pkg = dir.path().join("dist").join(name);
-        let out = Command::new(&bin)
-            .args(["plugin", "pack"])
-            .arg(&wasm)
-            .arg("--out")
-            .arg(&pkg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cli_ok(&[
+            os("plugin"),
+            os("pack"),
+            wasm.as_os_str(),
+            os("--out"),
+            pkg.as_os_str(),
+        ]);
         pkg
     };
-    // Names that cannot be a crate (or that walk out of --dir) are refused.
+    // Names that cannot be a crate (or that walk out of --dir) are refused,
+    // as is a crate that exists.
+    let refusal = |name: &'static str| {
+        let out = cli(&[
+            os("plugin"),
+            os("new"),
+            os(name),
+            os("--dir"),
+            dir.path().as_os_str(),
+        ]);
+        assert!(!out.status.success(), "{name:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     for bad in ["My_Plugin", "1st", "a-", "../x", "a b"] {
-        let out = Command::new(&bin)
-            .args(["plugin", "new", bad, "--dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{bad:?} was accepted");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("lower-case"),
-            "{bad:?}"
-        );
+        assert!(refusal(bad).contains("lower-case"), "{bad:?}");
     }
 
     // Backend: a job on a generated checkpoint.
     let backend = make("my-backend", "backend");
-    let out = Command::new(&bin)
-        .args(["plugin", "new", "my-backend", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert!(refusal("my-backend").contains("already exists"));
     let model = dir.path().join("tiny");
     write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
     let cfg = write_backend_config(dir.path(), &backend, &[("tiny", &model)], "");
