@@ -193,7 +193,9 @@ impl Drop for GateSlot<'_> {
 /// Refuses, at start, a model whose `config.json` names a `model_type` the
 /// backend does not list among its architectures (a backend listing none,
 /// or `any`, takes every model; a config without `model_type` is left to
-/// the plugin).
+/// the plugin). A GGUF model's architecture is `gguf:` and its
+/// `general.architecture` (`gguf:llama`): a backend lists the GGUF
+/// architectures it runs apart from the safetensors ones.
 fn check_architecture(
     key: &str,
     plugin: &str,
@@ -204,20 +206,26 @@ fn check_architecture(
     if archs.is_empty() || archs.iter().any(|a| a == "any") {
         return Ok(());
     }
-    let model_type = serde_json::from_str::<serde_json::Value>(entry.config_json())
+    let (field, prefix) = match entry.format() {
+        "gguf" => ("general.architecture", "gguf:"),
+        _ => ("model_type", ""),
+    };
+    let arch = serde_json::from_str::<serde_json::Value>(entry.config_json())
         .ok()
-        .and_then(|v| {
-            v.get("model_type")
-                .and_then(|t| t.as_str())
-                .map(str::to_string)
-        });
-    match model_type {
+        .and_then(|v| v.get(field).and_then(|t| t.as_str()).map(str::to_string));
+    match arch.map(|a| format!("{prefix}{a}")) {
         Some(t) if !archs.contains(&t) => Err(NodeError::Architecture {
             key: key.to_string(),
-            message: format!(
-                "model_type \"{t}\" is not supported by backend `{plugin}` (it runs {})",
-                archs.join(", ")
-            ),
+            message: match prefix {
+                "" => format!(
+                    "model_type \"{t}\" is not supported by backend `{plugin}` (it runs {})",
+                    archs.join(", ")
+                ),
+                _ => format!(
+                    "GGUF architecture `{t}` is not supported by backend `{plugin}` (it runs {})",
+                    archs.join(", ")
+                ),
+            },
         }),
         _ => Ok(()),
     }

@@ -495,7 +495,9 @@ pub struct BackendConfig {
 pub struct ModelConfig {
     /// The id clients ask for.
     pub id: String,
-    /// Directory with `config.json`, `tokenizer.json` and `*.safetensors`.
+    /// Directory with `config.json`, `tokenizer.json` and `*.safetensors`;
+    /// or a directory holding one `*.gguf` file (with `tokenizer.json`
+    /// optionally), or a `.gguf` file.
     pub path: PathBuf,
     /// Proof system this node proves the model's results in, on request:
     /// only `"groth16"` (quantized-MLP model dirs only; checked at start).

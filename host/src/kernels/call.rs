@@ -35,6 +35,8 @@ pub enum Op {
     Linear {
         bias: bool,
     },
+    /// `x · wᵀ` with a quantized weight (its second input is a `qweight`).
+    Qlinear,
     Binary {
         f: BinaryOp,
     },
@@ -118,6 +120,7 @@ impl Op {
             Op::CausalMask { .. } => "causal-mask",
             Op::Matmul => "matmul",
             Op::Linear { .. } => "linear",
+            Op::Qlinear => "qlinear",
             Op::Binary { .. } => "binary",
             Op::Unary { .. } => "unary",
             Op::Affine { .. } => "affine",
@@ -171,6 +174,7 @@ impl Op {
         Some(match self {
             Op::FromData { .. } | Op::Arange { .. } | Op::Zeros { .. } | Op::CausalMask { .. } => 0,
             Op::Matmul
+            | Op::Qlinear
             | Op::Binary { .. }
             | Op::RmsNorm { .. }
             | Op::Embedding
@@ -228,7 +232,10 @@ impl Op {
     /// from the committed ones. Hashing fewer values is what keeps tracing
     /// within a few percent of an untraced run.
     pub fn commits_values(&self) -> bool {
-        matches!(self, Op::Matmul | Op::Linear { .. } | Op::FromData { .. })
+        matches!(
+            self,
+            Op::Matmul | Op::Linear { .. } | Op::Qlinear | Op::FromData { .. }
+        )
     }
 
     /// Runs the call on `inputs` under `ctx`'s budgets.
@@ -253,6 +260,10 @@ impl Op {
             Op::CausalMask { n } => ctx.causal_mask(*n),
             Op::Matmul => ctx.matmul(arg(0), arg(1)),
             Op::Linear { bias } => ctx.linear(arg(0), arg(1), bias.then(|| arg(2))),
+            Op::Qlinear => Err(KernelError::Invalid(
+                "qlinear takes a quantized weight, not a tensor: a referee judges it by replaying the job"
+                    .into(),
+            )),
             Op::Binary { f } => ctx.binary(*f, arg(0), arg(1)),
             Op::Unary { f } => ctx.unary(*f, arg(0)),
             Op::Affine { mul, add } => ctx.affine(arg(0), *mul, *add),

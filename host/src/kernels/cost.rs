@@ -192,6 +192,46 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Cost, Ker
     Ok(cost.with_work(flops))
 }
 
+/// `x · wᵀ` with a quantized `w` of dims `wd` (`[out, in]`): the f32
+/// result, a contiguous copy of a strided `x`, the 8-bit quantized copy of
+/// `x` the block dot products read, and a dequantized `w` when `float`
+/// (f32/f16/bf16 matrices, which `QMatMul` multiplies as tensors).
+pub fn qlinear(x: &Tensor, wd: &[usize], float: bool) -> Result<Cost, KernelError> {
+    let [out, inp] = *wd else {
+        return Err(KernelError::Invalid(format!(
+            "weight must be 2-D [out, in], got {wd:?}"
+        )));
+    };
+    let xd = x.dims();
+    if xd.len() < 2 {
+        return Err(KernelError::Invalid(format!(
+            "input must have rank 2 or more, got {xd:?}"
+        )));
+    }
+    let Some((&features, rows)) = xd.split_last() else {
+        return Err(KernelError::Invalid("input is a scalar".into()));
+    };
+    if features != inp {
+        return Err(KernelError::Invalid(format!(
+            "input has {features} features but the weight {wd:?} takes {inp}"
+        )));
+    }
+    let n = count(xd);
+    let copy = if x.is_contiguous() { 0 } else { bytes(n, DType::F32) };
+    let dequantized = match float {
+        true => bytes(count(&[out, inp]), DType::F32),
+        false => 0,
+    };
+    let scratch = copy + n + dequantized;
+    let flops = count(rows)
+        .saturating_mul(2)
+        .saturating_mul(count(&[inp, out]));
+    let product = [rows, &[out]].concat();
+    Ok(Cost::elementwise(product, DType::F32, SIMPLE)
+        .with_scratch(scratch)
+        .with_work(flops))
+}
+
 /// RMS or layer norm of `x` with `params` (weight, and bias): fused when
 /// `x` is contiguous; otherwise candle's step-by-step path keeps about
 /// `steps` f32 copies of `x` alive.

@@ -37,6 +37,16 @@ pub struct TensorRes {
     pub digest: trace::Digest,
 }
 
+/// A model weight as the GGUF file stores it (quantized blocks), held for
+/// a plugin (a table resource): shared with the model, so not charged to
+/// the tensor budget, but one handle.
+pub struct QMatrixRes {
+    /// The matrix, `[out, in]`.
+    pub q: std::sync::Arc<candle_core::quantized::QTensor>,
+    /// Its trace digest ([`trace::qweight_digest`]; zeros outside a trace).
+    pub digest: trace::Digest,
+}
+
 /// A seeded sampler (candle-transformers' `LogitsProcessor`), a table
 /// resource, with what a trace needs to replay a draw: its spec and how
 /// many tokens it has drawn.
@@ -285,6 +295,34 @@ impl KernelCtx {
         };
         if let Err(e) = self.record(leaf) {
             self.release(&res);
+            return Err(e);
+        }
+        Ok(res)
+    }
+
+    /// Adopts quantized model weight `name` as one more handle (uncharged)
+    /// with its digest, and records it in the trace.
+    pub fn adopt_qweight(
+        &mut self,
+        q: std::sync::Arc<candle_core::quantized::QTensor>,
+        weights_hash: &str,
+        name: &str,
+    ) -> Result<QMatrixRes, KernelError> {
+        self.take_handle()?;
+        let res = QMatrixRes {
+            digest: trace::qweight_digest(weights_hash, name),
+            q,
+        };
+        let leaf = || trace::Leaf {
+            op: "qweight".into(),
+            params: name.to_string(),
+            inputs: vec![],
+            dtype: crate::models::gguf::format_name(res.q.dtype()).into(),
+            dims: res.q.shape().dims().iter().map(|&d| d as u64).collect(),
+            output: res.digest,
+        };
+        if let Err(e) = self.record(leaf) {
+            self.release_handle();
             return Err(e);
         }
         Ok(res)

@@ -294,6 +294,33 @@ impl KernelCtx {
         )
     }
 
+    /// `x · wᵀ` with a quantized `w`, as `candle_core::quantized::QMatMul`
+    /// (f32 input, rank 2 or more; a strided input is made contiguous).
+    pub fn qlinear(
+        &mut self,
+        x: &Tensor,
+        w: &std::sync::Arc<candle_core::quantized::QTensor>,
+    ) -> Result<Tensor, KernelError> {
+        if x.dtype() != DType::F32 {
+            return Err(invalid(format!(
+                "qlinear: the input must be f32, got {:?}",
+                x.dtype()
+            )));
+        }
+        self.kernel(
+            "qlinear",
+            || {
+                use candle_core::quantized::GgmlDType as G;
+                let float = matches!(w.dtype(), G::F32 | G::F16 | G::BF16);
+                cost::qlinear(x, w.shape().dims(), float)
+            },
+            |_| {
+                let x = x.contiguous()?;
+                candle_core::quantized::QMatMul::from_arc(w.clone())?.forward(&x)
+            },
+        )
+    }
+
     /// A broadcasting binary op.
     pub fn binary(&mut self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, KernelError> {
         let cost = || {

@@ -34,6 +34,7 @@ pub type Digest = [u8; 32];
 /// Domain tags, so a digest of one kind can never pass for another.
 const TENSOR: &[u8] = b"infernet/trace/tensor/1";
 const WEIGHT: &[u8] = b"infernet/trace/weight/1";
+const QWEIGHT: &[u8] = b"infernet/trace/qweight/1";
 const LEAF: &[u8] = b"infernet/trace/leaf/1";
 const DERIVED: &[u8] = b"infernet/trace/derived/1";
 const NODE: &[u8] = b"infernet/trace/node/1";
@@ -250,6 +251,18 @@ pub fn token_digest(token: u32) -> Digest {
 pub fn weight_digest(weights_hash: &str, name: &str) -> Digest {
     let mut h = Sha256::new();
     h.update(WEIGHT);
+    h.update((weights_hash.len() as u64).to_le_bytes());
+    h.update(weights_hash.as_bytes());
+    h.update(name.as_bytes());
+    h.finalize().into()
+}
+
+/// The digest of a quantized model weight (a GGUF tensor as stored): as
+/// [`weight_digest`], in its own domain, so the stored blocks and the
+/// dequantized tensor of one name never share a digest.
+pub fn qweight_digest(weights_hash: &str, name: &str) -> Digest {
+    let mut h = Sha256::new();
+    h.update(QWEIGHT);
     h.update((weights_hash.len() as u64).to_le_bytes());
     h.update(weights_hash.as_bytes());
     h.update(name.as_bytes());

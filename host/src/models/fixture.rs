@@ -189,6 +189,18 @@ impl LlamaFixtureSpec {
         }
     }
 
+    /// [`Self::tiny`] widened for GGUF's block formats (k-quant rows are
+    /// multiples of 256): hidden 256, intermediate 512, 4 heads of 64 / 2
+    /// kv heads. Seed 48.
+    pub fn gguf_tiny() -> Self {
+        Self {
+            hidden_size: 256,
+            intermediate_size: 512,
+            seed: 48,
+            ..Self::tiny()
+        }
+    }
+
     /// [`Self::tiny`] shaped like Llama 3.x: tied embeddings (no `lm_head`),
     /// `rope_theta` 500 000 and llama3 `rope_scaling` (factor 8, low/high frequency
     /// factors 1/4 as Llama 3.1 ships them, but `original_max_position_embeddings`

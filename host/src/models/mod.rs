@@ -1,5 +1,6 @@
-//! Model files resolved from config: memory-mapped safetensors, config.json
-//! and tokenizer.json, shared by every store that is granted the model.
+//! Model files resolved from config: memory-mapped safetensors (with
+//! config.json) or one GGUF file ([`gguf`]), tokenizer.json, shared by
+//! every store that is granted the model.
 //! Weights are loaded onto the compute device once per model and handed to
 //! plugins as tensor handles; they never pass through guest memory. The
 //! `models` interface is implemented on top of this in `worlds`; nothing
@@ -7,8 +8,11 @@
 
 pub mod files;
 pub mod fixture;
+pub mod fixture_gguf;
+pub mod gguf;
 pub mod reference;
 
+use candle_core::quantized::QTensor;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
@@ -28,8 +32,8 @@ pub enum ModelError {
         /// Why.
         reason: String,
     },
-    /// No `*.safetensors` in the directory.
-    #[error("model `{id}`: no .safetensors files in {}", .dir.display())]
+    /// No `*.safetensors` and no `*.gguf` in the directory.
+    #[error("model `{id}`: no .safetensors files and no .gguf file in {}", .dir.display())]
     NoWeights {
         /// Model id.
         id: String,
@@ -38,12 +42,20 @@ pub enum ModelError {
     },
 }
 
+/// How a model's weights are stored.
+enum Store {
+    /// `*.safetensors` shards with a `config.json`.
+    Safetensors(MmapedSafetensors),
+    /// One GGUF file (quantized or not).
+    Gguf(gguf::GgufFile),
+}
+
 /// One model: its files, mapped once, shared by all stores.
 pub struct ModelEntry {
     id: String,
     dir: PathBuf,
     config_json: String,
-    safetensors: MmapedSafetensors,
+    store: Store,
     names: Vec<String>,
     files: Vec<PathBuf>,
     texts: files::ModelFiles,
@@ -51,6 +63,7 @@ pub struct ModelEntry {
     tokenizer: OnceLock<Result<Arc<tokenizers::Tokenizer>, String>>,
     untruncated: OnceLock<Result<Arc<tokenizers::Tokenizer>, String>>,
     loaded: Mutex<HashMap<String, Tensor>>,
+    quantized: Mutex<HashMap<String, Arc<QTensor>>>,
     device: Device,
 }
 
@@ -64,40 +77,70 @@ impl std::fmt::Debug for ModelEntry {
 }
 
 impl ModelEntry {
-    /// Maps a HF model directory (`config.json`, `tokenizer.json`, `*.safetensors`).
-    pub fn open(id: &str, dir: &Path, device: &Device) -> Result<Arc<ModelEntry>, ModelError> {
-        let file_err = |path: PathBuf, reason: String| ModelError::File {
+    /// Maps a model: a HF directory (`config.json`, `tokenizer.json`,
+    /// `*.safetensors`), a directory holding one `*.gguf` file (and
+    /// optionally `tokenizer.json`), or a `.gguf` file. A GGUF model's
+    /// config is its metadata ([`gguf::GgufFile::metadata_json`]).
+    pub fn open(id: &str, path: &Path, device: &Device) -> Result<Arc<ModelEntry>, ModelError> {
+        let file_err = |path: &Path, reason: String| ModelError::File {
             id: id.into(),
-            path,
+            path: path.to_owned(),
             reason,
         };
+        let (dir, listing) = if path.extension().is_some_and(|x| x == "gguf") && path.is_file() {
+            let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+            (dir, vec![path.to_owned()])
+        } else {
+            let mut listing: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| file_err(path, e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            listing.sort();
+            (path.to_owned(), listing)
+        };
+        let with_ext = |ext: &str| -> Vec<PathBuf> {
+            let of_ext = |p: &&PathBuf| p.extension().is_some_and(|x| x == ext);
+            listing.iter().filter(of_ext).cloned().collect()
+        };
+        let (shards, ggufs) = (with_ext("safetensors"), with_ext("gguf"));
         let config_path = dir.join("config.json");
-        let config_json = std::fs::read_to_string(&config_path)
-            .map_err(|e| file_err(config_path.clone(), e.to_string()))?;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| file_err(dir.to_owned(), e.to_string()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
+        let (store, files, config_json) = if !shards.is_empty() {
+            let config_json = std::fs::read_to_string(&config_path)
+                .map_err(|e| file_err(&config_path, e.to_string()))?;
+            // SAFETY: the files are mapped read-only; the provider owns the model
+            // directory and must not truncate it while the node runs (as with any mmap).
+            let safetensors = unsafe { MmapedSafetensors::multi(&shards) }
+                .map_err(|e| file_err(&shards[0], e.to_string()))?;
+            (Store::Safetensors(safetensors), shards, config_json)
+        } else if let [one] = &ggufs[..] {
+            let file = gguf::GgufFile::open(one).map_err(|e| file_err(one, e))?;
+            let config_json = file.metadata_json();
+            (Store::Gguf(file), ggufs.clone(), config_json)
+        } else if ggufs.len() > 1 {
+            return Err(file_err(
+                &dir,
+                format!(
+                    "{} .gguf files; set the model's path to the one to serve",
+                    ggufs.len()
+                ),
+            ));
+        } else {
             return Err(ModelError::NoWeights {
                 id: id.into(),
-                dir: dir.to_owned(),
+                dir: dir.clone(),
             });
-        }
-        // SAFETY: the files are mapped read-only; the provider owns the model
-        // directory and must not truncate it while the node runs (as with any mmap).
-        let safetensors = unsafe { MmapedSafetensors::multi(&files) }
-            .map_err(|e| file_err(files[0].clone(), e.to_string()))?;
-        let mut names: Vec<String> = safetensors.tensors().into_iter().map(|(n, _)| n).collect();
+        };
+        let mut names = match &store {
+            Store::Safetensors(st) => st.tensors().into_iter().map(|(n, _)| n).collect(),
+            Store::Gguf(g) => g.names(),
+        };
         names.sort();
-        let texts = files::read(dir).map_err(|e| file_err(dir.to_owned(), e.to_string()))?;
+        let texts = files::read(&dir).map_err(|e| file_err(&dir, e.to_string()))?;
         Ok(Arc::new(ModelEntry {
             id: id.into(),
-            dir: dir.to_owned(),
+            dir,
             config_json,
-            safetensors,
+            store,
             names,
             files,
             texts,
@@ -105,8 +148,17 @@ impl ModelEntry {
             tokenizer: OnceLock::new(),
             untruncated: OnceLock::new(),
             loaded: Mutex::new(HashMap::new()),
+            quantized: Mutex::new(HashMap::new()),
             device: device.clone(),
         }))
+    }
+
+    /// `safetensors` or `gguf`.
+    pub fn format(&self) -> &'static str {
+        match self.store {
+            Store::Safetensors(_) => "safetensors",
+            Store::Gguf(_) => "gguf",
+        }
     }
 
     /// The model id.
@@ -131,8 +183,8 @@ impl ModelEntry {
     }
 
     /// Hex sha256 of every file that decides what the model computes:
-    /// `config.json`, `tokenizer.json` (when present) and the safetensors
-    /// files in name order, each as its name, length and bytes, then the
+    /// `config.json` and `tokenizer.json` (when present) and the weights
+    /// files (safetensors in name order, or the GGUF file), each as its name, length and bytes, then the
     /// small text files plugins may read ([`Self::files`]) as path, length
     /// and text. Computed
     /// once (a streaming read of the weights) and then shared: a signed
@@ -141,9 +193,11 @@ impl ModelEntry {
         self.weights_hash.get_or_init(|| {
             use sha2::{Digest, Sha256};
             let mut h = Sha256::new();
-            let tokenizer = self.dir.join("tokenizer.json");
-            let mut paths = vec![self.dir.join("config.json")];
-            paths.extend(tokenizer.exists().then_some(tokenizer));
+            let mut paths: Vec<PathBuf> = ["config.json", "tokenizer.json"]
+                .iter()
+                .map(|f| self.dir.join(f))
+                .filter(|p| p.exists())
+                .collect();
             paths.extend(self.files.iter().cloned());
             for path in paths {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -192,19 +246,53 @@ impl ModelEntry {
         {
             return Err(format!("model `{}` has no tensor named `{name}`", self.id));
         }
-        let t = self
-            .safetensors
-            .load(name, &self.device)
-            .map_err(|e| e.to_string())?;
+        let t = match &self.store {
+            Store::Safetensors(st) => st.load(name, &self.device).map_err(|e| e.to_string())?,
+            Store::Gguf(_) => self
+                .qtensor(name)?
+                .dequantize(&self.device)
+                .map_err(|e| format!("model `{}`: dequantizing `{name}`: {e}", self.id))?,
+        };
         loaded.insert(name.to_owned(), t.clone());
         Ok(t)
     }
 
-    /// The tokenizer, parsed on first use.
+    /// The named tensor of a GGUF model as the file stores it, read from
+    /// the map once and then shared.
+    pub fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, String> {
+        let Store::Gguf(file) = &self.store else {
+            return Err(format!(
+                "model `{}` is stored as safetensors, not GGUF: its weights are plain tensors (use `get`)",
+                self.id
+            ));
+        };
+        let mut quantized = self
+            .quantized
+            .lock()
+            .map_err(|_| "model cache poisoned".to_string())?;
+        if let Some(q) = quantized.get(name) {
+            return Ok(q.clone());
+        }
+        let q = file
+            .qtensor(name, &self.device)
+            .map_err(|e| format!("model `{}`: {e}", self.id))?;
+        let q = Arc::new(q);
+        quantized.insert(name.to_owned(), q.clone());
+        Ok(q)
+    }
+
+    /// The tokenizer, parsed on first use: `tokenizer.json`, or for a
+    /// GGUF model without one the tokenizer of its metadata.
     pub fn tokenizer(&self) -> Result<Arc<tokenizers::Tokenizer>, String> {
         self.tokenizer
             .get_or_init(|| {
                 let path = self.dir.join("tokenizer.json");
+                if let (Store::Gguf(file), false) = (&self.store, path.exists()) {
+                    return file
+                        .tokenizer()
+                        .map(Arc::new)
+                        .map_err(|e| format!("model `{}`: {e}", self.id));
+                }
                 tokenizers::Tokenizer::from_file(&path)
                     .map(|mut t| {
                         // Plugins get exact ids: padding is theirs to do (with a mask).

@@ -21,7 +21,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use candle_transformers::models::llama::{Cache, Config as LlamaModelConfig, Llama, LlamaConfig};
-use candle_transformers::models::{mistral, qwen2};
+use candle_transformers::models::{mistral, quantized_llama, qwen2};
 use std::sync::Mutex;
 use tokenizers::Tokenizer;
 
@@ -368,6 +368,54 @@ pub struct NativeCausalLm<M> {
 pub type NativeQwen2 = NativeCausalLm<qwen2::ModelForCausalLM>;
 /// candle-transformers' Mistral (`mistral::Model`).
 pub type NativeMistral = NativeCausalLm<mistral::Model>;
+/// candle-transformers' GGUF llama (`quantized_llama::ModelWeights`).
+pub type NativeQuantizedLlama = NativeCausalLm<quantized_llama::ModelWeights>;
+
+impl CachedDecoder for quantized_llama::ModelWeights {
+    fn step(&mut self, ids: &Tensor, seqlen_offset: usize) -> candle_core::Result<Tensor> {
+        self.forward(ids, seqlen_offset)?.squeeze(0)
+    }
+    fn clear(&mut self) {
+        self.clear_kv_cache()
+    }
+}
+
+impl NativeQuantizedLlama {
+    /// Loads a GGUF llama file with candle-transformers' `quantized_llama`
+    /// (quantized matmuls, as candle's `quantized` example runs it) and the
+    /// `tokenizer.json` at `tokenizer`.
+    pub fn load_gguf(path: &Path, tokenizer: &Path, device: &Device) -> Result<Self, ReferenceError> {
+        use candle_core::quantized::gguf_file;
+        let io = |source| ReferenceError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = fs::File::open(path).map_err(io)?;
+        let content = gguf_file::Content::read(&mut file)?;
+        let checkpoint = |message: String| ReferenceError::Checkpoint {
+            dir: path.to_owned(),
+            message,
+        };
+        let vocab_size = content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims()[0])
+            .ok_or_else(|| checkpoint("no token_embd.weight".into()))?;
+        let context = content
+            .metadata
+            .get("llama.context_length")
+            .ok_or_else(|| checkpoint("no llama.context_length".into()))?
+            .to_u32()? as usize;
+        let model = quantized_llama::ModelWeights::from_gguf(content, &mut file, device)?;
+        Ok(Self {
+            model: Mutex::new(model),
+            vocab_size,
+            max_position_embeddings: context,
+            tokenizer: load_tokenizer(tokenizer)?,
+            device: device.clone(),
+        })
+    }
+}
 
 impl<M> std::fmt::Debug for NativeCausalLm<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -295,7 +295,9 @@ pub(super) fn rule(
     let device = replayer.map(|n| n.device()).unwrap_or(Device::Cpu);
     let index = usize::try_from(d.index).map_err(|_| invalid("divergence index out of range"))?;
     let (reference, call, method) = match &d.leaves {
-        [Some(a), Some(b)] if same_call(a, b) => {
+        // A quantized weight is not a tensor a referee can rebuild from the
+        // bundle: calls on one are judged by replaying the job.
+        [Some(a), Some(b)] if same_call(a, b) && !matches!(a.op.as_str(), "qlinear" | "qweight") => {
             let inputs = inputs_of(a, d, checked, replayer, &device)?;
             let r = referee::reexecute(a, &inputs, &device).map_err(|e| invalid(e.to_string()))?;
             (r, a.clone(), Method::OneOp)
@@ -303,7 +305,7 @@ pub(super) fn rule(
         _ => {
             let node = replayer.ok_or_else(|| {
                 EvidenceError::Needs(format!(
-                    "the parties made different calls at {index}: judging needs a replay of plugin {} on weights {} (pass --plugin and --model)",
+                    "judging call {index} (different calls, or a quantized weight) needs a replay of plugin {} on weights {} (pass --plugin and --model)",
                     checked.backend_sha256, checked.weights_hash
                 ))
             })?;

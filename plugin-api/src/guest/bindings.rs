@@ -22,8 +22,8 @@ pub mod pricing {
         export_macro_name: "export_pricing_world",
         default_bindings_module: "::infernet_plugin_api::bindings::pricing",
         with: {
-            "infernet:plugin/types@0.2.1": crate::bindings::backend::infernet::plugin::types,
-            "infernet:plugin/log@0.2.1": crate::bindings::backend::infernet::plugin::log,
+            "infernet:plugin/types@0.2.2": crate::bindings::backend::infernet::plugin::types,
+            "infernet:plugin/log@0.2.2": crate::bindings::backend::infernet::plugin::log,
         },
         generate_all,
     });
@@ -38,9 +38,9 @@ pub mod payment {
         export_macro_name: "export_payment_world",
         default_bindings_module: "::infernet_plugin_api::bindings::payment",
         with: {
-            "infernet:plugin/types@0.2.1": crate::bindings::backend::infernet::plugin::types,
-            "infernet:plugin/log@0.2.1": crate::bindings::backend::infernet::plugin::log,
-            "infernet:plugin/config@0.2.1": crate::bindings::pricing::infernet::plugin::config,
+            "infernet:plugin/types@0.2.2": crate::bindings::backend::infernet::plugin::types,
+            "infernet:plugin/log@0.2.2": crate::bindings::backend::infernet::plugin::log,
+            "infernet:plugin/config@0.2.2": crate::bindings::pricing::infernet::plugin::config,
         },
         generate_all,
     });

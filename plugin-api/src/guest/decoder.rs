@@ -1,8 +1,49 @@
 //! Pieces every decoder-only backend writes again: a per-layer KV cache, a
 //! rectangular causal mask for a chunk of new positions after cached ones,
-//! and the last position's hidden state (what the logits come from).
+//! the last position's hidden state (what the logits come from), and a
+//! projection whose weight is plain (safetensors) or quantized (GGUF).
 
-use crate::{DType, Error, Tensor};
+use crate::models::Weights;
+use crate::{DType, Error, QMatrix, Tensor};
+
+/// A projection's weight, `[out, in]`: a plain tensor, or a quantized
+/// matrix multiplied on the host without dequantizing (`qlinear`).
+pub enum Linear {
+    /// From `weights.get` (safetensors, any float dtype).
+    Dense(Tensor),
+    /// From `weights.get-quantized` (GGUF; the input must be f32).
+    Quantized(QMatrix),
+}
+
+impl Linear {
+    /// The weight `name` as `weights` stores it: quantized for a GGUF
+    /// model, plain otherwise. Errors name the tensor.
+    pub fn load(weights: &Weights, name: &str) -> Result<Linear, Error> {
+        use crate::Context;
+        let w = match weights.format().as_str() {
+            "gguf" => weights.get_quantized(name).map(Linear::Quantized),
+            _ => weights.get(name).map(Linear::Dense),
+        };
+        w.with_context(|| format!("weight `{name}`"))
+    }
+
+    /// `x @ w^T (+ bias)`.
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, Error> {
+        match (self, bias) {
+            (Linear::Dense(w), _) => x.linear(w, bias),
+            (Linear::Quantized(w), None) => x.qlinear(w),
+            (Linear::Quantized(w), Some(b)) => x.qlinear(w)?.add(b),
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Linear::Dense(w) => w.dims(),
+            Linear::Quantized(w) => w.shape().into_iter().map(|d| d as usize).collect(),
+        }
+    }
+}
 
 /// Per-layer keys and values of the positions seen so far, concatenated
 /// along the sequence dimension (`seq_dim`: 2 for `[batch, heads, seq,

@@ -15,7 +15,7 @@ mod text_stream;
 mod types_ext;
 
 pub use config_json::ConfigJson;
-pub use decoder::KvCache;
+pub use decoder::{KvCache, Linear};
 #[doc(hidden)]
 pub use exports::with_instance as __with_instance;
 pub use exports::{Backend, Payment, Pricing};
@@ -33,7 +33,7 @@ pub use bindings::backend::infernet::plugin::types::{
 pub use bindings::payment::exports::infernet::plugin::payment_api::{
     CurrencyInfo, Escrow, EscrowRequest, EscrowStatus,
 };
-pub use tensor::{BinaryOp, DType, ReduceOp, Sampler, Sampling, Tensor, UnaryOp};
+pub use tensor::{BinaryOp, DType, QMatrix, ReduceOp, Sampler, Sampling, Tensor, UnaryOp};
 
 /// A `Result` whose error is the WIT [`Error`] variant.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -42,9 +42,9 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 pub mod tensor {
     pub use crate::guest::bindings::backend::infernet::plugin::tensor::{
         affine, binary, broadcast_as, cat, causal_mask, clamp, contiguous, embedding, index_select,
-        layer_norm, linear, masked_fill, matmul, narrow, reduce, reshape, rms_norm, rope,
+        layer_norm, linear, masked_fill, matmul, narrow, qlinear, reduce, reshape, rms_norm, rope,
         rope_interleaved, softmax_last_dim, to_dtype, transpose, unary, BinaryOp, Dtype as DType,
-        ReduceOp, Sampler, Sampling, Tensor, UnaryOp,
+        Qmatrix as QMatrix, ReduceOp, Sampler, Sampling, Tensor, UnaryOp,
     };
 }
 

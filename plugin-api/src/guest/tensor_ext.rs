@@ -1,7 +1,7 @@
 //! Method-call forms of the host kernels on [`Tensor`], so model code reads
 //! like candle: `x.linear(&w, None)?.silu()?`.
 
-use crate::tensor::{self as k, BinaryOp, DType, ReduceOp, Tensor, UnaryOp};
+use crate::tensor::{self as k, BinaryOp, DType, QMatrix, ReduceOp, Tensor, UnaryOp};
 use crate::Result;
 
 fn dims(shape: &[usize]) -> Vec<u32> {
@@ -37,6 +37,10 @@ impl Tensor {
     /// `self @ w^T + bias`.
     pub fn linear(&self, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         k::linear(self, w, bias)
+    }
+    /// `self @ w^T` with a quantized `w` (a GGUF weight; `self` f32).
+    pub fn qlinear(&self, w: &QMatrix) -> Result<Tensor> {
+        k::qlinear(self, w)
     }
     /// Broadcasting `self + rhs`.
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -117,6 +121,11 @@ impl Tensor {
     /// Rotary embedding (halves), `self` is `[b, h, t, d]`.
     pub fn rope(&self, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         k::rope(self, cos, sin)
+    }
+    /// Rotary embedding on interleaved pairs (`2i`, `2i+1`), as GGUF llama
+    /// files need; `self` is `[b, h, t, d]`.
+    pub fn rope_interleaved(&self, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        k::rope_interleaved(self, cos, sin)
     }
     /// `len` entries of `dim` from `start`.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {

@@ -4,7 +4,7 @@ use crate::config::LlamaConfig;
 use crate::model::Llama;
 use infernet_plugin_api::models::{Tokenizer, Weights};
 use infernet_plugin_api::{
-    log, progress, Backend, BackendInfo, Error, F32Tensor, JobInput, JobOutput, JobRequest,
+    log, progress, Backend, Context, BackendInfo, Error, F32Tensor, JobInput, JobOutput, JobRequest,
     JobResult, KvCache, ModelCache, Sampler, Sampling, TextStream, Usage,
 };
 
@@ -58,7 +58,16 @@ impl Params {
 impl Generator {
     fn build(weights: &Weights) -> Result<Self, Error> {
         let model_id = weights.id();
-        let cfg = LlamaConfig::parse(&weights.config())?;
+        let cfg = match weights.format().as_str() {
+            "gguf" => {
+                let embd = weights
+                    .get_quantized("token_embd.weight")
+                    .context("GGUF embedding table")?;
+                let vocab = embd.shape().first().copied().unwrap_or(0) as usize;
+                LlamaConfig::from_gguf(&weights.config(), &weights.names(), vocab)?
+            }
+            _ => LlamaConfig::parse(&weights.config())?,
+        };
         let tokenizer = match weights.tokenizer() {
             Ok(t) => Some(t),
             Err(e) => {
@@ -197,7 +206,7 @@ impl Backend for LlamaBackend {
             "llama",
             env!("CARGO_PKG_VERSION"),
             &["text-generation"],
-            &crate::config::Arch::MODEL_TYPES,
+            &crate::config::Arch::DECLARED,
         )
     }
 

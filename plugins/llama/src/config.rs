@@ -11,6 +11,11 @@
 //!
 //! Any other `model_type` is refused before any other key is read, with the
 //! type named.
+//!
+//! A GGUF file's metadata (what the host hands over in place of
+//! `config.json` when none ships beside the file) is read by
+//! [`LlamaConfig::from_gguf`]: `general.architecture` `llama`, with the keys
+//! `candle_transformers::models::quantized_llama` reads.
 
 use infernet_plugin_api::{ConfigJson, Error};
 use serde_json::Value;
@@ -37,6 +42,11 @@ pub enum Arch {
 impl Arch {
     /// The `model_type` values accepted, in the order errors list them.
     pub const MODEL_TYPES: [&'static str; 3] = ["llama", "qwen2", "mistral"];
+
+    /// What `describe()` declares: the `model_type`s, and the GGUF
+    /// `general.architecture` read (`gguf:` in front, as the host spells
+    /// GGUF architectures).
+    pub const DECLARED: [&'static str; 4] = ["llama", "qwen2", "mistral", "gguf:llama"];
 
     /// The `model_type` naming this architecture.
     pub fn model_type(self) -> &'static str {
@@ -66,10 +76,22 @@ impl Arch {
     }
 }
 
+/// How the checkpoint names and lays out its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Hugging Face safetensors (`model.layers.0.self_attn.q_proj.weight`),
+    /// rotary embedding on halves.
+    Hf,
+    /// llama.cpp's GGUF (`blk.0.attn_q.weight`): projections quantized, q/k
+    /// rows permuted for the interleaved-pairs rotary embedding.
+    Gguf,
+}
+
 /// The parts of `config.json` the model needs.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
     pub arch: Arch,
+    pub layout: Layout,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -112,6 +134,7 @@ impl LlamaConfig {
         let hidden_size = root.usize("hidden_size")?;
         let cfg = LlamaConfig {
             arch,
+            layout: Layout::Hf,
             hidden_size,
             intermediate_size: root.usize("intermediate_size")?,
             num_hidden_layers: root.usize("num_hidden_layers")?,
@@ -149,6 +172,80 @@ impl LlamaConfig {
         // bos_token_id is not used by the model (the tokenizer adds it), but
         // a malformed value is still reported.
         root.token_ids("bos_token_id")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a GGUF file's metadata (as JSON): `names` are its tensors and
+    /// `vocab_size` the rows of `token_embd.weight`. Only the `llama`
+    /// architecture (which covers Mistral and SmolLM files) is read; the
+    /// features `quantized_llama` does not run either (mixture of experts,
+    /// llama3 `rope_freqs`, a partial rotary dimension) are refused by name.
+    pub fn from_gguf(text: &str, names: &[String], vocab_size: usize) -> Result<Self, Error> {
+        let root = ConfigJson::parse(text)?;
+        match root.get("general.architecture").and_then(Value::as_str) {
+            Some("llama") => {}
+            Some(other) => {
+                return Err(Error::unsupported(format!(
+                    "GGUF architecture {other:?} is not supported; this plugin runs GGUF \"llama\" files (and safetensors {})",
+                    Arch::MODEL_TYPES.join(", ")
+                )))
+            }
+            None => {
+                return Err(Error::invalid(
+                    "GGUF metadata has no string `general.architecture`",
+                ))
+            }
+        }
+        let key = |k: &str| format!("llama.{k}");
+        let heads = root.usize(&key("attention.head_count"))?;
+        let hidden_size = root.usize(&key("embedding_length"))?;
+        if root.opt_usize(&key("expert_count"))?.unwrap_or(0) > 1 {
+            return Err(Error::unsupported(
+                "GGUF key `llama.expert_count`: mixture-of-experts models are not supported",
+            ));
+        }
+        if names.iter().any(|n| n == "rope_freqs.weight") {
+            return Err(Error::unsupported(
+                "GGUF tensor `rope_freqs.weight` (Llama 3.x rope scaling in GGUF) is not supported",
+            ));
+        }
+        let head_dim = match heads {
+            0 => 0,
+            h => hidden_size / h,
+        };
+        if let Some(rope_dim) = root.opt_usize(&key("rope.dimension_count"))? {
+            if rope_dim != head_dim {
+                return Err(Error::unsupported(format!(
+                    "GGUF key `llama.rope.dimension_count` is {rope_dim}, not the head size {head_dim}: partial rotary embeddings are not supported"
+                )));
+            }
+        }
+        let cfg = LlamaConfig {
+            arch: Arch::Llama,
+            layout: Layout::Gguf,
+            hidden_size,
+            intermediate_size: root.usize(&key("feed_forward_length"))?,
+            num_hidden_layers: root.usize(&key("block_count"))?,
+            num_attention_heads: heads,
+            num_key_value_heads: root
+                .opt_usize(&key("attention.head_count_kv"))?
+                .unwrap_or(heads),
+            vocab_size,
+            rms_norm_eps: root.f64(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: root.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0) as f32,
+            max_position_embeddings: root.usize(&key("context_length"))?,
+            tie_word_embeddings: !names.iter().any(|n| n == "output.weight"),
+            eos_token_ids: root.token_ids("tokenizer.ggml.eos_token_id")?,
+            rope_scaling: None,
+            head_dim,
+            sliding_window: None,
+        };
+        if heads > 0 && !hidden_size.is_multiple_of(heads) {
+            return Err(Error::invalid(
+                "GGUF key `llama.embedding_length` must be a multiple of `llama.attention.head_count`",
+            ));
+        }
         cfg.validate()?;
         Ok(cfg)
     }

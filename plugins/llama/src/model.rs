@@ -5,13 +5,17 @@
 //! `qwen2` and `mistral` architectures differ from it only where
 //! candle-transformers' `qwen2` and `mistral` modules do (q/k/v biases, the
 //! rotary frequencies' precision, the sliding-window prompt mask).
+//! A GGUF llama file runs the same pass as
+//! `candle_transformers::models::quantized_llama` (0.11.1) does: quantized
+//! projections multiplied on the host (`qlinear`), norms and the embedding
+//! table dequantized, the rotary embedding on interleaved pairs.
 //! Weights stay on the host; this module only holds tensor handles.
 
-use crate::config::{Arch, LlamaConfig};
+use crate::config::{Arch, Layout, LlamaConfig};
 use infernet_plugin_api::decoder::last_position;
 use infernet_plugin_api::models::Weights;
 use infernet_plugin_api::tensor::causal_mask;
-use infernet_plugin_api::{Context, DType, Error, KvCache, Tensor};
+use infernet_plugin_api::{Context, DType, Error, KvCache, Linear, Tensor};
 
 /// A deliberate deviation from the forward pass, read from the crate root's
 /// `TAMPER`. The llama plugin's is [`Tamper::NONE`], which changes no kernel
@@ -37,18 +41,18 @@ impl Tamper {
 /// One decoder block's weights.
 struct Block {
     input_layernorm: Tensor,
-    q_proj: Tensor,
-    k_proj: Tensor,
-    v_proj: Tensor,
-    o_proj: Tensor,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
     /// q/k/v biases (qwen2 only).
     q_bias: Option<Tensor>,
     k_bias: Option<Tensor>,
     v_bias: Option<Tensor>,
     post_attention_layernorm: Tensor,
-    gate_proj: Tensor,
-    up_proj: Tensor,
-    down_proj: Tensor,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
 }
 
 /// A loaded model: weight handles and the rotary tables.
@@ -57,11 +61,45 @@ pub struct Llama {
     embed_tokens: Tensor,
     blocks: Vec<Block>,
     norm: Tensor,
-    /// `None` when the output projection is tied to `embed_tokens`.
-    lm_head: Option<Tensor>,
+    /// `None` when the output projection is tied to `embed_tokens` (a
+    /// tied GGUF head is `token_embd.weight` as stored, quantized).
+    lm_head: Option<Linear>,
     /// `[max_position_embeddings, head_dim / 2]`, in the weights' dtype.
     cos: Tensor,
     sin: Tensor,
+}
+
+/// A weight's name in the checkpoint's layout, from its Hugging Face name
+/// (`model.layers.{i}.` prefix removed for block weights).
+fn name(layout: Layout, hf: &str, block: Option<usize>) -> String {
+    let Some(i) = block else {
+        return match (layout, hf) {
+            (Layout::Hf, _) => hf.to_string(),
+            (Layout::Gguf, "model.embed_tokens.weight") => "token_embd.weight".into(),
+            (Layout::Gguf, "model.norm.weight") => "output_norm.weight".into(),
+            (Layout::Gguf, "lm_head.weight") => "output.weight".into(),
+            (Layout::Gguf, other) => other.to_string(),
+        };
+    };
+    let part = hf.strip_suffix(".weight").unwrap_or(hf);
+    match layout {
+        Layout::Hf => format!("model.layers.{i}.{hf}"),
+        Layout::Gguf => {
+            let gguf = match part {
+                "input_layernorm" => "attn_norm",
+                "self_attn.q_proj" => "attn_q",
+                "self_attn.k_proj" => "attn_k",
+                "self_attn.v_proj" => "attn_v",
+                "self_attn.o_proj" => "attn_output",
+                "post_attention_layernorm" => "ffn_norm",
+                "mlp.gate_proj" => "ffn_gate",
+                "mlp.up_proj" => "ffn_up",
+                "mlp.down_proj" => "ffn_down",
+                other => other,
+            };
+            format!("blk.{i}.{gguf}.weight")
+        }
+    }
 }
 
 /// Fetches a named weight, with an error naming the tensor.
@@ -126,18 +164,21 @@ fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
 impl Llama {
     /// Fetches all weight handles and builds the rotary tables.
     pub fn load(weights: &Weights, cfg: LlamaConfig) -> Result<Self, Error> {
-        let embed_tokens = weight(weights, "model.embed_tokens.weight")?;
+        let layout = cfg.layout;
+        let top = |hf: &str| name(layout, hf, None);
+        let embed_tokens = weight(weights, &top("model.embed_tokens.weight"))?;
         let dtype = embed_tokens.dtype();
-        let lm_head = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(weight(weights, "lm_head.weight")?)
+        let lm_head = match (cfg.tie_word_embeddings, layout) {
+            (false, _) => Some(Linear::load(weights, &top("lm_head.weight"))?),
+            (true, Layout::Gguf) => Some(Linear::load(weights, &top("model.embed_tokens.weight"))?),
+            (true, Layout::Hf) => None,
         };
-        let norm = weight(weights, "model.norm.weight")?;
+        let norm = weight(weights, &top("model.norm.weight"))?;
         let blocks = (0..cfg.num_hidden_layers)
             .map(|i| {
-                let w =
-                    |suffix: &str| weight(weights, &format!("model.layers.{i}.{suffix}.weight"));
+                let at = |part: &str| name(layout, &format!("{part}.weight"), Some(i));
+                let w = |part: &str| weight(weights, &at(part));
+                let proj = |part: &str| Linear::load(weights, &at(part));
                 let bias = |suffix: &str| match cfg.arch {
                     Arch::Qwen2 => {
                         weight(weights, &format!("model.layers.{i}.{suffix}.bias")).map(Some)
@@ -149,14 +190,14 @@ impl Llama {
                     k_bias: bias("self_attn.k_proj")?,
                     v_bias: bias("self_attn.v_proj")?,
                     input_layernorm: w("input_layernorm")?,
-                    q_proj: w("self_attn.q_proj")?,
-                    k_proj: w("self_attn.k_proj")?,
-                    v_proj: w("self_attn.v_proj")?,
-                    o_proj: w("self_attn.o_proj")?,
+                    q_proj: proj("self_attn.q_proj")?,
+                    k_proj: proj("self_attn.k_proj")?,
+                    v_proj: proj("self_attn.v_proj")?,
+                    o_proj: proj("self_attn.o_proj")?,
                     post_attention_layernorm: w("post_attention_layernorm")?,
-                    gate_proj: w("mlp.gate_proj")?,
-                    up_proj: w("mlp.up_proj")?,
-                    down_proj: w("mlp.down_proj")?,
+                    gate_proj: proj("mlp.gate_proj")?,
+                    up_proj: proj("mlp.up_proj")?,
+                    down_proj: proj("mlp.down_proj")?,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -208,8 +249,11 @@ impl Llama {
         let x = last_position(&x)?
             .rms_norm(&self.norm, self.eps())?
             .contiguous()?;
-        let lm_head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        cast(x.linear(lm_head, None)?, DType::F32)
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(&x, None)?,
+            None => x.linear(&self.embed_tokens, None)?,
+        };
+        cast(logits, DType::F32)
     }
 
     fn eps(&self) -> f32 {
@@ -231,11 +275,12 @@ impl Llama {
             .add(residual)?;
         let residual = &x;
         let h = x.rms_norm(&block.post_attention_layernorm, self.eps())?;
-        let h = h
-            .linear(&block.gate_proj, None)?
+        let h = block
+            .gate_proj
+            .forward(&h, None)?
             .silu()?
-            .mul(&h.linear(&block.up_proj, None)?)?;
-        let h = h.linear(&block.down_proj, None)?;
+            .mul(&block.up_proj.forward(&h, None)?)?;
+        let h = block.down_proj.forward(&h, None)?;
         let h = if crate::TAMPER.perturb_middle_block && block_idx == self.blocks.len() / 2 {
             h.affine(1.0 + 1e-3, 0.0)?
         } else {
@@ -260,9 +305,9 @@ impl Llama {
             cfg.head_dim(),
         );
 
-        let q = x.linear(&block.q_proj, block.q_bias.as_ref())?;
-        let k = x.linear(&block.k_proj, block.k_bias.as_ref())?;
-        let v = x.linear(&block.v_proj, block.v_bias.as_ref())?;
+        let q = block.q_proj.forward(x, block.q_bias.as_ref())?;
+        let k = block.k_proj.forward(x, block.k_bias.as_ref())?;
+        let v = block.v_proj.forward(x, block.v_bias.as_ref())?;
         let q = q
             .reshape(&[b, seq_len, n_heads, head_dim])?
             .transpose(1, 2)?
@@ -275,8 +320,13 @@ impl Llama {
 
         let cos = self.cos.narrow(0, index_pos, seq_len)?;
         let sin = self.sin.narrow(0, index_pos, seq_len)?;
-        let q = q.rope(&cos, &sin)?;
-        let k = k.rope(&cos, &sin)?;
+        let (q, k) = match cfg.layout {
+            Layout::Hf => (q.rope(&cos, &sin)?, k.rope(&cos, &sin)?),
+            Layout::Gguf => (
+                q.rope_interleaved(&cos, &sin)?,
+                k.rope_interleaved(&cos, &sin)?,
+            ),
+        };
 
         let (k, v) = cache.append(block_idx, k, v)?;
 
@@ -317,7 +367,7 @@ impl Llama {
         let y = y
             .transpose(1, 2)?
             .reshape(&[b, seq_len, n_heads * head_dim])?;
-        y.linear(&block.o_proj, None)
+        block.o_proj.forward(&y, None)
     }
 }
 

@@ -17,7 +17,7 @@ use infernet_tests::*;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-const STEPS: usize = 16;
+pub(crate) const STEPS: usize = 16;
 
 fn setup(dir: &std::path::Path) -> (Node, std::path::PathBuf) {
     let model = dir.join("tiny-llama");
@@ -66,7 +66,7 @@ fn serve_edited(
 }
 
 /// The plugin's `[STEPS, vocab]` logits for greedy decoding from `prompt`.
-fn plugin_logits(node: &Node, model: &str, prompt: &[u32]) -> Vec<Vec<f32>> {
+pub(crate) fn plugin_logits(node: &Node, model: &str, prompt: &[u32]) -> Vec<Vec<f32>> {
     let job = JobRequest {
         id: format!("ref-{model}"),
         model: model.into(),
@@ -98,7 +98,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Holds the plugin's logits to the native ones: every step within 1e-4 and
 /// the same greedy token; also checks the native generation is not one token
 /// repeated. Returns the largest |Δlogit|.
-fn assert_matches_native(
+pub(crate) fn assert_matches_native(
     what: &str,
     plugin: &[Vec<f32>],
     native_tokens: &[u32],

@@ -17,6 +17,7 @@ mod sdk_newcomer;
 
 // Models against native candle-transformers and the Groth16 witness.
 mod bert_reference;
+mod gguf_models;
 mod llama_reference;
 mod mlp_bit_identical;
 

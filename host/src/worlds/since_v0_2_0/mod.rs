@@ -1,9 +1,11 @@
-//! Contract `infernet:plugin@0.2.1`, the newest: the bindings generated
+//! Contract `infernet:plugin@0.2.2`, the newest: the bindings generated
 //! from `wit/` and the host side of every imported interface. It serves
-//! 0.2.0 components too: 0.2.1 only adds functions (`weights.files`,
-//! `weights.file`, `tokenizer.encode-truncated`), and wasmtime resolves a
-//! component's `@0.2.0` imports and exports to these semver-compatible
-//! `@0.2.1` ones. Older contract versions (`since_v0_1_0`) delegate to the
+//! 0.2.0 and 0.2.1 components too: 0.2.1 only added functions
+//! (`weights.files`, `weights.file`, `tokenizer.encode-truncated`,
+//! `progress.emit-token-ids`), 0.2.2 a resource and functions (`qmatrix`,
+//! `qlinear`, `weights.get-quantized`, `weights.format`), and wasmtime
+//! resolves a component's `@0.2.0` or `@0.2.1` imports and exports to these
+//! semver-compatible `@0.2.2` ones. Older contract versions (`since_v0_1_0`) delegate to the
 //! implementations here.
 //!
 //! The shared interfaces (`types`, `tensor`, `models`, `log`, `progress`,
@@ -19,17 +21,18 @@ mod tensor_host;
 wasmtime::component::bindgen!({
     path: "../wit",
     interfaces: "
-        import infernet:plugin/types@0.2.1;
-        import infernet:plugin/tensor@0.2.1;
-        import infernet:plugin/models@0.2.1;
-        import infernet:plugin/log@0.2.1;
-        import infernet:plugin/progress@0.2.1;
-        import infernet:plugin/config@0.2.1;
-        import infernet:plugin/kv@0.2.1;
+        import infernet:plugin/types@0.2.2;
+        import infernet:plugin/tensor@0.2.2;
+        import infernet:plugin/models@0.2.2;
+        import infernet:plugin/log@0.2.2;
+        import infernet:plugin/progress@0.2.2;
+        import infernet:plugin/config@0.2.2;
+        import infernet:plugin/kv@0.2.2;
     ",
     with: {
         "infernet:plugin/tensor.tensor": crate::kernels::TensorRes,
         "infernet:plugin/tensor.sampler": crate::kernels::SamplerRes,
+        "infernet:plugin/tensor.qmatrix": crate::kernels::QMatrixRes,
         "infernet:plugin/models.weights": crate::models::WeightsRes,
         "infernet:plugin/models.tokenizer": crate::models::TokenizerRes,
     },

@@ -1,13 +1,14 @@
-//! `infernet:plugin/models@0.2.1` on the host's model registry: a plugin
+//! `infernet:plugin/models@0.2.2` on the host's model registry: a plugin
 //! opens only models granted to it; weights come back as tensor handles
 //! (shared, not charged to its budget) and never cross into guest memory.
 //! Every handle (model, tokenizer, weight) counts against `tensor_handles`.
 //! The small text files beside the weights are read at open and handed out
-//! by path (0.2.1).
+//! by path (0.2.1). A GGUF model's tensors also come as stored, quantized
+//! (`get-quantized`, 0.2.2).
 
 use super::infernet::plugin::models as wit;
 use super::{Error, Out};
-use crate::kernels::TensorRes;
+use crate::kernels::{QMatrixRes, TensorRes};
 use crate::models::{TokenizerRes, WeightsRes};
 use crate::worlds::caps::ModelView;
 use wasmtime::component::Resource;
@@ -52,6 +53,33 @@ impl wit::HostWeights for ModelView<'_> {
             Ok(res) => Ok(Ok(self.table.push(res)?)),
             Err(e) => Ok(Err(e)),
         }
+    }
+
+    fn get_quantized(&mut self, w: Resource<WeightsRes>, name: String) -> Out<Resource<QMatrixRes>> {
+        let entry = self.table.get(&w)?.0.clone();
+        let adopted = entry
+            .qtensor(&name)
+            .and_then(|q| match q.shape().dims() {
+                [_, _] => Ok(q),
+                dims => Err(format!(
+                    "tensor `{name}` of model `{}` has shape {dims:?}, not a matrix: use `get`",
+                    entry.id()
+                )),
+            })
+            .map_err(Error::InvalidInput)
+            .and_then(|q| {
+                self.kernels
+                    .adopt_qweight(q, entry.weights_hash(), &name)
+                    .map_err(Error::from)
+            });
+        match adopted {
+            Ok(res) => Ok(Ok(self.table.push(res)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn format(&mut self, w: Resource<WeightsRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&w)?.0.format().into())
     }
 
     fn tokenizer(&mut self, w: Resource<WeightsRes>) -> Out<Resource<TokenizerRes>> {

@@ -1,4 +1,4 @@
-//! `infernet:plugin/tensor@0.2.0` on the host kernels: handles are looked
+//! `infernet:plugin/tensor@0.2.2` on the host kernels: handles are looked
 //! up in the store's table (a bad handle traps), each call becomes a
 //! kernel [`Op`] (WIT enums become kernel enums) run on the inputs and
 //! recorded in the job's trace, kernel errors become error values, and
@@ -9,7 +9,7 @@
 use super::infernet::plugin::tensor::{self as wit, BinaryOp, Dtype, ReduceOp, Sampling, UnaryOp};
 use super::Out;
 use crate::kernels::call::{self, Op};
-use crate::kernels::{self, KernelError, SamplerRes, SamplingSpec, TensorRes};
+use crate::kernels::{self, KernelError, QMatrixRes, SamplerRes, SamplingSpec, TensorRes};
 use crate::runtime::limits::LimitTrap;
 use crate::worlds::caps::KernelView;
 use candle_core::{DType, Tensor};
@@ -178,6 +178,24 @@ impl wit::HostTensor for KernelView<'_> {
     }
 }
 
+impl wit::HostQmatrix for KernelView<'_> {
+    fn shape(&mut self, q: Resource<QMatrixRes>) -> wasmtime::Result<Vec<u32>> {
+        let dims = self.table.get(&q)?.q.shape().dims().to_vec();
+        Ok(dims.iter().map(|&d| d as u32).collect())
+    }
+
+    fn format(&mut self, q: Resource<QMatrixRes>) -> wasmtime::Result<String> {
+        let q = &self.table.get(&q)?.q;
+        Ok(crate::models::gguf::format_name(q.dtype()).into())
+    }
+
+    fn drop(&mut self, q: Resource<QMatrixRes>) -> wasmtime::Result<()> {
+        self.table.delete(q)?;
+        self.ctx.release_handle();
+        Ok(())
+    }
+}
+
 impl wit::HostSampler for KernelView<'_> {
     /// A sampler is a handle like a tensor: past `tensor_handles` the
     /// constructor, which has no error value, traps with a [`LimitTrap`].
@@ -225,6 +243,15 @@ impl wit::Host for KernelView<'_> {
             Some(b) => self.apply(op, &[&x, &w, b]),
             None => self.apply(op, &[&x, &w]),
         }
+    }
+
+    fn qlinear(&mut self, x: Handle, w: Resource<QMatrixRes>) -> Out<Handle> {
+        let res = self.table.get(&x)?;
+        let (x, x_digest) = (res.tensor.clone(), res.digest);
+        let res = self.table.get(&w)?;
+        let (w, w_digest) = (res.q.clone(), res.digest);
+        let r = self.ctx.qlinear(&x, &w);
+        self.put(&Op::Qlinear, vec![x_digest, w_digest], r)
     }
 
     fn binary(&mut self, op: BinaryOp, a: Handle, b: Handle) -> Out<Handle> {
