@@ -3,7 +3,7 @@
 //! third party's plugin from before 0.2 looks like. The tests run it on
 //! the current host to show 0.1.0 plugins keep working. Built by
 //! `plugins/legacy-echo-020` against the frozen 0.2.0 instead, it shows
-//! 0.2.0 plugins load on a 0.2.1 host.
+//! 0.2.0 plugins load on a newer 0.2.x host.
 //!
 //! It touches every interface a 0.1.0 backend imports: it opens its model,
 //! tokenizes the prompt with the model's tokenizer, sums the token ids with

@@ -78,9 +78,17 @@ struct World {
 }
 
 fn world() -> World {
+    world_on(|dir| {
+        let model = dir.join("tiny-llama");
+        write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
+        model
+    })
+}
+
+/// A world serving the GGUF llama file `write` makes in the directory.
+fn world_on(write: impl FnOnce(&Path) -> PathBuf) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny-llama");
-    write_llama_fixture(&LlamaFixtureSpec::tiny(), &model).unwrap();
+    let model = write(dir.path());
     let llama = pack_plugin("llama", PluginKind::Backend, dir.path());
     let honest = node(dir.path(), "honest", &llama, &model);
     let referee = node(dir.path(), "referee", &llama, &model);
@@ -322,15 +330,21 @@ impl Party for LyingHost<'_> {
 }
 
 /// The honest trace with leaf `at`'s output scaled by `factor` (as a host
-/// that lies about that op would commit to), signed as `key`.
-fn lie<'a>(w: &'a World, key: &Keypair, job: &JobSpec, factor: f64) -> (LyingHost<'a>, usize) {
+/// that lies about that op would commit to), signed as `key`: `at` is the
+/// first call to one of `ops`.
+fn lie<'a>(
+    w: &'a World,
+    key: &Keypair,
+    job: &JobSpec,
+    factor: f64,
+    ops: &[&str],
+) -> (LyingHost<'a>, usize) {
     let req = job.request("job-1");
     let (r, mut trace) = w.honest.run_traced(&req, None, None).unwrap();
-    // The first matmul-like call on an intermediate value.
     let at = trace
         .leaves
         .iter()
-        .position(|l| l.op == "linear" || l.op == "matmul")
+        .position(|l| ops.contains(&l.op.as_str()))
         .unwrap();
     let leaf = &trace.leaves[at];
     let capture = infernet_host::kernels::trace::Capture {
@@ -383,7 +397,8 @@ fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
     let req = job.request("job-1");
     for (factor, cheats) in [(1.01, true), (1.0 + 1e-6, false)] {
         let kb = Keypair::generate_ed25519();
-        let (mut liar, at) = lie(&w, &kb, &job, factor);
+        // The first matmul-like call on an intermediate value.
+        let (mut liar, at) = lie(&w, &kb, &job, factor, &["linear", "matmul"]);
         assert!(liar.at == at);
         let mut a = LocalParty::new(ra.clone(), ta.clone(), &w.honest, req.clone());
         let evidence = dispute::run(&job, &mut a, &mut liar, &w.referee, "referee").unwrap();
@@ -455,4 +470,46 @@ fn simulation_catches_every_cheat_and_slashes_no_honest_provider() {
     for (mode, caught) in &spot.caught {
         assert_eq!(*caught, spot.checked, "{mode}: every checked job is caught");
     }
+}
+
+/// A GGUF (q4_k/q6_k) world: a host lying about a quantized matmul's values
+/// is caught, judged by replaying the plugin on the referee's copy of the
+/// file (a quantized weight is not a tensor a bundle carries), and float
+/// noise still is not a fault; a perturbed layer is caught as on
+/// safetensors.
+#[test]
+fn on_a_gguf_model_a_lie_about_a_quantized_matmul_and_a_perturbed_layer_are_caught() {
+    use infernet_host::models::fixture_gguf::{write_gguf_llama, GgufQuant, GgufTokenizer};
+    let w = world_on(|dir| {
+        let d = dir.join("tiny-gguf");
+        write_gguf_llama(
+            &LlamaFixtureSpec::gguf_tiny(),
+            &d,
+            GgufQuant::Q4KM,
+            &GgufTokenizer::Beside,
+        )
+        .unwrap()
+    });
+    let job = spec("the quick brown fox", &[("max_tokens", "4")]);
+    let ka = Keypair::generate_ed25519();
+    let (ra, ta, _) = run(&w.honest, &ka, &job, None);
+    assert!(ta.leaves.iter().any(|l| l.op == "qweight"), "quantized weights are traced");
+    let req = job.request("job-1");
+    for (factor, cheats) in [(1.01, true), (1.0 + 1e-6, false)] {
+        let kb = Keypair::generate_ed25519();
+        let (mut liar, at) = lie(&w, &kb, &job, factor, &["qlinear"]);
+        let mut a = LocalParty::new(ra.clone(), ta.clone(), &w.honest, req.clone());
+        let evidence = dispute::run(&job, &mut a, &mut liar, &w.referee, "referee").unwrap();
+        assert_eq!(evidence.ruling.method, Method::Replay);
+        assert_eq!(evidence.divergence.as_ref().unwrap().index, at as u64);
+        let expected: Vec<String> = match cheats {
+            true => vec![kb.public().to_peer_id().to_string()],
+            false => vec![],
+        };
+        assert_eq!(evidence.ruling.cheated, expected, "factor {factor}");
+        assert_eq!(evidence.check(Some(&w.referee)).unwrap().cheated, expected);
+        assert!(matches!(evidence.check(None), Err(EvidenceError::Needs(_))));
+    }
+    let (evidence, _) = dispute_with_cheat(&w, "perturb", &job);
+    assert_eq!(evidence.ruling.method, Method::Replay);
 }
