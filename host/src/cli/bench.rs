@@ -7,7 +7,9 @@
 //!   all-MiniLM-L6-v2;
 //! - per-call overhead of a trivial host call and a trivial kernel (ns);
 //! - instantiation from `InstancePre` (µs) and compile vs cached load (ms);
-//! - with `--network`, job round trips on loopback ([`super::bench_net`]).
+//! - with `--network`, job round trips on loopback ([`super::bench_net`]);
+//! - with `--gguf`, GGUF files against candle's quantized llama and
+//!   llama.cpp ([`super::bench_gguf`]).
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -53,14 +55,21 @@ pub struct BenchArgs {
     /// Jobs per provider kind in the verification simulation.
     #[arg(long, default_value_t = 1000)]
     jobs: usize,
+    /// Run only the GGUF benchmark (q8_0 and q4_k_m files: plugin vs
+    /// candle's quantized_llama, and llama.cpp with --llama-cpp-python).
+    #[arg(long)]
+    gguf: bool,
+    /// A Python interpreter with `llama_cpp` (llama-cpp-python) installed.
+    #[arg(long)]
+    llama_cpp_python: Option<PathBuf>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-fn node_with(dir: &Path, plugin: &Path, models: &[(&str, &Path)]) -> Result<Node> {
+pub(super) fn node_with(dir: &Path, plugin: &Path, models: &[(&str, &Path)]) -> Result<Node> {
     let mut text = format!(
         "[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n",
         dir.join("node"),
@@ -90,6 +99,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     if a.network {
         return super::bench_net::run(&plugins, &dir.join("network"), a.requests);
+    }
+    if a.gguf {
+        return super::bench_gguf::run(
+            &plugins,
+            &dir,
+            a.quick,
+            a.tokens,
+            a.rounds,
+            a.llama_cpp_python.as_deref(),
+        );
     }
     if a.verify {
         // One dispute on the 135M shape when its checkpoint is there (the

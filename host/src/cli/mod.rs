@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod bench_gguf;
 mod bench_net;
 mod bench_verify;
 mod local_json;

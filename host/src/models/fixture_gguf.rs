@@ -23,12 +23,24 @@ pub enum GgufQuant {
     /// Every matrix q4_0.
     Q4_0,
     /// What llama.cpp's `Q4_K_M` mixes: q6_k for `output`, `attn_v` and
-    /// `ffn_down`, q4_k for the other matrices (rows must be multiples of 256).
+    /// `ffn_down`, q4_k for the other matrices; rows that are not multiples
+    /// of 256 fall back as llama.cpp's do (q5_0, q8_0).
     Q4KM,
 }
 
 impl GgufQuant {
-    fn format(self, gguf_name: &str) -> GgmlDType {
+    /// The format of a matrix `gguf_name` with rows of `cols` values: a
+    /// k-quant needs multiples of 256, else llama.cpp's fallback (q4_k to
+    /// q5_0, q6_k to q8_0), as its quantizer does for SmolLM's 576.
+    fn format(self, gguf_name: &str, cols: usize) -> GgmlDType {
+        match self.k_format(gguf_name) {
+            GgmlDType::Q4K if cols % 256 != 0 => GgmlDType::Q5_0,
+            GgmlDType::Q6K if cols % 256 != 0 => GgmlDType::Q8_0,
+            f => f,
+        }
+    }
+
+    fn k_format(self, gguf_name: &str) -> GgmlDType {
         match self {
             GgufQuant::Q8_0 => GgmlDType::Q8_0,
             GgufQuant::Q4_0 => GgmlDType::Q4_0,
@@ -146,7 +158,7 @@ pub fn write_gguf_llama(
                     stage: "save",
                     message: e.to_string(),
                 })?;
-            metadata.extend(bpe_metadata(&tok)?);
+            metadata.extend(bpe_metadata(&tok, spec.vocab_size)?);
         }
     }
     let mut tensors = Vec::new();
@@ -155,7 +167,7 @@ pub fn write_gguf_llama(
         let values = Tensor::from_vec(t.values(spec.seed), t.shape.as_slice(), &Device::Cpu)
             .map_err(candle_err("tensor"))?;
         let q = match t.shape.len() {
-            2 => QTensor::quantize(&values, quant.format(&name)),
+            2 => QTensor::quantize(&values, quant.format(&name, t.shape[1])),
             _ => QTensor::quantize(&values, GgmlDType::F32),
         }
         .map_err(|e| FixtureError::InvalidSpec(format!("quantizing {name}: {e}")))?;
@@ -223,9 +235,11 @@ fn corpus() -> Vec<String> {
     lines
 }
 
-/// `tokenizer.ggml.*` for a trained byte-level BPE: tokens in id order,
-/// merges, token types (control for special tokens) and the end-of-text id.
-fn bpe_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, FixtureError> {
+/// `tokenizer.ggml.*` for a trained byte-level BPE: tokens in id order
+/// (padded to the model's embedding `rows` with `<|pad_N|>` control tokens, as
+/// llama.cpp wants one token per embedding row), merges, token types
+/// (control for special tokens) and the end-of-text id.
+fn bpe_metadata(tok: &Tokenizer, rows: usize) -> Result<Vec<(String, Value)>, FixtureError> {
     let bad = |message: String| FixtureError::Tokenizer {
         stage: "gguf metadata",
         message,
@@ -254,9 +268,15 @@ fn bpe_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>, FixtureError> {
     let eos = tok
         .token_to_id(BPE_EOS)
         .ok_or_else(|| bad("no end-of-text token".into()))?;
+    let trained = tokens.len();
+    if trained > rows {
+        return Err(bad(format!("{trained} tokens for {rows} embedding rows")));
+    }
+    tokens.extend((trained..rows).map(|i| format!("<|pad_{i}|>")));
     let types = tokens
         .iter()
-        .map(|t| Value::I32(if t == BPE_EOS { 3 } else { 1 }))
+        .enumerate()
+        .map(|(i, t)| Value::I32(if t == BPE_EOS || i >= trained { 3 } else { 1 }))
         .collect();
     let strings = |xs: Vec<String>| Value::Array(xs.into_iter().map(Value::String).collect());
     Ok(vec![
