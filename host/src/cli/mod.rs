@@ -237,6 +237,10 @@ enum ModelCommand {
         /// Seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Write a GGUF file instead (`q8_0`, `q4_0` or `q4_k_m`), tokenizer
+        /// in its metadata; `tiny` is then 256 wide (k-quant rows).
+        #[arg(long)]
+        gguf: Option<String>,
     },
 }
 
@@ -274,7 +278,12 @@ fn run(cli: Cli) -> Result<()> {
             model,
             texts,
         } => embed(&config, &model, &texts),
-        Command::Model(ModelCommand::GenTiny { out, shape, seed }) => gen_tiny(&out, &shape, seed),
+        Command::Model(ModelCommand::GenTiny {
+            out,
+            shape,
+            seed,
+            gguf,
+        }) => gen_tiny(&out, &shape, seed, gguf.as_deref()),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Wallet(cmd) => pay::wallet(cmd),
         Command::Escrow(cmd) => pay::escrow(cmd),
@@ -395,15 +404,35 @@ fn embed(config: &Path, model: &str, texts: &[String]) -> Result<()> {
     }
 }
 
-fn gen_tiny(out: &Path, shape: &str, seed: Option<u64>) -> Result<()> {
+fn gen_tiny(out: &Path, shape: &str, seed: Option<u64>, gguf: Option<&str>) -> Result<()> {
     use infernet_host::models::fixture::{write_llama_fixture_with_progress, LlamaFixtureSpec};
-    let mut spec = match shape {
-        "tiny" => LlamaFixtureSpec::tiny(),
-        "smollm-135m" => LlamaFixtureSpec::smollm_135m_shape(),
-        other => bail!("unknown --shape `{other}`: use `tiny` or `smollm-135m`"),
+    use infernet_host::models::fixture_gguf::{write_gguf_llama, GgufQuant, GgufTokenizer};
+    let mut spec = match (shape, gguf) {
+        ("tiny", None) => LlamaFixtureSpec::tiny(),
+        ("tiny", Some(_)) => LlamaFixtureSpec::gguf_tiny(),
+        ("smollm-135m", _) => LlamaFixtureSpec::smollm_135m_shape(),
+        (other, _) => bail!("unknown --shape `{other}`: use `tiny` or `smollm-135m`"),
     };
     if let Some(s) = seed {
         spec.seed = s;
+    }
+    if let Some(format) = gguf {
+        let quant = match format {
+            "q8_0" => GgufQuant::Q8_0,
+            "q4_0" => GgufQuant::Q4_0,
+            "q4_k_m" => GgufQuant::Q4KM,
+            other => bail!("unknown --gguf `{other}`: use `q8_0`, `q4_0` or `q4_k_m`"),
+        };
+        eprintln!("writing {format} GGUF (quantizing; the 135M shape takes a minute)...");
+        let file = write_gguf_llama(
+            &spec,
+            out,
+            quant,
+            &GgufTokenizer::Metadata { reference: None },
+        )
+        .with_context(|| format!("writing GGUF to {}", out.display()))?;
+        eprintln!("wrote {} (tokenizer in its metadata)", file.display());
+        return Ok(());
     }
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("writing checkpoint {bar:30} {pos}/{len} tensors")

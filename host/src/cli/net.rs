@@ -335,7 +335,7 @@ pub fn demo(plugins: &Path, dir: &Path, prompt: &str) -> Result<()> {
     }
     let model_dir = dir.join("tiny-llama");
     if !model_dir.join("model.safetensors").exists() {
-        super::gen_tiny(&model_dir, "tiny", None)?;
+        super::gen_tiny(&model_dir, "tiny", None, None)?;
     }
     let abs =
         |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()));

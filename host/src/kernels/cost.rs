@@ -217,7 +217,11 @@ pub fn qlinear(x: &Tensor, wd: &[usize], float: bool) -> Result<Cost, KernelErro
         )));
     }
     let n = count(xd);
-    let copy = if x.is_contiguous() { 0 } else { bytes(n, DType::F32) };
+    let copy = if x.is_contiguous() {
+        0
+    } else {
+        bytes(n, DType::F32)
+    };
     let dequantized = match float {
         true => bytes(count(&[out, inp]), DType::F32),
         false => 0,

@@ -47,6 +47,28 @@ pub struct QMatrixRes {
     pub digest: trace::Digest,
 }
 
+/// The GGUF name of a block format, lower case (`q4_k`, `q8_0`, `f32`).
+pub fn qformat_name(d: candle_core::quantized::GgmlDType) -> &'static str {
+    use candle_core::quantized::GgmlDType;
+    match d {
+        GgmlDType::F32 => "f32",
+        GgmlDType::F16 => "f16",
+        GgmlDType::BF16 => "bf16",
+        GgmlDType::Q4_0 => "q4_0",
+        GgmlDType::Q4_1 => "q4_1",
+        GgmlDType::Q5_0 => "q5_0",
+        GgmlDType::Q5_1 => "q5_1",
+        GgmlDType::Q8_0 => "q8_0",
+        GgmlDType::Q8_1 => "q8_1",
+        GgmlDType::Q2K => "q2_k",
+        GgmlDType::Q3K => "q3_k",
+        GgmlDType::Q4K => "q4_k",
+        GgmlDType::Q5K => "q5_k",
+        GgmlDType::Q6K => "q6_k",
+        GgmlDType::Q8K => "q8_k",
+    }
+}
+
 /// A seeded sampler (candle-transformers' `LogitsProcessor`), a table
 /// resource, with what a trace needs to replay a draw: its spec and how
 /// many tokens it has drawn.
@@ -317,7 +339,7 @@ impl KernelCtx {
             op: "qweight".into(),
             params: name.to_string(),
             inputs: vec![],
-            dtype: crate::models::gguf::format_name(res.q.dtype()).into(),
+            dtype: qformat_name(res.q.dtype()).into(),
             dims: res.q.shape().dims().iter().map(|&d| d as u64).collect(),
             output: res.digest,
         };

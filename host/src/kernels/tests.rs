@@ -364,7 +364,11 @@ fn a_panic_inside_a_kernel_is_an_error_naming_it() {
 }
 
 /// A quantized `[out, in]` weight of small values.
-fn qweight(out: usize, inp: usize, format: candle_core::quantized::GgmlDType) -> std::sync::Arc<candle_core::quantized::QTensor> {
+fn qweight(
+    out: usize,
+    inp: usize,
+    format: candle_core::quantized::GgmlDType,
+) -> std::sync::Arc<candle_core::quantized::QTensor> {
     let w = Tensor::arange(0f32, (out * inp) as f32, &Device::Cpu)
         .and_then(|t| t.affine(1e-3, -0.5))
         .and_then(|t| t.reshape((out, inp)))
@@ -382,24 +386,55 @@ fn qlinear_multiplies_as_qmatmul_and_refuses_what_it_cannot_take() {
     assert_eq!(y.dims(), [2, 3, 8]);
     // Against the dequantized weight: close (the input is quantized to 8
     // bits per block too), not equal to nothing.
-    let dense = x.matmul(&w.dequantize(&Device::Cpu).unwrap().t().unwrap().broadcast_left(2).unwrap()).unwrap();
-    let diff = (y - &dense).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let dense = x
+        .matmul(
+            &w.dequantize(&Device::Cpu)
+                .unwrap()
+                .t()
+                .unwrap()
+                .broadcast_left(2)
+                .unwrap(),
+        )
+        .unwrap();
+    let diff = (y - &dense)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(diff < 0.05, "{diff}");
     // A strided input is made contiguous, not refused.
-    let xt = Tensor::ones((64, 3), DType::F32, &Device::Cpu).unwrap().t().unwrap();
+    let xt = Tensor::ones((64, 3), DType::F32, &Device::Cpu)
+        .unwrap()
+        .t()
+        .unwrap();
     assert_eq!(k.qlinear(&xt, &w).unwrap().dims(), [3, 8]);
 
     let msg = |r: Result<Tensor, KernelError>| match r {
         Err(KernelError::Invalid(m)) => m,
         other => panic!("expected invalid, got {other:?}"),
     };
-    let m = msg(k.qlinear(&Tensor::ones((3, 63), DType::F32, &Device::Cpu).unwrap(), &w));
-    assert!(m.starts_with("qlinear:") && m.contains("63 features"), "{m}");
+    let m = msg(k.qlinear(
+        &Tensor::ones((3, 63), DType::F32, &Device::Cpu).unwrap(),
+        &w,
+    ));
+    assert!(
+        m.starts_with("qlinear:") && m.contains("63 features"),
+        "{m}"
+    );
     let m = msg(k.qlinear(&Tensor::ones(64, DType::F32, &Device::Cpu).unwrap(), &w));
     assert!(m.contains("rank 2"), "{m}");
-    let m = msg(k.qlinear(&Tensor::ones((1, 64), DType::U32, &Device::Cpu).unwrap(), &w));
+    let m = msg(k.qlinear(
+        &Tensor::ones((1, 64), DType::U32, &Device::Cpu).unwrap(),
+        &w,
+    ));
     assert!(m.contains("must be f32"), "{m}");
-    let m = msg(k.qlinear(&Tensor::ones((1, 64), DType::F16, &Device::Cpu).unwrap(), &w));
+    let m = msg(k.qlinear(
+        &Tensor::ones((1, 64), DType::F16, &Device::Cpu).unwrap(),
+        &w,
+    ));
     assert!(m.contains("must be f32"), "{m}");
 }
 
@@ -413,10 +448,15 @@ fn qlinear_is_held_to_the_tensor_budget_and_the_work_cap() {
     assert!(m.contains("qlinear") && m.contains("tensor_mb"), "{m}");
     // 2 * 64 * 256 * 256 FLOPs = 8.4 MFLOP: refused under 1 MFLOP.
     let m = limit_msg(budget(1 << 30, 1, 100).qlinear(&x, &w));
-    assert!(m.contains("qlinear") && m.contains("kernel_work_mflop"), "{m}");
+    assert!(
+        m.contains("qlinear") && m.contains("kernel_work_mflop"),
+        "{m}"
+    );
     // A plain f32 matrix is multiplied dequantized: its copy is charged.
     let wf = qweight(256, 256, GgmlDType::F32);
     let m = limit_msg(budget(256 << 10, u64::MAX / 1_000_000, 100).qlinear(&x, &wf));
     assert!(m.contains("temporaries"), "{m}");
-    assert!(budget(256 << 10, u64::MAX / 1_000_000, 100).qlinear(&x, &w).is_ok());
+    assert!(budget(256 << 10, u64::MAX / 1_000_000, 100)
+        .qlinear(&x, &w)
+        .is_ok());
 }

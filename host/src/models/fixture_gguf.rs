@@ -70,12 +70,12 @@ impl GgufQuant {
 pub enum GgufTokenizer {
     /// The WordLevel fixture `tokenizer.json` beside the file.
     Beside,
-    /// Byte-level BPE in `tokenizer.ggml.*`; the same tokenizer is saved as
-    /// a `tokenizer.json` at this path (outside the model directory), the
-    /// reference a test compares the host's rebuilt one with.
+    /// Byte-level BPE in `tokenizer.ggml.*`; when `reference` is given, the
+    /// same tokenizer is saved there as a `tokenizer.json` (outside the
+    /// model directory), what a test compares the host's rebuilt one with.
     Metadata {
         /// Where to save the reference `tokenizer.json`.
-        reference: PathBuf,
+        reference: Option<PathBuf>,
     },
 }
 
@@ -130,17 +130,35 @@ pub fn write_gguf_llama(
     let u32_of = |n: usize| Value::U32(n as u32);
     let mut metadata: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
-        ("general.name".into(), Value::String("infernet-fixture".into())),
+        (
+            "general.name".into(),
+            Value::String("infernet-fixture".into()),
+        ),
         ("general.file_type".into(), Value::U32(quant.file_type())),
-        ("llama.context_length".into(), u32_of(spec.max_position_embeddings)),
+        (
+            "llama.context_length".into(),
+            u32_of(spec.max_position_embeddings),
+        ),
         ("llama.embedding_length".into(), u32_of(spec.hidden_size)),
         ("llama.block_count".into(), u32_of(spec.num_layers)),
-        ("llama.feed_forward_length".into(), u32_of(spec.intermediate_size)),
+        (
+            "llama.feed_forward_length".into(),
+            u32_of(spec.intermediate_size),
+        ),
         ("llama.attention.head_count".into(), u32_of(spec.num_heads)),
-        ("llama.attention.head_count_kv".into(), u32_of(spec.num_kv_heads)),
+        (
+            "llama.attention.head_count_kv".into(),
+            u32_of(spec.num_kv_heads),
+        ),
         ("llama.rope.dimension_count".into(), u32_of(head_dim)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
-        ("llama.rope.freq_base".into(), Value::F32(spec.rope_theta as f32)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(spec.rope_theta as f32),
+        ),
     ];
     match tokenizer {
         GgufTokenizer::Beside => {
@@ -153,11 +171,12 @@ pub fn write_gguf_llama(
         }
         GgufTokenizer::Metadata { reference } => {
             let tok = build_bpe_tokenizer(spec.vocab_size)?;
-            tok.save(reference, false)
-                .map_err(|e| FixtureError::Tokenizer {
+            if let Some(path) = reference {
+                tok.save(path, false).map_err(|e| FixtureError::Tokenizer {
                     stage: "save",
                     message: e.to_string(),
                 })?;
+            }
             metadata.extend(bpe_metadata(&tok, spec.vocab_size)?);
         }
     }
@@ -192,10 +211,10 @@ pub const BPE_EOS: &str = "<|endoftext|>";
 /// byte-level regex) and decoder: a tokenizer.json as SmolLM ships.
 pub fn build_bpe_tokenizer(vocab_size: usize) -> Result<Tokenizer, FixtureError> {
     use tokenizers::models::bpe::{BpeTrainer, BPE};
+    use tokenizers::models::TrainerWrapper;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::pre_tokenizers::digits::Digits;
     use tokenizers::pre_tokenizers::sequence::Sequence;
-    use tokenizers::models::TrainerWrapper;
     use tokenizers::AddedToken;
     let err = |stage: &'static str| {
         move |e: tokenizers::Error| FixtureError::Tokenizer {
@@ -229,7 +248,10 @@ fn corpus() -> Vec<String> {
     let mut lines = Vec::new();
     for (i, a) in words.iter().enumerate() {
         for b in words.iter().skip(i % 7).step_by(11) {
-            lines.push(format!("{a} {b}, {b}{a}! The {a} costs {} (Ünïcode: café {b})", i * 37));
+            lines.push(format!(
+                "{a} {b}, {b}{a}! The {a} costs {} (Ünïcode: café {b})",
+                i * 37
+            ));
         }
     }
     lines
@@ -252,15 +274,18 @@ fn bpe_metadata(tok: &Tokenizer, rows: usize) -> Result<Vec<(String, Value)>, Fi
             .ok_or_else(|| bad(format!("token id {id} past the vocabulary")))?;
         *slot = t.clone();
     }
-    let json: serde_json::Value = serde_json::from_str(&tok.to_string(false).map_err(|e| bad(e.to_string()))?)
-        .map_err(|e| bad(e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&tok.to_string(false).map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
     let merges: Vec<String> = json["model"]["merges"]
         .as_array()
         .ok_or_else(|| bad("no merges in the trained model".into()))?
         .iter()
         .map(|m| match m {
             serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Array(p) => Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?)),
+            serde_json::Value::Array(p) => {
+                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+            }
             _ => None,
         })
         .collect::<Option<_>>()

@@ -7,7 +7,7 @@
 //! `tokenizer.json` ships beside the file.
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
@@ -24,28 +24,9 @@ pub struct GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufFile").field("path", &self.path).finish()
-    }
-}
-
-/// The GGUF name of a block format, lower case (`q4_k`, `q8_0`, `f32`).
-pub fn format_name(d: GgmlDType) -> &'static str {
-    match d {
-        GgmlDType::F32 => "f32",
-        GgmlDType::F16 => "f16",
-        GgmlDType::BF16 => "bf16",
-        GgmlDType::Q4_0 => "q4_0",
-        GgmlDType::Q4_1 => "q4_1",
-        GgmlDType::Q5_0 => "q5_0",
-        GgmlDType::Q5_1 => "q5_1",
-        GgmlDType::Q8_0 => "q8_0",
-        GgmlDType::Q8_1 => "q8_1",
-        GgmlDType::Q2K => "q2_k",
-        GgmlDType::Q3K => "q3_k",
-        GgmlDType::Q4K => "q4_k",
-        GgmlDType::Q5K => "q5_k",
-        GgmlDType::Q6K => "q6_k",
-        GgmlDType::Q8K => "q8_k",
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -130,7 +111,9 @@ impl GgufFile {
         use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence};
         use tokenizers::PreTokenizerWrapper;
         let gpt2: PreTokenizerWrapper = ByteLevel::new(false, true, true).into();
-        let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok());
+        let pre = md
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.to_string().ok());
         let (candle_pre, split) = match pre.map(String::as_str) {
             None | Some("default" | "gpt2") => ("gpt2", Some(gpt2)),
             Some("smollm") => (

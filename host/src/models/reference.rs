@@ -384,7 +384,11 @@ impl NativeQuantizedLlama {
     /// Loads a GGUF llama file with candle-transformers' `quantized_llama`
     /// (quantized matmuls, as candle's `quantized` example runs it) and the
     /// `tokenizer.json` at `tokenizer`.
-    pub fn load_gguf(path: &Path, tokenizer: &Path, device: &Device) -> Result<Self, ReferenceError> {
+    pub fn load_gguf(
+        path: &Path,
+        tokenizer: &Path,
+        device: &Device,
+    ) -> Result<Self, ReferenceError> {
         use candle_core::quantized::gguf_file;
         let io = |source| ReferenceError::Io {
             path: path.to_owned(),

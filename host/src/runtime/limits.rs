@@ -1,10 +1,40 @@
 //! Per-plugin resource limits: defaults in code (config overrides them:
 //! `config::LimitsConfig::limits`), the linear-memory limiter, the
-//! per-call budget of streamed tokens, and the trap a limit raises where
-//! the WIT has no error to return.
+//! per-call budget of streamed tokens, the trap a limit raises where the
+//! WIT has no error to return, and the cut applied to plugin text the host
+//! passes on (log lines, crash reports).
 
 use crate::kernels::KernelLimits;
 use std::time::Duration;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…`
+/// appended when anything was cut: plugin-written text the host logs or
+/// reports is bounded.
+pub fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// The last `max` bytes of `text` (from a character boundary), with `…`
+/// in front when anything was cut: where the end says the most (a panic
+/// message after whatever the guest printed before it).
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
 
 /// Effective limits of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -163,9 +163,15 @@ fn trap_reason(err: &wasmtime::Error, stderr: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
         .collect();
+    // The guest may have written up to the 64 KiB pipe: a report stays
+    // one readable line, ending with the panic message.
+    let panic = super::limits::tail(&panic.join(" "), MAX_PANIC_TEXT);
     if panic.is_empty() {
         cause
     } else {
-        format!("{} ({cause})", panic.join(" "))
+        format!("{panic} ({cause})")
     }
 }
+
+/// Most bytes of a guest's stderr a crash report carries.
+pub const MAX_PANIC_TEXT: usize = 2048;

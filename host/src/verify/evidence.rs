@@ -297,7 +297,9 @@ pub(super) fn rule(
     let (reference, call, method) = match &d.leaves {
         // A quantized weight is not a tensor a referee can rebuild from the
         // bundle: calls on one are judged by replaying the job.
-        [Some(a), Some(b)] if same_call(a, b) && !matches!(a.op.as_str(), "qlinear" | "qweight") => {
+        [Some(a), Some(b)]
+            if same_call(a, b) && !matches!(a.op.as_str(), "qlinear" | "qweight") =>
+        {
             let inputs = inputs_of(a, d, checked, replayer, &device)?;
             let r = referee::reexecute(a, &inputs, &device).map_err(|e| invalid(e.to_string()))?;
             (r, a.clone(), Method::OneOp)

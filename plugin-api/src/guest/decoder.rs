@@ -17,11 +17,18 @@ pub enum Linear {
 
 impl Linear {
     /// The weight `name` as `weights` stores it: quantized for a GGUF
-    /// model, plain otherwise. Errors name the tensor.
+    /// model, plain otherwise (and for a GGUF matrix stored as f32, f16 or
+    /// bf16, which the host keeps dequantized once rather than per call).
+    /// Errors name the tensor.
     pub fn load(weights: &Weights, name: &str) -> Result<Linear, Error> {
         use crate::Context;
         let w = match weights.format().as_str() {
-            "gguf" => weights.get_quantized(name).map(Linear::Quantized),
+            "gguf" => weights
+                .get_quantized(name)
+                .and_then(|q| match q.format().as_str() {
+                    "f32" | "f16" | "bf16" => weights.get(name).map(Linear::Dense),
+                    _ => Ok(Linear::Quantized(q)),
+                }),
             _ => weights.get(name).map(Linear::Dense),
         };
         w.with_context(|| format!("weight `{name}`"))

@@ -126,6 +126,14 @@ pub fn tokens(job: &JobRequest) -> Result<JobResult> {
     Ok(JobResult::text(format!("emitted {n}"), 0, n))
 }
 
+/// One streamed token carrying `n` token ids (default 1 Mi): each id is
+/// charged 4 bytes of `stream_mb`.
+pub fn token_ids(job: &JobRequest) -> Result<JobResult> {
+    let n: usize = job.param_or("n", 1 << 20)?;
+    progress::emit_token_ids(&vec![7; n], "x");
+    Ok(JobResult::text(format!("emitted {n} ids"), 0, 1))
+}
+
 fn dims(shape: &[usize]) -> Vec<u32> {
     shape.iter().map(|&d| d as u32).collect()
 }

@@ -33,6 +33,13 @@ impl Backend for Hostile {
             }
             // A panic inside `execute` becomes a trap.
             "trap" => panic!("hostile plugin panics on purpose"),
+            // 60 KiB of stderr, then a panic: the crash report stays short.
+            "loud-trap" => {
+                for i in 0..1000 {
+                    eprintln!("noise line {i:04} {}", "#".repeat(48));
+                }
+                panic!("hostile plugin panics after a flood of stderr")
+            }
             // Kernels called wrongly: shapes that do not multiply, and a
             // float-only op on an integer tensor (which once panicked the
             // node inside candle).
@@ -104,6 +111,7 @@ impl Backend for Hostile {
             "handles" => budgets::handles(&job),
             "weight-work" => budgets::weight_work(&job),
             "tokens" => budgets::tokens(&job),
+            "token-ids" => budgets::token_ids(&job),
             "quiet-output" => budgets::quiet_output(&job),
             // Not an attack: `n` trivial host calls, for the overhead benchmark.
             "calls" => {

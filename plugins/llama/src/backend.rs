@@ -4,8 +4,8 @@ use crate::config::LlamaConfig;
 use crate::model::Llama;
 use infernet_plugin_api::models::{Tokenizer, Weights};
 use infernet_plugin_api::{
-    log, progress, Backend, Context, BackendInfo, Error, F32Tensor, JobInput, JobOutput, JobRequest,
-    JobResult, KvCache, ModelCache, Sampler, Sampling, TextStream, Usage,
+    log, progress, Backend, BackendInfo, Context, Error, F32Tensor, JobInput, JobOutput,
+    JobRequest, JobResult, KvCache, ModelCache, Sampler, Sampling, TextStream, Usage,
 };
 
 /// A model built from its weights, kept for later jobs.

@@ -331,3 +331,64 @@ fn local_infer_json_gives_token_ids_and_logits_that_match_native() {
         "{err}"
     );
 }
+
+/// `model gen-tiny --gguf` writes a quantized GGUF file with its tokenizer
+/// in the metadata; a node config names the file; `infer --json` runs it
+/// and gives the tokens candle's own quantized llama picks.
+#[test]
+fn a_generated_gguf_file_is_served_and_matches_candle_quantized_llama() {
+    use infernet_host::models::reference::NativeQuantizedLlama;
+    use infernet_host::models::ModelEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("g");
+    ok(&["model", "gen-tiny", "--gguf", "q4_k_m", "--out", s(&out)]);
+    let file = out.join("model.gguf");
+    let pkg = dir.path().join("llama");
+    ok(&["plugin", "pack", s(&plugin_wasm("llama")), "--out", s(&pkg)]);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[node]\ndata_dir = \"data\"\n[[backend]]\nplugin = {pkg:?}\n[[backend.models]]\nid = \"g\"\npath = {file:?}\n"),
+    )
+    .unwrap();
+    let prompt = "the 3 quick foxes";
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "infer",
+        "--config",
+        s(&config),
+        "--model",
+        "g",
+        "--max-tokens",
+        "8",
+        "--json",
+        prompt,
+    ]))
+    .unwrap();
+    let ids: Vec<u32> = serde_json::from_value(v["token_ids"].clone()).unwrap();
+
+    // The host's tokenizer for the file, saved for candle's model.
+    let tok = ModelEntry::open("g", &file, &candle_core::Device::Cpu)
+        .unwrap()
+        .tokenizer()
+        .unwrap();
+    let tok_file = dir.path().join("rebuilt-tokenizer.json");
+    tok.save(&tok_file, false).unwrap();
+    let native =
+        NativeQuantizedLlama::load_gguf(&file, &tok_file, &candle_core::Device::Cpu).unwrap();
+    let (native_ids, _) = native
+        .generate_greedy(&native.encode(prompt).unwrap(), 8)
+        .unwrap();
+    assert_eq!(ids, native_ids[..ids.len()], "{v}");
+    assert_eq!(ids.len(), 8, "{v}");
+
+    let e = infernet(&[
+        "model",
+        "gen-tiny",
+        "--gguf",
+        "q3_k",
+        "--out",
+        s(&dir.path().join("x")),
+    ]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("unknown --gguf `q3_k`"));
+}

@@ -41,7 +41,11 @@ fn gguf_llama_matches_candle_quantized_llama_in_each_block_format() {
     let cases = [
         ("q8_0", GgufQuant::Q8_0, LlamaFixtureSpec::gguf_tiny()),
         ("q4_0", GgufQuant::Q4_0, LlamaFixtureSpec::gguf_tiny()),
-        ("q4_k_m", GgufQuant::Q4KM, tied(LlamaFixtureSpec::gguf_tiny())),
+        (
+            "q4_k_m",
+            GgufQuant::Q4KM,
+            tied(LlamaFixtureSpec::gguf_tiny()),
+        ),
     ];
     let files: Vec<PathBuf> = cases
         .iter()
@@ -54,7 +58,16 @@ fn gguf_llama_matches_candle_quantized_llama_in_each_block_format() {
         .iter()
         .zip(&files)
         .enumerate()
-        .map(|(i, ((id, _, _), f))| (*id, if i == 0 { f.parent().unwrap() } else { f.as_path() }))
+        .map(|(i, ((id, _, _), f))| {
+            (
+                *id,
+                if i == 0 {
+                    f.parent().unwrap()
+                } else {
+                    f.as_path()
+                },
+            )
+        })
         .collect();
     let node = serve(tmp.path(), &served);
     let mut worst = 0f32;
@@ -71,10 +84,15 @@ fn gguf_llama_matches_candle_quantized_llama_in_each_block_format() {
             GgufQuant::Q4KM => ["Q4K", "Q6K"],
         };
         assert_eq!(formats, want, "{id}: the file holds the formats asked for");
-        let native =
-            NativeQuantizedLlama::load_gguf(file, &file.with_file_name("tokenizer.json"), &Device::Cpu)
-                .unwrap();
-        let prompt = native.encode("the quick brown fox jumps over the lazy dog").unwrap();
+        let native = NativeQuantizedLlama::load_gguf(
+            file,
+            &file.with_file_name("tokenizer.json"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let prompt = native
+            .encode("the quick brown fox jumps over the lazy dog")
+            .unwrap();
         let (tokens, logits) = native.generate_greedy(&prompt, STEPS).unwrap();
         let plugin = plugin_logits(&node, id, &prompt);
         worst = worst.max(assert_matches_native(id, &plugin, &tokens, &logits));
@@ -89,7 +107,11 @@ fn gguf_llama_matches_candle_quantized_llama_in_each_block_format() {
         let JobOutput::Text(text) = node.run(&job, None).unwrap().output else {
             panic!("{id}: expected text");
         };
-        assert_eq!(text, native.decode(&tokens).unwrap(), "{id}: generated text");
+        assert_eq!(
+            text,
+            native.decode(&tokens).unwrap(),
+            "{id}: generated text"
+        );
     }
     eprintln!("gguf: worst |Δlogit| over three formats: {worst:e}");
 }
@@ -104,7 +126,7 @@ fn the_tokenizer_in_gguf_metadata_encodes_as_its_tokenizer_json() {
         &tmp.path().join("m"),
         GgufQuant::Q8_0,
         &GgufTokenizer::Metadata {
-            reference: reference.clone(),
+            reference: Some(reference.clone()),
         },
     )
     .unwrap();
@@ -115,7 +137,10 @@ fn the_tokenizer_in_gguf_metadata_encodes_as_its_tokenizer_json() {
     let entry = ModelEntry::open("m", &file, &Device::Cpu).unwrap();
     let rebuilt = entry.tokenizer().unwrap();
     let want = tokenizers::Tokenizer::from_file(&reference).unwrap();
-    assert!(want.get_vocab_size(true) > 300, "a trained vocabulary, with merges");
+    assert!(
+        want.get_vocab_size(true) > 300,
+        "a trained vocabulary, with merges"
+    );
     for text in [
         "the quick brown fox",
         "  leading spaces and 12345 digits, split one by one",
@@ -166,9 +191,15 @@ fn edit_metadata(file: &Path, key: &str, value: gguf_file::Value) {
     let tensors: Vec<(String, candle_core::quantized::QTensor)> = content
         .tensor_infos
         .keys()
-        .map(|n| (n.clone(), content.tensor(&mut cursor, n, &Device::Cpu).unwrap()))
+        .map(|n| {
+            (
+                n.clone(),
+                content.tensor(&mut cursor, n, &Device::Cpu).unwrap(),
+            )
+        })
         .collect();
-    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let md: Vec<(&str, &gguf_file::Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &candle_core::quantized::QTensor)> =
         tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut out = std::fs::File::create(file).unwrap();
@@ -181,11 +212,17 @@ fn what_a_gguf_file_needs_that_is_not_here_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = LlamaFixtureSpec::gguf_tiny();
     let meta = |name: &str| GgufTokenizer::Metadata {
-        reference: tmp.path().join(format!("{name}.json")),
+        reference: Some(tmp.path().join(format!("{name}.json"))),
     };
 
     // A pre-tokenizer the host cannot rebuild: named, with the way out.
-    let file = write_gguf_llama(&spec, &tmp.path().join("pre"), GgufQuant::Q8_0, &meta("pre")).unwrap();
+    let file = write_gguf_llama(
+        &spec,
+        &tmp.path().join("pre"),
+        GgufQuant::Q8_0,
+        &meta("pre"),
+    )
+    .unwrap();
     edit_metadata(&file, "tokenizer.ggml.pre", Value::String("falcon".into()));
     let e = ModelEntry::open("pre", &file, &Device::Cpu)
         .unwrap()
@@ -198,7 +235,13 @@ fn what_a_gguf_file_needs_that_is_not_here_is_refused_by_name() {
 
     // Another architecture: refused when the node loads it, named as the
     // host spells GGUF architectures, beside what the backend runs.
-    let file = write_gguf_llama(&spec, &tmp.path().join("arch"), GgufQuant::Q8_0, &GgufTokenizer::Beside).unwrap();
+    let file = write_gguf_llama(
+        &spec,
+        &tmp.path().join("arch"),
+        GgufQuant::Q8_0,
+        &GgufTokenizer::Beside,
+    )
+    .unwrap();
     edit_metadata(&file, "general.architecture", Value::String("qwen2".into()));
     let pkg = pack_plugin("llama", PluginKind::Backend, tmp.path());
     let cfg = write_backend_config(tmp.path(), &pkg, &[("arch", &file)], "");
@@ -215,7 +258,9 @@ fn what_a_gguf_file_needs_that_is_not_here_is_refused_by_name() {
     let two = tmp.path().join("two");
     write_gguf_llama(&spec, &two, GgufQuant::Q8_0, &GgufTokenizer::Beside).unwrap();
     std::fs::copy(two.join("model.gguf"), two.join("other.gguf")).unwrap();
-    let e = ModelEntry::open("two", &two, &Device::Cpu).unwrap_err().to_string();
+    let e = ModelEntry::open("two", &two, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("2 .gguf files") && e.contains("path"), "{e}");
 
     // A safetensors model has no quantized tensors to hand out.
@@ -230,6 +275,8 @@ fn what_a_gguf_file_needs_that_is_not_here_is_refused_by_name() {
     let junk = tmp.path().join("junk");
     std::fs::create_dir_all(&junk).unwrap();
     std::fs::write(junk.join("model.gguf"), b"GGUF but not really").unwrap();
-    let e = ModelEntry::open("junk", &junk, &Device::Cpu).unwrap_err().to_string();
+    let e = ModelEntry::open("junk", &junk, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a readable GGUF file"), "{e}");
 }

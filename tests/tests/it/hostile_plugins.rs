@@ -71,6 +71,25 @@ fn trap_in_execute_is_reported_and_instance_replaced() {
     still_serves(&node);
 }
 
+/// A guest that fills its stderr pipe before panicking: the report is one
+/// line of bounded length that still ends with why it crashed.
+#[test]
+fn a_flood_of_stderr_before_a_trap_is_cut_in_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = hostile_node(dir.path(), "");
+    let err = plugin_err(node.run(&job("loud-trap"), None)).to_string();
+    assert!(err.contains("panics after a flood of stderr"), "{err}");
+    assert!(!err.contains("noise line 0000"), "the head is cut");
+    assert!(
+        err.len() < 3 * 1024 && !err.contains('\n'),
+        "{} bytes: {}",
+        err.len(),
+        &err[..200]
+    );
+    assert!(err.contains('…') && err.contains("unreachable"), "{err}");
+    still_serves(&node);
+}
+
 #[test]
 fn infinite_loop_is_stopped_within_wall_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,6 +346,12 @@ fn streamed_tokens_are_capped_per_call() {
         "{msg}"
     );
     assert_eq!(*seen.lock().unwrap(), (16, 16 * 65536), "tokens delivered");
+    // Token ids count too: a million ids in one token are 4 MiB.
+    let msg = limit_exceeded(node.run(&attack("token-ids", &[]), None));
+    assert!(msg.contains("stream_mb"), "{msg}");
+    assert!(node
+        .run(&attack("token-ids", &[("n", "1000")]), None)
+        .is_ok());
     // The budget is per call: the same instance streams its full 1000
     // tokens in each of two calls.
     for call in 0..2 {

@@ -493,7 +493,10 @@ fn on_a_gguf_model_a_lie_about_a_quantized_matmul_and_a_perturbed_layer_are_caug
     let job = spec("the quick brown fox", &[("max_tokens", "4")]);
     let ka = Keypair::generate_ed25519();
     let (ra, ta, _) = run(&w.honest, &ka, &job, None);
-    assert!(ta.leaves.iter().any(|l| l.op == "qweight"), "quantized weights are traced");
+    assert!(
+        ta.leaves.iter().any(|l| l.op == "qweight"),
+        "quantized weights are traced"
+    );
     let req = job.request("job-1");
     for (factor, cheats) in [(1.01, true), (1.0 + 1e-6, false)] {
         let kb = Keypair::generate_ed25519();

@@ -15,15 +15,7 @@ impl types::Host for LogView<'_> {}
 
 impl log::Host for LogView<'_> {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = crate::runtime::limits::cut(message, MAX_LOG_LINE);
         let plugin = self.plugin;
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
@@ -42,6 +34,21 @@ impl ProgressView<'_> {
             sink(event);
         }
     }
+
+    /// Charges one streamed token of `bytes` to the call's budget and the
+    /// job's token count, then sends its events.
+    fn stream_token<const N: usize>(
+        &mut self,
+        bytes: usize,
+        events: [ProgressEvent; N],
+    ) -> wasmtime::Result<()> {
+        self.stream.charge(bytes)?;
+        self.ctx.count_token().map_err(wasmtime::Error::msg)?;
+        for event in events {
+            self.emit(event);
+        }
+        Ok(())
+    }
 }
 
 impl progress::Host for ProgressView<'_> {
@@ -49,19 +56,16 @@ impl progress::Host for ProgressView<'_> {
     /// the call traps with a [`LimitTrap`](crate::runtime::limits::LimitTrap)
     /// (this function has no error value), reported as `limit-exceeded`.
     fn emit_token(&mut self, text: String) -> wasmtime::Result<()> {
-        self.stream.charge(text.len())?;
-        self.ctx.count_token().map_err(wasmtime::Error::msg)?;
-        self.emit(ProgressEvent::Token(text));
-        Ok(())
+        self.stream_token(text.len(), [ProgressEvent::Token(text)])
     }
 
+    /// As `emit_token`; each id counts 4 bytes against `stream_mb`.
     fn emit_token_ids(&mut self, ids: Vec<u32>, text: String) -> wasmtime::Result<()> {
-        self.stream
-            .charge(text.len().saturating_add(ids.len().saturating_mul(4)))?;
-        self.ctx.count_token().map_err(wasmtime::Error::msg)?;
-        self.emit(ProgressEvent::TokenIds(ids));
-        self.emit(ProgressEvent::Token(text));
-        Ok(())
+        let bytes = text.len().saturating_add(ids.len().saturating_mul(4));
+        self.stream_token(
+            bytes,
+            [ProgressEvent::TokenIds(ids), ProgressEvent::Token(text)],
+        )
     }
 
     fn report(&mut self, done: u64, total: u64) -> wasmtime::Result<()> {

@@ -55,7 +55,11 @@ impl wit::HostWeights for ModelView<'_> {
         }
     }
 
-    fn get_quantized(&mut self, w: Resource<WeightsRes>, name: String) -> Out<Resource<QMatrixRes>> {
+    fn get_quantized(
+        &mut self,
+        w: Resource<WeightsRes>,
+        name: String,
+    ) -> Out<Resource<QMatrixRes>> {
         let entry = self.table.get(&w)?.0.clone();
         let adopted = entry
             .qtensor(&name)

@@ -186,7 +186,7 @@ impl wit::HostQmatrix for KernelView<'_> {
 
     fn format(&mut self, q: Resource<QMatrixRes>) -> wasmtime::Result<String> {
         let q = &self.table.get(&q)?.q;
-        Ok(crate::models::gguf::format_name(q.dtype()).into())
+        Ok(kernels::qformat_name(q.dtype()).into())
     }
 
     fn drop(&mut self, q: Resource<QMatrixRes>) -> wasmtime::Result<()> {
