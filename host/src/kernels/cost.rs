@@ -160,10 +160,9 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<(Cost, bool), KernelError> {
     Ok((cost, broadcasting))
 }
 
-/// `candle_nn::Linear`: `x · wᵀ` (`w` is `[out, in]`), plus the bias added
-/// as a second full-size result.
-pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Cost, KernelError> {
-    let (xd, wd) = (x.dims(), w.dims());
+/// `x · wᵀ` for `x` of dims `xd` and a weight `[out, in]` of dims `wd`:
+/// the product's dims and FLOPs, or why they do not multiply.
+fn projection(xd: &[usize], wd: &[usize]) -> Result<(Vec<usize>, u128), KernelError> {
     let [out, inp] = *wd else {
         return Err(KernelError::Invalid(format!(
             "weight must be 2-D [out, in], got {wd:?}"
@@ -177,10 +176,16 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Cost, Ker
             "input has {features} features but the weight {wd:?} takes {inp}"
         )));
     }
-    let product = [rows, &[out]].concat();
     let flops = count(rows)
         .saturating_mul(2)
         .saturating_mul(count(&[inp, out]));
+    Ok(([rows, &[out]].concat(), flops))
+}
+
+/// `candle_nn::Linear`: `x · wᵀ` (`w` is `[out, in]`), plus the bias added
+/// as a second full-size result.
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Cost, KernelError> {
+    let (product, flops) = projection(x.dims(), w.dims())?;
     let cost = match bias {
         None => Cost::elementwise(product, x.dtype(), SIMPLE),
         Some(b) => {
@@ -197,42 +202,24 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Cost, Ker
 /// `x` the block dot products read, and a dequantized `w` when `float`
 /// (f32/f16/bf16 matrices, which `QMatMul` multiplies as tensors).
 pub fn qlinear(x: &Tensor, wd: &[usize], float: bool) -> Result<Cost, KernelError> {
-    let [out, inp] = *wd else {
-        return Err(KernelError::Invalid(format!(
-            "weight must be 2-D [out, in], got {wd:?}"
-        )));
-    };
     let xd = x.dims();
     if xd.len() < 2 {
         return Err(KernelError::Invalid(format!(
             "input must have rank 2 or more, got {xd:?}"
         )));
     }
-    let Some((&features, rows)) = xd.split_last() else {
-        return Err(KernelError::Invalid("input is a scalar".into()));
-    };
-    if features != inp {
-        return Err(KernelError::Invalid(format!(
-            "input has {features} features but the weight {wd:?} takes {inp}"
-        )));
-    }
+    let (product, flops) = projection(xd, wd)?;
     let n = count(xd);
-    let copy = if x.is_contiguous() {
-        0
-    } else {
-        bytes(n, DType::F32)
+    let copy = match x.is_contiguous() {
+        true => 0,
+        false => bytes(n, DType::F32),
     };
     let dequantized = match float {
-        true => bytes(count(&[out, inp]), DType::F32),
+        true => bytes(count(wd), DType::F32),
         false => 0,
     };
-    let scratch = copy + n + dequantized;
-    let flops = count(rows)
-        .saturating_mul(2)
-        .saturating_mul(count(&[inp, out]));
-    let product = [rows, &[out]].concat();
     Ok(Cost::elementwise(product, DType::F32, SIMPLE)
-        .with_scratch(scratch)
+        .with_scratch(copy + n + dequantized)
         .with_work(flops))
 }
 

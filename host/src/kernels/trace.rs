@@ -249,20 +249,19 @@ pub fn token_digest(token: u32) -> Digest {
 /// The digest of a model weight: the model's weights hash and the tensor's
 /// name (the referee loads it by name from the same weights).
 pub fn weight_digest(weights_hash: &str, name: &str) -> Digest {
-    let mut h = Sha256::new();
-    h.update(WEIGHT);
-    h.update((weights_hash.len() as u64).to_le_bytes());
-    h.update(weights_hash.as_bytes());
-    h.update(name.as_bytes());
-    h.finalize().into()
+    named_weight(WEIGHT, weights_hash, name)
 }
 
 /// The digest of a quantized model weight (a GGUF tensor as stored): as
 /// [`weight_digest`], in its own domain, so the stored blocks and the
 /// dequantized tensor of one name never share a digest.
 pub fn qweight_digest(weights_hash: &str, name: &str) -> Digest {
+    named_weight(QWEIGHT, weights_hash, name)
+}
+
+fn named_weight(tag: &[u8], weights_hash: &str, name: &str) -> Digest {
     let mut h = Sha256::new();
-    h.update(QWEIGHT);
+    h.update(tag);
     h.update((weights_hash.len() as u64).to_le_bytes());
     h.update(weights_hash.as_bytes());
     h.update(name.as_bytes());

@@ -34,8 +34,8 @@ impl GgufQuant {
     /// q5_0, q6_k to q8_0), as its quantizer does for SmolLM's 576.
     fn format(self, gguf_name: &str, cols: usize) -> GgmlDType {
         match self.k_format(gguf_name) {
-            GgmlDType::Q4K if cols % 256 != 0 => GgmlDType::Q5_0,
-            GgmlDType::Q6K if cols % 256 != 0 => GgmlDType::Q8_0,
+            GgmlDType::Q4K if !cols.is_multiple_of(256) => GgmlDType::Q5_0,
+            GgmlDType::Q6K if !cols.is_multiple_of(256) => GgmlDType::Q8_0,
             f => f,
         }
     }

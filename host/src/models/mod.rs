@@ -232,29 +232,22 @@ impl ModelEntry {
 
     /// The named weight on the device, loaded once and then shared.
     pub fn tensor(&self, name: &str) -> Result<Tensor, String> {
-        let mut loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| "model cache poisoned".to_string())?;
-        if let Some(t) = loaded.get(name) {
-            return Ok(t.clone());
-        }
-        if self
-            .names
-            .binary_search_by(|n| n.as_str().cmp(name))
-            .is_err()
-        {
-            return Err(format!("model `{}` has no tensor named `{name}`", self.id));
-        }
-        let t = match &self.store {
-            Store::Safetensors(st) => st.load(name, &self.device).map_err(|e| e.to_string())?,
-            Store::Gguf(_) => self
-                .qtensor(name)?
-                .dequantize(&self.device)
-                .map_err(|e| format!("model `{}`: dequantizing `{name}`: {e}", self.id))?,
-        };
-        loaded.insert(name.to_owned(), t.clone());
-        Ok(t)
+        cached(&self.loaded, name, || {
+            if self
+                .names
+                .binary_search_by(|n| n.as_str().cmp(name))
+                .is_err()
+            {
+                return Err(format!("model `{}` has no tensor named `{name}`", self.id));
+            }
+            match &self.store {
+                Store::Safetensors(st) => st.load(name, &self.device).map_err(|e| e.to_string()),
+                Store::Gguf(_) => self
+                    .qtensor(name)?
+                    .dequantize(&self.device)
+                    .map_err(|e| format!("model `{}`: dequantizing `{name}`: {e}", self.id)),
+            }
+        })
     }
 
     /// The named tensor of a GGUF model as the file stores it, read from
@@ -266,19 +259,11 @@ impl ModelEntry {
                 self.id
             ));
         };
-        let mut quantized = self
-            .quantized
-            .lock()
-            .map_err(|_| "model cache poisoned".to_string())?;
-        if let Some(q) = quantized.get(name) {
-            return Ok(q.clone());
-        }
-        let q = file
-            .qtensor(name, &self.device)
-            .map_err(|e| format!("model `{}`: {e}", self.id))?;
-        let q = Arc::new(q);
-        quantized.insert(name.to_owned(), q.clone());
-        Ok(q)
+        cached(&self.quantized, name, || {
+            file.qtensor(name, &self.device)
+                .map(Arc::new)
+                .map_err(|e| format!("model `{}`: {e}", self.id))
+        })
     }
 
     /// The tokenizer, parsed on first use: `tokenizer.json`, or for a
@@ -329,6 +314,23 @@ impl ModelEntry {
     pub fn count_tokens(&self, text: &str) -> usize {
         count_tokens(Some(self), text)
     }
+}
+
+/// `cache[name]`, made by `load` the first time and then shared.
+fn cached<T: Clone>(
+    cache: &Mutex<HashMap<String, T>>,
+    name: &str,
+    load: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    let mut map = cache
+        .lock()
+        .map_err(|_| "model cache poisoned".to_string())?;
+    if let Some(v) = map.get(name) {
+        return Ok(v.clone());
+    }
+    let v = load()?;
+    map.insert(name.to_owned(), v.clone());
+    Ok(v)
 }
 
 /// [`ModelEntry::count_tokens`], or words when there is no model.
