@@ -233,6 +233,22 @@ fn what_a_gguf_file_needs_that_is_not_here_is_refused_by_name() {
         "{e}"
     );
 
+    // `gpt2` splits as GPT-2 does, with no prefix space (candle's own
+    // rebuild adds one, which llama.cpp does not): the same ids as the
+    // SmolLM-split reference on text without digits.
+    edit_metadata(&file, "tokenizer.ggml.pre", Value::String("gpt2".into()));
+    let gpt2 = ModelEntry::open("pre", &file, &Device::Cpu)
+        .unwrap()
+        .tokenizer()
+        .unwrap();
+    let smollm = tokenizers::Tokenizer::from_file(tmp.path().join("pre.json")).unwrap();
+    let ids =
+        |t: &tokenizers::Tokenizer, text: &str| t.encode(text, false).unwrap().get_ids().to_vec();
+    assert_eq!(
+        ids(&gpt2, "the quick brown fox"),
+        ids(&smollm, "the quick brown fox")
+    );
+
     // Another architecture: refused when the node loads it, named as the
     // host spells GGUF architectures, beside what the backend runs.
     let file = write_gguf_llama(
