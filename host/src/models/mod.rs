@@ -88,7 +88,10 @@ impl ModelEntry {
             reason,
         };
         let (dir, listing) = if path.extension().is_some_and(|x| x == "gguf") && path.is_file() {
-            let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            };
             (dir, vec![path.to_owned()])
         } else {
             let mut listing: Vec<PathBuf> = std::fs::read_dir(path)
