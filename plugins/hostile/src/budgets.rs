@@ -71,9 +71,10 @@ pub fn handles(job: &JobRequest) -> Result<JobResult> {
     let mut samplers = Vec::new();
     let mut opened = Vec::new();
     let mut tokenizers = Vec::new();
+    let mut quantized = Vec::new();
     let target = job.param_str("target").unwrap_or(&job.model).to_string();
     let weights = match what.as_str() {
-        "weights" | "tokenizers" => Some(models::open(&target)?),
+        "weights" | "tokenizers" | "qweights" => Some(models::open(&target)?),
         _ => None,
     };
     let first = weights.as_ref().and_then(|w| w.names().into_iter().next());
@@ -89,11 +90,37 @@ pub fn handles(job: &JobRequest) -> Result<JobResult> {
             ("weights", Some(w), Some(name)) => tensors.push(w.get(name)?),
             ("models", _, _) => opened.push(models::open(&target)?),
             ("tokenizers", Some(w), _) => tokenizers.push(w.tokenizer()?),
+            ("qweights", Some(w), _) => quantized.push(w.get_quantized("blk.0.attn_q.weight")?),
             _ => return Err(Error::invalid(format!("cannot hold `{what}` handles"))),
         }
     }
-    let held = tensors.len() + samplers.len() + opened.len() + tokenizers.len();
+    let held = tensors.len() + samplers.len() + opened.len() + tokenizers.len() + quantized.len();
     Ok(JobResult::text(format!("held {held} {what}"), 0, 0))
+}
+
+/// Quantized weights used wrongly, on GGUF model param `target`: `step`
+/// `vector` asks for a 1-D tensor as a matrix, `missing` for a name the
+/// file lacks, `int-input` multiplies a u32 tensor, `wide-input` one with
+/// the wrong number of features. Each must come back as an error value.
+pub fn qmatrix(job: &JobRequest) -> Result<JobResult> {
+    let target = job.param_str("target").unwrap_or(&job.model).to_string();
+    let w = models::open(&target)?;
+    match job.param_str("step").unwrap_or("vector") {
+        "vector" => drop(w.get_quantized("blk.0.attn_norm.weight")?),
+        "missing" => drop(w.get_quantized("blk.99.attn_q.weight")?),
+        "int-input" => {
+            let q = w.get_quantized("blk.0.attn_q.weight")?;
+            drop(Tensor::new_u32(&[1; 256], &[1, 256])?.qlinear(&q)?);
+        }
+        "wide-input" => {
+            let q = w.get_quantized("blk.0.attn_q.weight")?;
+            drop(Tensor::new_f32(&[1.0; 300], &[1, 300])?.qlinear(&q)?);
+        }
+        other => return Err(Error::invalid(format!("unknown step `{other}`"))),
+    }
+    Err(Error::internal(
+        "the host accepted a misused quantized weight",
+    ))
 }
 
 /// The largest weight of model param `target` multiplied by its own

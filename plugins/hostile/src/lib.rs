@@ -112,6 +112,7 @@ impl Backend for Hostile {
             "weight-work" => budgets::weight_work(&job),
             "tokens" => budgets::tokens(&job),
             "token-ids" => budgets::token_ids(&job),
+            "qmatrix" => budgets::qmatrix(&job),
             "quiet-output" => budgets::quiet_output(&job),
             // Not an attack: `n` trivial host calls, for the overhead benchmark.
             "calls" => {

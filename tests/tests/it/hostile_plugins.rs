@@ -295,6 +295,48 @@ fn live_handles_are_capped_even_when_they_hold_no_bytes() {
     still_serves(&node);
 }
 
+/// Quantized weights (contract 0.2.2) through a hostile plugin: each one
+/// held counts as a handle, and a misused one is an error value naming
+/// what is wrong, never a crash.
+#[test]
+fn quantized_weights_are_capped_handles_and_misuse_is_refused() {
+    use infernet_host::models::fixture::LlamaFixtureSpec;
+    use infernet_host::models::fixture_gguf::{write_gguf_llama, GgufQuant, GgufTokenizer};
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = write_gguf_llama(
+        &LlamaFixtureSpec::gguf_tiny(),
+        &dir.path().join("g"),
+        GgufQuant::Q8_0,
+        &GgufTokenizer::Beside,
+    )
+    .unwrap();
+    let model = tiny_model(dir.path());
+    let node = hostile_node_with(
+        dir.path(),
+        &[("g", &gguf), ("tiny", &model)],
+        "tensor_handles = 1000",
+    );
+    let job = attack("handles", &[("what", "qweights"), ("target", "g")]);
+    let msg = limit_exceeded(node.run(&job, None));
+    assert!(
+        msg.contains("tensor_handles") && msg.contains("1000 live handles"),
+        "{msg}"
+    );
+    for (step, target, want) in [
+        ("vector", "g", "not a matrix"),
+        ("missing", "g", "no tensor named `blk.99.attn_q.weight`"),
+        ("vector", "tiny", "not GGUF"),
+        ("int-input", "g", "qlinear: the input must be f32"),
+        ("wide-input", "g", "300 features"),
+    ] {
+        let job = attack("qmatrix", &[("step", step), ("target", target)]);
+        let err = format!("{:?}", node.run(&job, None).unwrap_err());
+        assert!(err.contains(want), "{step} on {target}: {err}");
+        assert!(!err.contains("accepted a misused"), "{step}: {err}");
+    }
+    still_serves(&node);
+}
+
 #[test]
 fn work_on_model_weights_counts_although_their_bytes_are_free() {
     let dir = tempfile::tempdir().unwrap();
