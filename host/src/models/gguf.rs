@@ -46,11 +46,6 @@ impl GgufFile {
         })
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.content.tensor_infos.keys().cloned().collect();
