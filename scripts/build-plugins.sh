@@ -16,7 +16,7 @@ for mode in $cheats; do
   cp "$release/infernet_plugin_cheat_llama.wasm" "$release/cheat-$mode.wasm"
 done
 cargo build --release -p infernet-host --bin infernet
-for p in llama bert mlp pricing-flat pricing-surge hostile echo payment-ledger payment-coinpay; do
+for p in llama bert mlp pricing-flat pricing-surge hostile echo payment-ledger payment-coinpay engine-openai; do
   ./target/release/infernet plugin pack \
     "plugins/target/wasm32-wasip2/release/infernet_plugin_${p//-/_}.wasm" \
     --out "target/plugins/$p" --name "$p" --version 0.1.0 >/dev/null

@@ -13,7 +13,8 @@ use crate::runtime::{Package, PluginError, PluginKind, Runtime};
 use crate::worlds::backend::{
     BackendInfo, JobInput, JobOutput, JobRequest, JobResult, ProgressSink,
 };
-use crate::worlds::{BackendInstance, BackendPlugin, PricingPlugin};
+use crate::worlds::caps::ConfigGrant;
+use crate::worlds::{BackendGrants, BackendInstance, BackendPlugin, PricingPlugin};
 use infernet_verifier::{Groth16Prover, InputMode, KeyCache, Prover, QuantizedMlp};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -265,7 +266,15 @@ impl Node {
                 loaded,
                 b.limits.limits(),
                 device.clone(),
-                ModelGrants::new(entries.clone()),
+                BackendGrants {
+                    models: ModelGrants::new(entries.clone()),
+                    allowed_hosts: b.allowed_hosts.clone(),
+                    config: ConfigGrant {
+                        values: crate::config::flatten_table(&b.config),
+                        secrets: b.secrets.clone(),
+                        generated: Default::default(),
+                    },
+                },
             )?;
             let mut instance = plugin.instantiate()?;
             let info = instance.describe()?;

@@ -481,9 +481,20 @@ pub struct BackendConfig {
     pub plugin: PathBuf,
     /// Hex ed25519 public key the manifest must be signed by.
     pub publisher_key: Option<String>,
-    /// Models this backend may open (its only capability).
+    /// Models this backend may open.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// Origins the backend may reach over `wasi:http` (contract 0.2.3; an
+    /// engine bridge's engine), matched as `[[payment]] allowed_hosts` is.
+    /// None by default: a backend reaches nothing.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Secrets by name → environment variable holding the value (0.2.3).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Plain settings the plugin may read through `config` (0.2.3).
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
     /// Limits (defaults apply to missing keys).
     #[serde(default)]
     pub limits: LimitsConfig,

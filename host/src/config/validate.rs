@@ -262,6 +262,7 @@ impl BackendConfig {
             validate_key_hex(k).map_err(|m| invalid(format!("{key}.publisher_key"), m))?;
         }
         self.limits.validate(&format!("{key}.limits"))?;
+        validate_allowed_hosts(key, &self.allowed_hosts)?;
         for (j, m) in self.models.iter().enumerate() {
             let mkey = format!("{key}.models[{j}]");
             if m.id.trim().is_empty() {
@@ -329,19 +330,24 @@ impl PaymentConfig {
                 ),
             ));
         }
-        for (j, h) in self.allowed_hosts.iter().enumerate() {
-            if let Err(e) = crate::worlds::payment::AllowedHost::parse(h) {
-                return Err(invalid(
-                    format!("{key}.allowed_hosts[{j}]"),
-                    format!(
-                        "`{h}` {e} (write `api.example.com` for https on 443, \
-                         `host:port` for https on that port, `http://host:port` for plain HTTP)"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        validate_allowed_hosts(key, &self.allowed_hosts)
     }
+}
+
+/// `{key}.allowed_hosts`: each entry an origin [`AllowedHost`](crate::worlds::http_filter::AllowedHost) parses.
+fn validate_allowed_hosts(key: &str, hosts: &[String]) -> Result<(), ConfigError> {
+    for (j, h) in hosts.iter().enumerate() {
+        if let Err(e) = crate::worlds::http_filter::AllowedHost::parse(h) {
+            return Err(invalid(
+                format!("{key}.allowed_hosts[{j}]"),
+                format!(
+                    "`{h}` {e} (write `api.example.com` for https on 443, \
+                     `host:port` for https on that port, `http://host:port` for plain HTTP)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl LimitsConfig {

@@ -4,7 +4,8 @@
 //! results are the newest contract's types; a component built against an
 //! older contract gets them converted at the call.
 
-use super::caps::{BackendCaps, BackendState, ProgressCtx};
+use super::caps::{BackendCaps, BackendState, ConfigGrant, ProgressCtx};
+use super::http_filter::HostFilter;
 use super::{guest_error, instance_pre, latest, link_err, since_v0_1_0 as v0_1, Contract};
 use crate::kernels::KernelCtx;
 use crate::models::ModelGrants;
@@ -34,6 +35,18 @@ enum Bindings {
     V0_2(latest::backend::Backend),
 }
 
+/// What a provider's config grants a backend.
+#[derive(Clone, Default)]
+pub struct BackendGrants {
+    /// The models it may open.
+    pub models: ModelGrants,
+    /// Origins it may reach over `wasi:http` (contract 0.2.3; see
+    /// [`AllowedHost`](super::http_filter::AllowedHost)); none by default.
+    pub allowed_hosts: Vec<String>,
+    /// Plain values and secret names it reads through `config` (0.2.3).
+    pub config: ConfigGrant,
+}
+
 /// A loaded backend plugin: its compiled component pre-linked against the
 /// host, plus what its config grants.
 #[derive(Clone)]
@@ -42,20 +55,21 @@ pub struct BackendPlugin {
     pre: Pre,
     limits: Limits,
     device: Device,
-    models: ModelGrants,
+    grants: BackendGrants,
     /// The manifest it was loaded from.
     pub loaded: LoadedComponent,
 }
 
 impl BackendPlugin {
     /// Links a loaded backend component with the host's kernels (on
-    /// `device`), the models it is granted, log and progress.
+    /// `device`), log and progress, and what `grants` allows: models,
+    /// outgoing HTTP origins, config.
     pub fn new(
         runtime: &Runtime,
         loaded: LoadedComponent,
         limits: Limits,
         device: Device,
-        models: ModelGrants,
+        grants: BackendGrants,
     ) -> Result<Self, PluginError> {
         let name = loaded.name.clone();
         let pre = match Contract::of(&loaded)? {
@@ -73,7 +87,7 @@ impl BackendPlugin {
             pre,
             limits,
             device,
-            models,
+            grants,
             loaded,
         })
     }
@@ -85,15 +99,19 @@ impl BackendPlugin {
 
     /// Model ids this backend may open.
     pub fn model_ids(&self) -> Vec<String> {
-        self.models.ids()
+        self.grants.models.ids()
     }
 
     /// A fresh instance (one per worker; reused across jobs).
     pub fn instantiate(&self) -> Result<BackendInstance, PluginError> {
         let caps = BackendCaps {
             kernels: KernelCtx::new(self.device.clone(), self.limits.kernels()),
-            models: self.models.clone(),
+            models: self.grants.models.clone(),
             progress: ProgressCtx::default(),
+            config: self.grants.config.clone(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: HostFilter::new(&self.name, self.grants.allowed_hosts.clone())
+                .with_max_wait(self.limits.wall_time),
         };
         let state = BackendState::new(&self.name, self.limits, caps);
         let engine = match &self.pre {

@@ -77,7 +77,9 @@ pub struct ConfigGrant {
     pub generated: BTreeMap<String, String>,
 }
 
-/// A backend store's capabilities: kernels, models, progress.
+/// A backend store's capabilities: kernels, models, progress; and
+/// (contract 0.2.3) its config and outgoing HTTP to the allowed hosts only
+/// (a backend granted none reaches nothing).
 pub struct BackendCaps {
     /// Kernel accounting and device.
     pub kernels: KernelCtx,
@@ -85,6 +87,12 @@ pub struct BackendCaps {
     pub models: ModelGrants,
     /// Streaming and cancellation.
     pub progress: ProgressCtx,
+    /// Its config and secrets.
+    pub config: ConfigGrant,
+    /// `wasi:http` state.
+    pub http: wasmtime_wasi_http::WasiHttpCtx,
+    /// The allowed-hosts filter every request passes.
+    pub hooks: super::http_filter::HostFilter,
 }
 
 /// A pricing store's capabilities: its config table (and `log`).
@@ -103,7 +111,7 @@ pub struct PaymentCaps {
     /// `wasi:http` state.
     pub http: wasmtime_wasi_http::WasiHttpCtx,
     /// The allowed-hosts filter every request passes.
-    pub hooks: super::payment::HostFilter,
+    pub hooks: super::http_filter::HostFilter,
 }
 
 /// Store data of each world.
@@ -112,6 +120,16 @@ pub type BackendState = PluginState<BackendCaps>;
 pub type PricingState = PluginState<PricingCaps>;
 /// Store data of a payment adapter.
 pub type PaymentState = PluginState<PaymentCaps>;
+
+impl wasmtime_wasi_http::WasiHttpView for BackendState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.world.http,
+            table: &mut self.table,
+            hooks: &mut self.world.hooks,
+        }
+    }
+}
 
 impl wasmtime_wasi_http::WasiHttpView for PaymentState {
     fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
@@ -233,6 +251,13 @@ pub mod view {
         ProgressView {
             ctx: &mut s.world.progress,
             stream: &mut s.stream,
+        }
+    }
+
+    /// A backend's `config` (contract 0.2.3).
+    pub fn backend_config(s: &mut BackendState) -> ConfigView<'_> {
+        ConfigView {
+            grant: &s.world.config,
         }
     }
 

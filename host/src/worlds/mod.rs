@@ -36,7 +36,10 @@ macro_rules! same_enum {
 /// `progress`, `config` and `kv` name that version's interfaces.
 macro_rules! world_linkers {
     () => {
-        /// Links what a backend imports: `types`, `tensor`, `models`, `log`, `progress`.
+        /// Links what a backend imports: `types`, `tensor`, `models`, `log`,
+        /// `progress`, and (0.2.3) `config` and `wasi:http`, filtered by
+        /// the backend's allowed hosts (a 0.1 or 0.2.0–0.2.2 component
+        /// imports neither; the extra definitions are unused).
         pub fn add_backend(
             linker: &mut wasmtime::component::Linker<$crate::worlds::caps::BackendState>,
         ) -> wasmtime::Result<()> {
@@ -45,7 +48,9 @@ macro_rules! world_linkers {
             tensor::add_to_linker::<_, caps::Kernels>(linker, view::kernels)?;
             models::add_to_linker::<_, caps::Models>(linker, view::models)?;
             log::add_to_linker::<_, caps::Log>(linker, view::log)?;
-            progress::add_to_linker::<_, caps::Progress>(linker, view::progress)
+            progress::add_to_linker::<_, caps::Progress>(linker, view::progress)?;
+            config::add_to_linker::<_, caps::Config>(linker, view::backend_config)?;
+            wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
         }
 
         /// Links what a pricing plugin imports: `types`, `log`, `config`.
@@ -76,6 +81,7 @@ macro_rules! world_linkers {
 
 pub mod backend;
 pub mod caps;
+pub mod http_filter;
 pub mod payment;
 pub mod pricing;
 pub mod since_v0_1_0;
@@ -84,7 +90,7 @@ pub mod since_v0_2_0;
 /// The newest contract's module.
 pub use since_v0_2_0 as latest;
 
-pub use backend::{BackendInstance, BackendPlugin};
+pub use backend::{BackendGrants, BackendInstance, BackendPlugin};
 pub use caps::{ProgressEvent, ProgressSink};
 pub use payment::PaymentPlugin;
 pub use pricing::PricingPlugin;

@@ -1,4 +1,4 @@
-//! A small blocking HTTP client for payment plugins, over the raw
+//! A small blocking HTTP client for payment plugins and backends, over the raw
 //! `wasi:http@0.2` bindings.
 //!
 //! ```ignore
@@ -34,11 +34,13 @@
 //!   other, so the plugin can read the server's error body. Check
 //!   [`Response::is_success`].
 //!
-//! The raw `wasi:http` bindings stay available as [`types`](crate::http::types) and
-//! [`outgoing_handler`](crate::http::outgoing_handler) for streaming uses.
+//! [`request_streaming`] returns once the head is in and hands the body out
+//! piece by piece (server-sent events). The raw `wasi:http` bindings stay
+//! available as [`types`](crate::http::types) and
+//! [`outgoing_handler`](crate::http::outgoing_handler).
 
-use crate::bindings::payment::wasi::http::{outgoing_handler, types};
-use crate::bindings::payment::wasi::io::streams::StreamError;
+use crate::bindings::backend::wasi::http::{outgoing_handler, types};
+use crate::bindings::backend::wasi::io::streams::StreamError;
 use core::fmt;
 
 pub use types::Method;
@@ -275,6 +277,139 @@ pub fn request_with(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Response, HttpError> {
+    let (response, host) = send(options, method, url, headers, body)?;
+    let status = response.status();
+    let headers = header_list(&response);
+    let body = read_body(&response, options.max_response_bytes, &host)?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A response whose body is read as it arrives ([`request_streaming`]):
+/// server-sent events, or any body too large to hold at once.
+pub struct StreamingResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower-case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    // Dropped in this order: the stream before its body, the body before
+    // the response (wasi:http child resources).
+    stream: Option<crate::bindings::backend::wasi::io::streams::InputStream>,
+    body: Option<types::IncomingBody>,
+    _response: types::IncomingResponse,
+    host: String,
+    read: usize,
+    limit: usize,
+}
+
+impl StreamingResponse {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next piece of the body as it arrives (blocking until there is
+    /// one, at most the host's between-bytes timeout); `None` at the end.
+    /// Past [`Options::max_response_bytes`] in all: [`HttpError::TooLarge`].
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        let Some(stream) = &self.stream else {
+            return Ok(None);
+        };
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                self.read += chunk.len();
+                if self.read > self.limit {
+                    return Err(HttpError::TooLarge { limit: self.limit });
+                }
+                Ok(Some(chunk))
+            }
+            Err(StreamError::Closed) => {
+                self.stream = None;
+                if let Some(body) = self.body.take() {
+                    let _ = types::IncomingBody::finish(body);
+                }
+                Ok(None)
+            }
+            Err(StreamError::LastOperationFailed(e)) => Err(HttpError::Transport(format!(
+                "reading the response from `{}` failed: {}",
+                self.host,
+                e.to_debug_string()
+            ))),
+        }
+    }
+
+    /// The rest of the body, at most `limit` bytes (an error body, say).
+    pub fn rest(&mut self, limit: usize) -> Result<Vec<u8>, HttpError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk()? {
+            if out.len() + chunk.len() > limit {
+                return Err(HttpError::TooLarge { limit });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// Sends one request and returns once the status and headers are in; the
+/// body is read piece by piece with [`StreamingResponse::next_chunk`].
+/// `options.max_response_bytes` caps the whole body.
+pub fn request_streaming(
+    options: &Options,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<StreamingResponse, HttpError> {
+    let (response, host) = send(options, method, url, headers, body)?;
+    let status = response.status();
+    let headers = header_list(&response);
+    let incoming = response
+        .consume()
+        .map_err(|()| HttpError::Protocol("response body already taken".into()))?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| HttpError::Protocol("response body stream unavailable".into()))?;
+    Ok(StreamingResponse {
+        status,
+        headers,
+        stream: Some(stream),
+        body: Some(incoming),
+        _response: response,
+        host,
+        read: 0,
+        limit: options.max_response_bytes,
+    })
+}
+
+fn header_list(response: &types::IncomingResponse) -> Vec<(String, String)> {
+    response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
+}
+
+/// Sends the request and its body; returns the response head and the host.
+fn send(
+    options: &Options,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<(types::IncomingResponse, String), HttpError> {
     let target = parse_url(url)?;
     let host = target.host.clone();
 
@@ -357,21 +492,7 @@ pub fn request_with(
     }
 
     let response = wait(&future, &host)?;
-    let status = response.status();
-    let headers = {
-        let fields = response.headers();
-        fields
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect()
-    };
-    let body = read_body(&response, options.max_response_bytes, &host)?;
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok((response, host))
 }
 
 fn stream_error(e: StreamError) -> String {

@@ -82,9 +82,9 @@ pub mod progress {
     };
 }
 
-/// The plugin's read-only config table and secrets (pricing and payment plugins).
+/// The plugin's read-only config table and secrets (pricing and payment plugins; backends from contract 0.2.3).
 pub mod config {
-    pub use crate::guest::bindings::pricing::infernet::plugin::config::{get, keys, secret};
+    pub use crate::guest::bindings::backend::infernet::plugin::config::{get, keys, secret};
 
     /// Parses a config value, with an error naming the key when it is malformed.
     pub fn parse<T: core::str::FromStr>(key: &str) -> crate::Result<Option<T>> {
@@ -104,11 +104,12 @@ pub mod kv {
     pub use crate::guest::bindings::payment::infernet::plugin::kv::{delete, get, list_keys, set};
 }
 
-/// Outgoing HTTP for payment plugins (wasi:http, filtered by the host's allowed hosts).
+/// Outgoing HTTP for payment plugins and (contract 0.2.3) backends
+/// (wasi:http, filtered by the host's allowed hosts).
 ///
 /// [`http::request`], [`http::get_json`] and [`http::post_json`] are a blocking
 /// client; the raw `wasi:http` bindings stay here as `types` and `outgoing_handler`.
 pub mod http {
-    pub use crate::guest::bindings::payment::wasi::http::*;
+    pub use crate::guest::bindings::backend::wasi::http::*;
     pub use crate::guest::http_ext::*;
 }

@@ -19,6 +19,10 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Self {
         Error::Internal(message.into())
     }
+    /// A `limit-exceeded` error.
+    pub fn limit(message: impl Into<String>) -> Self {
+        Error::LimitExceeded(message.into())
+    }
 
     /// The same kind of error with `context` in front of its message:
     /// `layer 3 attention: kernel matmul: shape mismatch ...`.

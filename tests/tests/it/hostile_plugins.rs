@@ -472,8 +472,8 @@ fn incompatible_wit_major_is_refused_naming_both_versions() {
     let msg = err.to_string();
     assert!(
         msg.contains("infernet:plugin@1.0.0")
-            && msg.contains("infernet:plugin@0.1.0, 0.2.2")
-            && msg.contains("infernet-plugin-api 0.2.2"),
+            && msg.contains("infernet:plugin@0.1.0, 0.2.3")
+            && msg.contains("infernet-plugin-api 0.2.3"),
         "{msg}"
     );
     // 0.3 is also a breaking change while the contract is 0.x

@@ -1,11 +1,12 @@
-//! Contract `infernet:plugin@0.2.2`, the newest: the bindings generated
+//! Contract `infernet:plugin@0.2.3`, the newest: the bindings generated
 //! from `wit/` and the host side of every imported interface. It serves
-//! 0.2.0 and 0.2.1 components too: 0.2.1 only added functions
+//! 0.2.0, 0.2.1 and 0.2.2 components too: 0.2.1 only added functions
 //! (`weights.files`, `weights.file`, `tokenizer.encode-truncated`,
 //! `progress.emit-token-ids`), 0.2.2 a resource and functions (`qmatrix`,
-//! `qlinear`, `weights.get-quantized`, `weights.format`), and wasmtime
-//! resolves a component's `@0.2.0` or `@0.2.1` imports and exports to these
-//! semver-compatible `@0.2.2` ones. Older contract versions (`since_v0_1_0`) delegate to the
+//! `qlinear`, `weights.get-quantized`, `weights.format`), 0.2.3 two
+//! imports of the backend world (`config`, `wasi:http/outgoing-handler`),
+//! and wasmtime resolves a component's older `@0.2.x` imports and exports
+//! to these semver-compatible `@0.2.3` ones. Older contract versions (`since_v0_1_0`) delegate to the
 //! implementations here.
 //!
 //! The shared interfaces (`types`, `tensor`, `models`, `log`, `progress`,
@@ -21,13 +22,13 @@ mod tensor_host;
 wasmtime::component::bindgen!({
     path: "../wit",
     interfaces: "
-        import infernet:plugin/types@0.2.2;
-        import infernet:plugin/tensor@0.2.2;
-        import infernet:plugin/models@0.2.2;
-        import infernet:plugin/log@0.2.2;
-        import infernet:plugin/progress@0.2.2;
-        import infernet:plugin/config@0.2.2;
-        import infernet:plugin/kv@0.2.2;
+        import infernet:plugin/types@0.2.3;
+        import infernet:plugin/tensor@0.2.3;
+        import infernet:plugin/models@0.2.3;
+        import infernet:plugin/log@0.2.3;
+        import infernet:plugin/progress@0.2.3;
+        import infernet:plugin/config@0.2.3;
+        import infernet:plugin/kv@0.2.3;
     ",
     with: {
         "infernet:plugin/tensor.tensor": crate::kernels::TensorRes,
@@ -40,7 +41,8 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-/// The `backend` world: exports `backend-api`.
+/// The `backend` world: exports `backend-api`, imports (0.2.3) `config`
+/// and `wasi:http`.
 pub mod backend {
     wasmtime::component::bindgen!({
         world: "backend",
@@ -51,7 +53,12 @@ pub mod backend {
             "infernet:plugin/models": crate::worlds::since_v0_2_0::infernet::plugin::models,
             "infernet:plugin/log": crate::worlds::since_v0_2_0::infernet::plugin::log,
             "infernet:plugin/progress": crate::worlds::since_v0_2_0::infernet::plugin::progress,
+            "infernet:plugin/config": crate::worlds::since_v0_2_0::infernet::plugin::config,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
         },
+        require_store_data_send: true,
         imports: { default: trappable },
     });
 }
