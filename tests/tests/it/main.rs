@@ -11,6 +11,7 @@
 
 // The plugin host: loading, limits, versions, the compiled cache, the SDK walkthrough.
 mod contract_versions;
+mod engine_bridge;
 mod hostile_plugins;
 mod runtime_cache;
 mod sdk_newcomer;
