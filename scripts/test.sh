@@ -27,6 +27,10 @@ fi
 if ! .venv/bin/python -c 'import ezkl, onnx, numpy, sklearn; assert ezkl.__version__ == "23.0.5"' 2>/dev/null; then
   .venv/bin/pip install --quiet ezkl==23.0.5 onnx numpy scikit-learn
 fi
+# The official OpenAI client, against the node's API (tests/it/openai_api.rs).
+if ! .venv/bin/python -c 'import openai; assert openai.__version__ == "3.51.0"' 2>/dev/null; then
+  .venv/bin/pip install --quiet openai==3.51.0
+fi
 step "js-libp2p (tests/js, npm ci from the lockfile)"
 if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.infernet-lock 2>/dev/null; then
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error

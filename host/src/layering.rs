@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["jobs", "registry"],
     // The embeddable node.
     &["sdk"],
+    // The OpenAI-compatible HTTP API over the SDK.
+    &["api"],
 ];
 
 fn layer(module: &str) -> Option<usize> {

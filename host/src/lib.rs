@@ -5,11 +5,12 @@
 //! ([`kernels`]) over host-loaded weights ([`models`]), configured by one
 //! TOML file ([`config`]). The `infernet` binary is a thin CLI over this.
 //!
-//! Data flows one way (DESIGN §1): `cli -> sdk -> jobs -> (node | payments)
+//! Data flows one way (DESIGN §1): `cli -> api -> sdk -> jobs -> (node | payments)
 //! -> config -> worlds -> runtime -> (kernels | models | store | p2p)`; a
 //! module names only modules below it, which a test checks on the source
 //! (`layering.rs`).
 
+pub mod api;
 pub mod config;
 pub mod jobs;
 pub mod kernels;

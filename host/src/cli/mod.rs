@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod bench_bridge;
 mod bench_gguf;
 mod bench_net;
 mod bench_verify;
@@ -210,6 +211,9 @@ enum NodeCommand {
         /// Node config file.
         #[arg(long)]
         config: PathBuf,
+        /// Serve the OpenAI-compatible API on HOST:PORT (overrides `[api] listen`).
+        #[arg(long, value_name = "HOST:PORT")]
+        api: Option<String>,
     },
 }
 
@@ -264,8 +268,12 @@ pub fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Infer(args) => infer(args),
-        Command::Node(NodeCommand::Start { config }) => net::node_start(&config, false),
-        Command::Verifier(VerifierCommand::Start { config }) => net::node_start(&config, true),
+        Command::Node(NodeCommand::Start { config, api }) => {
+            net::node_start(&config, false, api.as_deref())
+        }
+        Command::Verifier(VerifierCommand::Start { config }) => {
+            net::node_start(&config, true, None)
+        }
         Command::Peers { config, json } => net::peers(&config, json),
         Command::Registry(RegistryCommand::List { config, json }) => registry::list(&config, json),
         Command::Jobs {

@@ -24,8 +24,25 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `listen <multiaddr>` line per address on stdout (scripts read these).
 /// State is persisted before every step, so killing it is always safe.
 /// `verifier`: `infernet verifier start`, the same node in role `verifier`.
-pub fn node_start(config: &Path, verifier: bool) -> Result<()> {
+/// `api`: serve the OpenAI-compatible API there (else `[api] listen`, if
+/// set); the node then prints `api http://ADDR`.
+pub fn node_start(config: &Path, verifier: bool, api: Option<&str>) -> Result<()> {
     let mut config = Config::load(config)?;
+    if let Some(listen) = api {
+        config.api.get_or_insert_with(Default::default).listen = Some(listen.to_string());
+    }
+    let api_listen = match config.api.as_ref().and_then(|a| a.listen.as_deref()) {
+        Some(l) => {
+            let addr: std::net::SocketAddr = l
+                .parse()
+                .with_context(|| format!("--api / [api] listen: `{l}` is not HOST:PORT"))?;
+            let no_keys = config.api.as_ref().is_none_or(|a| a.keys.is_empty());
+            infernet_host::config::check_exposure(addr, no_keys)
+                .map_err(|m| anyhow::anyhow!("--api / [api] listen: {m}"))?;
+            Some(addr)
+        }
+        None => None,
+    };
     if verifier {
         // `verifier start`: the verifier role, and nothing else of a
         // provider's (a verifier takes no ordinary jobs).
@@ -39,10 +56,20 @@ pub fn node_start(config: &Path, verifier: bool) -> Result<()> {
         }
     }
     runtime()?.block_on(async move {
-        let node = Infernet::new(config)
-            .start()
-            .await
-            .context("starting the node")?;
+        let node = std::sync::Arc::new(
+            Infernet::new(config)
+                .start()
+                .await
+                .context("starting the node")?,
+        );
+        let api = match api_listen {
+            Some(addr) => Some(
+                infernet_host::api::serve(node.clone(), addr)
+                    .await
+                    .context("starting the API")?,
+            ),
+            None => None,
+        };
         let mut out = std::io::stdout().lock();
         writeln!(out, "peer {}", node.peer_id())?;
         for a in node.dialable_addrs().await? {
@@ -56,6 +83,9 @@ pub fn node_start(config: &Path, verifier: bool) -> Result<()> {
         writeln!(out, "roles {}", roles.join(","))?;
         if let Some(n) = node.node() {
             writeln!(out, "models {}", n.models().join(","))?;
+        }
+        if let Some(api) = &api {
+            writeln!(out, "api {}", api.url())?;
         }
         out.flush()?;
         drop(out);

@@ -5,8 +5,11 @@
 //! fix without reading code. Unknown keys are errors too: a typo never
 //! silently falls back to a default.
 
+mod api;
 pub mod policy;
 mod validate;
+
+pub use api::*;
 
 pub use policy::VerifyPolicy;
 
@@ -80,6 +83,8 @@ pub struct Config {
     pub stake: Option<StakeConfig>,
     /// The Supabase bootstrap registry (none by default).
     pub registry: Option<RegistryConfig>,
+    /// The OpenAI-compatible HTTP API (off by default).
+    pub api: Option<ApiConfig>,
 }
 
 /// `[registry]`: a Supabase project whose `bootstrap_nodes` table lists

@@ -30,6 +30,9 @@ impl Config {
         if let Some(registry) = &self.registry {
             registry.validate()?;
         }
+        if let Some(api) = &self.api {
+            api.validate()?;
+        }
         let mut model_ids = HashSet::new();
         for (i, b) in self.backend.iter().enumerate() {
             b.validate(&format!("backend[{i}]"), &mut model_ids)?;

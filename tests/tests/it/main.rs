@@ -65,5 +65,8 @@ mod registry_rest;
 // The `infernet` binary.
 mod cli;
 
+// The OpenAI-compatible HTTP API, through the official `openai` Python client.
+mod openai_api;
+
 // The suite's own rules.
 mod suite_rules;
