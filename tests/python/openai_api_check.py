@@ -1,7 +1,7 @@
 """The node's OpenAI-compatible API through the official `openai` client.
 
 Run by tests/tests/it/openai_api.rs against a live local network:
-    openai_api_check.py BASE_URL API_KEY SENTENCE...
+    openai_api_check.py BASE_URL API_KEY LIMITED_KEY SENTENCE...
 Every check is an assert (a failure exits non-zero with its message). Prints
 one JSON report on stdout for the Rust side: the usage of each job (to
 compare with the provider's signed usage) and the embeddings of SENTENCE...
@@ -15,7 +15,7 @@ import urllib.request
 
 import openai
 
-base, key, sentences = sys.argv[1], sys.argv[2], sys.argv[3:]
+base, key, limited_key, sentences = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=60)
 usages = []
 
@@ -205,6 +205,15 @@ expect_error(402, lambda: client.completions.create(model="tiny-llama", prompt="
              code="over_budget", contains="cheapest")
 expect_error(402, lambda: client.chat.completions.create(model="tiny-llama", messages=msgs, stream=True,
                                                            extra_body=over), code="over_budget")
+# Network options as headers, for clients that cannot add body fields.
+by_header = client.with_options(default_headers={"x-infernet-max-budget": "0.000001"})
+expect_error(402, lambda: by_header.completions.create(model="tiny-llama", prompt="x"), code="over_budget")
+# A key's spending limit: one job fits, the next is refused.
+limited = openai.OpenAI(base_url=base + "/v1", api_key=limited_key, max_retries=0)
+first = limited.completions.create(model="tiny-llama", prompt="x", max_tokens=1)
+limited_spent = first.model_extra["infernet"]["price"]["minor"]
+expect_error(429, lambda: limited.completions.create(model="tiny-llama", prompt="x", max_tokens=1),
+             code="insufficient_quota")
 trap = {"infernet": {"params": {"attack": "trap"}}}
 expect_error(502, lambda: client.completions.create(model="broken", prompt="x", extra_body=trap),
              code="provider_failed")
@@ -218,4 +227,5 @@ try:
 except openai.APIError as e:
     assert "failed" in str(e), e
 
-print(json.dumps({"usages": usages, "embeddings": [d.embedding for d in floats.data]}))
+print(json.dumps({"usages": usages, "embeddings": [d.embedding for d in floats.data],
+                  "limited_spent": limited_spent}))

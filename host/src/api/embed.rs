@@ -20,7 +20,7 @@ pub(super) async fn embeddings(
     body: Bytes,
 ) -> Response {
     let run = async {
-        s.authorize(&headers_in)?;
+        let key = s.authorize(&headers_in)?;
         let req: EmbeddingRequest = parse(&body)?;
         let base64 = match req.encoding_format.as_deref() {
             None | Some("float") => false,
@@ -40,12 +40,16 @@ pub(super) async fn embeddings(
             ));
         }
         let n = inputs.len();
-        let opts = network(req.infernet, &s.cfg)?;
+        let mut opts = network(req.infernet, &s.cfg, &headers_in)?;
+        let reserved = s.spend.reserve(key, &mut opts)?;
         let outcome = s
             .node
             .submit(&req.model, WireInput::Texts(inputs), opts)
             .await
             .map_err(|e| ApiError::from_client(&req.model, e))?;
+        if let Some(r) = reserved {
+            r.settle(outcome.price.amount, &outcome.price.currency);
+        }
         let WireOutput::Embeddings(vectors) = &outcome.output else {
             return Err(ApiError::bad_request(
                 "not_an_embedding_model",

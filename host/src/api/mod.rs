@@ -16,6 +16,7 @@
 mod embed;
 pub mod error;
 mod request;
+mod spend;
 mod stream;
 pub mod template;
 mod text;
@@ -44,6 +45,9 @@ pub enum ApiStartError {
     /// A key hash is not hex (the config check catches this first).
     #[error("api.keys[{0}].sha256 is not 64 hex digits")]
     BadKey(usize),
+    /// The spending record or a key's limit cannot be used.
+    #[error("API spending limits: {0}")]
+    Spend(String),
     /// The socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -79,13 +83,15 @@ pub(crate) struct ApiState {
     node: Arc<Infernet>,
     cfg: Arc<ApiConfig>,
     keys: Arc<Vec<[u8; 32]>>,
+    spend: Arc<spend::Spend>,
 }
 
 impl ApiState {
-    /// Checks the bearer token when keys are configured.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Checks the bearer token when keys are configured; the index of the
+    /// key it matched.
+    fn authorize(&self, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
         if self.keys.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -99,18 +105,19 @@ impl ApiState {
             })?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every stored hash is compared in full: no early exit on a match.
-        let found = self.keys.iter().fold(false, |acc, k| {
-            acc | (k.iter().zip(&hash).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0)
-        });
-        if found {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized("incorrect API key"))
+        let mut found = None;
+        for (i, k) in self.keys.iter().enumerate() {
+            let diff = k.iter().zip(&hash).fold(0u8, |d, (a, b)| d | (a ^ b));
+            if diff == 0 && found.is_none() {
+                found = Some(i);
+            }
+        }
+        match found {
+            Some(i) => Ok(Some(i)),
+            None => Err(ApiError::unauthorized("incorrect API key")),
         }
     }
-}
 
-impl ApiState {
     /// Whether an advert this node has seen lists `model`.
     async fn advertised(&self, model: &str) -> bool {
         self.node
@@ -130,10 +137,13 @@ pub async fn serve(node: Arc<Infernet>, listen: SocketAddr) -> Result<ApiServer,
         let bytes = hex::decode(&k.sha256).map_err(|_| ApiStartError::BadKey(i))?;
         keys.push(<[u8; 32]>::try_from(bytes).map_err(|_| ApiStartError::BadKey(i))?);
     }
+    let path = node.config().node.data_dir.join(spend::SPEND_FILE);
+    let spend = spend::Spend::load(&cfg, path).map_err(ApiStartError::Spend)?;
     let state = ApiState {
         node,
         cfg: Arc::new(cfg),
         keys: Arc::new(keys),
+        spend: Arc::new(spend),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -8,6 +8,7 @@ use super::error::ApiError;
 use crate::config::{ApiConfig, VerifyPolicy};
 use crate::payments::currency::Amount;
 use crate::sdk::InferOptions;
+use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -124,7 +125,7 @@ pub struct Job {
 
 impl Sampling {
     /// Checks ranges and merges the config's defaults.
-    pub fn job(self, cfg: &ApiConfig) -> Result<Job, ApiError> {
+    pub fn job(self, cfg: &ApiConfig, headers: &HeaderMap) -> Result<Job, ApiError> {
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(ApiError::bad_field(
@@ -171,7 +172,7 @@ impl Sampling {
         if stop.len() > 4 {
             return Err(ApiError::bad_field("stop", "at most 4 stop sequences"));
         }
-        let mut opts = network(self.infernet, cfg)?;
+        let mut opts = network(self.infernet, cfg, headers)?;
         if let Some(p) = self.top_p {
             opts.params.retain(|(k, _)| k != "top_p");
             opts.params.push(("top_p".into(), p.to_string()));
@@ -189,9 +190,33 @@ impl Sampling {
     }
 }
 
-/// The SDK options an `infernet` object (and the config's defaults) ask for.
-pub fn network(net: Option<NetOptions>, cfg: &ApiConfig) -> Result<InferOptions, ApiError> {
-    let net = net.unwrap_or_default();
+/// The SDK options an `infernet` object asks for; what it leaves out is
+/// taken from `x-infernet-max-budget`, `x-infernet-currency` and
+/// `x-infernet-verify` headers, then from `[api]`.
+pub fn network(
+    net: Option<NetOptions>,
+    cfg: &ApiConfig,
+    headers: &HeaderMap,
+) -> Result<InferOptions, ApiError> {
+    let mut net = net.unwrap_or_default();
+    let header = |name: &str| -> Result<Option<String>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|v| Some(v.trim().to_string()))
+                .map_err(|_| ApiError::bad_field(name, format!("header `{name}` is not text"))),
+        }
+    };
+    if net.max_budget.is_none() {
+        net.max_budget = header("x-infernet-max-budget")?;
+    }
+    if net.currency.is_none() {
+        net.currency = header("x-infernet-currency")?;
+    }
+    if net.verify.is_none() {
+        net.verify = header("x-infernet-verify")?;
+    }
     let currency = net.currency.clone().or_else(|| cfg.currency.clone());
     if let Some(c) = &currency {
         crate::payments::currency::currency(c)

@@ -15,6 +15,7 @@
 
 use super::error::ApiError;
 use super::request::Job;
+use super::spend::Reservation;
 use super::text::{finish_reason, headers, meta, usage, Kind};
 use super::{now_secs, ApiState};
 use crate::payments::display;
@@ -96,6 +97,7 @@ enum Source {
 /// Starts the job and answers with the event stream.
 pub(super) async fn run(
     s: &ApiState,
+    reserved: Option<Reservation>,
     kind: Kind,
     model: String,
     prompt: String,
@@ -147,7 +149,7 @@ pub(super) async fn run(
         model: model.clone(),
         created: now_secs(),
     };
-    tokio::spawn(drive(writer, source, early, job, model));
+    tokio::spawn(drive(writer, source, early, job, model, reserved));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
@@ -237,7 +239,14 @@ impl Reconcile {
     }
 }
 
-async fn drive(w: Writer, source: Source, early: Vec<StreamEvent>, job: Job, model: String) {
+async fn drive(
+    w: Writer,
+    source: Source,
+    early: Vec<StreamEvent>,
+    job: Job,
+    model: String,
+    reserved: Option<Reservation>,
+) {
     if w.kind == Kind::Chat
         && !w
             .chunk(
@@ -290,6 +299,9 @@ async fn drive(w: Writer, source: Source, early: Vec<StreamEvent>, job: Job, mod
         Ok(o) => o,
         Err(e) => return w.error(ApiError::from_client(&model, e)).await,
     };
+    if let Some(r) = reserved {
+        r.settle(outcome.price.amount, &outcome.price.currency);
+    }
     let Some(text) = outcome.text() else {
         return w
             .error(ApiError::upstream("the provider returned no text"))

@@ -38,9 +38,9 @@ impl Kind {
 
 pub(super) async fn chat(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let run = async {
-        s.authorize(&headers)?;
+        let key = s.authorize(&headers)?;
         let req: ChatRequest = parse(&body)?;
-        let job = parse::<Sampling>(&body)?.job(&s.cfg)?;
+        let job = parse::<Sampling>(&body)?.job(&s.cfg, &headers)?;
         let prompt = match template::render(s.node.config(), &req.model, &req.messages) {
             Ok(p) => p,
             // No template for a model nobody advertises: the model is the problem.
@@ -54,7 +54,7 @@ pub(super) async fn chat(State(s): State<ApiState>, headers: HeaderMap, body: By
             }
             Err(e) => return Err(e),
         };
-        generate(&s, Kind::Chat, req.model, prompt, job).await
+        generate(&s, key, Kind::Chat, req.model, prompt, job).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -65,9 +65,9 @@ pub(super) async fn completions(
     body: Bytes,
 ) -> Response {
     let run = async {
-        s.authorize(&headers)?;
+        let key = s.authorize(&headers)?;
         let req: CompletionRequest = parse(&body)?;
-        let job = parse::<Sampling>(&body)?.job(&s.cfg)?;
+        let job = parse::<Sampling>(&body)?.job(&s.cfg, &headers)?;
         let mut prompts = req.prompt.into_vec();
         if prompts.len() != 1 {
             return Err(ApiError::bad_field(
@@ -76,26 +76,31 @@ pub(super) async fn completions(
             ));
         }
         let prompt = prompts.remove(0);
-        generate(&s, Kind::Completion, req.model, prompt, job).await
+        generate(&s, key, Kind::Completion, req.model, prompt, job).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn generate(
     s: &ApiState,
+    key: Option<usize>,
     kind: Kind,
     model: String,
     prompt: String,
-    job: Job,
+    mut job: Job,
 ) -> Result<Response, ApiError> {
+    let reserved = s.spend.reserve(key, &mut job.opts)?;
     if job.stream {
-        return stream::run(s, kind, model, prompt, job).await;
+        return stream::run(s, reserved, kind, model, prompt, job).await;
     }
     let outcome = s
         .node
         .infer(&model, &prompt, job.opts.clone())
         .await
         .map_err(|e| ApiError::from_client(&model, e))?;
+    if let Some(r) = reserved {
+        r.settle(outcome.price.amount, &outcome.price.currency);
+    }
     let text = outcome
         .text()
         .ok_or_else(|| ApiError::upstream("the provider returned no text"))?;

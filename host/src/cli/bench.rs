@@ -9,7 +9,9 @@
 //! - instantiation from `InstancePre` (µs) and compile vs cached load (ms);
 //! - with `--network`, job round trips on loopback ([`super::bench_net`]);
 //! - with `--gguf`, GGUF files against candle's quantized llama and
-//!   llama.cpp ([`super::bench_gguf`]).
+//!   llama.cpp ([`super::bench_gguf`]);
+//! - with `--bridge URL`, the engine bridge against calling that engine
+//!   directly ([`super::bench_bridge`]).
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -62,6 +64,14 @@ pub struct BenchArgs {
     /// A Python interpreter with `llama_cpp` (llama-cpp-python) installed.
     #[arg(long)]
     llama_cpp_python: Option<PathBuf>,
+    /// Run only the engine-bridge benchmark against this OpenAI-compatible
+    /// base URL (`http://host:port/v1`): direct requests vs the same through
+    /// `plugins/engine-openai` (`--requests` each, `--tokens` per request).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// The engine's model name, with `--bridge`.
+    #[arg(long, default_value = "default")]
+    engine_model: String,
 }
 
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
@@ -99,6 +109,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     if a.network {
         return super::bench_net::run(&plugins, &dir.join("network"), a.requests);
+    }
+    if let Some(base) = &a.bridge {
+        let tokens = u32::try_from(a.tokens).context("--tokens is too large")?;
+        return super::bench_bridge::run(
+            &plugins,
+            &dir.join("bridge"),
+            base,
+            &a.engine_model,
+            tokens,
+            a.requests,
+        );
     }
     if a.gguf {
         return super::bench_gguf::run(

@@ -10,6 +10,7 @@
 //! [[api.keys]]                   # none: loopback only, no Authorization needed
 //! name = "alice"
 //! sha256 = "<hex sha256 of the bearer token>"
+//! max_spend = "5"                # optional, in `currency`, across restarts
 //!
 //! [api.chat_templates]           # model id -> tokenizer_config.json or its dir
 //! "tiny-llama" = "/models/tiny-llama"
@@ -56,6 +57,23 @@ pub struct ApiKeyConfig {
     pub name: String,
     /// Hex sha256 of the token (64 lowercase or uppercase hex digits).
     pub sha256: String,
+    /// Most this key may spend in all, a decimal in `api.currency` (kept
+    /// across restarts in `<data_dir>/api-spend.json`); none: no limit.
+    pub max_spend: Option<String>,
+}
+
+impl ApiKeyConfig {
+    /// The key's limit in minor units of `currency`, when it has one.
+    pub fn limit(&self, currency: Option<&str>) -> Result<Option<u64>, String> {
+        let Some(text) = &self.max_spend else {
+            return Ok(None);
+        };
+        let code = currency.ok_or("needs api.currency (the unit of the amount)")?;
+        infernet_plugin_api::money::Amount::parse(text, code)
+            .and_then(|a| a.to_u64())
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl ApiConfig {
@@ -82,6 +100,18 @@ impl ApiConfig {
                     "must be the 64 hex digits of the token's sha256 (printf %s TOKEN | sha256sum)",
                 ));
             }
+            k.limit(self.currency.as_deref())
+                .map_err(|m| invalid(format!("api.keys[{i}].max_spend"), m))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        if let Some(dup) = self.keys.iter().find(|k| !names.insert(k.name.as_str())) {
+            return Err(invalid(
+                "api.keys",
+                format!(
+                    "two keys are named `{}` (spending is kept by name)",
+                    dup.name
+                ),
+            ));
         }
         match (&self.max_budget, &self.currency) {
             (Some(_), None) => {
@@ -151,5 +181,16 @@ mod tests {
             .to_string();
         assert!(e.contains("api.max_budget"), "{e}");
         assert!(parse("max_budget = \"0.01\"\ncurrency = \"USD\"").is_ok());
+        let limited = format!(
+            "[[keys]]\nname = \"a\"\nsha256 = \"{}\"\nmax_spend = \"1\"\n",
+            "ab".repeat(32)
+        );
+        let e = parse(&limited).unwrap_err().to_string();
+        assert!(e.contains("api.keys[0].max_spend"), "{e}");
+        assert!(parse(&format!("currency = \"USD\"\n{limited}")).is_ok());
+        let e = parse(&format!("currency = \"USD\"\n{limited}{limited}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("named `a`"), "{e}");
     }
 }

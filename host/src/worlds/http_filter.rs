@@ -155,7 +155,10 @@ impl HostFilter {
     }
 
     /// `options` with every timeout at most the cap (an unset one is the cap).
-    pub fn capped(&self, options: Option<wasmtime_wasi_http::RequestOptions>) -> wasmtime_wasi_http::RequestOptions {
+    pub fn capped(
+        &self,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+    ) -> wasmtime_wasi_http::RequestOptions {
         let cap = |t: Option<Duration>| Some(t.map_or(self.max_wait, |t| t.min(self.max_wait)));
         let o = options.unwrap_or_default();
         wasmtime_wasi_http::RequestOptions {
@@ -222,4 +225,3 @@ impl WasiHttpHooks for HostFilter {
         })
     }
 }
-

@@ -24,6 +24,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "sk-infernet-test-key";
+/// A key whose spending limit fits one job (the price floor, 100 µUSD).
+const LIMITED: &str = "sk-infernet-limited-key";
 
 /// A llama-style template, as `tokenizer_config.json` carries it.
 const TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content.strip() }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
@@ -91,11 +93,14 @@ async fn openai_python_client_against_a_local_network() {
     let root = root.path();
     let provider = start(&provider_toml(root)).await;
     let boot = vec![provider.dialable_addrs().await.unwrap()[0].to_string()];
-    let hash = hex::encode(Sha256::digest(KEY.as_bytes()));
+    let hash = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
     let api = format!(
-        "[client]\ndiscovery_timeout_ms = 1500\n\n[api]\nlisten = \"127.0.0.1:0\"\n\
-         [[api.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n\
+        "[client]\ndiscovery_timeout_ms = 1500\n\n[api]\nlisten = \"127.0.0.1:0\"\ncurrency = \"USD\"\n\
+         [[api.keys]]\nname = \"test\"\nsha256 = \"{full}\"\n\
+         [[api.keys]]\nname = \"limited\"\nsha256 = \"{limited}\"\nmax_spend = \"0.0001\"\n\
          [api.chat_templates]\n\"tiny-llama\" = {dir:?}\n",
+        full = hash(KEY),
+        limited = hash(LIMITED),
         dir = root.join("tiny-llama"),
     );
     let client = std::sync::Arc::new(start(&client_toml(root, "client", &boot, &api)).await);
@@ -130,6 +135,7 @@ async fn openai_python_client_against_a_local_network() {
             .arg(repo_root().join("tests/python/openai_api_check.py"))
             .arg(&url)
             .arg(KEY)
+            .arg(LIMITED)
             .args(sentences)
             .output()
             .expect("running the openai check (scripts/test.sh installs `openai` into .venv)")
@@ -174,6 +180,16 @@ async fn openai_python_client_against_a_local_network() {
         assert!(c >= 0.99999, "{s:?}: cosine to native {c}");
     }
     server.stop();
+
+    // The limited key's spending, as kept for the next start.
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("client/api-spend.json")).unwrap())
+            .unwrap();
+    assert_eq!(kept["limited"], report["limited_spent"], "{kept}");
+    assert!(
+        kept.get("test").is_none(),
+        "a key without a limit is not recorded: {kept}"
+    );
 
     // The CLI refuses an API open to the network without keys, before
     // starting anything.
