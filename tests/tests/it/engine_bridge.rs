@@ -6,9 +6,9 @@
 //! error status, or a stream cut short; each gives a clear job error, and
 //! the same node then serves the next job. The engines here are raw TCP
 //! scripts: they stand for broken engines, which no real one is on
-//! purpose. The bridge against a real engine (this project's own
-//! OpenAI-compatible API, in front of a network running the llama plugin)
-//! is `openai_api::the_engine_bridge_serves_what_the_api_serves`.
+//! purpose. The bridge against a real engine is [`sells_an_engine_on_the_network`],
+//! run by `openai_api`'s test: this project's own OpenAI-compatible API, in
+//! front of a network running the llama plugin, is the engine.
 
 use infernet_host::config::Config;
 use infernet_host::node::Node;
@@ -218,7 +218,11 @@ fn a_broken_engine_gives_a_clear_job_error_and_the_node_keeps_serving() {
     assert_eq!(text, " world");
     assert_eq!(usage, (2, 3), "the engine's own usage");
     let (pieces, _, usage) = generate(&node, 2).unwrap();
-    assert_eq!(pieces.len(), 2, "no more than max_tokens pieces: {pieces:?}");
+    assert_eq!(
+        pieces.len(),
+        2,
+        "no more than max_tokens pieces: {pieces:?}"
+    );
     assert_eq!(usage.1, 2);
 
     // What went out: the engine's model name, the job's bound, a stream
@@ -253,9 +257,16 @@ fn an_engine_that_is_down_denied_or_misconfigured_is_refused_clearly() {
         .unwrap()
         .port();
     let origin = format!("http://127.0.0.1:{port}");
-    let node = bridge_node(&tmp.path().join("down"), &format!("{origin}/v1"), &[origin.clone()])
-        .unwrap();
-    assert_err(generate(&node, 3), &["did not answer", "refused", "is it running"]);
+    let node = bridge_node(
+        &tmp.path().join("down"),
+        &format!("{origin}/v1"),
+        &[origin.clone()],
+    )
+    .unwrap();
+    assert_err(
+        generate(&node, 3),
+        &["did not answer", "refused", "is it running"],
+    );
 
     // Not granted: the host refuses before a byte goes out.
     let engine = Engine::start(vec![sse(&["[DONE]"])]);
@@ -269,19 +280,30 @@ fn an_engine_that_is_down_denied_or_misconfigured_is_refused_clearly() {
         generate(&node, 3),
         &["capability denied", "127.0.0.1", "allowed_hosts"],
     );
-    assert!(engine.requests.lock().unwrap().is_empty(), "a denied request reached the engine");
+    assert!(
+        engine.requests.lock().unwrap().is_empty(),
+        "a denied request reached the engine"
+    );
 
     // Misconfigured: the node does not start, naming the key.
-    let e = bridge_node(&tmp.path().join("bad"), "ftp://x", &[]).err().unwrap();
+    let e = bridge_node(&tmp.path().join("bad"), "ftp://x", &[])
+        .err()
+        .unwrap();
     assert!(e.contains("base_url") && e.contains("http://"), "{e}");
-    let pkg = pack_plugin("engine-openai", PluginKind::Backend, &tmp.path().join("bad2"));
+    let pkg = pack_plugin(
+        "engine-openai",
+        PluginKind::Backend,
+        &tmp.path().join("bad2"),
+    );
     let bad = write_backend_config(
         &tmp.path().join("bad2"),
         &pkg,
         &[("tiny", &empty_model_dir(&tmp.path().join("bad2/tiny")))],
         "",
     );
-    let e = Node::from_config(&Config::load(&bad).unwrap()).err().unwrap();
+    let e = Node::from_config(&Config::load(&bad).unwrap())
+        .err()
+        .unwrap();
     assert!(format!("{e:#}").contains("needs `base_url`"), "{e:#}");
     // An allowed_hosts entry that is not an origin is refused by config.
     let cfg = tmp.path().join("bad3.toml");
@@ -295,4 +317,86 @@ fn an_engine_that_is_down_denied_or_misconfigured_is_refused_clearly() {
     .unwrap();
     let e = Config::load(&cfg).err().unwrap().to_string();
     assert!(e.contains("backend[0].allowed_hosts[0]"), "{e}");
+}
+
+/// A provider process selling an OpenAI-compatible engine (the API at
+/// `api_url`, which needs bearer key `key`) on the network as model
+/// `bridged-llama` through `engine-openai`; the engine's name for it is
+/// `tiny-llama`. Through the network, the bridge's answer is the engine's
+/// own: the same greedy text, streamed, with the same usage, from another
+/// provider.
+pub(crate) async fn sells_an_engine_on_the_network(
+    root: &Path,
+    client: &infernet_host::sdk::Infernet,
+    boot: &[String],
+    api_url: &str,
+    key: &str,
+) {
+    use infernet_host::jobs::client::InferOptions;
+    use infernet_tests::net::{wait_for_providers, NodeProc};
+    let pkg = pack_plugin(
+        "engine-openai",
+        PluginKind::Backend,
+        &root.join("bridge-plugins"),
+    );
+    let origin = api_url.trim_end_matches('/').to_string();
+    let model = empty_model_dir(&root.join("bridged-model"));
+    let boot: Vec<String> = boot.iter().map(|b| format!("{b:?}")).collect();
+    let cfg = root.join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{}]\nadvert_interval_secs = 1\n\n\
+             [[backend]]\nplugin = {pkg:?}\nallowed_hosts = [{origin:?}]\n\
+             [backend.config]\nbase_url = \"{origin}/v1\"\n\"model.bridged-llama\" = \"tiny-llama\"\n\
+             [backend.secrets]\napi_key = \"INFERNET_TEST_ENGINE_KEY\"\n\
+             [[backend.models]]\nid = \"bridged-llama\"\npath = {model:?}\n",
+            root.join("bridge-node"),
+            boot.join(", ")
+        ),
+    )
+    .unwrap();
+    // The key goes to the child process only.
+    let bridge = NodeProc::start_with_env(&cfg, &[("INFERNET_TEST_ENGINE_KEY", key)]);
+    wait_for_providers(client, "bridged-llama", 1).await;
+    let opts = || InferOptions {
+        max_tokens: Some(8),
+        temperature: Some(0.0),
+        ..InferOptions::default()
+    };
+    let prompt = "Once upon a time";
+    let direct = client.infer("tiny-llama", prompt, opts()).await.unwrap();
+    let mut stream = client
+        .infer_stream("bridged-llama", prompt, opts())
+        .await
+        .unwrap();
+    let mut pieces = Vec::new();
+    while let Some(event) = stream.next().await {
+        if let infernet_host::jobs::client::StreamEvent::Token(t) = event {
+            pieces.push(t);
+        }
+    }
+    let bridged = stream.finish().await.unwrap();
+    assert_eq!(
+        bridged.provider.to_string(),
+        bridge.peer,
+        "served by the bridge"
+    );
+    assert_ne!(direct.provider, bridged.provider);
+    let text = bridged.text().unwrap().to_string();
+    assert!(!text.is_empty());
+    assert_eq!(
+        text,
+        direct.text().unwrap(),
+        "the bridge answers what the engine answers"
+    );
+    assert_eq!(pieces.concat(), text, "streamed piece by piece");
+    assert!(pieces.len() > 1, "{pieces:?}");
+    eprintln!("engine bridge: {text:?} in {} pieces", pieces.len());
+    let (d, b) = (&direct.signed.payload.usage, &bridged.signed.payload.usage);
+    assert_eq!(
+        (b.input_tokens, b.output_tokens),
+        (d.input_tokens, d.output_tokens),
+        "the engine's usage, signed by the bridge"
+    );
 }

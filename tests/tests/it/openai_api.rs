@@ -179,6 +179,9 @@ async fn openai_python_client_against_a_local_network() {
         let c = cosine(&v, &native.embed(s).unwrap());
         assert!(c >= 0.99999, "{s:?}: cosine to native {c}");
     }
+    // The engine bridge sells this API, as an engine, on the network.
+    super::engine_bridge::sells_an_engine_on_the_network(root, &client, &boot, &server.url(), KEY)
+        .await;
     server.stop();
 
     // The limited key's spending, as kept for the next start.
