@@ -34,7 +34,7 @@ mod wire;
 
 use infernet_plugin_api::*;
 use sse::{SseError, SseParser};
-use wire::{Class, EngineError, Endpoint, Piece, Sampling};
+use wire::{Class, Endpoint, EngineError, Piece, Sampling};
 
 /// Largest single SSE event accepted from an engine.
 const MAX_EVENT: usize = 1 << 20;
@@ -272,9 +272,9 @@ impl Backend for EngineOpenAi {
                 SseError::TooLarge(n) => {
                     Error::limit(format!("the engine at {base} sent an event over {n} bytes"))
                 }
-                SseError::NotUtf8 => {
-                    Error::internal(format!("the engine at {base} sent an event that is not UTF-8"))
-                }
+                SseError::NotUtf8 => Error::internal(format!(
+                    "the engine at {base} sent an event that is not UTF-8"
+                )),
             };
             let mut done = false;
             'read: while let Some(chunk) = res.next_chunk().map_err(|e| http_error(base, e))? {
@@ -306,7 +306,9 @@ impl Backend for EngineOpenAi {
             }
         } else {
             // An engine that ignores `stream`: one whole answer.
-            let whole = res.rest(cfg.max_response_bytes).map_err(|e| http_error(base, e))?;
+            let whole = res
+                .rest(cfg.max_response_bytes)
+                .map_err(|e| http_error(base, e))?;
             let text = String::from_utf8_lossy(&whole);
             let piece = wire::parse_piece(&text).map_err(|e| engine_error(base, e))?;
             answer.add(piece);
@@ -317,7 +319,10 @@ impl Backend for EngineOpenAi {
         // files have one.
         let (input, output) = match answer.usage {
             Some(u) => (u.prompt, u.completion),
-            None => (prompt_tokens(&job.model, &prompt).unwrap_or(0), answer.tokens),
+            None => (
+                prompt_tokens(&job.model, &prompt).unwrap_or(0),
+                answer.tokens,
+            ),
         };
         let output = output.min(sampling.max_tokens);
         log::debug(&format!(

@@ -70,7 +70,7 @@ fn event_data(raw: &[u8]) -> Result<Option<String>, SseError> {
     let mut data: Option<String> = None;
     for line in text.split(['\n', '\r']) {
         let value = match line.strip_prefix("data") {
-            Some(rest) if rest.is_empty() => "",
+            Some("") => "",
             Some(rest) => match rest.strip_prefix(':') {
                 Some(v) => v.strip_prefix(' ').unwrap_or(v),
                 None => continue, // a field named e.g. `database`
@@ -117,6 +117,9 @@ mod tests {
         let mut p = SseParser::new(64);
         assert_eq!(p.push(b"data: \xff\n\n"), Err(SseError::NotUtf8));
         // `database:` is not `data:`
-        assert!(SseParser::new(64).push(b"database: x\n\n").unwrap().is_empty());
+        assert!(SseParser::new(64)
+            .push(b"database: x\n\n")
+            .unwrap()
+            .is_empty());
     }
 }

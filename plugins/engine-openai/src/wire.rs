@@ -188,7 +188,9 @@ fn count(usage: &Value, key: &str) -> Result<u32, EngineError> {
         Some(v) => v
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| EngineError::Garbage(format!("usage `{key}` is not a token count: {v}"))),
+            .ok_or_else(|| {
+                EngineError::Garbage(format!("usage `{key}` is not a token count: {v}"))
+            }),
     }
 }
 
@@ -277,28 +279,45 @@ mod tests {
         assert_eq!(v["messages"], json!([{"role": "user", "content": "hi"}]));
         assert!(v.get("prompt").is_none());
         assert_eq!(Endpoint::parse("chat").unwrap().path(), "/chat/completions");
-        assert!(Endpoint::parse("responses").unwrap_err().contains("`responses`"));
+        assert!(Endpoint::parse("responses")
+            .unwrap_err()
+            .contains("`responses`"));
     }
 
     #[test]
     fn chunks_of_both_endpoints_and_whole_answers_parse() {
-        let p = parse_piece(r#"{"id":"x","choices":[{"index":0,"text":"He","finish_reason":null}]}"#)
-            .unwrap();
-        assert_eq!((p.text.as_str(), p.finish, p.usage, p.token), ("He", None, None, true));
-        let p = parse_piece(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
+        let p =
+            parse_piece(r#"{"id":"x","choices":[{"index":0,"text":"He","finish_reason":null}]}"#)
+                .unwrap();
+        assert_eq!(
+            (p.text.as_str(), p.finish, p.usage, p.token),
+            ("He", None, None, true)
+        );
+        let p =
+            parse_piece(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
         assert_eq!((p.text.as_str(), p.token), ("", false));
         let p = parse_piece(r#"{"choices":[{"text":"","finish_reason":null}]}"#).unwrap();
         assert!(p.token, "an incomplete character is still a token");
         let p = parse_piece(r#"{"choices":[{"text":"","finish_reason":"stop"}]}"#).unwrap();
         assert!(!p.token);
-        let p = parse_piece(r#"{"choices":[{"delta":{"content":"llo"},"finish_reason":"length"}]}"#)
-            .unwrap();
-        assert_eq!((p.text.as_str(), p.finish.as_deref()), ("llo", Some("length")));
+        let p =
+            parse_piece(r#"{"choices":[{"delta":{"content":"llo"},"finish_reason":"length"}]}"#)
+                .unwrap();
+        assert_eq!(
+            (p.text.as_str(), p.finish.as_deref()),
+            ("llo", Some("length"))
+        );
         let p = parse_piece(
             r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#,
         )
         .unwrap();
-        assert_eq!(p.usage, Some(EngineUsage { prompt: 5, completion: 2 }));
+        assert_eq!(
+            p.usage,
+            Some(EngineUsage {
+                prompt: 5,
+                completion: 2
+            })
+        );
         let p = parse_piece(r#"{"choices":[{"message":{"role":"assistant","content":"all"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#).unwrap();
         assert_eq!(p.text, "all");
     }
