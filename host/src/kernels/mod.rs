@@ -372,6 +372,11 @@ impl KernelCtx {
         self.handles
     }
 
+    /// Host time spent in kernels during the current plugin call.
+    pub fn call_kernel_time(&self) -> Duration {
+        self.kernel_time
+    }
+
     /// Kernel calls made by this store so far.
     pub fn calls(&self) -> u64 {
         self.calls

@@ -198,6 +198,7 @@ impl BackendInstance {
             None if !self.untraced => world.kernels.start_trace(),
             None => {}
         }
+        let (started, calls_before) = (std::time::Instant::now(), world.kernels.calls());
         let result = self.call(sink, |b, store| match b {
             Bindings::V0_1(b) => b
                 .infernet_plugin_backend_api()
@@ -206,6 +207,14 @@ impl BackendInstance {
             Bindings::V0_2(b) => b.infernet_plugin_backend_api().call_execute(store, job),
         });
         let kernels = &mut self.store.data_mut().world.kernels;
+        tracing::debug!(
+            plugin = %self.plugin.name,
+            job = %job.id,
+            kernel_calls = kernels.calls() - calls_before,
+            kernel_ms = kernels.call_kernel_time().as_secs_f64() * 1e3,
+            wall_ms = started.elapsed().as_secs_f64() * 1e3,
+            "execute done"
+        );
         self.trace = kernels.take_trace();
         if let Some(capture) = kernels.take_capture() {
             self.replay = Some(Replay {
