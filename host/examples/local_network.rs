@@ -25,7 +25,7 @@ fn echo_backend(root: &Path) -> std::io::Result<BackendConfig> {
             proof: None,
             proof_keys: None,
         }],
-        limits: Default::default(),
+        ..Default::default()
     })
 }
 

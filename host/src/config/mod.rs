@@ -478,8 +478,9 @@ pub struct PluginConfig {
     pub config: BTreeMap<String, toml::Value>,
 }
 
-/// `[[backend]]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[[backend]]` (build one in code with `..Default::default()`: fields
+/// are added as the contract grows).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Plugin package: a directory holding `infernet-plugin.toml` and the `.wasm`.

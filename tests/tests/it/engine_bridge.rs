@@ -126,9 +126,11 @@ fn bridge_node(dir: &Path, base_url: &str, allowed: &[String]) -> Result<Node, S
     Node::from_config(&Config::load(&cfg).map_err(|e| e.to_string())?).map_err(|e| format!("{e:#}"))
 }
 
-/// Runs a greedy job of at most `max` tokens; the streamed pieces and the
-/// result, or the error.
-fn generate(node: &Node, max: u32) -> Result<(Vec<String>, String, (u32, u32)), String> {
+/// A job's streamed pieces, its text and its usage (input, output).
+type Generated = (Vec<String>, String, (u32, u32));
+
+/// Runs a greedy job of at most `max` tokens; what it gave, or the error.
+fn generate(node: &Node, max: u32) -> Result<Generated, String> {
     let pieces = Arc::new(Mutex::new(Vec::new()));
     let sink_pieces = Arc::clone(&pieces);
     let sink = Box::new(move |e| {
@@ -260,7 +262,7 @@ fn an_engine_that_is_down_denied_or_misconfigured_is_refused_clearly() {
     let node = bridge_node(
         &tmp.path().join("down"),
         &format!("{origin}/v1"),
-        &[origin.clone()],
+        std::slice::from_ref(&origin),
     )
     .unwrap();
     assert_err(
