@@ -212,125 +212,169 @@ impl Backend for EngineOpenAi {
 
     fn execute(&mut self, job: JobRequest) -> Result<JobResult> {
         let cfg = Settings::read()?;
-        let prompt = job.input.text()?;
-        let sampling = sampling(&job)?;
-        let model = Settings::engine_model(&job.model);
-        let body = wire::request_body(cfg.endpoint, &model, &prompt, &sampling);
-        let url = format!("{}{}", cfg.base_url, cfg.endpoint.path());
-        let auth = cfg.api_key.as_ref().map(|k| format!("Bearer {k}"));
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("accept", "text/event-stream"),
-        ];
-        if let Some(a) = &auth {
-            headers.push(("authorization", a));
-        }
-        let opts = http::Options {
-            max_response_bytes: cfg.max_response_bytes,
-            connect_timeout_ms: Some(cfg.timeout_ms),
-            first_byte_timeout_ms: Some(cfg.timeout_ms),
-            between_bytes_timeout_ms: Some(cfg.timeout_ms),
-        };
-        let base = cfg.base_url.as_str();
-        log::debug(&format!("job {} → {url} (model `{model}`)", job.id));
-        let mut res = http::request_streaming(
-            &opts,
-            http::Method::Post,
-            &url,
-            &headers,
-            Some(body.as_bytes()),
-        )
-        .map_err(|e| http_error(base, e))?;
-        if !res.is_success() {
-            let body = res.rest(MAX_ERROR_BODY).unwrap_or_default();
-            let msg = format!(
-                "the engine at {base} answered HTTP {}: {}",
-                res.status,
-                wire::error_body_message(&body)
-            );
-            return Err(match wire::classify(res.status) {
-                Class::InvalidInput => Error::invalid(msg),
-                Class::Unsupported => Error::unsupported(msg),
-                Class::LimitExceeded => Error::limit(msg),
-                Class::Internal => Error::internal(msg),
-            });
-        }
-        let mut answer = Answer {
-            text: String::new(),
-            emitted: 0,
-            tokens: 0,
-            max_tokens: sampling.max_tokens,
-            finish: None,
-            usage: None,
-        };
-        let streamed = res
-            .header("content-type")
-            .is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
-        if streamed {
-            let mut parser = SseParser::new(MAX_EVENT);
-            let sse = |e: SseError| match e {
-                SseError::TooLarge(n) => {
-                    Error::limit(format!("the engine at {base} sent an event over {n} bytes"))
-                }
-                SseError::NotUtf8 => Error::internal(format!(
-                    "the engine at {base} sent an event that is not UTF-8"
-                )),
-            };
-            let mut done = false;
-            'read: while let Some(chunk) = res.next_chunk().map_err(|e| http_error(base, e))? {
-                for data in parser.push(&chunk).map_err(sse)? {
-                    if data.trim() == "[DONE]" {
-                        done = true;
-                        break 'read;
-                    }
-                    let piece = wire::parse_piece(&data).map_err(|e| engine_error(base, e))?;
-                    if !answer.add(piece) || progress::cancelled() {
-                        done = true;
-                        break 'read;
-                    }
-                }
-            }
-            if !done {
-                if let Some(data) = parser.finish().map_err(sse)? {
-                    if data.trim() != "[DONE]" {
-                        let piece = wire::parse_piece(&data).map_err(|e| engine_error(base, e))?;
-                        answer.add(piece);
-                    }
-                }
-                if answer.finish.is_none() {
-                    return Err(Error::internal(format!(
-                        "the engine at {base} closed the stream before finishing ({} pieces in)",
-                        answer.emitted
-                    )));
-                }
-            }
-        } else {
-            // An engine that ignores `stream`: one whole answer.
-            let whole = res
-                .rest(cfg.max_response_bytes)
-                .map_err(|e| http_error(base, e))?;
-            let text = String::from_utf8_lossy(&whole);
-            let piece = wire::parse_piece(&text).map_err(|e| engine_error(base, e))?;
-            answer.add(piece);
-        }
-        // The engine's own counts. An engine that reports none (llama-cpp-
-        // python ignores `include_usage`): output by the chunks it streamed
-        // (one per token), the prompt by the model's tokenizer when its
-        // files have one.
-        let (input, output) = match answer.usage {
-            Some(u) => (u.prompt, u.completion),
-            None => (
-                prompt_tokens(&job.model, &prompt).unwrap_or(0),
-                answer.tokens,
-            ),
-        };
-        let output = output.min(sampling.max_tokens);
-        log::debug(&format!(
-            "job {}: {} pieces, finish {:?}, usage {:?}",
-            job.id, answer.emitted, answer.finish, answer.usage
-        ));
-        Ok(JobResult::text(answer.text, input, output))
+        let (id, base) = (job.id.clone(), cfg.base_url.clone());
+        forward(job, cfg).map_err(|e| {
+            // The operator's log gets the engine's address; the client,
+            // who may be anyone on the network, gets "the engine".
+            let e = redact(e, &base);
+            log::warn(&format!("job {id} failed at the engine {base}: {e:?}"));
+            e
+        })
     }
+}
+
+/// `e` without the engine's URL, host or address: "the engine at
+/// http://10.0.0.5:8000/v1 failed" becomes "the engine failed".
+fn redact(e: Error, base: &str) -> Error {
+    let host = base
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or(base);
+    let hostname = host
+        .rsplit_once(':')
+        .map_or(host, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let clean = |m: String| {
+        let m = m
+            .replace(&format!(" at {base}"), "")
+            .replace(base, "its URL")
+            .replace(host, "its host");
+        if hostname.is_empty() {
+            m
+        } else {
+            m.replace(hostname, "its host")
+        }
+    };
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(clean(m)),
+        Error::Unsupported(m) => Error::Unsupported(clean(m)),
+        Error::LimitExceeded(m) => Error::LimitExceeded(clean(m)),
+        Error::Internal(m) => Error::Internal(clean(m)),
+    }
+}
+
+/// Sends `job` to the engine and streams its answer back.
+fn forward(job: JobRequest, cfg: Settings) -> Result<JobResult> {
+    let prompt = job.input.text()?;
+    let sampling = sampling(&job)?;
+    let model = Settings::engine_model(&job.model);
+    let body = wire::request_body(cfg.endpoint, &model, &prompt, &sampling);
+    let url = format!("{}{}", cfg.base_url, cfg.endpoint.path());
+    let auth = cfg.api_key.as_ref().map(|k| format!("Bearer {k}"));
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream"),
+    ];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    let opts = http::Options {
+        max_response_bytes: cfg.max_response_bytes,
+        connect_timeout_ms: Some(cfg.timeout_ms),
+        first_byte_timeout_ms: Some(cfg.timeout_ms),
+        between_bytes_timeout_ms: Some(cfg.timeout_ms),
+    };
+    let base = cfg.base_url.as_str();
+    log::debug(&format!("job {} → {url} (model `{model}`)", job.id));
+    let mut res = http::request_streaming(
+        &opts,
+        http::Method::Post,
+        &url,
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .map_err(|e| http_error(base, e))?;
+    if !res.is_success() {
+        let body = res.rest(MAX_ERROR_BODY).unwrap_or_default();
+        let msg = format!(
+            "the engine at {base} answered HTTP {}: {}",
+            res.status,
+            wire::error_body_message(&body)
+        );
+        return Err(match wire::classify(res.status) {
+            Class::InvalidInput => Error::invalid(msg),
+            Class::Unsupported => Error::unsupported(msg),
+            Class::LimitExceeded => Error::limit(msg),
+            Class::Internal => Error::internal(msg),
+        });
+    }
+    let mut answer = Answer {
+        text: String::new(),
+        emitted: 0,
+        tokens: 0,
+        max_tokens: sampling.max_tokens,
+        finish: None,
+        usage: None,
+    };
+    let streamed = res
+        .header("content-type")
+        .is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
+    if streamed {
+        let mut parser = SseParser::new(MAX_EVENT);
+        let sse = |e: SseError| match e {
+            SseError::TooLarge(n) => {
+                Error::limit(format!("the engine at {base} sent an event over {n} bytes"))
+            }
+            SseError::NotUtf8 => Error::internal(format!(
+                "the engine at {base} sent an event that is not UTF-8"
+            )),
+        };
+        let mut done = false;
+        'read: while let Some(chunk) = res.next_chunk().map_err(|e| http_error(base, e))? {
+            for data in parser.push(&chunk).map_err(sse)? {
+                if data.trim() == "[DONE]" {
+                    done = true;
+                    break 'read;
+                }
+                let piece = wire::parse_piece(&data).map_err(|e| engine_error(base, e))?;
+                if !answer.add(piece) || progress::cancelled() {
+                    done = true;
+                    break 'read;
+                }
+            }
+        }
+        if !done {
+            if let Some(data) = parser.finish().map_err(sse)? {
+                if data.trim() != "[DONE]" {
+                    let piece = wire::parse_piece(&data).map_err(|e| engine_error(base, e))?;
+                    answer.add(piece);
+                }
+            }
+            if answer.finish.is_none() {
+                return Err(Error::internal(format!(
+                    "the engine at {base} closed the stream before finishing ({} pieces in)",
+                    answer.emitted
+                )));
+            }
+        }
+    } else {
+        // An engine that ignores `stream`: one whole answer.
+        let whole = res
+            .rest(cfg.max_response_bytes)
+            .map_err(|e| http_error(base, e))?;
+        let text = String::from_utf8_lossy(&whole);
+        let piece = wire::parse_piece(&text).map_err(|e| engine_error(base, e))?;
+        answer.add(piece);
+    }
+    // The engine's own counts. An engine that reports none (llama-cpp-
+    // python ignores `include_usage`): output by the chunks it streamed
+    // (one per token), the prompt by the model's tokenizer when its
+    // files have one.
+    let (input, output) = match answer.usage {
+        Some(u) => (u.prompt, u.completion),
+        None => (
+            prompt_tokens(&job.model, &prompt).unwrap_or(0),
+            answer.tokens,
+        ),
+    };
+    let output = output.min(sampling.max_tokens);
+    log::debug(&format!(
+        "job {}: {} pieces, finish {:?}, usage {:?}",
+        job.id, answer.emitted, answer.finish, answer.usage
+    ));
+    Ok(JobResult::text(answer.text, input, output))
 }
 
 export_backend!(EngineOpenAi);

@@ -208,7 +208,12 @@ fn a_broken_engine_gives_a_clear_job_error_and_the_node_keeps_serving() {
     assert_err(generate(&node, 3), &["internal", "CUDA out of memory"]);
     assert_err(generate(&node, 3), &["closed the stream before finishing"]);
     let t = Instant::now();
-    assert_err(generate(&node, 3), &["did not answer", &base]);
+    let silent = generate(&node, 3);
+    assert!(
+        !format!("{silent:?}").contains("127.0.0.1"),
+        "the engine's address reached the client: {silent:?}"
+    );
+    assert_err(silent, &["the engine did not answer", "timeout"]);
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "the 1.5 s timeout held the job {:?}",
@@ -280,7 +285,7 @@ fn an_engine_that_is_down_denied_or_misconfigured_is_refused_clearly() {
     .unwrap();
     assert_err(
         generate(&node, 3),
-        &["capability denied", "127.0.0.1", "allowed_hosts"],
+        &["capability denied", "`its host`", "allowed_hosts"],
     );
     assert!(
         engine.requests.lock().unwrap().is_empty(),
