@@ -9,8 +9,11 @@ compare with the provider's signed usage) and the embeddings of SENTENCE...
 """
 
 import json
+import re
+import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import openai
@@ -227,5 +230,20 @@ try:
 except openai.APIError as e:
     assert "failed" in str(e), e
 
+# A streaming client that goes away: the node cancels the job (checked on the Rust side).
+where = urllib.parse.urlparse(base)
+payload = json.dumps({"model": "echo", "prompt": " ".join(["w"] * 40), "stream": True,
+                      "infernet": {"params": {"delay_ms": "100"}}})
+sock = socket.create_connection((where.hostname, where.port), timeout=30)
+sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+              f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n{payload}").encode())
+seen = b""
+while b'"text":"w' not in seen:
+    part = sock.recv(4096)
+    assert part, seen
+    seen += part
+cancelled_job = re.search(rb"x-infernet-job-id: (\S+)", seen, re.I).group(1).decode()
+sock.close()
+
 print(json.dumps({"usages": usages, "embeddings": [d.embedding for d in floats.data],
-                  "limited_spent": limited_spent}))
+                  "limited_spent": limited_spent, "cancelled_job": cancelled_job}))

@@ -158,6 +158,13 @@ pub async fn serve(node: Arc<Infernet>, listen: SocketAddr) -> Result<ApiServer,
             source,
         })?;
     let app = router(state);
+    // Events are small writes: without TCP_NODELAY, Nagle and delayed ACKs
+    // hold a streamed token back ~40 ms (measured: `examples/bench_api.rs`).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the API server stopped");

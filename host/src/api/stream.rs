@@ -11,7 +11,8 @@
 //! next provider's tokens are checked against the text sent so far (with
 //! deterministic decoding they repeat it) and only what is new is sent; the
 //! signed result's text is checked the same way at the end. Divergent text
-//! is an error event, never silently spliced.
+//! is an error event, never silently spliced. A client that goes away
+//! before the end has its job cancelled (the provider is told).
 
 use super::error::ApiError;
 use super::request::Job;
@@ -19,11 +20,12 @@ use super::spend::Reservation;
 use super::text::{finish_reason, headers, meta, usage, Kind};
 use super::{now_secs, ApiState};
 use crate::payments::display;
-use crate::sdk::{JobOutcome, JobStream, StreamEvent};
+use crate::sdk::{Infernet, JobOutcome, JobStream, StreamEvent};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Cuts streamed text at stop strings, holding back a tail that could be
@@ -149,7 +151,16 @@ pub(super) async fn run(
         model: model.clone(),
         created: now_secs(),
     };
-    tokio::spawn(drive(writer, source, early, job, model, reserved));
+    tokio::spawn(drive(
+        writer,
+        source,
+        early,
+        job,
+        model,
+        reserved,
+        s.node.clone(),
+        job_id,
+    ));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
@@ -239,6 +250,16 @@ impl Reconcile {
     }
 }
 
+/// The client went away mid-generation: the job is cancelled (its provider
+/// told, nothing delivered is paid for), not run to its end for nobody.
+async fn gone(node: &Infernet, job_id: &str) {
+    match node.client().cancel(job_id).await {
+        Ok(()) => tracing::info!(job = %job_id, "stream: client gone, job cancelled"),
+        Err(e) => tracing::warn!(job = %job_id, error = %e, "stream: client gone, cannot cancel"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     w: Writer,
     source: Source,
@@ -246,6 +267,8 @@ async fn drive(
     job: Job,
     model: String,
     reserved: Option<Reservation>,
+    node: Arc<Infernet>,
+    job_id: String,
 ) {
     if w.kind == Kind::Chat
         && !w
@@ -255,7 +278,7 @@ async fn drive(
             )
             .await
     {
-        return;
+        return gone(&node, &job_id).await;
     }
     let mut cutter = StopCutter::new(job.stop.clone());
     let mut rec = Reconcile {
@@ -279,7 +302,7 @@ async fn drive(
                         match rec.advance(&target) {
                             Ok(new) => {
                                 if !w.text(cutter.push(&new)).await {
-                                    return;
+                                    return gone(&node, &job_id).await;
                                 }
                             }
                             Err(e) => return w.error(e).await,

@@ -4,16 +4,18 @@
 //! all-MiniLM-L6-v2, the hostile plugin as a provider that fails), a
 //! client node serving the API with a hashed key, and one Python process
 //! (`tests/python/openai_api_check.py`) checking chat, completions,
-//! streaming rule by rule, seeds, stops, embeddings and every error. Here:
-//! the usage it saw equals the provider's signed usage, its embeddings
-//! match native candle BERT, the CLI refuses an open API, and `node start`
-//! serves `[api] listen`.
+//! streaming rule by rule, seeds, stops, embeddings, every error, spending
+//! limits and a client leaving mid-stream (echo, slowed down). Here:
+//! the usage it saw equals the provider's signed usage, the job it left is
+//! cancelled, its embeddings match native candle BERT, the CLI refuses an
+//! open API, and `node start` serves `[api] listen`.
 
 use infernet_host::config::Config;
 use infernet_host::models::reference::{cosine, NativeBert};
 use infernet_host::p2p::protocol::{decode, SignedResult};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::Infernet;
+use infernet_host::store::JobState;
 use infernet_tests::net::{
     client_toml, infernet_bin, llama_node_toml, wait_for_providers, NodeProc,
 };
@@ -44,18 +46,22 @@ fn provider_toml(root: &Path) -> std::path::PathBuf {
         ("llama", PluginKind::Backend),
         ("bert", PluginKind::Backend),
         ("hostile", PluginKind::Backend),
+        ("echo", PluginKind::Backend),
         ("pricing-flat", PluginKind::Pricing),
     ] {
         pack_plugin(name, kind, &plugins);
     }
     let broken = infernet_tests::net::empty_model_dir(&root.join("broken-model"));
+    let echo = infernet_tests::net::empty_model_dir(&root.join("echo-model"));
     let extra = format!(
         "[[backend]]\nplugin = {bert:?}\n[[backend.models]]\nid = \"minilm\"\npath = {minilm:?}\n\n\
          [[backend]]\nplugin = {hostile:?}\n[[backend.models]]\nid = \"broken\"\npath = {broken:?}\n\n\
+         [[backend]]\nplugin = {echo_plugin:?}\n[[backend.models]]\nid = \"echo\"\npath = {echo:?}\n\n\
          [pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 1\nper_output_token = 2\nminimum = 100\n",
         bert = plugins.join("bert"),
         minilm = minilm_dir(),
         hostile = plugins.join("hostile"),
+        echo_plugin = plugins.join("echo"),
         pricing = plugins.join("pricing-flat"),
     );
     let path = llama_node_toml(root, "provider", &plugins.join("llama"), &[], &extra);
@@ -163,6 +169,27 @@ async fn openai_python_client_against_a_local_network() {
             Some(u64::from(output)),
             "{u}"
         );
+    }
+
+    // The client that left mid-stream: its job was cancelled, not run out.
+    let gone = report["cancelled_job"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let job = client.jobs(500).unwrap().into_iter().find(|j| j.id == gone);
+        let job = job.unwrap_or_else(|| panic!("no client job {gone}"));
+        if job.state == JobState::Failed {
+            assert!(
+                job.error.as_deref().unwrap_or("").contains("cancelled"),
+                "{job:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {gone} not cancelled: {:?}",
+            job.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Embeddings through the API = native candle BERT.
