@@ -86,15 +86,12 @@ pub struct Response {
 impl Response {
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
+        is_success(self.status)
     }
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// The body as UTF-8 text.
@@ -308,15 +305,12 @@ pub struct StreamingResponse {
 impl StreamingResponse {
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
+        is_success(self.status)
     }
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// The next piece of the body as it arrives (blocking until there is
@@ -391,6 +385,17 @@ pub fn request_streaming(
         read: 0,
         limit: options.max_response_bytes,
     })
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 fn header_list(response: &types::IncomingResponse) -> Vec<(String, String)> {
