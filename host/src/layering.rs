@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    // Private files (modes 0600/0700).
-    &["private"],
+    // Private files (modes 0600/0700); the node's metrics registry, which
+    // every layer above records into.
+    &["private", "metrics"],
     // Leaves: tensor math, model files, the database, the wire.
     &["kernels", "models", "store", "p2p"],
     // The wasmtime runtime (knows kernel budgets, no world).

@@ -14,6 +14,7 @@ pub mod api;
 pub mod config;
 pub mod jobs;
 pub mod kernels;
+pub mod metrics;
 pub mod models;
 pub mod node;
 pub mod p2p;

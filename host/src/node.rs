@@ -232,31 +232,77 @@ fn check_architecture(
     }
 }
 
+/// One step of [`Node::load`], reported as it starts (and once more, with
+/// `done == total`, when loading is over): what a progress bar draws.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadStep {
+    /// Steps finished before this one.
+    pub done: usize,
+    /// Steps in all: a plugin compilation per backend and the pricing
+    /// plugin, a model load per model, a proof setup per proved model.
+    pub total: usize,
+    /// What this step does (`compiling plugin llama`, `loading model m`,
+    /// `proof setup for m`), or `loaded` at the end.
+    pub what: String,
+}
+
+/// Receives [`LoadStep`]s (the CLI draws them; the library draws nothing).
+pub type OnLoadStep = Arc<dyn Fn(&LoadStep) + Send + Sync>;
+
 impl Node {
     /// Loads every plugin and model the config names.
     pub fn from_config(config: &Config) -> Result<Node, NodeError> {
+        Self::load(config, crate::metrics::Metrics::new(), None)
+    }
+
+    /// [`Node::from_config`], its plugins recording into `metrics`, each
+    /// step reported to `on_step`.
+    pub fn load(
+        config: &Config,
+        metrics: Arc<crate::metrics::Metrics>,
+        on_step: Option<OnLoadStep>,
+    ) -> Result<Node, NodeError> {
+        let total = config
+            .backend
+            .iter()
+            .map(|b| 1 + b.models.len() + b.models.iter().filter(|m| m.proof.is_some()).count())
+            .sum::<usize>()
+            + usize::from(config.pricing.is_some());
+        let mut done = 0;
+        let mut step = |what: String| {
+            if let Some(f) = &on_step {
+                f(&LoadStep { done, total, what });
+            }
+            done += 1;
+        };
         let device = crate::kernels::parse_device(&config.node.device)
             .and_then(|d| d.open())
             .map_err(NodeError::Device)?;
         let data_dir = config.node.data_dir.clone();
         let runtime = Runtime::new(&data_dir.join("cache").join("compiled"))
-            .map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+            .map_err(|e| NodeError::Engine(format!("{e:#}")))?
+            .with_metrics(metrics);
         let mut backends = Vec::new();
         let mut by_model = HashMap::new();
         let mut provers = HashMap::new();
         let mut models = HashMap::new();
         for (i, b) in config.backend.iter().enumerate() {
             let package = Package::open(&b.plugin, b.publisher_key.as_deref())?;
+            step(format!("compiling plugin {}", package.manifest.name));
             let loaded = runtime.load(&package, PluginKind::Backend)?;
             let entries = b
                 .models
                 .iter()
-                .map(|m| ModelEntry::open(&m.id, &m.path, &device))
+                .map(|m| {
+                    step(format!("loading model {}", m.id));
+                    ModelEntry::open(&m.id, &m.path, &device)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             for (j, m) in b.models.iter().enumerate() {
                 by_model.insert(m.id.clone(), i);
                 models.insert(m.id.clone(), entries[j].clone());
                 if let Some(system) = &m.proof {
+                    step(format!("proof setup for {}", m.id));
                     let key = format!("backend[{i}].models[{j}].proof");
                     provers.insert(m.id.clone(), proved_model(&key, m, system, &data_dir)?);
                 }
@@ -297,6 +343,7 @@ impl Node {
         let pricing = match &config.pricing {
             Some(p) => {
                 let package = Package::open(&p.plugin, p.publisher_key.as_deref())?;
+                step(format!("compiling plugin {}", package.manifest.name));
                 let loaded = runtime.load(&package, PluginKind::Pricing)?;
                 Some(PricingPlugin::new(
                     &runtime,
@@ -307,6 +354,7 @@ impl Node {
             }
             None => None,
         };
+        step("loaded".into());
         Ok(Node {
             runtime,
             backends,

@@ -4,12 +4,12 @@
 //! ```ignore
 //! // Compiled as `host/examples/client.rs` (doctests are off: each would link the node again).
 //! use infernet_host::config::Config;
-//! use infernet_host::sdk::{InferOptions, Infernet};
+//! use infernet_host::sdk::{Amount, InferOptions, Infernet};
 //!
 //! let config = Config::load("client.toml".as_ref())?;
 //! let infernet = Infernet::new(config).start().await?;
 //! let out = infernet
-//!     .infer("tiny-llama", "hello", InferOptions { max_budget: Some(5_000), ..Default::default() })
+//!     .infer("tiny-llama", "hello", InferOptions { max_budget: Some(Amount::parse("0.005", "USD")?), ..Default::default() })
 //!     .await?;
 //! println!("{} (served by {})", out.text().unwrap_or_default(), out.provider);
 //! ```
@@ -38,6 +38,8 @@ use tokio::task::JoinHandle;
 pub use crate::config::VerifyPolicy;
 pub use crate::jobs::client::{spot_check, Replica, Verdict, Verification};
 pub use crate::jobs::{ClientError, InferOptions, JobOutcome, JobStream, StreamEvent};
+/// An exact amount of one currency: what budgets are given in.
+pub use crate::payments::currency::Amount;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,7 @@ pub struct InfernetBuilder {
     config: Config,
     tweak: Option<NetworkTweak>,
     resume: bool,
+    on_load: Option<crate::node::OnLoadStep>,
 }
 
 impl InfernetBuilder {
@@ -114,9 +117,17 @@ impl InfernetBuilder {
         self
     }
 
+    /// Reports each step of loading the plugins, models and proof keys
+    /// (a progress bar: `infernet node start`).
+    pub fn on_load(mut self, on_step: crate::node::OnLoadStep) -> Self {
+        self.on_load = Some(on_step);
+        self
+    }
+
     /// Starts the node. See the module docs for what happens.
     pub async fn start(self) -> Result<Infernet, StartError> {
         let config = self.config;
+        let metrics = crate::metrics::Metrics::new();
         let roles = config.roles();
         let data_dir = config.node.data_dir.clone();
         crate::private::private_dir(&data_dir).map_err(|source| StartError::DataDir {
@@ -140,11 +151,12 @@ impl InfernetBuilder {
         // for), and referees.
         let verifier = roles.contains(&Role::Verifier);
         let (node, provider) = if roles.contains(&Role::Provider) || verifier {
-            let cfg = config.clone();
+            let (cfg, m, on_load) = (config.clone(), metrics.clone(), self.on_load);
             let node = Arc::new(
-                blocking(move || Node::from_config(&cfg).map_err(StartError::from)).await?,
+                blocking(move || Node::load(&cfg, m, on_load).map_err(StartError::from)).await?,
             );
-            let payments = load_payments(&config, Some(node.runtime()), &store, &key).await?;
+            let payments =
+                load_payments(&config, Some(node.runtime()), &metrics, &store, &key).await?;
             let handler =
                 ProviderHandler::with_payments(node.clone(), key.clone(), store.clone(), payments);
             let h = handler.clone();
@@ -250,7 +262,7 @@ impl InfernetBuilder {
         }
         let payments = match provider.as_ref() {
             Some(p) => p.payments(),
-            None => load_payments(&config, None, &store, &key).await?,
+            None => load_payments(&config, None, &metrics, &store, &key).await?,
         };
         let client = JobClient::with_verify(
             net.clone(),
@@ -259,6 +271,7 @@ impl InfernetBuilder {
             config.client.clone(),
             payments.clone(),
             Some((config.verify.clone(), data_dir.clone())),
+            metrics.clone(),
         );
         let sweep_every = config.node.escrow_sweep_secs;
         if payments.is_some() && sweep_every > 0 {
@@ -299,6 +312,7 @@ impl InfernetBuilder {
             payments,
             registry,
             tasks,
+            metrics,
             _lock: lock,
         })
     }
@@ -317,6 +331,7 @@ pub struct Infernet {
     payments: Option<Arc<crate::payments::Payments>>,
     registry: Option<crate::registry::Registry>,
     tasks: Vec<JoinHandle<()>>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Held while the node lives: one node per data dir.
     _lock: NodeLock,
 }
@@ -329,6 +344,7 @@ impl Infernet {
             config,
             tweak: None,
             resume: true,
+            on_load: None,
         }
     }
 
@@ -416,6 +432,11 @@ impl Infernet {
     /// The roles in effect.
     pub fn roles(&self) -> &[Role] {
         &self.roles
+    }
+
+    /// This node's metrics registry (`GET /metrics` renders it).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The config it was started with.
@@ -671,10 +692,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Loads the `[[payment]]` adapters (on the node's runtime when there is
-/// one, else on a runtime of their own).
+/// one, else on a runtime of their own recording into the node's metrics).
 async fn load_payments(
     config: &Config,
     runtime: Option<&crate::runtime::Runtime>,
+    metrics: &Arc<crate::metrics::Metrics>,
     store: &Arc<Store>,
     key: &p2p::libp2p::identity::Keypair,
 ) -> Result<Option<Arc<crate::payments::Payments>>, StartError> {
@@ -684,7 +706,8 @@ async fn load_payments(
     let runtime = match runtime {
         Some(r) => r.clone(),
         None => crate::runtime::Runtime::new(&config.node.data_dir.join("cache").join("compiled"))
-            .map_err(|e| StartError::Payments(format!("cannot start the wasm engine: {e:#}")))?,
+            .map_err(|e| StartError::Payments(format!("cannot start the wasm engine: {e:#}")))?
+            .with_metrics(metrics.clone()),
     };
     let (cfg, store, peer) = (
         config.clone(),

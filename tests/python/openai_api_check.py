@@ -214,7 +214,7 @@ expect_error(402, lambda: by_header.completions.create(model="tiny-llama", promp
 # A key's spending limit: one job fits, the next is refused.
 limited = openai.OpenAI(base_url=base + "/v1", api_key=limited_key, max_retries=0)
 first = limited.completions.create(model="tiny-llama", prompt="x", max_tokens=1)
-limited_spent = first.model_extra["infernet"]["price"]["minor"]
+limited_spent = int(first.model_extra["infernet"]["price"]["minor"])
 expect_error(429, lambda: limited.completions.create(model="tiny-llama", prompt="x", max_tokens=1),
              code="insufficient_quota")
 trap = {"infernet": {"params": {"attack": "trap"}}}

@@ -321,6 +321,23 @@ pub fn cli(config: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `infernet <args> --config <config>`, asserting failure; its stderr.
+pub fn cli_fails(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(infernet_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("INFERNET_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "infernet {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
 /// What `wallet fund ... 1` credits, in micro-USD.
 pub const FUNDED: u64 = 1_000_000;
 

@@ -34,6 +34,16 @@ impl ApiError {
         }
     }
 
+    /// 403: a keyless API refuses a request a web page could have made.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            code,
+            message.into(),
+        )
+    }
+
     /// 400: a field of the request is wrong.
     pub fn bad_field(param: impl Into<String>, message: impl Into<String>) -> Self {
         let mut e = Self::new(
@@ -138,6 +148,7 @@ impl ApiError {
                 message,
             ),
             C::Rejected { .. } => Self::bad_request("rejected_by_provider", message),
+            C::BadOptions(_) => Self::bad_field("infernet", message),
             C::ProvidersFailed { .. }
             | C::Failed { .. }
             | C::ProofRejected { .. }

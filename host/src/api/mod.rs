@@ -2,9 +2,10 @@
 //! `infernet node start --api ADDR`): `/v1/chat/completions` and
 //! `/v1/completions` (with server-sent events), `/v1/embeddings`,
 //! `/v1/models` (the models the node has seen advertised, with their price
-//! ranges) and `/health`. Every request runs over the network through the
-//! SDK ([`Infernet`]: provider selection, quote within budget, escrow,
-//! verification policy); an OpenAI client works unchanged, and network
+//! ranges), `/health` and `/metrics` (Prometheus, [`metrics`]). Every
+//! request runs over the network through the SDK ([`Infernet`]: provider
+//! selection, quote within budget, escrow, verification policy); an
+//! OpenAI client works unchanged, and network
 //! options ride in the body's `infernet` object. Responses say which
 //! provider served, what it cost and how it was verified (an `infernet`
 //! field and `x-infernet-*` headers). Errors are OpenAI's
@@ -13,8 +14,11 @@
 //!
 //! Layering: above the SDK, beside the CLI; nothing below names it.
 
+mod dashboard;
 mod embed;
 pub mod error;
+mod guard;
+pub mod metrics;
 mod request;
 mod spend;
 mod stream;
@@ -91,6 +95,7 @@ impl ApiState {
     /// key it matched.
     fn authorize(&self, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
         if self.keys.is_empty() {
+            guard::check_keyless(headers)?;
             return Ok(None);
         }
         let token = headers
@@ -178,9 +183,11 @@ fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/completions", post(text::completions))
         .route("/v1/chat/completions", post(text::chat))
         .route("/v1/embeddings", post(embed::embeddings))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -243,8 +243,8 @@ pub fn network(
     })
 }
 
-/// A decimal budget in minor units of `currency`.
-fn budget(text: &str, currency: Option<&str>, field: &str) -> Result<u64, ApiError> {
+/// A decimal budget in `currency`, exactly.
+fn budget(text: &str, currency: Option<&str>, field: &str) -> Result<Amount, ApiError> {
     let Some(code) = currency else {
         return Err(ApiError::bad_field(
             field,
@@ -252,7 +252,7 @@ fn budget(text: &str, currency: Option<&str>, field: &str) -> Result<u64, ApiErr
         ));
     };
     Amount::parse(text, code)
-        .and_then(|a| a.to_u64())
+        .and_then(|a| a.to_u64().map(|_| a))
         .map_err(|e| ApiError::bad_field(field, e.to_string()))
 }
 

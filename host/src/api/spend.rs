@@ -10,7 +10,7 @@
 
 use super::error::ApiError;
 use crate::config::ApiConfig;
-use crate::payments::display;
+use crate::payments::{display, Amount};
 use crate::sdk::InferOptions;
 use axum::http::StatusCode;
 use std::collections::BTreeMap;
@@ -82,6 +82,16 @@ impl Spend {
                 format!("this key's spending limit is in {currency}"),
             ));
         }
+        let asked = match opts.max_budget {
+            Some(b) if b.currency != currency => {
+                return Err(ApiError::bad_field(
+                    "infernet.max_budget",
+                    format!("this key's spending limit is in {currency}, the budget is {b}"),
+                ))
+            }
+            Some(b) => Some(u64::try_from(b.minor).unwrap_or(u64::MAX)),
+            None => None,
+        };
         let mut t = self
             .state
             .lock()
@@ -102,8 +112,11 @@ impl Spend {
             e.kind = "insufficient_quota";
             return Err(e);
         }
-        let amount = opts.max_budget.map_or(left, |b| b.min(left));
-        opts.max_budget = Some(amount);
+        let amount = asked.map_or(left, |b| b.min(left));
+        opts.max_budget = Some(
+            Amount::from_minor(u128::from(amount), &currency)
+                .map_err(|e| ApiError::internal(format!("api.currency: {e}")))?,
+        );
         opts.currency = Some(currency);
         *t.held.entry(idx).or_default() += amount;
         Ok(Some(Reservation {

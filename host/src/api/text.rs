@@ -9,7 +9,7 @@
 use super::error::ApiError;
 use super::request::{parse, ChatRequest, CompletionRequest, Job, Sampling};
 use super::{now_secs, stream, template, ApiState};
-use crate::payments::display;
+use crate::payments::{display, money_json};
 use crate::sdk::{JobOutcome, Verdict};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -178,11 +178,7 @@ pub(super) fn meta(o: &JobOutcome) -> serde_json::Value {
         "job_id": o.job_id,
         "provider": o.provider.to_string(),
         "attempts": o.attempts,
-        "price": {
-            "amount": display(o.price.amount, &o.price.currency),
-            "minor": o.price.amount,
-            "currency": o.price.currency,
-        },
+        "price": money_json(o.price.amount, &o.price.currency),
         "backend": {"name": b.name, "version": b.version, "sha256": b.sha256},
         "verification": {
             "verdict": verdict(o),

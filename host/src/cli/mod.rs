@@ -8,11 +8,14 @@ mod bench_bridge;
 mod bench_gguf;
 mod bench_net;
 mod bench_verify;
+mod demo;
+mod demo_cheat;
 mod local_json;
 mod net;
 mod pay;
 mod plugin;
 mod plugin_new;
+mod progress;
 mod registry;
 mod verify;
 mod zk;
@@ -97,6 +100,13 @@ enum Command {
         /// Prompt.
         #[arg(default_value = "the quick brown fox")]
         prompt: String,
+        /// Where the client serves the OpenAI-compatible API and the
+        /// dashboard (loopback; a free port when this one is taken).
+        #[arg(long, default_value = demo::DEFAULT_API)]
+        api: String,
+        /// Exit after the scripted jobs instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
     },
     /// Benchmarks: plugin vs native candle-transformers, host-call overhead, instantiation.
     Bench(bench::BenchArgs),
@@ -176,9 +186,9 @@ struct InferArgs {
     /// Run on a provider found on the network instead of a local backend.
     #[arg(long)]
     network: bool,
-    /// Most to pay, in minor units (`--network`).
+    /// Most to pay, in units of `--currency`, exactly (`0.01`; `--network`).
     #[arg(long)]
-    max_budget: Option<u64>,
+    max_budget: Option<String>,
     /// Only accept quotes in this currency (`--network`).
     #[arg(long)]
     currency: Option<String>,
@@ -303,7 +313,15 @@ fn run(cli: Cli) -> Result<()> {
             plugins,
             dir,
             prompt,
-        } => net::demo(&plugins, &dir, &prompt),
+            api,
+            exit,
+        } => demo::demo(demo::DemoOptions {
+            plugins: &plugins,
+            dir: &dir,
+            prompt: &prompt,
+            api: &api,
+            exit,
+        }),
         Command::Bench(args) => bench::run(args),
     }
 }
@@ -319,9 +337,11 @@ fn parse_policy(s: &str) -> Result<infernet_host::sdk::VerifyPolicy, String> {
     s.parse()
 }
 
-fn load_node(config: &Path) -> Result<Node> {
+fn load_node(config: &Path, json: bool) -> Result<Node> {
     let config = Config::load(config)?;
-    Node::from_config(&config).context("starting the node from its config")
+    let metrics = infernet_host::metrics::Metrics::new();
+    Node::load(&config, metrics, Some(progress::node_loading(json)))
+        .context("starting the node from its config")
 }
 
 fn infer(a: InferArgs) -> Result<()> {
@@ -329,8 +349,18 @@ fn infer(a: InferArgs) -> Result<()> {
         if a.logits {
             bail!("--logits applies to local runs only (a provider sends what its plugin returns)");
         }
+        let max_budget = match (&a.max_budget, &a.currency) {
+            (Some(b), Some(c)) => Some(
+                infernet_host::sdk::Amount::parse(b, c)
+                    .with_context(|| format!("--max-budget {b} --currency {c}"))?,
+            ),
+            (Some(b), None) => bail!(
+                "--max-budget {b} needs --currency, the unit of the amount (e.g. --currency USDC_SOL)"
+            ),
+            (None, _) => None,
+        };
         let opts = infernet_host::sdk::InferOptions {
-            max_budget: a.max_budget,
+            max_budget,
             currency: a.currency.clone(),
             max_tokens: Some(a.max_tokens),
             temperature: Some(a.temperature),
@@ -357,7 +387,7 @@ fn infer(a: InferArgs) -> Result<()> {
     if a.max_budget.is_some() || a.currency.is_some() || a.proof.is_some() || a.verify.is_some() {
         bail!("--max-budget, --currency, --proof and --verify apply to --network jobs only");
     }
-    let node = load_node(&a.config)?;
+    let node = load_node(&a.config, a.json)?;
     let mut params = vec![
         ("max_tokens", a.max_tokens.to_string()),
         ("temperature", a.temperature.to_string()),
@@ -399,7 +429,7 @@ fn stream_generation(
 }
 
 fn embed(config: &Path, model: &str, texts: &[String]) -> Result<()> {
-    let node = load_node(config)?;
+    let node = load_node(config, false)?;
     let result = node.embed(model, texts)?;
     match result.output {
         JobOutput::Embeddings(vectors) => {

@@ -165,7 +165,10 @@ fn pack(
             .context("cannot derive a name from --out; pass --name")?
             .to_string(),
     };
-    let facts = scratch_runtime()?.inspect_bytes(&name, &bytes)?;
+    let compiling = super::progress::spinner(format!("compiling {name}"), false);
+    let facts = scratch_runtime()?.inspect_bytes(&name, &bytes);
+    compiling.finish_and_clear();
+    let facts = facts?;
     let Some(kind) = facts.kind else {
         bail!(
             "{} exports none of the infernet plugin worlds (exports: {:?})",
@@ -211,7 +214,10 @@ fn inspect(target: &Path) -> Result<()> {
             p.wasm_path.display().to_string(),
         )
     };
-    let facts = scratch_runtime()?.inspect_bytes(&label, &bytes)?;
+    let compiling = super::progress::spinner(format!("compiling {label}"), false);
+    let facts = scratch_runtime()?.inspect_bytes(&label, &bytes);
+    compiling.finish_and_clear();
+    let facts = facts?;
     if let Some(m) = &manifest {
         println!("name:      {}", m.name);
         println!("version:   {}", m.version);

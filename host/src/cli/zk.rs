@@ -48,9 +48,15 @@ pub fn run(cmd: ZkCommand) -> Result<()> {
             let shape = MlpShape::of(&mlp, InputMode::Public)?;
             let commitment = fr_to_hex(&commit_model(&mlp)?);
             let started = std::time::Instant::now();
-            eprintln!("running the Groth16 setup for dims {:?}…", shape.dims);
+            let what = format!("Groth16 setup for dims {:?}", shape.dims);
+            let bar = super::progress::spinner(what.clone(), false);
+            if bar.is_hidden() {
+                eprintln!("running the {what}…");
+            }
             let (pk, _vk) = groth16::setup(&shape, &mut rand::rngs::OsRng)?;
+            bar.set_message("writing the signed key bundle");
             let (path, bundle) = KeyBundle::write(&out, &commitment, &shape, &pk, &key)?;
+            bar.finish_and_clear();
             println!("bundle {}", path.display());
             println!("model_commitment {}", bundle.statement.model_commitment);
             println!("vk_id {}", bundle.statement.vk_id);

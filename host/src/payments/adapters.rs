@@ -300,6 +300,20 @@ fn rate_source(client: &crate::config::ClientConfig) -> Result<Box<dyn RateSourc
     }
 }
 
+/// `amount` minor units of `code` as JSON for people and scripts alike:
+/// `{"amount": "0.00025", "currency": "USD", "minor": "250"}` (the decimal
+/// exact; minor units as text, since wei overflow a JSON number's safe range).
+/// Takes `u128` too, for sums of many `u64` amounts.
+pub fn money_json(amount: impl Into<u128>, code: &str) -> serde_json::Value {
+    let amount: u128 = amount.into();
+    let decimals = super::currency::currency(code).map_or(0, |c| c.decimals);
+    serde_json::json!({
+        "amount": super::currency::to_decimal(amount, decimals),
+        "currency": code,
+        "minor": amount.to_string(),
+    })
+}
+
 /// `amount` minor units of `code` written as a decimal (`0.000250 USD`).
 pub fn display(amount: u64, code: &str) -> String {
     match Amount::from_minor(u128::from(amount), code) {

@@ -11,7 +11,7 @@ pub mod adapters;
 pub mod ledger;
 pub mod rate_file;
 
-pub use adapters::{display, Adapter, Confirm, PayPlan, PaymentError, Payments};
+pub use adapters::{display, money_json, Adapter, Confirm, PayPlan, PaymentError, Payments};
 pub use rate_file::FileRates;
 
 /// Exact money: the one copy, in the plugin SDK.

@@ -146,6 +146,24 @@ pub enum PluginError {
     },
 }
 
+impl PluginError {
+    /// Why a trapped call trapped, as the `reason` label of
+    /// `infernet_plugin_traps_total`: `timeout`, `out_of_fuel`,
+    /// `memory_limit`, `limit_exceeded` or `trap`.
+    pub fn trap_reason(&self) -> &'static str {
+        match self {
+            PluginError::Timeout { .. } => "timeout",
+            PluginError::OutOfFuel { .. } => "out_of_fuel",
+            PluginError::MemoryLimit { .. } => "memory_limit",
+            PluginError::Guest {
+                kind: "limit-exceeded",
+                ..
+            } => "limit_exceeded",
+            _ => "trap",
+        }
+    }
+}
+
 /// The node's wasmtime engine plus its compiled-artifact cache.
 #[derive(Clone)]
 pub struct Runtime {
@@ -153,6 +171,7 @@ pub struct Runtime {
     cache: cache::CompileCache,
     pooling: bool,
     contracts: Vec<Version>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Runtime {
@@ -191,7 +210,20 @@ impl Runtime {
             cache: cache::CompileCache::new(cache_dir),
             pooling,
             contracts: contracts.to_vec(),
+            metrics: crate::metrics::Metrics::new(),
         })
+    }
+
+    /// This runtime recording plugin calls, traps and kernel time into
+    /// `metrics` (the node's registry) instead of a registry of its own.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Runtime {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The registry plugins loaded on this runtime record into.
+    pub fn metrics(&self) -> &std::sync::Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The contract versions this runtime accepts, oldest first.

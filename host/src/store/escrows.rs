@@ -313,6 +313,22 @@ impl EscrowsRepo<'_> {
         Ok(table.into_values().collect())
     }
 
+    /// Amounts summed by kind, status and currency, exactly, in minor
+    /// units: what `/metrics` exports.
+    pub fn totals(&self) -> Result<Vec<(EscrowKind, String, String, u128)>, StoreError> {
+        let mut table = std::collections::BTreeMap::new();
+        for e in self.query("", [])? {
+            let (_, sum) = table
+                .entry((e.kind.as_str(), e.status, e.currency))
+                .or_insert((e.kind, 0u128));
+            *sum += u128::from(e.amount);
+        }
+        Ok(table
+            .into_iter()
+            .map(|((_, status, currency), (kind, sum))| (kind, status, currency, sum))
+            .collect())
+    }
+
     /// Escrows not yet final (to release, refund or expire), oldest first.
     pub fn open(&self) -> Result<Vec<EscrowRecord>, StoreError> {
         self.query(

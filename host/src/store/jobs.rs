@@ -262,6 +262,18 @@ impl JobsRepo<'_> {
         )
     }
 
+    /// How many jobs each (role, state) has, as the database names them
+    /// (`client`, `settled`): the `infernet_jobs` gauge.
+    pub fn counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let conn = self.store.conn();
+        let mut stmt =
+            conn.prepare("SELECT role, state, COUNT(*) FROM jobs GROUP BY role, state")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Jobs in any of `states`, oldest first.
     pub fn in_states(&self, states: &[JobState]) -> Result<Vec<JobRecord>, StoreError> {
         let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();

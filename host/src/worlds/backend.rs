@@ -56,6 +56,7 @@ pub struct BackendPlugin {
     limits: Limits,
     device: Device,
     grants: BackendGrants,
+    metrics: Arc<crate::metrics::Metrics>,
     /// The manifest it was loaded from.
     pub loaded: LoadedComponent,
 }
@@ -88,6 +89,7 @@ impl BackendPlugin {
             limits,
             device,
             grants,
+            metrics: runtime.metrics().clone(),
             loaded,
         })
     }
@@ -215,6 +217,10 @@ impl BackendInstance {
             wall_ms = started.elapsed().as_secs_f64() * 1e3,
             "execute done"
         );
+        let plugin = &self.plugin;
+        plugin
+            .metrics
+            .kernel_time(&plugin.name, kernels.call_kernel_time());
         self.trace = kernels.take_trace();
         if let Some(capture) = kernels.take_capture() {
             self.replay = Some(Replay {
@@ -274,6 +280,10 @@ impl BackendInstance {
         let world = &mut self.store.data_mut().world;
         world.kernels.begin_call();
         world.progress.sink = sink;
+        let plugin = &self.plugin;
+        plugin
+            .metrics
+            .plugin_call(&plugin.name, crate::metrics::world::BACKEND);
         let outcome = f(&self.bindings, &mut self.store);
         self.store.data_mut().world.progress.sink = None;
         match outcome {
@@ -282,6 +292,10 @@ impl BackendInstance {
             Err(trap) => {
                 self.poisoned = true;
                 let err = classify_trap(&self.store, trap);
+                let (plugin, world) = (&self.plugin, crate::metrics::world::BACKEND);
+                plugin
+                    .metrics
+                    .plugin_trap(&plugin.name, world, err.trap_reason());
                 // The error itself goes to the caller, who reports it (once).
                 tracing::warn!(plugin = %self.plugin.name, "plugin call trapped; instance will be recreated");
                 Err(err)

@@ -97,6 +97,7 @@ pub struct PaymentPlugin {
     /// lose an update. In-process by this lock, across processes (the CLI
     /// beside a running node) by [`PluginKv::exclusive`].
     serial: std::sync::Arc<std::sync::Mutex<()>>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for PaymentPlugin {
@@ -142,6 +143,7 @@ impl PaymentPlugin {
             },
             kv: grants.kv,
             serial: Default::default(),
+            metrics: runtime.metrics().clone(),
         })
     }
 
@@ -171,20 +173,26 @@ impl PaymentPlugin {
                 .with_max_wait(self.limits.wall_time),
         };
         let state = PaymentState::new(&self.name, self.limits, caps);
+        let world = crate::metrics::world::PAYMENT;
+        self.metrics.plugin_call(&self.name, world);
+        let trapped = |e: PluginError| {
+            self.metrics.plugin_trap(&self.name, world, e.trap_reason());
+            e
+        };
         let result = match &self.pre {
             Pre::V0_1(pre) => {
                 let mut store = new_store(pre.engine(), state, self.limits.fuel);
                 let r = pre
                     .instantiate(&mut store)
                     .and_then(|p| f(Api::V0_1(p.infernet_plugin_payment_api()), &mut store));
-                r.map_err(|trap| classify_trap(&store, trap))
+                r.map_err(|trap| trapped(classify_trap(&store, trap)))
             }
             Pre::V0_2(pre) => {
                 let mut store = new_store(pre.engine(), state, self.limits.fuel);
                 let r = pre
                     .instantiate(&mut store)
                     .and_then(|p| f(Api::V0_2(p.infernet_plugin_payment_api()), &mut store));
-                r.map_err(|trap| classify_trap(&store, trap))
+                r.map_err(|trap| trapped(classify_trap(&store, trap)))
             }
         };
         result?.map_err(|e| guest_error(&self.name, e))

@@ -21,6 +21,7 @@ pub struct PricingPlugin {
     pre: Pre,
     limits: Limits,
     config: BTreeMap<String, String>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl PricingPlugin {
@@ -47,6 +48,7 @@ impl PricingPlugin {
             pre,
             limits,
             config,
+            metrics: runtime.metrics().clone(),
         })
     }
 
@@ -60,6 +62,12 @@ impl PricingPlugin {
             },
         };
         let state = PricingState::new(&self.name, self.limits, caps);
+        let world = crate::metrics::world::PRICING;
+        self.metrics.plugin_call(&self.name, world);
+        let trapped = |e: PluginError| {
+            self.metrics.plugin_trap(&self.name, world, e.trap_reason());
+            e
+        };
         let result = match &self.pre {
             Pre::V0_1(pre) => {
                 let mut store = new_store(pre.engine(), state, self.limits.fuel);
@@ -68,7 +76,7 @@ impl PricingPlugin {
                         .call_price(&mut store, &request.clone().into())
                 });
                 r.map(|r| r.map(Into::into).map_err(Into::into))
-                    .map_err(|trap| classify_trap(&store, trap))
+                    .map_err(|trap| trapped(classify_trap(&store, trap)))
             }
             Pre::V0_2(pre) => {
                 let mut store = new_store(pre.engine(), state, self.limits.fuel);
@@ -76,7 +84,7 @@ impl PricingPlugin {
                     p.infernet_plugin_pricing_api()
                         .call_price(&mut store, request)
                 });
-                r.map_err(|trap| classify_trap(&store, trap))
+                r.map_err(|trap| trapped(classify_trap(&store, trap)))
             }
         };
         result?.map_err(|e| guest_error(&self.name, e))

@@ -65,8 +65,12 @@ mod registry_rest;
 // The `infernet` binary.
 mod cli;
 
-// The OpenAI-compatible HTTP API, through the official `openai` Python client.
+// The OpenAI-compatible HTTP API, through the official `openai` Python client;
+// the dashboard, in a headless Chromium.
+mod dashboard;
 mod openai_api;
+// Prometheus `/metrics`, checked on the networks of openai_api and network_payments.
+mod metrics;
 
 // The suite's own rules.
 mod suite_rules;

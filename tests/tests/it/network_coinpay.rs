@@ -11,7 +11,7 @@
 
 use infernet_host::config::Config;
 use infernet_host::runtime::PluginKind;
-use infernet_host::sdk::{InferOptions, Infernet, StreamEvent};
+use infernet_host::sdk::{Amount, InferOptions, Infernet, StreamEvent};
 use infernet_host::store::{EscrowKind, JobState};
 use infernet_tests::coinpay_server::{
     stored_amount, CoinPayOptions, CoinPayServer, TEST_BUSINESS_ID,
@@ -140,7 +140,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 fn opts() -> InferOptions {
     InferOptions {
         max_tokens: Some(4),
-        max_budget: Some(1_000_000),
+        max_budget: Some(Amount::parse("1", "USD").unwrap()),
         ..Default::default()
     }
 }

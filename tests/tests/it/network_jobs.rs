@@ -9,7 +9,7 @@ use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
 use infernet_host::p2p::protocol::{hash_output, Encoded};
 use infernet_host::p2p::WireOutput;
 use infernet_host::runtime::PluginKind;
-use infernet_host::sdk::{ClientError, InferOptions, Infernet, StreamEvent};
+use infernet_host::sdk::{Amount, ClientError, InferOptions, Infernet, StreamEvent};
 use infernet_host::store::{JobRole, JobState, Store};
 use infernet_host::worlds::backend::JobOutput;
 use infernet_tests::net::{client_toml, echo_provider_toml, wait_for_providers};
@@ -88,7 +88,7 @@ async fn three_providers_one_bootstrap_a_signed_result_quotes_budget_and_unknown
 
     let opts = InferOptions {
         max_tokens: Some(8),
-        max_budget: Some(1_000),
+        max_budget: Some(Amount::parse("0.001", "USD").unwrap()),
         ..Default::default()
     };
     let out = client
@@ -191,7 +191,7 @@ async fn three_providers_one_bootstrap_a_signed_result_quotes_budget_and_unknown
             "tiny-llama",
             "hello world",
             InferOptions {
-                max_budget: Some(5),
+                max_budget: Some(Amount::parse("0.000005", "USD").unwrap()),
                 ..opts.clone()
             },
         )
@@ -200,7 +200,9 @@ async fn three_providers_one_bootstrap_a_signed_result_quotes_budget_and_unknown
     assert!(matches!(err, ClientError::OverBudget { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("budget of 5") && msg.contains(&p1.peer_id().to_string()),
+        msg.contains("budget of 0.000005 USD; cheapest seen: 0.0")
+            && msg.contains(" USD from ")
+            && msg.contains(&p1.peer_id().to_string()),
         "{msg}"
     );
 

@@ -292,6 +292,7 @@ async fn paid_job_settles_with_exact_money_and_the_cli_reports_it() {
         (u128::from(price), 0, 0, 1)
     );
     assert_eq!(client.escrows(10).unwrap(), rows);
+    super::metrics::after_paid_job(&client, price).await;
     let pconfig = root.join(format!(
         "{}.toml",
         pdir.file_name().unwrap().to_str().unwrap()

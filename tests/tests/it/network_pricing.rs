@@ -6,7 +6,7 @@
 use infernet_host::config::Config;
 use infernet_host::p2p::{JobBody, JobMessage};
 use infernet_host::runtime::PluginKind;
-use infernet_host::sdk::{ClientError, InferOptions, Infernet};
+use infernet_host::sdk::{Amount, ClientError, InferOptions, Infernet};
 use infernet_tests::net::{client_toml, echo_provider_toml};
 use infernet_tests::pack_plugin;
 use std::time::{Duration, Instant};
@@ -124,7 +124,7 @@ async fn a_busy_surge_provider_quotes_more_and_budgets_hold() {
             "x",
             InferOptions {
                 max_tokens: Some(10),
-                max_budget: Some(5),
+                max_budget: Some(Amount::parse("0.000005", "USD").unwrap()),
                 ..Default::default()
             },
         )

@@ -206,6 +206,7 @@ async fn openai_python_client_against_a_local_network() {
         let c = cosine(&v, &native.embed(s).unwrap());
         assert!(c >= 0.99999, "{s:?}: cosine to native {c}");
     }
+    super::metrics::after_openai_jobs(&server.url(), KEY, &client, &provider, &report).await;
     // The engine bridge sells this API, as an engine, on the network.
     super::engine_bridge::sells_an_engine_on_the_network(root, &client, &boot, &server.url(), KEY)
         .await;
@@ -260,4 +261,5 @@ async fn openai_python_client_against_a_local_network() {
         "{answer}"
     );
     eprintln!("openai_api: {:.1}s", started.elapsed().as_secs_f64());
+    super::dashboard::check(&client, provider, KEY).await;
 }

@@ -15,9 +15,10 @@ use infernet_host::sdk::{spot_check, InferOptions, Infernet, Verdict, VerifyPoli
 use infernet_host::store::{JobRecord, JobState, Store};
 use infernet_host::verify::reputation::{self, Params, Score};
 use infernet_tests::net::{
-    cli, client_toml, funded_client, ledger_balance, llama_node_toml, paid_providers, pay_escrow,
-    verify_evidence_cli, wait_for_providers, FUNDED,
+    cli, cli_fails, client_toml, funded_client, ledger_balance, llama_node_toml, paid_providers,
+    pay_escrow, verify_evidence_cli, wait_for_providers, FUNDED,
 };
+use infernet_tests::postgrest::request;
 use infernet_tests::{pack_cheat, pack_plugin};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,19 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
         assert!(amount > 0);
         paid += amount;
         let events = store.jobs().events(&r.job_id).unwrap();
+        // The transition log names the price in currency units.
+        let quoted = events
+            .iter()
+            .find(|e| e.to == JobState::Quoted)
+            .and_then(|e| e.detail.clone())
+            .unwrap_or_default();
+        assert!(
+            quoted.ends_with(&format!(
+                " at {}",
+                infernet_host::payments::display(amount, "USD")
+            )),
+            "{quoted}"
+        );
         let verified = events
             .iter()
             .find(|e| e.to == JobState::Verified)
@@ -179,6 +193,74 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
     }
     assert_eq!(ledger_balance(&client), FUNDED - paid);
     assert!(store.escrows().open().unwrap().is_empty());
+
+    // 3b. Through the OpenAI-compatible API: the policy from the request's
+    // `infernet` object, the verdict and both replicas (prices in currency
+    // units) in the answer and its headers.
+    let client = std::sync::Arc::new(client);
+    let api = infernet_host::api::serve(client.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("{}/v1/completions", api.url());
+    let body = serde_json::json!({"model": "echo", "prompt": PROMPT, "max_tokens": 8,
+        "infernet": {"verify": "replicate(2)", "max_budget": "0.01", "currency": "USD"}})
+    .to_string();
+    let (status, headers, answer) = tokio::task::spawn_blocking(move || {
+        request(
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            Some(&body),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let meta = &answer["infernet"];
+    assert_eq!(meta["verification"]["verdict"], "agreed", "{answer}");
+    let replicas = meta["verification"]["detail"]["replicas"]
+        .as_array()
+        .unwrap();
+    assert_eq!(replicas.len(), 2, "{answer}");
+    assert_ne!(replicas[0]["provider"], replicas[1]["provider"], "{answer}");
+    for r in replicas {
+        let id = r["job_id"].as_str().unwrap();
+        let (status, minor) = pay_escrow(&store, id);
+        assert_eq!(status, "settled", "{answer}");
+        assert_eq!(r["price"]["minor"], minor.to_string(), "{answer}");
+        assert_eq!(
+            r["price"]["amount"].as_str().unwrap(),
+            infernet_host::payments::currency::to_decimal(u128::from(minor), 6)
+        );
+        paid += minor;
+    }
+    let header = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        header("x-infernet-verification"),
+        Some("agreed"),
+        "{headers:?}"
+    );
+    assert_eq!(ledger_balance(&client), FUNDED - paid);
+    api.stop();
+    // The server's handlers let go of the node once their connections end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut client = client;
+    let client = loop {
+        match std::sync::Arc::try_unwrap(client) {
+            Ok(c) => break c,
+            Err(c) if std::time::Instant::now() < deadline => {
+                client = c;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(_) => panic!("the API still holds the client node"),
+        }
+    };
     client.shutdown().await;
 
     // 4. The CLI prints the verification after the output, and in --json.
@@ -212,17 +294,52 @@ async fn replicate_2_runs_on_two_providers_and_pays_both_when_they_agree() {
             "echo",
             "--verify",
             "replicate(2)",
+            "--max-budget",
+            "0.01",
+            "--currency",
+            "USD",
             "--json",
             PROMPT,
         ],
     ))
     .unwrap();
+    // Prices are shown in currency units, exactly; minor units beside them.
+    let price = &json["price"];
+    let minor: u64 = price["minor"].as_str().unwrap().parse().unwrap();
+    assert_eq!(price["currency"], "USD", "{json}");
+    assert_eq!(
+        price["amount"].as_str().unwrap(),
+        infernet_host::payments::currency::to_decimal(u128::from(minor), 6),
+        "{json}"
+    );
+    assert!(minor > 0 && minor <= 10_000, "within 0.01 USD: {json}");
     let v = &json["verification"];
     assert_eq!(v["policy"], "replicate(2)", "{json}");
     assert_eq!(v["verdict"], "agreed", "{json}");
     assert_eq!(v["checked"], true, "{json}");
     assert_eq!(v["replicas"].as_array().unwrap().len(), 2, "{json}");
     assert_eq!(v["replicas"][0]["provider"], json["provider"], "{json}");
+
+    // 5. Budgets are given in currency units: one below every quote is
+    // refused naming the budget and the cheapest quote, both as decimals.
+    let budget = |extra: &[&str]| {
+        let mut args = vec!["infer", "--network", "--model", "echo"];
+        args.extend_from_slice(extra);
+        args.push(PROMPT);
+        cli_fails(&config, &args)
+    };
+    let err = budget(&["--max-budget", "0.000001", "--currency", "USD"]);
+    assert!(
+        err.contains("no quote within the budget of 0.000001 USD; cheapest seen: 0.0"),
+        "{err}"
+    );
+    let err = budget(&["--max-budget", "0.01"]);
+    assert!(err.contains("--max-budget 0.01 needs --currency"), "{err}");
+    let err = budget(&["--max-budget", "0.0000001", "--currency", "USD"]);
+    assert!(
+        err.contains("--max-budget 0.0000001 --currency USD"),
+        "{err}"
+    );
     drop(providers);
 }
 

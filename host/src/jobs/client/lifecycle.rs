@@ -86,9 +86,30 @@ impl Inner {
             .await
     }
 
+    /// [`Inner::drive_steps`] in the job's `tracing` span (every log line
+    /// of the job carries its id), recording a finished job's tokens into
+    /// the node's metrics.
+    pub(super) async fn drive(
+        &self,
+        id: &str,
+        events: Option<&Events>,
+    ) -> Result<JobOutcome, ClientError> {
+        use tracing::Instrument;
+        let model = self.record(id).await.map(|r| r.model).unwrap_or_default();
+        let span = tracing::info_span!("job", id = %id, model = %model, role = "client");
+        let started = Instant::now();
+        let outcome = self.drive_steps(id, events).instrument(span).await;
+        if let Ok(o) = &outcome {
+            let tokens = u64::from(o.signed.payload.usage.output_tokens);
+            let took = started.elapsed();
+            self.metrics.job_tokens("client", &model, tokens, took);
+        }
+        outcome
+    }
+
     /// The lifecycle loop: one persisted step per turn until the job is
     /// settled or failed.
-    pub(super) async fn drive(
+    async fn drive_steps(
         &self,
         id: &str,
         events: Option<&Events>,
@@ -118,8 +139,9 @@ impl Inner {
                             ..JobUpdate::default()
                         };
                         let detail = format!(
-                            "provider {} at {} {}",
-                            pick.provider, pick.quote.price, pick.quote.currency
+                            "provider {} at {}",
+                            pick.provider,
+                            crate::payments::display(pick.quote.price, &pick.quote.currency)
                         );
                         self.advance(id, JobState::Created, JobState::Quoted, detail, update)
                             .await?;

@@ -78,10 +78,13 @@ const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(2);
 /// What a caller may set on a job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InferOptions {
-    /// Most the client pays, in minor units of `currency`; quotes above it
-    /// are refused.
-    pub max_budget: Option<u64>,
-    /// Only accept quotes in this currency.
+    /// Most the client pays, an exact amount in currency units
+    /// (`Amount::parse("0.01", "USDC_SOL")`): only quotes in its currency,
+    /// at or under it, are accepted.
+    #[serde(default, with = "budget_serde")]
+    pub max_budget: Option<Amount>,
+    /// Only accept quotes in this currency (a budget implies its own; the
+    /// two must agree).
     pub currency: Option<String>,
     /// Upper bound on generated tokens (backend parameter `max_tokens`).
     pub max_tokens: Option<u32>,
@@ -305,6 +308,10 @@ pub enum ClientError {
         /// Which check failed.
         reason: String,
     },
+    /// The options contradict each other (a budget in one currency, quotes
+    /// asked in another) or cannot be represented.
+    #[error("invalid job options: {0}")]
+    BadOptions(String),
     /// No such job in this node's store.
     #[error("no client job {0} in this node's store")]
     UnknownJob(String),
@@ -406,6 +413,7 @@ struct Inner {
     /// Where dispute evidence is saved (`<data_dir>/evidence`); `None`:
     /// next to the store's file.
     data_dir: Option<PathBuf>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 type Events = mpsc::UnboundedSender<StreamEvent>;
@@ -452,12 +460,13 @@ impl JobClient {
         cfg: ClientConfig,
         payments: Option<Arc<crate::payments::Payments>>,
     ) -> JobClient {
-        Self::with_verify(net, store, key, cfg, payments, None)
+        Self::with_verify(net, store, key, cfg, payments, None, Default::default())
     }
 
     /// A paying client with `[verify]` settings, saving dispute evidence
     /// under `<data_dir>/evidence` (`verify`: the settings and the data
-    /// dir; `None`: policy `none`, no referees).
+    /// dir; `None`: policy `none`, no referees), recording finished jobs
+    /// into `metrics`.
     pub fn with_verify(
         net: NetworkHandle,
         store: Arc<Store>,
@@ -465,6 +474,7 @@ impl JobClient {
         cfg: ClientConfig,
         payments: Option<Arc<crate::payments::Payments>>,
         verify: Option<(VerifyConfig, PathBuf)>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> JobClient {
         let (verify, data_dir) = match verify {
             Some((v, dir)) => (v, Some(dir)),
@@ -481,6 +491,7 @@ impl JobClient {
                 payments,
                 verify,
                 data_dir,
+                metrics,
             }),
         }
     }
@@ -659,13 +670,14 @@ impl JobClient {
             .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
         params.retain(|(k, _)| k != "max_tokens");
         params.push(("max_tokens".into(), max_output_tokens.to_string()));
+        let (max_budget, currency) = budget_in_minor_units(opts)?;
         let request = StoredRequest {
             model: model.to_string(),
             max_output_tokens,
             input,
             params,
-            max_budget: opts.max_budget,
-            currency: opts.currency.clone(),
+            max_budget,
+            currency,
             proof: opts.proof.clone(),
             hold: !matches!(hold, Hold::No),
             // A replica avoids the earlier replicas' providers and this
@@ -733,6 +745,7 @@ fn provider_failures(events: &[crate::store::JobEvent]) -> impl Iterator<Item = 
 }
 
 mod audit;
+mod budget;
 mod dispute;
 mod exchange;
 mod lifecycle;
@@ -742,7 +755,9 @@ mod steps;
 mod verify;
 
 use crate::config::VerifyPolicy;
+use crate::payments::currency::Amount;
 pub use audit::AuditNote;
+use budget::{budget_in_minor_units, budget_serde};
 pub use verify::{spot_check, Replica, Verdict, Verification};
 use verify::{Hold, Plan};
 

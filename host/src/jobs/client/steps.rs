@@ -168,8 +168,9 @@ impl Inner {
         });
         if quotes.is_empty() {
             let budget = match (&req.max_budget, &req.currency) {
-                (Some(b), Some(c)) => format!("{b} {c}"),
-                (Some(b), None) => b.to_string(),
+                (Some(b), Some(c)) => crate::payments::display(*b, c),
+                // Rows stored before a budget always named its currency.
+                (Some(b), None) => format!("{b} (minor units)"),
                 (None, Some(c)) => format!("any amount in {c}"),
                 (None, None) => "none".into(),
             };

@@ -28,6 +28,7 @@ pub struct Verification {
     pub replicas: Vec<Replica>,
     /// What the extra executions cost: the prices of the released replicas
     /// other than the returned one (a refunded replica costs nothing).
+    #[serde(serialize_with = "moneys_as_decimal")]
     pub cost: Vec<Money>,
     /// What the comparison found.
     pub verdict: Verdict,
@@ -48,6 +49,7 @@ pub struct Replica {
     #[serde(serialize_with = "as_text")]
     pub provider: PeerId,
     /// Its accepted price.
+    #[serde(serialize_with = "money_as_decimal")]
     pub price: Money,
     /// The trace root its signed result carries.
     pub trace_root: Option<String>,
@@ -78,6 +80,18 @@ pub enum Verdict {
 
 fn as_text<S: Serializer>(p: &PeerId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(p)
+}
+
+/// Money as people read it ([`crate::payments::money_json`]).
+fn money_as_decimal<S: Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&crate::payments::money_json(m.amount, &m.currency), s)
+}
+
+fn moneys_as_decimal<S: Serializer>(v: &[Money], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        v.iter()
+            .map(|m| crate::payments::money_json(m.amount, &m.currency)),
+    )
 }
 
 /// The draw of `spot-check(p)`: whether this job is checked. A `p`

@@ -175,6 +175,8 @@ impl Inner {
         sink: Option<ProgressSink>,
         proof: Option<String>,
     ) -> Result<JobMessage, ProviderError> {
+        let span = tracing::info_span!("job", id = %job.id, model = %job.model, role = "provider");
+        let _in_job = span.entered();
         let jobs = self.store.jobs();
         let id = job.id.clone();
         let steps = [
@@ -206,6 +208,8 @@ impl Inner {
                     let tokens = u64::from(r.usage.input_tokens) + u64::from(r.usage.output_tokens);
                     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     self.speed.record(&job.model, ms, tokens);
+                    let (metrics, out) = (self.node.runtime().metrics(), r.usage.output_tokens);
+                    metrics.job_tokens("provider", &job.model, out.into(), started.elapsed());
                 }
                 result.map_err(|e| match e {
                     crate::node::NodeError::Busy { .. } => ProviderError::Busy(e.to_string()),

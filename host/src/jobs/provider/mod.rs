@@ -594,7 +594,11 @@ impl ProviderHandler {
 impl JobHandler for ProviderHandler {
     async fn handle(&self, from: PeerId, msg: JobMessage) -> JobMessage {
         let job_id = msg.job_id().map(str::to_owned);
-        match self.answer(from, msg.body).await {
+        let span = match &job_id {
+            Some(id) => tracing::info_span!("job", id = %id, role = "provider"),
+            None => tracing::Span::none(),
+        };
+        match tracing::Instrument::instrument(self.answer(from, msg.body), span).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(peer = %from, job = ?job_id, error = %e, "job request refused");
