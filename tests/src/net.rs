@@ -304,6 +304,16 @@ pub fn verify_evidence_cli(file: &Path, plugin: &Path, model: &Path) -> std::pro
         .expect("running infernet verify evidence")
 }
 
+/// An in-process node for `config`, gossiping every 200 ms (attestations
+/// and adverts spread within a test's patience).
+pub async fn start_node(config: &Path) -> Infernet {
+    Infernet::new(infernet_host::config::Config::load(config).unwrap())
+        .network(|n| n.gossip_heartbeat = Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap()
+}
+
 /// `infernet <args> --config <config>`, asserting success; its stdout.
 pub fn cli(config: &Path, args: &[&str]) -> String {
     let out = Command::new(infernet_bin())

@@ -9,13 +9,13 @@
 //! server is as strict as CoinPay: an escrow never funded is not refunded
 //! but expires, and webhooks need the business id both adapters send.
 
-use infernet_host::config::Config;
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{Amount, InferOptions, Infernet, StreamEvent};
 use infernet_host::store::{EscrowKind, JobState};
 use infernet_tests::coinpay_server::{
     stored_amount, CoinPayOptions, CoinPayServer, TEST_BUSINESS_ID,
 };
+use infernet_tests::net::start_node as start;
 use infernet_tests::net::{client_toml, echo_provider_toml, infernet_bin, wait_for_providers};
 use infernet_tests::pack_plugin;
 use infernet_tests::secrets::{contains, files_under, secret_env, LogCapture};
@@ -25,14 +25,6 @@ use std::time::{Duration, Instant};
 
 const PROVIDER_ACCOUNT: &str = "0xPr0v1der00000000000000000000000000000001";
 const CLIENT_ACCOUNT: &str = "0xC113nt0000000000000000000000000000000002";
-
-async fn start(config: &Path) -> Infernet {
-    Infernet::new(Config::load(config).unwrap())
-        .network(|n| n.gossip_heartbeat = Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap()
-}
 
 /// A `[[payment]]` table for payment-coinpay at `base_url`
 /// (`http://127.0.0.1:PORT/api`), granted exactly that origin and sending

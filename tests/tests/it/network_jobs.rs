@@ -4,7 +4,6 @@
 //! (llama on a generated checkpoint, echo, pricing-flat), real SQLite.
 
 use futures::future::join_all;
-use infernet_host::config::Config;
 use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec};
 use infernet_host::p2p::protocol::{hash_output, Encoded};
 use infernet_host::p2p::WireOutput;
@@ -12,18 +11,11 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{Amount, ClientError, InferOptions, Infernet, StreamEvent};
 use infernet_host::store::{JobRole, JobState, Store};
 use infernet_host::worlds::backend::JobOutput;
+use infernet_tests::net::start_node as start;
 use infernet_tests::net::{client_toml, echo_provider_toml, wait_for_providers};
 use infernet_tests::pack_plugin;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-async fn start(config: &Path) -> Infernet {
-    Infernet::new(Config::load(config).unwrap())
-        .network(|n| n.gossip_heartbeat = Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap()
-}
 
 /// Rewrites a config file in place (`from -> to` for each pair).
 fn edit(path: std::path::PathBuf, replacements: &[(&str, &str)]) -> std::path::PathBuf {

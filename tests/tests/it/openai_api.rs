@@ -10,12 +10,12 @@
 //! cancelled, its embeddings match native candle BERT, the CLI refuses an
 //! open API, and `node start` serves `[api] listen`.
 
-use infernet_host::config::Config;
 use infernet_host::models::reference::{cosine, NativeBert};
 use infernet_host::p2p::protocol::{decode, SignedResult};
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::Infernet;
 use infernet_host::store::JobState;
+use infernet_tests::net::start_node as start;
 use infernet_tests::net::{
     client_toml, infernet_bin, llama_node_toml, wait_for_providers, NodeProc,
 };
@@ -31,14 +31,6 @@ const LIMITED: &str = "sk-infernet-limited-key";
 
 /// A llama-style template, as `tokenizer_config.json` carries it.
 const TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content.strip() }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
-
-async fn start(config: &Path) -> Infernet {
-    Infernet::new(Config::load(config).unwrap())
-        .network(|n| n.gossip_heartbeat = Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap()
-}
 
 fn provider_toml(root: &Path) -> std::path::PathBuf {
     let plugins = root.join("plugins");

@@ -13,7 +13,6 @@
 //! a paid result loses its stake (both on the ledger and on CoinPay); a
 //! claim without the provider's commitment moves nothing. Trace questions
 //! are answered to the job's client and its ticketed referee only.
-use infernet_host::config::Config;
 use infernet_host::jobs::arbiter::MAX_WAITING_STAKES;
 use infernet_host::p2p::load_or_create_identity;
 use infernet_host::p2p::protocol::Money as WireMoney;
@@ -24,6 +23,7 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{InferOptions, Infernet, Verdict, VerifyPolicy};
 use infernet_host::store::Store;
 use infernet_tests::coinpay_server::{CoinPayOptions, CoinPayServer, TEST_BUSINESS_ID};
+use infernet_tests::net::start_node as start;
 use infernet_tests::net::{
     cli, client_toml, echo_provider_toml, llama_node_toml, wait_for, wait_for_providers,
     with_ledger, NodeProc,
@@ -37,14 +37,6 @@ use std::time::Duration;
 const STAKE: u64 = 500_000;
 /// What the cheater's account holds in the arbiter's ledger before.
 const FUNDED: u64 = 2_000_000;
-
-async fn start(config: &Path) -> Infernet {
-    Infernet::new(Config::load(config).unwrap())
-        .network(|n| n.gossip_heartbeat = Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap()
-}
 
 fn ledger_table(root: &Path) -> String {
     let plugins = root.join("plugins");
