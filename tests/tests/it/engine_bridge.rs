@@ -115,7 +115,7 @@ fn bridge_node(dir: &Path, base_url: &str, allowed: &[String]) -> Result<Node, S
     let hosts: Vec<String> = allowed.iter().map(|h| format!("{h:?}")).collect();
     let text = format!(
         "[node]\ndata_dir = {:?}\n\n[[backend]]\nplugin = {pkg:?}\nallowed_hosts = [{}]\n\
-         [backend.config]\nbase_url = {base_url:?}\ntimeout_ms = 1500\n\"model.tiny\" = \"engine-tiny\"\n\
+         [backend.config]\nbase_url = {base_url:?}\ntimeout_ms = 1500\nmax_response_mb = 2\n\"model.tiny\" = \"engine-tiny\"\n\
          [backend.secrets]\napi_key = \"PATH\"\n\
          [[backend.models]]\nid = \"tiny\"\npath = {model:?}\n",
         dir.join("data"),
@@ -194,6 +194,19 @@ fn a_broken_engine_gives_a_clear_job_error_and_the_node_keeps_serving() {
         sse(&good),
         // 9. more pieces than max_tokens: the rest is dropped
         sse(&[good[1], good[1], good[1], good[2], "[DONE]"]),
+        // 10. a stream past `max_response_mb` (2) that never ends a piece:
+        // keep-alive comments only, 4 MiB of them
+        http("200 OK", "text/event-stream", &": ping\n\n".repeat(1 << 19)),
+        // 11. one event that never ends, past the 1 MiB event cap (within the body cap)
+        http(
+            "200 OK",
+            "text/event-stream",
+            &format!("data: {}", "x".repeat(1 << 20)),
+        ),
+        // 12. a non-streamed answer past `max_response_mb`
+        http("200 OK", "application/json", &" ".repeat(3 << 20)),
+        // 13. and a good answer after all that
+        sse(&good),
     ]);
     let base = format!("{}/v1", engine.origin());
     let node = bridge_node(tmp.path(), &base, &[engine.origin()]).unwrap();
@@ -231,11 +244,23 @@ fn a_broken_engine_gives_a_clear_job_error_and_the_node_keeps_serving() {
         "no more than max_tokens pieces: {pieces:?}"
     );
     assert_eq!(usage.1, 2);
+    // An engine sending more than the node holds is cut off, not buffered.
+    assert_err(
+        generate(&node, 3),
+        &["limit-exceeded", "larger than 2097152 bytes"],
+    );
+    assert_err(generate(&node, 3), &["limit-exceeded", "an event over"]);
+    assert_err(
+        generate(&node, 3),
+        &["limit-exceeded", "larger than 2097152 bytes"],
+    );
+    let (_, text, _) = generate(&node, 3).unwrap();
+    assert_eq!(text, " world", "still serving");
 
     // What went out: the engine's model name, the job's bound, a stream
     // with usage, greedy, and the secret as a bearer key.
     let requests = engine.requests.lock().unwrap().clone();
-    assert_eq!(requests.len(), 9);
+    assert_eq!(requests.len(), 13);
     let r = &requests[7];
     assert!(r.starts_with("POST /v1/completions HTTP/1.1"), "{r}");
     let body: serde_json::Value =
