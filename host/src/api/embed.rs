@@ -20,7 +20,7 @@ pub(super) async fn embeddings(
     body: Bytes,
 ) -> Response {
     let run = async {
-        let key = s.authorize(&headers_in)?;
+        let key = s.authorize_jobs(&headers_in)?;
         let req: EmbeddingRequest = parse(&body)?;
         let base64 = match req.encoding_format.as_deref() {
             None | Some("float") => false,

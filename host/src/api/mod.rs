@@ -123,6 +123,25 @@ impl ApiState {
         }
     }
 
+    /// [`Self::authorize`] for an endpoint that runs jobs (and spends): a
+    /// `read_only` key is refused.
+    fn authorize_jobs(&self, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+        let key = self.authorize(headers)?;
+        if let Some(k) = key
+            .and_then(|i| self.cfg.keys.get(i))
+            .filter(|k| k.read_only)
+        {
+            return Err(ApiError::forbidden(
+                "read_only_key",
+                format!(
+                    "API key `{}` is read_only: it may look at this node, not run jobs",
+                    k.name
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
     /// Whether an advert this node has seen lists `model`.
     async fn advertised(&self, model: &str) -> bool {
         self.node

@@ -38,7 +38,7 @@ impl Kind {
 
 pub(super) async fn chat(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let run = async {
-        let key = s.authorize(&headers)?;
+        let key = s.authorize_jobs(&headers)?;
         let req: ChatRequest = parse(&body)?;
         let job = parse::<Sampling>(&body)?.job(&s.cfg, &headers)?;
         let prompt = match template::render(s.node.config(), &req.model, &req.messages) {
@@ -65,7 +65,7 @@ pub(super) async fn completions(
     body: Bytes,
 ) -> Response {
     let run = async {
-        let key = s.authorize(&headers)?;
+        let key = s.authorize_jobs(&headers)?;
         let req: CompletionRequest = parse(&body)?;
         let job = parse::<Sampling>(&body)?.job(&s.cfg, &headers)?;
         let mut prompts = req.prompt.into_vec();

@@ -11,6 +11,7 @@
 //! name = "alice"
 //! sha256 = "<hex sha256 of the bearer token>"
 //! max_spend = "5"                # optional, in `currency`, across restarts
+//! # read_only = true             # may look (dashboard, /metrics), not run jobs
 //!
 //! [api.chat_templates]           # model id -> tokenizer_config.json or its dir
 //! "tiny-llama" = "/models/tiny-llama"
@@ -60,6 +61,10 @@ pub struct ApiKeyConfig {
     /// Most this key may spend in all, a decimal in `api.currency` (kept
     /// across restarts in `<data_dir>/api-spend.json`); none: no limit.
     pub max_spend: Option<String>,
+    /// A key that may look (the dashboard, `/metrics`, `/v1/models`) but
+    /// not run jobs: a monitoring key spends nothing.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl ApiKeyConfig {
@@ -102,6 +107,12 @@ impl ApiConfig {
             }
             k.limit(self.currency.as_deref())
                 .map_err(|m| invalid(format!("api.keys[{i}].max_spend"), m))?;
+            if k.read_only && k.max_spend.is_some() {
+                return Err(invalid(
+                    format!("api.keys[{i}].max_spend"),
+                    "a read_only key runs no jobs: drop max_spend or read_only",
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         if let Some(dup) = self.keys.iter().find(|k| !names.insert(k.name.as_str())) {
@@ -192,5 +203,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("named `a`"), "{e}");
+        let watcher = limited.replace("max_spend = \"1\"", "read_only = true");
+        assert!(parse(&watcher).is_ok());
+        let e = parse(&format!("currency = \"USD\"\n{limited}read_only = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("api.keys[0].max_spend") && e.contains("read_only"),
+            "{e}"
+        );
     }
 }

@@ -19,6 +19,7 @@ use infernet_tests::net::start_node as start;
 use infernet_tests::net::{
     client_toml, infernet_bin, llama_node_toml, wait_for_providers, NodeProc,
 };
+use infernet_tests::postgrest::request;
 use infernet_tests::{minilm_dir, pack_plugin, python, repo_root};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 const KEY: &str = "sk-infernet-test-key";
 /// A key whose spending limit fits one job (the price floor, 100 µUSD).
 const LIMITED: &str = "sk-infernet-limited-key";
+/// A `read_only` key: may look, may not run jobs.
+const WATCH: &str = "sk-infernet-watch-key";
 
 /// A llama-style template, as `tokenizer_config.json` carries it.
 const TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content.strip() }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
@@ -67,6 +70,47 @@ fn provider_toml(root: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A `read_only` key reads the dashboard, `/metrics` and `/v1/models`,
+/// and every endpoint that runs a job refuses it (403) before any job exists.
+async fn read_only_key_looks_but_runs_nothing(client: &Infernet, url: &str) {
+    let before = client.jobs(500).unwrap().len();
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let auth = format!("Bearer {WATCH}");
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        for path in ["/v1/models", "/metrics", "/dashboard/api/jobs"] {
+            let (status, _, body) = request("GET", &format!("{url}{path}"), &headers, None);
+            assert_eq!(status, 200, "{path}: {body}");
+        }
+        for (path, body) in [
+            ("/v1/completions", r#"{"model": "echo", "prompt": "x"}"#),
+            (
+                "/v1/chat/completions",
+                r#"{"model": "tiny-llama", "messages": [{"role": "user", "content": "x"}]}"#,
+            ),
+            ("/v1/embeddings", r#"{"model": "minilm", "input": "x"}"#),
+        ] {
+            let (status, _, answer) =
+                request("POST", &format!("{url}{path}"), &headers, Some(body));
+            assert_eq!(status, 403, "{path}: {answer}");
+            assert!(
+                answer.contains("read_only_key") && answer.contains("`watch`"),
+                "{answer}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        client.jobs(500).unwrap().len(),
+        before,
+        "no job was started"
+    );
+}
+
 /// The usage a provider signed for the client job `id`.
 fn signed_usage(client: &Infernet, id: &str) -> (u32, u32) {
     let job = client
@@ -96,9 +140,11 @@ async fn openai_python_client_against_a_local_network() {
         "[client]\ndiscovery_timeout_ms = 1500\n\n[api]\nlisten = \"127.0.0.1:0\"\ncurrency = \"USD\"\n\
          [[api.keys]]\nname = \"test\"\nsha256 = \"{full}\"\n\
          [[api.keys]]\nname = \"limited\"\nsha256 = \"{limited}\"\nmax_spend = \"0.0001\"\n\
+         [[api.keys]]\nname = \"watch\"\nsha256 = \"{watch}\"\nread_only = true\n\
          [api.chat_templates]\n\"tiny-llama\" = {dir:?}\n",
         full = hash(KEY),
         limited = hash(LIMITED),
+        watch = hash(WATCH),
         dir = root.join("tiny-llama"),
     );
     let client = std::sync::Arc::new(start(&client_toml(root, "client", &boot, &api)).await);
@@ -147,6 +193,8 @@ async fn openai_python_client_against_a_local_network() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("bad report ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+
+    read_only_key_looks_but_runs_nothing(&client, &server.url()).await;
 
     // Usage as the client saw it = the provider's signed usage.
     let usages = report["usages"].as_array().unwrap();
