@@ -493,6 +493,20 @@ impl Node {
         m
     }
 
+    /// The models served by a backend that may reach the network
+    /// ([`BackendPlugin::reaches_network`]): their results carry no kernel
+    /// trace of the computation, and adverts say so.
+    pub fn untraced_models(&self) -> Vec<String> {
+        let mut m: Vec<String> = self
+            .by_model
+            .iter()
+            .filter(|(_, &i)| self.backends[i].plugin.reaches_network())
+            .map(|(id, _)| id.clone())
+            .collect();
+        m.sort();
+        m
+    }
+
     /// Runs a job on the backend that serves its model, on a fresh
     /// instance (see [`run_traced`](Self::run_traced)).
     pub fn run(

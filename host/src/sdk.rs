@@ -566,6 +566,7 @@ async fn advert_spec(
             stake_cert,
             proofs: node.proof_adverts(),
             verifier,
+            untraced: node.untraced_models(),
         })
     })
     .await

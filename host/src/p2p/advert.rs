@@ -31,6 +31,8 @@ pub struct AdvertSpec {
     pub proofs: Vec<ProofAdvert>,
     /// Whether this node is a verifier (see [`Advert::verifier`]).
     pub verifier: bool,
+    /// Models whose results carry no kernel trace ([`Advert::untraced`]).
+    pub untraced: Vec<String>,
 }
 
 /// Why an advert was dropped.
@@ -105,6 +107,7 @@ fn check_sizes(a: &Advert) -> Result<(), String> {
         ("addrs", a.addrs.len()),
         ("models", a.models.len()),
         ("proofs", a.proofs.len()),
+        ("untraced", a.untraced.len()),
     ];
     for (what, n) in lists {
         if n > MAX_ADVERT_ITEMS {
@@ -115,6 +118,7 @@ fn check_sizes(a: &Advert) -> Result<(), String> {
         .addrs
         .iter()
         .chain(&a.models)
+        .chain(&a.untraced)
         .chain([&a.wit_version, &a.quote.currency]);
     if let Some(s) = strings.into_iter().find(|s| s.len() > MAX_ADVERT_STRING) {
         return Err(format!(
@@ -276,6 +280,7 @@ mod tests {
             timestamp_ms: ts,
             proofs: vec![],
             verifier: false,
+            untraced: vec![],
         };
         SignedAdvert::sign(advert, key).unwrap()
     }

@@ -878,6 +878,12 @@ pub struct Advert {
     /// ordinary work. Absent from other adverts.
     #[serde(default, skip_serializing_if = "is_false")]
     pub verifier: bool,
+    /// Models (of `models`) whose results carry no kernel trace of how
+    /// they were computed: a backend that forwards jobs to an engine over
+    /// HTTP. Replication still compares their outputs; a dispute cannot
+    /// bisect them. Absent from other adverts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untraced: Vec<String>,
 }
 
 impl Advert {
@@ -944,6 +950,7 @@ mod tests {
             timestamp_ms: now_ms(),
             proofs: vec![],
             verifier: false,
+            untraced: vec![],
         }
     }
 

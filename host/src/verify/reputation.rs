@@ -893,6 +893,7 @@ mod tests {
             timestamp_ms: now,
             proofs: vec![],
             verifier: false,
+            untraced: vec![],
         };
         let trusted = vec![id(&arbiter)];
         let good = advert(Some(cert(&arbiter, &provider, now + 1000)));

@@ -104,6 +104,13 @@ impl BackendPlugin {
         self.grants.models.ids()
     }
 
+    /// Whether it may reach hosts over `wasi:http`: its results may be
+    /// computed elsewhere (an engine bridge), so their kernel traces say
+    /// nothing about how the output was made.
+    pub fn reaches_network(&self) -> bool {
+        !self.grants.allowed_hosts.is_empty()
+    }
+
     /// A fresh instance (one per worker; reused across jobs).
     pub fn instantiate(&self) -> Result<BackendInstance, PluginError> {
         let caps = BackendCaps {

@@ -466,6 +466,7 @@ async fn a_stream_flood_and_an_identity_flood_leave_memory_bounded_and_honest_jo
                 timestamp_ms: now_ms(),
                 proofs: vec![],
                 verifier: false,
+                untraced: vec![],
             };
             let signed = SignedAdvert::sign(advert, key).unwrap();
             let _ = spammers[i % 4].publish_signed_advert(signed).await;

@@ -431,4 +431,27 @@ pub(crate) async fn sells_an_engine_on_the_network(
         (d.input_tokens, d.output_tokens),
         "the engine's usage, signed by the bridge"
     );
+    // The bridge's advert says its results carry no kernel trace; the
+    // provider that runs the model itself says nothing of the kind.
+    // Adverts arrive by gossip: wait for both.
+    let (b, d) = (bridge.peer.clone(), direct.provider.to_string());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let untraced = loop {
+        let adverts = client.network().adverts().await.unwrap();
+        let of = |peer: &str| {
+            adverts
+                .iter()
+                .find(|a| a.peer_id == peer)
+                .map(|a| a.untraced.clone())
+        };
+        if let (Some(b), Some(d)) = (of(&b), of(&d)) {
+            break (b, d);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no adverts of {b} and {d}: {adverts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(untraced, (vec!["bridged-llama".to_string()], vec![]));
 }

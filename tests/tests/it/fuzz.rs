@@ -809,6 +809,7 @@ mod wire {
                 timestamp_ms: now_ms(),
                 proofs: vec![],
                 verifier: false,
+                untraced: vec![],
             };
             let bytes = encode(&SignedAdvert::sign(advert, &KEY).unwrap()).unwrap();
             let (_, signer) = verify_advert_bytes(&bytes, now_ms(), 60_000).unwrap();

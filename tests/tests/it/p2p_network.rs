@@ -40,6 +40,7 @@ fn spec(models: &[&str]) -> AdvertSpec {
         stake_cert: None,
         proofs: vec![],
         verifier: false,
+        untraced: vec![],
     }
 }
 
@@ -191,6 +192,7 @@ fn advert_of(key_peer: PeerId, ts: u64, version: u16, models: &[&str]) -> Advert
         timestamp_ms: ts,
         proofs: vec![],
         verifier: false,
+        untraced: vec![],
     }
 }
 

@@ -129,6 +129,7 @@ fn advert() -> SignedAdvert {
         timestamp_ms: TIMESTAMP_MS,
         proofs: vec![],
         verifier: false,
+        untraced: vec![],
     };
     SignedAdvert::sign(a, &key).unwrap()
 }

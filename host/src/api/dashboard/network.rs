@@ -152,6 +152,7 @@ async fn network_json(
                     v
                 }),
                 "verifier": a.verifier,
+                "untraced": a.untraced.iter().take(64).map(|m| clip(m, 128)).collect::<Vec<_>>(),
                 "proofs": a.proofs.iter().take(16).map(|p| serde_json::json!({
                     "model": clip(&p.model, 128), "system": clip(&p.system, 32), "vk_id": clip(&p.vk_id, 80),
                 })).collect::<Vec<_>>(),

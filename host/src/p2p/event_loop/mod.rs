@@ -611,6 +611,7 @@ impl EventLoop {
             timestamp_ms: now_ms(),
             proofs: spec.proofs.clone(),
             verifier: spec.verifier,
+            untraced: spec.untraced.clone(),
         };
         let signed = SignedAdvert::sign(advert, &self.key)
             .map_err(|e| NetworkError::Publish(e.to_string()))?;

@@ -138,7 +138,8 @@
       const n = await api("/dashboard/api/network");
       fill("providers-table", n.providers.map((p) => [
         peer(p.peer_id),
-        list(p.models),
+        // A bridged engine's results carry no kernel trace.
+        list(p.models.map((m) => (p.untraced.includes(m) ? m + " (untraced)" : m))),
         money(p.price),
         p.capacity,
         reputation(p.reputation),
