@@ -50,6 +50,7 @@ use ark_relations::gr1cs::{
     SynthesisError, SynthesisMode, Variable,
 };
 use serde::{Deserialize, Serialize};
+use std::{cell::RefCell, rc::Rc};
 
 use crate::commit::{
     commit_input, commit_model, domain_tag, model_header, poseidon_config, BIASES_PER_ELEM,
@@ -251,11 +252,31 @@ fn missing<T>(v: Option<T>) -> impl FnOnce() -> std::result::Result<T, Synthesis
 }
 
 /// Low-level helpers over a constraint system.
+#[derive(Clone)]
 struct Builder {
     cs: ConstraintSystemRef<Fr>,
+    /// When set (soundness tests only, see [`MlpCircuit::synthesize_classified`]):
+    /// `(class, first witness index)` marks, in allocation order.
+    classes: Option<Rc<RefCell<ClassMarks>>>,
 }
 
+type ClassMarks = Vec<(&'static str, usize)>;
+
+/// Runs of private witness indices and what they are, see
+/// [`MlpCircuit::synthesize_classified`].
+pub type WitnessClasses = Vec<(&'static str, std::ops::Range<usize>)>;
+
 impl Builder {
+    /// The witnesses allocated from here on (until the next mark) are of
+    /// `class`. No effect on the constraints; a no-op unless classes are kept.
+    fn class(&self, class: &'static str) {
+        if let Some(marks) = &self.classes {
+            marks
+                .borrow_mut()
+                .push((class, self.cs.num_witness_variables()));
+        }
+    }
+
     fn witness(&self, v: Option<Fr>) -> std::result::Result<Variable, SynthesisError> {
         self.cs.new_witness_variable(missing(v))
     }
@@ -406,7 +427,54 @@ impl MlpCircuit {
         &self,
         cs: &ConstraintSystemRef<Fr>,
     ) -> std::result::Result<Option<SynthesizedWitness>, SynthesisError> {
-        let b = Builder { cs: cs.clone() };
+        let b = Builder {
+            cs: cs.clone(),
+            classes: None,
+        };
+        self.synthesize_with(b)
+    }
+
+    /// [`Self::synthesize`], also naming what every private witness variable
+    /// is: `(class, witness indices)` runs covering `0..num_witness_variables`
+    /// in order (a class can have several runs). For soundness tests that
+    /// tamper with the witness; the constraints are exactly those of
+    /// [`Self::synthesize`]. Classes: `input_bits`, `input_poseidon`,
+    /// `weight_bits`, `bias_bits`, `model_poseidon` (the Poseidon gadget's
+    /// internal witnesses), `product`, `requant_bits`, `relu_big`,
+    /// `relu_inv`, `relu_m`, `relu_y`.
+    #[doc(hidden)]
+    pub fn synthesize_classified(
+        &self,
+        cs: &ConstraintSystemRef<Fr>,
+    ) -> std::result::Result<(Option<SynthesizedWitness>, WitnessClasses), SynthesisError> {
+        let marks = Rc::new(RefCell::new(Vec::new()));
+        let b = Builder {
+            cs: cs.clone(),
+            classes: Some(marks.clone()),
+        };
+        let w = self.synthesize_with(b)?;
+        let marks = marks.take();
+        let ends = marks
+            .iter()
+            .skip(1)
+            .map(|m| m.1)
+            .chain([cs.num_witness_variables()]);
+        let mut runs = WitnessClasses::new();
+        for ((class, start), end) in marks.iter().zip(ends) {
+            match runs.last_mut() {
+                Some((c, r)) if c == class && r.end == *start => r.end = end,
+                _ if *start < end => runs.push((class, *start..end)),
+                _ => {}
+            }
+        }
+        Ok((w, runs))
+    }
+
+    fn synthesize_with(
+        &self,
+        b: Builder,
+    ) -> std::result::Result<Option<SynthesizedWitness>, SynthesisError> {
+        let cs = &b.cs;
         let shape = &self.shape;
         let wit = self.witness.as_ref();
         let claimed = self.claimed.as_ref();
@@ -452,6 +520,7 @@ impl MlpCircuit {
                 let mut limbs = Vec::with_capacity(n_in);
                 for i in 0..n_in {
                     let v = wit.map(|w| i64::from(w.input[i]));
+                    b.class("input_bits");
                     let (vars, limb, lc) = signed_limb(&b, v, INPUT_BITS)?;
                     limbs.push((vars, limb));
                     a_val.push(v.map(i128::from));
@@ -462,6 +531,7 @@ impl MlpCircuit {
                     FpVar::Constant(Fr::from(n_in as u64)),
                 ];
                 elems.extend(b.pack(&limbs, INPUT_BITS, INPUTS_PER_ELEM)?);
+                b.class("input_poseidon");
                 let digest = b.poseidon(&elems)?;
                 digest.enforce_equal(&FpVar::Var(AllocatedFp::new(c_val, c_var, cs.clone())))?;
             }
@@ -480,6 +550,7 @@ impl MlpCircuit {
                 let mut row_val = Vec::with_capacity(d_in);
                 for i in 0..d_in {
                     let v = wit.map(|w| i64::from(w.mlp.layers[l].weights[o][i]));
+                    b.class("weight_bits");
                     let (vars, limb, lc) = signed_limb(&b, v, WEIGHT_BITS)?;
                     w_limbs.push((vars, limb));
                     row_lc.push(lc);
@@ -500,6 +571,7 @@ impl MlpCircuit {
             let mut vals = Vec::with_capacity(d_out);
             for o in 0..d_out {
                 let v = wit.map(|w| i64::from(w.mlp.layers[l].bias[o]));
+                b.class("bias_bits");
                 let (vars, limb, lc) = signed_limb(&b, v, BIAS_BITS)?;
                 b_limbs.push((vars, limb));
                 lcs.push(lc);
@@ -516,6 +588,7 @@ impl MlpCircuit {
         elems.extend(b.pack(&b_limbs, BIAS_BITS, BIASES_PER_ELEM)?);
         drop(w_limbs);
         drop(b_limbs);
+        b.class("model_poseidon");
         let digest = b.poseidon(&elems)?;
         digest.enforce_equal(&FpVar::Var(AllocatedFp::new(
             commit_val,
@@ -537,6 +610,7 @@ impl MlpCircuit {
                 let mut acc_val = b_val[l][o];
                 for i in 0..d_in {
                     let p_val = w_val[l][o][i].zip(a_val[i]).map(|(w, a)| w * a);
+                    b.class("product");
                     let p = b.witness(p_val.map(fr_i128))?;
                     b.enforce(w_lc[l][o][i].clone(), a_lc[i].clone(), lc_var(p))?;
                     acc_lc.0.push((Fr::one(), p));
@@ -612,6 +686,7 @@ fn requant_relu(
     let z_val = acc_val.map(|v| v + offset);
     let z_bits_val = z_val.map(|z| (z.rem_euclid(1i128 << n)) as u128);
     // Bits 0..n-1 are witnesses; bit n-1 (the sign of q) is the leftover.
+    b.class("requant_bits");
     let low_bits = b.bits(z_bits_val, n - 1)?;
     let mut top = acc_lc;
     top.0.push((fr_i128(offset), Variable::One));
@@ -654,7 +729,9 @@ fn requant_relu(
                 t_val = t_val.zip(bit_val(k)).map(|(acc, bit)| acc + bit);
             }
             let big_val = t_val.map(|t| i128::from(t != 0));
+            b.class("relu_big");
             let big = b.witness(big_val.map(fr_i128))?;
+            b.class("relu_inv");
             let inv = b.witness(t_val.map(|t| fr_i128(t).inverse().unwrap_or_else(Fr::zero)))?;
             // t * inv = big; t * (1 - big) = 0  =>  big = [t != 0].
             b.enforce(t_lc.clone(), lc_var(inv), lc_var(big))?;
@@ -670,6 +747,7 @@ fn requant_relu(
         (low_lc, low_val)
     } else {
         let m_val = big_val.zip(low_val).map(|(bg, lo)| bg * (127 - lo));
+        b.class("relu_m");
         let m = b.witness(m_val.map(fr_i128))?;
         let mut c127_minus_low = lc_const(Fr::from(127u64));
         for (c, v) in &low_lc.0 {
@@ -681,6 +759,7 @@ fn requant_relu(
         (s, low_val.zip(m_val).map(|(lo, m)| lo + m))
     };
     let y_val = sign_val.zip(sum_val).map(|(s, v)| s * v);
+    b.class("relu_y");
     let y = b.witness(y_val.map(fr_i128))?;
     b.enforce(sign_lc, sum_lc, lc_var(y))?;
     Ok((lc_var(y), y_val))

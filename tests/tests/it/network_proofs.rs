@@ -2,8 +2,9 @@
 //! a provider serving the quantized digits MLP with the `mlp` plugin and
 //! `proof = "groth16"`, and a client that asks for proofs. Covers: a proved
 //! job (right logits and class, a proof that verifies, the `verified` state),
-//! tampered proofs and results rejected, no prover for a model, config
-//! errors, and keys generated once then read from the data dir's cache.
+//! the same streamed, tampered proofs and results rejected (streamed too),
+//! no prover for a model, config errors, and keys generated once then read
+//! from the data dir's cache.
 
 use infernet_host::config::Config;
 use infernet_host::config::ProofPin;
@@ -12,7 +13,7 @@ use infernet_host::node::{Node, NodeError, ZK_DIR};
 use infernet_host::p2p::protocol::{Encoded, ProofAdvert, Signed};
 use infernet_host::p2p::{ErrorCode, JobBody, JobMessage, WireInput, WireOutput};
 use infernet_host::runtime::PluginKind;
-use infernet_host::sdk::{ClientError, InferOptions, Infernet};
+use infernet_host::sdk::{ClientError, InferOptions, Infernet, StreamEvent};
 use infernet_host::store::JobState;
 use infernet_tests::net::client_toml;
 use infernet_tests::pack_plugin;
@@ -213,6 +214,74 @@ async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
     );
     assert!(class.proof.is_some());
 
+    // A streamed proved job (the provider's streaming path: `Ack`, then
+    // polls): `Assigned` first, then whatever the backend streams (the mlp
+    // backend streams nothing), and an outcome whose proof verified, like
+    // the non-streamed job's.
+    let mut stream = client
+        .client()
+        .submit_streaming("digits", input_bytes(&x), &groth16())
+        .await
+        .unwrap();
+    let mut streamed_events = Vec::new();
+    while let Some(e) = stream.next().await {
+        streamed_events.push(e);
+    }
+    let streamed = stream.finish().await.unwrap();
+    assert!(
+        matches!(
+            streamed_events.first(),
+            Some(StreamEvent::Assigned { provider, attempt: 1, .. }) if *provider == p.peer_id()
+        ),
+        "{streamed_events:?}"
+    );
+    assert!(
+        streamed_events[1..]
+            .iter()
+            .all(|e| matches!(e, StreamEvent::Token(_))),
+        "{streamed_events:?}"
+    );
+    assert_ne!(streamed.job_id, out.job_id);
+    assert_eq!(logits(&streamed.output), expected);
+    let streamed_proof = streamed.proof.clone().expect("a streamed job's proof");
+    assert_eq!(
+        streamed.signed.payload.proof_hash.as_deref(),
+        Some(streamed_proof.hash().as_str())
+    );
+    assert_eq!(streamed_proof.logits, expected);
+    verify_proof(
+        "groth16",
+        &advert,
+        &input_bytes(&x),
+        &streamed.output,
+        &streamed.signed,
+        &streamed_proof,
+    )
+    .unwrap();
+    let states: Vec<JobState> = client
+        .store()
+        .jobs()
+        .events(&streamed.job_id)
+        .unwrap()
+        .iter()
+        .map(|e| e.to)
+        .collect();
+    let v = states
+        .iter()
+        .position(|s| *s == JobState::Verified)
+        .expect("a verified event on the streamed job");
+    assert_eq!(states[v - 1], JobState::Delivered);
+    assert_eq!(states[v + 1], JobState::Settled);
+    let stored = client
+        .store()
+        .jobs()
+        .get(&streamed.job_id)
+        .unwrap()
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(stored["proof"]["verified_vk_id"], advert.vk_id.as_str());
+
     // The client's check refuses every kind of lie about this result.
     let reject = |expect: &_, input: &WireInput, output: &WireOutput, signed: &_, proof: &_| {
         verify_proof("groth16", expect, input, output, signed, proof).unwrap_err()
@@ -348,6 +417,45 @@ async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
         .map(|r| r.reputation)
         .unwrap();
     assert!(rep_after < rep_before, "{rep_after} !< {rep_before}");
+
+    // The same lie on a streamed job is refused the same way.
+    let mut stream = client
+        .client()
+        .submit_streaming("digits", input_bytes(&x), &groth16())
+        .await
+        .unwrap();
+    let streamed_id = stream.job_id.clone();
+    let mut streamed_events = Vec::new();
+    while let Some(e) = stream.next().await {
+        streamed_events.push(e);
+    }
+    assert!(
+        matches!(streamed_events.first(), Some(StreamEvent::Assigned { .. })),
+        "{streamed_events:?}"
+    );
+    assert!(
+        !streamed_events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Failover { .. })),
+        "a rejected proof is not retried elsewhere: {streamed_events:?}"
+    );
+    let err = stream.finish().await.unwrap_err();
+    let ClientError::ProofRejected { job_id, reason, .. } = &err else {
+        panic!("expected a proof rejection on the streamed job, got {err}")
+    };
+    assert_eq!(*job_id, streamed_id);
+    assert!(reason.contains("groth16 verification failed"), "{reason}");
+    let rec = client.store().jobs().get(job_id).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(rec.attempts, 1);
+    assert!(rec.error.unwrap().contains("proof rejected"));
+    assert!(client
+        .store()
+        .jobs()
+        .events(job_id)
+        .unwrap()
+        .iter()
+        .all(|e| e.to != JobState::Verified && e.to != JobState::Settled));
     p.provider().unwrap().tamper_proofs_for_tests(false);
 
     client.shutdown().await;

@@ -1,8 +1,11 @@
 //! The circuit's witness computation against `QuantizedMlp::forward`, and
-//! circuit-level soundness: false statements leave constraints unsatisfied.
+//! circuit-level soundness: false statements leave constraints unsatisfied,
+//! and so does a change to any single private witness variable.
 
 use ark_bn254::Fr;
-use infernet_verifier::circuit::{check_witness, constraint_count};
+use ark_ff::{One, Zero};
+use ark_relations::gr1cs::{ConstraintSystem, ConstraintSystemRef};
+use infernet_verifier::circuit::{check_witness, constraint_count, WitnessClasses};
 use infernet_verifier::commit::commit_model;
 use infernet_verifier::quant::{model_path, QuantizedDigits};
 use infernet_verifier::{
@@ -174,5 +177,226 @@ fn constraint_counts() {
             println!("{name} ({mode:?} input): {n} constraints");
             assert!(n > 0);
         }
+    }
+}
+
+/// The first unsatisfied constraint as `(predicate, index)`, by arkworks'
+/// own check, evaluating every linear combination afresh from the current
+/// assignment (the constraint system must have been inlined and its LC
+/// cache dropped, as [`Tamperable::new`] does). Slow: a full pass.
+fn first_unsatisfied(cs: &ConstraintSystemRef<Fr>) -> Option<(String, usize)> {
+    let cs = cs.borrow().unwrap();
+    cs.predicate_constraint_systems
+        .iter()
+        .find_map(|(label, p)| Some((label.to_string(), p.which_constraint_is_unsatisfied(&cs)?)))
+}
+
+/// A synthesized circuit whose private witness can be edited, and its R1CS
+/// matrices (exactly what the Groth16 keys encode) to check constraint by
+/// constraint: a changed witness variable can only break the constraints
+/// that use it, so only those are evaluated.
+struct Tamperable {
+    cs: ConstraintSystemRef<Fr>,
+    /// Witness classes (see `MlpCircuit::synthesize_classified`).
+    runs: WitnessClasses,
+    /// A, B, C, one row per constraint.
+    abc: Vec<Vec<Vec<(Fr, usize)>>>,
+    /// The full assignment: the instance (the constant 1 first), then the
+    /// witness.
+    z: Vec<Fr>,
+    n_inst: usize,
+    /// For every witness variable, the constraints that use it.
+    uses: Vec<Vec<usize>>,
+}
+
+impl Tamperable {
+    /// Synthesize `circuit` with its witness (checked satisfied), then
+    /// inline its linear combinations and drop their cached values, so that
+    /// arkworks' own check ([`first_unsatisfied`]) sees a changed witness.
+    fn new(circuit: &MlpCircuit) -> Self {
+        let cs = ConstraintSystem::<Fr>::new_ref();
+        let (_, runs) = circuit.synthesize_classified(&cs).unwrap();
+        assert!(cs.is_satisfied().unwrap(), "honest witness must satisfy");
+        cs.inline_all_lcs();
+        cs.borrow_mut()
+            .unwrap()
+            .assignments
+            .lc_assignment
+            .truncate(1);
+        let mut matrices = cs.to_matrices().unwrap();
+        assert_eq!(matrices.len(), 1, "only the R1CS predicate");
+        let abc = matrices.pop_first().unwrap().1;
+        assert_eq!(abc.len(), 3);
+        let (n_inst, n_wit) = (cs.num_instance_variables(), cs.num_witness_variables());
+        let z = {
+            let cs = cs.borrow().unwrap();
+            let a = &cs.assignments;
+            [&a.instance_assignment[..], &a.witness_assignment[..]].concat()
+        };
+        assert_eq!(z.len(), n_inst + n_wit);
+        let mut uses = vec![Vec::new(); n_wit];
+        for m in &abc {
+            for (row, terms) in m.iter().enumerate() {
+                for &(_, col) in terms {
+                    if col >= n_inst && uses[col - n_inst].last() != Some(&row) {
+                        uses[col - n_inst].push(row);
+                    }
+                }
+            }
+        }
+        let t = Self {
+            cs,
+            runs,
+            abc,
+            z,
+            n_inst,
+            uses,
+        };
+        assert!((0..t.abc[0].len()).all(|r| t.holds(r)), "honest R1CS");
+        t
+    }
+
+    fn holds(&self, row: usize) -> bool {
+        let dot = |m: &Vec<Vec<(Fr, usize)>>| -> Fr {
+            m[row].iter().map(|(c, col)| *c * self.z[*col]).sum()
+        };
+        dot(&self.abc[0]) * dot(&self.abc[1]) == dot(&self.abc[2])
+    }
+
+    fn witness(&self, i: usize) -> Fr {
+        self.z[self.n_inst + i]
+    }
+
+    /// With witness `i` set to `v`: the first constraint that fails, if
+    /// any. `full`: also run arkworks' own check and require it to agree.
+    fn broken_by(&mut self, i: usize, v: Fr, full: bool) -> Option<usize> {
+        let honest = self.witness(i);
+        self.z[self.n_inst + i] = v;
+        let broken = self.uses[i].iter().copied().find(|r| !self.holds(*r));
+        self.z[self.n_inst + i] = honest;
+        if full {
+            let set = |v| self.cs.borrow_mut().unwrap().assignments.witness_assignment[i] = v;
+            set(v);
+            let ark = first_unsatisfied(&self.cs);
+            set(honest);
+            assert_eq!(ark.is_some(), broken.is_some(), "arkworks' check disagrees");
+        }
+        broken
+    }
+}
+
+/// Soundness against a malicious prover's *private* witness: for every
+/// class of witness variable the circuit allocates, changing one variable
+/// (first, middle, last and random ones; to `v + 1`, `v - 1`, `0`, `p - 1`)
+/// leaves a constraint unsatisfied. A class that is under-constrained (a
+/// range-check bit, a requantisation bit, a ReLU selector, a product, a
+/// Poseidon state that could change alone) fails here, although public-value
+/// tampering (`false_statements_are_unsatisfiable`) cannot see it.
+///
+/// The one free witness is the ReLU's inverse hint `inv` where `t = 0` (`q`
+/// below 128, honest `inv = 0`): there `big = t * inv = 0` whatever `inv`
+/// is, so `big`, `y` and the statement are unchanged (the usual is-zero
+/// gadget); where `t != 0` it is bound (`t * inv = big = 1`).
+#[test]
+fn tampering_any_private_witness_variable_is_unsatisfiable() {
+    let (m, q) = load("digits-64-32-10");
+    let x = q.input_from_pixels(&m.test.x[3]);
+    let mut rng = StdRng::seed_from_u64(14);
+    for mode in [InputMode::Public, InputMode::Committed] {
+        let t = std::time::Instant::now();
+        let mut c = Tamperable::new(&MlpCircuit::new(&q.mlp, &x, mode).unwrap());
+        let n = c.uses.len();
+
+        // The runs name every witness variable exactly once, in order.
+        let mut next = 0;
+        for (_, r) in &c.runs {
+            assert_eq!(r.start, next, "{mode:?}: unclassified witnesses");
+            next = r.end;
+        }
+        assert_eq!(next, n, "{mode:?}: unclassified witnesses at the end");
+        let mut classes: Vec<&str> = c.runs.iter().map(|(c, _)| *c).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        let mut expected = vec![
+            "bias_bits",
+            "model_poseidon",
+            "product",
+            "relu_big",
+            "relu_inv",
+            "relu_m",
+            "relu_y",
+            "requant_bits",
+            "weight_bits",
+        ];
+        if mode == InputMode::Committed {
+            expected.extend(["input_bits", "input_poseidon"]);
+            expected.sort_unstable();
+        }
+        assert_eq!(classes, expected, "{mode:?}: witness classes");
+
+        let mut report = Vec::new();
+        for class in &classes {
+            let vars: Vec<usize> = c
+                .runs
+                .iter()
+                .filter(|(c, _)| c == class)
+                .flat_map(|(_, r)| r.clone())
+                .collect();
+            let mut picks = vec![0, vars.len() / 2, vars.len() - 1];
+            picks.extend((0..5).map(|_| rng.gen_range(0..vars.len())));
+            if *class == "relu_inv" {
+                // Both kinds of neuron: q >= 128 (inv bound) and not (free).
+                let honest_zero = |k: &usize| c.witness(vars[*k]) == Fr::zero();
+                let all: Vec<usize> = (0..vars.len()).collect();
+                picks.extend(all.iter().find(|k| honest_zero(k)));
+                picks.extend(all.iter().find(|k| !honest_zero(k)));
+            }
+            picks.sort_unstable();
+            picks.dedup();
+            let (mut tampers, mut free) = (0, 0);
+            for k in picks {
+                let i = vars[k];
+                let honest = c.witness(i);
+                let mut bad = vec![
+                    honest + Fr::one(),
+                    honest - Fr::one(),
+                    Fr::zero(),
+                    -Fr::one(),
+                ];
+                bad.sort_unstable();
+                bad.dedup();
+                for v in bad.into_iter().filter(|v| *v != honest) {
+                    // arkworks' own check must agree (slow: once on a bit
+                    // seen only through linear combinations, once on a
+                    // tamper that satisfies).
+                    let full = mode == InputMode::Public
+                        && ((*class == "weight_bits" && tampers == 0)
+                            || (*class == "relu_inv" && honest == Fr::zero() && free == 0));
+                    let broken = c.broken_by(i, v, full);
+                    tampers += 1;
+                    if *class == "relu_inv" && honest == Fr::zero() {
+                        assert_eq!(broken, None, "{mode:?}: inv is free where t = 0");
+                        free += 1;
+                        continue;
+                    }
+                    assert!(
+                        broken.is_some(),
+                        "{mode:?}: {class} witness #{i} (the {k}th of {}) changed from {honest} \
+                         to {v} still satisfies every constraint",
+                        vars.len()
+                    );
+                }
+            }
+            report.push(format!(
+                "{class}: {tampers} tampers ({free} free) of {}",
+                vars.len()
+            ));
+        }
+        assert_eq!(first_unsatisfied(&c.cs), None, "witness restored");
+        println!(
+            "{mode:?} input, {n} witnesses, {} ms: {}",
+            t.elapsed().as_millis(),
+            report.join("; ")
+        );
     }
 }
