@@ -1,14 +1,18 @@
 //! Groth16 (ark-groth16, in-process) vs ezkl (Halo2/KZG through the Python
-//! package) on the bundled digits MLPs, side by side, in one run.
+//! package) on the bundled digits MLPs, side by side, in one run. Groth16 runs
+//! in two modes: committed weights (one key per shape, weights private and
+//! Poseidon-committed: `groth16`) and baked weights (weights as circuit
+//! constants, one key per model: `baked`), beside ezkl's default (weights as
+//! fixed columns, keys per model).
 //!
 //! ```text
 //! cargo run --release -p infernet-verifier --example bench_provers [-- --proofs N]
 //! ```
 //!
-//! For each model and system: setup time, prove time (N proofs, progress bar;
+//! For each model and system: constraints (Groth16), setup time, prove time (N proofs, progress bar;
 //! Groth16 and ezkl proofs alternate so both see the same machine load),
 //! verify time, proof size, proving/verifying key sizes, peak memory; then the
-//! ezkl / Groth16 prove-time ratio and the held-out accuracy of the float
+//! ezkl / Groth16 prove-time ratios (each mode) and the held-out accuracy of the float
 //! model, Groth16's int8 model and ezkl's fixed-point circuit.
 //!
 //! How memory is measured (Linux):
@@ -30,8 +34,14 @@
 
 use std::time::{Duration, Instant};
 
+use ark_bn254::Bn254;
+use ark_groth16::{prepare_verifying_key, Groth16};
 use ark_serialize::CanonicalSerialize;
+use ark_snark::SNARK;
 use indicatif::{ProgressBar, ProgressStyle};
+use infernet_verifier::baked::{self, BakedCircuit, BakedProver};
+use infernet_verifier::circuit::constraint_count;
+use infernet_verifier::commit::commit_model;
 use infernet_verifier::ezkl::StepStats;
 use infernet_verifier::groth16::{setup, KeyCache};
 use infernet_verifier::quant::{argmax, model_path};
@@ -78,6 +88,7 @@ fn file_size(p: &std::path::Path) -> u64 {
 
 #[derive(Default)]
 struct Groth16Row {
+    constraints: usize,
     setup_s: f64,
     setup_peak: f64,
     prove_ms: Vec<f64>,
@@ -142,8 +153,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let can_reset = reset_peak();
     println!(
         "Groth16/BN254 (ark-groth16 0.6, in-process) vs ezkl {ezkl_version} (Halo2/KZG BN254, \
-         Python {}), public inputs, {proofs} proofs per model and system, {threads} threads",
-        rt.python().display()
+         Python {}), public inputs, {proofs} proofs per model and system, {threads} cores, \
+         RAYON_NUM_THREADS={}",
+        rt.python().display(),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
     );
     println!(
         "bench process baseline RSS {:.0} MiB; per-phase peak reset: {}",
@@ -169,6 +182,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut g = Groth16Row::default();
         println!("{name}: Groth16 setup ...");
         let shape = MlpShape::of(&q.mlp, mode)?;
+        g.constraints = constraint_count(&shape)?;
         reset_peak();
         let t = Instant::now();
         let (pk, vk) = setup(&shape, &mut rand::rngs::OsRng)?;
@@ -184,6 +198,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("groth16 key cache miss after store")?;
         let prover = Groth16Prover::new(q.mlp.clone(), mode, keys.pk)?;
         let verifier = prover.verifier()?;
+
+        // ---- Groth16, baked weights ----
+        let mut bk = Groth16Row::default();
+        println!("{name}: Groth16 baked-weights setup ...");
+        bk.constraints = baked::constraint_count(&q.mlp)?;
+        reset_peak();
+        let t = Instant::now();
+        let (bpk, bvk) = baked::setup(&q.mlp, &mut rand::rngs::OsRng)?;
+        bk.setup_s = t.elapsed().as_secs_f64();
+        bk.setup_peak = peak_mib();
+        bk.pk_b = bpk.compressed_size();
+        bk.vk_b = bvk.compressed_size();
+        let bprover = BakedProver::new(q.mlp.clone(), bpk)?;
+        let bverifier = bprover.verifier()?;
+        // The same, each unit's decomposition sized from the shape alone (as
+        // the committed circuit does): what the weight-derived bounds save.
+        let mut bw = Groth16Row::default();
+        let wc = BakedCircuit::for_setup(&q.mlp)?.with_worst_case_bounds();
+        bw.constraints = wc.num_constraints()?;
+        reset_peak();
+        let t = Instant::now();
+        let (wpk, wvk) = Groth16::<Bn254>::circuit_specific_setup(wc, &mut rand::rngs::OsRng)?;
+        bw.setup_s = t.elapsed().as_secs_f64();
+        bw.setup_peak = peak_mib();
+        bw.pk_b = wpk.compressed_size();
+        bw.vk_b = wvk.compressed_size();
+        let wpvk = prepare_verifying_key(&wvk);
+        let commitment = commit_model(&q.mlp)?;
 
         // ---- ezkl setup ----
         let mut e = EzklRow::default();
@@ -226,8 +268,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         e.ezkl_acc = hits as f64 / model.test.y.len().max(1) as f64;
 
         // ---- proving, interleaved so both systems see the same machine load ----
-        let pb = bar(2 * proofs as u64, format!("{name} groth16+ezkl"))?;
+        let pb = bar(4 * proofs as u64, format!("{name} groth16+baked+ezkl"))?;
         for x in &inputs {
+            // Baked, shape-only bounds: the same steps as BakedProver::prove
+            // (forward, prove, public inputs, self-check verify).
+            reset_peak();
+            let t = Instant::now();
+            let output = q.mlp.forward(x)?;
+            let c = BakedCircuit::new(&q.mlp, x)?.with_worst_case_bounds();
+            let proof = Groth16::<Bn254>::prove(&wpk, c, &mut rand::rngs::OsRng)?;
+            let public = infernet_verifier::PublicValues::new(
+                &shape,
+                commitment,
+                &InputClaim::Plain(x.clone()),
+                &output,
+            )?
+            .to_vec();
+            if !Groth16::<Bn254>::verify_proof(&wpvk, &proof, &public)? {
+                return Err("baked (shape-only bounds) proof does not verify".into());
+            }
+            bw.prove_ms.push(ms(t.elapsed()));
+            bw.prove_peak = bw.prove_peak.max(peak_mib());
+            bw.proof_b = proof.compressed_size();
+            let t = Instant::now();
+            Groth16::<Bn254>::verify_proof(&wpvk, &proof, &public)?;
+            bw.verify_ms.push(ms(t.elapsed()));
+            pb.inc(1);
+
+            reset_peak();
+            let t = Instant::now();
+            let proved = bprover.prove(x)?;
+            bk.prove_ms.push(ms(t.elapsed()));
+            bk.prove_peak = bk.prove_peak.max(peak_mib());
+            pb.inc(1);
+            bk.proof_b = proved.envelope.proof.len();
+            let st = Statement {
+                model_commitment: bprover.model_commitment().to_string(),
+                input: InputClaim::Plain(x.clone()),
+                output: proved.output.clone(),
+            };
+            let t = Instant::now();
+            bverifier.verify(&proved.envelope, &st)?;
+            bk.verify_ms.push(ms(t.elapsed()));
+
             reset_peak();
             let t = Instant::now();
             let proved = prover.prove(x)?;
@@ -262,27 +345,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             e.verify_peak = e.verify_peak.max(kib_to_mib(s.peak_rss_kib));
         }
         pb.finish_and_clear();
-        rows.push((name, g, e));
+        rows.push((name, g, bk, bw, e));
     }
 
     println!();
-    println!("| model | system | setup (s) | prove mean / min (ms) | verify mean (ms) | proof (B) | pk (MiB) | vk (B) | peak RSS setup / prove (MiB) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, g, e) in &rows {
+    println!("| model | system | constraints | setup (s) | prove mean / min (ms) | verify mean (ms) | proof (B) | pk (MiB) | vk (B) | peak RSS setup / prove (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, g, bk, bw, e) in &rows {
+        for (label, r) in [
+            ("Groth16, committed weights (key per shape)", g),
+            ("Groth16, baked weights (key per model)", bk),
+            ("Groth16, baked, shape-only requant bounds", bw),
+        ] {
+            println!(
+                "| {name} | {label} | {} | {:.2} | {:.1} / {:.1} | {:.2} | {} | {:.1} | {} | {:.0} / {:.0} |",
+                r.constraints,
+                r.setup_s,
+                mean(&r.prove_ms),
+                min(&r.prove_ms),
+                mean(&r.verify_ms),
+                r.proof_b,
+                mib(r.pk_b as u64),
+                r.vk_b,
+                r.setup_peak,
+                r.prove_peak,
+            );
+        }
         println!(
-            "| {name} | Groth16 | {:.2} | {:.0} / {:.0} | {:.2} | {} | {:.1} | {} | {:.0} / {:.0} |",
-            g.setup_s,
-            mean(&g.prove_ms),
-            min(&g.prove_ms),
-            mean(&g.verify_ms),
-            g.proof_b,
-            mib(g.pk_b as u64),
-            g.vk_b,
-            g.setup_peak,
-            g.prove_peak,
-        );
-        println!(
-            "| {name} | ezkl (2^{} rows) | {:.2} (SRS {:.2} + keys {:.2} + settings/calibrate/compile {:.2}) | {:.0} / {:.0} ezkl.prove; {:.0} / {:.0} whole call | {:.1} ezkl.verify; {:.0} whole call | {} | {:.1} | {} | {:.0} / {:.0} |",
+            "| {name} | ezkl (2^{} rows) | - | {:.2} (SRS {:.2} + keys {:.2} + settings/calibrate/compile {:.2}) | {:.0} / {:.0} ezkl.prove; {:.0} / {:.0} whole call | {:.1} ezkl.verify; {:.0} whole call | {} | {:.1} | {} | {:.0} / {:.0} |",
             e.logrows,
             e.setup_wall_s,
             e.setup_srs_s,
@@ -302,13 +392,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!();
-    println!("| model | ezkl / Groth16 prove time (ezkl.prove call) | (whole ezkl call) | accuracy float / Groth16 int8 / ezkl circuit | ezkl witness gen (ms) | ezkl verify peak RSS (MiB) | ezkl SRS (MiB) |");
-    println!("|---|---|---|---|---|---|---|");
-    for (name, g, e) in &rows {
+    println!("| model | ezkl / Groth16 committed, prove time (ezkl.prove call) | (whole ezkl call) | ezkl / Groth16 baked, prove time (ezkl.prove call) | (whole ezkl call) | accuracy float / Groth16 int8 / ezkl circuit | ezkl witness gen (ms) | ezkl verify peak RSS (MiB) | ezkl SRS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, g, bk, _, e) in &rows {
         println!(
-            "| {name} | {:.2} | {:.2} | {:.2}% / {:.2}% / {:.2}% | {:.0} | {:.0} | {:.1} |",
+            "| {name} | {:.2} | {:.2} | **{:.2}** | {:.2} | {:.2}% / {:.2}% / {:.2}% | {:.0} | {:.0} | {:.1} |",
             mean(&e.prove_call_ms) / mean(&g.prove_ms),
             mean(&e.prove_wall_ms) / mean(&g.prove_ms),
+            mean(&e.prove_call_ms) / mean(&bk.prove_ms),
+            mean(&e.prove_wall_ms) / mean(&bk.prove_ms),
             e.float_acc * 100.0,
             e.groth16_acc * 100.0,
             e.ezkl_acc * 100.0,

@@ -7,6 +7,8 @@
 //! * [`commit`]: Poseidon commitments to models and inputs.
 //! * [`circuit`]: the R1CS circuit proving `y = f(x; W)`.
 //! * [`groth16`]: Groth16/BN254 keys, key cache, prover and verifier.
+//! * [`baked`]: the same MLP with the weights as circuit constants (one key
+//!   per model, no in-circuit hash), prover and verifier.
 //! * [`bundle`]: keys from a publisher the client trusts: a signed
 //!   statement of the verifying key, and the bundle providers load.
 //! * [`ezkl`]: the same traits for ONNX models through the `ezkl` Python
@@ -15,6 +17,7 @@
 //! Redundant execution, reputation and slashing (DESIGN.md §6) live here too,
 //! later.
 
+pub mod baked;
 pub mod bundle;
 pub mod circuit;
 pub mod commit;

@@ -1,5 +1,6 @@
 //! The verifier's integration tests, in one binary (one link of arkworks).
 
+mod baked;
 mod bundle;
 mod circuit;
 mod ezkl;
