@@ -314,15 +314,20 @@ pub async fn start_node(config: &Path) -> Infernet {
         .unwrap()
 }
 
-/// `infernet <args> --config <config>`, asserting success; its stdout.
-pub fn cli(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(infernet_bin())
+/// `infernet <args> --config <config>` (logging warnings only).
+fn run_cli(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(infernet_bin())
         .args(args)
         .arg("--config")
         .arg(config)
         .env("INFERNET_LOG", "warn")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `infernet <args> --config <config>`, asserting success; its stdout.
+pub fn cli(config: &Path, args: &[&str]) -> String {
+    let out = run_cli(config, args);
     assert!(
         out.status.success(),
         "infernet {args:?} failed: {}",
@@ -333,13 +338,7 @@ pub fn cli(config: &Path, args: &[&str]) -> String {
 
 /// `infernet <args> --config <config>`, asserting failure; its stderr.
 pub fn cli_fails(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(infernet_bin())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("INFERNET_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = run_cli(config, args);
     assert!(
         !out.status.success(),
         "infernet {args:?} succeeded: {}",
