@@ -52,13 +52,16 @@ use ark_bn254::{Bn254, Fr};
 use ark_ff::{Field, One, Zero};
 use ark_groth16::{prepare_verifying_key, Groth16, PreparedVerifyingKey};
 use ark_relations::gr1cs::{
-    ConstraintSynthesizer, ConstraintSystem, ConstraintSystemRef, LinearCombination,
-    SynthesisError, SynthesisMode, Variable,
+    ConstraintSynthesizer, ConstraintSystem, ConstraintSystemRef, SynthesisError, SynthesisMode,
+    Variable,
 };
 use ark_snark::SNARK;
 use ark_std::rand::{CryptoRng, RngCore};
 
-use crate::circuit::{requant_bound_exp, InputMode, MlpShape, PublicValues};
+use crate::circuit::{
+    fr_i128, fr_to_small, lc_const, lc_var, missing, pow2, requant_bound_exp, InputMode, Lc,
+    MlpShape, PublicValues,
+};
 use crate::commit::{commit_model, fr_from_hex, fr_to_hex};
 use crate::envelope::{InputClaim, ProofEnvelope, ProofVerifier, ProvedOutput, Prover, Statement};
 use crate::error::{Result, VerifierError};
@@ -71,28 +74,7 @@ pub const SYSTEM: &str = "groth16-bn254-baked";
 /// Version of the baked circuit layout.
 pub const BAKED_CIRCUIT_VERSION: &str = "mlp-baked-r1cs-v1";
 
-type Lc = LinearCombination<Fr>;
 type SynthResult<T> = std::result::Result<T, SynthesisError>;
-
-fn lc_var(v: Variable) -> Lc {
-    LinearCombination(vec![(Fr::one(), v)])
-}
-
-fn lc_const(c: Fr) -> Lc {
-    LinearCombination(vec![(c, Variable::One)])
-}
-
-fn pow2(k: u32) -> Fr {
-    Fr::from(2u64).pow([u64::from(k)])
-}
-
-fn fr_i128(v: i128) -> Fr {
-    Fr::from(v)
-}
-
-fn missing<T>(v: Option<T>) -> impl FnOnce() -> SynthResult<T> {
-    move || v.ok_or(SynthesisError::AssignmentMissing)
-}
 
 /// How a hidden unit is requantised, from the bounds of its accumulator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,22 +301,6 @@ impl BakedCircuit {
             .zip(hidden)
             .map(|(output, hidden)| BakedWitness { output, hidden }))
     }
-}
-
-/// A field element read back as a small signed integer (`v` or `v - p`);
-/// values that are neither become a huge sentinel.
-fn fr_to_small(f: &Fr) -> i128 {
-    use ark_ff::PrimeField;
-    let small = |b: &<Fr as PrimeField>::BigInt| -> Option<i128> {
-        if b.0[2] == 0 && b.0[3] == 0 && b.0[1] < (1 << 62) {
-            Some((i128::from(b.0[1]) << 64) | i128::from(b.0[0]))
-        } else {
-            None
-        }
-    };
-    small(&f.into_bigint())
-        .or_else(|| small(&(-*f).into_bigint()).map(|v| -v))
-        .unwrap_or(1i128 << 120)
 }
 
 /// `x * (1 - x) = 0`.

@@ -229,25 +229,25 @@ pub struct SynthesizedWitness {
     pub hidden: Vec<Vec<i64>>,
 }
 
-type Lc = LinearCombination<Fr>;
+pub(crate) type Lc = LinearCombination<Fr>;
 
-fn lc_var(v: Variable) -> Lc {
+pub(crate) fn lc_var(v: Variable) -> Lc {
     LinearCombination(vec![(Fr::one(), v)])
 }
 
-fn lc_const(c: Fr) -> Lc {
+pub(crate) fn lc_const(c: Fr) -> Lc {
     LinearCombination(vec![(c, Variable::One)])
 }
 
-fn pow2(k: u32) -> Fr {
+pub(crate) fn pow2(k: u32) -> Fr {
     Fr::from(2u64).pow([u64::from(k)])
 }
 
-fn fr_i128(v: i128) -> Fr {
+pub(crate) fn fr_i128(v: i128) -> Fr {
     Fr::from(v)
 }
 
-fn missing<T>(v: Option<T>) -> impl FnOnce() -> std::result::Result<T, SynthesisError> {
+pub(crate) fn missing<T>(v: Option<T>) -> impl FnOnce() -> std::result::Result<T, SynthesisError> {
     move || v.ok_or(SynthesisError::AssignmentMissing)
 }
 
@@ -654,7 +654,7 @@ impl MlpCircuit {
 
 /// A field element read back as a small signed integer (`v` or `v - p`);
 /// values that are neither are returned as a huge sentinel.
-fn fr_to_small(f: &Fr) -> i128 {
+pub(crate) fn fr_to_small(f: &Fr) -> i128 {
     use ark_ff::PrimeField;
     let pos = f.into_bigint();
     let neg = (-*f).into_bigint();
