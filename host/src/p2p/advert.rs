@@ -321,4 +321,26 @@ mod tests {
             Err(AdvertRejection::Malformed(_))
         ));
     }
+
+    #[test]
+    fn untraced_lists_are_bounded_like_models() {
+        let key = Keypair::generate_ed25519();
+        let now = now_ms();
+        let with = |untraced: Vec<String>| {
+            let mut a = signed(&key, now, PROTOCOL_VERSION).payload.value().clone();
+            a.untraced = untraced;
+            SignedAdvert::sign(a, &key).unwrap()
+        };
+        assert!(verify_advert(&with(vec!["m".into()]), now, DEFAULT_MAX_SKEW_MS).is_ok());
+        let many = with(vec!["m".into(); MAX_ADVERT_ITEMS + 1]);
+        assert!(matches!(
+            verify_advert(&many, now, DEFAULT_MAX_SKEW_MS),
+            Err(AdvertRejection::Malformed(m)) if m.contains("untraced")
+        ));
+        let long = with(vec!["x".repeat(MAX_ADVERT_STRING + 1)]);
+        assert!(matches!(
+            verify_advert(&long, now, DEFAULT_MAX_SKEW_MS),
+            Err(AdvertRejection::Malformed(_))
+        ));
+    }
 }
