@@ -282,23 +282,23 @@ impl InfernetBuilder {
             )));
         }
         if roles.contains(&Role::Client) && self.resume {
-            let c = client.clone();
-            tasks.push(tokio::spawn(async move {
-                match c.unfinished().await {
-                    Ok(ids) => {
-                        for id in ids {
-                            tracing::info!(job = %id, "resuming unfinished job");
-                            let c = c.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = c.resume(&id).await {
-                                    tracing::warn!(job = %id, error = %e, "resumed job failed");
-                                }
-                            });
-                        }
+            // The list is taken here, before `start` returns: a job this
+            // process creates afterwards is driven by its own caller, and a
+            // resume racing it would refund a held replica mid-comparison.
+            match client.unfinished().await {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::info!(job = %id, "resuming unfinished job");
+                        let c = client.clone();
+                        tasks.push(tokio::spawn(async move {
+                            if let Err(e) = c.resume(&id).await {
+                                tracing::warn!(job = %id, error = %e, "resumed job failed");
+                            }
+                        }));
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot list unfinished jobs"),
                 }
-            }));
+                Err(e) => tracing::error!(error = %e, "cannot list unfinished jobs"),
+            }
         }
         tracing::info!(peer = %net.peer_id(), ?roles, "node started");
         Ok(Infernet {

@@ -9,7 +9,7 @@ use infernet_host::config::Config;
 use infernet_host::p2p::protocol::hash_output;
 use infernet_host::p2p::WireOutput;
 use infernet_host::sdk::{InferOptions, Infernet};
-use infernet_host::store::{JobRole, JobState, Store};
+use infernet_host::store::{JobRole, JobState, NewJob, Store};
 use infernet_tests::net::{
     client_toml, echo_provider_toml, infernet_bin, job_rows, wait_for, wait_for_providers, NodeProc,
 };
@@ -340,4 +340,47 @@ fn client_crash_after_each_step_resumes_to_exactly_one_execution() {
         assert_eq!(ran[0].state, JobState::Delivered);
     }
     drop(providers);
+}
+
+/// The start-up resume takes its list before `start` returns, so a job
+/// this process creates afterwards is driven only by its own caller. (The
+/// list used to be taken by a spawned task that could run after the first
+/// new job existed; it then refunded a held replica mid-comparison.) On a
+/// one-thread runtime no spawned task runs between `start` returning and
+/// the insert below, so the old order failed this every time.
+#[test]
+fn start_up_resume_leaves_jobs_created_after_start_to_their_caller() {
+    let root = tempfile::tempdir().unwrap();
+    let extra = "[client]\ndiscovery_timeout_ms = 300\n";
+    let config = Config::load(&client_toml(root.path(), "client", &[], extra)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let node = Infernet::new(config).start().await.unwrap();
+        let request = serde_json::json!({
+            "model": "echo", "input": {"Text": PROMPT}, "params": [],
+            "max_budget": null, "currency": null, "max_output_tokens": 16,
+        });
+        let job = node
+            .store()
+            .jobs()
+            .insert(&NewJob {
+                id: "created-after-start".into(),
+                role: JobRole::Client,
+                model: "echo".into(),
+                request_hash: "00".repeat(32),
+                request: Some(request),
+                client_peer: Some(node.peer_id().to_string()),
+                provider_peer: None,
+            })
+            .unwrap();
+        // Long enough for a resume to find no provider and fail the job.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let after = node.store().jobs().get(&job.id).unwrap().unwrap();
+        assert_eq!(after.state, JobState::Created, "{after:?}");
+        assert_eq!(node.store().jobs().events(&job.id).unwrap().len(), 1);
+        node.shutdown().await;
+    });
 }
