@@ -29,9 +29,9 @@
 //!
 //! # Constraints
 //!
-//! * The matmul is free: `acc[o] = sum_i W[o][i] * a[i] + b[o]` is a linear
-//!   combination of the activations with constant coefficients (zero weights
-//!   are dropped).
+//! * The matmul is free: `acc[o] = sum_taps W[row][col] * a[i] + b[row]`
+//!   (dense or convolution, [`crate::conv`]) is a linear combination of the
+//!   activations with constant coefficients (zero weights are dropped).
 //! * Output layer: one constraint per logit binds the accumulator to the
 //!   public output.
 //! * Hidden layers: requantisation + ReLU + clamp as in the committed circuit
@@ -102,9 +102,12 @@ pub fn unit_plans(mlp: &QuantizedMlp) -> Vec<Vec<UnitPlan>> {
         let round: i128 = if s == 0 { 0 } else { 1 << (s - 1) };
         let mut next = Vec::with_capacity(layer.out_dim());
         let mut plan = Vec::with_capacity(layer.out_dim());
-        for (row, &bias) in layer.weights.iter().zip(&layer.bias) {
+        for o in 0..layer.out_dim() {
+            let (row, taps) = layer.taps(o);
+            let bias = layer.bias[row];
             let (mut lo, mut hi) = (i128::from(bias) + round, i128::from(bias) + round);
-            for (&w, &(al, ah)) in row.iter().zip(&bounds) {
+            for (col, i) in taps {
+                let (w, (al, ah)) = (layer.weights[row][col], bounds[i]);
                 let (x, y) = (i128::from(w) * al, i128::from(w) * ah);
                 lo += x.min(y);
                 hi += x.max(y);
@@ -183,9 +186,9 @@ impl BakedCircuit {
     /// what the tight bounds save (`bench_provers`); keys made from it only
     /// prove circuits made the same way.
     pub fn with_worst_case_bounds(mut self) -> Self {
-        let dims = self.mlp.dims();
         for (l, plan) in self.plans.iter_mut().enumerate() {
-            let a = requant_bound_exp(dims[l], self.mlp.layers[l].shift);
+            let layer = &self.mlp.layers[l];
+            let a = requant_bound_exp(layer.fan_in(), layer.shift);
             plan.fill(UnitPlan::Decompose { a, big: true });
         }
         self
@@ -245,18 +248,23 @@ impl BakedCircuit {
             let last = l + 1 == n_layers;
             let mut next_lc = Vec::with_capacity(layer.out_dim());
             let mut next_val = Vec::with_capacity(layer.out_dim());
-            for (o, (row, &bias)) in layer.weights.iter().zip(&layer.bias).enumerate() {
+            for o in 0..layer.out_dim() {
+                let (row, taps) = layer.taps(o);
+                let bias = layer.bias[row];
                 let mut acc_lc = lc_const(Fr::from(bias));
                 let mut acc_val = Some(i128::from(bias));
-                for ((&w, lc), v) in row.iter().zip(&a_lc).zip(&a_val) {
+                for (col, i) in taps {
+                    let w = layer.weights[row][col];
                     if w == 0 {
                         continue;
                     }
                     let wf = Fr::from(w);
-                    for (c, var) in &lc.0 {
+                    for (c, var) in &a_lc[i].0 {
                         acc_lc.0.push((wf * c, *var));
                     }
-                    acc_val = acc_val.zip(*v).map(|(acc, x)| acc + i128::from(w) * x);
+                    acc_val = acc_val
+                        .zip(a_val[i])
+                        .map(|(acc, x)| acc + i128::from(w) * x);
                 }
                 if last {
                     let y_fr = match claimed {

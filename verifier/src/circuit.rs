@@ -1,5 +1,6 @@
-//! R1CS circuit for quantized MLP inference: proves `y = f(x; W)` for a
-//! [`QuantizedMlp`] of any depth, with a public Poseidon commitment to `W`.
+//! R1CS circuit for quantized MLP and CNN inference: proves `y = f(x; W)`
+//! for a [`QuantizedMlp`] of any depth (dense and convolution layers), with
+//! a public Poseidon commitment to `W`.
 //!
 //! # Public inputs (in this order)
 //!
@@ -17,10 +18,11 @@
 //!   packed into field elements for free (linear combinations) and hashed with
 //!   the Poseidon gadget; the digest must equal public input 1. The range
 //!   checks are what make the packing, hence the commitment, binding.
-//! * Matmul: one multiplication constraint per weight x activation product;
+//! * Matmul: one multiplication constraint per weight x activation product
+//!   (per tap of a convolution: its weights are shared, its products not);
 //!   the accumulator (plus bias) is a free linear combination.
 //! * Hidden layers: `z = acc + round + 2^A` is decomposed into `A + 1` bits
-//!   (`A` is the smallest exponent with `2^A > in * 2^14 + 2^31 + 2^shift`, a
+//!   (`A` is the smallest exponent with `2^A > fan_in * 2^14 + 2^31 + 2^shift`, a
 //!   bound on `|acc + round|` for any int8 weights/inputs and int32 bias); the
 //!   low `shift` bits are the remainder `r` (so `0 <= r < 2^shift`), the rest is
 //!   `q + 2^(A - shift)` with `q = (acc + round) >> shift`. Its top bit is the
@@ -56,6 +58,7 @@ use crate::commit::{
     commit_input, commit_model, domain_tag, model_header, poseidon_config, BIASES_PER_ELEM,
     BIAS_BITS, INPUTS_PER_ELEM, INPUT_BITS, INPUT_DOMAIN, WEIGHTS_PER_ELEM, WEIGHT_BITS,
 };
+use crate::conv::{check_layer, layer_dims, layer_taps, Conv2d};
 use crate::envelope::InputClaim;
 use crate::error::{Result, VerifierError};
 use crate::quant::{QuantizedMlp, MAX_SHIFT, MAX_WIDTH};
@@ -92,6 +95,9 @@ pub struct MlpShape {
     pub shifts: Vec<u32>,
     /// Input visibility.
     pub input_mode: InputMode,
+    /// Per-layer convolution geometry (`None`: dense); empty for an MLP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub convs: Vec<Option<Conv2d>>,
 }
 
 impl MlpShape {
@@ -102,6 +108,7 @@ impl MlpShape {
             dims: mlp.dims(),
             shifts: mlp.shifts(),
             input_mode,
+            convs: mlp.convs(),
         })
     }
 
@@ -117,7 +124,36 @@ impl MlpShape {
         if self.shifts.iter().any(|s| *s > MAX_SHIFT) || self.shifts.last() != Some(&0) {
             return bad("shift out of range or last shift not 0");
         }
+        if !self.convs.is_empty() && self.convs.len() != self.shifts.len() {
+            return bad("one conv entry per layer, or none");
+        }
+        for l in 0..self.num_layers() {
+            let (rows, cols) = self.weight_shape(l);
+            check_layer(self.conv(l).as_ref(), rows, cols)
+                .map_err(|m| VerifierError::InvalidModel(format!("shape: layer {l}: {m}")))?;
+            if layer_dims(self.conv(l).as_ref(), rows, cols) != (self.dims[l], self.dims[l + 1]) {
+                return bad("a convolution's input or output length differs from dims");
+            }
+        }
         Ok(())
+    }
+
+    /// Layer `l`'s convolution, if it is one.
+    pub fn conv(&self, l: usize) -> Option<Conv2d> {
+        self.convs.get(l).copied().flatten()
+    }
+
+    /// Layer `l`'s weight matrix `(rows, columns)`.
+    pub fn weight_shape(&self, l: usize) -> (usize, usize) {
+        match self.conv(l) {
+            Some(c) => (c.out_channels, c.fan_in()),
+            None => (self.dims[l + 1], self.dims[l]),
+        }
+    }
+
+    /// Layer `l`'s output `o`: its weight row and `(column, input)` taps.
+    pub fn taps(&self, l: usize, o: usize) -> (usize, Vec<(usize, usize)>) {
+        layer_taps(self.conv(l).as_ref(), self.weight_shape(l).1, o)
     }
 
     /// Number of public inputs (excluding the constant 1).
@@ -542,13 +578,13 @@ impl MlpCircuit {
         let mut w_val: Vec<Vec<Vec<Option<i128>>>> = Vec::with_capacity(n_layers);
         let mut w_limbs = Vec::new();
         for l in 0..n_layers {
-            let (d_in, d_out) = (shape.dims[l], shape.dims[l + 1]);
-            let mut rows_lc = Vec::with_capacity(d_out);
-            let mut rows_val = Vec::with_capacity(d_out);
-            for o in 0..d_out {
-                let mut row_lc = Vec::with_capacity(d_in);
-                let mut row_val = Vec::with_capacity(d_in);
-                for i in 0..d_in {
+            let (rows, cols) = shape.weight_shape(l);
+            let mut rows_lc = Vec::with_capacity(rows);
+            let mut rows_val = Vec::with_capacity(rows);
+            for o in 0..rows {
+                let mut row_lc = Vec::with_capacity(cols);
+                let mut row_val = Vec::with_capacity(cols);
+                for i in 0..cols {
                     let v = wit.map(|w| i64::from(w.mlp.layers[l].weights[o][i]));
                     b.class("weight_bits");
                     let (vars, limb, lc) = signed_limb(&b, v, WEIGHT_BITS)?;
@@ -566,10 +602,10 @@ impl MlpCircuit {
         let mut b_val: Vec<Vec<Option<i128>>> = Vec::with_capacity(n_layers);
         let mut b_limbs = Vec::new();
         for l in 0..n_layers {
-            let d_out = shape.dims[l + 1];
-            let mut lcs = Vec::with_capacity(d_out);
-            let mut vals = Vec::with_capacity(d_out);
-            for o in 0..d_out {
+            let rows = shape.weight_shape(l).0;
+            let mut lcs = Vec::with_capacity(rows);
+            let mut vals = Vec::with_capacity(rows);
+            for o in 0..rows {
                 let v = wit.map(|w| i64::from(w.mlp.layers[l].bias[o]));
                 b.class("bias_bits");
                 let (vars, limb, lc) = signed_limb(&b, v, BIAS_BITS)?;
@@ -580,7 +616,7 @@ impl MlpCircuit {
             b_lc.push(lcs);
             b_val.push(vals);
         }
-        let mut elems: Vec<FpVar<Fr>> = model_header(&shape.dims, &shape.shifts)
+        let mut elems: Vec<FpVar<Fr>> = model_header(&shape.dims, &shape.shifts, &shape.convs)
             .into_iter()
             .map(FpVar::Constant)
             .collect();
@@ -601,18 +637,20 @@ impl MlpCircuit {
         let mut output = Vec::with_capacity(n_out);
         for l in 0..n_layers {
             let last = l + 1 == n_layers;
-            let (d_in, d_out) = (shape.dims[l], shape.dims[l + 1]);
+            let d_out = shape.dims[l + 1];
+            let fan_in = shape.weight_shape(l).1;
             let shift = shape.shifts[l];
             let mut next_lc = Vec::with_capacity(d_out);
             let mut next_val = Vec::with_capacity(d_out);
             for o in 0..d_out {
-                let mut acc_lc = b_lc[l][o].clone();
-                let mut acc_val = b_val[l][o];
-                for i in 0..d_in {
-                    let p_val = w_val[l][o][i].zip(a_val[i]).map(|(w, a)| w * a);
+                let (row, taps) = shape.taps(l, o);
+                let mut acc_lc = b_lc[l][row].clone();
+                let mut acc_val = b_val[l][row];
+                for (col, i) in taps {
+                    let p_val = w_val[l][row][col].zip(a_val[i]).map(|(w, a)| w * a);
                     b.class("product");
                     let p = b.witness(p_val.map(fr_i128))?;
-                    b.enforce(w_lc[l][o][i].clone(), a_lc[i].clone(), lc_var(p))?;
+                    b.enforce(w_lc[l][row][col].clone(), a_lc[i].clone(), lc_var(p))?;
                     acc_lc.0.push((Fr::one(), p));
                     acc_val = acc_val.zip(p_val).map(|(x, y)| x + y);
                 }
@@ -625,7 +663,7 @@ impl MlpCircuit {
                     b.enforce(acc_lc, lc_const(Fr::one()), lc_var(y))?;
                     output.push(acc_val);
                 } else {
-                    let (y_lc, y_val) = requant_relu(&b, acc_lc, acc_val, d_in, shift)?;
+                    let (y_lc, y_val) = requant_relu(&b, acc_lc, acc_val, fan_in, shift)?;
                     next_lc.push(y_lc);
                     next_val.push(y_val);
                 }

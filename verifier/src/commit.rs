@@ -13,8 +13,11 @@
 //! # What is hashed
 //!
 //! Model: `[tag("infernet/mlp-model/v1"), n_layers, dims.., shifts..,
-//! packed weights.., packed biases..]`. Weights are streamed layer by layer,
-//! row-major (`[out][in]`), as bytes `w + 128` (0..=255) packed 31 per field
+//! convs.., packed weights.., packed biases..]`. `convs` is empty for an MLP
+//! (so MLP commitments are those of before convolutions existed); for a
+//! network with a convolution it is, per layer, `0` (dense) or `1` followed
+//! by the seven integers of [`Conv2d::header`]. Weights are streamed layer by
+//! layer, row-major (`[row][col]`), as bytes `w + 128` (0..=255) packed 31 per field
 //! element little-endian (`sum_j byte_j * 256^j`); biases are streamed layer by
 //! layer as `b + 2^31` (32-bit limbs) packed 7 per element. Packing is what
 //! makes commitments cheap in-circuit (about 1.6 Poseidon constraints per
@@ -33,6 +36,7 @@ use ark_crypto_primitives::sponge::{
 };
 use ark_ff::{BigInteger, Field, PrimeField};
 
+use crate::conv::Conv2d;
 use crate::error::{Result, VerifierError};
 use crate::quant::QuantizedMlp;
 
@@ -116,11 +120,21 @@ pub fn pack_limbs(limbs: &[u64], bits: u32, per_elem: usize) -> Vec<Fr> {
         .collect()
 }
 
-/// Header absorbed before a model's packed weights (all circuit constants).
-pub fn model_header(dims: &[usize], shifts: &[u32]) -> Vec<Fr> {
+/// Header absorbed before a model's packed weights (all circuit
+/// constants). `convs` is empty for an MLP.
+pub fn model_header(dims: &[usize], shifts: &[u32], convs: &[Option<Conv2d>]) -> Vec<Fr> {
     let mut h = vec![domain_tag(MODEL_DOMAIN), Fr::from(shifts.len() as u64)];
     h.extend(dims.iter().map(|d| Fr::from(*d as u64)));
     h.extend(shifts.iter().map(|s| Fr::from(u64::from(*s))));
+    for conv in convs {
+        match conv {
+            None => h.push(Fr::from(0u64)),
+            Some(c) => {
+                h.push(Fr::from(1u64));
+                h.extend(c.header().map(Fr::from));
+            }
+        }
+    }
     h
 }
 
@@ -150,7 +164,7 @@ pub fn input_limbs(x: &[i8]) -> Vec<u64> {
 /// Poseidon commitment to a quantized model (dims, shifts, weights, biases).
 pub fn commit_model(mlp: &QuantizedMlp) -> Result<Fr> {
     mlp.validate()?;
-    let mut elems = model_header(&mlp.dims(), &mlp.shifts());
+    let mut elems = model_header(&mlp.dims(), &mlp.shifts(), &mlp.convs());
     elems.extend(pack_limbs(
         &weight_limbs(mlp),
         WEIGHT_BITS,

@@ -21,11 +21,15 @@ pub mod baked;
 pub mod bundle;
 pub mod circuit;
 pub mod commit;
+pub mod conv;
 pub mod envelope;
 pub mod error;
 pub mod ezkl;
 pub mod groth16;
+mod model_dir;
 pub mod quant;
+#[doc(hidden)]
+pub mod testing;
 
 pub use bundle::{KeyBundle, KeyStatement, LoadedKeys};
 pub use circuit::{InputMode, MlpCircuit, MlpShape, PublicValues, CIRCUIT_VERSION};

@@ -1,15 +1,19 @@
-//! Quantized MLP: the exact integer reference forward pass (the witness
-//! computation of the Groth16 circuit) and power-of-two quantisation of float
-//! weights.
+//! Quantized MLPs and small CNNs: the exact integer reference forward pass
+//! (the witness computation of the Groth16 circuit) and power-of-two
+//! quantisation of float weights.
 //!
 //! # Arithmetic (normative; the `plugins/mlp` backend must match it bit for bit)
 //!
-//! Input `a` is a vector of int8 values. For each layer `l` with int8 weights
-//! `W[out][in]`, int32 bias `b[out]` and shift `s`:
+//! Input `a` is a vector of int8 values. A layer `l` is dense or a 2-D
+//! convolution ([`crate::conv`]); it has int8 weights `W[row][col]`, int32
+//! bias `b[row]` and shift `s`. Output `o` has a weight row and taps (pairs
+//! `(col, i)`): dense, row `o` and every input `i` at column `i`; a
+//! convolution, row = the output channel and the inputs under its window.
 //!
-//! 1. `acc[o] = sum_i W[o][i] * a[i] + b[o]`, computed exactly in i64.
-//!    |acc| <= in * 2^14 + 2^31, far below 2^52, so an f64 host kernel computes
-//!    the same value exactly (every partial sum is an integer below 2^53).
+//! 1. `acc[o] = sum_taps W[row][col] * a[i] + b[row]`, computed exactly in
+//!    i64. |acc| <= fan_in * 2^14 + 2^31, far below 2^52, so an f64 host
+//!    kernel computes the same value exactly (every partial sum is an
+//!    integer below 2^53).
 //! 2. Hidden layers (all but the last): `round = 2^(s-1)` if `s > 0` else 0;
 //!    `q = (acc + round) >> s` as an *arithmetic* (flooring) right shift, i.e.
 //!    `floor((acc + round) / 2^s)`: round-half-up. In f64:
@@ -32,6 +36,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::conv::{check_layer, layer_dims, layer_taps, Conv2d};
 use crate::error::{Result, VerifierError};
 
 /// Smallest int8 value.
@@ -43,29 +48,51 @@ pub const MAX_WIDTH: usize = 1 << 16;
 /// Largest supported requantisation shift.
 pub const MAX_SHIFT: u32 = 32;
 
-/// One fully connected layer of a quantized MLP.
+/// One layer of a quantized network: fully connected, or a convolution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QLayer {
-    /// int8 weights, `[out][in]`.
+    /// int8 weights, `[row][col]`: dense `[out][in]`, a convolution
+    /// `[out_channels][in_channels * kernel^2]`.
     pub weights: Vec<Vec<i8>>,
-    /// int32 biases at the accumulator scale, `[out]`.
+    /// int32 biases at the accumulator scale, one per row.
     pub bias: Vec<i32>,
     /// Requantisation shift (hidden layers); must be 0 on the last layer.
     pub shift: u32,
+    /// The convolution's geometry; `None` for a dense layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<Conv2d>,
 }
 
 impl QLayer {
+    /// A dense layer.
+    pub fn dense(weights: Vec<Vec<i8>>, bias: Vec<i32>, shift: u32) -> Self {
+        Self {
+            weights,
+            bias,
+            shift,
+            conv: None,
+        }
+    }
+    /// Length of a weight row (the most taps an output has).
+    pub fn fan_in(&self) -> usize {
+        self.weights.first().map_or(0, Vec::len)
+    }
     /// Input width.
     pub fn in_dim(&self) -> usize {
-        self.weights.first().map_or(0, Vec::len)
+        layer_dims(self.conv.as_ref(), self.weights.len(), self.fan_in()).0
     }
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.weights.len()
+        layer_dims(self.conv.as_ref(), self.weights.len(), self.fan_in()).1
+    }
+    /// Output `o`'s weight row and `(column, input)` taps.
+    pub fn taps(&self, o: usize) -> (usize, Vec<(usize, usize)>) {
+        layer_taps(self.conv.as_ref(), self.fan_in(), o)
     }
 }
 
-/// A quantized MLP: ReLU + requantisation between layers, raw logits out.
+/// A quantized network (dense and convolution layers): ReLU +
+/// requantisation between layers, raw logits out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuantizedMlp {
     /// The layers, input first.
@@ -108,16 +135,23 @@ impl QuantizedMlp {
         }
         let mut prev: Option<usize> = None;
         for (l, layer) in self.layers.iter().enumerate() {
-            let (out, inp) = (layer.out_dim(), layer.in_dim());
-            if out == 0 || inp == 0 || out > MAX_WIDTH || inp > MAX_WIDTH {
-                return bad(format!("layer {l}: bad shape {out}x{inp}"));
+            let (rows, cols) = (layer.weights.len(), layer.fan_in());
+            if rows == 0 || cols == 0 || rows > MAX_WIDTH || cols > MAX_WIDTH {
+                return bad(format!("layer {l}: bad weight shape {rows}x{cols}"));
             }
-            if layer.weights.iter().any(|r| r.len() != inp) {
+            if layer.weights.iter().any(|r| r.len() != cols) {
                 return bad(format!("layer {l}: ragged weight rows"));
             }
-            if layer.bias.len() != out {
+            if let Err(m) = check_layer(layer.conv.as_ref(), rows, cols) {
+                return bad(format!("layer {l}: {m}"));
+            }
+            let (inp, out) = (layer.in_dim(), layer.out_dim());
+            if out > MAX_WIDTH || inp > MAX_WIDTH {
+                return bad(format!("layer {l}: bad shape {out}x{inp}"));
+            }
+            if layer.bias.len() != rows {
                 return bad(format!(
-                    "layer {l}: {} biases for {out} outputs",
+                    "layer {l}: {} biases for {rows} weight rows",
                     layer.bias.len()
                 ));
             }
@@ -152,6 +186,15 @@ impl QuantizedMlp {
         self.layers.iter().map(|l| l.shift).collect()
     }
 
+    /// Per-layer convolution geometry, or an empty list when every layer
+    /// is dense (an MLP).
+    pub fn convs(&self) -> Vec<Option<Conv2d>> {
+        if self.layers.iter().all(|l| l.conv.is_none()) {
+            return Vec::new();
+        }
+        self.layers.iter().map(|l| l.conv).collect()
+    }
+
     /// Input width.
     pub fn input_len(&self) -> usize {
         self.layers.first().map_or(0, QLayer::in_dim)
@@ -182,17 +225,15 @@ impl QuantizedMlp {
         let mut trace = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
             let last = l + 1 == self.layers.len();
-            let out: Vec<i64> = layer
-                .weights
-                .iter()
-                .zip(&layer.bias)
-                .map(|(row, &b)| {
-                    let acc = row
+            let out: Vec<i64> = (0..layer.out_dim())
+                .map(|o| {
+                    let (row, taps) = layer.taps(o);
+                    let w = &layer.weights[row];
+                    let acc = taps
                         .iter()
-                        .zip(&a)
-                        .map(|(&w, &v)| i64::from(w) * v)
+                        .map(|&(col, i)| i64::from(w[col]) * a[i])
                         .sum::<i64>()
-                        + i64::from(b);
+                        + i64::from(layer.bias[row]);
                     if last {
                         acc
                     } else {
@@ -210,162 +251,26 @@ impl QuantizedMlp {
     pub fn predict(&self, x: &[i8]) -> Result<usize> {
         Ok(argmax(&self.forward(x)?))
     }
-
-    /// Writes the model as a directory the `mlp` backend plugin opens:
-    /// `config.json` (`model_type = "quantized-mlp"`, `dims`, `shifts`) and
-    /// `model.safetensors` with f64 tensors `layers.{l}.weight` (`[out, in]`)
-    /// and `layers.{l}.bias` (`[out]`). Every value is an integer, so f64
-    /// holds it exactly and [`QuantizedMlp::from_model_dir`] reads it back
-    /// unchanged. Returns `dir`.
-    pub fn write_model_dir(&self, dir: impl AsRef<Path>) -> Result<std::path::PathBuf> {
-        let dir = dir.as_ref();
-        self.validate()?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| VerifierError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (l, layer) in self.layers.iter().enumerate() {
-            let w: Vec<u8> = layer
-                .weights
-                .iter()
-                .flatten()
-                .flat_map(|&v| f64::from(v).to_le_bytes())
-                .collect();
-            let b: Vec<u8> = layer
-                .bias
-                .iter()
-                .flat_map(|&v| f64::from(v).to_le_bytes())
-                .collect();
-            buffers.push((
-                format!("layers.{l}.weight"),
-                vec![layer.out_dim(), layer.in_dim()],
-                w,
-            ));
-            buffers.push((format!("layers.{l}.bias"), vec![layer.out_dim()], b));
-        }
-        let views = buffers
-            .iter()
-            .map(|(name, shape, data)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F64, shape.clone(), data)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| VerifierError::Serialization(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let st = dir.join("model.safetensors");
-        safetensors::tensor::serialize_to_file(views, None, &st)
-            .map_err(|e| VerifierError::Serialization(format!("{}: {e}", st.display())))?;
-        let config = serde_json::json!({
-            "model_type": "quantized-mlp",
-            "dims": self.dims(),
-            "shifts": self.shifts(),
-        });
-        let cfg = dir.join("config.json");
-        std::fs::write(&cfg, config.to_string()).map_err(io(&cfg))?;
-        Ok(dir.to_path_buf())
-    }
-
-    /// Reads a model directory written by [`QuantizedMlp::write_model_dir`]
-    /// (or any `quantized-mlp` model dir of the `mlp` backend) back exactly.
-    /// Refuses other model types, non-integer or out-of-range values and
-    /// shapes that disagree with `config.json`.
-    pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref();
-        let bad = |m: String| VerifierError::InvalidModel(format!("{}: {m}", dir.display()));
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|source| VerifierError::Io {
-            path: cfg_path.clone(),
-            source,
-        })?;
-        let config: serde_json::Value = serde_json::from_str(&text)?;
-        if config["model_type"] != "quantized-mlp" {
-            return Err(bad(format!(
-                "config.json `model_type` is {}, expected \"quantized-mlp\"",
-                config["model_type"]
-            )));
-        }
-        let dims: Vec<usize> = serde_json::from_value(config["dims"].clone())
-            .map_err(|e| bad(format!("config.json `dims`: {e}")))?;
-        let shifts: Vec<u32> = serde_json::from_value(config["shifts"].clone())
-            .map_err(|e| bad(format!("config.json `shifts`: {e}")))?;
-        if dims.len() < 2
-            || shifts.len() + 1 != dims.len()
-            || dims.iter().any(|&d| d == 0 || d > MAX_WIDTH)
-        {
-            return Err(bad(
-                "config.json needs `dims` (>= 2, each 1..=65536) and one shift per layer".into(),
-            ));
-        }
-        let st_path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&st_path).map_err(|source| VerifierError::Io {
-            path: st_path.clone(),
-            source,
-        })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("model.safetensors: {e}")))?;
-        let read = |name: &str, shape: &[usize], lo: f64, hi: f64| -> Result<Vec<f64>> {
-            let t = st
-                .tensor(name)
-                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-            if t.dtype() != safetensors::Dtype::F64 || t.shape() != shape {
-                return Err(bad(format!(
-                    "tensor `{name}` is {:?} {:?}, expected F64 {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                )));
-            }
-            t.data()
-                .chunks_exact(8)
-                .map(|c| {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(c);
-                    let v = f64::from_le_bytes(a);
-                    if v.fract() == 0.0 && v >= lo && v <= hi {
-                        Ok(v)
-                    } else {
-                        Err(bad(format!(
-                            "tensor `{name}` holds {v}, not an integer in [{lo}, {hi}]"
-                        )))
-                    }
-                })
-                .collect()
-        };
-        let mut layers = Vec::with_capacity(shifts.len());
-        for (l, &shift) in shifts.iter().enumerate() {
-            let (inp, out) = (dims[l], dims[l + 1]);
-            let w = read(
-                &format!("layers.{l}.weight"),
-                &[out, inp],
-                I8_MIN as f64,
-                I8_MAX as f64,
-            )?;
-            let b = read(
-                &format!("layers.{l}.bias"),
-                &[out],
-                f64::from(i32::MIN),
-                f64::from(i32::MAX),
-            )?;
-            layers.push(QLayer {
-                weights: w
-                    .chunks_exact(inp)
-                    .map(|row| row.iter().map(|&v| v as i8).collect())
-                    .collect(),
-                bias: b.iter().map(|&v| v as i32).collect(),
-                shift,
-            });
-        }
-        Self::new(layers)
-    }
 }
 
-/// One float layer (`[out][in]` weights).
+/// One float layer: dense (`[out][in]` weights) or a convolution (one row
+/// per output channel, see [`crate::conv`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FloatLayer {
-    /// Weights, `[out][in]`.
+    /// Weights, `[row][col]`.
     pub weights: Vec<Vec<f64>>,
-    /// Biases, `[out]`.
+    /// Biases, one per row.
     pub bias: Vec<f64>,
+    /// The convolution's geometry; `None` for a dense layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<Conv2d>,
+}
+
+impl FloatLayer {
+    fn dims(&self) -> (usize, usize) {
+        let cols = self.weights.first().map_or(0, Vec::len);
+        layer_dims(self.conv.as_ref(), self.weights.len(), cols)
+    }
 }
 
 /// A float ReLU MLP, as trained.
@@ -381,12 +286,12 @@ impl FloatMlp {
         let mut a = x.to_vec();
         for (l, layer) in self.layers.iter().enumerate() {
             let last = l + 1 == self.layers.len();
-            a = layer
-                .weights
-                .iter()
-                .zip(&layer.bias)
-                .map(|(row, b)| {
-                    let z = row.iter().zip(&a).map(|(w, v)| w * v).sum::<f64>() + b;
+            let cols = layer.weights.first().map_or(0, Vec::len);
+            a = (0..layer.dims().1)
+                .map(|o| {
+                    let (row, taps) = layer_taps(layer.conv.as_ref(), cols, o);
+                    let w = &layer.weights[row];
+                    let z = taps.iter().map(|&(c, i)| w[c] * a[i]).sum::<f64>() + layer.bias[row];
                     if last {
                         z
                     } else {
@@ -404,12 +309,13 @@ impl FloatMlp {
         }
         let mut prev: Option<usize> = None;
         for (l, layer) in self.layers.iter().enumerate() {
-            let inp = layer.weights.first().map_or(0, Vec::len);
+            let cols = layer.weights.first().map_or(0, Vec::len);
             let ok = !layer.weights.is_empty()
-                && inp > 0
-                && layer.weights.iter().all(|r| r.len() == inp)
+                && cols > 0
+                && layer.weights.iter().all(|r| r.len() == cols)
+                && check_layer(layer.conv.as_ref(), layer.weights.len(), cols).is_ok()
                 && layer.bias.len() == layer.weights.len()
-                && prev.is_none_or(|p| p == inp)
+                && prev.is_none_or(|p| p == layer.dims().0)
                 && layer
                     .weights
                     .iter()
@@ -421,7 +327,7 @@ impl FloatMlp {
                     "float layer {l} malformed"
                 )));
             }
-            prev = Some(layer.weights.len());
+            prev = Some(layer.dims().1);
         }
         Ok(())
     }
@@ -526,6 +432,7 @@ pub fn quantize(
             weights,
             bias,
             shift,
+            conv: fl.conv,
         });
     }
     let mlp = QuantizedMlp::new(layers)?;
@@ -604,8 +511,8 @@ impl DigitsModel {
 
     fn check(&self) -> Result<()> {
         self.float_mlp().validate()?;
-        let mut dims = vec![self.layers[0].weights[0].len()];
-        dims.extend(self.layers.iter().map(|l| l.weights.len()));
+        let mut dims = vec![self.layers[0].dims().0];
+        dims.extend(self.layers.iter().map(|l| l.dims().1));
         if dims != self.dims {
             return Err(VerifierError::InvalidModel(format!(
                 "dims {:?} do not match weights {dims:?}",

@@ -1,12 +1,19 @@
-//! Quantized MLP backend: runs the integer MLP whose inference the Groth16
-//! circuit proves, through f64 host kernels, bit-identical to the circuit's
-//! witness computation (`infernet_verifier::quant`, "Arithmetic").
+//! Quantized MLP/CNN backend: runs the integer network whose inference the
+//! Groth16 circuit proves, through f64 host kernels, bit-identical to the
+//! circuit's witness computation (`infernet_verifier::quant`, "Arithmetic").
 //!
 //! Model directory: `config.json` `{"model_type": "quantized-mlp", "dims": [64, 32, 10],
 //! "shifts": [s0, 0]}` and `model.safetensors` with f64 tensors
 //! `layers.{l}.weight` `[out, in]` (int8 values) and `layers.{l}.bias` `[out]`
 //! (int32 values). Every value is an integer below 2^53 in magnitude, so
 //! f64 matmul, bias add and power-of-two scaling are exact.
+//!
+//! A `"quantized-cnn"` also has `convs`: per layer `null` (dense) or
+//! `{in_channels, in_h, in_w, out_channels, kernel, stride, padding}`; a
+//! convolution's weight is `[out_channels, in_channels * kernel^2]` (rows
+//! flattened `(ic, ky, kx)`) and its bias `[out_channels]`. Activations are
+//! CHW-flattened. A convolution runs as a host gather (`embedding` over the
+//! activations plus one zero row for the padding: im2col) and one `linear`.
 //!
 //! Input: `bytes` (one int8 per byte) or an f32 tensor of int8 values.
 //! Output: `bytes`, the final logits as little-endian i64, unless the job
@@ -19,6 +26,86 @@ struct Layer {
     weight: Tensor,
     bias: Tensor,
     shift: u32,
+    conv: Option<Conv>,
+}
+
+/// A convolution as im2col: `ids[p * fan_in + col]` is the activation
+/// under column `col` of output position `p`, or `in_len` (the zero row)
+/// in the padding.
+struct Conv {
+    ids: Tensor,
+    positions: usize,
+    fan_in: usize,
+    out_channels: usize,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConvSpec {
+    in_channels: usize,
+    in_h: usize,
+    in_w: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvSpec {
+    fn out_hw(&self) -> Option<(usize, usize)> {
+        let side = |n: usize| {
+            (n + 2 * self.padding)
+                .checked_sub(self.kernel)
+                .map(|d| d / self.stride + 1)
+        };
+        Some((side(self.in_h)?, side(self.in_w)?))
+    }
+
+    /// The im2col gather; `None` when the geometry is degenerate or too big.
+    fn im2col(&self) -> Option<Conv> {
+        let sizes = [
+            self.in_channels,
+            self.in_h,
+            self.in_w,
+            self.out_channels,
+            self.kernel,
+            self.stride,
+        ];
+        if sizes.iter().chain([&self.padding]).any(|&v| v > 256)
+            || sizes.contains(&0)
+            || self.padding >= self.kernel
+        {
+            return None;
+        }
+        let (oh, ow) = self.out_hw()?;
+        let (k, in_len) = (self.kernel, self.in_channels * self.in_h * self.in_w);
+        let fan_in = self.in_channels * k * k;
+        let mut ids = Vec::with_capacity(oh * ow * fan_in);
+        for y in 0..oh {
+            for x in 0..ow {
+                for ic in 0..self.in_channels {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (y * self.stride + ky).checked_sub(self.padding);
+                            let ix = (x * self.stride + kx).checked_sub(self.padding);
+                            ids.push(match (iy, ix) {
+                                (Some(iy), Some(ix)) if iy < self.in_h && ix < self.in_w => {
+                                    ((ic * self.in_h + iy) * self.in_w + ix) as u32
+                                }
+                                _ => in_len as u32,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Some(Conv {
+            ids: Tensor::new_u32(&ids, &[ids.len()]).ok()?,
+            positions: oh * ow,
+            fan_in,
+            out_channels: self.out_channels,
+        })
+    }
 }
 
 struct Model {
@@ -33,12 +120,16 @@ struct Mlp {
 fn load(weights: &Weights) -> Result<Model> {
     let config: serde_json::Value = serde_json::from_str(&weights.config())
         .map_err(|e| Error::invalid(format!("config.json: {e}")))?;
-    if config["model_type"] != "quantized-mlp" {
-        return Err(Error::unsupported(format!(
-            "config.json `model_type` is {}, expected \"quantized-mlp\"",
-            config["model_type"]
-        )));
-    }
+    let cnn = match config["model_type"].as_str() {
+        Some("quantized-mlp") => false,
+        Some("quantized-cnn") => true,
+        _ => {
+            return Err(Error::unsupported(format!(
+                "config.json `model_type` is {}, expected \"quantized-mlp\" or \"quantized-cnn\"",
+                config["model_type"]
+            )))
+        }
+    };
     let list = |key: &str| -> Result<Vec<u64>> {
         config[key]
             .as_array()
@@ -61,11 +152,49 @@ fn load(weights: &Weights) -> Result<Model> {
             "config.json `shifts`: each at most 32, and the last layer's must be 0",
         ));
     }
+    let convs: Vec<Option<ConvSpec>> = match config.get("convs") {
+        Some(c) if cnn => serde_json::from_value(c.clone())
+            .map_err(|e| Error::invalid(format!("config.json `convs`: {e}")))?,
+        None if !cnn => (0..shifts.len()).map(|_| None).collect(),
+        _ => return Err(Error::invalid(
+            "config.json `convs` is required for a quantized-cnn and refused for a quantized-mlp",
+        )),
+    };
+    if convs.len() != shifts.len() {
+        return Err(Error::invalid(
+            "config.json `convs` needs one entry per layer",
+        ));
+    }
     let mut layers = Vec::new();
-    for (l, &shift) in shifts.iter().enumerate() {
+    for (l, (&shift, spec)) in shifts.iter().zip(convs).enumerate() {
         let weight = weights.get(&format!("layers.{l}.weight"))?;
         let bias = weights.get(&format!("layers.{l}.bias"))?;
-        if weight.dims() != [dims[l + 1], dims[l]] || bias.dims() != [dims[l + 1]] {
+        let conv = match &spec {
+            None => None,
+            Some(c) => Some(c.im2col().ok_or_else(|| {
+                Error::invalid(format!(
+                    "layer {l}: a convolution with a degenerate or oversized geometry"
+                ))
+            })?),
+        };
+        // Weight rows and columns, and the layer's input and output lengths.
+        let (rows, cols, inp, out) = match (&spec, &conv) {
+            (Some(s), Some(c)) => (
+                c.out_channels,
+                c.fan_in,
+                s.in_channels * s.in_h * s.in_w,
+                c.out_channels * c.positions,
+            ),
+            _ => (dims[l + 1], dims[l], dims[l], dims[l + 1]),
+        };
+        if (inp, out) != (dims[l], dims[l + 1]) {
+            return Err(Error::invalid(format!(
+                "layer {l}: the convolution maps {inp} inputs to {out} outputs, dims say {} to {}",
+                dims[l],
+                dims[l + 1]
+            )));
+        }
+        if weight.dims() != [rows, cols] || bias.dims() != [rows] {
             return Err(Error::invalid(format!(
                 "layer {l}: weight {:?} / bias {:?} do not match dims {dims:?}",
                 weight.dims(),
@@ -81,6 +210,7 @@ fn load(weights: &Weights) -> Result<Model> {
             weight,
             bias,
             shift: shift as u32,
+            conv,
         });
     }
     Ok(Model { dims, layers })
@@ -117,7 +247,20 @@ impl Model {
         let mut a = Tensor::new_f32(x, &[1, x.len()])?.to_dtype(DType::F64)?;
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
-            let acc = a.linear(&layer.weight, Some(&layer.bias))?;
+            let acc = match &layer.conv {
+                None => a.linear(&layer.weight, Some(&layer.bias))?,
+                Some(c) => {
+                    // im2col: the activations plus a zero row, gathered.
+                    let n = a.elem_count();
+                    let zero = Tensor::new_f32(&[0.0], &[1, 1])?.to_dtype(DType::F64)?;
+                    let table = Tensor::cat(&[&a.reshape(&[n, 1])?, &zero], 0)?;
+                    let cols = table.embedding(&c.ids)?.reshape(&[c.positions, c.fan_in])?;
+                    // [positions, channels] -> CHW
+                    cols.linear(&layer.weight, Some(&layer.bias))?
+                        .t()?
+                        .reshape(&[1, c.out_channels * c.positions])?
+                }
+            };
             a = if l == last {
                 acc
             } else {
@@ -149,7 +292,7 @@ impl Backend for Mlp {
             "mlp",
             env!("CARGO_PKG_VERSION"),
             &["classification"],
-            &["quantized-mlp"],
+            &["quantized-mlp", "quantized-cnn"],
         )
     }
 

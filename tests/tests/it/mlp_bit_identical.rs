@@ -1,6 +1,7 @@
 //! The `mlp` backend (f64 host kernels) against the Groth16 circuit's witness
 //! computation (`QuantizedMlp::forward`, exact integers): identical logits
-//! on every held-out digits input, for both trained models; the model dir
+//! on every held-out digits input, for the three trained models (two MLPs,
+//! one CNN) and for random CNNs; the model dir
 //! written by `QuantizedMlp::write_model_dir` reads back exactly.
 
 use infernet_host::config::Config;
@@ -9,12 +10,18 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::worlds::backend::{JobInput, JobOutput, JobRequest};
 use infernet_tests::*;
 use infernet_verifier::quant::{model_path, DigitsModel};
+use infernet_verifier::testing::random_cnn;
 use infernet_verifier::QuantizedMlp;
+use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn logits(node: &Node, x: &[i8]) -> Vec<i64> {
+    logits_of(node, "digits", x)
+}
+
+fn logits_of(node: &Node, model: &str, x: &[i8]) -> Vec<i64> {
     let job = JobRequest {
         id: "mlp".into(),
-        model: "digits".into(),
+        model: model.into(),
         input: JobInput::Bytes(x.iter().map(|&v| v as u8).collect()),
         params: vec![],
     };
@@ -29,7 +36,7 @@ fn logits(node: &Node, x: &[i8]) -> Vec<i64> {
 
 #[test]
 fn plugin_matches_the_circuit_witness_on_every_test_input() {
-    for name in ["digits-64-32-10", "digits-64-128-10"] {
+    for name in ["digits-64-32-10", "digits-64-128-10", "digits-cnn-4-8"] {
         let model = DigitsModel::load(model_path(name)).unwrap();
         let q = model.quantize().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -52,6 +59,47 @@ fn plugin_matches_the_circuit_witness_on_every_test_input() {
         }
         assert!(checked >= 100, "{name}: only {checked} test inputs");
         eprintln!("{name}: {checked} inputs bit-identical");
+    }
+}
+
+/// Random CNNs (one or two convolutions of every stride and padding,
+/// non-square images, extreme weights and shifts): the plugin's im2col
+/// gather and f64 kernels give the exact integer forward pass.
+#[test]
+fn plugin_matches_the_forward_pass_on_random_cnns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cnns: Vec<_> = (0..10).map(random_cnn).collect();
+    let dirs: Vec<_> = cnns
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                format!("cnn{i}"),
+                m.write_model_dir(dir.path().join(format!("cnn{i}")))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let models: Vec<(&str, &std::path::Path)> = dirs
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_path()))
+        .collect();
+    let pkg = pack_plugin("mlp", PluginKind::Backend, dir.path());
+    let cfg = write_backend_config(dir.path(), &pkg, &models, "");
+    let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    for ((name, _), cnn) in dirs.iter().zip(&cnns) {
+        let n = cnn.input_len();
+        let mut inputs = vec![vec![-128i8; n], vec![127i8; n]];
+        inputs.extend((0..4).map(|_| (0..n).map(|_| rng.gen()).collect()));
+        for x in inputs {
+            assert_eq!(
+                logits_of(&node, name, &x),
+                cnn.forward(&x).unwrap(),
+                "{name} {:?}",
+                cnn.convs()
+            );
+        }
     }
 }
 

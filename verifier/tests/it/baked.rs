@@ -13,6 +13,7 @@ use infernet_verifier::baked::{
 use infernet_verifier::commit::commit_model;
 use infernet_verifier::groth16::Pk;
 use infernet_verifier::quant::{model_path, QuantizedDigits};
+use infernet_verifier::testing::random_cnn;
 use infernet_verifier::{
     DigitsModel, Groth16Verifier, InputClaim, InputMode, MlpShape, ProofVerifier, Prover,
     PublicValues, QLayer, QuantizedMlp, Statement, VerifierError,
@@ -52,29 +53,33 @@ fn assert_circuit_matches(mlp: &QuantizedMlp, x: &[i8], circuit: BakedCircuit) {
 /// The inputs that maximise and minimise each first-layer accumulator: the
 /// corners the circuit's bounds are computed for.
 fn corner_inputs(mlp: &QuantizedMlp) -> Vec<Vec<i8>> {
-    let mut xs = vec![
-        vec![-128i8; mlp.input_len()],
-        vec![127i8; mlp.input_len()],
-        vec![0i8; mlp.input_len()],
-    ];
-    for row in &mlp.layers[0].weights {
-        xs.push(
-            row.iter()
-                .map(|&w| if w >= 0 { 127 } else { -128 })
-                .collect(),
-        );
-        xs.push(
-            row.iter()
-                .map(|&w| if w >= 0 { -128 } else { 127 })
-                .collect(),
-        );
+    let n = mlp.input_len();
+    let mut xs = vec![vec![-128i8; n], vec![127i8; n], vec![0i8; n]];
+    let layer = &mlp.layers[0];
+    for o in 0..layer.out_dim() {
+        let (row, taps) = layer.taps(o);
+        for (pos, neg) in [(127, -128), (-128, 127)] {
+            let mut x = vec![0i8; n];
+            for &(col, i) in &taps {
+                x[i] = if layer.weights[row][col] >= 0 {
+                    pos
+                } else {
+                    neg
+                };
+            }
+            xs.push(x);
+        }
     }
     xs
 }
 
 #[test]
 fn baked_witness_equals_forward_on_digits() {
-    for (name, n) in [("digits-64-32-10", 16), ("digits-64-128-10", 4)] {
+    for (name, n) in [
+        ("digits-64-32-10", 16),
+        ("digits-64-128-10", 4),
+        ("digits-cnn-4-8", 4),
+    ] {
         let (m, q) = load(name);
         for pixels in m.test.x.iter().take(n) {
             assert_witness_matches(&q.mlp, &q.input_from_pixels(pixels));
@@ -121,6 +126,7 @@ fn baked_witness_equals_forward_on_random_models() {
                     } else {
                         rng.gen_range(0..=12)
                     },
+                    conv: None,
                 }
             })
             .collect();
@@ -138,6 +144,26 @@ fn baked_witness_equals_forward_on_random_models() {
             .unwrap()
             .with_worst_case_bounds();
         assert_circuit_matches(&mlp, &x, c);
+    }
+}
+
+/// Random CNNs: the baked circuit (bounds from the weights, through
+/// every tap of every convolution) at the corners of the first layer and
+/// at random inputs, and with the worst-case sizing.
+#[test]
+fn baked_witness_equals_forward_on_random_cnns() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for seed in 0..16 {
+        let cnn = random_cnn(seed);
+        for x in corner_inputs(&cnn).iter().take(24) {
+            assert_witness_matches(&cnn, x);
+        }
+        let x: Vec<i8> = (0..cnn.input_len()).map(|_| rng.gen()).collect();
+        assert_witness_matches(&cnn, &x);
+        let c = BakedCircuit::new(&cnn, &x)
+            .unwrap()
+            .with_worst_case_bounds();
+        assert_circuit_matches(&cnn, &x, c);
     }
 }
 

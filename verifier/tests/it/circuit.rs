@@ -8,6 +8,7 @@ use ark_relations::gr1cs::{ConstraintSystem, ConstraintSystemRef};
 use infernet_verifier::circuit::{check_witness, constraint_count, WitnessClasses};
 use infernet_verifier::commit::commit_model;
 use infernet_verifier::quant::{model_path, QuantizedDigits};
+use infernet_verifier::testing::random_cnn;
 use infernet_verifier::{
     DigitsModel, InputClaim, InputMode, MlpCircuit, MlpShape, PublicValues, QLayer, QuantizedMlp,
 };
@@ -34,13 +35,35 @@ fn assert_witness_matches(mlp: &QuantizedMlp, x: &[i8], mode: InputMode) {
 
 #[test]
 fn witness_equals_forward_on_digits() {
-    for (name, n) in [("digits-64-32-10", 24), ("digits-64-128-10", 6)] {
+    for (name, n) in [
+        ("digits-64-32-10", 24),
+        ("digits-64-128-10", 6),
+        ("digits-cnn-4-8", 6),
+    ] {
         let (m, q) = load(name);
         for pixels in m.test.x.iter().take(n) {
             assert_witness_matches(&q.mlp, &q.input_from_pixels(pixels), InputMode::Public);
         }
         let x = q.input_from_pixels(&m.test.x[0]);
         assert_witness_matches(&q.mlp, &x, InputMode::Committed);
+    }
+}
+
+/// Random CNNs (one or two convolutions of every stride and padding, then
+/// dense layers; extreme weights, biases and shifts): the circuit's witness
+/// equals the forward pass in both input modes.
+#[test]
+fn witness_equals_forward_on_random_cnns() {
+    let mut rng = StdRng::seed_from_u64(8);
+    for seed in 0..16 {
+        let cnn = random_cnn(seed);
+        let n = cnn.input_len();
+        for _ in 0..3 {
+            let x: Vec<i8> = (0..n).map(|_| rng.gen()).collect();
+            assert_witness_matches(&cnn, &x, InputMode::Public);
+        }
+        assert_witness_matches(&cnn, &vec![-128; n], InputMode::Public);
+        assert_witness_matches(&cnn, &vec![127; n], InputMode::Committed);
     }
 }
 
@@ -81,6 +104,7 @@ fn witness_equals_forward_on_random_models() {
                     } else {
                         rng.gen_range(0..=16)
                     },
+                    conv: None,
                 }
             })
             .collect();
@@ -169,7 +193,7 @@ fn false_statements_are_unsatisfiable() {
 
 #[test]
 fn constraint_counts() {
-    for name in ["digits-64-32-10", "digits-64-128-10"] {
+    for name in ["digits-64-32-10", "digits-64-128-10", "digits-cnn-4-8"] {
         let (_, q) = load(name);
         for mode in [InputMode::Public, InputMode::Committed] {
             let shape = MlpShape::of(&q.mlp, mode).unwrap();

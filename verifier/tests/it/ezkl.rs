@@ -22,6 +22,12 @@ use infernet_verifier::{
 
 const SMALL: &str = "digits-64-32-10";
 const LARGE: &str = "digits-64-128-10";
+const CNN: &str = "digits-cnn-4-8";
+const MODELS: [&str; 3] = [SMALL, LARGE, CNN];
+
+fn slot(name: &str) -> usize {
+    MODELS.iter().position(|m| *m == name).unwrap()
+}
 
 /// The runtime, checked: a missing ezkl fails every test with the hint.
 fn rt() -> EzklRuntime {
@@ -50,10 +56,9 @@ fn cache() -> &'static EzklCache {
 }
 
 fn digits(name: &str) -> &'static (DigitsModel, QuantizedDigits) {
-    static SMALL_M: OnceLock<(DigitsModel, QuantizedDigits)> = OnceLock::new();
-    static LARGE_M: OnceLock<(DigitsModel, QuantizedDigits)> = OnceLock::new();
-    let cell = if name == SMALL { &SMALL_M } else { &LARGE_M };
-    cell.get_or_init(|| {
+    static M: [OnceLock<(DigitsModel, QuantizedDigits)>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    M[slot(name)].get_or_init(|| {
         let m = DigitsModel::load(model_path(name)).unwrap();
         let q = m.quantize().unwrap();
         (m, q)
@@ -61,10 +66,8 @@ fn digits(name: &str) -> &'static (DigitsModel, QuantizedDigits) {
 }
 
 fn prover(name: &str) -> &'static EzklProver {
-    static SMALL_P: OnceLock<EzklProver> = OnceLock::new();
-    static LARGE_P: OnceLock<EzklProver> = OnceLock::new();
-    let cell = if name == SMALL { &SMALL_P } else { &LARGE_P };
-    cell.get_or_init(|| {
+    static P: [OnceLock<EzklProver>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    P[slot(name)].get_or_init(|| {
         let model = EzklModel::digits(name).unwrap();
         let (p, stats) =
             EzklProver::from_cache(rt(), cache(), &model, &EzklOptions::default()).unwrap();
@@ -123,7 +126,7 @@ fn onnx_files_are_current_and_deterministic() {
         .status()
         .unwrap();
     assert!(status.success(), "{script:?} failed");
-    for name in [SMALL, LARGE] {
+    for name in MODELS {
         let fresh = std::fs::read(out.path().join(format!("{name}.onnx"))).unwrap();
         let committed = std::fs::read(model_path(name).with_extension("onnx")).unwrap();
         assert!(
@@ -333,6 +336,33 @@ fn large_model_proves_and_verifies() {
     // The small model's verifier does not take the large model's proofs.
     let small_v = prover(SMALL).verifier().unwrap();
     assert!(small_v.verify(&proved.envelope, &st).is_err());
+}
+
+/// The CNN, from its ONNX export (Conv, Relu, Flatten, Gemm): ezkl proves
+/// it, its logits track the float model's, and a changed logit is refused.
+#[test]
+fn cnn_proves_and_verifies() {
+    let p = prover(CNN);
+    let v = p.verifier().unwrap();
+    let x = input(CNN, 2);
+    let proved = p.prove(&x).unwrap();
+    check_output_matches_float(CNN, p, 2, &proved.output);
+    let st = statement(p, &x, &proved.output);
+    v.verify(&proved.envelope, &st).unwrap();
+    let mut bad = st.clone();
+    bad.output[4] += 1;
+    let mut env = proved.envelope.clone();
+    env.public_inputs[64 + 4] = Fr::from(bad.output[4]).to_string();
+    assert!(matches!(
+        v.verify(&env, &bad),
+        Err(VerifierError::ProofRejected)
+    ));
+    // Another model's verifier does not take it.
+    assert!(prover(SMALL)
+        .verifier()
+        .unwrap()
+        .verify(&proved.envelope, &st)
+        .is_err());
 }
 
 #[test]

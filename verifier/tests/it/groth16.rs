@@ -250,11 +250,13 @@ fn key_cache_generates_once_and_reloads() {
             weights: vec![vec![1, -2, 3]; 2],
             bias: vec![5, -5],
             shift: 2,
+            conv: None,
         },
         infernet_verifier::QLayer {
             weights: vec![vec![7, 8]],
             bias: vec![0],
             shift: 0,
+            conv: None,
         },
     ])
     .unwrap();
@@ -293,5 +295,49 @@ fn key_cache_generates_once_and_reloads() {
     // Garbage commitments never reach the file system.
     assert!(cache
         .load_vk("../../etc/passwd", InputMode::Public)
+        .is_err());
+}
+
+/// The digits CNN end to end: its key is per shape *including* the
+/// convolutions (an MLP key of the same widths cannot prove it), a proof
+/// verifies, a changed logit or a proof for a stride-changed twin is refused.
+#[test]
+fn cnn_proof_verifies_and_tampering_is_rejected() {
+    let m = DigitsModel::load(model_path("digits-cnn-4-8")).unwrap();
+    let q = m.quantize().unwrap();
+    let shape = MlpShape::of(&q.mlp, InputMode::Public).unwrap();
+    assert_eq!(shape.dims, [64, 256, 128, 10]);
+    let (pk, _) = setup(&shape, &mut StdRng::seed_from_u64(43)).unwrap();
+    let p = Groth16Prover::new(q.mlp.clone(), InputMode::Public, pk.clone()).unwrap();
+    let v = p.verifier().unwrap();
+    let x = q.input_from_pixels(&m.test.x[1]);
+    let proved = p.prove_with_rng(&x, &mut StdRng::seed_from_u64(2)).unwrap();
+    assert_eq!(proved.output, q.mlp.forward(&x).unwrap());
+    assert_eq!(proved.envelope.proof.len(), 128);
+    let st = statement(&p, &x, &proved.output);
+    v.verify(&proved.envelope, &st).unwrap();
+
+    let mut bad = st.clone();
+    bad.output[3] += 1;
+    let mut env = proved.envelope.clone();
+    env.public_inputs[1 + 64 + 3] = Fr::from(bad.output[3]).to_string();
+    assert!(matches!(
+        v.verify(&env, &bad),
+        Err(VerifierError::ProofRejected)
+    ));
+
+    // The same widths as dense layers: another circuit, so the CNN's key
+    // does not fit it.
+    let mut dense = q.mlp.clone();
+    for l in &mut dense.layers {
+        if let Some(c) = l.conv.take() {
+            l.weights = vec![vec![0; c.in_len()]; c.out_len()];
+            l.bias = vec![0; c.out_len()];
+        }
+    }
+    let dense_shape = MlpShape::of(&dense, InputMode::Public).unwrap();
+    assert_eq!(dense_shape.dims, shape.dims);
+    assert!(Groth16Prover::new(dense, InputMode::Public, pk)
+        .and_then(|p| p.prove_with_rng(&x, &mut StdRng::seed_from_u64(3)))
         .is_err());
 }

@@ -3,6 +3,7 @@
 mod baked;
 mod bundle;
 mod circuit;
+mod conv;
 mod ezkl;
 mod groth16;
 mod quant;

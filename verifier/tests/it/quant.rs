@@ -30,11 +30,13 @@ fn forward_matches_hand_computation() {
             weights: vec![vec![1, 2], vec![-3, 4]],
             bias: vec![1, -2],
             shift: 1,
+            conv: None,
         },
         QLayer {
             weights: vec![vec![5, -6]],
             bias: vec![7],
             shift: 0,
+            conv: None,
         },
     ])
     .unwrap();
@@ -60,6 +62,7 @@ fn malformed_models_are_rejected() {
             weights: vec![vec![1, 2], vec![3]],
             bias: vec![0, 0],
             shift: 0,
+            conv: None,
         }],
     };
     assert!(ragged.validate().is_err());
@@ -68,6 +71,7 @@ fn malformed_models_are_rejected() {
             weights: vec![vec![1]],
             bias: vec![0],
             shift: 3,
+            conv: None,
         }],
     };
     assert!(last_shift.validate().is_err());
@@ -77,11 +81,13 @@ fn malformed_models_are_rejected() {
                 weights: vec![vec![1]],
                 bias: vec![0],
                 shift: 0,
+                conv: None,
             },
             QLayer {
                 weights: vec![vec![1, 1]],
                 bias: vec![0],
                 shift: 0,
+                conv: None,
             },
         ],
     };
@@ -97,7 +103,7 @@ fn argmax_takes_first_maximum() {
 
 #[test]
 fn quantized_accuracy_within_one_point_of_float() {
-    for name in ["digits-64-32-10", "digits-64-128-10"] {
+    for name in ["digits-64-32-10", "digits-64-128-10", "digits-cnn-4-8"] {
         let m = DigitsModel::load(model_path(name)).unwrap();
         let float = m.float_accuracy();
         assert!(

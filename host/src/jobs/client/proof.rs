@@ -179,6 +179,9 @@ pub fn verify_proof(
         dims: expect.dims.iter().map(|&d| d as usize).collect(),
         shifts: expect.shifts.clone(),
         input_mode: InputMode::Public,
+        // Verifying needs only the public-input layout; a CNN's geometry is
+        // bound by the model commitment and the verifying key.
+        convs: Vec::new(),
     };
     let verifier = Groth16Verifier::from_vk_bytes(shape, &proof.vk)
         .map_err(|e| format!("verifying key: {e}"))?;
