@@ -1,12 +1,13 @@
 //! Groth16 (ark-groth16, in-process) vs ezkl (Halo2/KZG through the Python
-//! package) on the bundled digits MLPs, side by side, in one run. Groth16 runs
+//! package) on the bundled digits models (two MLPs and a CNN), side by side,
+//! in one run. Groth16 runs
 //! in two modes: committed weights (one key per shape, weights private and
 //! Poseidon-committed: `groth16`) and baked weights (weights as circuit
 //! constants, one key per model: `baked`), beside ezkl's default (weights as
 //! fixed columns, keys per model).
 //!
 //! ```text
-//! cargo run --release -p infernet-verifier --example bench_provers [-- --proofs N]
+//! cargo run --release -p infernet-verifier --example bench_provers [-- --proofs N] [--models a,b]
 //! ```
 //!
 //! For each model and system: constraints (Groth16), setup time, prove time (N proofs, progress bar;
@@ -147,6 +148,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(5)
         .max(1);
+    let all = ["digits-64-32-10", "digits-64-128-10", "digits-cnn-4-8"];
+    let models: Vec<String> = match args.iter().position(|a| a == "--models") {
+        Some(i) => args
+            .get(i + 1)
+            .ok_or("--models needs a comma-separated list")?
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+        None => all.iter().map(|s| s.to_string()).collect(),
+    };
+    if let Some(bad) = models.iter().find(|m| !all.contains(&m.as_str())) {
+        return Err(format!("unknown model `{bad}`; the bundled ones are {all:?}").into());
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = EzklRuntime::from_env();
     let ezkl_version = rt.check()?;
@@ -171,7 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let work = tempfile::tempdir()?;
     let mode = InputMode::Public;
     let mut rows = Vec::new();
-    for name in ["digits-64-32-10", "digits-64-128-10"] {
+    for name in models.iter().map(String::as_str) {
         let model = DigitsModel::load(model_path(name))?;
         let q = model.quantize()?;
         let inputs: Vec<Vec<i8>> = (0..proofs)
