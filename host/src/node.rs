@@ -676,7 +676,7 @@ fn proved_model(
     }
     let mlp = QuantizedMlp::from_model_dir(&m.path).map_err(|e| {
         err(format!(
-            "groth16 proofs need a quantized-mlp model dir (config.json `model_type = \"quantized-mlp\"`): {e}"
+            "groth16 proofs need a quantized-mlp or quantized-cnn model dir (config.json `model_type`): {e}"
         ))
     })?;
     let started = Instant::now();

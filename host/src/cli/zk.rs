@@ -14,7 +14,7 @@ pub enum ZkCommand {
     /// bundle to providers as `proof_keys`, the publisher key to clients).
     /// The setup's randomness lives only in this process.
     Setup {
-        /// The model directory (config.json `model_type = "quantized-mlp"`).
+        /// The model directory (config.json `model_type` `"quantized-mlp"` or `"quantized-cnn"`).
         #[arg(long)]
         model: PathBuf,
         /// The publisher's secret key file (`infernet plugin keygen`).
@@ -41,7 +41,7 @@ pub fn run(cmd: ZkCommand) -> Result<()> {
             let key = super::plugin::read_key(&key)?;
             let mlp = QuantizedMlp::from_model_dir(&model).with_context(|| {
                 format!(
-                    "{} is not a quantized-mlp model dir (config.json `model_type = \"quantized-mlp\"`)",
+                    "{} is not a quantized-mlp or quantized-cnn model dir (config.json `model_type`)",
                     model.display()
                 )
             })?;

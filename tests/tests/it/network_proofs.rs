@@ -5,6 +5,7 @@
 //! the same streamed, tampered proofs and results rejected (streamed too),
 //! no prover for a model, config errors, and keys generated once then read
 //! from the data dir's cache.
+//! The digits CNN is proved over the network the same way.
 
 use infernet_host::config::Config;
 use infernet_host::config::ProofPin;
@@ -17,6 +18,7 @@ use infernet_host::sdk::{ClientError, InferOptions, Infernet, StreamEvent};
 use infernet_host::store::JobState;
 use infernet_tests::net::client_toml;
 use infernet_tests::pack_plugin;
+use infernet_verifier::commit::model_commitment_hex;
 use infernet_verifier::quant::{model_path, DigitsModel, QuantizedDigits};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -793,4 +795,75 @@ async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
     assert!(msg.contains(&own_vk) && msg.contains(&publisher), "{msg}");
     late.shutdown().await;
     own.shutdown().await;
+}
+
+/// The digits CNN sold with proofs: the provider sets up its
+/// convolution-shaped key, the client verifies the proof against the
+/// advert (widths only: the geometry is bound by the commitment and the
+/// key) and gets the exact integer model's logits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cnn_is_proved_over_the_network() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let m = DigitsModel::load(model_path("digits-cnn-4-8")).unwrap();
+    let q = m.quantize().unwrap();
+    let p = start(&mlp_provider_toml(root, &q, "proof = \"groth16\"")).await;
+    let advert = p.node().unwrap().prover("digits").unwrap().advert.clone();
+    assert_eq!(advert.dims, vec![64, 256, 128, 10]);
+    assert_eq!(
+        advert.model_commitment,
+        model_commitment_hex(&q.mlp).unwrap()
+    );
+    let boot = vec![p.dialable_addrs().await.unwrap()[0].to_string()];
+    let client = start(&client_toml(
+        root,
+        "client",
+        &boot,
+        "[client]\ndiscovery_timeout_ms = 1500\n",
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !client
+        .network()
+        .adverts()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.proof_for("digits", "groth16") == Some(&advert))
+    {
+        assert!(Instant::now() < deadline, "no advert with a groth16 key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in [0, 7] {
+        let x = q.input_from_pixels(&m.test.x[i]);
+        let out = client
+            .submit("digits", input_bytes(&x), groth16())
+            .await
+            .unwrap();
+        let expected = q.mlp.forward(&x).unwrap();
+        assert_eq!(logits(&out.output), expected);
+        let proof = out.proof.clone().expect("a proof is attached");
+        let vk_id = verify_proof(
+            "groth16",
+            &advert,
+            &input_bytes(&x),
+            &out.output,
+            &out.signed,
+            &proof,
+        )
+        .unwrap();
+        assert_eq!(vk_id, advert.vk_id);
+        assert_eq!(
+            client
+                .store()
+                .jobs()
+                .get(&out.job_id)
+                .unwrap()
+                .unwrap()
+                .state,
+            JobState::Settled
+        );
+    }
+    client.shutdown().await;
+    p.shutdown().await;
 }
