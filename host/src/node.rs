@@ -15,7 +15,8 @@ use crate::worlds::backend::{
 };
 use crate::worlds::caps::ConfigGrant;
 use crate::worlds::{BackendGrants, BackendInstance, BackendPlugin, PricingPlugin};
-use infernet_verifier::{Groth16Prover, InputMode, KeyCache, Prover, QuantizedMlp};
+use infernet_verifier::baked::BakedProver;
+use infernet_verifier::{Groth16Prover, InputMode, KeyCache, MlpShape, Prover, QuantizedMlp};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -107,10 +108,12 @@ pub struct BackendSlot {
 
 /// A model whose results this node proves on request.
 pub struct ProvedModel {
-    /// Proof system as configured (`"groth16"`).
+    /// Proof system as configured (`"groth16"` or `"groth16-baked"`).
     pub system: String,
     /// The prover (holds the model and its proving key).
-    pub prover: Arc<Groth16Prover>,
+    pub prover: Arc<dyn Prover>,
+    /// Its compressed verifying key (sent with every proof).
+    pub vk: Vec<u8>,
     /// What the advert says about it.
     pub advert: ProofAdvert,
     /// True when this start ran the key setup (cache miss).
@@ -657,8 +660,9 @@ pub fn new_job_id() -> String {
     hex::encode(b)
 }
 
-/// Loads the quantized MLP of a `proof = "groth16"` model and its keys
-/// (from `<data_dir>/zk`, generated on the first start).
+/// Loads the quantized model of a `proof = "groth16"` (or
+/// `"groth16-baked"`) model and its keys: the publisher's bundle, or this
+/// node's own setup (`<data_dir>/zk`, generated on the first start).
 fn proved_model(
     key: &str,
     m: &crate::config::ModelConfig,
@@ -669,16 +673,19 @@ fn proved_model(
         key: key.to_string(),
         message,
     };
-    if system != "groth16" {
+    let Some(envelope_system) = crate::config::envelope_system(system) else {
         return Err(err(format!(
-            "unknown proof system `{system}`; known: groth16"
+            "unknown proof system `{system}`; known: {}",
+            crate::config::PROOF_SYSTEMS.join(", ")
         )));
-    }
+    };
+    let baked = system == "groth16-baked";
     let mlp = QuantizedMlp::from_model_dir(&m.path).map_err(|e| {
         err(format!(
-            "groth16 proofs need a quantized-mlp or quantized-cnn model dir (config.json `model_type`): {e}"
+            "{system} proofs need a quantized-mlp or quantized-cnn model dir (config.json `model_type`): {e}"
         ))
     })?;
+    let shape = MlpShape::of(&mlp, InputMode::Public).map_err(|e| err(e.to_string()))?;
     let started = Instant::now();
     // The publisher's keys when the config names a bundle, else this
     // node's own setup (cached in the data dir).
@@ -686,20 +693,36 @@ fn proved_model(
         Some(path) => {
             let loaded = infernet_verifier::KeyBundle::load(path, None)
                 .map_err(|e| err(format!("key bundle: {e}")))?;
+            if loaded.bundle.statement.system != envelope_system {
+                return Err(err(format!(
+                    "the key bundle holds `{}` keys, this model is configured with proof = \"{system}\" (`{envelope_system}`){}",
+                    loaded.bundle.statement.system,
+                    if baked { "; make them with `infernet zk setup --baked`" } else { "" }
+                )));
+            }
             (loaded.pk, false, Some(loaded.bundle))
         }
         None => {
-            let keys = KeyCache::new(data_dir.join(ZK_DIR))
-                .get_or_setup(&mlp, InputMode::Public, &mut rand::rngs::OsRng)
-                .map_err(|e| err(format!("key setup: {e}")))?;
+            let cache = KeyCache::new(data_dir.join(ZK_DIR));
+            let rng = &mut rand::rngs::OsRng;
+            let keys = match baked {
+                true => cache.get_or_setup_baked(&mlp, rng),
+                false => cache.get_or_setup(&mlp, InputMode::Public, rng),
+            }
+            .map_err(|e| err(format!("key setup: {e}")))?;
             (keys.pk, keys.generated, None)
         }
     };
-    let prover =
-        Groth16Prover::new(mlp, InputMode::Public, pk).map_err(|e| err(format!("prover: {e}")))?;
+    let vk = infernet_verifier::groth16::vk_bytes(&pk.vk).map_err(|e| err(e.to_string()))?;
+    let prover: Arc<dyn Prover> = match baked {
+        true => Arc::new(BakedProver::new(mlp, pk).map_err(|e| err(format!("prover: {e}")))?),
+        false => Arc::new(
+            Groth16Prover::new(mlp, InputMode::Public, pk)
+                .map_err(|e| err(format!("prover: {e}")))?,
+        ),
+    };
     let setup_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(model = %m.id, vk_id = %prover.vk_id(), generated, setup_ms, "groth16 keys ready");
-    let shape = prover.shape();
+    tracing::info!(model = %m.id, system, vk_id = %prover.vk_id(), generated, setup_ms, "proving keys ready");
     let advert = ProofAdvert {
         model: m.id.clone(),
         system: system.to_string(),
@@ -726,7 +749,8 @@ fn proved_model(
     }
     Ok(ProvedModel {
         system: system.to_string(),
-        prover: Arc::new(prover),
+        prover,
+        vk,
         advert,
         keys_generated: generated,
         setup_ms,

@@ -5,9 +5,11 @@
 //! mode ([`crate::circuit`], [`crate::groth16`]) keeps one key pair per
 //! *shape*, the weights private and Poseidon-committed.
 //!
-//! Not wired into the host's job flow yet; [`BakedProver`] and
+//! In the host's job flow as `proof = "groth16-baked"` (keys from the
+//! node's cache, [`crate::KeyCache::get_or_setup_baked`], or a publisher's
+//! bundle from `infernet zk setup --baked`); [`BakedProver`] and
 //! [`BakedVerifier`] implement the same [`Prover`] / [`ProofVerifier`]
-//! traits so that it can be.
+//! traits as the committed mode.
 //!
 //! # Public inputs (same order as the committed mode's public-input circuit)
 //!

@@ -22,6 +22,10 @@ use crate::circuit::MlpShape;
 use crate::error::{Result, VerifierError};
 use crate::groth16::{vk_bytes, vk_from_bytes, vk_id, Pk, SYSTEM};
 
+/// The systems whose keys a bundle holds: committed weights (one key per
+/// shape) and baked weights (one key per model).
+pub const SYSTEMS: [&str; 2] = [SYSTEM, crate::baked::SYSTEM];
+
 /// Domain of a publisher's signature over a [`KeyStatement`].
 pub const KEY_DOMAIN: &[u8] = b"infernet/zk-keys/1\0";
 /// File name suffix of a bundle (`<stem>.keys.json`, proving key `<stem>.pk`).
@@ -112,11 +116,14 @@ pub struct LoadedKeys {
 }
 
 impl KeyBundle {
-    /// Signs `pk`'s keys for the model with `commitment` and `shape` and
-    /// writes `<dir>/<stem>.pk` and `<dir>/<stem>.keys.json`, `stem` being
-    /// the first 16 hex digits of the commitment; returns the bundle's path.
+    /// Signs `pk`'s keys (of `system`: [`SYSTEM`], committed weights, or
+    /// [`crate::baked::SYSTEM`]) for the model with `commitment` and
+    /// `shape` and writes `<dir>/<stem>.pk` and `<dir>/<stem>.keys.json`,
+    /// `stem` being the first 16 hex digits of the commitment (plus
+    /// `-baked` for baked keys); returns the bundle's path.
     pub fn write(
         dir: &Path,
+        system: &str,
         commitment: &str,
         shape: &MlpShape,
         pk: &Pk,
@@ -126,15 +133,23 @@ impl KeyBundle {
             let p = p.to_path_buf();
             move |source| VerifierError::Io { path: p, source }
         };
+        if !SYSTEMS.contains(&system) {
+            return Err(VerifierError::InvalidInput(format!(
+                "proof system `{system}`; bundles hold {SYSTEMS:?} keys"
+            )));
+        }
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let stem: String = commitment.chars().take(16).collect();
+        let mut stem: String = commitment.chars().take(16).collect();
+        if system == crate::baked::SYSTEM {
+            stem.push_str("-baked");
+        }
         let mut pk_bytes = Vec::with_capacity(pk.uncompressed_size());
         pk.serialize_uncompressed(&mut pk_bytes)?;
         let pk_file = format!("{stem}.pk");
         let pk_path = dir.join(&pk_file);
         fs::write(&pk_path, &pk_bytes).map_err(io(&pk_path))?;
         let statement = KeyStatement {
-            system: SYSTEM.into(),
+            system: system.into(),
             model_commitment: commitment.to_ascii_lowercase(),
             dims: shape.dims.iter().map(|&d| d as u32).collect(),
             shifts: shape.shifts.clone(),
@@ -176,9 +191,9 @@ impl KeyBundle {
                 bundle.publisher
             )));
         }
-        if bundle.statement.system != SYSTEM {
+        if !SYSTEMS.contains(&bundle.statement.system.as_str()) {
             return Err(bad(format!(
-                "proof system `{}`, this prover makes `{SYSTEM}`",
+                "proof system `{}`; bundles hold {SYSTEMS:?} keys",
                 bundle.statement.system
             )));
         }

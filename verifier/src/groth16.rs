@@ -109,6 +109,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
+/// A verifying key file, if it exists.
+fn read_vk(path: &Path) -> Result<Option<Vk>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(vk_from_bytes(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
 /// Keys loaded from or written to a [`KeyCache`].
 #[derive(Clone, Debug)]
 pub struct CachedKeys {
@@ -149,9 +158,21 @@ impl KeyCache {
         )
     }
 
+    /// File stem of a model's baked-weights keys ([`crate::baked`]).
+    pub fn baked_stem(commitment_hex: &str) -> String {
+        format!(
+            "{}-{}-public",
+            commitment_hex.to_ascii_lowercase(),
+            crate::baked::BAKED_CIRCUIT_VERSION
+        )
+    }
+
     /// Paths of the proving and verifying key files.
     pub fn paths(&self, commitment_hex: &str, mode: InputMode) -> (PathBuf, PathBuf) {
-        let stem = Self::stem(commitment_hex, mode);
+        self.stem_paths(&Self::stem(commitment_hex, mode))
+    }
+
+    fn stem_paths(&self, stem: &str) -> (PathBuf, PathBuf) {
         (
             self.dir.join(format!("{stem}.pk")),
             self.dir.join(format!("{stem}.vk")),
@@ -162,21 +183,20 @@ impl KeyCache {
     pub fn load_vk(&self, commitment_hex: &str, mode: InputMode) -> Result<Option<Vk>> {
         // Validate the commitment (also keeps odd strings out of file names).
         fr_from_hex(commitment_hex)?;
-        let (_, vk_path) = self.paths(commitment_hex, mode);
-        match fs::read(&vk_path) {
-            Ok(bytes) => Ok(Some(vk_from_bytes(&bytes)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&vk_path)(e)),
-        }
+        read_vk(&self.paths(commitment_hex, mode).1)
     }
 
     /// Load both keys, if cached and consistent.
     pub fn load(&self, mlp: &QuantizedMlp, mode: InputMode) -> Result<Option<CachedKeys>> {
         let commitment = fr_to_hex(&commit_model(mlp)?);
-        let Some(vk) = self.load_vk(&commitment, mode)? else {
+        self.load_stem(&Self::stem(&commitment, mode))
+    }
+
+    fn load_stem(&self, stem: &str) -> Result<Option<CachedKeys>> {
+        let (pk_path, vk_path) = self.stem_paths(stem);
+        let Some(vk) = read_vk(&vk_path)? else {
             return Ok(None);
         };
-        let (pk_path, _) = self.paths(&commitment, mode);
         let bytes = match fs::read(&pk_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -201,8 +221,12 @@ impl KeyCache {
     /// Store keys for a model.
     pub fn store(&self, mlp: &QuantizedMlp, mode: InputMode, pk: &Pk) -> Result<()> {
         let commitment = fr_to_hex(&commit_model(mlp)?);
+        self.store_stem(&Self::stem(&commitment, mode), pk)
+    }
+
+    fn store_stem(&self, stem: &str, pk: &Pk) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let (pk_path, vk_path) = self.paths(&commitment, mode);
+        let (pk_path, vk_path) = self.stem_paths(stem);
         let mut pk_bytes = Vec::with_capacity(pk.uncompressed_size());
         pk.serialize_uncompressed(&mut pk_bytes)?;
         // pk first: a vk file implies a complete pk next to it.
@@ -227,6 +251,27 @@ impl KeyCache {
             pk,
             vk,
             vk_id,
+            generated: true,
+        })
+    }
+
+    /// [`Self::get_or_setup`] for the model's baked-weights keys (one pair
+    /// per model, [`crate::baked::setup`]).
+    pub fn get_or_setup_baked<R: RngCore + CryptoRng>(
+        &self,
+        mlp: &QuantizedMlp,
+        rng: &mut R,
+    ) -> Result<CachedKeys> {
+        let stem = Self::baked_stem(&fr_to_hex(&commit_model(mlp)?));
+        if let Some(k) = self.load_stem(&stem)? {
+            return Ok(k);
+        }
+        let (pk, vk) = crate::baked::setup(mlp, rng)?;
+        self.store_stem(&stem, &pk)?;
+        Ok(CachedKeys {
+            vk_id: vk_id(&vk)?,
+            pk,
+            vk,
             generated: true,
         })
     }

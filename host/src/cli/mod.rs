@@ -192,12 +192,12 @@ struct InferArgs {
     /// Only accept quotes in this currency (`--network`).
     #[arg(long)]
     currency: Option<String>,
-    /// Require a zk proof of the result (`groth16`), verified before it is
+    /// Require a zk proof of the result (`groth16` or `groth16-baked`), verified before it is
     /// accepted (`--network`; only providers that advertise it are used).
     #[arg(long)]
     proof: Option<String>,
     /// Verification policy (`--network`): `none`, `replicate(K)`,
-    /// `spot-check(P)` or `proof(groth16)`; default: the config's
+    /// `spot-check(P)` or `proof(groth16)` / `proof(groth16-baked)`; default: the config's
     /// `[verify] policy`.
     #[arg(long, value_parser = parse_policy)]
     verify: Option<infernet_host::sdk::VerifyPolicy>,

@@ -23,6 +23,12 @@ pub enum ZkCommand {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Keys for the baked-weights circuit (weights as constants: one key
+        /// per model, proofs many times faster; providers configure
+        /// `proof = "groth16-baked"`) instead of committed weights (one key
+        /// per shape, `proof = "groth16"`).
+        #[arg(long)]
+        baked: bool,
     },
     /// Check a key bundle (signature, verifying key, proving key file) and
     /// print what it vouches for; with --publisher, that it is by that key.
@@ -37,7 +43,12 @@ pub enum ZkCommand {
 
 pub fn run(cmd: ZkCommand) -> Result<()> {
     match cmd {
-        ZkCommand::Setup { model, key, out } => {
+        ZkCommand::Setup {
+            model,
+            key,
+            out,
+            baked,
+        } => {
             let key = super::plugin::read_key(&key)?;
             let mlp = QuantizedMlp::from_model_dir(&model).with_context(|| {
                 format!(
@@ -48,14 +59,21 @@ pub fn run(cmd: ZkCommand) -> Result<()> {
             let shape = MlpShape::of(&mlp, InputMode::Public)?;
             let commitment = fr_to_hex(&commit_model(&mlp)?);
             let started = std::time::Instant::now();
-            let what = format!("Groth16 setup for dims {:?}", shape.dims);
+            let (system, kind) = match baked {
+                true => (infernet_verifier::baked::SYSTEM, "baked-weights"),
+                false => (infernet_verifier::GROTH16_SYSTEM, "committed-weights"),
+            };
+            let what = format!("Groth16 {kind} setup for dims {:?}", shape.dims);
             let bar = super::progress::spinner(what.clone(), false);
             if bar.is_hidden() {
                 eprintln!("running the {what}…");
             }
-            let (pk, _vk) = groth16::setup(&shape, &mut rand::rngs::OsRng)?;
+            let (pk, _vk) = match baked {
+                true => infernet_verifier::baked::setup(&mlp, &mut rand::rngs::OsRng)?,
+                false => groth16::setup(&shape, &mut rand::rngs::OsRng)?,
+            };
             bar.set_message("writing the signed key bundle");
-            let (path, bundle) = KeyBundle::write(&out, &commitment, &shape, &pk, &key)?;
+            let (path, bundle) = KeyBundle::write(&out, system, &commitment, &shape, &pk, &key)?;
             bar.finish_and_clear();
             println!("bundle {}", path.display());
             println!("model_commitment {}", bundle.statement.model_commitment);

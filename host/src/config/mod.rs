@@ -167,7 +167,7 @@ fn default_stake_currency() -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct VerifyConfig {
     /// Policy of a job whose options name none: `none` (default),
-    /// `replicate(K)`, `spot-check(P)` or `proof(groth16)`.
+    /// `replicate(K)`, `spot-check(P)` or `proof(groth16)` or `proof(groth16-baked)`.
     #[serde(deserialize_with = "verify_policy")]
     pub policy: VerifyPolicy,
     /// Peer ids of the referees a disagreement between replicas is taken
@@ -517,7 +517,9 @@ pub struct ModelConfig {
     /// optionally), or a `.gguf` file.
     pub path: PathBuf,
     /// Proof system this node proves the model's results in, on request:
-    /// only `"groth16"` (quantized-MLP model dirs only; checked at start).
+    /// `"groth16"` (committed weights, a key per shape) or `"groth16-baked"`
+    /// (weights as circuit constants, a key per model; much faster proofs).
+    /// Quantized MLP/CNN model dirs only; checked at start.
     #[serde(default)]
     pub proof: Option<String>,
     /// The model publisher's key bundle (`<stem>.keys.json` from `infernet
@@ -529,7 +531,16 @@ pub struct ModelConfig {
 }
 
 /// The proof systems `[[backend.models]] proof` accepts.
-pub const PROOF_SYSTEMS: &[&str] = &["groth16"];
+pub const PROOF_SYSTEMS: &[&str] = &["groth16", "groth16-baked"];
+
+/// The system name a proof system's envelopes and key statements carry.
+pub fn envelope_system(proof: &str) -> Option<&'static str> {
+    match proof {
+        "groth16" => Some(infernet_verifier::GROTH16_SYSTEM),
+        "groth16-baked" => Some(infernet_verifier::baked::SYSTEM),
+        _ => None,
+    }
+}
 
 /// `[[payment]]`
 #[derive(Debug, Clone, Deserialize)]

@@ -57,7 +57,7 @@ impl FromStr for VerifyPolicy {
             Some((n, rest)) => (n.trim(), Some(rest.trim().trim_end_matches(')').trim())),
             None => (s, None),
         };
-        let usage = "expected `none`, `replicate(K)` with 2 <= K <= 8, `spot-check(P)` with 0 < P <= 1, or `proof(groth16)`";
+        let usage = "expected `none`, `replicate(K)` with 2 <= K <= 8, `spot-check(P)` with 0 < P <= 1, or `proof(groth16)` / `proof(groth16-baked)`";
         match (name, arg) {
             ("none", None) => Ok(VerifyPolicy::None),
             ("replicate", Some(k)) => match k.parse::<u32>() {
@@ -71,7 +71,9 @@ impl FromStr for VerifyPolicy {
                 _ => Err(format!("`{s}`: the probability must be in (0, 1]; {usage}")),
             },
             ("proof", None) => Ok(VerifyPolicy::Proof("groth16".into())),
-            ("proof", Some(sys)) if sys == "groth16" => Ok(VerifyPolicy::Proof(sys.into())),
+            ("proof", Some(sys)) if super::PROOF_SYSTEMS.contains(&sys) => {
+                Ok(VerifyPolicy::Proof(sys.into()))
+            }
             _ => Err(format!("unknown verification policy `{s}`: {usage}")),
         }
     }
@@ -103,6 +105,10 @@ mod tests {
             ("replicate:3", VerifyPolicy::Replicate(3)),
             ("spot-check(0.1)", VerifyPolicy::SpotCheck(0.1)),
             ("proof", VerifyPolicy::Proof("groth16".into())),
+            (
+                "proof(groth16-baked)",
+                VerifyPolicy::Proof("groth16-baked".into()),
+            ),
         ] {
             let parsed: VerifyPolicy = text.parse().unwrap();
             assert_eq!(parsed, p, "{text}");

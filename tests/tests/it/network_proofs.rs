@@ -867,3 +867,171 @@ async fn a_cnn_is_proved_over_the_network() {
     client.shutdown().await;
     p.shutdown().await;
 }
+
+/// Baked-weights proofs in the job flow (`proof = "groth16-baked"`): a
+/// publisher signs the model's baked key (`infernet zk setup --baked`), a
+/// provider proves with it, a client that pins the publisher gets verified
+/// results; a tampered proof is refused; a baked bundle is refused for a
+/// committed-weights model at start, and a committed-weights proof is not
+/// offered for a baked one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn baked_weight_proofs_are_published_proved_and_verified() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let (model, q) = digits();
+    let key = root.join("publisher.key");
+    infernet(&["plugin", "keygen", "--out", key.to_str().unwrap()]);
+    let publisher = std::fs::read_to_string(root.join("publisher.key.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let model_dir = q.mlp.write_model_dir(root.join("digits-model")).unwrap();
+    let keys_dir = root.join("keys");
+    let out = {
+        let args = [
+            "zk",
+            "setup",
+            "--model",
+            model_dir.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            keys_dir.to_str().unwrap(),
+            "--baked",
+        ];
+        infernet(&args)
+    };
+    let line = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("no `{k}` in {out}"))
+            .to_string()
+    };
+    let (bundle, vk_id) = (line("bundle"), line("vk_id"));
+    assert!(bundle.ends_with("-baked.keys.json"), "{bundle}");
+
+    // A baked bundle for a committed-weights model: refused at start.
+    let wrong = mlp_node_toml(
+        root,
+        "wrong",
+        &q,
+        &format!("proof = \"groth16\"\nproof_keys = {bundle:?}"),
+        &[],
+    );
+    let e = Node::from_config(&Config::load(&wrong).unwrap())
+        .err()
+        .expect("a baked bundle for a committed-weights model")
+        .to_string();
+    assert!(
+        e.contains("`groth16-bn254-baked` keys") && e.contains("proof = \"groth16\""),
+        "{e}"
+    );
+
+    let p = start(&mlp_node_toml(
+        root,
+        "provider",
+        &q,
+        &format!("proof = \"groth16-baked\"\nproof_keys = {bundle:?}"),
+        &[],
+    ))
+    .await;
+    let advert = p.node().unwrap().prover("digits").unwrap().advert.clone();
+    assert_eq!(advert.system, "groth16-baked");
+    assert_eq!(advert.vk_id, vk_id);
+    assert_eq!(advert.publisher.as_deref(), Some(publisher.as_str()));
+    let boot = vec![p.dialable_addrs().await.unwrap()[0].to_string()];
+    let client = start(&client_toml(
+        root,
+        "client",
+        &boot,
+        &format!(
+            "[client]\ndiscovery_timeout_ms = 1500\n[client.proof_pins.digits]\npublisher = {publisher:?}\n"
+        ),
+    ))
+    .await;
+    let baked = || InferOptions {
+        proof: Some("groth16-baked".into()),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !client
+        .network()
+        .adverts()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.proof_for("digits", "groth16-baked") == Some(&advert))
+    {
+        assert!(Instant::now() < deadline, "no advert with a baked key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check_pin(
+        "digits",
+        &advert,
+        &ProofPin {
+            publisher: Some(publisher.clone()),
+            vk_id: None,
+        },
+    )
+    .unwrap();
+
+    let x = q.input_from_pixels(&model.test.x[4]);
+    let out = client
+        .submit("digits", input_bytes(&x), baked())
+        .await
+        .unwrap();
+    assert_eq!(logits(&out.output), q.mlp.forward(&x).unwrap());
+    let proof = out.proof.clone().expect("a proof is attached");
+    let envelope: serde_json::Value = serde_json::from_slice(&proof.envelope).unwrap();
+    assert_eq!(envelope["system"], infernet_verifier::baked::SYSTEM);
+    let checked = verify_proof(
+        "groth16-baked",
+        &advert,
+        &input_bytes(&x),
+        &out.output,
+        &out.signed,
+        &proof,
+    )
+    .unwrap();
+    assert_eq!(checked, vk_id);
+    // The committed-weights verifier does not take a baked proof.
+    let mut as_committed = advert.clone();
+    as_committed.system = "groth16".into();
+    let mut relabelled = proof.value().clone();
+    relabelled.system = "groth16".into();
+    let e = verify_proof(
+        "groth16",
+        &as_committed,
+        &input_bytes(&x),
+        &out.output,
+        &out.signed,
+        &Encoded::new(relabelled).unwrap(),
+    )
+    .unwrap_err();
+    assert!(!e.is_empty());
+    let rec = client.store().jobs().get(&out.job_id).unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Settled);
+
+    // No committed-weights proof for this model here.
+    let e = client
+        .submit("digits", input_bytes(&x), groth16())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("groth16"), "{e}");
+
+    // A tampered baked proof is refused and the job fails.
+    p.provider().unwrap().tamper_proofs_for_tests(true);
+    let err = client
+        .submit("digits", input_bytes(&x), baked())
+        .await
+        .unwrap_err();
+    let ClientError::ProofRejected { reason, .. } = &err else {
+        panic!("expected a proof rejection, got {err}")
+    };
+    assert!(
+        reason.contains("groth16-baked verification failed"),
+        "{reason}"
+    );
+    client.shutdown().await;
+    p.shutdown().await;
+}

@@ -368,3 +368,26 @@ fn another_models_key_rejects_the_proof() {
     let wrong = BakedProver::new(q.mlp.clone(), pk_b).unwrap();
     assert!(wrong.prove(&x).is_err());
 }
+
+/// Baked keys are cached per model beside (not instead of) the
+/// committed-weights keys, and the cached key proves.
+#[test]
+fn baked_keys_are_cached_per_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = infernet_verifier::KeyCache::new(dir.path());
+    let (m, q) = model();
+    let mut rng = StdRng::seed_from_u64(21);
+    let first = cache.get_or_setup_baked(&q.mlp, &mut rng).unwrap();
+    assert!(first.generated);
+    let again = cache.get_or_setup_baked(&q.mlp, &mut rng).unwrap();
+    assert!(!again.generated, "the second call reads the cache");
+    assert_eq!(again.vk_id, first.vk_id);
+    assert!(cache.load(&q.mlp, InputMode::Public).unwrap().is_none());
+    let p = BakedProver::new(q.mlp.clone(), again.pk).unwrap();
+    let x = q.input_from_pixels(&m.test.x[0]);
+    let proved = p.prove_with_rng(&x, &mut rng).unwrap();
+    p.verifier()
+        .unwrap()
+        .verify(&proved.envelope, &statement(&p, &x, &proved.output))
+        .unwrap();
+}

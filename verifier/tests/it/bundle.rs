@@ -109,7 +109,15 @@ fn a_key_bundle_loads_intact_and_is_refused_when_anything_is_swapped() {
     let key = SigningKey::from_bytes(&[7; 32]);
     let other = SigningKey::from_bytes(&[9; 32]);
     let dir = tempfile::tempdir().unwrap();
-    let (path, bundle) = KeyBundle::write(dir.path(), &commitment, &shape, &pk, &key).unwrap();
+    let (path, bundle) = KeyBundle::write(
+        dir.path(),
+        infernet_verifier::GROTH16_SYSTEM,
+        &commitment,
+        &shape,
+        &pk,
+        &key,
+    )
+    .unwrap();
     assert_eq!(bundle.statement.vk_id, vk_id(&pk.vk).unwrap());
     assert_eq!(bundle.statement.model_commitment, commitment);
     let loaded = KeyBundle::load(&path, Some(&bundle.publisher)).unwrap();

@@ -115,7 +115,11 @@ pub fn check_pin(
             ));
         }
         let statement = infernet_verifier::KeyStatement {
-            system: infernet_verifier::GROTH16_SYSTEM.into(),
+            system: crate::config::envelope_system(&advert.system)
+                .ok_or_else(|| {
+                    format!("model `{model}`: unknown proof system `{}`", advert.system)
+                })?
+                .into(),
             model_commitment: advert.model_commitment.to_ascii_lowercase(),
             dims: advert.dims.clone(),
             shifts: advert.shifts.clone(),
@@ -163,10 +167,14 @@ pub fn verify_proof(
     signed: &SignedResult,
     proof: &Encoded<ProofAttachment>,
 ) -> Result<String, String> {
+    use infernet_verifier::baked::BakedVerifier;
     use infernet_verifier::{
         Groth16Verifier, InputClaim, InputMode, MlpShape, ProofEnvelope, ProofVerifier, Statement,
     };
-    if system != "groth16" || expect.system != system || proof.system != system {
+    if crate::config::envelope_system(system).is_none()
+        || expect.system != system
+        || proof.system != system
+    {
         return Err(format!(
             "proof system `{}` (advertised `{}`), asked for `{system}`",
             proof.system, expect.system
@@ -183,8 +191,16 @@ pub fn verify_proof(
         // bound by the model commitment and the verifying key.
         convs: Vec::new(),
     };
-    let verifier = Groth16Verifier::from_vk_bytes(shape, &proof.vk)
-        .map_err(|e| format!("verifying key: {e}"))?;
+    let verifier: Box<dyn ProofVerifier> = match system {
+        "groth16-baked" => Box::new(
+            BakedVerifier::from_vk_bytes(shape, &expect.model_commitment, &proof.vk)
+                .map_err(|e| format!("verifying key: {e}"))?,
+        ),
+        _ => Box::new(
+            Groth16Verifier::from_vk_bytes(shape, &proof.vk)
+                .map_err(|e| format!("verifying key: {e}"))?,
+        ),
+    };
     if verifier.vk_id() != expect.vk_id {
         return Err(format!(
             "verifying key {} is not the advertised {}",
@@ -201,7 +217,7 @@ pub fn verify_proof(
         ));
     }
     let WireInput::Bytes(x) = input else {
-        return Err("groth16 proofs are about bytes (int8) inputs".into());
+        return Err(format!("{system} proofs are about bytes (int8) inputs"));
     };
     let matches = match output {
         WireOutput::Bytes(b) => {
@@ -225,6 +241,6 @@ pub fn verify_proof(
     };
     verifier
         .verify(&envelope, &statement)
-        .map_err(|e| format!("groth16 verification failed: {e}"))?;
+        .map_err(|e| format!("{system} verification failed: {e}"))?;
     Ok(verifier.vk_id().to_string())
 }

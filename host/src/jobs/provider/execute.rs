@@ -33,9 +33,9 @@ impl Inner {
             .prover(&job.model)
             .ok_or_else(|| ProviderError::ProofUnavailable(job.model.clone()))?;
         let JobInput::Bytes(bytes) = &job.input else {
-            return Err(ProviderError::Proof(
-                "groth16 proofs need a bytes input (int8 values)".into(),
-            ));
+            return Err(ProviderError::Proof(format!(
+                "{system} proofs need a bytes input (int8 values)"
+            )));
         };
         let x: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
         let prover = &proved_model.prover;
@@ -43,7 +43,7 @@ impl Inner {
         let proved = prover
             .prove(&x)
             .map_err(|e| ProviderError::Proof(e.to_string()))?;
-        tracing::info!(job = %job.id, prove_ms = started.elapsed().as_millis() as u64, "groth16 proof");
+        tracing::info!(job = %job.id, system, prove_ms = started.elapsed().as_millis() as u64, "proof");
         let matches = match output {
             WireOutput::Bytes(b) => decode_logits(b).as_deref() == Some(&proved.output[..]),
             WireOutput::Classes(c) => {
@@ -66,13 +66,11 @@ impl Inner {
                 *b ^= 0x01;
             }
         }
-        let vk = infernet_verifier::groth16::vk_bytes(prover.vk())
-            .map_err(|e| ProviderError::Proof(e.to_string()))?;
         Ok(ProofAttachment {
             system: system.to_string(),
             envelope: serde_json::to_vec(&envelope)
                 .map_err(|e| ProviderError::Proof(e.to_string()))?,
-            vk,
+            vk: proved_model.vk.clone(),
             logits: proved.output,
         })
     }

@@ -39,7 +39,6 @@ use crate::worlds::backend::{JobInput, JobOutput, JobRequest};
 use crate::worlds::backend::{ProgressEvent, ProgressSink};
 use crate::worlds::pricing::QuoteRequest;
 use execute::stored_outcome;
-use infernet_verifier::Prover;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
