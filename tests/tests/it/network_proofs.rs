@@ -88,6 +88,64 @@ fn groth16() -> InferOptions {
     }
 }
 
+/// Waits until `client` holds `advert` as `digits`' entry for `system`.
+async fn wait_for_proof_advert(client: &Infernet, system: &str, advert: &ProofAdvert) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !client
+        .network()
+        .adverts()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.proof_for("digits", system) == Some(advert))
+    {
+        assert!(Instant::now() < deadline, "no advert with a {system} key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client config pinning `publisher` for `digits`.
+fn pinned(publisher: &str) -> String {
+    format!(
+        "[client]\ndiscovery_timeout_ms = 1500\n[client.proof_pins.digits]\npublisher = {publisher:?}\n"
+    )
+}
+
+/// A model publisher: a fresh key, and `infernet zk setup` (with `extra`
+/// arguments) for `model_dir` into `<root>/keys`. `(publisher, bundle,
+/// vk_id)`.
+fn publish(root: &Path, model_dir: &Path, extra: &[&str]) -> (String, String, String) {
+    let key = root.join("publisher.key");
+    if !key.exists() {
+        infernet(&["plugin", "keygen", "--out", key.to_str().unwrap()]);
+    }
+    let publisher = std::fs::read_to_string(root.join("publisher.key.pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let keys = root.join("keys");
+    let mut args = vec![
+        "zk",
+        "setup",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        keys.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let out = infernet(&args);
+    let line = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("no `{k}` in {out}"))
+            .to_string()
+    };
+    assert_eq!(line("publisher"), publisher);
+    (publisher, line("bundle"), line("vk_id"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
     let root = tempfile::tempdir().unwrap();
@@ -130,18 +188,7 @@ async fn proved_jobs_verify_bad_proofs_fail_and_keys_are_cached() {
     ))
     .await;
     // Wait until the client holds the provider's advert with its proof entry.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let adverts = client.network().adverts().await.unwrap();
-        if adverts
-            .iter()
-            .any(|a| a.proof_for("digits", "groth16") == Some(&advert))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no advert with a groth16 key");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_proof_advert(&client, "groth16", &advert).await;
 
     // A proved job: the logits of the exact integer model, a proof that
     // verifies, and `verified` between `delivered` and `settled`.
@@ -666,31 +713,8 @@ async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
     let root = root.path();
     let (model, q) = digits();
     // The publisher: a key, and the setup for the model, signed.
-    let key = root.join("publisher.key");
-    infernet(&["plugin", "keygen", "--out", key.to_str().unwrap()]);
-    let publisher = std::fs::read_to_string(root.join("publisher.key.pub"))
-        .unwrap()
-        .trim()
-        .to_string();
     let model_dir = q.mlp.write_model_dir(root.join("digits-model")).unwrap();
-    let out = infernet(&[
-        "zk",
-        "setup",
-        "--model",
-        model_dir.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--out",
-        root.join("keys").to_str().unwrap(),
-    ]);
-    let line = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} ")))
-            .unwrap_or_else(|| panic!("no `{k}` in {out}"))
-            .to_string()
-    };
-    let (bundle, vk_id) = (line("bundle"), line("vk_id"));
-    assert_eq!(line("publisher"), publisher);
+    let (publisher, bundle, vk_id) = publish(root, &model_dir, &[]);
     let checked = infernet(&["zk", "check", &bundle, "--publisher", &publisher]);
     assert!(checked.contains(&vk_id), "{checked}");
 
@@ -721,15 +745,7 @@ async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
         .vk_id
         .clone();
     assert_ne!(own_vk, vk_id);
-    let client = start(&client_toml(
-        root,
-        "client",
-        &boot,
-        &format!(
-            "[client]\ndiscovery_timeout_ms = 1500\n[client.proof_pins.digits]\npublisher = {publisher:?}\n"
-        ),
-    ))
-    .await;
+    let client = start(&client_toml(root, "client", &boot, &pinned(&publisher))).await;
     let adverts = provers(&client, 2).await;
     let theirs = adverts.iter().find(|a| a.vk_id == own_vk).unwrap();
     let vouched_advert = adverts.iter().find(|a| a.vk_id == vk_id).unwrap();
@@ -776,15 +792,7 @@ async fn a_client_that_pins_the_publisher_takes_proofs_only_under_its_keys() {
     vouched.shutdown().await;
     client.shutdown().await;
     let own_addr = vec![own.dialable_addrs().await.unwrap()[0].to_string()];
-    let late = start(&client_toml(
-        root,
-        "late",
-        &own_addr,
-        &format!(
-            "[client]\ndiscovery_timeout_ms = 1500\n[client.proof_pins.digits]\npublisher = {publisher:?}\n"
-        ),
-    ))
-    .await;
+    let late = start(&client_toml(root, "late", &own_addr, &pinned(&publisher))).await;
     provers(&late, 1).await;
     let e = late
         .submit("digits", input_bytes(&x), groth16())
@@ -822,18 +830,7 @@ async fn a_cnn_is_proved_over_the_network() {
         "[client]\ndiscovery_timeout_ms = 1500\n",
     ))
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client
-        .network()
-        .adverts()
-        .await
-        .unwrap()
-        .iter()
-        .any(|a| a.proof_for("digits", "groth16") == Some(&advert))
-    {
-        assert!(Instant::now() < deadline, "no advert with a groth16 key");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_proof_advert(&client, "groth16", &advert).await;
     for i in [0, 7] {
         let x = q.input_from_pixels(&m.test.x[i]);
         let out = client
@@ -879,35 +876,8 @@ async fn baked_weight_proofs_are_published_proved_and_verified() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let (model, q) = digits();
-    let key = root.join("publisher.key");
-    infernet(&["plugin", "keygen", "--out", key.to_str().unwrap()]);
-    let publisher = std::fs::read_to_string(root.join("publisher.key.pub"))
-        .unwrap()
-        .trim()
-        .to_string();
     let model_dir = q.mlp.write_model_dir(root.join("digits-model")).unwrap();
-    let keys_dir = root.join("keys");
-    let out = {
-        let args = [
-            "zk",
-            "setup",
-            "--model",
-            model_dir.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--out",
-            keys_dir.to_str().unwrap(),
-            "--baked",
-        ];
-        infernet(&args)
-    };
-    let line = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} ")))
-            .unwrap_or_else(|| panic!("no `{k}` in {out}"))
-            .to_string()
-    };
-    let (bundle, vk_id) = (line("bundle"), line("vk_id"));
+    let (publisher, bundle, vk_id) = publish(root, &model_dir, &["--baked"]);
     assert!(bundle.ends_with("-baked.keys.json"), "{bundle}");
 
     // A baked bundle for a committed-weights model: refused at start.
@@ -940,31 +910,12 @@ async fn baked_weight_proofs_are_published_proved_and_verified() {
     assert_eq!(advert.vk_id, vk_id);
     assert_eq!(advert.publisher.as_deref(), Some(publisher.as_str()));
     let boot = vec![p.dialable_addrs().await.unwrap()[0].to_string()];
-    let client = start(&client_toml(
-        root,
-        "client",
-        &boot,
-        &format!(
-            "[client]\ndiscovery_timeout_ms = 1500\n[client.proof_pins.digits]\npublisher = {publisher:?}\n"
-        ),
-    ))
-    .await;
+    let client = start(&client_toml(root, "client", &boot, &pinned(&publisher))).await;
     let baked = || InferOptions {
         proof: Some("groth16-baked".into()),
         ..Default::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client
-        .network()
-        .adverts()
-        .await
-        .unwrap()
-        .iter()
-        .any(|a| a.proof_for("digits", "groth16-baked") == Some(&advert))
-    {
-        assert!(Instant::now() < deadline, "no advert with a baked key");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_proof_advert(&client, "groth16-baked", &advert).await;
     check_pin(
         "digits",
         &advert,
