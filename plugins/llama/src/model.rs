@@ -239,9 +239,19 @@ impl Llama {
         } else {
             &self.blocks[..]
         };
+        // The rotary tables of these positions, once for every layer.
+        let rope = (
+            self.cos.narrow(0, index_pos, seq_len)?,
+            self.sin.narrow(0, index_pos, seq_len)?,
+        );
         for (block_idx, block) in blocks.iter().enumerate() {
+            let at = Position {
+                index_pos,
+                block_idx,
+                rope: &rope,
+            };
             x = self
-                .block(&x, block, index_pos, block_idx, cache)
+                .block(&x, block, &at, cache)
                 .with_context(|| format!("layer {block_idx}"))?;
         }
         // rms_norm is row-wise, so normalising only the last position is the
@@ -264,15 +274,13 @@ impl Llama {
         &self,
         x: &Tensor,
         block: &Block,
-        index_pos: usize,
-        block_idx: usize,
+        at: &Position,
         cache: &mut KvCache,
     ) -> Result<Tensor, Error> {
+        let block_idx = at.block_idx;
         let residual = x;
         let h = x.rms_norm(&block.input_layernorm, self.eps())?;
-        let x = self
-            .attention(&h, block, index_pos, block_idx, cache)?
-            .add(residual)?;
+        let x = self.attention(&h, block, at, cache)?.add(residual)?;
         let residual = &x;
         let h = x.rms_norm(&block.post_attention_layernorm, self.eps())?;
         let h = block
@@ -293,10 +301,10 @@ impl Llama {
         &self,
         x: &Tensor,
         block: &Block,
-        index_pos: usize,
-        block_idx: usize,
+        at: &Position,
         cache: &mut KvCache,
     ) -> Result<Tensor, Error> {
+        let (index_pos, block_idx) = (at.index_pos, at.block_idx);
         let cfg = &self.cfg;
         let (b, seq_len) = (1, x.dim(1));
         let (n_heads, n_kv, head_dim) = (
@@ -308,24 +316,27 @@ impl Llama {
         let q = block.q_proj.forward(x, block.q_bias.as_ref())?;
         let k = block.k_proj.forward(x, block.k_bias.as_ref())?;
         let v = block.v_proj.forward(x, block.v_bias.as_ref())?;
-        let q = q
-            .reshape(&[b, seq_len, n_heads, head_dim])?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = k
-            .reshape(&[b, seq_len, n_kv, head_dim])?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = v.reshape(&[b, seq_len, n_kv, head_dim])?.transpose(1, 2)?;
+        // `[b, seq, heads, dim]` -> `[b, heads, seq, dim]`. One position
+        // (a decode step) is already in that order: a reshape, no copy, and
+        // three host calls fewer per tensor.
+        // Every one is contiguous, so the cache and the matmuls below need
+        // no copy of their own.
+        let heads_first = |t: Tensor, heads: usize| -> Result<Tensor, Error> {
+            if seq_len == 1 {
+                return t.reshape(&[b, heads, 1, head_dim]);
+            }
+            t.reshape(&[b, seq_len, heads, head_dim])?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = heads_first(q, n_heads)?;
+        let k = heads_first(k, n_kv)?;
+        let v = heads_first(v, n_kv)?;
 
-        let cos = self.cos.narrow(0, index_pos, seq_len)?;
-        let sin = self.sin.narrow(0, index_pos, seq_len)?;
+        let (cos, sin) = at.rope;
         let (q, k) = match cfg.layout {
-            Layout::Hf => (q.rope(&cos, &sin)?, k.rope(&cos, &sin)?),
-            Layout::Gguf => (
-                q.rope_interleaved(&cos, &sin)?,
-                k.rope_interleaved(&cos, &sin)?,
-            ),
+            Layout::Hf => (q.rope(cos, sin)?, k.rope(cos, sin)?),
+            Layout::Gguf => (q.rope_interleaved(cos, sin)?, k.rope_interleaved(cos, sin)?),
         };
 
         let (k, v) = cache.append(block_idx, k, v)?;
@@ -363,12 +374,24 @@ impl Llama {
         // sliding window: candle-transformers 0.11.1's mistral does (the
         // reference), Hugging Face does not (see `LlamaConfig::sliding_window`).
         let att = att.softmax_last_dim()?;
-        let y = cast(att.matmul(&v.contiguous()?)?, in_dtype)?;
-        let y = y
-            .transpose(1, 2)?
-            .reshape(&[b, seq_len, n_heads * head_dim])?;
+        // `v` is contiguous: from `heads_first`, the cache or `repeat_kv`.
+        let y = cast(att.matmul(v)?, in_dtype)?;
+        let y = match seq_len {
+            1 => y.reshape(&[b, 1, n_heads * head_dim])?,
+            _ => y
+                .transpose(1, 2)?
+                .reshape(&[b, seq_len, n_heads * head_dim])?,
+        };
         block.o_proj.forward(&y, None)
     }
+}
+
+/// Where a layer runs: the first position, the layer, and the rotary
+/// tables of the positions (shared by every layer of one forward pass).
+struct Position<'a> {
+    index_pos: usize,
+    block_idx: usize,
+    rope: &'a (Tensor, Tensor),
 }
 
 /// The `[n, n]` u8 prompt mask of a sliding window, 1 where attention is
