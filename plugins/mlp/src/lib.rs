@@ -29,6 +29,11 @@ struct Layer {
     conv: Option<Conv>,
 }
 
+/// Largest layer input, output or kernel-row length (the verifier's).
+const MAX_WIDTH: usize = 1 << 16;
+/// Largest im2col gather table, in ids.
+const MAX_GATHER: usize = 1 << 24;
+
 /// A convolution as im2col: `ids[p * fan_in + col]` is the activation
 /// under column `col` of output position `p`, or `in_len` (the zero row)
 /// in the padding.
@@ -80,6 +85,13 @@ impl ConvSpec {
         let (oh, ow) = self.out_hw()?;
         let (k, in_len) = (self.kernel, self.in_channels * self.in_h * self.in_w);
         let fan_in = self.in_channels * k * k;
+        // The verifier's limits (`quant::MAX_WIDTH`), and a gather table of
+        // at most 2^24 ids (64 MiB): a config cannot make the plugin
+        // allocate without bound.
+        let widths = [in_len, fan_in, self.out_channels * oh * ow];
+        if widths.iter().any(|&w| w > MAX_WIDTH) || oh * ow * fan_in > MAX_GATHER {
+            return None;
+        }
         let mut ids = Vec::with_capacity(oh * ow * fan_in);
         for y in 0..oh {
             for x in 0..ow {

@@ -130,3 +130,30 @@ fn class_output_and_bad_input() {
     let err = node.run(&bad, None).unwrap_err();
     assert!(err.to_string().contains("expects 64"), "{err}");
 }
+
+/// A config whose convolution would need an enormous im2col table is
+/// refused with a clear error, not by running the plugin out of memory.
+#[test]
+fn an_oversized_convolution_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = random_cnn(1).write_model_dir(dir.path().join("m")).unwrap();
+    let cfg_path = model_dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["convs"][0] = serde_json::json!({
+        "in_channels": 256, "in_h": 256, "in_w": 256, "out_channels": 1,
+        "kernel": 128, "stride": 1, "padding": 127,
+    });
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let pkg = pack_plugin("mlp", PluginKind::Backend, dir.path());
+    let cfg = write_backend_config(dir.path(), &pkg, &[("big", &model_dir)], "");
+    let node = Node::from_config(&Config::load(&cfg).unwrap()).unwrap();
+    let job = JobRequest {
+        id: "big".into(),
+        model: "big".into(),
+        input: JobInput::Bytes(vec![0; 4]),
+        params: vec![],
+    };
+    let err = node.run(&job, None).unwrap_err().to_string();
+    assert!(err.contains("oversized geometry"), "{err}");
+}
