@@ -208,6 +208,10 @@ expect_error(402, lambda: client.completions.create(model="tiny-llama", prompt="
              code="over_budget", contains="cheapest")
 expect_error(402, lambda: client.chat.completions.create(model="tiny-llama", messages=msgs, stream=True,
                                                            extra_body=over), code="over_budget")
+# Providers exist but none can serve the job as asked (no prover of the model): 503.
+unproved = {"infernet": {"verify": "proof(groth16)"}}
+expect_error(503, lambda: client.completions.create(model="tiny-llama", prompt="x", extra_body=unproved),
+             code="no_provider_available", contains="groth16")
 # Network options as headers, for clients that cannot add body fields.
 by_header = client.with_options(default_headers={"x-infernet-max-budget": "0.000001"})
 expect_error(402, lambda: by_header.completions.create(model="tiny-llama", prompt="x"), code="over_budget")
