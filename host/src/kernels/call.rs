@@ -94,6 +94,11 @@ pub enum Op {
     MaskedFill {
         value: f32,
     },
+    /// Scaled dot-product attention (q, k, v, then the mask if `mask`).
+    Attention {
+        scale: f64,
+        mask: bool,
+    },
 }
 
 /// A dtype by the name traces use.
@@ -141,6 +146,7 @@ impl Op {
             Op::Reduce { .. } => "reduce",
             Op::ToDtype { .. } => "to-dtype",
             Op::MaskedFill { .. } => "masked-fill",
+            Op::Attention { .. } => "attention",
         }
     }
 
@@ -182,6 +188,7 @@ impl Op {
             | Op::MaskedFill { .. } => 2,
             Op::Rope | Op::RopeInterleaved | Op::LayerNorm { .. } => 3,
             Op::Linear { bias } => 2 + usize::from(*bias),
+            Op::Attention { mask, .. } => 3 + usize::from(*mask),
             Op::Cat { .. } => return None,
             _ => 1,
         })
@@ -234,7 +241,11 @@ impl Op {
     pub fn commits_values(&self) -> bool {
         matches!(
             self,
-            Op::Matmul | Op::Linear { .. } | Op::Qlinear | Op::FromData { .. }
+            Op::Matmul
+                | Op::Linear { .. }
+                | Op::Qlinear
+                | Op::Attention { .. }
+                | Op::FromData { .. }
         )
     }
 
@@ -289,6 +300,9 @@ impl Op {
             Op::Reduce { f, dim, keepdim } => ctx.reduce(*f, arg(0), *dim, *keepdim),
             Op::ToDtype { dtype } => ctx.to_dtype(arg(0), parse_dtype(dtype)?),
             Op::MaskedFill { value } => ctx.masked_fill(arg(0), arg(1), *value),
+            Op::Attention { scale, mask } => {
+                ctx.attention(arg(0), arg(1), arg(2), mask.then(|| arg(3)), *scale)
+            }
         }
     }
 }
@@ -320,6 +334,10 @@ mod tests {
             },
             Op::Binary { f: BinaryOp::Div },
             Op::Linear { bias: true },
+            Op::Attention {
+                scale: 1.0 / 8f64.sqrt(),
+                mask: true,
+            },
         ];
         for op in ops {
             assert_eq!(Op::parse(op.name(), &op.params()).unwrap(), op);

@@ -272,7 +272,127 @@ pub fn cat(xs: &[Tensor], dim: u32) -> Result<Cost, KernelError> {
         .map(|t| t.dims().get(d).copied().unwrap_or(0))
         .fold(0usize, usize::saturating_add);
     let dims = resized(first, dim, len)?;
-    Ok(Cost::elementwise(dims, first.dtype(), SIMPLE))
+    let out = Cost::elementwise(dims, first.dtype(), SIMPLE);
+    // Along an inner dim with a strided input candle's result is strided
+    // too; the kernel then copies it once more to hand back a contiguous one.
+    let strided = d != 0 && xs.iter().any(|t| !t.is_contiguous());
+    Ok(match strided {
+        true => {
+            let copy = out.out_bytes();
+            let elems = out.elems();
+            out.with_scratch(copy).with_work(elems)
+        }
+        false => out,
+    })
+}
+
+/// The shapes of one `attention` call, checked: `q` `[b, heads, s, d]`,
+/// `k` `[b, kv_heads, t, d]`, `v` `[b, kv_heads, t, dv]`.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionDims {
+    /// Batch.
+    pub b: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (`heads` is a multiple of it).
+    pub kv_heads: usize,
+    /// Query positions.
+    pub s: usize,
+    /// Key positions.
+    pub t: usize,
+    /// Query/key width.
+    pub d: usize,
+    /// Value width.
+    pub dv: usize,
+}
+
+/// Checks `attention`'s operands (rank, matching dims, one float dtype, a
+/// mask of an integer dtype that broadcasts to the scores) and works out
+/// its cost: the result, and as temporaries the repeated keys and values
+/// (grouped-query) and the scores, masked scores and probabilities.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<(AttentionDims, Cost), KernelError> {
+    let bad = |m: String| Err(KernelError::Invalid(format!("attention: {m}")));
+    let (qd, kd, vd) = (q.dims(), k.dims(), v.dims());
+    let ([b, heads, s, d], [kb, kv_heads, t, kd2], [vb, vh, vt, dv]) = (qd, kd, vd) else {
+        return bad(format!(
+            "q, k and v must be rank 4 ([b, heads, positions, width]), got {qd:?}, {kd:?}, {vd:?}"
+        ));
+    };
+    let (b, heads, s, d, kv_heads, t, dv) = (*b, *heads, *s, *d, *kv_heads, *t, *dv);
+    if *kb != b || *vb != b || *vh != kv_heads || *vt != t || *kd2 != d {
+        return bad(format!(
+            "q {qd:?}, k {kd:?} and v {vd:?} do not fit: batch, heads, positions and widths must agree"
+        ));
+    }
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return bad(format!(
+            "{heads} query heads are not a multiple of {kv_heads} key/value heads"
+        ));
+    }
+    let dtype = q.dtype();
+    if !dtype.is_float() || k.dtype() != dtype || v.dtype() != dtype {
+        return bad(format!(
+            "q, k and v must share one float dtype, got {:?}, {:?}, {:?}",
+            q.dtype(),
+            k.dtype(),
+            v.dtype()
+        ));
+    }
+    let scores = [b, heads, s, t];
+    if let Some(m) = mask {
+        if m.dtype().is_float() {
+            return bad(format!(
+                "the mask must be u8, u32 or i64 (nonzero = cut), got {:?}",
+                m.dtype()
+            ));
+        }
+        let md = m.dims();
+        let fits = md.len() <= scores.len()
+            && md
+                .iter()
+                .rev()
+                .zip(scores.iter().rev())
+                .all(|(&a, &b)| a == 1 || a == b);
+        if !fits {
+            return bad(format!(
+                "a mask of shape {:?} does not broadcast to the scores {scores:?}",
+                m.dims()
+            ));
+        }
+    }
+    let dims = AttentionDims {
+        b,
+        heads,
+        kv_heads,
+        s,
+        t,
+        d,
+        dv,
+    };
+    let repeated = match heads / kv_heads {
+        1 => 0,
+        _ => count(&[b, heads, t]).saturating_mul(d as u128 + dv as u128),
+    };
+    let scores_elems = count(&scores);
+    // Scores, scaled, masked (and its fill) and probabilities, all alive
+    // together at worst.
+    let temps = repeated.saturating_add(scores_elems.saturating_mul(4));
+    let flops = count(&[b, heads, s, t])
+        .saturating_mul(2)
+        .saturating_mul(d as u128 + dv as u128);
+    let cost = Cost::elementwise(vec![b, heads, s, dv], dtype, SIMPLE)
+        .with_scratch(bytes(temps, dtype))
+        .with_work(
+            flops
+                .saturating_add(repeated)
+                .saturating_add(scores_elems.saturating_mul(TRANSCENDENTAL + 6 * SIMPLE)),
+        );
+    Ok((dims, cost))
 }
 
 /// Sampling one token from `n` logits: f32 copies, softmax, the

@@ -581,4 +581,6 @@ impl DeviceSpec {
 }
 
 #[cfg(test)]
+mod attention_tests;
+#[cfg(test)]
 mod tests;

@@ -483,7 +483,46 @@ impl KernelCtx {
         self.kernel(
             "cat",
             || cost::cat(xs, dim),
-            |_| Tensor::cat(xs, dim as usize),
+            |_| {
+                let out = Tensor::cat(xs, dim as usize)?;
+                // Contract 0.2.4: always contiguous (candle's cat along an
+                // inner dim of a strided input is strided).
+                match out.is_contiguous() {
+                    true => Ok(out),
+                    false => out.contiguous(),
+                }
+            },
+        )
+    }
+
+    /// Scaled dot-product attention in one call, bit for bit the calls a
+    /// candle-transformers decoder makes: `repeat_kv` (cat + reshape) for
+    /// grouped-query heads, `q · kᵀ`, `affine(scale, 0)`, the mask filled
+    /// with `-inf`, softmax over the keys, `· v`.
+    pub fn attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        scale: f64,
+    ) -> Result<Tensor, KernelError> {
+        let (dims, cost) = cost::attention(q, k, v, mask)?;
+        self.kernel(
+            "attention",
+            || Ok(cost),
+            |_| {
+                let n_rep = dims.heads / dims.kv_heads;
+                let k = candle_transformers::utils::repeat_kv(k.clone(), n_rep)?;
+                let v = candle_transformers::utils::repeat_kv(v.clone(), n_rep)?;
+                let att = q.matmul(&k.t()?)?.affine(scale, 0.0)?;
+                let att = match mask {
+                    Some(m) => fill_where(&att, m, f32::NEG_INFINITY)?,
+                    None => att,
+                };
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                att.matmul(&v)
+            },
         )
     }
 
@@ -573,13 +612,7 @@ impl KernelCtx {
         on_true: f32,
     ) -> Result<Tensor, KernelError> {
         let cost = || Ok(same_as(x, 2 * SIMPLE));
-        self.kernel("masked-fill", cost, |_| {
-            let mask = mask.broadcast_as(x.shape())?;
-            let fill = Tensor::new(on_true, x.device())?
-                .to_dtype(x.dtype())?
-                .broadcast_as(x.shape())?;
-            mask.where_cond(&fill, x)
-        })
+        self.kernel("masked-fill", cost, |_| fill_where(x, mask, on_true))
     }
 
     /// The `n × n` u8 mask that is 1 above the diagonal (built in a `Vec`
@@ -715,4 +748,13 @@ fn unary(op: UnaryOp, x: &Tensor) -> candle_core::Result<Tensor> {
         UnaryOp::Round => x.round(),
         UnaryOp::Floor => x.floor(),
     }
+}
+
+/// `x` with `value` where `mask` (broadcast to `x`) is nonzero.
+fn fill_where(x: &Tensor, mask: &Tensor, value: f32) -> candle_core::Result<Tensor> {
+    let mask = mask.broadcast_as(x.shape())?;
+    let fill = Tensor::new(value, x.device())?
+        .to_dtype(x.dtype())?
+        .broadcast_as(x.shape())?;
+    mask.where_cond(&fill, x)
 }

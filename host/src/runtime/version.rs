@@ -19,14 +19,14 @@ pub const WIT_PACKAGE: &str = "infernet:plugin";
 
 /// The contract versions this host implements, oldest first. Each has a
 /// module in `worlds` (`since_v0_1_0`, `since_v0_2_0`, which serves the
-/// whole 0.2 line: 0.2.1, 0.2.2 and 0.2.3 only added, see ARCHITECTURE).
+/// whole 0.2 line: 0.2.1 to 0.2.4 only added, see ARCHITECTURE).
 pub fn contracts() -> Vec<Version> {
-    vec![Version::new(0, 1, 0), Version::new(0, 2, 3)]
+    vec![Version::new(0, 1, 0), Version::new(0, 2, 4)]
 }
 
 /// The newest contract version: what `infernet-plugin-api` builds against.
 pub fn host_wit_version() -> Version {
-    Version::new(0, 2, 3)
+    Version::new(0, 2, 4)
 }
 
 /// The one version of `accepted` that serves every contract version a
@@ -43,7 +43,7 @@ pub fn serving(accepted: &[Version], component: &[Version]) -> Option<Version> {
     found.cloned()
 }
 
-/// `0.1.0, 0.2.3`.
+/// `0.1.0, 0.2.4`.
 pub fn list(versions: &[Version]) -> String {
     versions
         .iter()
@@ -147,13 +147,14 @@ mod tests {
         assert_eq!(serving(&host, &[v("0.1.0")]), Some(v("0.1.0")));
         assert_eq!(
             serving(&host, &[v("0.2.0")]),
-            Some(v("0.2.3")),
-            "0.2.1, 0.2.2 and 0.2.3 only added"
+            Some(v("0.2.4")),
+            "0.2.1 to 0.2.4 only added"
         );
-        assert_eq!(serving(&host, &[v("0.2.1")]), Some(v("0.2.3")));
-        assert_eq!(serving(&host, &[v("0.2.2")]), Some(v("0.2.3")));
-        assert_eq!(serving(&host, &[v("0.2.3")]), Some(v("0.2.3")));
-        assert_eq!(serving(&host, &[v("0.2.4")]), None, "newer than the host");
+        assert_eq!(serving(&host, &[v("0.2.1")]), Some(v("0.2.4")));
+        assert_eq!(serving(&host, &[v("0.2.2")]), Some(v("0.2.4")));
+        assert_eq!(serving(&host, &[v("0.2.3")]), Some(v("0.2.4")));
+        assert_eq!(serving(&host, &[v("0.2.4")]), Some(v("0.2.4")));
+        assert_eq!(serving(&host, &[v("0.2.5")]), None, "newer than the host");
         assert_eq!(serving(&host, &[v("0.3.0")]), None);
         assert_eq!(
             serving(&host, &[v("0.1.1")]),
@@ -166,7 +167,7 @@ mod tests {
             "one component cannot mix contracts"
         );
         assert_eq!(serving(&[v("0.1.0")], &[v("0.2.0")]), None);
-        assert_eq!(list(&host), "0.1.0, 0.2.3");
+        assert_eq!(list(&host), "0.1.0, 0.2.4");
     }
 
     #[test]

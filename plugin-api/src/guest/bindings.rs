@@ -23,9 +23,9 @@ pub mod pricing {
         export_macro_name: "export_pricing_world",
         default_bindings_module: "::infernet_plugin_api::bindings::pricing",
         with: {
-            "infernet:plugin/types@0.2.3": crate::bindings::backend::infernet::plugin::types,
-            "infernet:plugin/log@0.2.3": crate::bindings::backend::infernet::plugin::log,
-            "infernet:plugin/config@0.2.3": crate::bindings::backend::infernet::plugin::config,
+            "infernet:plugin/types@0.2.4": crate::bindings::backend::infernet::plugin::types,
+            "infernet:plugin/log@0.2.4": crate::bindings::backend::infernet::plugin::log,
+            "infernet:plugin/config@0.2.4": crate::bindings::backend::infernet::plugin::config,
         },
         generate_all,
     });
@@ -40,9 +40,9 @@ pub mod payment {
         export_macro_name: "export_payment_world",
         default_bindings_module: "::infernet_plugin_api::bindings::payment",
         with: {
-            "infernet:plugin/types@0.2.3": crate::bindings::backend::infernet::plugin::types,
-            "infernet:plugin/log@0.2.3": crate::bindings::backend::infernet::plugin::log,
-            "infernet:plugin/config@0.2.3": crate::bindings::backend::infernet::plugin::config,
+            "infernet:plugin/types@0.2.4": crate::bindings::backend::infernet::plugin::types,
+            "infernet:plugin/log@0.2.4": crate::bindings::backend::infernet::plugin::log,
+            "infernet:plugin/config@0.2.4": crate::bindings::backend::infernet::plugin::config,
             "wasi:http/types@0.2.12": crate::bindings::backend::wasi::http::types,
             "wasi:http/outgoing-handler@0.2.12": crate::bindings::backend::wasi::http::outgoing_handler,
             "wasi:io/error@0.2.12": crate::bindings::backend::wasi::io::error,

@@ -70,7 +70,8 @@ impl KvCache {
     }
 
     /// Appends this step's `k` and `v` to `layer`'s and returns all of
-    /// them (contiguous), cached positions first.
+    /// them, cached positions first: the first step's as given, then a
+    /// `cat`'s (contiguous).
     pub fn append(
         &mut self,
         layer: usize,
@@ -84,8 +85,9 @@ impl KvCache {
         })?;
         let (k, v) = match slot.take() {
             Some((cached_k, cached_v)) => (
-                Tensor::cat(&[&cached_k, &k], dim)?.contiguous()?,
-                Tensor::cat(&[&cached_v, &v], dim)?.contiguous()?,
+                // Contiguous: `cat` guarantees it from contract 0.2.4.
+                Tensor::cat(&[&cached_k, &k], dim)?,
+                Tensor::cat(&[&cached_v, &v], dim)?,
             ),
             None => (k, v),
         };

@@ -41,10 +41,10 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 /// Host tensor kernels. Free functions here mirror the WIT; [`Tensor`] has method forms.
 pub mod tensor {
     pub use crate::guest::bindings::backend::infernet::plugin::tensor::{
-        affine, binary, broadcast_as, cat, causal_mask, clamp, contiguous, embedding, index_select,
-        layer_norm, linear, masked_fill, matmul, narrow, qlinear, reduce, reshape, rms_norm, rope,
-        rope_interleaved, softmax_last_dim, to_dtype, transpose, unary, BinaryOp, Dtype as DType,
-        Qmatrix as QMatrix, ReduceOp, Sampler, Sampling, Tensor, UnaryOp,
+        affine, attention, binary, broadcast_as, cat, causal_mask, clamp, contiguous, embedding,
+        index_select, layer_norm, linear, masked_fill, matmul, narrow, qlinear, reduce, reshape,
+        rms_norm, rope, rope_interleaved, softmax_last_dim, to_dtype, transpose, unary, BinaryOp,
+        Dtype as DType, Qmatrix as QMatrix, ReduceOp, Sampler, Sampling, Tensor, UnaryOp,
     };
 }
 

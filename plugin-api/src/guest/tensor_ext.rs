@@ -38,6 +38,21 @@ impl Tensor {
     pub fn linear(&self, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         k::linear(self, w, bias)
     }
+    /// Scaled dot-product attention of queries `self` (`[b, heads, s, d]`)
+    /// over `keys` and values `v` (`[b, kv_heads, t, d | dv]`), in one
+    /// host call (contract 0.2.4): `softmax(self · kᵀ · scale, mask) · v`,
+    /// grouped-query heads included, bit for bit the separate calls
+    /// candle-transformers' decoders make. `mask` (u8, nonzero = cut)
+    /// broadcasts to `[b, heads, s, t]`; `None` attends to every key.
+    pub fn attention(
+        &self,
+        keys: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        scale: f64,
+    ) -> Result<Tensor> {
+        k::attention(self, keys, v, mask, scale)
+    }
     /// `self @ w^T` with a quantized `w` (a GGUF weight; `self` f32).
     pub fn qlinear(&self, w: &QMatrix) -> Result<Tensor> {
         k::qlinear(self, w)

@@ -46,6 +46,7 @@ pub fn alloc_first(job: &JobRequest) -> Result<JobResult> {
             "rope" => x.rope(&half, &half)?,
             "rope-interleaved" => tensor::rope_interleaved(&x, &half, &half)?,
             "masked-fill" => x.masked_fill(&mask, 0.0)?,
+            "attention" => x.attention(&x, &x, Some(&mask), 1.0)?,
             other => return Err(Error::invalid(format!("unknown kernel `{other}`"))),
         }
     };

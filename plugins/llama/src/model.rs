@@ -67,6 +67,9 @@ pub struct Llama {
     /// `[max_position_embeddings, head_dim / 2]`, in the weights' dtype.
     cos: Tensor,
     sin: Tensor,
+    /// The activations' dtype (the embedding table's), known here so that
+    /// the forward pass asks the host for no dtype.
+    dtype: DType,
 }
 
 /// A weight's name in the checkpoint's layout, from its Hugging Face name
@@ -116,15 +119,6 @@ fn cast(x: Tensor, dtype: DType) -> Result<Tensor, Error> {
         Ok(x)
     } else {
         x.to_dtype(dtype)
-    }
-}
-
-/// Like [`cast`] for a borrowed tensor: `None` when it already has `dtype`.
-fn cast_ref(x: &Tensor, dtype: DType) -> Result<Option<Tensor>, Error> {
-    if x.dtype() == dtype {
-        Ok(None)
-    } else {
-        x.to_dtype(dtype).map(Some)
     }
 }
 
@@ -220,6 +214,7 @@ impl Llama {
             lm_head,
             cos,
             sin,
+            dtype,
         })
     }
 
@@ -247,6 +242,7 @@ impl Llama {
         for (block_idx, block) in blocks.iter().enumerate() {
             let at = Position {
                 index_pos,
+                seq_len,
                 block_idx,
                 rope: &rope,
             };
@@ -304,9 +300,9 @@ impl Llama {
         at: &Position,
         cache: &mut KvCache,
     ) -> Result<Tensor, Error> {
-        let (index_pos, block_idx) = (at.index_pos, at.block_idx);
+        let (index_pos, block_idx, seq_len) = (at.index_pos, at.block_idx, at.seq_len);
         let cfg = &self.cfg;
-        let (b, seq_len) = (1, x.dim(1));
+        let b = 1;
         let (n_heads, n_kv, head_dim) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -341,41 +337,39 @@ impl Llama {
 
         let (k, v) = cache.append(block_idx, k, v)?;
 
-        let n_rep = n_heads / n_kv;
-        let k_rep = repeat_kv(k, n_rep)?;
-        let v_rep = repeat_kv(v, n_rep)?;
-        let k = k_rep.as_ref().unwrap_or(k);
-        let v = v_rep.as_ref().unwrap_or(v);
-
-        let in_dtype = q.dtype();
-        let q = cast(q, DType::F32)?;
-        let k32 = cast_ref(k, DType::F32)?;
-        let v32 = cast_ref(v, DType::F32)?;
+        // Attention in f32, as candle-transformers computes it, in one host
+        // call (contract 0.2.4): keys and values repeated per query head,
+        // `q · kᵀ / sqrt(d)`, the prompt's mask, softmax, `· v`.
+        let f32_of = |t: &Tensor| match self.dtype {
+            DType::F32 => Ok(None),
+            _ => t.to_dtype(DType::F32).map(Some),
+        };
+        let (q32, k32, v32) = (f32_of(&q)?, f32_of(k)?, f32_of(v)?);
+        let q = q32.as_ref().unwrap_or(&q);
         let k = k32.as_ref().unwrap_or(k);
         let v = v32.as_ref().unwrap_or(v);
-        let att = q.matmul(&k.t()?)?.div_scalar((head_dim as f64).sqrt())?;
-        let att = if seq_len == 1 {
-            att
-        } else {
-            if index_pos != 0 {
+        let mask = match seq_len {
+            1 => None,
+            _ if index_pos != 0 => {
                 return Err(Error::internal(
                     "multi-token forward is only supported at position 0",
-                ));
+                ))
             }
-            let mask = match cfg.sliding_window {
+            _ => Some(match cfg.sliding_window {
                 // The window cuts nothing from a prompt this short.
                 Some(window) if seq_len > window + 1 => sliding_window_mask(seq_len, window)?,
                 _ => causal_mask(seq_len as u32)?,
-            };
-            let mask = mask.broadcast_as(&att.dims())?;
-            att.masked_fill(&mask, f32::NEG_INFINITY)?
+            }),
         };
         // A single-token step attends to the whole cache, even past a
         // sliding window: candle-transformers 0.11.1's mistral does (the
         // reference), Hugging Face does not (see `LlamaConfig::sliding_window`).
-        let att = att.softmax_last_dim()?;
-        // `v` is contiguous: from `heads_first`, the cache or `repeat_kv`.
-        let y = cast(att.matmul(v)?, in_dtype)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let y = q.attention(k, v, mask.as_ref(), scale)?;
+        let y = match self.dtype {
+            DType::F32 => y,
+            dtype => y.to_dtype(dtype)?,
+        };
         let y = match seq_len {
             1 => y.reshape(&[b, 1, n_heads * head_dim])?,
             _ => y
@@ -390,6 +384,8 @@ impl Llama {
 /// tables of the positions (shared by every layer of one forward pass).
 struct Position<'a> {
     index_pos: usize,
+    /// Positions in this pass.
+    seq_len: usize,
     block_idx: usize,
     rope: &'a (Tensor, Tensor),
 }
@@ -403,22 +399,4 @@ fn sliding_window_mask(n: usize, window: usize) -> Result<Tensor, Error> {
         .flat_map(|i| (0..n).map(move |j| u8::from(j > i || j + window < i)))
         .collect();
     Tensor::from_bytes(&cut, DType::U8, &[n as u32, n as u32])
-}
-
-/// candle's `utils::repeat_kv`: `None` when `n_rep == 1` (use `x` as is).
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Option<Tensor>, Error> {
-    if n_rep == 1 {
-        return Ok(None);
-    }
-    let dims = x.dims();
-    let [b, n_kv, seq_len, head_dim] = dims[..] else {
-        return Err(Error::internal("repeat_kv expects a rank-4 tensor"));
-    };
-    let copies = vec![x; n_rep];
-    Ok(Some(Tensor::cat(&copies, 2)?.reshape(&[
-        b,
-        n_kv * n_rep,
-        seq_len,
-        head_dim,
-    ])?))
 }

@@ -57,10 +57,10 @@ fn keygen_pack_sign_verify_inspect() {
         "name:      llama",
         "version:   1.2.3",
         "kind:      backend",
-        "infernet:plugin@0.2.3 (served by this host's @0.2.3)",
-        "infernet:plugin/tensor@0.2.3",
-        "infernet:plugin/models@0.2.3",
-        "infernet:plugin/backend-api@0.2.3",
+        "infernet:plugin@0.2.4 (served by this host's @0.2.4)",
+        "infernet:plugin/tensor@0.2.4",
+        "infernet:plugin/models@0.2.4",
+        "infernet:plugin/backend-api@0.2.4",
     ] {
         assert!(
             info.contains(expected),

@@ -2,7 +2,7 @@
 //! (`plugins/legacy-echo`, `plugins/legacy-pay`: raw wit-bindgen over
 //! `wit/since_v0.1.0`, no SDK) run on this host through its 0.1.0 module,
 //! which delegates to the newest; one built against the frozen 0.2.0
-//! (`plugins/legacy-echo-020`) runs on the 0.2.3 module; a 0.2.3 plugin on a host that implements
+//! (`plugins/legacy-echo-020`) runs on the 0.2.4 module; a 0.2.4 plugin on a host that implements
 //! only 0.1.0 is refused with both versions named; a 0.1.0 payment adapter
 //! still gets what 0.1.0 promised it (config key `account`) and reports no
 //! beneficiary, which 0.2.0 adds.
@@ -31,13 +31,13 @@ fn a_backend_built_against_0_1_runs_a_job_on_this_host() {
     legacy_echo_runs_a_job("legacy-echo", "0.1.0", "0.1.0");
 }
 
-/// 0.2.1, 0.2.2 and 0.2.3 only added (functions; the `qmatrix` resource;
-/// the backend world's `config` and `wasi:http` imports): a 0.2.0
-/// component links against the 0.2.3 definitions (wasmtime's
+/// 0.2.1 to 0.2.4 only added (functions; the `qmatrix` resource; the
+/// backend world's `config` and `wasi:http` imports; `attention`): a 0.2.0
+/// component links against the 0.2.4 definitions (wasmtime's
 /// semver-compatible names) and runs unchanged.
 #[test]
-fn a_backend_built_against_0_2_0_runs_a_job_on_a_0_2_3_host() {
-    legacy_echo_runs_a_job("legacy-echo-020", "0.2.0", "0.2.3");
+fn a_backend_built_against_0_2_0_runs_a_job_on_a_0_2_4_host() {
+    legacy_echo_runs_a_job("legacy-echo-020", "0.2.0", "0.2.4");
 }
 
 /// `plugin`, a build of `plugins/legacy-echo` against the frozen contract
@@ -125,7 +125,7 @@ fn a_0_2_plugin_on_a_host_that_implements_only_0_1_is_refused_naming_both() {
     assert!(matches!(err, PluginError::IncompatibleWit { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("targets infernet:plugin@0.2.3")
+        msg.contains("targets infernet:plugin@0.2.4")
             && msg.contains("this host implements infernet:plugin@0.1.0;"),
         "{msg}"
     );
@@ -140,7 +140,7 @@ fn a_0_2_plugin_on_a_host_that_implements_only_0_1_is_refused_naming_both() {
     let loaded = host
         .load(&Package::open(&echo, None).unwrap(), PluginKind::Backend)
         .unwrap();
-    assert_eq!(loaded.contract, v("0.2.3"));
+    assert_eq!(loaded.contract, v("0.2.4"));
     // A runtime cannot claim a contract it has no module for.
     let err = Runtime::with_contracts(&dir.path().join("c3"), &[v("0.3.0")])
         .err()

@@ -235,6 +235,7 @@ fn kernels_refuse_their_output_before_allocating_it() {
         ("rope", "rope"),
         ("rope-interleaved", "rope-interleaved"),
         ("masked-fill", "masked-fill"),
+        ("attention", "attention"),
         ("reshape", "reshape"),
     ];
     for (param, name) in kernels {
@@ -472,8 +473,8 @@ fn incompatible_wit_major_is_refused_naming_both_versions() {
     let msg = err.to_string();
     assert!(
         msg.contains("infernet:plugin@1.0.0")
-            && msg.contains("infernet:plugin@0.1.0, 0.2.3")
-            && msg.contains("infernet-plugin-api 0.2.3"),
+            && msg.contains("infernet:plugin@0.1.0, 0.2.4")
+            && msg.contains("infernet-plugin-api 0.2.4"),
         "{msg}"
     );
     // 0.3 is also a breaking change while the contract is 0.x

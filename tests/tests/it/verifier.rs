@@ -430,6 +430,35 @@ fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
     }
 }
 
+/// A host that lies about one fused `attention` call (contract 0.2.4) is
+/// caught by re-running that call alone; a 1e-6 change is float noise.
+#[test]
+fn a_lie_at_an_attention_call_is_caught_by_one_op() {
+    let w = world();
+    let job = spec("the quick brown fox", GREEDY);
+    let ka = Keypair::generate_ed25519();
+    let (ra, ta, _) = run(&w.honest, &ka, &job, None);
+    let req = job.request("job-1");
+    for (factor, cheats) in [(1.01, true), (1.0 + 1e-6, false)] {
+        let kb = Keypair::generate_ed25519();
+        let (mut liar, at) = lie(&w, &kb, &job, factor, &["attention"]);
+        let mut a = LocalParty::new(ra.clone(), ta.clone(), &w.honest, req.clone());
+        let evidence = dispute::run(&job, &mut a, &mut liar, &w.referee, "referee").unwrap();
+        assert_eq!(evidence.ruling.method, Method::OneOp);
+        assert_eq!(evidence.divergence.as_ref().unwrap().index, at as u64);
+        let expected: Vec<String> = match cheats {
+            true => vec![kb.public().to_peer_id().to_string()],
+            false => vec![],
+        };
+        assert_eq!(
+            evidence.ruling.cheated, expected,
+            "factor {factor}: {:?}",
+            evidence.ruling.findings
+        );
+        assert_eq!(evidence.check(Some(&w.referee)).unwrap().cheated, expected);
+    }
+}
+
 /// The short version of `infernet bench --verify`: every cheat mode caught
 /// in every job under replicate(2), honest providers on different thread
 /// counts never disputed, every piece of evidence checked again offline.

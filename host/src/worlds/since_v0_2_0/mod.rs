@@ -1,12 +1,14 @@
-//! Contract `infernet:plugin@0.2.3`, the newest: the bindings generated
+//! Contract `infernet:plugin@0.2.4`, the newest: the bindings generated
 //! from `wit/` and the host side of every imported interface. It serves
-//! 0.2.0, 0.2.1 and 0.2.2 components too: 0.2.1 only added functions
+//! 0.2.0 to 0.2.3 components too: 0.2.1 only added functions
 //! (`weights.files`, `weights.file`, `tokenizer.encode-truncated`,
 //! `progress.emit-token-ids`), 0.2.2 a resource and functions (`qmatrix`,
 //! `qlinear`, `weights.get-quantized`, `weights.format`), 0.2.3 two
 //! imports of the backend world (`config`, `wasi:http/outgoing-handler`),
-//! and wasmtime resolves a component's older `@0.2.x` imports and exports
-//! to these semver-compatible `@0.2.3` ones. Older contract versions (`since_v0_1_0`) delegate to the
+//! 0.2.4 a function (`tensor.attention`) and a guarantee (`cat` returns a
+//! contiguous tensor), and wasmtime resolves a component's older `@0.2.x`
+//! imports and exports to these semver-compatible `@0.2.4` ones. Older
+//! contract versions (`since_v0_1_0`) delegate to the
 //! implementations here.
 //!
 //! The shared interfaces (`types`, `tensor`, `models`, `log`, `progress`,
@@ -22,13 +24,13 @@ mod tensor_host;
 wasmtime::component::bindgen!({
     path: "../wit",
     interfaces: "
-        import infernet:plugin/types@0.2.3;
-        import infernet:plugin/tensor@0.2.3;
-        import infernet:plugin/models@0.2.3;
-        import infernet:plugin/log@0.2.3;
-        import infernet:plugin/progress@0.2.3;
-        import infernet:plugin/config@0.2.3;
-        import infernet:plugin/kv@0.2.3;
+        import infernet:plugin/types@0.2.4;
+        import infernet:plugin/tensor@0.2.4;
+        import infernet:plugin/models@0.2.4;
+        import infernet:plugin/log@0.2.4;
+        import infernet:plugin/progress@0.2.4;
+        import infernet:plugin/config@0.2.4;
+        import infernet:plugin/kv@0.2.4;
     ",
     with: {
         "infernet:plugin/tensor.tensor": crate::kernels::TensorRes,

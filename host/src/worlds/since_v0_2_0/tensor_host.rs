@@ -1,4 +1,4 @@
-//! `infernet:plugin/tensor@0.2.2` on the host kernels: handles are looked
+//! `infernet:plugin/tensor@0.2.4` on the host kernels: handles are looked
 //! up in the store's table (a bad handle traps), each call becomes a
 //! kernel [`Op`] (WIT enums become kernel enums) run on the inputs and
 //! recorded in the job's trace, kernel errors become error values, and
@@ -252,6 +252,24 @@ impl wit::Host for KernelView<'_> {
         let (w, w_digest) = (res.q.clone(), res.digest);
         let r = self.ctx.qlinear(&x, &w);
         self.put(&Op::Qlinear, vec![x_digest, w_digest], r)
+    }
+
+    fn attention(
+        &mut self,
+        q: Handle,
+        k: Handle,
+        v: Handle,
+        mask: Option<Handle>,
+        scale: f64,
+    ) -> Out<Handle> {
+        let op = Op::Attention {
+            scale,
+            mask: mask.is_some(),
+        };
+        match &mask {
+            Some(m) => self.apply(op, &[&q, &k, &v, m]),
+            None => self.apply(op, &[&q, &k, &v]),
+        }
     }
 
     fn binary(&mut self, op: BinaryOp, a: Handle, b: Handle) -> Out<Handle> {
