@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use crate::config::VerifyPolicy;
-pub use crate::jobs::client::{spot_check, Replica, Verdict, Verification};
+pub use crate::jobs::client::{spot_check, Replica, Shard, ShardedOutcome, Verdict, Verification};
 pub use crate::jobs::{ClientError, InferOptions, JobOutcome, JobStream, StreamEvent};
 /// An exact amount of one currency: what budgets are given in.
 pub use crate::payments::currency::Amount;
@@ -381,6 +381,22 @@ impl Infernet {
         opts: InferOptions,
     ) -> Result<JobOutcome, ClientError> {
         self.client.submit(model, input, &opts).await
+    }
+
+    /// A batch of texts split across up to `max_shards` providers of
+    /// `model` at once, each shard a job of its own (its share of the
+    /// budget, verified under `opts`' policy, failed over as any job),
+    /// merged back in order.
+    pub async fn submit_sharded(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        opts: InferOptions,
+        max_shards: usize,
+    ) -> Result<ShardedOutcome, ClientError> {
+        self.client
+            .submit_sharded(model, texts, &opts, max_shards)
+            .await
     }
 
     /// The job driver (resume, cancel).

@@ -185,6 +185,14 @@ for a, b in zip(emb.data, floats.data):
 one = client.embeddings.create(model="minilm", input=sentences[0], encoding_format="float")
 assert len(one.data) == 1 and one.data[0].embedding == floats.data[0].embedding
 assert emb.usage.prompt_tokens > 0
+# Sharded (`infernet.shards`): one shard per provider found (one here),
+# the same vectors, the shards listed with the texts each covered.
+sharded = client.embeddings.create(model="minilm", input=sentences, encoding_format="float",
+                                   extra_body={"infernet": {"shards": 2}})
+assert [d.embedding for d in sharded.data] == [d.embedding for d in floats.data]
+parts = sharded.model_extra["infernet"]["shards"]
+assert [p["texts"] for p in parts] == [[0, len(sentences)]], parts
+assert sharded.usage.prompt_tokens == floats.usage.prompt_tokens
 
 # --- errors ---------------------------------------------------------------------
 expect_error(404, lambda: client.chat.completions.create(model="no-such-model", messages=msgs),
@@ -203,6 +211,11 @@ status, _, raw = http("POST", "/v1/chat/completions", raw=b"{not json")
 assert status == 400 and json.loads(raw)["error"]["code"] == "invalid_json", raw
 expect_error(400, lambda: client.chat.completions.create(model="minilm", messages=msgs),
              code="chat_template_missing")
+expect_error(400, lambda: client.chat.completions.create(
+    model="tiny-llama", messages=msgs, extra_body={"infernet": {"shards": 2}}), param="infernet.shards")
+for bad in (0, 33):
+    expect_error(400, lambda: client.embeddings.create(
+        model="minilm", input=sentences, extra_body={"infernet": {"shards": bad}}), param="infernet.shards")
 over = {"infernet": {"max_budget": "0.000001", "currency": "USD"}}
 expect_error(402, lambda: client.completions.create(model="tiny-llama", prompt="x", extra_body=over),
              code="over_budget", contains="cheapest")

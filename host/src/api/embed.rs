@@ -4,10 +4,11 @@
 //! by default), as base64 of little-endian f32s.
 
 use super::error::ApiError;
-use super::request::{network, parse, EmbeddingRequest};
+use super::request::{network, parse, EmbeddingRequest, MAX_SHARDS};
 use super::text::{headers, meta};
 use super::ApiState;
 use crate::p2p::{WireInput, WireOutput};
+use crate::payments::money_json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -40,17 +41,64 @@ pub(super) async fn embeddings(
             ));
         }
         let n = inputs.len();
+        let shards = req.infernet.as_ref().and_then(|o| o.shards).unwrap_or(1);
+        if shards == 0 || shards > MAX_SHARDS {
+            return Err(ApiError::bad_field(
+                "infernet.shards",
+                format!("`shards` must be 1 to {MAX_SHARDS}, got {shards}"),
+            ));
+        }
         let mut opts = network(req.infernet, &s.cfg, &headers_in)?;
         let reserved = s.spend.reserve(key, &mut opts)?;
-        let outcome = s
-            .node
-            .submit(&req.model, WireInput::Texts(inputs), opts)
-            .await
-            .map_err(|e| ApiError::from_client(&req.model, e))?;
-        if let Some(r) = reserved {
-            r.settle(outcome.price.amount, &outcome.price.currency);
+        let failed = |e| ApiError::from_client(&req.model, e);
+        // One job, or (`infernet.shards` > 1) one per provider, merged.
+        let (output, extra, input_tokens, out_headers, price) = if shards > 1 {
+            let out = s
+                .node
+                .submit_sharded(&req.model, inputs, opts, shards as usize)
+                .await
+                .map_err(failed)?;
+            let tokens: u32 = out
+                .shards
+                .iter()
+                .map(|sh| sh.outcome.usage().input_tokens)
+                .sum();
+            let extra = serde_json::json!({
+                "shards": out.shards.iter().map(|sh| {
+                    let mut m = meta(&sh.outcome);
+                    m["texts"] = serde_json::json!([sh.items.start, sh.items.end]);
+                    m
+                }).collect::<Vec<_>>(),
+                "price": out.price.iter().map(|p| money_json(p.amount, &p.currency)).collect::<Vec<_>>(),
+            });
+            let price = out.price.first().map(|p| (p.amount, p.currency.clone()));
+            (
+                out.output,
+                extra,
+                tokens,
+                axum::http::HeaderMap::new(),
+                price,
+            )
+        } else {
+            let outcome = s
+                .node
+                .submit(&req.model, WireInput::Texts(inputs), opts)
+                .await
+                .map_err(failed)?;
+            let price = Some((outcome.price.amount, outcome.price.currency.clone()));
+            let tokens = outcome.usage().input_tokens;
+            (
+                outcome.output.clone(),
+                meta(&outcome),
+                tokens,
+                headers(&outcome),
+                price,
+            )
+        };
+        if let (Some(r), Some((amount, currency))) = (reserved, &price) {
+            r.settle(*amount, currency);
         }
-        let WireOutput::Embeddings(vectors) = &outcome.output else {
+        let WireOutput::Embeddings(vectors) = &output else {
             return Err(ApiError::bad_request(
                 "not_an_embedding_model",
                 format!("model `{}` does not return embeddings", req.model),
@@ -74,15 +122,14 @@ pub(super) async fn embeddings(
                 serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
             })
             .collect();
-        let input_tokens = outcome.usage().input_tokens;
         let body = serde_json::json!({
             "object": "list",
             "data": data,
             "model": req.model,
             "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens},
-            "infernet": meta(&outcome),
+            "infernet": extra,
         });
-        Ok((headers(&outcome), Json(body)).into_response())
+        Ok((out_headers, Json(body)).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -80,7 +80,13 @@ pub struct NetOptions {
     /// Backend parameters passed through as they are (e.g. `top_k`).
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,
+    /// `/v1/embeddings` only: split the inputs across up to this many
+    /// providers at once (1 to [`MAX_SHARDS`]), merged back in order.
+    pub shards: Option<u32>,
 }
+
+/// Most shards one embeddings request may ask for.
+pub const MAX_SHARDS: u32 = 32;
 
 /// Sampling fields shared by both text endpoints.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -171,6 +177,12 @@ impl Sampling {
             .collect();
         if stop.len() > 4 {
             return Err(ApiError::bad_field("stop", "at most 4 stop sequences"));
+        }
+        if self.infernet.as_ref().is_some_and(|n| n.shards.is_some()) {
+            return Err(ApiError::bad_field(
+                "infernet.shards",
+                "only /v1/embeddings splits a request across providers",
+            ));
         }
         let mut opts = network(self.infernet, cfg, headers)?;
         if let Some(p) = self.top_p {

@@ -375,6 +375,7 @@ fn infer(a: InferArgs) -> Result<()> {
             .concat(),
             proof: a.proof.clone(),
             verify: a.verify.clone(),
+            ..Default::default()
         };
         return net::infer(net::NetworkInfer {
             config: &a.config,

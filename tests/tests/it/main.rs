@@ -33,6 +33,7 @@ mod js_interop;
 mod network_faults;
 mod network_jobs;
 mod network_proofs;
+mod network_shards;
 mod p2p_job_protocol;
 mod p2p_network;
 mod protocol_vectors;

@@ -103,6 +103,11 @@ pub struct InferOptions {
     /// `None`: the config's `[verify] policy`.
     #[serde(default)]
     pub verify: Option<VerifyPolicy>,
+    /// Ask this provider (a peer id) first and take its quote when it is
+    /// within budget; if it cannot, or fails the job, the job moves on to
+    /// the others as usual. Batch sharding sets one per shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_provider: Option<String>,
 }
 
 impl InferOptions {
@@ -147,6 +152,9 @@ struct StoredRequest {
     /// trusted verifiers). Empty: any provider that is not a verifier.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     only: Vec<String>,
+    /// Asked first, taken when within budget ([`InferOptions::prefer_provider`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prefer: Option<String>,
 }
 
 impl StoredRequest {
@@ -696,6 +704,7 @@ impl JobClient {
                 Hold::Audit(_) => self.inner.verify.verifiers.clone(),
                 _ => Vec::new(),
             },
+            prefer: opts.prefer_provider.clone(),
         };
         let job = NewJob {
             id: crate::node::new_job_id(),
@@ -751,6 +760,7 @@ mod exchange;
 mod lifecycle;
 mod pay;
 mod proof;
+mod shard;
 mod steps;
 mod verify;
 
@@ -758,6 +768,7 @@ use crate::config::VerifyPolicy;
 use crate::payments::currency::Amount;
 pub use audit::AuditNote;
 use budget::{budget_in_minor_units, budget_serde};
+pub use shard::{split as split_batch, Shard, ShardedOutcome, MAX_BATCH};
 pub use verify::{spot_check, Replica, Verdict, Verification};
 use verify::{Hold, Plan};
 

@@ -67,11 +67,21 @@ impl Inner {
                 capacity: p.advert.as_ref().map_or(0, |a| a.capacity),
             })
             .collect();
-        let asked: Vec<usize> = rank(&candidates, &self.cfg.weights)
+        let mut asked: Vec<usize> = rank(&candidates, &self.cfg.weights)
             .into_iter()
-            .take(self.cfg.quote_fanout as usize)
             .map(|(i, _)| i)
             .collect();
+        // The preferred provider (a batch shard's) is asked first.
+        let preferred = |i: &usize| {
+            req.prefer
+                .as_deref()
+                .is_some_and(|p| providers[*i].peer_id.to_string() == p)
+        };
+        if let Some(at) = asked.iter().position(preferred) {
+            let i = asked.remove(at);
+            asked.insert(0, i);
+        }
+        asked.truncate(self.cfg.quote_fanout as usize);
         let input_tokens = estimate_tokens(&req.input);
         let quote_timeout = Duration::from_millis(self.cfg.quote_timeout_ms);
         let requests = asked.iter().map(|&i| {
@@ -195,7 +205,10 @@ impl Inner {
                     capacity: providers[*i].advert.as_ref().map_or(0, |a| a.capacity),
                 })
                 .collect();
-            let best = rank(&final_candidates, &self.cfg.weights)[0].0;
+            let best = match quotes.iter().position(|(i, _)| preferred(i)) {
+                Some(k) => k,
+                None => rank(&final_candidates, &self.cfg.weights)[0].0,
+            };
             let picked = quotes.swap_remove(best);
             *table.entry(providers[picked.0].peer_id).or_default() += 1;
             picked
