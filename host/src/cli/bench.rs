@@ -72,6 +72,13 @@ pub struct BenchArgs {
     /// The engine's model name, with `--bridge`.
     #[arg(long, default_value = "default")]
     engine_model: String,
+    /// Run only the batch-sharding benchmark (needs `--minilm`): one batch
+    /// of `--texts` texts as 1, 2 and 3 shards on three provider processes.
+    #[arg(long)]
+    shards: bool,
+    /// Texts per batch, with `--shards`.
+    #[arg(long, default_value_t = 96)]
+    texts: usize,
 }
 
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
@@ -120,6 +127,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
             tokens,
             a.requests,
         );
+    }
+    if a.shards {
+        let minilm = a.minilm.as_deref().context(
+            "--shards embeds with all-MiniLM-L6-v2: pass --minilm DIR or set INFERNET_MINILM_DIR",
+        )?;
+        return super::bench_shard::run(&dir.join("shards"), &plugins, minilm, a.texts, a.rounds);
     }
     if a.gguf {
         return super::bench_gguf::run(

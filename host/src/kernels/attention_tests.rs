@@ -7,16 +7,7 @@ use super::*;
 use candle_core::DType;
 
 fn ctx(tensor_bytes: u64) -> KernelCtx {
-    KernelCtx::new(
-        Device::Cpu,
-        KernelLimits {
-            tensor_bytes,
-            copy_out_bytes: 1 << 30,
-            kernel_time: Duration::from_secs(60),
-            kernel_work: u64::MAX,
-            handles: u64::MAX,
-        },
-    )
+    super::tests::budget(tensor_bytes, u64::MAX / 1_000_000, u64::MAX)
 }
 
 /// Deterministic values in about [-2, 2], distinct enough that a wrong head

@@ -112,7 +112,7 @@ fn kernel_time_is_bounded_per_call() {
 }
 
 /// A context with `tensor_bytes` of budget, `mflop` per kernel and `handles` live handles.
-fn budget(tensor_bytes: u64, mflop: u64, handles: u64) -> KernelCtx {
+pub(super) fn budget(tensor_bytes: u64, mflop: u64, handles: u64) -> KernelCtx {
     KernelCtx::new(
         Device::Cpu,
         KernelLimits {

@@ -388,17 +388,19 @@ fn lie<'a>(
     )
 }
 
-#[test]
-fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
-    let w = world();
+/// Disputes against a host that lied about the first call to one of `ops`
+/// (its output scaled by 1.01, a cheat, and by 1 + 1e-6, float noise),
+/// each checked to be judged by re-running that one op with the right
+/// ruling; returns each dispute's evidence and who it says cheated.
+fn one_op_disputes(w: &World, ops: &[&str]) -> Vec<(Evidence, Vec<String>)> {
     let job = spec("the quick brown fox", GREEDY);
     let ka = Keypair::generate_ed25519();
     let (ra, ta, _) = run(&w.honest, &ka, &job, None);
     let req = job.request("job-1");
+    let mut out = Vec::new();
     for (factor, cheats) in [(1.01, true), (1.0 + 1e-6, false)] {
         let kb = Keypair::generate_ed25519();
-        // The first matmul-like call on an intermediate value.
-        let (mut liar, at) = lie(&w, &kb, &job, factor, &["linear", "matmul"]);
+        let (mut liar, at) = lie(w, &kb, &job, factor, ops);
         assert!(liar.at == at);
         let mut a = LocalParty::new(ra.clone(), ta.clone(), &w.honest, req.clone());
         let evidence = dispute::run(&job, &mut a, &mut liar, &w.referee, "referee").unwrap();
@@ -408,19 +410,27 @@ fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
             "same call, other values"
         );
         assert_eq!(evidence.divergence.as_ref().unwrap().index, at as u64);
-        let expected: Vec<String> = if cheats {
-            vec![kb.public().to_peer_id().to_string()]
-        } else {
-            vec![]
+        let expected: Vec<String> = match cheats {
+            true => vec![kb.public().to_peer_id().to_string()],
+            false => vec![],
         };
         assert_eq!(
             evidence.ruling.cheated, expected,
             "factor {factor}: {:?}",
             evidence.ruling.findings
         );
+        assert_eq!(evidence.check(Some(&w.referee)).unwrap().cheated, expected);
+        out.push((evidence, expected));
+    }
+    out
+}
+
+#[test]
+fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
+    let w = world();
+    // The first matmul-like call on an intermediate value.
+    for (evidence, _) in one_op_disputes(&w, &["linear", "matmul"]) {
         assert_eq!(evidence.ruling.findings[0], Finding::Identical);
-        let c = evidence.check(Some(&w.referee)).unwrap();
-        assert_eq!(c.cheated, expected);
         // A revealed value that is not what the leaf commits to.
         let mut bad = evidence.clone();
         if let Some(v) = bad.divergence.as_mut().unwrap().outputs[1].as_mut() {
@@ -435,28 +445,7 @@ fn a_lying_host_is_caught_by_one_op_and_float_noise_is_not_a_fault() {
 #[test]
 fn a_lie_at_an_attention_call_is_caught_by_one_op() {
     let w = world();
-    let job = spec("the quick brown fox", GREEDY);
-    let ka = Keypair::generate_ed25519();
-    let (ra, ta, _) = run(&w.honest, &ka, &job, None);
-    let req = job.request("job-1");
-    for (factor, cheats) in [(1.01, true), (1.0 + 1e-6, false)] {
-        let kb = Keypair::generate_ed25519();
-        let (mut liar, at) = lie(&w, &kb, &job, factor, &["attention"]);
-        let mut a = LocalParty::new(ra.clone(), ta.clone(), &w.honest, req.clone());
-        let evidence = dispute::run(&job, &mut a, &mut liar, &w.referee, "referee").unwrap();
-        assert_eq!(evidence.ruling.method, Method::OneOp);
-        assert_eq!(evidence.divergence.as_ref().unwrap().index, at as u64);
-        let expected: Vec<String> = match cheats {
-            true => vec![kb.public().to_peer_id().to_string()],
-            false => vec![],
-        };
-        assert_eq!(
-            evidence.ruling.cheated, expected,
-            "factor {factor}: {:?}",
-            evidence.ruling.findings
-        );
-        assert_eq!(evidence.check(Some(&w.referee)).unwrap().cheated, expected);
-    }
+    assert_eq!(one_op_disputes(&w, &["attention"]).len(), 2);
 }
 
 /// The short version of `infernet bench --verify`: every cheat mode caught
