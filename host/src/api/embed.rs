@@ -86,14 +86,12 @@ pub(super) async fn embeddings(
                 .await
                 .map_err(failed)?;
             let price = Some((outcome.price.amount, outcome.price.currency.clone()));
-            let tokens = outcome.usage().input_tokens;
-            (
-                outcome.output.clone(),
+            let (extra, tokens, out_headers) = (
                 meta(&outcome),
-                tokens,
+                outcome.usage().input_tokens,
                 headers(&outcome),
-                price,
-            )
+            );
+            (outcome.output, extra, tokens, out_headers, price)
         };
         if let (Some(r), Some((amount, currency))) = (reserved, &price) {
             r.settle(*amount, currency);
