@@ -22,8 +22,7 @@ fn echo_backend(root: &Path) -> std::io::Result<BackendConfig> {
         models: vec![ModelConfig {
             id: "echo".into(),
             path: model,
-            proof: None,
-            proof_keys: None,
+            ..Default::default()
         }],
         ..Default::default()
     })

@@ -22,6 +22,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+mod stages;
+
 /// Sub-directory of the data dir holding the zk key cache.
 pub const ZK_DIR: &str = "zk";
 
@@ -51,6 +53,9 @@ pub enum NodeError {
         /// Tokens the result claims.
         produced: u32,
     },
+    /// A pipeline stage job this node cannot run as asked.
+    #[error("{0}")]
+    Stage(String),
     /// The device could not be opened.
     #[error("node.device: {0}")]
     Device(String),
@@ -134,6 +139,9 @@ pub struct Node {
     device: candle_core::Device,
     gate: CapacityGate,
     untraced: std::sync::atomic::AtomicBool,
+    /// Span ids served (`models::span`): the model and the span.
+    spans: HashMap<String, (String, crate::models::span::LayerSpan)>,
+    sessions: stages::Sessions,
 }
 
 /// At most `capacity` jobs run at once; up to [`GATE_QUEUE`] wait for a
@@ -289,6 +297,7 @@ impl Node {
         let mut by_model = HashMap::new();
         let mut provers = HashMap::new();
         let mut models = HashMap::new();
+        let mut spans = HashMap::new();
         for (i, b) in config.backend.iter().enumerate() {
             let package = Package::open(&b.plugin, b.publisher_key.as_deref())?;
             step(format!("compiling plugin {}", package.manifest.name));
@@ -302,8 +311,29 @@ impl Node {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             for (j, m) in b.models.iter().enumerate() {
-                by_model.insert(m.id.clone(), i);
-                models.insert(m.id.clone(), entries[j].clone());
+                let served = match &m.layers {
+                    None => m.id.clone(),
+                    Some(layers) => {
+                        let key = format!("backend[{i}].models[{j}].layers");
+                        let invalid = |message| crate::config::ConfigError::Invalid {
+                            key: key.clone(),
+                            message,
+                        };
+                        let total = crate::models::span::layer_count(entries[j].config_json())
+                            .ok_or_else(|| {
+                                invalid(
+                                    "the model's config names no layer count (`num_hidden_layers`)"
+                                        .into(),
+                                )
+                            })?;
+                        let span = crate::models::span::LayerSpan::parse(layers, total)
+                            .map_err(invalid)?;
+                        spans.insert(span.id(&m.id), (m.id.clone(), span));
+                        span.id(&m.id)
+                    }
+                };
+                by_model.insert(served.clone(), i);
+                models.insert(served, entries[j].clone());
                 if let Some(system) = &m.proof {
                     step(format!("proof setup for {}", m.id));
                     let key = format!("backend[{i}].models[{j}].proof");
@@ -369,6 +399,11 @@ impl Node {
             device: device.clone(),
             gate: CapacityGate::new(config.node.capacity()),
             untraced: std::sync::atomic::AtomicBool::new(false),
+            spans,
+            sessions: stages::Sessions::new(
+                config.node.sessions(),
+                std::time::Duration::from_secs(config.node.session_ttl_secs),
+            ),
         })
     }
 
@@ -408,6 +443,7 @@ impl Node {
         stop_after: Option<usize>,
     ) -> Result<Replayed, NodeError> {
         let slot = self.slot(&job.model)?;
+        let plan = stages::plan(job, self.spans.get(&job.model), "replay")?;
         let _running = self.gate.enter()?;
         self.make_room();
         let mut instance = slot.plugin.instantiate()?;
@@ -415,7 +451,7 @@ impl Node {
             capture,
             stop_after,
         });
-        let result = instance.execute(job, None).map_err(NodeError::from);
+        let result = instance.execute(&plan.job, None).map_err(NodeError::from);
         Ok(Replayed {
             trace: instance.take_trace().unwrap_or_default(),
             capture: instance.take_replay().unwrap_or_default(),
@@ -429,6 +465,21 @@ impl Node {
     pub fn set_tracing(&self, on: bool) {
         self.untraced
             .store(!on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Pipeline sessions whose instances this node holds now.
+    pub fn sessions_held(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The span of a span id this node serves.
+    pub fn span(&self, id: &str) -> Option<crate::models::span::LayerSpan> {
+        self.spans.get(id).map(|(_, s)| *s)
+    }
+
+    /// The backend that serves `model` (a model id or a span id).
+    pub fn backend_of(&self, model: &str) -> Option<&BackendSlot> {
+        self.slot(model).ok()
     }
 
     /// Jobs run at once (`node.capacity`).
@@ -538,17 +589,36 @@ impl Node {
     /// a plugin's caches (weights opened, tables computed) then start
     /// empty each time, so a job's trace depends only on the plugin, the
     /// weights, the input and the parameters, and two honest providers'
-    /// traces of one job line up call for call.
+    /// traces of one job line up call for call. The exception is a
+    /// pipeline stage's session ([`run_for`](Self::run_for)): its steps
+    /// share an instance, and a step's trace also depends on the
+    /// session's earlier inputs.
     pub fn run_traced(
         &self,
         job: &JobRequest,
         sink: Option<ProgressSink>,
         max_tokens: Option<u32>,
     ) -> Result<(JobResult, crate::kernels::trace::Trace), NodeError> {
+        self.run_for("local", job, sink, max_tokens)
+    }
+
+    /// [`run_traced`](Self::run_traced) for `owner` (a client's peer id):
+    /// a pipeline stage job that names a `session` runs on the instance
+    /// holding that session of `owner`'s, if any, which is then held for
+    /// its next step (`node/stages.rs`).
+    pub fn run_for(
+        &self,
+        owner: &str,
+        job: &JobRequest,
+        sink: Option<ProgressSink>,
+        max_tokens: Option<u32>,
+    ) -> Result<(JobResult, crate::kernels::trace::Trace), NodeError> {
         let slot = self.slot(&job.model)?;
+        let plan = stages::plan(job, self.spans.get(&job.model), owner)?;
         let _running = self.gate.enter()?;
-        let idle = slot.idle.lock().ok().and_then(|mut v| v.pop());
-        let mut instance = match idle {
+        let held = plan.session.as_deref().and_then(|k| self.sessions.take(k));
+        let idle = || slot.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut instance = match held.or_else(idle) {
             Some(i) => i,
             None => {
                 self.make_room();
@@ -556,9 +626,12 @@ impl Node {
             }
         };
         instance.set_tracing(!self.untraced.load(std::sync::atomic::Ordering::Relaxed));
-        let result = instance.execute_bounded(job, sink, max_tokens);
+        let result = instance.execute_bounded(&plan.job, sink, max_tokens);
         let trace = instance.take_trace().unwrap_or_default();
-        drop(instance);
+        match (plan.session, &result) {
+            (Some(key), Ok(_)) if !plan.end => self.sessions.put(key, instance),
+            _ => drop(instance),
+        }
         let result = result?;
         if let Some(max) = max_tokens {
             // The plugin's own count, and the host's count of a text it

@@ -36,7 +36,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use crate::config::VerifyPolicy;
-pub use crate::jobs::client::{spot_check, Replica, Shard, ShardedOutcome, Verdict, Verification};
+pub use crate::jobs::client::{
+    spot_check, Objective, PipelineOptions, PipelineOutcome, Replica, Shard, ShardedOutcome,
+    StageReport, Verdict, Verification,
+};
 pub use crate::jobs::{ClientError, InferOptions, JobOutcome, JobStream, StreamEvent};
 /// An exact amount of one currency: what budgets are given in.
 pub use crate::payments::currency::Amount;
@@ -273,6 +276,18 @@ impl InfernetBuilder {
             Some((config.verify.clone(), data_dir.clone())),
             metrics.clone(),
         );
+        if let Some(node) = node.clone() {
+            // Expired pipeline sessions free their instances (and KV
+            // caches) even when no later step arrives.
+            let every = Duration::from_secs(config.node.session_ttl_secs.clamp(1, 60));
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    node.sessions_held();
+                }
+            }));
+        }
         let sweep_every = config.node.escrow_sweep_secs;
         if payments.is_some() && sweep_every > 0 {
             tasks.push(tokio::spawn(sweep_escrows(
@@ -397,6 +412,18 @@ impl Infernet {
         self.client
             .submit_sharded(model, texts, &opts, max_shards)
             .await
+    }
+
+    /// Greedy generation of `model` on a pipeline of providers that each
+    /// serve a span of its layers, for a model no single provider serves
+    /// (see [`JobClient::generate_pipeline`]).
+    pub async fn generate_pipeline(
+        &self,
+        model: &str,
+        prompt: Vec<u32>,
+        opts: PipelineOptions,
+    ) -> Result<PipelineOutcome, ClientError> {
+        self.client.generate_pipeline(model, prompt, &opts).await
     }
 
     /// The job driver (resume, cancel).

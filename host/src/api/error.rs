@@ -141,7 +141,10 @@ impl ApiError {
                 "payment_failed",
                 message,
             ),
-            C::NoQuotes { .. } | C::NoProvers { .. } | C::UntrustedProvers { .. } => Self::new(
+            C::NoQuotes { .. }
+            | C::NoProvers { .. }
+            | C::UntrustedProvers { .. }
+            | C::NoPipeline { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
                 "no_provider_available",

@@ -79,6 +79,11 @@ pub struct BenchArgs {
     /// Texts per batch, with `--shards`.
     #[arg(long, default_value_t = 96)]
     texts: usize,
+    /// Run only the pipeline benchmark: the SmolLM-135M shape served by
+    /// chains of 1, 2 and 3 layer-span provider processes (`--tokens`
+    /// greedy tokens each).
+    #[arg(long)]
+    pipeline: bool,
 }
 
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
@@ -127,6 +132,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             tokens,
             a.requests,
         );
+    }
+    if a.pipeline {
+        return super::bench_pipeline::run(&dir.join("pipeline"), &plugins, a.tokens, a.rounds);
     }
     if a.shards {
         let minilm = a.minilm.as_deref().context(

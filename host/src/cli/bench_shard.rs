@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A provider process, killed on drop.
-struct Provider(Child);
+pub(super) struct Provider(Child);
 
 impl Drop for Provider {
     fn drop(&mut self) {
@@ -25,14 +25,15 @@ impl Drop for Provider {
     }
 }
 
-/// Starts `infernet node start --config <config>` with one compute thread
-/// and returns it with its first `listen` address.
-fn spawn(config: &Path) -> Result<(Provider, String)> {
+/// Starts `infernet node start --config <config>` with `threads` compute
+/// threads and returns it with its first `listen` address.
+pub(super) fn spawn(config: &Path, threads: usize) -> Result<(Provider, String)> {
+    let threads = threads.to_string();
     let mut child = Command::new(std::env::current_exe()?)
         .args(["node", "start", "--config"])
         .arg(config)
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", &threads)
+        .env("CANDLE_NUM_THREADS", &threads)
         .env("INFERNET_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -98,7 +99,7 @@ pub fn run(dir: &Path, plugins: &Path, minilm: &Path, texts: usize, rounds: usiz
                 first.join(", "),
             ),
         )?;
-        let (p, addr) = spawn(&config)?;
+        let (p, addr) = spawn(&config, 1)?;
         procs.push(p);
         boot.push(addr);
     }

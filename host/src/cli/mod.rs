@@ -7,6 +7,7 @@ mod bench;
 mod bench_bridge;
 mod bench_gguf;
 mod bench_net;
+mod bench_pipeline;
 mod bench_shard;
 mod bench_verify;
 mod demo;

@@ -413,6 +413,19 @@ pub struct NodeConfig {
     /// most [`MAX_CAPACITY`].
     #[serde(default)]
     pub capacity: Option<u32>,
+    /// Pipeline sessions a provider of layer spans holds at once, each on
+    /// an instance of its own with the session's KV cache (the least
+    /// recently used goes first). Default: 8, within what `capacity`
+    /// leaves of [`MAX_CAPACITY`].
+    #[serde(default)]
+    pub sessions: Option<u32>,
+    /// How long a pipeline session is held without a step, seconds.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+}
+
+fn default_session_ttl() -> u64 {
+    300
 }
 
 /// The most jobs a node runs at once: the wasm instance pool holds 64
@@ -428,6 +441,12 @@ impl NodeConfig {
                 .min(MAX_CAPACITY)
         })
     }
+
+    /// [`NodeConfig::sessions`] or its default.
+    pub fn sessions(&self) -> u32 {
+        self.sessions
+            .unwrap_or_else(|| 8.min(MAX_CAPACITY - self.capacity()))
+    }
 }
 
 impl Default for NodeConfig {
@@ -442,6 +461,8 @@ impl Default for NodeConfig {
             advert_interval_secs: default_advert_interval(),
             escrow_sweep_secs: default_escrow_sweep(),
             capacity: None,
+            sessions: None,
+            session_ttl_secs: default_session_ttl(),
         }
     }
 }
@@ -507,7 +528,7 @@ pub struct BackendConfig {
 }
 
 /// `[[backend.models]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The id clients ask for.
@@ -528,6 +549,11 @@ pub struct ModelConfig {
     /// setup accept its proofs.
     #[serde(default)]
     pub proof_keys: Option<PathBuf>,
+    /// Serve only these decoder layers, `"a..b"` (half-open), as one stage
+    /// of a pipeline: advertised as the span id `<id>@a..b/<layers>`
+    /// ([`crate::models::span`]), and only what the span needs is opened.
+    #[serde(default)]
+    pub layers: Option<String>,
 }
 
 /// The proof systems `[[backend.models]] proof` accepts.
@@ -602,6 +628,9 @@ pub struct LimitsConfig {
     pub stream_mb: Option<u64>,
     /// Fuel per call (pricing plugins).
     pub fuel: Option<u64>,
+    /// Cap on the model weights one backend instance opens, MiB (default:
+    /// unlimited). A model over it can still be served in layer spans.
+    pub weights_mb: Option<u64>,
 }
 
 impl Config {
@@ -716,6 +745,10 @@ impl LimitsConfig {
                 .map(|m| m.saturating_mul(MIB))
                 .unwrap_or(d.stream_bytes),
             fuel: self.fuel.unwrap_or(d.fuel),
+            weight_bytes: self
+                .weights_mb
+                .map(|m| m.saturating_mul(MIB))
+                .unwrap_or(d.weight_bytes),
         }
     }
 }

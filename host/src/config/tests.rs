@@ -89,6 +89,37 @@ fn duplicate_model_ids_are_refused() {
 }
 
 #[test]
+fn layer_spans_are_checked_and_named() {
+    let with = |model: &str| {
+        Config::parse(
+            &format!("[[backend]]\nplugin='a'\n[[backend.models]]\npath='p'\n{model}\n"),
+            Path::new("."),
+        )
+    };
+    for (model, want) in [
+        ("id='m'\nlayers='3..1'", "not a span"),
+        ("id='m'\nlayers='0-3'", "0..12"),
+        ("id='m@0..1/2'", "must not contain `@`"),
+        ("id='m'\nlayers='0..2'\nproof='groth16'", "not proved"),
+    ] {
+        let err = with(model).unwrap_err().to_string();
+        assert!(
+            err.contains("backend[0].models[0]") && err.contains(want),
+            "{model}: {err}"
+        );
+    }
+    let c = with("id='m'\nlayers='0..2'").unwrap();
+    assert_eq!(c.backend[0].models[0].layers.as_deref(), Some("0..2"));
+    // Two spans of one model on one node are two served ids; one span twice is not.
+    let two = "[[backend]]\nplugin='a'\n[[backend.models]]\nid='m'\npath='p'\nlayers='0..2'\n[[backend.models]]\nid='m'\npath='p'\nlayers='2..4'\n";
+    Config::parse(two, Path::new(".")).unwrap();
+    let err = Config::parse(&two.replace("2..4", "0..2"), Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("backend[0].models[1].id"), "{err}");
+}
+
+#[test]
 fn relative_paths_resolve_against_the_config_dir() {
     let c = Config::parse(
         "[[backend]]\nplugin='p'\n[[backend.models]]\nid='m'\npath='m'\n",

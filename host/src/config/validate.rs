@@ -86,6 +86,18 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(n) = self.sessions {
+            let room = super::MAX_CAPACITY - self.capacity();
+            if n > room {
+                return Err(invalid(
+                    "node.sessions",
+                    format!("must be at most {room}: held sessions and `capacity` ({}) share {} plugin instances", self.capacity(), super::MAX_CAPACITY),
+                ));
+            }
+        }
+        if self.session_ttl_secs == 0 {
+            return Err(invalid("node.session_ttl_secs", "must be greater than 0"));
+        }
         Ok(())
     }
 }
@@ -271,6 +283,23 @@ impl BackendConfig {
             if m.id.trim().is_empty() {
                 return Err(invalid(format!("{mkey}.id"), "must not be empty"));
             }
+            if m.id.contains('@') {
+                return Err(invalid(
+                    format!("{mkey}.id"),
+                    "must not contain `@` (it separates a model from its layer span)",
+                ));
+            }
+            if let Some(l) = &m.layers {
+                // The layer count is known once the model is open; here, the form.
+                crate::models::span::LayerSpan::parse(l, u32::MAX)
+                    .map_err(|e| invalid(format!("{mkey}.layers"), e))?;
+                if m.proof.is_some() {
+                    return Err(invalid(
+                        format!("{mkey}.layers"),
+                        "a layer span is not proved; drop `proof` or `layers`",
+                    ));
+                }
+            }
             if m.proof_keys.is_some() && m.proof.is_none() {
                 return Err(invalid(
                     format!("{mkey}.proof_keys"),
@@ -288,7 +317,8 @@ impl BackendConfig {
                     ));
                 }
             }
-            if !model_ids.insert(m.id.clone()) {
+            let served = format!("{}@{}", m.id, m.layers.as_deref().unwrap_or("all"));
+            if !model_ids.insert(served) {
                 return Err(invalid(
                     format!("{mkey}.id"),
                     format!("model id `{}` is configured twice", m.id),
@@ -360,6 +390,7 @@ impl LimitsConfig {
             ("wall_time_ms", self.wall_time_ms),
             ("kernel_time_ms", self.kernel_time_ms),
             ("tensor_mb", self.tensor_mb),
+            ("weights_mb", self.weights_mb),
             ("copy_out_mb", self.copy_out_mb),
             ("kernel_work_mflop", self.kernel_work_mflop),
             ("tensor_handles", self.tensor_handles),

@@ -34,10 +34,12 @@ pub use provider::{ProviderError, ProviderHandler};
 /// `escrow-created`, `escrow-funded`, `escrow-released`, `escrow-refunded`.
 /// Provider points: `provider-escrow-confirmed` (the `earn` row is written,
 /// the `Ack` not sent), `provider-running`, `provider-delivered` (the
-/// signed result is stored, not sent). Compiled only with the `test-hooks`
-/// feature (the test suite's); otherwise no point is ever requested.
+/// signed result is stored, not sent). `<point>@<n>` aborts the `n`-th
+/// time the process reaches it instead (a pipeline stage that dies
+/// mid-generation). Compiled only with the `test-hooks` feature (the test
+/// suite's); otherwise no point is ever requested.
 pub(crate) fn crash_at(point: &str) {
-    if crash_requested(point) {
+    if crash_requested(point) || crash_nth(point) {
         tracing::error!(point, "INFERNET_CRASH_AFTER: aborting on purpose");
         std::process::abort();
     }
@@ -47,6 +49,30 @@ pub(crate) fn crash_at(point: &str) {
 #[cfg(feature = "test-hooks")]
 pub(crate) fn crash_requested(point: &str) -> bool {
     std::env::var("INFERNET_CRASH_AFTER").is_ok_and(|s| s == point)
+}
+
+/// Whether `INFERNET_CRASH_AFTER=<point>@<n>` and this is the `n`-th time
+/// `point` is reached.
+#[cfg(feature = "test-hooks")]
+fn crash_nth(point: &str) -> bool {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static REACHED: AtomicU32 = AtomicU32::new(0);
+    let Ok(spec) = std::env::var("INFERNET_CRASH_AFTER") else {
+        return false;
+    };
+    match spec.split_once('@') {
+        Some((name, n)) if name == point => {
+            let n: u32 = n.parse().unwrap_or(1);
+            REACHED.fetch_add(1, Ordering::Relaxed) + 1 >= n
+        }
+        _ => false,
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+fn crash_nth(_point: &str) -> bool {
+    false
 }
 
 /// Without the `test-hooks` feature no crash point exists.

@@ -137,6 +137,9 @@ pub struct KernelLimits {
     pub kernel_work: u64,
     /// Cap on live tensor and sampler handles (`tensor_handles`).
     pub handles: u64,
+    /// Cap on the bytes of distinct model weights one instance opens
+    /// (`weights_mb`): what a provider lets one instance hold of a model.
+    pub weight_bytes: u64,
 }
 
 impl KernelLimits {
@@ -166,6 +169,9 @@ pub struct KernelCtx {
     trace: Option<trace::Trace>,
     /// Bytes the trace holds, charged to the tensor budget.
     trace_bytes: u64,
+    /// Distinct weights opened, and their bytes (`weights_mb`).
+    weights_opened: std::collections::HashSet<String>,
+    weight_bytes: u64,
     capture: Option<trace::Capture>,
 }
 
@@ -182,6 +188,8 @@ impl KernelCtx {
             calls: 0,
             trace: None,
             trace_bytes: 0,
+            weights_opened: Default::default(),
+            weight_bytes: 0,
             capture: None,
         }
     }
@@ -305,6 +313,7 @@ impl KernelCtx {
         weights_hash: &str,
         name: &str,
     ) -> Result<TensorRes, KernelError> {
+        self.charge_weight(name, tensor_bytes(&tensor))?;
         let mut res = self.adopt(tensor, false)?;
         res.digest = trace::weight_digest(weights_hash, name);
         let leaf = || trace::Leaf {
@@ -330,6 +339,7 @@ impl KernelCtx {
         weights_hash: &str,
         name: &str,
     ) -> Result<QMatrixRes, KernelError> {
+        self.charge_weight(name, q.storage_size_in_bytes() as u64)?;
         self.take_handle()?;
         let res = QMatrixRes {
             digest: trace::qweight_digest(weights_hash, name),
@@ -348,6 +358,28 @@ impl KernelCtx {
             return Err(e);
         }
         Ok(res)
+    }
+
+    /// Counts weight `name` (`bytes`) against `weights_mb` the first time
+    /// this instance opens it.
+    fn charge_weight(&mut self, name: &str, bytes: u64) -> Result<(), KernelError> {
+        if self.weights_opened.contains(name) {
+            return Ok(());
+        }
+        let total = self.weight_bytes.saturating_add(bytes);
+        if total > self.limits.weight_bytes {
+            return Err(limit(
+                format!(
+                    "opening weight `{name}` would bring this instance's model weights to {} MiB, over its limit of {} MiB; serve a span of the model's layers instead (`layers` on the model)",
+                    total.div_ceil(1 << 20),
+                    self.limits.weight_bytes >> 20
+                ),
+                "weights_mb",
+            ));
+        }
+        self.weight_bytes = total;
+        self.weights_opened.insert(name.to_string());
+        Ok(())
     }
 
     /// The compute device.

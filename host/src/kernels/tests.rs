@@ -14,6 +14,7 @@ fn ctx(tensor_bytes: u64, copy_out_bytes: u64) -> KernelCtx {
             kernel_time: Duration::from_secs(60),
             kernel_work: u64::MAX,
             handles: u64::MAX,
+            weight_bytes: u64::MAX,
         },
     )
 }
@@ -102,6 +103,7 @@ fn kernel_time_is_bounded_per_call() {
             kernel_time: Duration::ZERO,
             kernel_work: u64::MAX,
             handles: u64::MAX,
+            weight_bytes: u64::MAX,
         },
     );
     let err = k.arange(4).unwrap_err();
@@ -121,6 +123,7 @@ pub(super) fn budget(tensor_bytes: u64, mflop: u64, handles: u64) -> KernelCtx {
             kernel_time: Duration::from_secs(60),
             kernel_work: mflop * 1_000_000,
             handles,
+            weight_bytes: u64::MAX,
         },
     )
 }

@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod fixture_gguf;
 pub mod gguf;
 pub mod reference;
+pub mod span;
 
 use candle_core::quantized::QTensor;
 use candle_core::safetensors::MmapedSafetensors;

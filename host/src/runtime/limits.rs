@@ -61,6 +61,8 @@ pub struct Limits {
     pub stream_bytes: u64,
     /// Fuel per call (pricing plugins; others run unmetered).
     pub fuel: u64,
+    /// Cap on the model weights one instance opens, bytes.
+    pub weight_bytes: u64,
 }
 
 /// One mebibyte.
@@ -84,6 +86,7 @@ impl Default for Limits {
             stream_tokens: 100_000,
             stream_bytes: 8 * MIB,
             fuel: 50_000_000,
+            weight_bytes: u64::MAX,
         }
     }
 }
@@ -99,6 +102,7 @@ impl Limits {
                 .kernel_work
                 .unwrap_or_else(|| KernelLimits::work_for(self.kernel_time)),
             handles: self.tensor_handles,
+            weight_bytes: self.weight_bytes,
         }
     }
 

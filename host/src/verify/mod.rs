@@ -36,13 +36,7 @@ pub fn result_body(
     trace: TraceRoot,
     provider: String,
 ) -> Option<ResultBody> {
-    let manifest = &node
-        .backends()
-        .iter()
-        .find(|b| b.plugin.model_ids().contains(&job.model))?
-        .plugin
-        .loaded
-        .manifest;
+    let manifest = &node.backend_of(&job.model)?.plugin.loaded.manifest;
     Some(ResultBody {
         job_id: job.id.clone(),
         model_id: job.model.clone(),

@@ -88,6 +88,7 @@ pub(super) fn referee_ctx(device: &Device) -> KernelCtx {
             kernel_time,
             kernel_work: u64::MAX,
             handles: 1 << 20,
+            weight_bytes: u64::MAX,
         },
     )
 }

@@ -22,6 +22,8 @@ mod backend;
 mod config;
 #[path = "../../llama/src/model.rs"]
 mod model;
+#[path = "../../llama/src/stage.rs"]
+mod stage;
 
 use backend::LlamaBackend;
 #[cfg(feature = "replay")]

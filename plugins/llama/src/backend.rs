@@ -1,22 +1,30 @@
-//! The backend: job parameters, the decoding loop and text streaming.
+//! The backend: job parameters, the decoding loop and text streaming, and
+//! the steps of a pipeline stage (a job with `layers`, see [`crate::stage`]).
 
 use crate::config::LlamaConfig;
-use crate::model::Llama;
-use infernet_plugin_api::models::{Tokenizer, Weights};
+use crate::model::{Llama, Span, SpanInput};
+use crate::stage::{Sessions, StageParams};
+use infernet_plugin_api::models::{self, Tokenizer, Weights};
 use infernet_plugin_api::{
     log, progress, Backend, BackendInfo, Context, Error, F32Tensor, JobInput, JobOutput,
-    JobRequest, JobResult, KvCache, ModelCache, Sampler, Sampling, TextStream, Usage,
+    JobRequest, JobResult, KvCache, Sampler, Sampling, Tensor, TextStream, Usage,
 };
+use std::collections::hash_map::{Entry, HashMap};
 
-/// A model built from its weights, kept for later jobs.
+/// A model, or the span of its blocks a stage runs, built from its
+/// weights, kept for later jobs.
 struct Generator {
+    /// Kept open while its tensors are in use.
+    _weights: Weights,
     tokenizer: Option<Tokenizer>,
     model: Llama,
 }
 
-/// The backend: loaded models by id.
+/// The backend: loaded models by model id and span (`None`: the whole
+/// model), and the pipeline sessions of this instance.
 pub struct LlamaBackend {
-    models: ModelCache<Generator>,
+    models: HashMap<(String, Option<Span>), Generator>,
+    sessions: Sessions,
 }
 
 /// Decoding settings parsed from the job parameters.
@@ -56,29 +64,29 @@ impl Params {
 }
 
 impl Generator {
-    fn build(weights: &Weights) -> Result<Self, Error> {
+    /// Builds model `weights` (`span`: only those blocks and what they need).
+    fn build(weights: Weights, span: Option<Span>) -> Result<Self, Error> {
         let model_id = weights.id();
-        let cfg = match weights.format().as_str() {
-            "gguf" => {
-                let embd = weights
-                    .get_quantized("token_embd.weight")
-                    .context("GGUF embedding table")?;
-                let vocab = embd.shape().first().copied().unwrap_or(0) as usize;
-                LlamaConfig::from_gguf(&weights.config(), &weights.names(), vocab)?
-            }
-            _ => LlamaConfig::parse(&weights.config())?,
+        let cfg = config(&weights, span)?;
+        // A span past block 0 takes hidden states, never text.
+        let tokenizer = match span {
+            Some(span) if span.start > 0 => None,
+            _ => match weights.tokenizer() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log::warn(&format!(
+                        "model `{model_id}` has no usable tokenizer: {e:?}"
+                    ));
+                    None
+                }
+            },
         };
-        let tokenizer = match weights.tokenizer() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                log::warn(&format!(
-                    "model `{model_id}` has no usable tokenizer: {e:?}"
-                ));
-                None
-            }
-        };
-        let model = Llama::load(weights, cfg)?;
-        Ok(Generator { tokenizer, model })
+        let model = Llama::load(&weights, cfg, span)?;
+        Ok(Generator {
+            _weights: weights,
+            tokenizer,
+            model,
+        })
     }
 
     fn tokenizer(&self) -> Result<&Tokenizer, Error> {
@@ -89,6 +97,20 @@ impl Generator {
 
     /// The prompt as token ids, checked against the vocabulary and context size.
     fn prompt(&self, input: &JobInput) -> Result<Vec<u32>, Error> {
+        let ids = self.ids(input)?;
+        let cfg = &self.model.cfg;
+        if ids.len() > cfg.max_position_embeddings {
+            return Err(Error::LimitExceeded(format!(
+                "prompt has {} tokens; max_position_embeddings is {}",
+                ids.len(),
+                cfg.max_position_embeddings
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// The input as token ids, non-empty and checked against the vocabulary.
+    fn ids(&self, input: &JobInput) -> Result<Vec<u32>, Error> {
         let ids = match input {
             JobInput::Tokens(ids) => ids.clone(),
             JobInput::Text(_) | JobInput::Texts(_) => {
@@ -104,13 +126,6 @@ impl Generator {
             return Err(Error::invalid(format!(
                 "input token id {bad} is out of range (vocab_size {})",
                 cfg.vocab_size
-            )));
-        }
-        if ids.len() > cfg.max_position_embeddings {
-            return Err(Error::LimitExceeded(format!(
-                "prompt has {} tokens; max_position_embeddings is {}",
-                ids.len(),
-                cfg.max_position_embeddings
             )));
         }
         Ok(ids)
@@ -194,10 +209,184 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// One step of a pipeline stage: the job's rows (token ids for a span
+    /// from block 0, else hidden states `[1, seq, hidden_size]`) at
+    /// positions `p.pos..` through this span, over the session's `cache`.
+    /// Returns the result and the rows processed.
+    fn stage(
+        &self,
+        job: &JobRequest,
+        p: &StageParams,
+        cache: &mut KvCache,
+    ) -> Result<(JobResult, usize), Error> {
+        let cfg = &self.model.cfg;
+        let (span, hidden) = (p.span, cfg.hidden_size);
+        let rows = if span.start == 0 {
+            if let JobInput::Tensor(_) = job.input {
+                return Err(Error::invalid(format!(
+                    "layers {span} start at the embedding table: input must be `tokens` or \
+                     `text`, not a tensor"
+                )));
+            }
+            Rows::Ids(self.ids(&job.input)?)
+        } else {
+            Rows::Hidden(hidden_states(&job.input, span, hidden)?)
+        };
+        let seq = match &rows {
+            Rows::Ids(ids) => ids.len(),
+            Rows::Hidden(data) => data.len() / hidden,
+        };
+        if seq > 1 && p.pos != 0 {
+            return Err(Error::invalid(format!(
+                "an input of {seq} rows must start at position 0 (its `pos` is {}): after \
+                 the prefill, send one row per step",
+                p.pos
+            )));
+        }
+        let max = cfg.max_position_embeddings;
+        if p.pos.checked_add(seq).is_none_or(|end| end > max) {
+            return Err(Error::LimitExceeded(format!(
+                "positions {}..{} (`pos` {} and {seq} rows) are past max_position_embeddings {max}",
+                p.pos,
+                p.pos as u64 + seq as u64,
+                p.pos
+            )));
+        }
+        let input = match &rows {
+            Rows::Ids(ids) => SpanInput::Tokens(ids),
+            Rows::Hidden(data) => SpanInput::Hidden(Tensor::new_f32(data, &[1, seq, hidden])?),
+        };
+        let out = self.model.forward_span(input, seq, p.pos, cache)?;
+        let last = span.end == cfg.num_hidden_layers;
+        let shape = match last {
+            true => vec![1, out.dim(1) as u32],
+            false => vec![1, seq as u32, hidden as u32],
+        };
+        let output = JobOutput::Logits(F32Tensor {
+            shape,
+            data: out.to_f32()?,
+        });
+        let usage = Usage {
+            input_tokens: seq as u32,
+            output_tokens: u32::from(last),
+        };
+        Ok((JobResult { output, usage }, seq))
+    }
+}
+
+/// A stage's input rows, checked.
+enum Rows<'a> {
+    Ids(Vec<u32>),
+    /// `seq * hidden_size` values.
+    Hidden(&'a [f32]),
+}
+
+/// The values of a `tensor` input of hidden states `[1, seq, hidden]`
+/// (`seq >= 1`), for a span starting past block 0.
+fn hidden_states(input: &JobInput, span: Span, hidden: usize) -> Result<&[f32], Error> {
+    let JobInput::Tensor(t) = input else {
+        return Err(Error::invalid(format!(
+            "layers {span} start past the embedding table: input must be a `tensor` of \
+             hidden states, shape [1, seq, {hidden}]"
+        )));
+    };
+    let seq = match t.shape[..] {
+        [1, seq, h] if seq >= 1 && h as usize == hidden => seq as usize,
+        _ => {
+            return Err(Error::invalid(format!(
+                "input tensor has shape {:?}; layers {span} take hidden states of shape \
+                 [1, seq, {hidden}] with seq >= 1",
+                t.shape
+            )))
+        }
+    };
+    if seq.checked_mul(hidden) != Some(t.data.len()) {
+        return Err(Error::invalid(format!(
+            "input tensor has {} values; its shape {:?} holds {}",
+            t.data.len(),
+            t.shape,
+            seq as u64 * hidden as u64
+        )));
+    }
+    Ok(&t.data)
+}
+
+/// The model's configuration: `config.json`, or a GGUF file's metadata
+/// with the vocabulary size read from the rows of a table: the embedding
+/// table for the whole model and for a span that loads it, the output
+/// projection for a span that loads that instead. A span using neither
+/// (blocks in the middle) opens no table: its `vocab_size` is a
+/// placeholder it never reads.
+fn config(weights: &Weights, span: Option<Span>) -> Result<LlamaConfig, Error> {
+    if weights.format() != "gguf" {
+        return LlamaConfig::parse(&weights.config());
+    }
+    let rows = |name: &str, what: &str| -> Result<usize, Error> {
+        let table = weights.get_quantized(name).context(what)?;
+        Ok(table.shape().first().copied().unwrap_or(0) as usize)
+    };
+    let Some(span) = span else {
+        let vocab = rows("token_embd.weight", "GGUF embedding table")?;
+        return LlamaConfig::from_gguf(&weights.config(), &weights.names(), vocab);
+    };
+    let mut cfg = LlamaConfig::from_gguf(&weights.config(), &weights.names(), 1)?;
+    let n = cfg.num_hidden_layers;
+    span.check(n)?;
+    let last = span.end == n;
+    if span.start == 0 || (last && cfg.tie_word_embeddings) {
+        cfg.vocab_size = rows("token_embd.weight", "GGUF embedding table")?;
+    } else if last {
+        cfg.vocab_size = rows("output.weight", "GGUF output projection")?;
+    }
+    Ok(cfg)
+}
+
+impl LlamaBackend {
+    /// Model `id` (`span`: only those blocks), opened and built on first use.
+    /// A failed build is not kept: the next job tries again.
+    fn model(&mut self, id: &str, span: Option<Span>) -> Result<&Generator, Error> {
+        match self.models.entry((id.to_string(), span)) {
+            Entry::Occupied(loaded) => Ok(loaded.into_mut()),
+            Entry::Vacant(slot) => {
+                let built = Generator::build(models::open(id)?, span)?;
+                log::info(&match span {
+                    None => format!("loaded model `{id}`"),
+                    Some(span) => format!("loaded model `{id}` layers {span}"),
+                });
+                Ok(slot.insert(built))
+            }
+        }
+    }
+
+    /// A pipeline stage's step: the session's cache, the span's model, the
+    /// forward pass; the session is kept for the next step unless the job
+    /// ends it.
+    fn stage_step(&mut self, job: &JobRequest) -> Result<JobResult, Error> {
+        let p = StageParams::from_job(job)?
+            .ok_or_else(|| Error::internal("a stage job without `layers`"))?;
+        let mut session = self.sessions.take(&p, &job.model)?;
+        let (result, seq) =
+            self.model(&job.model, Some(p.span))?
+                .stage(job, &p, &mut session.cache)?;
+        session.next_pos = p.pos + seq;
+        if !p.session_end {
+            if let Some(dropped) = self.sessions.keep(p.session, session) {
+                log::info(&format!(
+                    "dropped session `{dropped}`, the least recently used of more than {}",
+                    crate::stage::MAX_SESSIONS
+                ));
+            }
+        }
+        Ok(result)
+    }
+}
+
 impl Backend for LlamaBackend {
     fn new() -> Self {
         LlamaBackend {
-            models: ModelCache::new(),
+            models: HashMap::new(),
+            sessions: Sessions::default(),
         }
     }
 
@@ -211,8 +400,17 @@ impl Backend for LlamaBackend {
     }
 
     fn execute(&mut self, job: JobRequest) -> Result<JobResult, Error> {
+        if job.param_str("layers").is_some() {
+            let result = self.stage_step(&job);
+            if result.is_err() {
+                // Its cache may be half updated: the session starts over.
+                if let Some(id) = job.param_str("session") {
+                    self.sessions.remove(id);
+                }
+            }
+            return result;
+        }
         let params = Params::from_job(&job)?;
-        let loaded = self.models.get(&job.model, Generator::build)?;
-        loaded.model.generate(&job, &params)
+        self.model(&job.model, None)?.generate(&job, &params)
     }
 }

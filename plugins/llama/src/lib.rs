@@ -9,12 +9,19 @@
 //! greedy and the output is the `[steps, vocab]` last-position logits of
 //! every forward step instead of text.
 //!
+//! A job with the parameter `layers` (`a..b`) runs only those decoder blocks,
+//! as one stage of a pipeline, over a KV cache kept per `session` between
+//! jobs: token ids in (block 0) or hidden states `[1, seq, hidden_size]`,
+//! hidden states out, or the last position's logits `[1, vocab]` from the
+//! last block. See [`stage`] for its parameters and rules.
+//!
 //! The modules are shared, by `#[path]`, with the test-only
 //! `plugins/cheat-llama`; this crate's [`TAMPER`] keeps the forward pass honest.
 
 mod backend;
 mod config;
 mod model;
+mod stage;
 
 /// The forward pass as it should be: no tampering (read by [`model`]).
 const TAMPER: model::Tamper = model::Tamper::NONE;

@@ -10,6 +10,10 @@
 //! projections multiplied on the host (`qlinear`), norms and the embedding
 //! table dequantized, the rotary embedding on interleaved pairs.
 //! Weights stay on the host; this module only holds tensor handles.
+//!
+//! A [`Llama`] may hold only a [`Span`] of the blocks, one stage of a
+//! pipeline ([`Llama::forward_span`]): it runs the same per-block code as
+//! the whole model's [`Llama::forward`], so chained spans give the same bits.
 
 use crate::config::{Arch, Layout, LlamaConfig};
 use infernet_plugin_api::decoder::last_position;
@@ -24,9 +28,11 @@ use infernet_plugin_api::{Context, DType, Error, KvCache, Linear, Tensor};
 #[derive(Clone, Copy)]
 pub struct Tamper {
     /// Scales the MLP output (after `down_proj`, before the residual add) of
-    /// block `num_hidden_layers / 2` by `1 + 1e-3`: one extra `affine` kernel.
+    /// block `num_hidden_layers / 2` by `1 + 1e-3`: one extra `affine` kernel
+    /// (whichever span of layers holds that block).
     pub perturb_middle_block: bool,
-    /// Runs only blocks `0..num_hidden_layers / 2`.
+    /// Runs only blocks `0..num_hidden_layers / 2` (a span runs those of its
+    /// blocks, by absolute index).
     pub skip_second_half: bool,
 }
 
@@ -55,21 +61,70 @@ struct Block {
     down_proj: Linear,
 }
 
-/// A loaded model: weight handles and the rotary tables.
-pub struct Llama {
-    pub cfg: LlamaConfig,
-    embed_tokens: Tensor,
-    blocks: Vec<Block>,
+/// The decoder blocks `start..end` (half-open) of a model: what one stage of
+/// a pipeline runs. The whole model is `0..num_hidden_layers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    /// Refuses a span that is empty or reaches past the model's `layers`
+    /// blocks, naming the `layers` parameter it came from.
+    pub fn check(self, layers: usize) -> Result<(), Error> {
+        if self.start < self.end && self.end <= layers {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "parameter `layers` is {self}, but this model has layers 0..{layers} \
+             (num_hidden_layers {layers}); it must be a..b with 0 <= a < b <= {layers}"
+        )))
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+/// What a span ending at the last block holds past it: the final norm and
+/// the output projection.
+struct Head {
     norm: Tensor,
     /// `None` when the output projection is tied to `embed_tokens` (a
     /// tied GGUF head is `token_embd.weight` as stored, quantized).
     lm_head: Option<Linear>,
+}
+
+/// A loaded model, or the span of it one pipeline stage runs: weight
+/// handles and the rotary tables.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    /// The blocks held (`blocks[i]` is block `span.start + i`).
+    span: Span,
+    /// Present when the span starts at block 0, or ends at the last one
+    /// with a head tied to it (safetensors).
+    embed_tokens: Option<Tensor>,
+    blocks: Vec<Block>,
+    /// Present when the span ends at the last block.
+    head: Option<Head>,
     /// `[max_position_embeddings, head_dim / 2]`, in the weights' dtype.
     cos: Tensor,
     sin: Tensor,
-    /// The activations' dtype (the embedding table's), known here so that
-    /// the forward pass asks the host for no dtype.
+    /// The activations' dtype (the embedding table's; for a span without
+    /// it, its first block's norm weight's, which must be the same for the
+    /// whole model to run), known here so that the forward pass asks the
+    /// host for no dtype.
     dtype: DType,
+}
+
+/// The input of a span: token ids (a span starting at block 0) or the
+/// previous stage's hidden states `[1, seq, hidden_size]`, any float dtype.
+pub enum SpanInput<'a> {
+    Tokens(&'a [u32]),
+    Hidden(Tensor),
 }
 
 /// A weight's name in the checkpoint's layout, from its Hugging Face name
@@ -156,19 +211,40 @@ fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
 }
 
 impl Llama {
-    /// Fetches all weight handles and builds the rotary tables.
-    pub fn load(weights: &Weights, cfg: LlamaConfig) -> Result<Self, Error> {
+    /// Fetches the weight handles `span` needs (`None`: the whole model)
+    /// and builds the rotary tables. A span opens no other weight: the
+    /// embedding table only if it starts at block 0 (or ends at the last
+    /// block with a tied safetensors head), blocks `span` only, the final
+    /// norm and output projection only if it ends at the last block.
+    pub fn load(weights: &Weights, cfg: LlamaConfig, span: Option<Span>) -> Result<Self, Error> {
         let layout = cfg.layout;
+        let n = cfg.num_hidden_layers;
+        let span = span.unwrap_or(Span { start: 0, end: n });
+        span.check(n)?;
+        let last = span.end == n;
         let top = |hf: &str| name(layout, hf, None);
-        let embed_tokens = weight(weights, &top("model.embed_tokens.weight"))?;
-        let dtype = embed_tokens.dtype();
-        let lm_head = match (cfg.tie_word_embeddings, layout) {
-            (false, _) => Some(Linear::load(weights, &top("lm_head.weight"))?),
-            (true, Layout::Gguf) => Some(Linear::load(weights, &top("model.embed_tokens.weight"))?),
-            (true, Layout::Hf) => None,
+        let tied_dense = cfg.tie_word_embeddings && layout == Layout::Hf;
+        let embed_tokens = if span.start == 0 || (last && tied_dense) {
+            Some(weight(weights, &top("model.embed_tokens.weight"))?)
+        } else {
+            None
         };
-        let norm = weight(weights, &top("model.norm.weight"))?;
-        let blocks = (0..cfg.num_hidden_layers)
+        let lm_head = match (last, cfg.tie_word_embeddings, layout) {
+            (false, _, _) => None,
+            (true, false, _) => Some(Linear::load(weights, &top("lm_head.weight"))?),
+            (true, true, Layout::Gguf) => {
+                Some(Linear::load(weights, &top("model.embed_tokens.weight"))?)
+            }
+            (true, true, Layout::Hf) => None,
+        };
+        let head = match last {
+            true => Some(Head {
+                norm: weight(weights, &top("model.norm.weight"))?,
+                lm_head,
+            }),
+            false => None,
+        };
+        let blocks = (span.start..span.end)
             .map(|i| {
                 let at = |part: &str| name(layout, &format!("{part}.weight"), Some(i));
                 let w = |part: &str| weight(weights, &at(part));
@@ -195,6 +271,14 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        // The activations' dtype: the embedding table's, else (a span past
+        // block 0) its first block's norm weight's, which `rms_norm` requires
+        // to be the activations' dtype in the whole model too.
+        let dtype = match (&embed_tokens, blocks.first()) {
+            (Some(table), _) => table.dtype(),
+            (None, Some(block)) => block.input_layernorm.dtype(),
+            (None, None) => return Err(Error::internal("a span of no blocks")),
+        };
 
         let theta = inv_freq(&cfg);
         let max_pos = cfg.max_position_embeddings;
@@ -208,10 +292,10 @@ impl Llama {
 
         Ok(Llama {
             cfg,
+            span,
             embed_tokens,
             blocks,
-            norm,
-            lm_head,
+            head,
             cos,
             sin,
             dtype,
@@ -226,38 +310,94 @@ impl Llama {
         index_pos: usize,
         cache: &mut KvCache,
     ) -> Result<Tensor, Error> {
-        let seq_len = ids.len();
-        let input = Tensor::new_u32(ids, &[1, seq_len])?;
-        let mut x = self.embed_tokens.embedding(&input)?;
-        let blocks = if crate::TAMPER.skip_second_half {
-            &self.blocks[..self.blocks.len() / 2]
-        } else {
-            &self.blocks[..]
+        let x = self.embed(ids)?;
+        let x = self.run_blocks(x, ids.len(), index_pos, cache)?;
+        self.logits(&x)
+    }
+
+    /// Runs this span over `seq` rows at positions `index_pos..`, with
+    /// `cache` holding its own blocks' keys and values (layer `i` of the
+    /// cache is block `span.start + i`). A span ending at the last block
+    /// returns the f32 logits of the last position, `[1, vocab]`, as
+    /// [`Llama::forward`]; any other its output hidden states converted to
+    /// f32, `[1, seq, hidden_size]` (exact from f16, bf16 and f32).
+    pub fn forward_span(
+        &self,
+        input: SpanInput,
+        seq: usize,
+        index_pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, Error> {
+        let x = match input {
+            SpanInput::Tokens(ids) => self.embed(ids)?,
+            SpanInput::Hidden(h) => cast(h, self.dtype)?,
         };
+        let x = self.run_blocks(x, seq, index_pos, cache)?;
+        match self.head {
+            Some(_) => self.logits(&x),
+            None => cast(x, DType::F32),
+        }
+    }
+
+    /// `ids` as rows of the embedding table, `[1, seq, hidden_size]`.
+    fn embed(&self, ids: &[u32]) -> Result<Tensor, Error> {
+        let table = self.embed_tokens.as_ref().ok_or_else(|| {
+            Error::internal(format!(
+                "layers {} do not start at the embedding table",
+                self.span
+            ))
+        })?;
+        let input = Tensor::new_u32(ids, &[1, ids.len()])?;
+        table.embedding(&input)
+    }
+
+    /// Runs `x` (`seq_len` rows at positions `index_pos..`) through the
+    /// blocks held, in order.
+    fn run_blocks(
+        &self,
+        mut x: Tensor,
+        seq_len: usize,
+        index_pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, Error> {
         // The rotary tables of these positions, once for every layer.
         let rope = (
             self.cos.narrow(0, index_pos, seq_len)?,
             self.sin.narrow(0, index_pos, seq_len)?,
         );
-        for (block_idx, block) in blocks.iter().enumerate() {
+        for (cache_idx, block) in self.blocks.iter().enumerate() {
+            let layer = self.span.start + cache_idx;
+            if crate::TAMPER.skip_second_half && layer >= self.cfg.num_hidden_layers / 2 {
+                break;
+            }
             let at = Position {
                 index_pos,
                 seq_len,
-                block_idx,
+                layer,
+                cache_idx,
                 rope: &rope,
             };
             x = self
                 .block(&x, block, &at, cache)
-                .with_context(|| format!("layer {block_idx}"))?;
+                .with_context(|| format!("layer {layer}"))?;
         }
+        Ok(x)
+    }
+
+    /// The f32 logits `[1, vocab]` of the last row of the last block's output.
+    fn logits(&self, x: &Tensor) -> Result<Tensor, Error> {
+        let head = self.head.as_ref().ok_or_else(|| {
+            Error::internal(format!("layers {} do not end at the last block", self.span))
+        })?;
         // rms_norm is row-wise, so normalising only the last position is the
         // same as candle's normalise-then-select.
-        let x = last_position(&x)?
-            .rms_norm(&self.norm, self.eps())?
+        let x = last_position(x)?
+            .rms_norm(&head.norm, self.eps())?
             .contiguous()?;
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(&x, None)?,
-            None => x.linear(&self.embed_tokens, None)?,
+        let logits = match (&head.lm_head, &self.embed_tokens) {
+            (Some(lm_head), _) => lm_head.forward(&x, None)?,
+            (None, Some(table)) => x.linear(table, None)?,
+            (None, None) => return Err(Error::internal("tied output head without its table")),
         };
         cast(logits, DType::F32)
     }
@@ -273,7 +413,6 @@ impl Llama {
         at: &Position,
         cache: &mut KvCache,
     ) -> Result<Tensor, Error> {
-        let block_idx = at.block_idx;
         let residual = x;
         let h = x.rms_norm(&block.input_layernorm, self.eps())?;
         let x = self.attention(&h, block, at, cache)?.add(residual)?;
@@ -285,7 +424,9 @@ impl Llama {
             .silu()?
             .mul(&block.up_proj.forward(&h, None)?)?;
         let h = block.down_proj.forward(&h, None)?;
-        let h = if crate::TAMPER.perturb_middle_block && block_idx == self.blocks.len() / 2 {
+        // By absolute index: the same block whichever span holds it.
+        let middle = at.layer == self.cfg.num_hidden_layers / 2;
+        let h = if crate::TAMPER.perturb_middle_block && middle {
             h.affine(1.0 + 1e-3, 0.0)?
         } else {
             h
@@ -300,7 +441,7 @@ impl Llama {
         at: &Position,
         cache: &mut KvCache,
     ) -> Result<Tensor, Error> {
-        let (index_pos, block_idx, seq_len) = (at.index_pos, at.block_idx, at.seq_len);
+        let (index_pos, seq_len) = (at.index_pos, at.seq_len);
         let cfg = &self.cfg;
         let b = 1;
         let (n_heads, n_kv, head_dim) = (
@@ -335,7 +476,7 @@ impl Llama {
             Layout::Gguf => (q.rope_interleaved(cos, sin)?, k.rope_interleaved(cos, sin)?),
         };
 
-        let (k, v) = cache.append(block_idx, k, v)?;
+        let (k, v) = cache.append(at.cache_idx, k, v)?;
 
         // Attention in f32, as candle-transformers computes it, in one host
         // call (contract 0.2.4): keys and values repeated per query head,
@@ -386,7 +527,10 @@ struct Position<'a> {
     index_pos: usize,
     /// Positions in this pass.
     seq_len: usize,
-    block_idx: usize,
+    /// The block's index in the whole model.
+    layer: usize,
+    /// Its layer in the KV cache (`layer` less the span's first block).
+    cache_idx: usize,
     rope: &'a (Tensor, Tensor),
 }
 

@@ -32,6 +32,7 @@ mod jobs_provider;
 mod js_interop;
 mod network_faults;
 mod network_jobs;
+mod network_pipeline;
 mod network_proofs;
 mod network_shards;
 mod p2p_job_protocol;

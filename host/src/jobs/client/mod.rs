@@ -108,6 +108,10 @@ pub struct InferOptions {
     /// the others as usual. Batch sharding sets one per shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer_provider: Option<String>,
+    /// Run only on this provider (a peer id), or fail: a pipeline stage's
+    /// session lives on one provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_provider: Option<String>,
 }
 
 impl InferOptions {
@@ -242,6 +246,14 @@ pub enum ClientError {
         waited_ms: u64,
         /// Models other providers advertise.
         available: Vec<String>,
+    },
+    /// No chain of layer spans on offer covers the model.
+    #[error("no pipeline serves `{model}`: the spans on offer ({}) do not cover every layer", if .spans.is_empty() { "none".to_string() } else { .spans.join(", ") })]
+    NoPipeline {
+        /// The model asked for.
+        model: String,
+        /// The spans seen.
+        spans: Vec<String>,
     },
     /// Every quote was above the budget (or in another currency).
     #[error("no quote within the budget of {budget}; cheapest seen: {}", .cheapest.as_ref().map(|m| format!("{} from {}", crate::payments::display(m.0.amount, &m.0.currency), m.1)).unwrap_or_else(|| "none".into()))]
@@ -702,7 +714,7 @@ impl JobClient {
             },
             only: match &hold {
                 Hold::Audit(_) => self.inner.verify.verifiers.clone(),
-                _ => Vec::new(),
+                _ => opts.only_provider.iter().cloned().collect(),
             },
             prefer: opts.prefer_provider.clone(),
         };
@@ -759,7 +771,9 @@ mod dispute;
 mod exchange;
 mod lifecycle;
 mod pay;
+mod pipeline;
 mod proof;
+mod route;
 mod shard;
 mod steps;
 mod verify;
@@ -768,6 +782,10 @@ use crate::config::VerifyPolicy;
 use crate::payments::currency::Amount;
 pub use audit::AuditNote;
 use budget::{budget_in_minor_units, budget_serde};
+pub use pipeline::{
+    PipelineOptions, PipelineOutcome, StageReport, MAX_PIPELINE_TOKENS, MAX_STAGE_FAILOVERS,
+};
+pub use route::{chain as route_chain, Hop, Objective};
 pub use shard::{split as split_batch, Shard, ShardedOutcome, MAX_BATCH};
 pub use verify::{spot_check, Replica, Verdict, Verification};
 use verify::{Hold, Plan};

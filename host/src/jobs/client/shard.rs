@@ -8,7 +8,7 @@
 use super::{ClientError, InferOptions, JobClient, JobOutcome};
 use crate::p2p::protocol::{Money, WireInput, WireOutput};
 use crate::payments::currency::Amount;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 
 /// Most texts one sharded job may carry.
@@ -110,19 +110,11 @@ impl JobClient {
             shards.push(Shard { items, outcome });
         }
         let output = merge(&shards)?;
-        let mut price: BTreeMap<String, u64> = BTreeMap::new();
-        for s in &shards {
-            let p = &s.outcome.price;
-            let sum = price.entry(p.currency.clone()).or_default();
-            *sum = sum.saturating_add(p.amount);
-        }
+        let price = super::pipeline::sum_prices(shards.iter().map(|s| &s.outcome.price));
         Ok(ShardedOutcome {
             output,
             shards,
-            price: price
-                .into_iter()
-                .map(|(currency, amount)| Money { amount, currency })
-                .collect(),
+            price,
         })
     }
 }

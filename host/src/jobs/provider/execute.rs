@@ -200,7 +200,9 @@ impl Inner {
                 crate::jobs::crash_at("provider-running");
                 self.running.fetch_add(1, Ordering::Relaxed);
                 let started = std::time::Instant::now();
-                let result = self.node.run_traced(&job, sink, self.output_bound(&job.id));
+                let owner = client.to_string();
+                let bound = self.output_bound(&job.id);
+                let result = self.node.run_for(&owner, &job, sink, bound);
                 self.running.fetch_sub(1, Ordering::Relaxed);
                 if let Ok((r, _)) = &result {
                     let tokens = u64::from(r.usage.input_tokens) + u64::from(r.usage.output_tokens);

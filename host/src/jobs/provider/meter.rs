@@ -15,15 +15,22 @@ const DEFAULT_MS_PER_TOKEN: u64 = 20;
 
 /// Tokens in `input` for `model`: the tokenizer's count of every text
 /// (with special tokens, as a backend encodes it), the ids of a token
-/// input, one per element or byte otherwise. At least 1: a job always
-/// reads something.
+/// input, one per row of a tensor (every dim but the last: a pipeline
+/// stage's `[1, seq, hidden]` states are `seq` positions, priced as that
+/// many tokens), one per byte otherwise. At least 1: a job always reads
+/// something.
 pub(super) fn input_tokens(entry: Option<&ModelEntry>, input: &JobInput) -> u32 {
     let text = |t: &str| crate::models::count_tokens(entry, t);
     let n = match input {
         JobInput::Text(t) => text(t),
         JobInput::Texts(ts) => ts.iter().map(|t| text(t)).sum(),
         JobInput::Tokens(ids) => ids.len(),
-        JobInput::Tensor(t) => t.data.len(),
+        JobInput::Tensor(t) => match t.shape.split_last() {
+            Some((_, rows)) if !rows.is_empty() => {
+                rows.iter().map(|&d| d as usize).product::<usize>()
+            }
+            _ => t.data.len(),
+        },
         JobInput::Bytes(b) => b.len(),
     };
     u32::try_from(n).unwrap_or(u32::MAX).max(1)

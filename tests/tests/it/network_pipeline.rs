@@ -1,0 +1,360 @@
+//! Pipelines over a real network (issue #18): a generated 6-layer llama
+//! checkpoint that no provider may hold whole (`weights_mb`) served by
+//! chains of providers that each hold a span of its layers, on loopback,
+//! each stage step a paid job. Greedy tokens equal the single-node run's
+//! and final logits are within 1e-4 over 3 stages and over 2; a stage that
+//! dies mid-generation is rebuilt on another provider with the same
+//! output; a lying stage is caught by replicating it.
+
+use infernet_host::config::Config;
+use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec, EOS_ID};
+use infernet_host::node::Node;
+use infernet_host::runtime::PluginKind;
+use infernet_host::sdk::{Amount, ClientError, Objective, PipelineOptions};
+use infernet_host::worlds::backend::{JobInput, JobOutput, JobRequest};
+use infernet_tests::net::{
+    cli, client_toml, ledger_balance, start_node, wait_for_providers, with_ledger, NodeProc, FUNDED,
+};
+use infernet_tests::{pack_cheat, pack_plugin};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A provider's cap on model weights, MiB: under the whole model's.
+const WEIGHTS_MB: u64 = 1;
+const PROMPT: [u32; 5] = [1, 17, 230, 45, 300];
+const TOKENS: u32 = 8;
+
+fn spec() -> LlamaFixtureSpec {
+    LlamaFixtureSpec {
+        num_layers: 6,
+        seed: 7,
+        ..LlamaFixtureSpec::tiny()
+    }
+}
+
+/// The model dir, the plugins, and a provider config of `layers` (`None`:
+/// the whole model) with `capacity` slots, priced per token, paid through
+/// the ledger.
+fn provider(
+    root: &Path,
+    name: &str,
+    boot: &[String],
+    layers: Option<&str>,
+    capacity: u32,
+    plugin: &Path,
+) -> PathBuf {
+    let model = root.join("tiny6");
+    if !model.join("model.safetensors").exists() {
+        write_llama_fixture(&spec(), &model).unwrap();
+        pack_plugin("llama", PluginKind::Backend, &root.join("plugins"));
+        pack_plugin("pricing-flat", PluginKind::Pricing, &root.join("plugins"));
+    }
+    let boot: Vec<String> = boot.iter().map(|b| format!("{b:?}")).collect();
+    let layers = layers
+        .map(|l| format!("layers = {l:?}\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "[node]\ndata_dir = {data:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{boot}]\nadvert_interval_secs = 1\ncapacity = {capacity}\n\n\
+         [[backend]]\nplugin = {plugin:?}\n[backend.limits]\nweights_mb = {WEIGHTS_MB}\n[[backend.models]]\nid = \"tiny6\"\npath = {model:?}\n{layers}\n\
+         [pricing]\nplugin = {pricing:?}\n[pricing.config]\nper_input_token = 2\nper_output_token = 5\nminimum = 3\n",
+        data = root.join(name),
+        boot = boot.join(", "),
+        pricing = root.join("plugins/pricing-flat"),
+    );
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    with_ledger(&path, root, "confirm = \"client\"")
+}
+
+/// The single-node run: greedy tokens and each step's logits, on a node
+/// with no weights cap.
+fn single_node(root: &Path) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let config = provider(root, "reference", &[], None, 1, &root.join("plugins/llama"));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("weights_mb = {WEIGHTS_MB}\n"), "");
+    let node = Node::from_config(&Config::parse(&text, root).unwrap()).unwrap();
+    let out = node.run(&job(None), None).unwrap();
+    let JobOutput::Logits(t) = out.output else {
+        panic!("{:?}", out.output)
+    };
+    let vocab = t.shape[1] as usize;
+    let logits: Vec<Vec<f32>> = t.data.chunks(vocab).map(|c| c.to_vec()).collect();
+    let tokens = logits.iter().map(|l| argmax(l)).collect();
+    (tokens, logits)
+}
+
+fn job(model: Option<&str>) -> JobRequest {
+    JobRequest {
+        id: "reference".into(),
+        model: model.unwrap_or("tiny6").into(),
+        input: JobInput::Tokens(PROMPT.to_vec()),
+        params: vec![
+            ("max_tokens".into(), TOKENS.to_string()),
+            ("emit_logits".into(), "true".into()),
+        ],
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Waits until `n` gossiped adverts list span id `span` (routing reads
+/// spans from adverts).
+async fn wait_for_span(client: &infernet_host::sdk::Infernet, span: &str, n: usize) {
+    wait_for_providers(client, span, n).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let adverts = client.network().adverts().await.unwrap();
+        if adverts
+            .iter()
+            .filter(|a| a.models.iter().any(|m| m == span))
+            .count()
+            >= n
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {n} adverts of {span}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn opts(objective: Objective) -> PipelineOptions {
+    PipelineOptions {
+        objective,
+        max_tokens: TOKENS,
+        stop_tokens: vec![EOS_ID],
+        max_budget: Some(Amount::parse("0.5", "USD").unwrap()),
+        keep_logits: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let llama = root.join("plugins/llama");
+    let (want, want_logits) = single_node(root);
+    assert!(want.len() >= 4, "the reference generates tokens: {want:?}");
+
+    // Each provider alone refuses the whole model: its weights are over
+    // the cap (and the checkpoint really is bigger than it).
+    let bytes = std::fs::metadata(root.join("tiny6/model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(bytes > WEIGHTS_MB << 20, "{bytes}");
+    let capped =
+        Node::from_config(&Config::load(&provider(root, "capped", &[], None, 1, &llama)).unwrap())
+            .unwrap();
+    let e = capped.run(&job(None), None).unwrap_err().to_string();
+    assert!(e.contains("weights_mb"), "{e}");
+
+    // Three stages: 0..2, 2..4, 4..6.
+    let p0 = start_node(&provider(root, "s02", &[], Some("0..2"), 1, &llama)).await;
+    let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
+    let _p1 = start_node(&provider(root, "s24", &boot, Some("2..4"), 1, &llama)).await;
+    let _p2 = start_node(&provider(root, "s46", &boot, Some("4..6"), 1, &llama)).await;
+    let extra = "[client]\ndiscovery_timeout_ms = 1500\n";
+    let config = with_ledger(&client_toml(root, "client", &boot, extra), root, "");
+    cli(&config, &["wallet", "fund", "1"]);
+    let client = start_node(&config).await;
+    for span in ["tiny6@0..2/6", "tiny6@2..4/6", "tiny6@4..6/6"] {
+        wait_for_span(&client, span, 1).await;
+    }
+    // No single provider serves the whole model.
+    assert!(client
+        .network()
+        .providers_of("tiny6")
+        .await
+        .unwrap()
+        .is_empty());
+
+    let three = client
+        .generate_pipeline("tiny6", PROMPT.to_vec(), opts(Objective::Latency))
+        .await
+        .unwrap();
+    let spans: Vec<&str> = three.stages.iter().map(|s| s.span_id.as_str()).collect();
+    assert_eq!(spans, ["tiny6@0..2/6", "tiny6@2..4/6", "tiny6@4..6/6"]);
+    assert_eq!(three.tokens, want, "greedy tokens over 3 stages");
+    let d = max_diff(&three.logits, &want_logits);
+    assert!(d <= 1e-4, "final logits differ by {d}");
+    // Every stage step is a paid job: one per token per stage, and the
+    // client's ledger paid exactly the stages' total.
+    for s in &three.stages {
+        assert_eq!(s.jobs.len(), want.len(), "{}", s.span_id);
+        assert!(s.price[0].amount > 0);
+    }
+    let total: u64 = three.stages.iter().map(|s| s.price[0].amount).sum();
+    assert_eq!(three.price[0].amount, total);
+    // Hidden states crossed two hops: (prompt + each later token) rows of 64 f32.
+    let rows = (PROMPT.len() + want.len() - 1) as u64;
+    assert_eq!(three.hidden_bytes, 2 * rows * 64 * 4);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ledger_balance(&client) != FUNDED - total {
+        assert!(
+            Instant::now() < deadline,
+            "client paid {} for stages costing {total}",
+            FUNDED - ledger_balance(&client)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Two stages, 0..3 then 3..6, chosen for throughput (more free slots).
+    // The 3..6 provider dies on its 4th step; a second one takes over.
+    let _q0 = start_node(&provider(root, "s03", &boot, Some("0..3"), 4, &llama)).await;
+    let mut dying = NodeProc::start_with_env(
+        &provider(root, "s36", &boot, Some("3..6"), 4, &llama),
+        &[("INFERNET_CRASH_AFTER", "provider-running@4")],
+    );
+    let backup = start_node(&provider(root, "s36b", &boot, Some("3..6"), 2, &llama)).await;
+    wait_for_span(&client, "tiny6@0..3/6", 1).await;
+    wait_for_span(&client, "tiny6@3..6/6", 2).await;
+    let two = client
+        .generate_pipeline("tiny6", PROMPT.to_vec(), opts(Objective::Throughput))
+        .await
+        .unwrap();
+    let spans: Vec<&str> = two.stages.iter().map(|s| s.span_id.as_str()).collect();
+    assert_eq!(spans, ["tiny6@0..3/6", "tiny6@3..6/6"]);
+    assert_eq!(
+        two.tokens, want,
+        "greedy tokens over 2 stages with a stage killed"
+    );
+    let d = max_diff(&two.logits, &want_logits);
+    assert!(d <= 1e-4, "final logits differ by {d}");
+    let last = &two.stages[1];
+    assert_eq!(
+        last.providers.len(),
+        2,
+        "the dead stage was replaced: {:?}",
+        last.providers
+    );
+    assert_eq!(last.providers[0].to_string(), dying.peer);
+    assert_eq!(last.providers[1], backup.peer_id());
+    assert!(
+        dying.child.try_wait().unwrap().is_some(),
+        "the stage provider died mid-generation"
+    );
+    dying.kill();
+
+    // A lying 3..6 stage is caught by replicating the stage.
+    let cheat = pack_cheat("perturb", root);
+    let _q1 = start_node(&provider(root, "s03b", &boot, Some("0..3"), 2, &llama)).await;
+    let _liar = start_node(&provider(root, "liar", &boot, Some("3..6"), 8, &cheat)).await;
+    wait_for_span(&client, "tiny6@0..3/6", 2).await;
+    wait_for_span(&client, "tiny6@3..6/6", 3).await;
+    let mut o = opts(Objective::Throughput);
+    o.replicate = true;
+    let e = client
+        .generate_pipeline("tiny6", PROMPT.to_vec(), o)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Verification(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("tiny6@3..6/6") && msg.contains("step 0"),
+        "{msg}"
+    );
+
+    // A model with no covering chain: named, with the spans seen.
+    let e = client
+        .generate_pipeline("tiny7", PROMPT.to_vec(), opts(Objective::Latency))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::NoPipeline { .. }), "{e}");
+}
+
+/// A stage job for span `0..3` of session `session` at `pos`.
+fn stage_job(session: &str, pos: u32, tokens: &[u32]) -> JobRequest {
+    JobRequest {
+        id: format!("{session}-{pos}"),
+        model: "tiny6@0..3/6".into(),
+        input: JobInput::Tokens(tokens.to_vec()),
+        params: vec![
+            ("session".into(), session.into()),
+            ("pos".into(), pos.to_string()),
+        ],
+    }
+}
+
+#[test]
+fn stage_sessions_belong_to_their_client_are_bounded_and_expire() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let config = provider(
+        root,
+        "stage",
+        &[],
+        Some("0..3"),
+        2,
+        &root.join("plugins/llama"),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "capacity = 2\n",
+        "capacity = 2\nsessions = 2\nsession_ttl_secs = 1\n",
+    );
+    let node = Node::from_config(&Config::parse(&text, root).unwrap()).unwrap();
+    let (hidden, _) = node
+        .run_for("alice", &stage_job("s1", 0, &PROMPT), None, None)
+        .unwrap();
+    let JobOutput::Logits(h) = &hidden.output else {
+        panic!("{:?}", hidden.output)
+    };
+    assert_eq!(h.shape, [1, PROMPT.len() as u32, 64]);
+    assert_eq!(node.sessions_held(), 1);
+    // Its next step goes on from position 5; another client naming the
+    // same session has no cache there, and is refused.
+    node.run_for("alice", &stage_job("s1", 5, &[9]), None, None)
+        .unwrap();
+    let e = node
+        .run_for("mallory", &stage_job("s1", 6, &[9]), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown session"), "{e}");
+    // A skipped position is refused, naming both.
+    let e = node
+        .run_for("alice", &stage_job("s1", 9, &[9]), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains('9') && e.contains('6'), "{e}");
+    // The host sets `layers`; a client may not, on a span or a whole model.
+    let mut j = stage_job("s2", 0, &PROMPT);
+    j.params.push(("layers".into(), "0..6".into()));
+    let (out, _) = node.run_for("alice", &j, None, None).unwrap();
+    let JobOutput::Logits(h) = &out.output else {
+        panic!()
+    };
+    assert_eq!(
+        h.shape[2], 64,
+        "still the provider's span 0..3, not the whole model"
+    );
+    // At most 2 sessions: a third pushes out the least recently used.
+    for s in ["s3", "s4"] {
+        node.run_for("alice", &stage_job(s, 0, &PROMPT), None, None)
+            .unwrap();
+    }
+    assert_eq!(node.sessions_held(), 2);
+    // Unused for the TTL, every session is dropped.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(node.sessions_held(), 0);
+    let e = node
+        .run_for("alice", &stage_job("s4", 5, &[9]), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown session"), "{e}");
+}
