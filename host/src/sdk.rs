@@ -414,13 +414,14 @@ impl Infernet {
             .await
     }
 
-    /// Greedy generation of `model` on a pipeline of providers that each
-    /// serve a span of its layers, for a model no single provider serves
-    /// (see [`JobClient::generate_pipeline`]).
+    /// Greedy generation of `model` after `prompt` (`text` or `tokens`)
+    /// on a pipeline of providers that each serve a span of its layers,
+    /// for a model no single provider serves (see
+    /// [`JobClient::generate_pipeline`]).
     pub async fn generate_pipeline(
         &self,
         model: &str,
-        prompt: Vec<u32>,
+        prompt: WireInput,
         opts: PipelineOptions,
     ) -> Result<PipelineOutcome, ClientError> {
         self.client.generate_pipeline(model, prompt, &opts).await

@@ -19,6 +19,7 @@ mod embed;
 pub mod error;
 mod guard;
 pub mod metrics;
+mod pipeline;
 mod request;
 mod spend;
 mod stream;

@@ -90,6 +90,15 @@ async fn generate(
     mut job: Job,
 ) -> Result<Response, ApiError> {
     let reserved = s.spend.reserve(key, &mut job.opts)?;
+    let pipeline = s
+        .node
+        .client()
+        .pipeline_needed(&model)
+        .await
+        .map_err(|e| ApiError::from_client(&model, e))?;
+    if pipeline {
+        return super::pipeline::answer(s, reserved, kind, model, prompt, job).await;
+    }
     if job.stream {
         return stream::run(s, reserved, kind, model, prompt, job).await;
     }

@@ -13,6 +13,7 @@ use super::bench_shard::spawn;
 use anyhow::{bail, Context, Result};
 use infernet_host::config::Config;
 use infernet_host::models::fixture::{write_llama_fixture_with_progress, LlamaFixtureSpec};
+use infernet_host::p2p::WireInput;
 use infernet_host::sdk::{Infernet, PipelineOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -127,10 +128,10 @@ pub fn run(dir: &Path, plugins: &Path, tokens: usize, rounds: usize) -> Result<(
                 ..Default::default()
             };
             // Warm-up: every stage opens its weights.
-            client.generate_pipeline(id, PROMPT.to_vec(), opts.clone()).await?;
+            client.generate_pipeline(id, WireInput::Tokens(PROMPT.to_vec()), opts.clone()).await?;
             let (mut ttft, mut rate, mut bytes, mut jobs) = (Vec::new(), Vec::new(), 0, 0);
             for _ in 0..rounds {
-                let out = client.generate_pipeline(id, PROMPT.to_vec(), opts.clone()).await?;
+                let out = client.generate_pipeline(id, WireInput::Tokens(PROMPT.to_vec()), opts.clone()).await?;
                 if out.stages.len() != spans.len() {
                     bail!("{id}: routed {} stages, expected {}", out.stages.len(), spans.len());
                 }

@@ -15,6 +15,7 @@ mod demo_cheat;
 mod local_json;
 mod net;
 mod pay;
+mod pipeline;
 mod plugin;
 mod plugin_new;
 mod progress;

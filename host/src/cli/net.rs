@@ -113,6 +113,12 @@ pub fn infer(a: NetworkInfer<'_>) -> Result<()> {
             .await
             .context("starting the client node")?;
         let started = std::time::Instant::now();
+        // No provider of the whole model, but spans of it that cover it: a pipeline.
+        if node.client().pipeline_needed(a.model).await? {
+            let result = super::pipeline::infer(&node, a.model, a.prompt, &a.opts, a.json).await;
+            node.shutdown().await;
+            return result;
+        }
         let mut stream = node
             .infer_stream(a.model, a.prompt, a.opts)
             .await

@@ -359,6 +359,44 @@ impl LlamaBackend {
         }
     }
 
+    /// A pipeline's text: the first stage (it holds the tokenizer and the
+    /// config) decodes the `tokens` a pipeline generated up to and
+    /// including the model's first end-of-text token, as a whole-model
+    /// job's text is decoded (special tokens skipped); `input_tokens` is
+    /// how many it kept (nothing is generated: `output_tokens` is 0). No
+    /// session is read or kept.
+    fn decode(&mut self, job: &JobRequest) -> Result<JobResult, Error> {
+        let span = crate::stage::parse_layers(job.param_str("layers").unwrap_or_default())?;
+        if span.start != 0 {
+            return Err(Error::invalid(format!(
+                "layers {span} hold no tokenizer: `decode` is asked of the first stage (layers 0..)"
+            )));
+        }
+        let JobInput::Tokens(ids) = &job.input else {
+            return Err(Error::invalid("`decode` takes `tokens` input"));
+        };
+        let generator = self.model(&job.model, Some(span))?;
+        let vocab = generator.model.cfg.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::invalid(format!(
+                "token id {bad} is out of range (vocab_size {vocab})"
+            )));
+        }
+        let eos = &generator.model.cfg.eos_token_ids;
+        let kept = ids
+            .iter()
+            .position(|id| eos.contains(id))
+            .map_or(ids.len(), |i| i + 1);
+        let text = generator.tokenizer()?.decode(&ids[..kept], true)?;
+        Ok(JobResult {
+            output: JobOutput::Text(text),
+            usage: Usage {
+                input_tokens: kept as u32,
+                output_tokens: 0,
+            },
+        })
+    }
+
     /// A pipeline stage's step: the session's cache, the span's model, the
     /// forward pass; the session is kept for the next step unless the job
     /// ends it.
@@ -400,6 +438,9 @@ impl Backend for LlamaBackend {
     }
 
     fn execute(&mut self, job: JobRequest) -> Result<JobResult, Error> {
+        if job.param_str("layers").is_some() && job.param_or("decode", false)? {
+            return self.decode(&job);
+        }
         if job.param_str("layers").is_some() {
             let result = self.stage_step(&job);
             if result.is_err() {

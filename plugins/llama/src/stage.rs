@@ -11,7 +11,10 @@
 //! - `session`: required, 1 to 64 characters of `A-Z a-z 0-9 . _ : -`;
 //! - `pos`: required, u32, the position of the input's first row;
 //! - `session_end`: `true` drops the session after this step (default
-//!   `false`).
+//!   `false`);
+//! - `decode`: `true` turns the job into the pipeline's detokenizer: the
+//!   first stage (it holds the tokenizer) returns the text of its `tokens`
+//!   input; no session is read or kept.
 //!
 //! A session is created by a step at `pos` 0 and must then be fed its
 //! positions in order, with the same model and `layers`. At most
@@ -70,7 +73,7 @@ impl StageParams {
 }
 
 /// `a..b` with `a < b` (the model's size is checked when it is loaded).
-fn parse_layers(raw: &str) -> Result<Span, Error> {
+pub fn parse_layers(raw: &str) -> Result<Span, Error> {
     let malformed = || {
         Error::invalid(format!(
             "parameter `layers` has malformed value `{raw}`: expected `a..b`, \

@@ -9,6 +9,7 @@
 use infernet_host::config::Config;
 use infernet_host::models::fixture::{write_llama_fixture, LlamaFixtureSpec, EOS_ID};
 use infernet_host::node::Node;
+use infernet_host::p2p::WireInput;
 use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{Amount, ClientError, Objective, PipelineOptions};
 use infernet_host::worlds::backend::{JobInput, JobOutput, JobRequest};
@@ -66,14 +67,29 @@ fn provider(
     with_ledger(&path, root, "confirm = \"client\"")
 }
 
-/// The single-node run: greedy tokens and each step's logits, on a node
-/// with no weights cap.
-fn single_node(root: &Path) -> (Vec<u32>, Vec<Vec<f32>>) {
+const PROMPT_TEXT: &str = "the cat sat on";
+
+/// The single-node run: greedy tokens and each step's logits, and the
+/// text generated after [`PROMPT_TEXT`], on a node with no weights cap.
+fn single_node(root: &Path) -> (Vec<u32>, Vec<Vec<f32>>, (String, u32, u32)) {
     let config = provider(root, "reference", &[], None, 1, &root.join("plugins/llama"));
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace(&format!("weights_mb = {WEIGHTS_MB}\n"), "");
     let node = Node::from_config(&Config::parse(&text, root).unwrap()).unwrap();
+    let generated = node
+        .generate(
+            "tiny6",
+            PROMPT_TEXT,
+            &[("max_tokens", TOKENS.to_string())],
+            None,
+        )
+        .unwrap();
+    let (prompt_tokens, text_tokens) =
+        (generated.usage.input_tokens, generated.usage.output_tokens);
+    let JobOutput::Text(generated) = generated.output else {
+        panic!("{:?}", generated.output)
+    };
     let out = node.run(&job(None), None).unwrap();
     let JobOutput::Logits(t) = out.output else {
         panic!("{:?}", out.output)
@@ -81,7 +97,7 @@ fn single_node(root: &Path) -> (Vec<u32>, Vec<Vec<f32>>) {
     let vocab = t.shape[1] as usize;
     let logits: Vec<Vec<f32>> = t.data.chunks(vocab).map(|c| c.to_vec()).collect();
     let tokens = logits.iter().map(|l| argmax(l)).collect();
-    (tokens, logits)
+    (tokens, logits, (generated, prompt_tokens, text_tokens))
 }
 
 fn job(model: Option<&str>) -> JobRequest {
@@ -150,7 +166,7 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let llama = root.join("plugins/llama");
-    let (want, want_logits) = single_node(root);
+    let (want, want_logits, (want_text, want_prompt, want_kept)) = single_node(root);
     assert!(want.len() >= 4, "the reference generates tokens: {want:?}");
 
     // Each provider alone refuses the whole model: its weights are over
@@ -164,6 +180,11 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
             .unwrap();
     let e = capped.run(&job(None), None).unwrap_err().to_string();
     assert!(e.contains("weights_mb"), "{e}");
+    // A client may not pick a span of a whole-model provider's model.
+    let mut spanned = job(None);
+    spanned.params.push(("layers".into(), "0..1".into()));
+    let e = capped.run(&spanned, None).unwrap_err().to_string();
+    assert!(e.contains("parameter `layers` is set by a provider"), "{e}");
 
     // Three stages: 0..2, 2..4, 4..6.
     let p0 = start_node(&provider(root, "s02", &[], Some("0..2"), 1, &llama)).await;
@@ -173,7 +194,7 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     let extra = "[client]\ndiscovery_timeout_ms = 1500\n";
     let config = with_ledger(&client_toml(root, "client", &boot, extra), root, "");
     cli(&config, &["wallet", "fund", "1"]);
-    let client = start_node(&config).await;
+    let client = std::sync::Arc::new(start_node(&config).await);
     for span in ["tiny6@0..2/6", "tiny6@2..4/6", "tiny6@4..6/6"] {
         wait_for_span(&client, span, 1).await;
     }
@@ -186,7 +207,11 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
         .is_empty());
 
     let three = client
-        .generate_pipeline("tiny6", PROMPT.to_vec(), opts(Objective::Latency))
+        .generate_pipeline(
+            "tiny6",
+            WireInput::Tokens(PROMPT.to_vec()),
+            opts(Objective::Latency),
+        )
         .await
         .unwrap();
     let spans: Vec<&str> = three.stages.iter().map(|s| s.span_id.as_str()).collect();
@@ -215,6 +240,93 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A text prompt, decoded by the first stage: the single node's text.
+    let mut text_opts = opts(Objective::Latency);
+    text_opts.decode = true;
+    let texted = client
+        .generate_pipeline("tiny6", WireInput::Text(PROMPT_TEXT.into()), text_opts)
+        .await
+        .unwrap();
+    let (text, kept) = texted.text.clone().unwrap();
+    assert_eq!(text, want_text);
+    assert_eq!(kept, want_kept, "the tokens the text stands for");
+    assert_eq!(
+        texted.prompt_tokens, want_prompt,
+        "the first stage tokenized the prompt"
+    );
+
+    // The same through `infer --network` (another client, funded) and the
+    // official `openai` client against the HTTP API, which both find no
+    // provider of the whole model and run the pipeline by themselves.
+    let other = with_ledger(&client_toml(root, "cli", &boot, extra), root, "");
+    cli(&other, &["wallet", "fund", "1"]);
+    let n = TOKENS.to_string();
+    let json: serde_json::Value = serde_json::from_str(&cli(
+        &other,
+        &[
+            "infer",
+            "--network",
+            "--model",
+            "tiny6",
+            "--max-tokens",
+            &n,
+            "--json",
+            PROMPT_TEXT,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(json["output"], want_text.as_str(), "{json}");
+    let stages: Vec<&str> = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["span"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["tiny6@0..2/6", "tiny6@2..4/6", "tiny6@4..6/6"]);
+    // `infernet jobs` lists every stage step under its span id.
+    let jobs = cli(&other, &["jobs", "--json"]);
+    for span in stages {
+        assert!(jobs.contains(span), "{span} not in {jobs}");
+    }
+    let server = infernet_host::api::serve(client.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let script = format!(
+        r#"
+import json, openai, sys
+c = openai.OpenAI(base_url="{url}/v1", api_key="unused", max_retries=0)
+r = c.completions.create(model="tiny6", prompt={prompt:?}, max_tokens={n})
+spans = [s["span"] for s in r.model_extra["infernet"]["pipeline"]["stages"]]
+try:
+    c.completions.create(model="tiny6", prompt="x", stream=True)
+    refused = None
+except openai.BadRequestError as e:
+    refused = e.body.get("param")
+print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r.usage.prompt_tokens, "stream": refused}}))
+"#,
+        url = server.url(),
+        prompt = PROMPT_TEXT,
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(infernet_tests::python())
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(api["text"], want_text.as_str(), "{api}");
+    assert_eq!(api["spans"].as_array().unwrap().len(), 3, "{api}");
+    assert_eq!(api["prompt_tokens"], want_prompt);
+    assert_eq!(api["stream"], "stream", "{api}");
+
     // Two stages, 0..3 then 3..6, chosen for throughput (more free slots).
     // The 3..6 provider dies on its 4th step; a second one takes over.
     let _q0 = start_node(&provider(root, "s03", &boot, Some("0..3"), 4, &llama)).await;
@@ -226,7 +338,11 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     wait_for_span(&client, "tiny6@0..3/6", 1).await;
     wait_for_span(&client, "tiny6@3..6/6", 2).await;
     let two = client
-        .generate_pipeline("tiny6", PROMPT.to_vec(), opts(Objective::Throughput))
+        .generate_pipeline(
+            "tiny6",
+            WireInput::Tokens(PROMPT.to_vec()),
+            opts(Objective::Throughput),
+        )
         .await
         .unwrap();
     let spans: Vec<&str> = two.stages.iter().map(|s| s.span_id.as_str()).collect();
@@ -261,7 +377,7 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     let mut o = opts(Objective::Throughput);
     o.replicate = true;
     let e = client
-        .generate_pipeline("tiny6", PROMPT.to_vec(), o)
+        .generate_pipeline("tiny6", WireInput::Tokens(PROMPT.to_vec()), o)
         .await
         .unwrap_err();
     assert!(matches!(e, ClientError::Verification(_)), "{e}");
@@ -273,7 +389,11 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
 
     // A model with no covering chain: named, with the spans seen.
     let e = client
-        .generate_pipeline("tiny7", PROMPT.to_vec(), opts(Objective::Latency))
+        .generate_pipeline(
+            "tiny7",
+            WireInput::Tokens(PROMPT.to_vec()),
+            opts(Objective::Latency),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, ClientError::NoPipeline { .. }), "{e}");

@@ -53,6 +53,49 @@ pub struct PipelineOptions {
     pub replicate: bool,
     /// Keep the last stage's logits of every step in the outcome.
     pub keep_logits: bool,
+    /// Have the first stage decode the generated tokens into text (up to
+    /// the model's end of text), one more job ([`PipelineOutcome::text`]).
+    pub decode: bool,
+}
+
+impl PipelineOptions {
+    /// The pipeline an ordinary job's options ask for, when no single
+    /// provider serves its model (`infer --network`, the HTTP API): its
+    /// budget, currency and `max_tokens`, decoded to text; `replicate(k)`
+    /// replicates every stage. Refused: sampling (a pipeline decodes
+    /// greedily), a proof, and a spot check.
+    pub fn for_job(opts: &InferOptions) -> Result<PipelineOptions, ClientError> {
+        if opts.temperature.is_some_and(|t| t > 0.0) {
+            return Err(ClientError::BadOptions(
+                "this model is served by a pipeline of providers, which decodes greedily: set temperature to 0".into(),
+            ));
+        }
+        if let Some(p) = &opts.proof {
+            return Err(ClientError::BadOptions(format!(
+                "this model is served by a pipeline of providers, and no stage proves its layers in `{p}`"
+            )));
+        }
+        let replicate = match &opts.verify {
+            None | Some(VerifyPolicy::None) => false,
+            Some(VerifyPolicy::Replicate(k)) if *k <= 2 => *k == 2,
+            Some(other) => {
+                return Err(ClientError::BadOptions(format!(
+                    "this model is served by a pipeline of providers, which verifies with `replicate(2)` per stage, not `{other}`"
+                )))
+            }
+        };
+        Ok(PipelineOptions {
+            max_tokens: opts
+                .max_tokens
+                .unwrap_or(super::DEFAULT_MAX_OUTPUT_TOKENS)
+                .min(MAX_PIPELINE_TOKENS),
+            max_budget: opts.max_budget,
+            currency: opts.currency.clone(),
+            replicate,
+            decode: true,
+            ..PipelineOptions::default()
+        })
+    }
 }
 
 /// A finished generation.
@@ -72,6 +115,37 @@ pub struct PipelineOutcome {
     pub total_ms: u64,
     /// Hidden-state bytes sent between stages (f32 payloads).
     pub hidden_bytes: u64,
+    /// The prompt's length in tokens (the first stage's prefill rows).
+    pub prompt_tokens: u32,
+    /// The text of the generated tokens up to the model's end of text,
+    /// and how many tokens that is, when [`PipelineOptions::decode`].
+    pub text: Option<(String, u32)>,
+}
+
+impl PipelineOutcome {
+    /// What the CLI's `--json` and the HTTP API's `infernet.pipeline` say
+    /// of a generation: each stage (span, providers in order, its replica,
+    /// its jobs, its price), the total price, and the timings.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let prices = |p: &[Money]| -> Vec<serde_json::Value> {
+            p.iter()
+                .map(|m| crate::payments::money_json(m.amount, &m.currency))
+                .collect()
+        };
+        serde_json::json!({
+            "stages": self.stages.iter().map(|s| serde_json::json!({
+                "span": s.span_id,
+                "providers": s.providers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "replica": s.replica.map(|p| p.to_string()),
+                "jobs": s.jobs,
+                "price": prices(&s.price),
+            })).collect::<Vec<_>>(),
+            "price": prices(&self.price),
+            "first_token_ms": self.first_token_ms,
+            "total_ms": self.total_ms,
+            "hidden_bytes": self.hidden_bytes,
+        })
+    }
 }
 
 /// One stage of a finished generation.
@@ -96,6 +170,8 @@ struct Stage {
     session: String,
     /// Rows its session has processed (the next `pos`).
     rows: u32,
+    /// Rows of its first input (the prompt's tokens, for the first stage).
+    prompt_rows: u32,
     /// Every input the session was sent, for a rebuild.
     sent: Vec<WireInput>,
     failovers: u32,
@@ -106,8 +182,18 @@ struct Stage {
     replica: Option<Box<Stage>>,
 }
 
-/// Rows of a stage input: token ids, or the positions of `[1, seq, hidden]`.
-fn rows(input: &WireInput) -> u32 {
+/// Rows of a stage input: token ids, or the positions of `[1, seq, hidden]`;
+/// a text prompt's are what the first stage says it tokenized.
+fn rows(input: &WireInput, done: &JobOutcome) -> u32 {
+    match input {
+        WireInput::Tokens(t) => t.len() as u32,
+        WireInput::Tensor(t) => t.shape.get(1).copied().unwrap_or(0),
+        _ => done.usage().input_tokens,
+    }
+}
+
+/// Rows of a token or tensor input (0 for text).
+fn known_rows(input: &WireInput) -> u32 {
     match input {
         WireInput::Tokens(t) => t.len() as u32,
         WireInput::Tensor(t) => t.shape.get(1).copied().unwrap_or(0),
@@ -118,6 +204,9 @@ fn rows(input: &WireInput) -> u32 {
 /// The inputs `sent` as one prefill: token ids or hidden states
 /// concatenated along the positions.
 fn concat(sent: &[WireInput]) -> Option<WireInput> {
+    if let [one] = sent {
+        return Some(one.clone());
+    }
     match sent.first()? {
         WireInput::Tokens(_) => Some(WireInput::Tokens(
             sent.iter()
@@ -136,7 +225,7 @@ fn concat(sent: &[WireInput]) -> Option<WireInput> {
                     _ => Vec::new(),
                 })
                 .collect();
-            let seq = sent.iter().map(rows).sum::<u32>();
+            let seq = sent.iter().map(known_rows).sum::<u32>();
             Some(WireInput::Tensor(Tensor {
                 shape: vec![1, seq, width],
                 data,
@@ -167,6 +256,7 @@ impl Stage {
         Stage {
             session: session_id(),
             rows: 0,
+            prompt_rows: 0,
             sent: Vec::new(),
             failovers: 0,
             avoid: HashSet::new(),
@@ -190,11 +280,20 @@ impl JobClient {
     pub async fn generate_pipeline(
         &self,
         model: &str,
-        prompt: Vec<u32>,
+        prompt: WireInput,
         opts: &PipelineOptions,
     ) -> Result<PipelineOutcome, ClientError> {
-        if prompt.is_empty() {
-            return Err(ClientError::BadOptions("the prompt has no tokens".into()));
+        let empty = match &prompt {
+            WireInput::Tokens(t) => t.is_empty(),
+            WireInput::Text(t) => t.is_empty(),
+            _ => {
+                return Err(ClientError::BadOptions(
+                    "a pipeline's prompt is `text` or `tokens`".into(),
+                ))
+            }
+        };
+        if empty {
+            return Err(ClientError::BadOptions("the prompt is empty".into()));
         }
         if opts.max_tokens == 0 || opts.max_tokens > MAX_PIPELINE_TOKENS {
             return Err(ClientError::BadOptions(format!(
@@ -218,38 +317,47 @@ impl JobClient {
         };
         let (mut tokens, mut logits) = (Vec::new(), Vec::new());
         let mut first_token_ms = 0;
-        let mut input = WireInput::Tokens(prompt);
+        let mut input = prompt;
         for step in 0..opts.max_tokens {
             let last_step = step + 1 == opts.max_tokens;
             let n = stages.len();
+            let mut next = None;
             for (i, stage) in stages.iter_mut().enumerate() {
-                let output = run.step(stage, input, last_step).await?;
-                input = match (output, i + 1 == n) {
-                    (WireOutput::Logits(t), false) => {
-                        run.hidden_bytes += 4 * t.data.len() as u64;
-                        WireInput::Tensor(t)
-                    }
-                    (WireOutput::Logits(t), true) => {
-                        let next = argmax(&t.data).ok_or_else(|| corrupt(stage, "empty logits"))?;
-                        if opts.keep_logits {
-                            logits.push(t.data);
-                        }
-                        WireInput::Tokens(vec![next])
-                    }
-                    _ => return Err(corrupt(stage, "a stage returned no tensor")),
+                let WireOutput::Logits(t) = run.step(stage, input, last_step, i + 1 == n).await?
+                else {
+                    return Err(corrupt(stage, "a stage returned no tensor"));
                 };
+                if i + 1 < n {
+                    run.hidden_bytes += 4 * t.data.len() as u64;
+                    input = WireInput::Tensor(t);
+                    continue;
+                }
+                let token = argmax(&t.data).ok_or_else(|| corrupt(stage, "empty logits"))?;
+                if opts.keep_logits {
+                    logits.push(t.data);
+                }
+                next = Some(token);
+                input = WireInput::Tokens(vec![token]);
             }
-            let WireInput::Tokens(next) = &input else {
-                unreachable!("the last stage's output is a token");
+            let Some(next) = next else {
+                return Err(ClientError::NoPipeline {
+                    model: model.into(),
+                    spans: Vec::new(),
+                });
             };
-            tokens.push(next[0]);
+            tokens.push(next);
             if step == 0 {
                 first_token_ms = started.elapsed().as_millis() as u64;
             }
-            if opts.stop_tokens.contains(&next[0]) {
+            if opts.stop_tokens.contains(&next) {
                 break;
             }
         }
+        let prompt_tokens = stages.first().map_or(0, |s| s.prompt_rows);
+        let text = match opts.decode {
+            false => None,
+            true => Some(run.decode(&mut stages[0], &tokens).await?),
+        };
         let mut reports = Vec::new();
         let mut all = Vec::new();
         for s in stages {
@@ -272,6 +380,8 @@ impl JobClient {
             first_token_ms,
             total_ms: started.elapsed().as_millis() as u64,
             hidden_bytes: run.hidden_bytes,
+            prompt_tokens,
+            text,
         })
     }
 
@@ -319,13 +429,14 @@ impl Run<'_> {
         stage: &mut Stage,
         input: WireInput,
         last: bool,
+        head: bool,
     ) -> Result<WireOutput, ClientError> {
         let Some(mut replica) = stage.replica.take() else {
-            return self.step_one(stage, input, last).await;
+            return self.step_one(stage, input, last, head).await;
         };
         let step = stage.report.jobs.len();
-        let out = self.step_one(stage, input.clone(), last).await;
-        let theirs = self.step_one(&mut replica, input, last).await;
+        let out = self.step_one(stage, input.clone(), last, head).await;
+        let theirs = self.step_one(&mut replica, input, last, head).await;
         let (out, theirs) = (out?, theirs?);
         if !outputs_agree(&out, &theirs) {
             return Err(ClientError::Verification(format!(
@@ -344,10 +455,20 @@ impl Run<'_> {
         stage: &mut Stage,
         input: WireInput,
         last: bool,
+        head: bool,
     ) -> Result<WireOutput, ClientError> {
-        let mut error = match self.submit(stage, input.clone(), last).await {
-            Ok(o) => {
-                stage.rows += rows(&input);
+        let first = self.submit(stage, input.clone(), last).await;
+        let checked = first.and_then(|o| {
+            let n = rows(&input, &o);
+            check_output(stage, &o.output, n, head)?;
+            Ok((o, n))
+        });
+        let mut error = match checked {
+            Ok((o, n)) => {
+                if stage.sent.is_empty() {
+                    stage.prompt_rows = n;
+                }
+                stage.rows += n;
                 stage.sent.push(input);
                 return Ok(o.output);
             }
@@ -362,24 +483,49 @@ impl Run<'_> {
             let hop = self.replacement(stage, &error).await?;
             stage.report.providers.push(hop.provider);
             stage.hop = hop;
-            stage.session = session_id();
-            stage.rows = 0;
-            let mut all = stage.sent.clone();
-            all.push(input.clone());
-            let prefill = concat(&all).ok_or_else(|| corrupt(stage, "nothing to rebuild"))?;
-            match self.submit(stage, prefill, last).await {
-                Ok(mut o) => {
-                    // Only this step's rows go on to the next stage.
-                    if let WireOutput::Logits(t) = &mut o.output {
-                        keep_last_rows(t, rows(&input));
-                    }
-                    stage.rows = all.iter().map(rows).sum();
-                    stage.sent = all;
-                    return Ok(o.output);
-                }
+            match self.rebuild(stage, &input, last, head).await {
+                Ok(output) => return Ok(output),
                 Err(e) => error = e,
             }
         }
+    }
+
+    /// Rebuilds `stage`'s session on its (new) provider from everything
+    /// it was sent, and this step's `input`: one prefill of token ids or
+    /// hidden states, or (a text prompt, then tokens) one job each.
+    /// Returns this step's output.
+    async fn rebuild(
+        &mut self,
+        stage: &mut Stage,
+        input: &WireInput,
+        last: bool,
+        head: bool,
+    ) -> Result<WireOutput, ClientError> {
+        stage.session = session_id();
+        stage.rows = 0;
+        let mut all = stage.sent.clone();
+        all.push(input.clone());
+        let parts = match concat(&all) {
+            Some(one) => vec![one],
+            None => all.clone(),
+        };
+        let mut output = None;
+        for (i, part) in parts.iter().enumerate() {
+            let o = self
+                .submit(stage, part.clone(), last && i + 1 == parts.len())
+                .await?;
+            let n = rows(part, &o);
+            check_output(stage, &o.output, n, head)?;
+            stage.rows += n;
+            output = Some(o.output);
+        }
+        let mut output = output.ok_or_else(|| corrupt(stage, "nothing to rebuild"))?;
+        if let (WireOutput::Logits(t), true) = (&mut output, parts.len() == 1 && all.len() > 1) {
+            // Only this step's rows go on to the next stage.
+            keep_last_rows(t, known_rows(input));
+        }
+        stage.sent = all;
+        Ok(output)
     }
 
     /// The best other provider of `stage`'s span.
@@ -400,30 +546,41 @@ impl Run<'_> {
             })
     }
 
-    /// One step job for `stage`'s session on its provider.
-    async fn submit(
+    /// The text of `tokens`, decoded by the first stage's provider (up to
+    /// the model's end of text), and how many tokens it kept.
+    async fn decode(
         &mut self,
         stage: &mut Stage,
-        input: WireInput,
-        last: bool,
-    ) -> Result<JobOutcome, ClientError> {
+        tokens: &[u32],
+    ) -> Result<(String, u32), ClientError> {
+        let mut opts = self.step_options(stage, false);
+        opts.params = vec![("decode".into(), "true".into())];
+        // Its text is output: bounded (and priced) as that many tokens.
+        opts.max_tokens = Some(tokens.len() as u32);
+        let outcome = self
+            .client
+            .submit(
+                &stage.hop.span_id,
+                WireInput::Tokens(tokens.to_vec()),
+                &opts,
+            )
+            .await?;
+        self.paid(stage, &outcome);
+        let kept = outcome.usage().input_tokens.min(tokens.len() as u32);
+        match outcome.output {
+            WireOutput::Text(t) => Ok((t, kept)),
+            _ => Err(corrupt(stage, "`decode` returned no text")),
+        }
+    }
+
+    /// The options of one job of `stage` on its provider, within what is
+    /// left of the budget.
+    fn step_options(&self, stage: &Stage, last: bool) -> InferOptions {
         let remaining = self.opts.max_budget.map(|b| Amount {
             minor: b.minor.saturating_sub(self.spent),
             currency: b.currency,
         });
-        if remaining.is_some_and(|r| r.minor == 0) {
-            return Err(ClientError::OverBudget {
-                budget: format!(
-                    "{} (spent)",
-                    self.opts
-                        .max_budget
-                        .map(|b| b.to_string())
-                        .unwrap_or_default()
-                ),
-                cheapest: None,
-            });
-        }
-        let opts = InferOptions {
+        InferOptions {
             max_budget: remaining,
             currency: self.opts.currency.clone(),
             max_tokens: Some(1),
@@ -435,13 +592,40 @@ impl Run<'_> {
             verify: Some(VerifyPolicy::None),
             only_provider: Some(stage.hop.provider.to_string()),
             ..InferOptions::default()
-        };
-        let outcome = self.client.submit(&stage.hop.span_id, input, &opts).await?;
+        }
+    }
+
+    /// Records what `stage` paid for `outcome`.
+    fn paid(&mut self, stage: &mut Stage, outcome: &JobOutcome) {
         stage.report.jobs.push(outcome.job_id.clone());
         if self.opts.max_budget.is_some() {
             self.spent += u128::from(outcome.price.amount);
         }
         stage.paid.push(outcome.price.clone());
+    }
+
+    /// One step job for `stage`'s session on its provider.
+    async fn submit(
+        &mut self,
+        stage: &mut Stage,
+        input: WireInput,
+        last: bool,
+    ) -> Result<JobOutcome, ClientError> {
+        let opts = self.step_options(stage, last);
+        if opts.max_budget.is_some_and(|r| r.minor == 0) {
+            return Err(ClientError::OverBudget {
+                budget: format!(
+                    "{} (all spent)",
+                    self.opts
+                        .max_budget
+                        .map(|b| b.to_string())
+                        .unwrap_or_default()
+                ),
+                cheapest: None,
+            });
+        }
+        let outcome = self.client.submit(&stage.hop.span_id, input, &opts).await?;
+        self.paid(stage, &outcome);
         Ok(outcome)
     }
 }
@@ -467,6 +651,39 @@ fn argmax(v: &[f32]) -> Option<u32> {
         }
     }
     best.map(|(i, _)| i as u32)
+}
+
+/// A stage's output has the shape its step calls for: the last stage's
+/// logits `[1, vocab]`, another's hidden states `[1, rows, width]` (one
+/// row per input row), values matching the shape. A stage answering
+/// otherwise fails the step (and is replaced), rather than the next stage
+/// refusing what it was handed.
+fn check_output(stage: &Stage, out: &WireOutput, rows: u32, head: bool) -> Result<(), ClientError> {
+    let WireOutput::Logits(t) = out else {
+        return Err(corrupt(stage, "a stage returned no tensor"));
+    };
+    let values: u64 = t.shape.iter().map(|&d| u64::from(d)).product();
+    let ok = match (head, &t.shape[..]) {
+        (true, [1, vocab]) => *vocab > 0,
+        (false, [1, n, width]) => *n == rows && *width > 0,
+        _ => false,
+    };
+    if !ok || values != t.data.len() as u64 {
+        return Err(corrupt(
+            stage,
+            &format!(
+                "returned a tensor of shape {:?} ({} values) for {rows} rows; expected {}",
+                t.shape,
+                t.data.len(),
+                if head {
+                    "[1, vocab]"
+                } else {
+                    "[1, rows, width]"
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a failed step is the provider's failure, which another

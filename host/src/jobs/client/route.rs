@@ -127,6 +127,52 @@ impl JobClient {
         }
     }
 
+    /// Whether `model` is to be run as a pipeline: no provider serves it
+    /// whole and spans of it on offer cover every layer. Waits up to the
+    /// discovery timeout for either, then fails as the ordinary job path
+    /// does when nobody serves the model ([`ClientError::NoProviders`]).
+    pub async fn pipeline_needed(&self, model: &str) -> Result<bool, ClientError> {
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.inner.cfg.discovery_timeout_ms);
+        loop {
+            let whole = self
+                .inner
+                .net
+                .providers_of(model)
+                .await
+                .map_err(ClientError::Network)?;
+            if !whole.is_empty() {
+                return Ok(false);
+            }
+            let offers = self.offers(model, &HashSet::new()).await?;
+            let hops: Vec<Hop> = offers
+                .iter()
+                .filter_map(|(id, o)| self.best_hop(id, o, Objective::Latency))
+                .collect();
+            if chain(&hops, Objective::Latency).is_some() {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let adverts = self
+                    .inner
+                    .net
+                    .adverts()
+                    .await
+                    .map_err(ClientError::Network)?;
+                let mut available: Vec<String> =
+                    adverts.into_iter().flat_map(|a| a.models).collect();
+                available.sort();
+                available.dedup();
+                return Err(ClientError::NoProviders {
+                    model: model.into(),
+                    waited_ms: self.inner.cfg.discovery_timeout_ms,
+                    available,
+                });
+            }
+            tokio::time::sleep(super::DISCOVERY_RETRY).await;
+        }
+    }
+
     /// A chain of spans of `model` covering all its layers, best by
     /// `objective`, avoiding `avoid`; spans are learnt from gossiped
     /// adverts, so this waits up to the discovery timeout for a chain.
