@@ -71,7 +71,18 @@ const PROMPT_TEXT: &str = "the cat sat on";
 
 /// The single-node run: greedy tokens and each step's logits, and the
 /// text generated after [`PROMPT_TEXT`], on a node with no weights cap.
-fn single_node(root: &Path) -> (Vec<u32>, Vec<Vec<f32>>, (String, u32, u32)) {
+/// What the whole model on one node produced.
+struct Reference {
+    /// Greedy tokens after [`PROMPT`], and each step's logits.
+    tokens: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+    /// The text after [`PROMPT_TEXT`], its prompt's and its own token counts.
+    text: String,
+    prompt_tokens: u32,
+    text_tokens: u32,
+}
+
+fn single_node(root: &Path) -> Reference {
     let config = provider(root, "reference", &[], None, 1, &root.join("plugins/llama"));
     let text = std::fs::read_to_string(&config)
         .unwrap()
@@ -97,7 +108,13 @@ fn single_node(root: &Path) -> (Vec<u32>, Vec<Vec<f32>>, (String, u32, u32)) {
     let vocab = t.shape[1] as usize;
     let logits: Vec<Vec<f32>> = t.data.chunks(vocab).map(|c| c.to_vec()).collect();
     let tokens = logits.iter().map(|l| argmax(l)).collect();
-    (tokens, logits, (generated, prompt_tokens, text_tokens))
+    Reference {
+        tokens,
+        logits,
+        text: generated,
+        prompt_tokens,
+        text_tokens,
+    }
 }
 
 fn job(model: Option<&str>) -> JobRequest {
@@ -166,7 +183,13 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let llama = root.join("plugins/llama");
-    let (want, want_logits, (want_text, want_prompt, want_kept)) = single_node(root);
+    let Reference {
+        tokens: want,
+        logits: want_logits,
+        text: want_text,
+        prompt_tokens: want_prompt,
+        text_tokens: want_kept,
+    } = single_node(root);
     assert!(want.len() >= 4, "the reference generates tokens: {want:?}");
 
     // Each provider alone refuses the whole model: its weights are over
