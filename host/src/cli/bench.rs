@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// greedy tokens each).
     #[arg(long)]
     pipeline: bool,
+    /// Compute threads per provider process, with `--pipeline` (default:
+    /// the core count).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
@@ -134,7 +138,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     if a.pipeline {
-        return super::bench_pipeline::run(&dir.join("pipeline"), &plugins, a.tokens, a.rounds);
+        return super::bench_pipeline::run(
+            &dir.join("pipeline"),
+            &plugins,
+            a.tokens,
+            a.rounds,
+            a.threads,
+        );
     }
     if a.shards {
         let minilm = a.minilm.as_deref().context(

@@ -26,8 +26,17 @@ const CHAINS: [(&str, &[&str]); 3] = [
 ];
 const PROMPT: [u32; 8] = [1, 504, 3120, 77, 9001, 42, 613, 28];
 
-/// Runs the benchmark: `tokens` greedy tokens, median of `rounds`.
-pub fn run(dir: &Path, plugins: &Path, tokens: usize, rounds: usize) -> Result<()> {
+/// Runs the benchmark: `tokens` greedy tokens, median of `rounds`, each
+/// provider process on `threads` compute threads (default: the cores).
+pub fn run(
+    dir: &Path,
+    plugins: &Path,
+    tokens: usize,
+    rounds: usize,
+    threads: Option<usize>,
+) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.unwrap_or(cores).max(1);
     let llama = std::fs::canonicalize(plugins.join("llama"))
         .with_context(|| format!("no packed llama plugin in {}", plugins.display()))?;
     std::fs::create_dir_all(dir)?;
@@ -84,7 +93,6 @@ pub fn run(dir: &Path, plugins: &Path, tokens: usize, rounds: usize) -> Result<(
                     first.join(", "),
                 ),
             )?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let (p, addr) = spawn(&config, threads)?;
             procs.push(p);
             boot.push(addr);
@@ -110,16 +118,15 @@ pub fn run(dir: &Path, plugins: &Path, tokens: usize, rounds: usize) -> Result<(
                 }
             }
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!(
-            "\n## pipeline: SmolLM-135M shape (30 layers, hidden {}), {tokens} greedy tokens after an {}-token prompt, loopback, {cores} cores, median of {rounds}",
+            "\n## pipeline: SmolLM-135M shape (30 layers, hidden {}), {tokens} greedy tokens after an {}-token prompt, loopback, {cores} cores, {threads} compute threads per provider, median of {rounds}",
             spec.hidden_size,
             PROMPT.len()
         );
         println!("one node, whole model, no network: {local_rate:.1} tok/s");
         println!(
-            "{:<7} {:>9} {:>10} {:>12} {:>15} {:>11}",
-            "stages", "TTFT ms", "decode t/s", "vs 1 stage", "bytes/token", "jobs/token"
+            "{:<7} {:>9} {:>10} {:>12} {:>15} {:>11}  {}",
+            "stages", "TTFT ms", "decode t/s", "vs 1 stage", "bytes/token", "jobs/token", "ms/token per stage"
         );
         let mut one = None;
         for (id, spans) in CHAINS {
@@ -130,6 +137,7 @@ pub fn run(dir: &Path, plugins: &Path, tokens: usize, rounds: usize) -> Result<(
             // Warm-up: every stage opens its weights.
             client.generate_pipeline(id, WireInput::Tokens(PROMPT.to_vec()), opts.clone()).await?;
             let (mut ttft, mut rate, mut bytes, mut jobs) = (Vec::new(), Vec::new(), 0, 0);
+            let mut per_stage = Vec::new();
             for _ in 0..rounds {
                 let out = client.generate_pipeline(id, WireInput::Tokens(PROMPT.to_vec()), opts.clone()).await?;
                 if out.stages.len() != spans.len() {
@@ -140,17 +148,23 @@ pub fn run(dir: &Path, plugins: &Path, tokens: usize, rounds: usize) -> Result<(
                 rate.push(f64::from(tokens - 1) * 1000.0 / decode_ms as f64);
                 bytes = out.hidden_bytes;
                 jobs = out.stages.iter().map(|s| s.jobs.len()).sum::<usize>();
+                per_stage = out
+                    .stages
+                    .iter()
+                    .map(|s| format!("{:.1}", s.wait_ms as f64 / f64::from(tokens)))
+                    .collect::<Vec<_>>();
             }
             let (ttft, rate) = (super::bench::median(ttft), super::bench::median(rate));
             let base = *one.get_or_insert(rate);
             // Per decoded token: every hop carries one row of hidden states.
             let rows = (PROMPT.len() as u64) + u64::from(tokens) - 1;
             println!(
-                "{:<7} {ttft:>9.0} {rate:>10.1} {:>12.2} {:>15} {:>11.1}",
+                "{:<7} {ttft:>9.0} {rate:>10.1} {:>12.2} {:>15} {:>11.1}  {}",
                 spans.len(),
                 rate / base,
                 bytes / rows,
-                jobs as f64 / f64::from(tokens)
+                jobs as f64 / f64::from(tokens),
+                per_stage.join(" + ")
             );
         }
         client.shutdown().await;

@@ -139,6 +139,7 @@ impl PipelineOutcome {
                 "replica": s.replica.map(|p| p.to_string()),
                 "jobs": s.jobs,
                 "price": prices(&s.price),
+                "wait_ms": s.wait_ms,
             })).collect::<Vec<_>>(),
             "price": prices(&self.price),
             "first_token_ms": self.first_token_ms,
@@ -162,6 +163,9 @@ pub struct StageReport {
     pub jobs: Vec<String>,
     /// What it was paid, one sum per currency (its replica's included).
     pub price: Vec<Money>,
+    /// How long this client waited on its steps (each a whole job:
+    /// quote, escrow, run, receipt), ms.
+    pub wait_ms: u64,
 }
 
 /// One stage while generating: its hop, session and what it was sent.
@@ -266,6 +270,7 @@ impl Stage {
                 replica: None,
                 jobs: Vec::new(),
                 price: Vec::new(),
+                wait_ms: 0,
             },
             paid: Vec::new(),
             replica: None,
@@ -323,8 +328,10 @@ impl JobClient {
             let n = stages.len();
             let mut next = None;
             for (i, stage) in stages.iter_mut().enumerate() {
-                let WireOutput::Logits(t) = run.step(stage, input, last_step, i + 1 == n).await?
-                else {
+                let waited = Instant::now();
+                let output = run.step(stage, input, last_step, i + 1 == n).await?;
+                stage.report.wait_ms += waited.elapsed().as_millis() as u64;
+                let WireOutput::Logits(t) = output else {
                     return Err(corrupt(stage, "a stage returned no tensor"));
                 };
                 if i + 1 < n {
