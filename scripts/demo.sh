@@ -7,7 +7,9 @@
 # releases the escrows after the verdict; a spot check is re-run by a
 # verifier node, paid like a replica, which attests the provider. Then a
 # cheating build of the llama plugin is disputed before a referee, and the
-# stake an arbiter holds for it is slashed.
+# stake an arbiter holds for it is slashed. Last, the model is split over
+# two providers that hold one layer each, and a paid generation runs
+# through that pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-plugins.sh

@@ -240,6 +240,28 @@ pub fn demo(o: DemoOptions<'_>) -> Result<()> {
         }
         demo_spot_check(&client, &verifier, prompt, &name).await?;
         demo_cheat(plugins, dir, &llama, &model_dir, &ledger, prompt).await?;
+        // The same model split over two providers, one layer each.
+        let path_line = format!("path = {model_dir:?}\n");
+        let spans = ["0..1", "1..2"]
+            .iter()
+            .enumerate()
+            .map(|(i, layers)| {
+                let name = format!("span-{i}");
+                let text = node_text(&name, 12, "", bootstrap.as_slice())?
+                    .replace(&path_line, &format!("{path_line}layers = {layers:?}\n"));
+                Ok((name, text))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let whole = infernet_host::node::Node::from_config(&Config::parse(
+            &node_text("whole", 12, "", &[])?,
+            dir,
+        )?)?
+        .generate("tiny-llama", prompt, &[("max_tokens", "24".to_string())], None)?;
+        let whole = match whole.output {
+            infernet_host::worlds::backend::JobOutput::Text(t) => t,
+            _ => String::new(),
+        };
+        super::demo_pipeline::demo_pipeline(dir, spans, &client, prompt, &whole).await?;
         if !o.exit {
             println!("\n--- the network keeps serving: API {url}/v1, dashboard {url}/ (Ctrl-C stops it) ---");
             println!("curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\\n  -d '{{\"model\": \"tiny-llama\", \"max_tokens\": 16, \"messages\": [{{\"role\": \"user\", \"content\": \"hello\"}}]}}'");

@@ -12,6 +12,7 @@ mod bench_shard;
 mod bench_verify;
 mod demo;
 mod demo_cheat;
+mod demo_pipeline;
 mod local_json;
 mod net;
 mod pay;

@@ -463,3 +463,24 @@ fn qlinear_is_held_to_the_tensor_budget_and_the_work_cap() {
         .qlinear(&x, &w)
         .is_ok());
 }
+
+#[test]
+fn weights_are_held_to_weights_mb_each_counted_once() {
+    let mut k = budget(1 << 30, u64::MAX / 1_000_000, 100);
+    k.limits.weight_bytes = 3 << 10;
+    // 1 KiB each: two fit, the same one again is free, a third is refused.
+    let w = || Tensor::zeros((256,), DType::F32, &Device::Cpu).unwrap();
+    k.adopt_weight(w(), "h", "a").unwrap();
+    k.adopt_weight(w(), "h", "b").unwrap();
+    k.adopt_weight(w(), "h", "a").unwrap();
+    let big = Tensor::zeros((512,), DType::F32, &Device::Cpu).unwrap();
+    let m = limit_msg(k.adopt_weight(big, "h", "c"));
+    assert!(
+        m.contains("weights_mb") && m.contains("`c`") && m.contains("span"),
+        "{m}"
+    );
+    // Quantized weights count their stored bytes.
+    let q = qweight(32, 32, candle_core::quantized::GgmlDType::F32);
+    let m = limit_msg(k.adopt_qweight(q, "h", "q").map(|_| ()));
+    assert!(m.contains("weights_mb") && m.contains("`q`"), "{m}");
+}

@@ -21,7 +21,7 @@ pub const MAX_SESSION_ID: usize = 64;
 /// Backend parameters the host sets for a stage; a client may not.
 const HOST_PARAMS: &[&str] = &["layers"];
 
-/// Instances held for sessions, by `owner/session`.
+/// Instances held for sessions, by `owner/span/session`.
 pub(super) struct Sessions {
     held: Mutex<HashMap<String, (BackendInstance, Instant)>>,
     ttl: Duration,

@@ -410,6 +410,21 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
         "{msg}"
     );
 
+    // One budget holds for every stage and step: once the next step no
+    // longer fits in what is left, the generation stops, and no more than
+    // the budget was paid.
+    let before = ledger_balance(&client);
+    let mut tight = opts(Objective::Latency);
+    tight.max_budget = Some(Amount::parse("0.00006", "USD").unwrap());
+    let e = client
+        .generate_pipeline("tiny6", WireInput::Tokens(PROMPT.to_vec()), tight)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::OverBudget { .. }), "{e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = before - ledger_balance(&client);
+    assert!(spent > 0 && spent <= 60, "paid {spent} of a budget of 60");
+
     // A model with no covering chain: named, with the spans seen.
     let e = client
         .generate_pipeline(
