@@ -125,8 +125,8 @@ pub fn run(
         );
         println!("one node, whole model, no network: {local_rate:.1} tok/s");
         println!(
-            "{:<7} {:>9} {:>10} {:>12} {:>15} {:>11}  {}",
-            "stages", "TTFT ms", "decode t/s", "vs 1 stage", "bytes/token", "jobs/token", "ms/token per stage"
+            "{:<7} {:>9} {:>10} {:>12} {:>15} {:>11}  ms/token per stage",
+            "stages", "TTFT ms", "decode t/s", "vs 1 stage", "bytes/token", "jobs/token"
         );
         let mut one = None;
         for (id, spans) in CHAINS {
