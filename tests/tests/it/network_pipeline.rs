@@ -240,8 +240,11 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     let spans: Vec<&str> = three.stages.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(spans, ["tiny6@0..2/6", "tiny6@2..4/6", "tiny6@4..6/6"]);
     assert_eq!(three.tokens, want, "greedy tokens over 3 stages");
+    // The same kernel calls in the same order, hidden states as exact
+    // f32: the logits are the single node's bit for bit (the issue asks
+    // for 1e-4).
     let d = max_diff(&three.logits, &want_logits);
-    assert!(d <= 1e-4, "final logits differ by {d}");
+    assert_eq!(d, 0.0, "final logits differ by {d}");
     // Every stage step is a paid job: one per token per stage, and the
     // client's ledger paid exactly the stages' total.
     for s in &three.stages {
@@ -374,6 +377,8 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
         two.tokens, want,
         "greedy tokens over 2 stages with a stage killed"
     );
+    // The rebuilt stage ran its cache as one prefill, not step by step:
+    // the last bits may differ.
     let d = max_diff(&two.logits, &want_logits);
     assert!(d <= 1e-4, "final logits differ by {d}");
     let last = &two.stages[1];
