@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::request::Job;
 use super::spend::Reservation;
 use super::text::{cut, Kind};
-use super::{now_secs, ApiState};
+use super::ApiState;
 use crate::p2p::WireInput;
 use crate::sdk::PipelineOptions;
 use axum::response::{IntoResponse, Response};
@@ -45,36 +45,18 @@ pub(super) async fn answer(
     } else {
         "stop"
     };
-    let choice = match kind {
-        Kind::Chat => serde_json::json!({
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
-            "logprobs": null,
-            "finish_reason": finish,
-        }),
-        Kind::Completion => serde_json::json!({
-            "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
-        }),
-    };
     let first_job = out
         .stages
         .first()
         .and_then(|s| s.jobs.first())
         .cloned()
         .unwrap_or_default();
-    let body = serde_json::json!({
-        "id": kind.id(&first_job),
-        "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
-        "created": now_secs(),
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [choice],
-        "usage": {
-            "prompt_tokens": out.prompt_tokens,
-            "completion_tokens": kept,
-            "total_tokens": out.prompt_tokens.saturating_add(kept),
-        },
-        "infernet": {"pipeline": out.summary_json()},
+    let usage = serde_json::json!({
+        "prompt_tokens": out.prompt_tokens,
+        "completion_tokens": kept,
+        "total_tokens": out.prompt_tokens.saturating_add(kept),
     });
+    let pipeline = serde_json::json!({"pipeline": out.summary_json()});
+    let body = kind.answer(&first_job, &model, text, finish, usage, pipeline);
     Ok(Json(body).into_response())
 }

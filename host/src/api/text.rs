@@ -27,6 +27,40 @@ pub(super) enum Kind {
 }
 
 impl Kind {
+    /// The whole answer: one choice of `text` ending for `finish`, with
+    /// `usage` and the `infernet` field.
+    pub(super) fn answer(
+        self,
+        job_id: &str,
+        model: &str,
+        text: &str,
+        finish: &str,
+        usage: serde_json::Value,
+        infernet: serde_json::Value,
+    ) -> serde_json::Value {
+        let choice = match self {
+            Kind::Chat => serde_json::json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+            Kind::Completion => serde_json::json!({
+                "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
+            }),
+        };
+        serde_json::json!({
+            "id": self.id(job_id),
+            "object": if self == Kind::Chat { "chat.completion" } else { "text_completion" },
+            "created": now_secs(),
+            "model": model,
+            "system_fingerprint": null,
+            "choices": [choice],
+            "usage": usage,
+            "infernet": infernet,
+        })
+    }
+
     /// The response id for a job.
     pub(super) fn id(self, job_id: &str) -> String {
         match self {
@@ -115,27 +149,14 @@ async fn generate(
         .ok_or_else(|| ApiError::upstream("the provider returned no text"))?;
     let (text, stopped) = cut(text, &job.stop);
     let finish = finish_reason(stopped, &outcome, job.max_tokens);
-    let choice = match kind {
-        Kind::Chat => serde_json::json!({
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
-            "logprobs": null,
-            "finish_reason": finish,
-        }),
-        Kind::Completion => serde_json::json!({
-            "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
-        }),
-    };
-    let body = serde_json::json!({
-        "id": kind.id(&outcome.job_id),
-        "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
-        "created": now_secs(),
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [choice],
-        "usage": usage(&outcome),
-        "infernet": meta(&outcome),
-    });
+    let body = kind.answer(
+        &outcome.job_id,
+        &model,
+        text,
+        finish,
+        usage(&outcome),
+        meta(&outcome),
+    );
     Ok((headers(&outcome), Json(body)).into_response())
 }
 

@@ -98,11 +98,7 @@ pub fn run(
             boot.push(addr);
         }
     }
-    let client_toml = format!(
-        "[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{:?}]\n",
-        dir.join("client"),
-        boot[0]
-    );
+    let client_toml = super::bench_shard::client_toml(dir, &boot[0]);
     super::net::runtime()?.block_on(async move {
         let client = Infernet::new(Config::parse(&client_toml, dir)?).start().await?;
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -56,6 +56,14 @@ pub(super) fn spawn(config: &Path, threads: usize) -> Result<(Provider, String)>
     Ok((provider, addr))
 }
 
+/// A client node's config under `dir`, bootstrapping from `boot`.
+pub(super) fn client_toml(dir: &Path, boot: &str) -> String {
+    format!(
+        "[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{boot:?}]\n",
+        dir.join("client"),
+    )
+}
+
 /// `n` distinct sentences of about a dozen tokens.
 fn batch(n: usize) -> Vec<String> {
     const SUBJECTS: [&str; 6] = [
@@ -104,11 +112,7 @@ pub fn run(dir: &Path, plugins: &Path, minilm: &Path, texts: usize, rounds: usiz
         boot.push(addr);
     }
     let texts = batch(texts);
-    let client_toml = format!(
-        "[node]\ndata_dir = {:?}\nroles = [\"client\"]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = [{:?}]\n",
-        dir.join("client"),
-        boot[0]
-    );
+    let client_toml = client_toml(dir, &boot[0]);
     super::net::runtime()?.block_on(async move {
         let client = Infernet::new(Config::parse(&client_toml, dir)?).start().await?;
         let deadline = Instant::now() + Duration::from_secs(30);
