@@ -10,7 +10,6 @@ use super::spend::Reservation;
 use super::text::{cut, Kind};
 use super::ApiState;
 use crate::p2p::WireInput;
-use crate::sdk::PipelineOptions;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -29,7 +28,11 @@ pub(super) async fn answer(
             format!("`{model}` is served by a pipeline of providers, which answers without streaming: set `stream` to false"),
         ));
     }
-    let opts = PipelineOptions::for_job(&job.opts).map_err(|e| ApiError::from_client(&model, e))?;
+    let opts = s
+        .node
+        .client()
+        .pipeline_options(&job.opts)
+        .map_err(|e| ApiError::from_client(&model, e))?;
     let out = s
         .node
         .generate_pipeline(&model, WireInput::Text(prompt), opts)

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use infernet_host::p2p::WireInput;
 use infernet_host::payments::display;
-use infernet_host::sdk::{InferOptions, Infernet, PipelineOptions};
+use infernet_host::sdk::{InferOptions, Infernet};
 
 /// Runs `prompt` through a pipeline of `model` and prints the text and
 /// each stage (or, with `json`, one JSON object).
@@ -16,7 +16,7 @@ pub async fn infer(
     opts: &InferOptions,
     json: bool,
 ) -> Result<()> {
-    let popts = PipelineOptions::for_job(opts)?;
+    let popts = node.client().pipeline_options(opts)?;
     if !json {
         eprintln!("[no provider serves all of `{model}`: running it on a pipeline of layer spans]");
     }
