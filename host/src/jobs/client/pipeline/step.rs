@@ -21,6 +21,40 @@ pub(super) fn rows(input: &WireInput, done: &JobOutcome) -> u32 {
     }
 }
 
+/// What a stage input may take of a job request: the request limit
+/// (PROTOCOL §9) less room for the job's id, model and parameters.
+const MAX_STAGE_INPUT: usize = crate::p2p::protocol::MAX_REQUEST_BYTES - 16 * 1024;
+
+/// Refuses an input that could not travel in one job request: hidden
+/// states are up to 5 CBOR bytes a value, so a long prompt's prefill past
+/// the first stage can outgrow the 1 MiB request limit (about 360 tokens
+/// at hidden size 576, 50 at 4096). Said before anything is paid.
+pub(super) fn fits_in_a_request(input: &WireInput) -> Result<(), String> {
+    let (values, width) = match input {
+        WireInput::Tensor(t) => (t.data.len(), t.shape.last().copied().unwrap_or(1).max(1)),
+        WireInput::Tokens(t) => (t.len(), 1),
+        WireInput::Text(t) => return check_len(t.len(), 1, MAX_STAGE_INPUT),
+        _ => return Ok(()),
+    };
+    check_len(
+        values.saturating_mul(5),
+        width as usize * 5,
+        MAX_STAGE_INPUT,
+    )
+}
+
+fn check_len(bytes: usize, row_bytes: usize, max: usize) -> Result<(), String> {
+    if bytes <= max {
+        return Ok(());
+    }
+    Err(format!(
+        "its input is up to {} KiB, over the {} KiB one job request carries: a pipeline of this model takes prompts of at most {} tokens (prefill is one request per stage)",
+        bytes.div_ceil(1024),
+        max / 1024,
+        max / row_bytes.max(1)
+    ))
+}
+
 /// Rows of a token or tensor input (0 for text).
 pub(super) fn known_rows(input: &WireInput) -> u32 {
     match input {
@@ -263,6 +297,9 @@ impl Run<'_> {
         input: WireInput,
         last: bool,
     ) -> Result<JobOutcome, ClientError> {
+        fits_in_a_request(&input).map_err(|why| {
+            ClientError::BadOptions(format!("stage {}: {why}", stage.hop.span_id))
+        })?;
         let opts = self.step_options(stage, last);
         if opts.max_budget.is_some_and(|r| r.minor == 0) {
             return Err(ClientError::OverBudget {

@@ -1,6 +1,6 @@
 //! Unit tests of the pipeline driver's pure parts.
 
-use super::step::{check_output, concat, keep_last_rows, outputs_agree};
+use super::step::{check_output, concat, fits_in_a_request, keep_last_rows, outputs_agree};
 use super::*;
 use crate::p2p::protocol::Tensor;
 
@@ -115,4 +115,17 @@ fn stage_outputs_are_checked_and_replicas_compared() {
     assert!(!outputs_agree(&out(a), &out(tensor(&[1, 2, 2], 10.0))));
     assert_eq!(argmax(&[0.5, 2.0, 2.0, -1.0]), Some(1));
     assert_eq!(argmax(&[]), None);
+}
+
+#[test]
+fn an_input_too_big_for_one_request_is_refused_before_it_is_sent() {
+    // 300 rows of 576: 864 KB of CBOR at most, fits; 400 rows do not.
+    assert!(fits_in_a_request(&WireInput::Tensor(tensor(&[1, 300, 576], 0.0))).is_ok());
+    let e = fits_in_a_request(&WireInput::Tensor(tensor(&[1, 400, 576], 0.0))).unwrap_err();
+    assert!(
+        e.contains("1008 KiB") && e.contains("at most 358 tokens"),
+        "{e}"
+    );
+    assert!(fits_in_a_request(&WireInput::Tokens(vec![1; 100_000])).is_ok());
+    assert!(fits_in_a_request(&WireInput::Text("x".repeat(2 << 20))).is_err());
 }
