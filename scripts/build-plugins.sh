@@ -8,7 +8,7 @@ cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml 
   --workspace --exclude infernet-plugin-cheat-llama
 # Test-only cheating llama backends (plugins/cheat-llama), one build per cheat;
 # each build writes the same .wasm, so each is copied to its own name.
-cheats="perturb skip-layers replay early-stop"
+cheats="perturb skip-layers replay early-stop session-lie"
 release=plugins/target/wasm32-wasip2/release
 for mode in $cheats; do
   cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml \

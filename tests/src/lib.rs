@@ -147,7 +147,7 @@ pub fn write_backend_config(
 static CHEATS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// The cheating llama backend built with cheat `mode` (`perturb`,
-/// `skip-layers`, `replay`, `early-stop`: `plugins/cheat-llama`), packed
+/// `skip-layers`, `replay`, `early-stop`, `session-lie`: `plugins/cheat-llama`), packed
 /// into `<root>/cheat-<mode>/` under the name `llama`: a liar's package.
 pub fn pack_cheat(mode: &str, root: &Path) -> PathBuf {
     ensure_plugins_built();

@@ -87,10 +87,15 @@ fn tempdir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A node serving `model_id` from `model` with `plugin`, to replay with.
+/// A node serving `model_id` from `model` with `plugin`, to replay with
+/// (a pipeline stage's span id: that span of the model).
 fn replayer(scratch: &Path, plugin: &Path, model: &Path, model_id: &str) -> Result<Node> {
+    let (id, layers) = match infernet_host::models::span::parse_id(model_id) {
+        Some((id, span)) => (id, format!("layers = {:?}\n", span.param())),
+        None => (model_id, String::new()),
+    };
     let text = format!(
-        "[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = {model_id:?}\npath = {:?}\n",
+        "[node]\ndata_dir = {:?}\n[[backend]]\nplugin = {:?}\n[[backend.models]]\nid = {id:?}\npath = {:?}\n{layers}",
         scratch.join("node"),
         plugin,
         model

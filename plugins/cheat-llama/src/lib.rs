@@ -15,6 +15,10 @@
 //!   its usage is that of the output returned.
 //! - `early-stop`: generates at most `max(1, max_tokens / 2)` tokens, and
 //!   reports the usage of what it generated.
+//! - `session-lie`: a pipeline stage honest at `pos` 0 (a session's first
+//!   step, or a self-contained run of a whole session) that scales its
+//!   input hidden states by `1 + 1e-3` at any later position: a lie only
+//!   a session step shows.
 
 #[path = "../../llama/src/backend.rs"]
 mod backend;
@@ -26,7 +30,7 @@ mod model;
 mod stage;
 
 use backend::LlamaBackend;
-#[cfg(feature = "replay")]
+#[cfg(any(feature = "replay", feature = "session-lie"))]
 use infernet_plugin_api::JobInput;
 use infernet_plugin_api::{export_backend, Backend, BackendInfo, Error, JobRequest, JobResult};
 use model::Tamper;
@@ -35,9 +39,10 @@ use model::Tamper;
     feature = "perturb",
     feature = "skip-layers",
     feature = "replay",
-    feature = "early-stop"
+    feature = "early-stop",
+    feature = "session-lie"
 )))]
-compile_error!("enable one cheat: --features perturb|skip-layers|replay|early-stop");
+compile_error!("enable one cheat: --features perturb|skip-layers|replay|early-stop|session-lie");
 
 #[cfg(any(
     all(feature = "perturb", feature = "skip-layers"),
@@ -46,6 +51,10 @@ compile_error!("enable one cheat: --features perturb|skip-layers|replay|early-st
     all(feature = "skip-layers", feature = "replay"),
     all(feature = "skip-layers", feature = "early-stop"),
     all(feature = "replay", feature = "early-stop"),
+    all(feature = "session-lie", feature = "perturb"),
+    all(feature = "session-lie", feature = "skip-layers"),
+    all(feature = "session-lie", feature = "replay"),
+    all(feature = "session-lie", feature = "early-stop"),
 ))]
 compile_error!("enable exactly one cheat (pass --no-default-features with --features)");
 
@@ -79,7 +88,7 @@ impl Backend for CheatBackend {
         self.0.describe()
     }
 
-    #[allow(unused_mut)] // only `replay` and `early-stop` doctor the job
+    #[allow(unused_mut)] // only `replay`, `early-stop` and `session-lie` doctor the job
     fn execute(&mut self, mut job: JobRequest) -> Result<JobResult, Error> {
         // CHEAT (replay): the output for a fixed prompt, whatever was asked.
         #[cfg(feature = "replay")]
@@ -93,6 +102,16 @@ impl Backend for CheatBackend {
             let short = if asked == 0 { 0 } else { (asked / 2).max(1) };
             job.params.retain(|(k, _)| k != "max_tokens");
             job.params.push(("max_tokens".into(), short.to_string()));
+        }
+        // CHEAT (session-lie): hidden states scaled past a session's first step.
+        #[cfg(feature = "session-lie")]
+        {
+            let pos: u32 = job.param_or("pos", 0)?;
+            if let (true, JobInput::Tensor(t)) = (pos > 0, &mut job.input) {
+                for v in t.data.iter_mut() {
+                    *v *= 1.0 + 1e-3;
+                }
+            }
         }
         self.0.execute(job)
     }

@@ -167,6 +167,51 @@ async fn wait_for_span(client: &infernet_host::sdk::Infernet, span: &str, n: usi
     }
 }
 
+/// A 3..6 provider with the most free slots (so routed to first) running
+/// cheat `mode` under the honest plugin's hash (as a real cheat would
+/// claim), once `client` has its advert.
+async fn start_liar(
+    client: &infernet_host::sdk::Infernet,
+    root: &Path,
+    boot: &[String],
+    mode: &str,
+    honest_sha: &str,
+) -> infernet_host::sdk::Infernet {
+    let plugin = pack_cheat(mode, root);
+    let liar = start_node(&provider(root, mode, boot, Some("3..6"), 8, &plugin)).await;
+    liar.provider()
+        .unwrap()
+        .claim_backend_sha256_for_tests(honest_sha);
+    wait_for_advert(client, "tiny6@3..6/6", &liar.peer_id().to_string()).await;
+    liar
+}
+
+/// A generation with every stage replicated, routed for throughput.
+async fn replicated(client: &infernet_host::sdk::Infernet) -> infernet_host::sdk::PipelineOutcome {
+    let mut o = opts(Objective::Throughput);
+    o.replicate = true;
+    client
+        .generate_pipeline("tiny6", WireInput::Tokens(PROMPT.to_vec()), o)
+        .await
+        .unwrap()
+}
+
+/// Waits until `peer`'s gossiped advert lists span id `span`.
+async fn wait_for_advert(client: &infernet_host::sdk::Infernet, span: &str, peer: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let adverts = client.network().adverts().await.unwrap();
+        if adverts
+            .iter()
+            .any(|a| a.peer_id == peer && a.models.iter().any(|m| m == span))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no advert of {span} from {peer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn opts(objective: Objective) -> PipelineOptions {
     PipelineOptions {
         objective,
@@ -214,8 +259,17 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
     let _p1 = start_node(&provider(root, "s24", &boot, Some("2..4"), 1, &llama)).await;
     let _p2 = start_node(&provider(root, "s46", &boot, Some("4..6"), 1, &llama)).await;
-    let extra = "[client]\ndiscovery_timeout_ms = 1500\n";
-    let config = with_ledger(&client_toml(root, "client", &boot, extra), root, "");
+    // A referee holding span 3..6 (one slot: the last any route picks).
+    let referee = provider(root, "referee", &boot, Some("3..6"), 1, &llama);
+    let mut text = std::fs::read_to_string(&referee).unwrap();
+    text.push_str("\n[verify]\nreferee = true\n");
+    std::fs::write(&referee, text).unwrap();
+    let referee = start_node(&referee).await;
+    let extra = format!(
+        "[client]\ndiscovery_timeout_ms = 1500\n\n[verify]\nreferees = [\"{}\"]\n",
+        referee.peer_id()
+    );
+    let config = with_ledger(&client_toml(root, "client", &boot, &extra), root, "");
     cli(&config, &["wallet", "fund", "1"]);
     let client = std::sync::Arc::new(start_node(&config).await);
     for span in ["tiny6@0..2/6", "tiny6@2..4/6", "tiny6@4..6/6"] {
@@ -284,7 +338,7 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     // The same through `infer --network` (another client, funded) and the
     // official `openai` client against the HTTP API, which both find no
     // provider of the whole model and run the pipeline by themselves.
-    let other = with_ledger(&client_toml(root, "cli", &boot, extra), root, "");
+    let other = with_ledger(&client_toml(root, "cli", &boot, &extra), root, "");
     cli(&other, &["wallet", "fund", "1"]);
     let n = TOKENS.to_string();
     let json: serde_json::Value = serde_json::from_str(&cli(
@@ -396,23 +450,116 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
     );
     dying.kill();
 
-    // A lying 3..6 stage is caught by replicating the stage.
-    let cheat = pack_cheat("perturb", root);
+    // A lying 3..6 stage (claiming the honest plugin's hash, as a real
+    // cheat would) is caught by replicating the stage. The two providers
+    // re-run the session as one job each, the referee rules on those, the
+    // liar is attested `cheated` and barred, and the stage goes on with
+    // the honest provider and a rebuilt replica: the same tokens.
     let _q1 = start_node(&provider(root, "s03b", &boot, Some("0..3"), 2, &llama)).await;
-    let _liar = start_node(&provider(root, "liar", &boot, Some("3..6"), 8, &cheat)).await;
     wait_for_span(&client, "tiny6@0..3/6", 2).await;
     wait_for_span(&client, "tiny6@3..6/6", 3).await;
-    let mut o = opts(Objective::Throughput);
-    o.replicate = true;
-    let e = client
-        .generate_pipeline("tiny6", WireInput::Tokens(PROMPT.to_vec()), o)
-        .await
-        .unwrap_err();
-    assert!(matches!(e, ClientError::Verification(_)), "{e}");
-    let msg = e.to_string();
+    let honest_sha = backup
+        .provider()
+        .unwrap()
+        .backend_sha256("tiny6@3..6/6")
+        .unwrap();
+    let liar = start_liar(&client, root, &boot, "perturb", &honest_sha).await;
+    let checked = replicated(&client).await;
+    assert_eq!(checked.tokens, want, "greedy tokens with a lying stage");
+    let [dispute] = &checked.disputes[..] else {
+        panic!("one dispute: {:?}", checked.disputes)
+    };
+    assert_eq!(
+        (dispute.span_id.as_str(), dispute.step, dispute.cheat),
+        ("tiny6@3..6/6", 0, liar.peer_id())
+    );
+    let (ruled_by, evidence) = dispute.ruling.clone().expect("a referee ruled");
+    assert_eq!(ruled_by, referee.peer_id());
+    let bytes = std::fs::read(&evidence).unwrap();
+    let ruling: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        ruling["ruling"]["cheated"],
+        serde_json::json!([liar.peer_id().to_string()]),
+        "{ruling}"
+    );
+    // The evidence holds offline, replayed by anyone with the weights.
+    let offline = infernet_tests::net::verify_evidence_cli(&evidence, &llama, &root.join("tiny6"));
+    let printed = String::from_utf8_lossy(&offline.stdout);
     assert!(
-        msg.contains("tiny6@3..6/6") && msg.contains("step 0"),
-        "{msg}"
+        offline.status.success()
+            && printed.contains(&format!("verdict: cheated: {}", liar.peer_id())),
+        "{printed}{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    // The liar (most free slots, so picked first) left the stage: the
+    // honest replica carried it on, with a replica rebuilt elsewhere.
+    let last = &checked.stages[1];
+    // (A route may first try the dead 3..6 provider's lingering advert.)
+    assert_eq!(last.providers.last(), Some(&backup.peer_id()), "{last:?}");
+    assert!(!last.providers.contains(&liar.peer_id()), "{last:?}");
+    assert!(
+        last.replica.is_some_and(|r| r != liar.peer_id()),
+        "{last:?}"
+    );
+    let attested = client
+        .store()
+        .attestations()
+        .by(&client.peer_id().to_string(), 0, 100)
+        .unwrap();
+    let against = attested
+        .iter()
+        .find(|a| a.subject == liar.peer_id().to_string())
+        .expect("the liar is attested");
+    assert_eq!(against.outcome, "cheated");
+    assert_eq!(
+        against.evidence.as_deref(),
+        Some(infernet_host::verify::reputation::evidence_hash(&bytes).as_str())
+    );
+    assert!(client.reputation(&liar.peer_id()).unwrap().barred);
+
+    // A 3..6 provider that lies only in session steps (its first step and
+    // any self-contained run are honest): the providers' self-contained
+    // runs of the session agree, its step does not match its own run, so
+    // it leaves the stage with a first-hand failure in this client's peer
+    // table, and nothing is attested (nothing a third party could check).
+    let sly = start_liar(&client, root, &boot, "session-lie", &honest_sha).await;
+    let failures = || {
+        let peers = client.store().peers().list().unwrap();
+        peers
+            .iter()
+            .find(|p| p.peer_id == sly.peer_id().to_string())
+            .map_or(0, |p| p.failures)
+    };
+    let before = failures();
+    let checked = replicated(&client).await;
+    assert_eq!(checked.tokens, want, "greedy tokens with a session liar");
+    // The barred liar is no longer routed to.
+    for s in &checked.stages {
+        assert!(
+            !s.providers.contains(&liar.peer_id()) && s.replica != Some(liar.peer_id()),
+            "{s:?}"
+        );
+    }
+    let [dispute] = &checked.disputes[..] else {
+        panic!("one dispute: {:?}", checked.disputes)
+    };
+    // Step 0 (the prefill, at `pos` 0) was honest; step 1 was not.
+    assert_eq!(
+        (dispute.step, dispute.cheat, dispute.ruling.is_none()),
+        (1, sly.peer_id(), true),
+        "{dispute:?}"
+    );
+    assert_eq!(failures(), before + 1, "a first-hand failure of the liar");
+    let attested = client
+        .store()
+        .attestations()
+        .by(&client.peer_id().to_string(), 0, 100)
+        .unwrap();
+    assert!(
+        !attested
+            .iter()
+            .any(|a| a.subject == sly.peer_id().to_string()),
+        "{attested:?}"
     );
 
     // One budget holds for every stage and step: once the next step no

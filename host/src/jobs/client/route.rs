@@ -63,7 +63,8 @@ pub struct Hop {
 pub(super) type Offers = BTreeMap<String, (LayerSpan, Vec<ProviderInfo>)>;
 
 impl JobClient {
-    /// The spans of `model` on offer and their providers, except `avoid`.
+    /// The spans of `model` on offer and their providers, except `avoid`
+    /// and, while another serves the span, providers proven to cheat.
     pub(super) async fn offers(
         &self,
         model: &str,
@@ -95,6 +96,16 @@ impl JobClient {
                 .into_iter()
                 .filter(|p| !avoid.contains(&p.peer_id))
                 .filter(|p| !p.advert.as_ref().is_some_and(|a| a.verifier))
+                .collect();
+            // As for a single job: a provider proven to cheat is not
+            // used while another serves the span.
+            let scores = self.inner.scores(&providers).await?;
+            let bar = scores.iter().any(|s| !s.barred);
+            let providers: Vec<ProviderInfo> = providers
+                .into_iter()
+                .zip(scores)
+                .filter(|(_, s)| !(bar && s.barred))
+                .map(|(p, _)| p)
                 .collect();
             if !providers.is_empty() {
                 offers.insert(id, (span, providers));

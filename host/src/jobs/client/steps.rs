@@ -36,22 +36,7 @@ impl Inner {
         // Reputation from verified outcomes only (`verify::reputation`):
         // the decayed score's lower bound; a provider proven to cheat is
         // not asked while any other is available.
-        let peers: Vec<String> = providers.iter().map(|p| p.peer_id.to_string()).collect();
-        let (me, params) = (
-            self.net.peer_id().to_string(),
-            reputation::Params::from_config(&self.cfg.reputation),
-        );
-        let scores = self
-            .db(move |s| {
-                Ok(reputation::scores(
-                    s,
-                    &me,
-                    &peers,
-                    &params,
-                    crate::store::now_ms(),
-                )?)
-            })
-            .await?;
+        let scores = self.scores(&providers).await?;
         let reputations: Vec<f64> = scores.iter().map(|s| s.lower).collect();
         let bar = scores.iter().any(|s| !s.barred);
         let candidates: Vec<Candidate> = providers
@@ -233,6 +218,30 @@ impl Inner {
             .ok()
             .and_then(|t| t.get(peer).copied())
             .unwrap_or(0)
+    }
+
+    /// Each provider's reputation from verified outcomes, in order
+    /// (`verify::reputation`: the decayed score's lower bound, and whether
+    /// it is barred as a proven cheat).
+    pub(super) async fn scores(
+        &self,
+        providers: &[ProviderInfo],
+    ) -> Result<Vec<reputation::Score>, ClientError> {
+        let peers: Vec<String> = providers.iter().map(|p| p.peer_id.to_string()).collect();
+        let (me, params) = (
+            self.net.peer_id().to_string(),
+            reputation::Params::from_config(&self.cfg.reputation),
+        );
+        self.db(move |s| {
+            Ok(reputation::scores(
+                s,
+                &me,
+                &peers,
+                &params,
+                crate::store::now_ms(),
+            )?)
+        })
+        .await
     }
 
     /// Providers of `model` not in `excluded`, waiting up to the discovery

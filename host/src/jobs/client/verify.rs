@@ -145,7 +145,7 @@ fn replica(o: &JobOutcome) -> Replica {
 }
 
 /// Whether two results are the same execution with the same output and trace.
-fn agree(a: &SignedResult, b: &SignedResult) -> bool {
+pub(super) fn agree(a: &SignedResult, b: &SignedResult) -> bool {
     a.payload.output_hash == b.payload.output_hash && a.payload.trace_root == b.payload.trace_root
 }
 
@@ -556,7 +556,11 @@ impl JobClient {
     }
 
     /// Saves a dispute's evidence as `<data_dir>/evidence/<name>.json`.
-    async fn save_evidence(&self, name: &str, evidence: &Evidence) -> Result<PathBuf, ClientError> {
+    pub(super) async fn save_evidence(
+        &self,
+        name: &str,
+        evidence: &Evidence,
+    ) -> Result<PathBuf, ClientError> {
         let dir = match (&self.inner.data_dir, self.inner.store.path()) {
             (Some(d), _) => d.join("evidence"),
             (None, Some(db)) => db.parent().unwrap_or(Path::new(".")).join("evidence"),

@@ -16,20 +16,24 @@
 //! the cache from everything the session sent that stage so far, in one
 //! prefill, and generation goes on. With [`PipelineOptions::replicate`]
 //! each stage also runs on a second provider of its span with its own
-//! session, and a step on which the two signed results (output hash and
-//! trace root) differ stops the generation, naming the stage, the step
-//! and both providers: a lying stage is caught by replicating that stage.
+//! session, and a step on which their outputs differ is settled
+//! (`dispute.rs`: a referee rules on self-contained re-runs of the
+//! session): the liar leaves the stage, another provider is rebuilt as
+//! the replica, and generation goes on. A lying stage is caught by
+//! replicating that stage.
 
 use super::route::{Hop, Objective};
 use super::{ClientError, InferOptions, JobClient, JobOutcome};
 use crate::config::VerifyPolicy;
 use crate::p2p::protocol::{Money, WireInput, WireOutput};
 use crate::payments::currency::Amount;
+pub use dispute::StageDispute;
 use libp2p::PeerId;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 use step::{argmax, corrupt, Run};
 
+mod dispute;
 mod step;
 #[cfg(test)]
 mod tests;
@@ -53,8 +57,9 @@ pub struct PipelineOptions {
     pub max_budget: Option<Amount>,
     /// Only accept quotes in this currency.
     pub currency: Option<String>,
-    /// Run every stage on a second provider of its span too and compare
-    /// each step's signed results.
+    /// Run every stage on a second provider of its span too, compare each
+    /// step's outputs and settle a disagreement (a referee from `[verify]
+    /// referees` rules on self-contained re-runs of the session).
     pub replicate: bool,
     /// Keep the last stage's logits of every step in the outcome.
     pub keep_logits: bool,
@@ -139,6 +144,9 @@ pub struct PipelineOutcome {
     /// The text of the generated tokens up to the model's end of text,
     /// and how many tokens that is, when [`PipelineOptions::decode`].
     pub text: Option<(String, u32)>,
+    /// Replicated stages' disagreements, each settled by dropping the
+    /// provider found lying (see [`StageDispute`]).
+    pub disputes: Vec<StageDispute>,
 }
 
 impl PipelineOutcome {
@@ -164,6 +172,13 @@ impl PipelineOutcome {
             "first_token_ms": self.first_token_ms,
             "total_ms": self.total_ms,
             "hidden_bytes": self.hidden_bytes,
+            "disputes": self.disputes.iter().map(|d| serde_json::json!({
+                "span": d.span_id,
+                "step": d.step,
+                "cheat": d.cheat.to_string(),
+                "referee": d.ruling.as_ref().map(|(r, _)| r.to_string()),
+                "evidence": d.ruling.as_ref().map(|(_, e)| e.display().to_string()),
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -290,11 +305,14 @@ impl JobClient {
             opts,
             spent: 0,
             hidden_bytes: 0,
+            step: 0,
+            disputes: Vec::new(),
         };
         let (mut tokens, mut logits) = (Vec::new(), Vec::new());
         let mut first_token_ms = 0;
         let mut input = prompt;
         for step in 0..opts.max_tokens {
+            run.step = step;
             let last_step = step + 1 == opts.max_tokens;
             let n = stages.len();
             let mut next = None;
@@ -360,6 +378,7 @@ impl JobClient {
             hidden_bytes: run.hidden_bytes,
             prompt_tokens,
             text,
+            disputes: run.disputes,
         })
     }
 

@@ -2,6 +2,7 @@
 //! returned, a replica's comparison, and the rebuild on another provider
 //! when a stage fails.
 
+use super::dispute::Liar;
 use super::{
     session_id, ClientError, Hop, InferOptions, JobClient, JobOutcome, PipelineOptions, Stage,
     VerifyPolicy, MAX_STAGE_FAILOVERS,
@@ -105,11 +106,18 @@ pub(super) struct Run<'a> {
     /// Minor units paid so far (in the budget's currency).
     pub(super) spent: u128,
     pub(super) hidden_bytes: u64,
+    /// The generation step under way (0: the prompt's prefill).
+    pub(super) step: u32,
+    /// Disagreements settled so far.
+    pub(super) disputes: Vec<super::StageDispute>,
 }
 
 impl Run<'_> {
     /// Sends `input` through `stage` and, when replicated, its replica,
-    /// and compares the two outputs.
+    /// and compares the two outputs. A disagreement is settled
+    /// ([`Run::settle`]): the liar leaves the stage, and another provider
+    /// of the span is rebuilt in its place as the replica, whose output is
+    /// compared again.
     pub(super) async fn step(
         &mut self,
         stage: &mut Stage,
@@ -120,15 +128,31 @@ impl Run<'_> {
         let Some(mut replica) = stage.replica.take() else {
             return self.step_one(stage, input, last, head).await;
         };
-        let step = stage.report.jobs.len();
         let out = self.step_one(stage, input.clone(), last, head).await;
-        let theirs = self.step_one(&mut replica, input, last, head).await;
-        let (out, theirs) = (out?, theirs?);
-        if !outputs_agree(&out, &theirs) {
-            return Err(ClientError::Verification(format!(
-                "stage {} disagrees with its replica at step {step}: provider {} and provider {} returned different outputs; the generation is stopped",
-                stage.hop.span_id, stage.hop.provider, replica.hop.provider
-            )));
+        let theirs = self.step_one(&mut replica, input.clone(), last, head).await;
+        let (mut out, mut theirs) = (out?, theirs?);
+        while !outputs_agree(&out, &theirs) {
+            if self
+                .settle(stage, &mut replica, (&out, &theirs), head)
+                .await?
+                == Liar::Primary
+            {
+                std::mem::swap(stage, &mut *replica);
+                std::mem::swap(&mut out, &mut theirs);
+            }
+            // `replica` lied: its stage moves to another provider of the
+            // span (not the honest one), rebuilt up to this step.
+            let cheat = replica.hop.provider;
+            replica.sent.pop();
+            replica.avoid = HashSet::from([stage.hop.provider]);
+            stage.avoid = HashSet::from([cheat]);
+            let error = ClientError::Failed {
+                job_id: replica.report.jobs.last().cloned().unwrap_or_default(),
+                message: format!("provider {cheat} was found lying"),
+            };
+            theirs = self
+                .fail_over(&mut replica, &input, last, head, error)
+                .await?;
         }
         stage.replica = Some(replica);
         Ok(out)
@@ -149,7 +173,7 @@ impl Run<'_> {
             check_output(stage, &o.output, n, head)?;
             Ok((o, n))
         });
-        let mut error = match checked {
+        let error = match checked {
             Ok((o, n)) => {
                 if stage.sent.is_empty() {
                     stage.prompt_rows = n;
@@ -160,6 +184,21 @@ impl Run<'_> {
             }
             Err(e) => e,
         };
+        self.fail_over(stage, &input, last, head, error).await
+    }
+
+    /// Moves `stage`, which failed this step with `error`, to another
+    /// provider of its span, rebuilt from everything it was sent and this
+    /// step's `input`; returns this step's output. Up to
+    /// [`MAX_STAGE_FAILOVERS`] times a generation.
+    async fn fail_over(
+        &mut self,
+        stage: &mut Stage,
+        input: &WireInput,
+        last: bool,
+        head: bool,
+        mut error: ClientError,
+    ) -> Result<WireOutput, ClientError> {
         loop {
             stage.failovers += 1;
             if !fails_over(&error) || stage.failovers > MAX_STAGE_FAILOVERS {
@@ -169,7 +208,7 @@ impl Run<'_> {
             let hop = self.replacement(stage, &error).await?;
             stage.report.providers.push(hop.provider);
             stage.hop = hop;
-            match self.rebuild(stage, &input, last, head).await {
+            match self.rebuild(stage, input, last, head).await {
                 Ok(output) => return Ok(output),
                 Err(e) => error = e,
             }
@@ -261,7 +300,7 @@ impl Run<'_> {
 
     /// The options of one job of `stage` on its provider, within what is
     /// left of the budget.
-    fn step_options(&self, stage: &Stage, last: bool) -> InferOptions {
+    pub(super) fn step_options(&self, stage: &Stage, last: bool) -> InferOptions {
         let remaining = self.opts.max_budget.map(|b| Amount {
             minor: b.minor.saturating_sub(self.spent),
             currency: b.currency,
@@ -281,8 +320,25 @@ impl Run<'_> {
         }
     }
 
+    /// Refuses a job once the whole budget is spent.
+    pub(super) fn check_budget(&self, opts: &InferOptions) -> Result<(), ClientError> {
+        if opts.max_budget.is_none_or(|r| r.minor != 0) {
+            return Ok(());
+        }
+        Err(ClientError::OverBudget {
+            budget: format!(
+                "{} (all spent)",
+                self.opts
+                    .max_budget
+                    .map(|b| b.to_string())
+                    .unwrap_or_default()
+            ),
+            cheapest: None,
+        })
+    }
+
     /// Records what `stage` paid for `outcome`.
-    fn paid(&mut self, stage: &mut Stage, outcome: &JobOutcome) {
+    pub(super) fn paid(&mut self, stage: &mut Stage, outcome: &JobOutcome) {
         stage.report.jobs.push(outcome.job_id.clone());
         if self.opts.max_budget.is_some() {
             self.spent += u128::from(outcome.price.amount);
@@ -301,18 +357,7 @@ impl Run<'_> {
             ClientError::BadOptions(format!("stage {}: {why}", stage.hop.span_id))
         })?;
         let opts = self.step_options(stage, last);
-        if opts.max_budget.is_some_and(|r| r.minor == 0) {
-            return Err(ClientError::OverBudget {
-                budget: format!(
-                    "{} (all spent)",
-                    self.opts
-                        .max_budget
-                        .map(|b| b.to_string())
-                        .unwrap_or_default()
-                ),
-                cheapest: None,
-            });
-        }
+        self.check_budget(&opts)?;
         let outcome = self.client.submit(&stage.hop.span_id, input, &opts).await?;
         self.paid(stage, &outcome);
         Ok(outcome)
