@@ -135,6 +135,17 @@ pub(super) fn unchecked(mut outcome: JobOutcome, policy: VerifyPolicy) -> JobOut
     outcome
 }
 
+/// What a `cheated` attestation names: the saved evidence file's sha256
+/// (`None` when it cannot be read).
+pub(super) async fn evidence_file_hash(path: &Path) -> Option<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+        .await
+        .ok()
+        .flatten()
+        .map(|bytes| reputation::evidence_hash(&bytes))
+}
+
 fn replica(o: &JobOutcome) -> Replica {
     Replica {
         job_id: o.job_id.clone(),
@@ -316,15 +327,7 @@ impl JobClient {
         }
         // A disagreement: each other class against the first, one referee.
         let providers: Vec<PeerId> = held.iter().map(|o| o.provider).collect();
-        let me = self.inner.net.peer_id();
-        let Some(referee) = self
-            .inner
-            .verify
-            .referees
-            .iter()
-            .filter_map(|r| r.parse::<PeerId>().ok())
-            .find(|r| *r != me && !providers.contains(r))
-        else {
+        let Some(referee) = self.referee_for(&providers) else {
             let refunded = self
                 .refund_all(&held, &format!("{policy}: replicas disagree, no referee"))
                 .await?;
@@ -433,14 +436,7 @@ impl JobClient {
     ) -> Result<JobOutcome, ClientError> {
         // What the cheats' attestations name: the evidence file's sha256.
         let evidence = match &verdict {
-            Verdict::Cheated { evidence, .. } => {
-                let path = evidence.clone();
-                tokio::task::spawn_blocking(move || std::fs::read(path).ok())
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|bytes| reputation::evidence_hash(&bytes))
-            }
+            Verdict::Cheated { evidence, .. } => evidence_file_hash(evidence).await,
             _ => None,
         };
         let mut honest: Vec<JobOutcome> = Vec::new();
@@ -553,6 +549,18 @@ impl JobClient {
                     .join(", ")
             ),
         })
+    }
+
+    /// The first of `[verify] referees` that is neither this node nor one
+    /// of `parties`.
+    pub(super) fn referee_for(&self, parties: &[PeerId]) -> Option<PeerId> {
+        let me = self.inner.net.peer_id();
+        self.inner
+            .verify
+            .referees
+            .iter()
+            .filter_map(|r| r.parse::<PeerId>().ok())
+            .find(|r| *r != me && !parties.contains(r))
     }
 
     /// Saves a dispute's evidence as `<data_dir>/evidence/<name>.json`.

@@ -15,11 +15,10 @@
 
 use super::step::{concat, keep_last_rows, known_rows, outputs_agree, Run};
 use super::{session_id, ClientError, JobOutcome, Stage};
-use crate::jobs::client::verify::agree;
+use crate::jobs::client::verify::{agree, evidence_file_hash};
 use crate::p2p::protocol::{WireInput, WireOutput};
 use crate::p2p::verification::JobSpec;
 use crate::p2p::AttestedOutcome;
-use crate::verify::reputation;
 use libp2p::PeerId;
 use std::path::PathBuf;
 
@@ -107,16 +106,7 @@ impl Run<'_> {
             return Ok(liar);
         }
         // Different self-contained runs: a referee rules, as on replicas.
-        let me = self.client.inner.net.peer_id();
-        let Some(referee) = self
-            .client
-            .inner
-            .verify
-            .referees
-            .iter()
-            .filter_map(|r| r.parse::<PeerId>().ok())
-            .find(|r| *r != me && *r != a && *r != b)
-        else {
+        let Some(referee) = self.client.referee_for(&[a, b]) else {
             return Err(unsettled(
                 "no referee is configured that is neither of them: configure `[verify] referees` with the peer id of a node started with `[verify] referee = true` serving this span".into(),
             ));
@@ -158,13 +148,9 @@ impl Run<'_> {
                 )))
             }
         };
-        // What the attestations name: the saved evidence file's sha256.
-        let file = path.clone();
-        let bytes = tokio::task::spawn_blocking(move || std::fs::read(file))
-            .await
-            .map_err(|e| ClientError::Worker(e.to_string()))?
-            .map_err(|e| ClientError::Verification(format!("reading {}: {e}", path.display())))?;
-        let hash = reputation::evidence_hash(&bytes);
+        let hash = evidence_file_hash(&path).await.ok_or_else(|| {
+            ClientError::Verification(format!("cannot read back {}", path.display()))
+        })?;
         for (run, lied) in runs
             .iter()
             .zip([liar == Liar::Primary, liar == Liar::Replica])
