@@ -71,6 +71,11 @@ cargo test --manifest-path plugins/Cargo.toml --workspace
 # time finish the suite in about half the time two take (measured; more
 # gains nothing). Set RUST_TEST_THREADS to override.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
+# A failing test prints its panic message without a backtrace: CI keeps the
+# tail of the output, and an async test's backtrace (dozens of runtime
+# frames, pointing at the test's last line) pushed the message out of it.
+# INFERNET_TEST_BACKTRACE=1 brings backtraces back.
+export RUST_BACKTRACE="${INFERNET_TEST_BACKTRACE:-0}"
 step "workspace tests"
 cargo test --workspace "$@"
 step "done"

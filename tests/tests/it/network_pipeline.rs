@@ -14,7 +14,7 @@ use infernet_host::runtime::PluginKind;
 use infernet_host::sdk::{Amount, ClientError, Objective, PipelineOptions};
 use infernet_host::worlds::backend::{JobInput, JobOutput, JobRequest};
 use infernet_tests::net::{
-    cli, client_toml, ledger_balance, start_node, wait_for_providers, with_ledger, NodeProc, FUNDED,
+    cli, client_toml, ledger_balance, start_node, with_ledger, NodeProc, FUNDED,
 };
 use infernet_tests::{pack_cheat, pack_plugin};
 use std::path::{Path, PathBuf};
@@ -147,22 +147,32 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Waits until `n` gossiped adverts list span id `span` (routing reads
-/// spans from adverts).
-async fn wait_for_span(client: &infernet_host::sdk::Infernet, span: &str, n: usize) {
-    wait_for_providers(client, span, n).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits until `client` routes to each of `peers` for span id `span`:
+/// the span is read from their gossiped adverts, its providers from
+/// `providers_of` (DHT records and fresh adverts). Counting a span's
+/// adverts is not enough: the referee's and dead providers' count too.
+async fn wait_for_stage(client: &infernet_host::sdk::Infernet, span: &str, peers: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let adverts = client.network().adverts().await.unwrap();
-        if adverts
+        let providers = client.network().providers_of(span).await.unwrap();
+        let missing: Vec<&String> = peers
             .iter()
-            .filter(|a| a.models.iter().any(|m| m == span))
-            .count()
-            >= n
-        {
+            .filter(|peer| {
+                let advertised = adverts
+                    .iter()
+                    .any(|a| &a.peer_id == *peer && a.models.iter().any(|m| m == span));
+                let recorded = providers.iter().any(|p| p.peer_id.to_string() == **peer);
+                !(advertised && recorded)
+            })
+            .collect();
+        if missing.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "no {n} adverts of {span}");
+        assert!(
+            Instant::now() < deadline,
+            "{missing:?} not yet known as providers of {span}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -182,7 +192,7 @@ async fn start_liar(
     liar.provider()
         .unwrap()
         .claim_backend_sha256_for_tests(honest_sha);
-    wait_for_advert(client, "tiny6@3..6/6", &liar.peer_id().to_string()).await;
+    wait_for_stage(client, "tiny6@3..6/6", &[liar.peer_id().to_string()]).await;
     liar
 }
 
@@ -194,22 +204,6 @@ async fn replicated(client: &infernet_host::sdk::Infernet) -> infernet_host::sdk
         .generate_pipeline("tiny6", WireInput::Tokens(PROMPT.to_vec()), o)
         .await
         .unwrap()
-}
-
-/// Waits until `peer`'s gossiped advert lists span id `span`.
-async fn wait_for_advert(client: &infernet_host::sdk::Infernet, span: &str, peer: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let adverts = client.network().adverts().await.unwrap();
-        if adverts
-            .iter()
-            .any(|a| a.peer_id == peer && a.models.iter().any(|m| m == span))
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no advert of {span} from {peer}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn opts(objective: Objective) -> PipelineOptions {
@@ -257,14 +251,16 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     // Three stages: 0..2, 2..4, 4..6.
     let p0 = start_node(&provider(root, "s02", &[], Some("0..2"), 1, &llama)).await;
     let boot = vec![p0.dialable_addrs().await.unwrap()[0].to_string()];
-    let _p1 = start_node(&provider(root, "s24", &boot, Some("2..4"), 1, &llama)).await;
-    let _p2 = start_node(&provider(root, "s46", &boot, Some("4..6"), 1, &llama)).await;
+    let p1 = start_node(&provider(root, "s24", &boot, Some("2..4"), 1, &llama)).await;
+    let p2 = start_node(&provider(root, "s46", &boot, Some("4..6"), 1, &llama)).await;
     // A referee holding span 3..6 (one slot: the last any route picks).
     let referee = provider(root, "referee", &boot, Some("3..6"), 1, &llama);
     let mut text = std::fs::read_to_string(&referee).unwrap();
     text.push_str("\n[verify]\nreferee = true\n");
     std::fs::write(&referee, text).unwrap();
     let referee = start_node(&referee).await;
+    // This client has seen every span before it routes, so a short
+    // discovery timeout (a route that cannot be found fails sooner).
     let extra = format!(
         "[client]\ndiscovery_timeout_ms = 1500\n\n[verify]\nreferees = [\"{}\"]\n",
         referee.peer_id()
@@ -272,8 +268,12 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     let config = with_ledger(&client_toml(root, "client", &boot, &extra), root, "");
     cli(&config, &["wallet", "fund", "1"]);
     let client = std::sync::Arc::new(start_node(&config).await);
-    for span in ["tiny6@0..2/6", "tiny6@2..4/6", "tiny6@4..6/6"] {
-        wait_for_span(&client, span, 1).await;
+    for (span, p) in [
+        ("tiny6@0..2/6", &p0),
+        ("tiny6@2..4/6", &p1),
+        ("tiny6@4..6/6", &p2),
+    ] {
+        wait_for_stage(&client, span, &[p.peer_id().to_string()]).await;
     }
     // No single provider serves the whole model.
     assert!(client
@@ -338,7 +338,9 @@ async fn a_model_no_provider_can_hold_is_served_by_a_pipeline_of_layer_spans() {
     // The same through `infer --network` (another client, funded) and the
     // official `openai` client against the HTTP API, which both find no
     // provider of the whole model and run the pipeline by themselves.
-    let other = with_ledger(&client_toml(root, "cli", &boot, &extra), root, "");
+    // A fresh process learns the spans from gossip as it starts: the
+    // default discovery timeout, not the short one above.
+    let other = with_ledger(&client_toml(root, "cli", &boot, ""), root, "");
     cli(&other, &["wallet", "fund", "1"]);
     let n = TOKENS.to_string();
     let json: serde_json::Value = serde_json::from_str(&cli(
@@ -409,14 +411,17 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
 
     // Two stages, 0..3 then 3..6, chosen for throughput (more free slots).
     // The 3..6 provider dies on its 4th step; a second one takes over.
-    let _q0 = start_node(&provider(root, "s03", &boot, Some("0..3"), 4, &llama)).await;
+    let q0 = start_node(&provider(root, "s03", &boot, Some("0..3"), 4, &llama)).await;
     let mut dying = NodeProc::start_with_env(
         &provider(root, "s36", &boot, Some("3..6"), 4, &llama),
         &[("INFERNET_CRASH_AFTER", "provider-running@4")],
     );
     let backup = start_node(&provider(root, "s36b", &boot, Some("3..6"), 2, &llama)).await;
-    wait_for_span(&client, "tiny6@0..3/6", 1).await;
-    wait_for_span(&client, "tiny6@3..6/6", 2).await;
+    wait_for_stage(&client, "tiny6@0..3/6", &[q0.peer_id().to_string()]).await;
+    // The backup must be known before the first provider dies: failing
+    // over takes a provider the client knows then.
+    let last_stage = [dying.peer.clone(), backup.peer_id().to_string()];
+    wait_for_stage(&client, "tiny6@3..6/6", &last_stage).await;
     let two = client
         .generate_pipeline(
             "tiny6",
@@ -455,9 +460,8 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
     // re-run the session as one job each, the referee rules on those, the
     // liar is attested `cheated` and barred, and the stage goes on with
     // the honest provider and a rebuilt replica: the same tokens.
-    let _q1 = start_node(&provider(root, "s03b", &boot, Some("0..3"), 2, &llama)).await;
-    wait_for_span(&client, "tiny6@0..3/6", 2).await;
-    wait_for_span(&client, "tiny6@3..6/6", 3).await;
+    let q1 = start_node(&provider(root, "s03b", &boot, Some("0..3"), 2, &llama)).await;
+    wait_for_stage(&client, "tiny6@0..3/6", &[q1.peer_id().to_string()]).await;
     let honest_sha = backup
         .provider()
         .unwrap()
@@ -574,7 +578,7 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
         .unwrap_err();
     assert!(matches!(e, ClientError::OverBudget { .. }), "{e}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let spent = before - ledger_balance(&client);
+    let spent = i128::from(before) - i128::from(ledger_balance(&client));
     assert!(spent > 0 && spent <= 60, "paid {spent} of a budget of 60");
 
     // A model with no covering chain: named, with the spans seen.
