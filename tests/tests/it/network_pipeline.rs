@@ -462,6 +462,9 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
     // the honest provider and a rebuilt replica: the same tokens.
     let q1 = start_node(&provider(root, "s03b", &boot, Some("0..3"), 2, &llama)).await;
     wait_for_stage(&client, "tiny6@0..3/6", &[q1.peer_id().to_string()]).await;
+    // Once the liar leaves, the stage's new replica is the referee (which
+    // also serves 3..6; the dead provider is tried first and fails).
+    wait_for_stage(&client, "tiny6@3..6/6", &[referee.peer_id().to_string()]).await;
     let honest_sha = backup
         .provider()
         .unwrap()
@@ -501,10 +504,8 @@ print(json.dumps({{"text": r.choices[0].text, "spans": spans, "prompt_tokens": r
     // (A route may first try the dead 3..6 provider's lingering advert.)
     assert_eq!(last.providers.last(), Some(&backup.peer_id()), "{last:?}");
     assert!(!last.providers.contains(&liar.peer_id()), "{last:?}");
-    assert!(
-        last.replica.is_some_and(|r| r != liar.peer_id()),
-        "{last:?}"
-    );
+    // The only other live 3..6 provider left is the referee.
+    assert_eq!(last.replica, Some(referee.peer_id()), "{last:?}");
     let attested = client
         .store()
         .attestations()
